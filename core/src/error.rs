@@ -1,0 +1,193 @@
+//! The one error type of pg_entitlements.
+//!
+//! Every variant knows its [`ErrorKind`] (which the extension maps to a SQLSTATE in exactly
+//! one place), a message naming the user, feature and value involved, and a hint.
+
+use std::fmt;
+
+/// Who and what an error is about; printed in every message that concerns a user's quota.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    pub user_id: i64,
+    pub feature: String,
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "user {} feature \"{}\"", self.user_id, self.feature)
+    }
+}
+
+/// The class of an error, one per SQLSTATE the extension raises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// 22023 invalid_parameter_value
+    InvalidParameter,
+    /// 22004 null_value_not_allowed
+    NullValue,
+    /// 22003 numeric_value_out_of_range
+    OutOfRange,
+    /// P0002 no_data_found
+    NoData,
+    /// 22008 datetime_field_overflow
+    DatetimeOverflow,
+    /// 22P02 invalid_text_representation
+    InvalidText,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// A required argument was NULL.
+    NullArgument { function: &'static str, argument: &'static str },
+    /// The feature code is not in `quota.features`.
+    UnknownFeature { user_id: Option<i64>, feature: String },
+    /// Recording usage needs an active subscription.
+    NoActiveSubscription { subject: Subject },
+    /// A quota value (from `custom_quotas`, `plan_features` or the catalog) is malformed.
+    InvalidQuotaValue { subject: Subject, origin: &'static str, value: String, reason: &'static str },
+    /// A quota value is a whole number beyond the int4 range.
+    QuotaValueOutOfRange { subject: Subject, origin: &'static str, value: String },
+    /// `custom_quotas` is not a JSON object.
+    CustomQuotasNotObject { user_id: i64, value: String },
+    /// A usage amount of zero, a negative amount, or one beyond int4.
+    InvalidAmount { subject: Subject, amount: i64 },
+    /// A counter would leave the bigint range.
+    UsageOverflow { subject: Subject, usage: i64, amount: i64 },
+    /// A figure does not fit the int4 column of the seed-compatible result.
+    ResultOutOfRange { subject: Subject, column: &'static str, value: i64 },
+    /// A unit that is not a unit of bytes, where bytes are needed.
+    UnknownUnit { subject: Subject, unit: String },
+    /// Bytes beyond bigint.
+    BytesOverflow { subject: Subject, value: i64, unit: String },
+    /// A cycle name that is neither monthly nor yearly.
+    InvalidCycle { value: String },
+    /// A reset rule that is not one of billing_cycle, subscription, never.
+    InvalidResetRule { value: String },
+    /// A time zone name the time zone database does not know.
+    InvalidTimeZone { value: String },
+    /// A period computation left the range of representable times.
+    PeriodOutOfRange { detail: String },
+    /// The instant asked about lies outside the subscription.
+    OutsideSubscription { at: String, start: String, end: String },
+    /// A subscription that ends before it starts.
+    EmptySubscription { start: String, end: String },
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        use Error::*;
+        match self {
+            NullArgument { .. } => ErrorKind::NullValue,
+            UnknownFeature { .. } | NoActiveSubscription { .. } => ErrorKind::NoData,
+            QuotaValueOutOfRange { .. }
+            | UsageOverflow { .. }
+            | ResultOutOfRange { .. }
+            | BytesOverflow { .. } => ErrorKind::OutOfRange,
+            PeriodOutOfRange { .. } => ErrorKind::DatetimeOverflow,
+            InvalidQuotaValue { .. } | CustomQuotasNotObject { .. } => ErrorKind::InvalidText,
+            InvalidAmount { .. }
+            | UnknownUnit { .. }
+            | InvalidCycle { .. }
+            | InvalidResetRule { .. }
+            | InvalidTimeZone { .. }
+            | OutsideSubscription { .. }
+            | EmptySubscription { .. } => ErrorKind::InvalidParameter,
+        }
+    }
+
+    pub fn hint(&self) -> String {
+        use Error::*;
+        match self {
+            NullArgument { argument, .. } => format!("Pass a non-NULL value for {argument}."),
+            UnknownFeature { .. } => {
+                "Known features are listed in quota.features; add the feature there first.".into()
+            }
+            NoActiveSubscription { .. } => "The user needs a subscription with status 'active' \
+                 whose start_date <= now() < end_date."
+                .into(),
+            InvalidQuotaValue { .. } | QuotaValueOutOfRange { .. } => {
+                "A quota is a whole number from -1 (unlimited) to 2147483647.".into()
+            }
+            CustomQuotasNotObject { .. } => {
+                "custom_quotas is a JSON object such as {\"articles_per_month\": 10}.".into()
+            }
+            InvalidAmount { .. } => "The amount is a whole number from 1 to 2147483647.".into(),
+            UsageOverflow { .. } | ResultOutOfRange { .. } => {
+                "The counter is beyond what the function can report; inspect quota.user_usage."
+                    .into()
+            }
+            UnknownUnit { .. } => "Byte units are B, KB, MB, GB and TB (binary multiples of \
+                 1024); set quota.features.unit or plan_features.feature_unit."
+                .into(),
+            BytesOverflow { .. } => "Use -1 for unlimited storage.".into(),
+            InvalidCycle { .. } => "A quota cycle is 'monthly' or 'yearly'.".into(),
+            InvalidResetRule { .. } => {
+                "A reset rule is 'billing_cycle', 'subscription' or 'never'.".into()
+            }
+            InvalidTimeZone { .. } => "Use a name from pg_timezone_names, such as \
+                 'UTC' or 'Asia/Shanghai', in quota.settings.time_zone."
+                .into(),
+            PeriodOutOfRange { .. } => "Check the subscription's dates and quota_reset_anchor.".into(),
+            OutsideSubscription { .. } | EmptySubscription { .. } => {
+                "A subscription covers start_date <= t < end_date, with start_date < end_date."
+                    .into()
+            }
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Error::*;
+        match self {
+            NullArgument { function, argument } => {
+                write!(f, "{function}: argument {argument} must not be NULL")
+            }
+            UnknownFeature { user_id: Some(u), feature } => {
+                write!(f, "unknown feature \"{feature}\" (asked for user {u})")
+            }
+            UnknownFeature { user_id: None, feature } => write!(f, "unknown feature \"{feature}\""),
+            NoActiveSubscription { subject } => {
+                write!(f, "{subject}: user {} has no active subscription", subject.user_id)
+            }
+            InvalidQuotaValue { subject, origin, value, reason } => {
+                write!(f, "{subject}: invalid quota value {value} in {origin}: {reason}")
+            }
+            QuotaValueOutOfRange { subject, origin, value } => {
+                write!(f, "{subject}: quota value {value} in {origin} is out of range for integer")
+            }
+            CustomQuotasNotObject { user_id, value } => {
+                write!(f, "user {user_id}: custom_quotas must be a JSON object, not {value}")
+            }
+            InvalidAmount { subject, amount } => {
+                write!(f, "{subject}: amount {amount} is invalid, it must be at least 1")
+            }
+            UsageOverflow { subject, usage, amount } => {
+                write!(f, "{subject}: usage {usage} plus amount {amount} overflows bigint")
+            }
+            ResultOutOfRange { subject, column, value } => {
+                write!(f, "{subject}: {column} {value} is out of range for integer")
+            }
+            UnknownUnit { subject, unit } => {
+                write!(f, "{subject}: unit \"{unit}\" is not a unit of bytes")
+            }
+            BytesOverflow { subject, value, unit } => {
+                write!(f, "{subject}: {value} {unit} is out of range for bigint bytes")
+            }
+            InvalidCycle { value } => write!(f, "invalid quota cycle \"{value}\""),
+            InvalidResetRule { value } => write!(f, "invalid reset rule \"{value}\""),
+            InvalidTimeZone { value } => write!(f, "invalid time zone \"{value}\""),
+            PeriodOutOfRange { detail } => write!(f, "quota period out of range: {detail}"),
+            OutsideSubscription { at, start, end } => {
+                write!(f, "{at} lies outside the subscription [{start}, {end})")
+            }
+            EmptySubscription { start, end } => {
+                write!(f, "subscription ends ({end}) before it starts ({start})")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,17 @@
+//! The rules of pg_entitlements, free of PostgreSQL.
+//!
+//! Everything here is plain Rust with ordinary unit and property tests: billing periods
+//! ([`period`]), limits and their precedence ([`limit`]), the quota figures a check returns
+//! ([`status`]), storage units ([`units`]) and the one error type ([`error`]). The extension
+//! crate only converts PostgreSQL values into these types, calls them, and converts back.
+
+pub mod error;
+pub mod limit;
+pub mod period;
+pub mod status;
+pub mod units;
+
+pub use error::{Error, ErrorKind, Subject};
+pub use limit::{Limit, Resolved, Source};
+pub use period::{Cycle, Period, ResetRule};
+pub use status::QuotaStatus;

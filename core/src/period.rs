@@ -1,0 +1,388 @@
+//! Billing periods: usage resets on the subscription's anniversary, not the calendar month.
+//!
+//! The anchor is `quota_reset_anchor`, else the subscription's `start_date`. Boundary `k` is the
+//! anchor's local date and time plus `k` cycles (1 or 12 months), always counted from the
+//! anchor itself, so month ends clamp without drifting: an anchor on Jan 31 gives Feb 28 (29 in
+//! leap years), then Mar 31 again. Local times are taken in one configured time zone (never the
+//! session's), so a period starts at the same wall-clock time across daylight-saving changes;
+//! a wall-clock time that does not exist on a given day (a spring-forward gap) resolves the way
+//! PostgreSQL's own `timestamp AT TIME ZONE` does, to the later side of the gap. Periods are
+//! half-open `[start, end)` and clamped to the subscription's own `[start_date, end_date)`.
+
+use crate::error::{Error, Result};
+use jiff::civil::DateTime;
+use jiff::tz::TimeZone;
+use jiff::{Timestamp, ToSpan};
+use std::str::FromStr;
+
+/// How long one billing cycle is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cycle {
+    Monthly,
+    Yearly,
+}
+
+impl Cycle {
+    fn months(self) -> i64 {
+        match self {
+            Cycle::Monthly => 1,
+            Cycle::Yearly => 12,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cycle::Monthly => "monthly",
+            Cycle::Yearly => "yearly",
+        }
+    }
+}
+
+impl FromStr for Cycle {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "monthly" | "month" => Ok(Cycle::Monthly),
+            "yearly" | "year" | "annual" | "annually" => Ok(Cycle::Yearly),
+            _ => Err(Error::InvalidCycle { value: s.to_owned() }),
+        }
+    }
+}
+
+/// When a feature's usage counter starts again from zero (`quota.features.reset_rule`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetRule {
+    /// Every billing cycle, on the anniversary of the anchor.
+    BillingCycle,
+    /// Once per subscription (storage, connected platform accounts).
+    Subscription,
+    /// Never: one counter for the user's whole life.
+    Never,
+}
+
+impl ResetRule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResetRule::BillingCycle => "billing_cycle",
+            ResetRule::Subscription => "subscription",
+            ResetRule::Never => "never",
+        }
+    }
+}
+
+impl FromStr for ResetRule {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "billing_cycle" => Ok(ResetRule::BillingCycle),
+            "subscription" => Ok(ResetRule::Subscription),
+            "never" => Ok(ResetRule::Never),
+            _ => Err(Error::InvalidResetRule { value: s.to_owned() }),
+        }
+    }
+}
+
+/// What the period computation needs to know about a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscription {
+    pub start: Timestamp,
+    pub end: Timestamp,
+    /// `quota_reset_anchor`; `None` means the start date.
+    pub anchor: Option<Timestamp>,
+    pub cycle: Cycle,
+}
+
+/// A usage period. `None` bounds are infinite (`-infinity` / `infinity` in PostgreSQL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    pub start: Option<Timestamp>,
+    pub end: Option<Timestamp>,
+    pub rule: ResetRule,
+    /// The cycle, for billing-cycle periods.
+    pub cycle: Option<Cycle>,
+}
+
+impl Period {
+    /// The name of the period kind as `get_quota_period` reports it.
+    pub fn kind(&self) -> &'static str {
+        match self.cycle {
+            Some(c) => c.as_str(),
+            None => self.rule.as_str(),
+        }
+    }
+}
+
+/// Looks a time zone up in the system time zone database (the one Debian's PostgreSQL uses).
+pub fn time_zone(name: &str) -> Result<TimeZone> {
+    if name.eq_ignore_ascii_case("UTC") {
+        return Ok(TimeZone::UTC);
+    }
+    TimeZone::get(name).map_err(|_| Error::InvalidTimeZone { value: name.to_owned() })
+}
+
+fn out_of_range(e: jiff::Error) -> Error {
+    Error::PeriodOutOfRange { detail: e.to_string() }
+}
+
+/// Boundary `k` after the anchor, in UTC.
+fn boundary(anchor_local: DateTime, cycle: Cycle, k: i64, tz: &TimeZone) -> Result<Timestamp> {
+    let local = anchor_local.checked_add((k * cycle.months()).months()).map_err(out_of_range)?;
+    // `compatible` moves a time inside a spring-forward gap forward by the gap and takes the
+    // earlier of two times in a fall-back fold, as PostgreSQL does.
+    tz.to_ambiguous_timestamp(local).compatible().map_err(out_of_range)
+}
+
+/// The anniversary period `[start, end)` that contains `at`, before clamping.
+pub fn anniversary_period(
+    anchor: Timestamp,
+    cycle: Cycle,
+    at: Timestamp,
+    tz: &TimeZone,
+) -> Result<(Timestamp, Timestamp)> {
+    let anchor_local = tz.to_datetime(anchor);
+    let at_local = tz.to_datetime(at);
+    let months = i64::from(at_local.year() - anchor_local.year()) * 12
+        + i64::from(at_local.month() - anchor_local.month());
+    let mut k = months.div_euclid(cycle.months());
+    // The estimate is off by at most one cycle (day and time of month, DST); settle it.
+    while boundary(anchor_local, cycle, k, tz)? > at {
+        k -= 1;
+    }
+    while boundary(anchor_local, cycle, k + 1, tz)? <= at {
+        k += 1;
+    }
+    Ok((boundary(anchor_local, cycle, k, tz)?, boundary(anchor_local, cycle, k + 1, tz)?))
+}
+
+/// The period of a feature with reset rule `rule` that contains `at`, for subscription `sub`.
+pub fn current_period(
+    rule: ResetRule,
+    sub: &Subscription,
+    at: Timestamp,
+    tz: &TimeZone,
+) -> Result<Period> {
+    if sub.start >= sub.end {
+        return Err(Error::EmptySubscription { start: sub.start.to_string(), end: sub.end.to_string() });
+    }
+    if rule != ResetRule::Never && (at < sub.start || at >= sub.end) {
+        return Err(Error::OutsideSubscription {
+            at: at.to_string(),
+            start: sub.start.to_string(),
+            end: sub.end.to_string(),
+        });
+    }
+    Ok(match rule {
+        ResetRule::Never => Period { start: None, end: None, rule, cycle: None },
+        ResetRule::Subscription => {
+            Period { start: Some(sub.start), end: Some(sub.end), rule, cycle: None }
+        }
+        ResetRule::BillingCycle => {
+            let anchor = sub.anchor.unwrap_or(sub.start);
+            let (start, end) = anniversary_period(anchor, sub.cycle, at, tz)?;
+            Period {
+                start: Some(start.max(sub.start)),
+                end: Some(end.min(sub.end)),
+                rule,
+                cycle: Some(sub.cycle),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn utc() -> TimeZone {
+        TimeZone::UTC
+    }
+
+    fn sub(start: &str, end: &str, anchor: Option<&str>, cycle: Cycle) -> Subscription {
+        Subscription { start: ts(start), end: ts(end), anchor: anchor.map(ts), cycle }
+    }
+
+    fn period(s: &Subscription, at: &str) -> (Timestamp, Timestamp) {
+        let p = current_period(ResetRule::BillingCycle, s, ts(at), &utc()).unwrap();
+        (p.start.unwrap(), p.end.unwrap())
+    }
+
+    #[test]
+    fn monthly_anniversary_not_calendar_month() {
+        let s = sub("2026-01-15T10:00:00Z", "2027-01-15T10:00:00Z", None, Cycle::Monthly);
+        assert_eq!(period(&s, "2026-03-01T00:00:00Z"), (ts("2026-02-15T10:00:00Z"), ts("2026-03-15T10:00:00Z")));
+    }
+
+    #[test]
+    fn jan_31_clamps_to_feb_28_then_returns_to_mar_31() {
+        let s = sub("2026-01-31T00:00:00Z", "2027-01-31T00:00:00Z", None, Cycle::Monthly);
+        assert_eq!(period(&s, "2026-02-10T00:00:00Z"), (ts("2026-01-31T00:00:00Z"), ts("2026-02-28T00:00:00Z")));
+        assert_eq!(period(&s, "2026-03-01T00:00:00Z"), (ts("2026-02-28T00:00:00Z"), ts("2026-03-31T00:00:00Z")));
+        assert_eq!(period(&s, "2026-04-15T00:00:00Z"), (ts("2026-03-31T00:00:00Z"), ts("2026-04-30T00:00:00Z")));
+        // No drift after a run of short months.
+        assert_eq!(period(&s, "2026-08-01T00:00:00Z"), (ts("2026-07-31T00:00:00Z"), ts("2026-08-31T00:00:00Z")));
+    }
+
+    #[test]
+    fn jan_31_in_a_leap_year_gives_feb_29() {
+        let s = sub("2028-01-31T00:00:00Z", "2029-01-31T00:00:00Z", None, Cycle::Monthly);
+        assert_eq!(period(&s, "2028-02-29T12:00:00Z"), (ts("2028-02-29T00:00:00Z"), ts("2028-03-31T00:00:00Z")));
+    }
+
+    #[test]
+    fn feb_29_yearly_anchor_clamps_in_common_years_and_returns_in_leap_years() {
+        let s = sub("2028-02-29T00:00:00Z", "2033-01-01T00:00:00Z", None, Cycle::Yearly);
+        assert_eq!(period(&s, "2029-06-01T00:00:00Z"), (ts("2029-02-28T00:00:00Z"), ts("2030-02-28T00:00:00Z")));
+        assert_eq!(period(&s, "2032-03-01T00:00:00Z"), (ts("2032-02-29T00:00:00Z"), ts("2033-01-01T00:00:00Z")));
+    }
+
+    #[test]
+    fn periods_are_half_open() {
+        let s = sub("2026-01-15T00:00:00Z", "2027-01-15T00:00:00Z", None, Cycle::Monthly);
+        assert_eq!(period(&s, "2026-02-15T00:00:00Z").0, ts("2026-02-15T00:00:00Z"));
+        assert_eq!(period(&s, "2026-02-14T23:59:59.999999Z").1, ts("2026-02-15T00:00:00Z"));
+    }
+
+    #[test]
+    fn explicit_anchor_before_the_start_is_clamped_to_the_subscription() {
+        let s = sub("2026-03-20T00:00:00Z", "2026-12-31T00:00:00Z", Some("2025-11-05T00:00:00Z"), Cycle::Monthly);
+        assert_eq!(period(&s, "2026-03-25T00:00:00Z"), (ts("2026-03-20T00:00:00Z"), ts("2026-04-05T00:00:00Z")));
+    }
+
+    #[test]
+    fn anchor_in_the_future_counts_backwards_from_it() {
+        let s = sub("2026-01-01T00:00:00Z", "2027-06-01T00:00:00Z", Some("2026-09-10T00:00:00Z"), Cycle::Monthly);
+        assert_eq!(period(&s, "2026-03-01T00:00:00Z"), (ts("2026-02-10T00:00:00Z"), ts("2026-03-10T00:00:00Z")));
+        assert_eq!(period(&s, "2026-01-05T00:00:00Z"), (ts("2026-01-01T00:00:00Z"), ts("2026-01-10T00:00:00Z")));
+    }
+
+    #[test]
+    fn subscription_shorter_than_one_period() {
+        let s = sub("2026-05-01T00:00:00Z", "2026-05-15T00:00:00Z", None, Cycle::Monthly);
+        assert_eq!(period(&s, "2026-05-03T00:00:00Z"), (ts("2026-05-01T00:00:00Z"), ts("2026-05-15T00:00:00Z")));
+        let y = sub("2026-05-01T00:00:00Z", "2026-08-01T00:00:00Z", None, Cycle::Yearly);
+        assert_eq!(period(&y, "2026-07-31T00:00:00Z"), (ts("2026-05-01T00:00:00Z"), ts("2026-08-01T00:00:00Z")));
+    }
+
+    #[test]
+    fn yearly_cycle() {
+        let s = sub("2025-06-30T08:00:00Z", "2028-06-30T08:00:00Z", None, Cycle::Yearly);
+        assert_eq!(period(&s, "2026-11-25T00:00:00Z"), (ts("2026-06-30T08:00:00Z"), ts("2027-06-30T08:00:00Z")));
+    }
+
+    #[test]
+    fn local_midnight_is_kept_across_daylight_saving_changes() {
+        let ny = time_zone("America/New_York").unwrap();
+        // 2026-02-10 00:30 EST (UTC-5); DST starts 2026-03-08, so Mar 10 00:30 is EDT (UTC-4).
+        let s = sub("2026-02-10T05:30:00Z", "2027-02-10T05:30:00Z", None, Cycle::Monthly);
+        let p = current_period(ResetRule::BillingCycle, &s, ts("2026-03-20T00:00:00Z"), &ny).unwrap();
+        assert_eq!(p.start, Some(ts("2026-03-10T04:30:00Z")));
+        assert_eq!(p.end, Some(ts("2026-04-10T04:30:00Z")));
+        // Back to standard time in November: Nov 10 00:30 EST again.
+        let p = current_period(ResetRule::BillingCycle, &s, ts("2026-11-20T00:00:00Z"), &ny).unwrap();
+        assert_eq!(p.start, Some(ts("2026-11-10T05:30:00Z")));
+    }
+
+    #[test]
+    fn a_wall_clock_time_in_the_spring_forward_gap_moves_forward() {
+        let ny = time_zone("America/New_York").unwrap();
+        // Anchor 2026-02-08 02:30 EST; 2026-03-08 02:30 does not exist in New York -> 03:30 EDT.
+        let s = sub("2026-02-08T07:30:00Z", "2027-02-08T07:30:00Z", None, Cycle::Monthly);
+        let p = current_period(ResetRule::BillingCycle, &s, ts("2026-03-09T00:00:00Z"), &ny).unwrap();
+        assert_eq!(p.start, Some(ts("2026-03-08T07:30:00Z")));
+        assert_eq!(p.end, Some(ts("2026-04-08T06:30:00Z")));
+    }
+
+    #[test]
+    fn the_zone_changes_where_the_boundary_falls() {
+        // Anchor 2026-01-30 16:00 UTC is Jan 31 00:00 in Shanghai (UTC+8). Counted in Shanghai,
+        // January 31 clamps to February 28 local; counted in UTC, January 30 becomes February 28.
+        let s = sub("2026-01-30T16:00:00Z", "2027-01-30T16:00:00Z", None, Cycle::Monthly);
+        let at = ts("2026-02-28T00:00:00Z");
+        let sh = current_period(ResetRule::BillingCycle, &s, at, &time_zone("Asia/Shanghai").unwrap()).unwrap();
+        assert_eq!((sh.start, sh.end), (Some(ts("2026-02-27T16:00:00Z")), Some(ts("2026-03-30T16:00:00Z"))));
+        assert_eq!(period(&s, "2026-02-28T00:00:00Z"), (ts("2026-01-30T16:00:00Z"), ts("2026-02-28T16:00:00Z")));
+    }
+
+    #[test]
+    fn subscription_and_never_rules() {
+        let s = sub("2026-01-15T00:00:00Z", "2027-01-15T00:00:00Z", None, Cycle::Monthly);
+        let p = current_period(ResetRule::Subscription, &s, ts("2026-06-01T00:00:00Z"), &utc()).unwrap();
+        assert_eq!((p.start, p.end, p.kind()), (Some(s.start), Some(s.end), "subscription"));
+        let p = current_period(ResetRule::Never, &s, ts("2030-01-01T00:00:00Z"), &utc()).unwrap();
+        assert_eq!((p.start, p.end, p.kind()), (None, None, "never"));
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let s = sub("2026-01-15T00:00:00Z", "2026-01-15T00:00:00Z", None, Cycle::Monthly);
+        assert!(matches!(current_period(ResetRule::BillingCycle, &s, s.start, &utc()), Err(Error::EmptySubscription { .. })));
+        let s = sub("2026-01-15T00:00:00Z", "2026-02-15T00:00:00Z", None, Cycle::Monthly);
+        assert!(matches!(
+            current_period(ResetRule::BillingCycle, &s, ts("2026-02-15T00:00:00Z"), &utc()),
+            Err(Error::OutsideSubscription { .. })
+        ));
+        assert!(matches!(time_zone("Mars/Olympus"), Err(Error::InvalidTimeZone { .. })));
+        assert!("weekly".parse::<Cycle>().is_err());
+        assert!("daily".parse::<ResetRule>().is_err());
+    }
+
+    #[test]
+    fn a_boundary_beyond_year_9999_is_an_error_not_a_panic() {
+        let s = sub("9999-11-29T00:00:00Z", "9999-12-30T00:00:00Z", None, Cycle::Monthly);
+        assert!(matches!(
+            current_period(ResetRule::BillingCycle, &s, ts("9999-12-15T00:00:00Z"), &utc()),
+            Err(Error::PeriodOutOfRange { .. })
+        ));
+    }
+
+    proptest! {
+        // For any anchor, subscription and instant: the period contains the instant, lies inside
+        // the subscription, is at most one cycle long, and starts on the anchor's day of month
+        // (or the month's last day) unless clamped to the subscription start.
+        #[test]
+        fn period_contains_the_instant(
+            anchor in 946_684_800i64..4_102_444_800i64,
+            start_off in 0i64..400 * 86_400,
+            len in 3_600i64..1_500 * 86_400,
+            at_frac in 0.0f64..1.0,
+            yearly in any::<bool>(),
+            zone in prop_oneof![Just("UTC"), Just("America/New_York"), Just("Asia/Shanghai"), Just("Australia/Lord_Howe")],
+        ) {
+            let tz = time_zone(zone).unwrap();
+            let start = Timestamp::from_second(anchor + start_off).unwrap();
+            let end = Timestamp::from_second(anchor + start_off + len).unwrap();
+            let at = Timestamp::from_second(anchor + start_off + ((len as f64) * at_frac) as i64).unwrap();
+            prop_assume!(at < end);
+            let cycle = if yearly { Cycle::Yearly } else { Cycle::Monthly };
+            let s = Subscription { start, end, anchor: Some(Timestamp::from_second(anchor).unwrap()), cycle };
+            let p = current_period(ResetRule::BillingCycle, &s, at, &tz).unwrap();
+            let (ps, pe) = (p.start.unwrap(), p.end.unwrap());
+            prop_assert!(ps <= at && at < pe);
+            prop_assert!(start <= ps && pe <= end);
+            let max_days = if yearly { 367 } else { 32 };
+            prop_assert!((pe.as_second() - ps.as_second()) <= max_days * 86_400);
+        }
+
+        // Consecutive periods tile the subscription: the end of one is the start of the next.
+        #[test]
+        fn periods_tile_without_gaps(anchor_day in 1i8..=31, months in 1i64..40) {
+            let tz = time_zone("Europe/Berlin").unwrap();
+            let anchor_local = jiff::civil::date(2026, 1, anchor_day.min(31)).at(0, 15, 0, 0);
+            let anchor = tz.to_ambiguous_timestamp(anchor_local).compatible().unwrap();
+            let end = anchor.checked_add(jiff::SignedDuration::from_hours(24 * 31 * months)).unwrap();
+            let s = Subscription { start: anchor, end, anchor: None, cycle: Cycle::Monthly };
+            let mut at = anchor;
+            while at < end {
+                let p = current_period(ResetRule::BillingCycle, &s, at, &tz).unwrap();
+                prop_assert_eq!(p.start.unwrap(), at);
+                at = p.end.unwrap();
+            }
+            prop_assert_eq!(at, end);
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The figures `check_user_quota` returns, computed from a limit and the period's usage.
+
+use crate::error::{Error, Result, Subject};
+use crate::limit::Limit;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaStatus {
+    pub has_quota: bool,
+    pub current_usage: i64,
+    /// `-1` for unlimited, `0` when no source defines a limit.
+    pub quota_limit: i64,
+    /// `-1` for unlimited; never negative otherwise, even when usage exceeds a lowered limit.
+    pub remaining: i64,
+    /// Usage as a percentage of the limit in hundredths of a percent (`1234` is 12.34%),
+    /// rounded half away from zero like `round(numeric, 2)`; 0 for unlimited or no limit.
+    pub percentage_hundredths: i64,
+}
+
+impl QuotaStatus {
+    /// No active subscription: `(false, 0, 0, 0, 0)`.
+    pub const NONE: QuotaStatus = QuotaStatus {
+        has_quota: false,
+        current_usage: 0,
+        quota_limit: 0,
+        remaining: 0,
+        percentage_hundredths: 0,
+    };
+
+    /// The status for a limit (`None`: no source defines one) and the usage of the period.
+    pub fn evaluate(limit: Option<Limit>, usage: i64) -> QuotaStatus {
+        match limit {
+            None => QuotaStatus { current_usage: usage, ..QuotaStatus::NONE },
+            Some(Limit::Unlimited) => QuotaStatus {
+                has_quota: true,
+                current_usage: usage,
+                quota_limit: -1,
+                remaining: -1,
+                percentage_hundredths: 0,
+            },
+            Some(Limit::Max(n)) => {
+                let n = i64::from(n);
+                let percentage_hundredths = if n == 0 {
+                    0
+                } else {
+                    // usage * 10_000 overflows i64 near usage = 9.2e14; i128 cannot.
+                    let num = i128::from(usage) * 10_000;
+                    let den = i128::from(n);
+                    let rounded = (2 * num + den * num.signum()) / (2 * den);
+                    i64::try_from(rounded).unwrap_or(i64::MAX)
+                };
+                QuotaStatus {
+                    has_quota: usage < n,
+                    current_usage: usage,
+                    quota_limit: n,
+                    remaining: (n - usage).max(0),
+                    percentage_hundredths,
+                }
+            }
+        }
+    }
+
+    /// The percentage as numeric text with two decimals, e.g. `"33.33"`.
+    pub fn percentage_text(&self) -> String {
+        let p = self.percentage_hundredths;
+        let sign = if p < 0 { "-" } else { "" };
+        format!("{sign}{}.{:02}", (p / 100).abs(), (p % 100).abs())
+    }
+
+    /// `current_usage`, `quota_limit` and `remaining` as the int4 columns of the seed's result.
+    pub fn int4_figures(&self, subject: &Subject) -> Result<(i32, i32, i32)> {
+        let fit = |column: &'static str, value: i64| {
+            i32::try_from(value).map_err(|_| Error::ResultOutOfRange {
+                subject: subject.clone(),
+                column,
+                value,
+            })
+        };
+        Ok((
+            fit("current_usage", self.current_usage)?,
+            fit("quota_limit", self.quota_limit)?,
+            fit("remaining", self.remaining)?,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn the_seed_scenario() {
+        // Custom quota 6, used 2: remaining 4. Raised to 10: remaining 8, 3 more articles fit.
+        let before = QuotaStatus::evaluate(Some(Limit::Max(6)), 2);
+        assert_eq!((before.has_quota, before.remaining, before.percentage_text()), (true, 4, "33.33".into()));
+        let after = QuotaStatus::evaluate(Some(Limit::Max(10)), 2);
+        assert_eq!((after.quota_limit, after.remaining, after.percentage_text()), (10, 8, "20.00".into()));
+        assert!(Limit::Max(10).allows(2, 3));
+    }
+
+    #[test]
+    fn exhausted_and_lowered_limits() {
+        let full = QuotaStatus::evaluate(Some(Limit::Max(5)), 5);
+        assert_eq!((full.has_quota, full.remaining, full.percentage_text()), (false, 0, "100.00".into()));
+        let lowered = QuotaStatus::evaluate(Some(Limit::Max(4)), 6);
+        assert_eq!((lowered.has_quota, lowered.remaining, lowered.percentage_text()), (false, 0, "150.00".into()));
+    }
+
+    #[test]
+    fn unlimited_zero_and_absent_limits() {
+        let u = QuotaStatus::evaluate(Some(Limit::Unlimited), 42);
+        assert_eq!((u.has_quota, u.quota_limit, u.remaining, u.percentage_hundredths), (true, -1, -1, 0));
+        let z = QuotaStatus::evaluate(Some(Limit::Max(0)), 0);
+        assert_eq!((z.has_quota, z.quota_limit, z.remaining, z.percentage_hundredths), (false, 0, 0, 0));
+        let none = QuotaStatus::evaluate(None, 3);
+        assert_eq!((none.has_quota, none.current_usage, none.quota_limit), (false, 3, 0));
+        assert_eq!(QuotaStatus::NONE.percentage_text(), "0.00");
+    }
+
+    #[test]
+    fn rounding_is_half_away_from_zero() {
+        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(3)), 2).percentage_text(), "66.67");
+        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(8)), 1).percentage_text(), "12.50");
+        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(16)), 1).percentage_text(), "6.25");
+        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(80_000)), 1).percentage_text(), "0.00");
+        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(20_000)), 1).percentage_text(), "0.01");
+        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(20_001)), 1).percentage_text(), "0.00");
+    }
+
+    #[test]
+    fn figures_beyond_int4_are_errors() {
+        let s = Subject { user_id: 1, feature: "x".into() };
+        let big = QuotaStatus::evaluate(Some(Limit::Max(10)), i64::from(i32::MAX) + 1);
+        assert!(matches!(big.int4_figures(&s), Err(Error::ResultOutOfRange { column: "current_usage", .. })));
+    }
+
+    proptest! {
+        #[test]
+        fn invariants(limit in proptest::option::of(-1i64..1_000_000), usage in 0i64..i64::MAX) {
+            let limit = limit.map(|n| crate::limit::limit_from_i64(n).unwrap());
+            let s = QuotaStatus::evaluate(limit, usage);
+            prop_assert_eq!(s.current_usage, usage);
+            match limit {
+                Some(Limit::Max(n)) => {
+                    prop_assert_eq!(s.has_quota, usage < i64::from(n));
+                    prop_assert_eq!(s.remaining, (i64::from(n) - usage).max(0));
+                    prop_assert!(s.percentage_hundredths >= 0);
+                }
+                Some(Limit::Unlimited) => prop_assert!(s.has_quota && s.remaining == -1),
+                None => prop_assert!(!s.has_quota && s.remaining == 0),
+            }
+        }
+    }
+}
