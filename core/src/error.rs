@@ -33,32 +33,61 @@ pub enum ErrorKind {
     DatetimeOverflow,
     /// 22P02 invalid_text_representation
     InvalidText,
+    /// 25006 read_only_sql_transaction
+    ReadOnly,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     /// A required argument was NULL.
-    NullArgument { function: &'static str, argument: &'static str },
+    NullArgument {
+        function: &'static str,
+        argument: &'static str,
+    },
     /// The feature code is not in `quota.features`.
-    UnknownFeature { user_id: Option<i64>, feature: String },
+    UnknownFeature {
+        user_id: Option<i64>,
+        feature: String,
+    },
     /// Recording usage needs an active subscription.
     NoActiveSubscription { subject: Subject },
     /// A quota value (from `custom_quotas`, `plan_features` or the catalog) is malformed.
-    InvalidQuotaValue { subject: Subject, origin: &'static str, value: String, reason: &'static str },
+    InvalidQuotaValue {
+        subject: Subject,
+        origin: &'static str,
+        value: String,
+        reason: &'static str,
+    },
     /// A quota value is a whole number beyond the int4 range.
-    QuotaValueOutOfRange { subject: Subject, origin: &'static str, value: String },
+    QuotaValueOutOfRange {
+        subject: Subject,
+        origin: &'static str,
+        value: String,
+    },
     /// `custom_quotas` is not a JSON object.
     CustomQuotasNotObject { user_id: i64, value: String },
     /// A usage amount of zero, a negative amount, or one beyond int4.
     InvalidAmount { subject: Subject, amount: i64 },
     /// A counter would leave the bigint range.
-    UsageOverflow { subject: Subject, usage: i64, amount: i64 },
+    UsageOverflow {
+        subject: Subject,
+        usage: i64,
+        amount: i64,
+    },
     /// A figure does not fit the int4 column of the seed-compatible result.
-    ResultOutOfRange { subject: Subject, column: &'static str, value: i64 },
+    ResultOutOfRange {
+        subject: Subject,
+        column: &'static str,
+        value: i64,
+    },
     /// A unit that is not a unit of bytes, where bytes are needed.
     UnknownUnit { subject: Subject, unit: String },
     /// Bytes beyond bigint.
-    BytesOverflow { subject: Subject, value: i64, unit: String },
+    BytesOverflow {
+        subject: Subject,
+        value: i64,
+        unit: String,
+    },
     /// A cycle name that is neither monthly nor yearly.
     InvalidCycle { value: String },
     /// A reset rule that is not one of billing_cycle, subscription, never.
@@ -68,9 +97,15 @@ pub enum Error {
     /// A period computation left the range of representable times.
     PeriodOutOfRange { detail: String },
     /// The instant asked about lies outside the subscription.
-    OutsideSubscription { at: String, start: String, end: String },
+    OutsideSubscription {
+        at: String,
+        start: String,
+        end: String,
+    },
     /// A subscription that ends before it starts.
     EmptySubscription { start: String, end: String },
+    /// A writing function called where nothing can be written (a hot standby).
+    ReadOnlyServer { function: &'static str },
 }
 
 impl Error {
@@ -84,6 +119,7 @@ impl Error {
             | ResultOutOfRange { .. }
             | BytesOverflow { .. } => ErrorKind::OutOfRange,
             PeriodOutOfRange { .. } => ErrorKind::DatetimeOverflow,
+            ReadOnlyServer { .. } => ErrorKind::ReadOnly,
             InvalidQuotaValue { .. } | CustomQuotasNotObject { .. } => ErrorKind::InvalidText,
             InvalidAmount { .. }
             | UnknownUnit { .. }
@@ -127,11 +163,16 @@ impl Error {
             InvalidTimeZone { .. } => "Use a name from pg_timezone_names, such as \
                  'UTC' or 'Asia/Shanghai', in quota.settings.time_zone."
                 .into(),
-            PeriodOutOfRange { .. } => "Check the subscription's dates and quota_reset_anchor.".into(),
+            PeriodOutOfRange { .. } => {
+                "Check the subscription's dates and quota_reset_anchor.".into()
+            }
             OutsideSubscription { .. } | EmptySubscription { .. } => {
                 "A subscription covers start_date <= t < end_date, with start_date < end_date."
                     .into()
             }
+            ReadOnlyServer { .. } => "Send writes to the primary; check_user_quota, \
+                 get_user_storage_quota and get_quota_period work on a standby."
+                .into(),
         }
     }
 }
@@ -143,36 +184,81 @@ impl fmt::Display for Error {
             NullArgument { function, argument } => {
                 write!(f, "{function}: argument {argument} must not be NULL")
             }
-            UnknownFeature { user_id: Some(u), feature } => {
+            UnknownFeature {
+                user_id: Some(u),
+                feature,
+            } => {
                 write!(f, "unknown feature \"{feature}\" (asked for user {u})")
             }
-            UnknownFeature { user_id: None, feature } => write!(f, "unknown feature \"{feature}\""),
+            UnknownFeature {
+                user_id: None,
+                feature,
+            } => write!(f, "unknown feature \"{feature}\""),
             NoActiveSubscription { subject } => {
-                write!(f, "{subject}: user {} has no active subscription", subject.user_id)
+                write!(f, "{subject}: no active subscription")
             }
-            InvalidQuotaValue { subject, origin, value, reason } => {
-                write!(f, "{subject}: invalid quota value {value} in {origin}: {reason}")
+            InvalidQuotaValue {
+                subject,
+                origin,
+                value,
+                reason,
+            } => {
+                write!(
+                    f,
+                    "{subject}: invalid quota value {value} in {origin}: {reason}"
+                )
             }
-            QuotaValueOutOfRange { subject, origin, value } => {
-                write!(f, "{subject}: quota value {value} in {origin} is out of range for integer")
+            QuotaValueOutOfRange {
+                subject,
+                origin,
+                value,
+            } => {
+                write!(
+                    f,
+                    "{subject}: quota value {value} in {origin} is out of range for integer"
+                )
             }
             CustomQuotasNotObject { user_id, value } => {
-                write!(f, "user {user_id}: custom_quotas must be a JSON object, not {value}")
+                write!(
+                    f,
+                    "user {user_id}: custom_quotas must be a JSON object, not {value}"
+                )
             }
             InvalidAmount { subject, amount } => {
-                write!(f, "{subject}: amount {amount} is invalid, it must be at least 1")
+                write!(
+                    f,
+                    "{subject}: amount {amount} is invalid, it must be at least 1"
+                )
             }
-            UsageOverflow { subject, usage, amount } => {
-                write!(f, "{subject}: usage {usage} plus amount {amount} overflows bigint")
+            UsageOverflow {
+                subject,
+                usage,
+                amount,
+            } => {
+                write!(
+                    f,
+                    "{subject}: usage {usage} plus amount {amount} overflows bigint"
+                )
             }
-            ResultOutOfRange { subject, column, value } => {
+            ResultOutOfRange {
+                subject,
+                column,
+                value,
+            } => {
                 write!(f, "{subject}: {column} {value} is out of range for integer")
             }
             UnknownUnit { subject, unit } => {
                 write!(f, "{subject}: unit \"{unit}\" is not a unit of bytes")
             }
-            BytesOverflow { subject, value, unit } => {
-                write!(f, "{subject}: {value} {unit} is out of range for bigint bytes")
+            BytesOverflow {
+                subject,
+                value,
+                unit,
+            } => {
+                write!(
+                    f,
+                    "{subject}: {value} {unit} is out of range for bigint bytes"
+                )
             }
             InvalidCycle { value } => write!(f, "invalid quota cycle \"{value}\""),
             InvalidResetRule { value } => write!(f, "invalid reset rule \"{value}\""),
@@ -183,6 +269,12 @@ impl fmt::Display for Error {
             }
             EmptySubscription { start, end } => {
                 write!(f, "subscription ends ({end}) before it starts ({start})")
+            }
+            ReadOnlyServer { function } => {
+                write!(
+                    f,
+                    "{function} cannot record usage on a server in recovery (hot standby)"
+                )
             }
         }
     }

@@ -29,7 +29,10 @@ impl QuotaStatus {
     /// The status for a limit (`None`: no source defines one) and the usage of the period.
     pub fn evaluate(limit: Option<Limit>, usage: i64) -> QuotaStatus {
         match limit {
-            None => QuotaStatus { current_usage: usage, ..QuotaStatus::NONE },
+            None => QuotaStatus {
+                current_usage: usage,
+                ..QuotaStatus::NONE
+            },
             Some(Limit::Unlimited) => QuotaStatus {
                 has_quota: true,
                 current_usage: usage,
@@ -92,46 +95,108 @@ mod tests {
     fn the_seed_scenario() {
         // Custom quota 6, used 2: remaining 4. Raised to 10: remaining 8, 3 more articles fit.
         let before = QuotaStatus::evaluate(Some(Limit::Max(6)), 2);
-        assert_eq!((before.has_quota, before.remaining, before.percentage_text()), (true, 4, "33.33".into()));
+        assert_eq!(
+            (before.has_quota, before.remaining, before.percentage_text()),
+            (true, 4, "33.33".into())
+        );
         let after = QuotaStatus::evaluate(Some(Limit::Max(10)), 2);
-        assert_eq!((after.quota_limit, after.remaining, after.percentage_text()), (10, 8, "20.00".into()));
+        assert_eq!(
+            (after.quota_limit, after.remaining, after.percentage_text()),
+            (10, 8, "20.00".into())
+        );
         assert!(Limit::Max(10).allows(2, 3));
     }
 
     #[test]
     fn exhausted_and_lowered_limits() {
         let full = QuotaStatus::evaluate(Some(Limit::Max(5)), 5);
-        assert_eq!((full.has_quota, full.remaining, full.percentage_text()), (false, 0, "100.00".into()));
+        assert_eq!(
+            (full.has_quota, full.remaining, full.percentage_text()),
+            (false, 0, "100.00".into())
+        );
         let lowered = QuotaStatus::evaluate(Some(Limit::Max(4)), 6);
-        assert_eq!((lowered.has_quota, lowered.remaining, lowered.percentage_text()), (false, 0, "150.00".into()));
+        assert_eq!(
+            (
+                lowered.has_quota,
+                lowered.remaining,
+                lowered.percentage_text()
+            ),
+            (false, 0, "150.00".into())
+        );
     }
 
     #[test]
     fn unlimited_zero_and_absent_limits() {
         let u = QuotaStatus::evaluate(Some(Limit::Unlimited), 42);
-        assert_eq!((u.has_quota, u.quota_limit, u.remaining, u.percentage_hundredths), (true, -1, -1, 0));
+        assert_eq!(
+            (
+                u.has_quota,
+                u.quota_limit,
+                u.remaining,
+                u.percentage_hundredths
+            ),
+            (true, -1, -1, 0)
+        );
         let z = QuotaStatus::evaluate(Some(Limit::Max(0)), 0);
-        assert_eq!((z.has_quota, z.quota_limit, z.remaining, z.percentage_hundredths), (false, 0, 0, 0));
+        assert_eq!(
+            (
+                z.has_quota,
+                z.quota_limit,
+                z.remaining,
+                z.percentage_hundredths
+            ),
+            (false, 0, 0, 0)
+        );
         let none = QuotaStatus::evaluate(None, 3);
-        assert_eq!((none.has_quota, none.current_usage, none.quota_limit), (false, 3, 0));
+        assert_eq!(
+            (none.has_quota, none.current_usage, none.quota_limit),
+            (false, 3, 0)
+        );
         assert_eq!(QuotaStatus::NONE.percentage_text(), "0.00");
     }
 
     #[test]
     fn rounding_is_half_away_from_zero() {
-        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(3)), 2).percentage_text(), "66.67");
-        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(8)), 1).percentage_text(), "12.50");
-        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(16)), 1).percentage_text(), "6.25");
-        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(80_000)), 1).percentage_text(), "0.00");
-        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(20_000)), 1).percentage_text(), "0.01");
-        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(20_001)), 1).percentage_text(), "0.00");
+        assert_eq!(
+            QuotaStatus::evaluate(Some(Limit::Max(3)), 2).percentage_text(),
+            "66.67"
+        );
+        assert_eq!(
+            QuotaStatus::evaluate(Some(Limit::Max(8)), 1).percentage_text(),
+            "12.50"
+        );
+        assert_eq!(
+            QuotaStatus::evaluate(Some(Limit::Max(16)), 1).percentage_text(),
+            "6.25"
+        );
+        assert_eq!(
+            QuotaStatus::evaluate(Some(Limit::Max(80_000)), 1).percentage_text(),
+            "0.00"
+        );
+        assert_eq!(
+            QuotaStatus::evaluate(Some(Limit::Max(20_000)), 1).percentage_text(),
+            "0.01"
+        );
+        assert_eq!(
+            QuotaStatus::evaluate(Some(Limit::Max(20_001)), 1).percentage_text(),
+            "0.00"
+        );
     }
 
     #[test]
     fn figures_beyond_int4_are_errors() {
-        let s = Subject { user_id: 1, feature: "x".into() };
+        let s = Subject {
+            user_id: 1,
+            feature: "x".into(),
+        };
         let big = QuotaStatus::evaluate(Some(Limit::Max(10)), i64::from(i32::MAX) + 1);
-        assert!(matches!(big.int4_figures(&s), Err(Error::ResultOutOfRange { column: "current_usage", .. })));
+        assert!(matches!(
+            big.int4_figures(&s),
+            Err(Error::ResultOutOfRange {
+                column: "current_usage",
+                ..
+            })
+        ));
     }
 
     proptest! {

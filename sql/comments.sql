@@ -1,0 +1,38 @@
+-- \df+ quota.* explains every public function.
+
+COMMENT ON SCHEMA quota IS
+    'pg_entitlements: plan quotas with per-user overrides, anniversary periods and exact counters';
+
+COMMENT ON FUNCTION quota.check_user_quota(bigint, text) IS
+    'Quota of a user for a feature in the current period: (has_quota, current_usage, quota_limit, '
+    'remaining, percentage). Limit precedence: the active subscription''s custom_quotas, then '
+    'plan_features, then quota.features.default_limit; -1 is unlimited. No active subscription: '
+    '(false,0,0,0,0). Read-only; works on a hot standby.';
+
+COMMENT ON FUNCTION quota.get_user_storage_quota(bigint) IS
+    'Storage quota of a user in bytes (-1 unlimited, 0 without an active subscription), from '
+    'storage_space with the same precedence as check_user_quota, converted from the unit in '
+    'plan_features.feature_unit or quota.features.unit (MB by default, 1 MB = 1048576 bytes).';
+
+COMMENT ON FUNCTION quota.record_feature_usage(bigint, text, text, bigint, integer, jsonb) IS
+    'Records amount (>= 1) units of a feature used by a user: adds it to the current period''s '
+    'counter in quota.user_usage and writes a row to quota.usage_records, in the caller''s '
+    'transaction. Records after the fact and does not enforce the limit. Returns true; raises '
+    'an error without an active subscription.';
+
+COMMENT ON FUNCTION quota.get_quota_period(bigint, text) IS
+    'The period the user''s usage counts toward now: (period_start, period_end, cycle). '
+    'Anniversary periods of the anchor (quota_reset_anchor, else start_date), clamped to the '
+    'subscription, computed in quota.settings.time_zone (UTC by default). Without a feature: the '
+    'billing-cycle period. No row without an active subscription.';
+
+COMMENT ON FUNCTION quota.anniversary_period(timestamptz, text, timestamptz, text) IS
+    'The unclamped anniversary period of anchor (cycle monthly or yearly) that contains at, '
+    'computed in time_zone. Month ends clamp without drift: Jan 31 gives Feb 28/29, then Mar 31.';
+
+COMMENT ON FUNCTION quota.validate_custom_quotas() IS
+    'Trigger: rejects malformed user_subscriptions.custom_quotas at write time.';
+
+COMMENT ON FUNCTION quota.sync_storage_quota() IS
+    'Trigger: keeps user_storage_usage.storage_quota_bytes equal to get_user_storage_quota(user_id), '
+    'creating the row when missing.';

@@ -1,0 +1,292 @@
+//! `#[pg_test]`s: every SQL function and trigger against a real server. Each test runs in its
+//! own transaction, which the framework rolls back.
+
+use pgrx::prelude::*;
+
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn run(sql: &str) {
+        Spi::run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// The first column of the first row, `None` for no row or NULL. Read-only SPI, so that a
+    /// test can tell whether the function under test assigned a transaction id.
+    fn one<T: FromDatum + IntoDatum>(sql: &str) -> Option<T> {
+        Spi::connect(|c| {
+            let table = c.select(sql, Some(1), &[]).unwrap_or_else(|e| panic!("{sql}: {e}"));
+            if table.is_empty() {
+                None
+            } else {
+                table.first().get_one::<T>().unwrap_or_else(|e| panic!("{sql}: {e}"))
+            }
+        })
+    }
+
+    /// Plans free (articles 10, storage 100 MB) and pro (articles 100, storage 1 GB in 'GB'), and
+    /// user `user` subscribed to `plan` since ten days ago with `custom` quotas.
+    fn subscribe(user: i64, plan: &str, custom: &str) {
+        run(
+            "INSERT INTO quota.subscription_plans (plan_code, plan_name) VALUES
+               ('free', 'Free'), ('pro', 'Professional') ON CONFLICT DO NOTHING",
+        );
+        run("INSERT INTO quota.plan_features (plan_id, feature_code, feature_value, feature_unit)
+             SELECT p.id, v.code, v.value, v.unit FROM quota.subscription_plans p
+               JOIN (VALUES ('free', 'articles_per_month', 10, NULL), ('free', 'storage_space', 100, 'MB'),
+                            ('pro', 'articles_per_month', 100, NULL), ('pro', 'storage_space', 1, 'GB'))
+                    AS v (plan, code, value, unit) ON v.plan = p.plan_code
+             ON CONFLICT DO NOTHING");
+        run(&format!(
+            "INSERT INTO quota.user_subscriptions (user_id, plan_id, start_date, end_date, custom_quotas)
+             SELECT {user}, id, now() - interval '10 days', now() + interval '355 days', {custom}
+               FROM quota.subscription_plans WHERE plan_code = '{plan}'"
+        ));
+    }
+
+    fn check(user: i64, feature: &str) -> (bool, i32, i32, i32, String) {
+        let sql = format!(
+            "SELECT has_quota, current_usage, quota_limit, remaining, percentage::text
+               FROM quota.check_user_quota({user}, '{feature}')"
+        );
+        Spi::connect(|c| {
+            let row = c.select(&sql, Some(1), &[]).unwrap().first();
+            (
+                row.get::<bool>(1).unwrap().unwrap(),
+                row.get::<i32>(2).unwrap().unwrap(),
+                row.get::<i32>(3).unwrap().unwrap(),
+                row.get::<i32>(4).unwrap().unwrap(),
+                row.get::<String>(5).unwrap().unwrap(),
+            )
+        })
+    }
+
+    #[pg_test]
+    fn seed_scenario_custom_quota_raised_from_6_to_10() {
+        subscribe(1, "free", "'{\"articles_per_month\": 6}'");
+        run("SELECT quota.record_feature_usage(1, 'articles_per_month', 'article', 1, 2, '{}')");
+        assert_eq!(
+            check(1, "articles_per_month"),
+            (true, 2, 6, 4, "33.33".into())
+        );
+        run("UPDATE quota.user_subscriptions SET custom_quotas = '{\"articles_per_month\": 10}' WHERE user_id = 1");
+        let (has, _, limit, remaining, _) = check(1, "articles_per_month");
+        assert_eq!((has, limit, remaining), (true, 10, 8));
+        assert!(remaining >= 3, "a request for 3 articles fits");
+    }
+
+    #[pg_test]
+    fn plan_then_catalog_default_then_no_subscription() {
+        subscribe(2, "free", "NULL");
+        assert_eq!(check(2, "articles_per_month").2, 10, "plan value");
+        assert_eq!(check(2, "publish_per_month").2, 200, "catalog default");
+        assert_eq!(
+            check(3, "articles_per_month"),
+            (false, 0, 0, 0, "0.00".into())
+        );
+    }
+
+    #[pg_test]
+    fn custom_quota_for_a_feature_the_plan_lacks_and_unlimited() {
+        subscribe(
+            4,
+            "free",
+            "'{\"keyword_distillation\": 7, \"articles_per_month\": -1}'",
+        );
+        assert_eq!(check(4, "keyword_distillation").2, 7);
+        assert_eq!(
+            check(4, "articles_per_month"),
+            (true, 0, -1, -1, "0.00".into())
+        );
+    }
+
+    #[pg_test]
+    fn record_feature_usage_counts_the_current_period_and_writes_the_ledger() {
+        subscribe(5, "free", "NULL");
+        run("SELECT quota.record_feature_usage(5, 'articles_per_month', 'article', 9, 3, '{\"k\": 1}')");
+        run("SELECT quota.record_feature_usage(5, 'articles_per_month')");
+        assert_eq!(check(5, "articles_per_month").1, 4);
+        assert_eq!(
+            one::<i64>("SELECT sum(amount) FROM quota.usage_records WHERE user_id = 5"),
+            Some(4)
+        );
+        assert_eq!(
+            one::<bool>(
+                "SELECT u.period_start = p.period_start AND u.period_end = p.period_end
+                   FROM quota.user_usage u, quota.get_quota_period(5, 'articles_per_month') p
+                  WHERE u.user_id = 5"
+            ),
+            Some(true)
+        );
+        // Usage of an earlier period is not counted now.
+        run("INSERT INTO quota.user_usage VALUES (5, 'articles_per_month', now() - interval '2 months',
+             now() - interval '1 month', 50, now(), now())");
+        assert_eq!(check(5, "articles_per_month").1, 4);
+    }
+
+    #[pg_test]
+    fn storage_quota_units_and_precedence() {
+        subscribe(6, "free", "NULL");
+        assert_eq!(
+            one::<i64>("SELECT quota.get_user_storage_quota(6)"),
+            Some(100 * 1024 * 1024)
+        );
+        subscribe(7, "pro", "NULL");
+        assert_eq!(
+            one::<i64>("SELECT quota.get_user_storage_quota(7)"),
+            Some(1024 * 1024 * 1024)
+        );
+        subscribe(8, "pro", "'{\"storage_space\": -1}'");
+        assert_eq!(
+            one::<i64>("SELECT quota.get_user_storage_quota(8)"),
+            Some(-1)
+        );
+        assert_eq!(
+            one::<i64>("SELECT quota.get_user_storage_quota(9)"),
+            Some(0)
+        );
+    }
+
+    #[pg_test]
+    fn storage_trigger_creates_the_row_and_follows_every_change() {
+        let quota_bytes = || {
+            one::<i64>(
+                "SELECT storage_quota_bytes FROM quota.user_storage_usage WHERE user_id = 10",
+            )
+        };
+        assert_eq!(quota_bytes(), None);
+        subscribe(10, "free", "'{\"storage_space\": 300}'");
+        assert_eq!(
+            quota_bytes(),
+            Some(300 * 1024 * 1024),
+            "row created on INSERT"
+        );
+        run("UPDATE quota.user_subscriptions SET custom_quotas = custom_quotas - 'storage_space' WHERE user_id = 10");
+        assert_eq!(
+            quota_bytes(),
+            Some(100 * 1024 * 1024),
+            "removed override falls back to the plan"
+        );
+        run("UPDATE quota.user_subscriptions SET plan_id = (SELECT id FROM quota.subscription_plans WHERE plan_code = 'pro') WHERE user_id = 10");
+        assert_eq!(quota_bytes(), Some(1024 * 1024 * 1024), "plan change");
+        run("UPDATE quota.user_subscriptions SET status = 'cancelled' WHERE user_id = 10");
+        assert_eq!(quota_bytes(), Some(0), "no active subscription");
+        run("DELETE FROM quota.user_subscriptions WHERE user_id = 10");
+        assert_eq!(quota_bytes(), Some(0));
+    }
+
+    #[pg_test]
+    fn quota_period_follows_the_anchor_and_the_configured_zone() {
+        run("INSERT INTO quota.subscription_plans (plan_code, plan_name, billing_cycle) VALUES ('y', 'Yearly', 'yearly')");
+        run("INSERT INTO quota.user_subscriptions (user_id, plan_id, start_date, end_date, quota_reset_anchor, quota_cycle_type)
+             SELECT 11, id, '2020-01-31', '2100-01-01', '2020-01-31 00:00+08', 'monthly' FROM quota.subscription_plans WHERE plan_code = 'y'");
+        let start_local = |zone: &str| {
+            one::<String>(&format!(
+                "SELECT to_char(period_start AT TIME ZONE '{zone}', 'DD HH24:MI') FROM quota.get_quota_period(11)"
+            ))
+            .unwrap()
+        };
+        // In UTC the anchor is the 30th at 16:00; in Shanghai it is the 31st (or month end) at 00:00.
+        assert!(
+            start_local("UTC").ends_with("16:00"),
+            "{}",
+            start_local("UTC")
+        );
+        run("INSERT INTO quota.settings (time_zone) VALUES ('Asia/Shanghai')");
+        assert!(
+            start_local("Asia/Shanghai").ends_with("00:00"),
+            "{}",
+            start_local("Asia/Shanghai")
+        );
+        // The session's TimeZone changes nothing.
+        let before =
+            one::<String>("SELECT period_start::text FROM quota.get_quota_period(11)").unwrap();
+        run("SET LOCAL TimeZone = 'America/Los_Angeles'");
+        let after = one::<String>(
+            "SELECT (period_start AT TIME ZONE 'UTC')::text FROM quota.get_quota_period(11)",
+        )
+        .unwrap();
+        run("SET LOCAL TimeZone = 'UTC'");
+        assert_eq!(before.trim_end_matches("+00"), after);
+    }
+
+    #[pg_test]
+    fn anniversary_period_clamps_month_ends_without_drift() {
+        assert_eq!(
+            one::<String>("SELECT period_start::date || ' ' || period_end::date FROM quota.anniversary_period('2026-01-31 00:00+00', 'monthly', '2026-03-05 00:00+00')"),
+            Some("2026-02-28 2026-03-31".into())
+        );
+    }
+
+    #[pg_test]
+    fn check_user_quota_takes_no_transaction_id() {
+        let xid = one::<bool>(
+            "SELECT pg_current_xact_id_if_assigned() IS NULL FROM quota.check_user_quota(12, 'articles_per_month')",
+        );
+        assert_eq!(xid, Some(true));
+    }
+
+    #[pg_test(
+        error = "user 13 feature \"articles_per_month\": invalid quota value \"abc\" in custom_quotas: a string is not a number"
+    )]
+    fn malformed_custom_quotas_are_rejected_at_write_time() {
+        subscribe(13, "free", "'{\"articles_per_month\": \"abc\"}'");
+    }
+
+    #[pg_test(error = "unknown feature \"nope\" (asked for user 14)")]
+    fn unknown_custom_quota_keys_are_rejected() {
+        subscribe(14, "free", "'{\"nope\": 1}'");
+    }
+
+    #[pg_test(error = "user 15 feature \"articles_per_month\": no active subscription")]
+    fn recording_without_a_subscription_is_an_error() {
+        run("SELECT quota.record_feature_usage(15, 'articles_per_month')");
+    }
+
+    #[pg_test(
+        error = "user 16 feature \"articles_per_month\": amount 0 is invalid, it must be at least 1"
+    )]
+    fn amount_zero_is_an_error() {
+        subscribe(16, "free", "NULL");
+        run("SELECT quota.record_feature_usage(16, 'articles_per_month', NULL, NULL, 0)");
+    }
+
+    #[pg_test(error = "check_user_quota: argument feature_code must not be NULL")]
+    fn null_feature_is_an_error() {
+        run("SELECT * FROM quota.check_user_quota(1, NULL)");
+    }
+
+    #[pg_test(error = "unknown feature \"nope\" (asked for user 17)")]
+    fn unknown_feature_is_an_error() {
+        run("SELECT * FROM quota.check_user_quota(17, 'nope')");
+    }
+
+    #[pg_test]
+    fn sqlstates_are_real() {
+        let sqlstate = |sql: &str| {
+            run(&format!(
+                "DO $$ BEGIN PERFORM {sql}; EXCEPTION WHEN OTHERS THEN
+                   PERFORM set_config('pge.code', SQLSTATE, true); END $$"
+            ));
+            one::<String>("SELECT current_setting('pge.code', true)").unwrap()
+        };
+        assert_eq!(
+            sqlstate("quota.check_user_quota(NULL, 'articles_per_month')"),
+            "22004"
+        );
+        assert_eq!(sqlstate("quota.check_user_quota(1, 'nope')"), "P0002");
+        assert_eq!(
+            sqlstate("quota.anniversary_period(now(), 'weekly', now())"),
+            "22023"
+        );
+        subscribe(18, "free", "NULL");
+        assert_eq!(
+            sqlstate("quota.record_feature_usage(18, 'articles_per_month', NULL, NULL, -3)"),
+            "22023"
+        );
+        assert_eq!(
+            sqlstate("quota.record_feature_usage(19, 'articles_per_month')"),
+            "P0002"
+        );
+    }
+}

@@ -1,0 +1,35 @@
+//! timestamptz <-> jiff::Timestamp. PostgreSQL counts microseconds from 2000-01-01 UTC.
+
+use entitlements_core::Error;
+use jiff::Timestamp;
+use pgrx::datum::TimestampWithTimeZone;
+
+const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
+
+fn out_of_range(t: &TimestampWithTimeZone) -> Error {
+    Error::PeriodOutOfRange {
+        detail: format!("{t} is beyond the years -9999 to 9999"),
+    }
+}
+
+/// A finite timestamptz as a Timestamp; infinities and years beyond ±9999 are errors.
+pub fn from_pg(t: TimestampWithTimeZone) -> Result<Timestamp, Error> {
+    if !t.is_finite() {
+        return Err(out_of_range(&t));
+    }
+    t.into_inner()
+        .checked_add(PG_EPOCH_UNIX_MICROS)
+        .and_then(|micros| Timestamp::from_microsecond(micros).ok())
+        .ok_or_else(|| out_of_range(&t))
+}
+
+/// A period bound as a timestamptz: `None` is `-infinity` for a start, `infinity` for an end.
+pub fn to_pg(t: Option<Timestamp>, is_start: bool) -> TimestampWithTimeZone {
+    match t {
+        None if is_start => TimestampWithTimeZone::negative_infinity(),
+        None => TimestampWithTimeZone::positive_infinity(),
+        // jiff's range (years -9999..=9999) lies well inside PostgreSQL's.
+        Some(t) => TimestampWithTimeZone::try_from(t.as_microsecond() - PG_EPOCH_UNIX_MICROS)
+            .expect("a jiff timestamp fits timestamptz"),
+    }
+}
