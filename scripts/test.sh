@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Every test, on a bare machine: unit and property tests of the core, the #[pg_test]s, and the
+# pg_regress golden files. Fails on the first failing suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+echo "==> unit and property tests (entitlements-core)"
+cargo test -p entitlements-core
+echo "==> #[pg_test]s"
+./scripts/pgtest.sh
+echo "==> pg_regress golden files"
+./scripts/regress.sh
+echo "==> all tests passed"
