@@ -14,11 +14,40 @@ COMMENT ON FUNCTION quota.get_user_storage_quota(bigint) IS
     'storage_space with the same precedence as check_user_quota, converted from the unit in '
     'plan_features.feature_unit or quota.features.unit (MB by default, 1 MB = 1048576 bytes).';
 
-COMMENT ON FUNCTION quota.record_feature_usage(bigint, text, text, bigint, integer, jsonb) IS
+COMMENT ON FUNCTION quota.record_feature_usage(bigint, text, text, bigint, integer, jsonb, text) IS
     'Records amount (>= 1) units of a feature used by a user: adds it to the current period''s '
     'counter in quota.user_usage and writes a row to quota.usage_records, in the caller''s '
-    'transaction. Records after the fact and does not enforce the limit. Returns true; raises '
-    'an error without an active subscription.';
+    'transaction. Records after the fact and does not enforce the limit (use consume for that). '
+    'A repeated idempotency_key counts nothing twice. Returns true; raises an error without an '
+    'active subscription.';
+
+COMMENT ON FUNCTION quota.consume(bigint, text, integer, text, text, bigint, jsonb) IS
+    'Checks and records in one atomic step: (allowed, current_usage, quota_limit, remaining). '
+    'Under any concurrency the committed usage of a period never exceeds its limit; a refused '
+    'call writes nothing; -1 (unlimited) always succeeds and still records. A retry with the '
+    'same idempotency_key returns the original outcome and counts nothing; the same key with '
+    'another feature or amount raises 23505. A rollback of the caller''s transaction refunds.';
+
+COMMENT ON FUNCTION quota.refund_usage(bigint) IS
+    'Refunds one usage record: posts a compensating record to the period the use counted '
+    'toward (not the current one) and lowers that counter. Never refunds twice: a second call '
+    'returns the first refund with newly_refunded = false.';
+
+COMMENT ON FUNCTION quota.refund_usage(bigint, text) IS
+    'Refunds the usage a user recorded under an idempotency key; see refund_usage(bigint).';
+
+COMMENT ON FUNCTION quota.adjust_quota(bigint, text, bigint, text, text) IS
+    'Sets one custom quota (integer >= -1) of the user''s active subscription, with an audit '
+    'row in quota.quota_adjustments (actor, reason, old and new value). Takes effect at once; a '
+    'limit below current usage is allowed and makes has_quota false at once.';
+
+COMMENT ON FUNCTION quota.clear_custom_quota(bigint, text, text, text) IS
+    'Removes one custom quota of the user''s active subscription, so the plan value (or the '
+    'catalog default) applies again; audited in quota.quota_adjustments.';
+
+COMMENT ON FUNCTION quota.verify_ledger(bigint) IS
+    'The (user, feature, period) counters that differ from the sum of their usage records, '
+    'for one user or (NULL) all: none, always.';
 
 COMMENT ON FUNCTION quota.get_quota_period(bigint, text) IS
     'The period the user''s usage counts toward now: (period_start, period_end, cycle). '

@@ -95,7 +95,9 @@ CREATE TABLE quota.user_usage (
     PRIMARY KEY (user_id, feature_code, period_start)
 );
 
--- One row per recorded use; period_start ties it to the counter it was added to.
+-- The ledger: one row per recorded use, and one compensating row per refund. period_start ties
+-- each row to the counter it moved, so for every (user, feature, period) the counter in
+-- quota.user_usage equals the sum of amount here (quota.verify_ledger() checks it).
 CREATE TABLE quota.usage_records (
     id bigint GENERATED ALWAYS AS IDENTITY,
     user_id bigint NOT NULL,
@@ -103,13 +105,40 @@ CREATE TABLE quota.usage_records (
     period_start timestamptz NOT NULL,
     resource_type text,
     resource_id bigint,
-    amount integer NOT NULL CHECK (amount > 0),
+    -- Positive for a use, the negated original amount for a refund.
+    amount integer NOT NULL,
     metadata jsonb,
+    -- Names one use for good (not for a time window): a retry with the same key counts nothing.
+    idempotency_key text CHECK (idempotency_key <> ''),
+    -- The record this one refunds.
+    refund_of bigint,
     created_at timestamptz NOT NULL,
-    PRIMARY KEY (user_id, id)
+    PRIMARY KEY (user_id, id),
+    UNIQUE (user_id, idempotency_key),
+    -- At most one refund per record: never refunded twice.
+    UNIQUE (user_id, refund_of),
+    FOREIGN KEY (user_id, refund_of) REFERENCES quota.usage_records (user_id, id),
+    CHECK ((refund_of IS NULL AND amount > 0) OR (refund_of IS NOT NULL AND amount < 0))
 );
 CREATE INDEX usage_records_counter_idx
     ON quota.usage_records (user_id, feature_code, period_start);
+-- refund_usage(usage_record_id) finds a record by its id alone.
+CREATE INDEX usage_records_id_idx ON quota.usage_records (id);
+
+-- Audit of every change made through adjust_quota / clear_custom_quota.
+CREATE TABLE quota.quota_adjustments (
+    id bigint GENERATED ALWAYS AS IDENTITY,
+    user_id bigint NOT NULL,
+    subscription_id bigint NOT NULL,
+    feature_code text NOT NULL REFERENCES quota.features (code) ON UPDATE CASCADE,
+    -- NULL: no custom quota (before: the plan or default applied; after: cleared).
+    old_value integer,
+    new_value integer,
+    reason text NOT NULL CHECK (reason <> ''),
+    actor text NOT NULL,
+    created_at timestamptz NOT NULL,
+    PRIMARY KEY (user_id, id)
+);
 
 CREATE TABLE quota.user_storage_usage (
     user_id bigint PRIMARY KEY,
@@ -134,3 +163,4 @@ SELECT pg_catalog.pg_extension_config_dump('quota.user_subscriptions', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.user_usage', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.usage_records', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.user_storage_usage', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.quota_adjustments', '');

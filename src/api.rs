@@ -4,6 +4,7 @@
 
 use crate::error::OrRaise;
 use crate::quota::{self, Recording};
+use crate::store::RecordRef;
 use entitlements_core::{period, Cycle, Error, Subject};
 use pgrx::datum::{AnyNumeric, JsonB, TimestampWithTimeZone};
 use pgrx::prelude::*;
@@ -60,23 +61,147 @@ fn record_feature_usage(
     resource_id: default!(Option<i64>, "NULL"),
     amount: default!(Option<i32>, 1),
     metadata: default!(Option<JsonB>, "NULL"),
+    idempotency_key: default!(Option<&str>, "NULL"),
 ) -> bool {
     let subject = subject("record_feature_usage", user_id, feature_code);
-    let amount = required(amount, "record_feature_usage", "amount");
-    Spi::connect_mut(|client| {
-        quota::record(
-            client,
-            Recording {
-                subject: &subject,
-                resource_type,
-                resource_id,
-                amount,
-                metadata,
-            },
-        )
-    })
-    .or_raise();
+    let recording = Recording {
+        subject: &subject,
+        amount: required(amount, "record_feature_usage", "amount"),
+        idempotency_key,
+        resource_type,
+        resource_id,
+        metadata,
+    };
+    Spi::connect_mut(|client| quota::record(client, recording)).or_raise();
     true
+}
+
+/// Check and record in one atomic step: never exceeds the limit, whatever the concurrency.
+#[pg_extern(volatile, parallel_unsafe)]
+#[allow(clippy::too_many_arguments)]
+fn consume(
+    user_id: Option<i64>,
+    feature_code: Option<&str>,
+    amount: default!(Option<i32>, 1),
+    idempotency_key: default!(Option<&str>, "NULL"),
+    resource_type: default!(Option<&str>, "NULL"),
+    resource_id: default!(Option<i64>, "NULL"),
+    metadata: default!(Option<JsonB>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(allowed, bool),
+        name!(current_usage, i32),
+        name!(quota_limit, i32),
+        name!(remaining, i32),
+    ),
+> {
+    let subject = subject("consume", user_id, feature_code);
+    let recording = Recording {
+        subject: &subject,
+        amount: required(amount, "consume", "amount"),
+        idempotency_key,
+        resource_type,
+        resource_id,
+        metadata,
+    };
+    let consumed = Spi::connect_mut(|client| quota::consume(client, recording)).or_raise();
+    let (usage, limit, remaining) = consumed.status.int4_figures(&subject).or_raise();
+    TableIterator::once((consumed.allowed, usage, limit, remaining))
+}
+
+fn refund(target: RecordRef<'_>) -> (i64, i32, TimestampWithTimeZone, bool) {
+    let (r, newly) = Spi::connect_mut(|client| quota::refund(client, target)).or_raise();
+    (r.id, r.amount, r.period_start, newly)
+}
+
+/// Refunds one usage record (by id) into the period it counted toward.
+#[pg_extern(volatile, parallel_unsafe, name = "refund_usage")]
+fn refund_usage_by_id(
+    usage_record_id: Option<i64>,
+) -> TableIterator<
+    'static,
+    (
+        name!(refund_id, i64),
+        name!(refunded_amount, i32),
+        name!(period_start, TimestampWithTimeZone),
+        name!(newly_refunded, bool),
+    ),
+> {
+    let id = required(usage_record_id, "refund_usage", "usage_record_id");
+    TableIterator::once(refund(RecordRef::Id(id)))
+}
+
+/// Refunds the usage recorded under an idempotency key.
+#[pg_extern(volatile, parallel_unsafe, name = "refund_usage")]
+fn refund_usage_by_key(
+    user_id: Option<i64>,
+    idempotency_key: Option<&str>,
+) -> TableIterator<
+    'static,
+    (
+        name!(refund_id, i64),
+        name!(refunded_amount, i32),
+        name!(period_start, TimestampWithTimeZone),
+        name!(newly_refunded, bool),
+    ),
+> {
+    TableIterator::once(refund(RecordRef::Key {
+        user_id: required(user_id, "refund_usage", "user_id"),
+        key: required(idempotency_key, "refund_usage", "idempotency_key"),
+    }))
+}
+
+fn adjust(
+    function: &'static str,
+    user_id: Option<i64>,
+    feature_code: Option<&str>,
+    new_value: Option<i64>,
+    reason: Option<&str>,
+    actor: Option<&str>,
+) -> (Option<i32>, Option<i32>) {
+    let subject = subject(function, user_id, feature_code);
+    let reason = required(reason, function, "reason");
+    let actor = required(actor, function, "actor");
+    Spi::connect_mut(|client| quota::adjust(client, &subject, new_value, reason, actor)).or_raise()
+}
+
+/// Sets one custom quota of the user's active subscription, audited in quota.quota_adjustments.
+#[pg_extern(volatile, parallel_unsafe)]
+fn adjust_quota(
+    user_id: Option<i64>,
+    feature_code: Option<&str>,
+    new_value: Option<i64>,
+    reason: Option<&str>,
+    actor: default!(Option<&str>, "current_user"),
+) -> TableIterator<'static, (name!(old_value, Option<i32>), name!(new_value, Option<i32>))> {
+    let value = required(new_value, "adjust_quota", "new_value");
+    TableIterator::once(adjust(
+        "adjust_quota",
+        user_id,
+        feature_code,
+        Some(value),
+        reason,
+        actor,
+    ))
+}
+
+/// Removes one custom quota, so the plan (or the catalog default) applies again; audited.
+#[pg_extern(volatile, parallel_unsafe)]
+fn clear_custom_quota(
+    user_id: Option<i64>,
+    feature_code: Option<&str>,
+    reason: Option<&str>,
+    actor: default!(Option<&str>, "current_user"),
+) -> TableIterator<'static, (name!(old_value, Option<i32>), name!(new_value, Option<i32>))> {
+    TableIterator::once(adjust(
+        "clear_custom_quota",
+        user_id,
+        feature_code,
+        None,
+        reason,
+        actor,
+    ))
 }
 
 #[pg_extern(stable, parallel_safe)]

@@ -17,6 +17,7 @@ mod time;
 mod triggers;
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!("../sql/ledger.sql", name = "ledger", requires = ["schema"]);
 extension_sql_file!(
     "../sql/triggers.sql",
     name = "triggers",

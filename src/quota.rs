@@ -4,7 +4,9 @@ use crate::store::{self, Catalog, FeatureRow, SubscriptionRow, Use};
 use crate::time::{from_pg, to_pg};
 use entitlements_core::limit::{self, LimitSources};
 use entitlements_core::period::{self, Subscription};
-use entitlements_core::{units, Error, Period, QuotaStatus, ResetRule, Resolved, Source, Subject};
+use entitlements_core::{
+    units, Error, Limit, Period, QuotaStatus, ResetRule, Resolved, Source, Subject,
+};
 use pgrx::datum::{JsonB, TimestampWithTimeZone};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -129,40 +131,223 @@ pub fn validate_amount(subject: &Subject, amount: i32) -> Result<i32, Error> {
     Ok(amount)
 }
 
+/// A use as `record_feature_usage` and `consume` receive it.
 pub struct Recording<'a> {
     pub subject: &'a Subject,
+    pub amount: i32,
+    pub idempotency_key: Option<&'a str>,
     pub resource_type: Option<&'a str>,
     pub resource_id: Option<i64>,
-    pub amount: i32,
     pub metadata: Option<JsonB>,
+}
+
+/// The answer of `consume`.
+pub struct Consumed {
+    pub allowed: bool,
+    pub status: QuotaStatus,
+}
+
+/// For a retried idempotency key: the original use, when the key was used before. The same
+/// key with another feature or amount is an error.
+fn replay(client: &mut SpiClient<'_>, r: &Recording<'_>) -> Result<bool, Error> {
+    let Some(key) = r.idempotency_key else {
+        return Ok(false);
+    };
+    match store::record_by_key(client, r.subject.user_id, key) {
+        None => Ok(false),
+        Some(rec) if rec.feature == r.subject.feature && rec.amount == r.amount => Ok(true),
+        Some(rec) => Err(Error::IdempotencyConflict {
+            subject: r.subject.clone(),
+            key: key.to_owned(),
+            original: format!(
+                "usage record {} (amount {} of feature \"{}\")",
+                rec.id, rec.amount, rec.feature
+            ),
+            amount: i64::from(r.amount),
+        }),
+    }
+}
+
+/// What a use needs: the subscription (locked in share mode), the limit and the period.
+fn prepare_use(
+    client: &mut SpiClient<'_>,
+    function: &'static str,
+    r: &Recording<'_>,
+) -> Result<Option<(Option<Resolved>, Period)>, Error> {
+    ensure_writable(function)?;
+    validate_amount(r.subject, r.amount)?;
+    let mut row = store::feature_row_for_use(client, r.subject.user_id, &r.subject.feature)?;
+    let catalog = row
+        .catalog
+        .take()
+        .expect("feature_row errs on unknown features");
+    let Some(sub) = row.subscription.as_ref() else {
+        return Ok(None);
+    };
+    let limit = resolve(r.subject, &catalog, sub)?;
+    let period = period_of(&row, catalog.reset_rule.parse()?, sub)?;
+    Ok(Some((limit, period)))
+}
+
+fn use_of<'a>(r: Recording<'a>, period: &Period, limit: Option<i64>) -> Use<'a> {
+    Use {
+        subject: r.subject,
+        period_start: to_pg(period.start, true),
+        period_end: to_pg(period.end, false),
+        amount: r.amount,
+        limit,
+        resource_type: r.resource_type,
+        resource_id: r.resource_id,
+        metadata: r.metadata,
+        idempotency_key: r.idempotency_key,
+    }
 }
 
 /// `record_feature_usage`: adds the amount to the current period's counter and writes a
 /// usage record, in the caller's transaction. Records after the fact; does not enforce.
-pub fn record(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<i64, Error> {
-    ensure_writable("record_feature_usage")?;
-    let amount = validate_amount(r.subject, r.amount)?;
-    let (row, catalog) = named_feature(client, r.subject)?;
-    let Some(sub) = row.subscription.as_ref() else {
+pub fn record(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<(), Error> {
+    // The subscription check comes first, so that a use without one is an error even on retry.
+    let Some((_, period)) = prepare_use(client, "record_feature_usage", &r)? else {
         return Err(Error::NoActiveSubscription {
             subject: r.subject.clone(),
         });
     };
-    // A malformed limit is reported here too, so that a bad value never goes unnoticed.
-    resolve(r.subject, &catalog, sub)?;
-    let period = period_of(&row, catalog.reset_rule.parse()?, sub)?;
-    Ok(store::record(
+    if !replay(client, &r)? {
+        store::apply_use(client, use_of(r, &period, None));
+    }
+    Ok(())
+}
+
+/// `consume`: checks and records in one atomic step. Refused (or without an active
+/// subscription) it writes nothing; a retried key returns the original outcome, counting nothing.
+pub fn consume(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<Consumed, Error> {
+    let Some((resolved, period)) = prepare_use(client, "consume", &r)? else {
+        return Ok(Consumed {
+            allowed: false,
+            status: QuotaStatus::NONE,
+        });
+    };
+    let limit = resolved.map(|l| l.limit);
+    let subject = r.subject;
+    let current = |client: &SpiClient<'_>| {
+        store::usage(
+            client,
+            subject.user_id,
+            &subject.feature,
+            to_pg(period.start, true),
+        )
+    };
+    if replay(client, &r)? {
+        return Ok(Consumed {
+            allowed: true,
+            status: QuotaStatus::evaluate(limit, current(client)),
+        });
+    }
+    // No source defines a limit: no quota, so nothing can be consumed.
+    let enforced = match limit {
+        None => Some(0),
+        Some(Limit::Unlimited) => None,
+        Some(Limit::Max(n)) => Some(i64::from(n)),
+    };
+    let counted = store::apply_use(client, use_of(r, &period, enforced));
+    let usage = match counted {
+        Some(usage) => usage,
+        None => current(client),
+    };
+    Ok(Consumed {
+        allowed: counted.is_some(),
+        status: QuotaStatus::evaluate(limit, usage),
+    })
+}
+
+/// `refund_usage`: posts a compensating record to the period the original use counted toward.
+/// A second refund of the same record returns the first one (`newly` false) and changes nothing.
+pub fn refund(
+    client: &mut SpiClient<'_>,
+    target: store::RecordRef<'_>,
+) -> Result<(store::Refund, bool), Error> {
+    ensure_writable("refund_usage")?;
+    let Some((user_id, id, refund_of)) = store::lock_refund_target(client, &target) else {
+        let what = match target {
+            store::RecordRef::Id(id) => format!("with id {id}"),
+            store::RecordRef::Key { user_id, key } => {
+                format!("of user {user_id} with idempotency key \"{key}\"")
+            }
+        };
+        return Err(Error::UsageRecordNotFound { what });
+    };
+    if refund_of.is_some() {
+        return Err(Error::RefundOfRefund { record_id: id });
+    }
+    if let Some(existing) = store::existing_refund(client, user_id, id) {
+        return Ok((existing, false));
+    }
+    Ok((store::post_refund(client, user_id, id), true))
+}
+
+/// `adjust_quota` (`new_value` set) and `clear_custom_quota` (`None`): changes one key of the
+/// active subscription's custom_quotas with an audit row; returns the old and new values.
+pub fn adjust(
+    client: &mut SpiClient<'_>,
+    subject: &Subject,
+    new_value: Option<i64>,
+    reason: &str,
+    actor: &str,
+) -> Result<(Option<i32>, Option<i32>), Error> {
+    ensure_writable("adjust_quota")?;
+    if reason.trim().is_empty() {
+        return Err(Error::EmptyReason {
+            subject: subject.clone(),
+        });
+    }
+    // The feature must exist; a bad value is refused before anything is locked.
+    store::feature_row(client, subject.user_id, Some(&subject.feature))?;
+    let new = new_value
+        .map(|n| {
+            limit::limit_from_i64(n).map_err(|p| match p {
+                limit::ValueProblem::OutOfRange => Error::QuotaValueOutOfRange {
+                    subject: subject.clone(),
+                    origin: "adjust_quota",
+                    value: n.to_string(),
+                },
+                _ => Error::InvalidLimit {
+                    subject: subject.clone(),
+                    value: n,
+                },
+            })
+        })
+        .transpose()?;
+    let Some((subscription_id, old_text)) =
+        store::lock_subscription(client, subject.user_id, &subject.feature)
+    else {
+        return Err(Error::NoActiveSubscription {
+            subject: subject.clone(),
+        });
+    };
+    let old = old_text
+        .map(|t| {
+            limit::limit_from_json_text(&t).map_err(|_| Error::InvalidQuotaValue {
+                subject: subject.clone(),
+                origin: "custom_quotas",
+                value: t.clone(),
+                reason: "not a quota",
+            })
+        })
+        .transpose()?;
+    let as_i32 = |l: Limit| i32::try_from(l.as_i64()).expect("limits fit int4");
+    let (old, new) = (old.map(as_i32), new.map(as_i32));
+    store::apply_adjustment(
         client,
-        Use {
-            subject: r.subject,
-            period_start: to_pg(period.start, true),
-            period_end: to_pg(period.end, false),
-            resource_type: r.resource_type,
-            resource_id: r.resource_id,
-            amount,
-            metadata: r.metadata,
+        store::Adjustment {
+            subject,
+            subscription_id,
+            old,
+            new,
+            reason,
+            actor,
         },
-    ))
+    );
+    Ok((old, new))
 }
 
 /// Brings `user_storage_usage.storage_quota_bytes` in line with [`storage_bytes`].

@@ -13,7 +13,10 @@ use std::cell::Cell;
 /// catalog row, the active subscription (the one with status 'active', start_date <= now() <
 /// end_date, latest end_date first), its plan's value for the feature and the settings.
 /// Always one row; f.code is NULL when the catalog lacks the feature (or none was asked for).
-const FEATURE: &str = "
+/// `lock` is appended to the subscription lookup (see [`feature_row_for_use`]).
+fn feature_sql(lock: &str) -> String {
+    format!(
+        "
 SELECT f.code, f.reset_rule, f.unit, f.default_limit,
        s.id, s.start_date, s.end_date, s.quota_reset_anchor,
        coalesce(s.quota_cycle_type, p.quota_cycle_type, p.billing_cycle),
@@ -30,32 +33,118 @@ SELECT f.code, f.reset_rule, f.unit, f.default_limit,
          WHERE us.user_id = $1 AND us.status = 'active'
            AND us.start_date <= pg_catalog.now() AND us.end_date > pg_catalog.now()
          ORDER BY us.end_date DESC, us.id DESC
-         LIMIT 1) s ON true
+         LIMIT 1 {lock}) s ON true
   LEFT JOIN quota.subscription_plans p ON p.id = s.plan_id
-  LEFT JOIN quota.plan_features pf ON pf.plan_id = s.plan_id AND pf.feature_code = f.code";
+  LEFT JOIN quota.plan_features pf ON pf.plan_id = s.plan_id AND pf.feature_code = f.code"
+    )
+}
 
 const USAGE: &str = "
 SELECT u.usage_count FROM quota.user_usage u
  WHERE u.user_id = $1 AND u.feature_code = $2 AND u.period_start = $3";
 
-/// Adds to the period's counter and writes the usage record in one statement. now() goes in
-/// the VALUES list and the update takes EXCLUDED's values: an ON CONFLICT DO UPDATE on a
-/// distributed table may not call a non-immutable function.
-const RECORD: &str = "
-WITH rec AS (
+/// Adds to the period's counter and writes the usage record, in one statement. With a limit
+/// ($6), the counter moves only while `usage_count + amount <= limit`, and the record is written
+/// only when it moved: a refused use writes nothing.
+///
+/// Why a conditional upsert and not advisory locks or SELECT ... FOR UPDATE: concurrent uses of
+/// one counter queue on its row lock, and under READ COMMITTED the waiting upsert re-evaluates
+/// its WHERE against the version the previous one committed, so the check and the increment
+/// are one atomic step with no extra lock and no extra round trip; a first use inserts through
+/// speculative insertion, which sends concurrent inserts of the same key to the update branch.
+/// now() goes in the VALUES and the update takes EXCLUDED's values: an ON CONFLICT DO UPDATE on
+/// a distributed table may not call a non-immutable function.
+const USE: &str = "
+WITH counter AS (
+    INSERT INTO quota.user_usage AS u
+           (user_id, feature_code, period_start, period_end, usage_count, last_reset_at,
+            updated_at)
+    SELECT $1, $2, $3, $4, $5, pg_catalog.now(), pg_catalog.now()
+     WHERE $6::pg_catalog.int8 IS NULL OR $5 <= $6
+    ON CONFLICT (user_id, feature_code, period_start) DO UPDATE
+       SET usage_count = u.usage_count OPERATOR(pg_catalog.+) EXCLUDED.usage_count,
+           period_end = EXCLUDED.period_end,
+           updated_at = EXCLUDED.updated_at
+     WHERE $6::pg_catalog.int8 IS NULL
+        OR u.usage_count OPERATOR(pg_catalog.+) EXCLUDED.usage_count <= $6
+    RETURNING u.usage_count
+), rec AS (
     INSERT INTO quota.usage_records
            (user_id, feature_code, period_start, resource_type, resource_id, amount, metadata,
-            created_at)
-    VALUES ($1, $2, $3, $5, $6, $7, $8, pg_catalog.now())
+            idempotency_key, created_at)
+    SELECT $1, $2, $3, $7, $8, $5, $9, $10, pg_catalog.now() FROM counter
 )
-INSERT INTO quota.user_usage AS u
-       (user_id, feature_code, period_start, period_end, usage_count, last_reset_at, updated_at)
-VALUES ($1, $2, $3, $4, $7, pg_catalog.now(), pg_catalog.now())
-ON CONFLICT (user_id, feature_code, period_start) DO UPDATE
-   SET usage_count = u.usage_count OPERATOR(pg_catalog.+) EXCLUDED.usage_count,
-       period_end = EXCLUDED.period_end,
-       updated_at = EXCLUDED.updated_at
-RETURNING u.usage_count";
+SELECT counter.usage_count FROM counter";
+
+/// Serializes the uses of one idempotency key: a retry that arrives while the first call is
+/// still running waits for it and then sees its record. Taken in its own statement, so that
+/// the lookup after it gets a snapshot taken after the wait.
+const LOCK_KEY: &str = "
+SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($2, $1))";
+
+const RECORD_BY_KEY: &str = "
+SELECT r.id, r.feature_code, r.amount, r.refund_of FROM quota.usage_records r
+ WHERE r.user_id = $1 AND r.idempotency_key = $2";
+
+/// A usage record to refund, locked so that two refunds of it queue.
+const RECORD_FOR_REFUND_BY_ID: &str = "
+SELECT r.user_id, r.id, r.refund_of FROM quota.usage_records r WHERE r.id = $1 FOR UPDATE";
+
+const RECORD_FOR_REFUND_BY_KEY: &str = "
+SELECT r.user_id, r.id, r.refund_of FROM quota.usage_records r
+ WHERE r.user_id = $1 AND r.idempotency_key = $2 FOR UPDATE";
+
+const REFUND_OF: &str = "
+SELECT r.id, -r.amount, r.period_start FROM quota.usage_records r
+ WHERE r.user_id = $1 AND r.refund_of = $2";
+
+/// Posts the compensating record to the original's period (not the current one) and takes the
+/// amount off that period's counter. The counter's CHECK (usage_count >= 0) stops it from ever
+/// going negative.
+const REFUND: &str = "
+WITH refund AS (
+    INSERT INTO quota.usage_records
+           (user_id, feature_code, period_start, resource_type, resource_id, amount, refund_of,
+            created_at)
+    SELECT o.user_id, o.feature_code, o.period_start, o.resource_type, o.resource_id,
+           OPERATOR(pg_catalog.-) o.amount, o.id, pg_catalog.now()
+      FROM quota.usage_records o
+     WHERE o.user_id = $1 AND o.id = $2
+    RETURNING id, feature_code, period_start, amount
+), counter AS (
+    UPDATE quota.user_usage u
+       SET usage_count = u.usage_count OPERATOR(pg_catalog.+) refund.amount,
+           updated_at = pg_catalog.now()
+      FROM refund
+     WHERE u.user_id = $1 AND u.feature_code = refund.feature_code
+       AND u.period_start = refund.period_start
+)
+SELECT refund.id, OPERATOR(pg_catalog.-) refund.amount, refund.period_start FROM refund";
+
+/// The active subscription, locked against concurrent changes, and its current custom value.
+const ADJUST_LOCK: &str = "
+SELECT us.id, (us.custom_quotas OPERATOR(pg_catalog.->) $2)::pg_catalog.text
+  FROM quota.user_subscriptions us
+ WHERE us.user_id = $1 AND us.status = 'active'
+   AND us.start_date <= pg_catalog.now() AND us.end_date > pg_catalog.now()
+ ORDER BY us.end_date DESC, us.id DESC
+ LIMIT 1
+   FOR NO KEY UPDATE";
+
+/// Sets ($4 not NULL) or removes ($4 NULL) one custom quota, with its audit row.
+const ADJUST_APPLY: &str = "
+WITH changed AS (
+    UPDATE quota.user_subscriptions us
+       SET custom_quotas = CASE WHEN $4::pg_catalog.int4 IS NULL
+               THEN us.custom_quotas OPERATOR(pg_catalog.-) $3::pg_catalog.text
+               ELSE coalesce(us.custom_quotas, '{}'::pg_catalog.jsonb)
+                    OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object($3, $4) END
+     WHERE us.user_id = $1 AND us.id = $2
+    RETURNING us.id
+)
+INSERT INTO quota.quota_adjustments
+       (user_id, subscription_id, feature_code, old_value, new_value, reason, actor, created_at)
+SELECT $1, changed.id, $3, $5, $4, $6, $7, pg_catalog.now() FROM changed";
 
 /// Creates the storage row when missing; touches it only when the quota really changes.
 const STORAGE_UPSERT: &str = "
@@ -71,8 +160,17 @@ SELECT f.code FROM quota.features f WHERE f.code OPERATOR(pg_catalog.=) ANY ($1)
 
 struct Plans {
     feature: OwnedPreparedStatement,
+    feature_for_use: OwnedPreparedStatement,
     usage: OwnedPreparedStatement,
-    record: OwnedPreparedStatement,
+    use_: OwnedPreparedStatement,
+    lock_key: OwnedPreparedStatement,
+    record_by_key: OwnedPreparedStatement,
+    refund_target_by_id: OwnedPreparedStatement,
+    refund_target_by_key: OwnedPreparedStatement,
+    refund_of: OwnedPreparedStatement,
+    refund: OwnedPreparedStatement,
+    adjust_lock: OwnedPreparedStatement,
+    adjust_apply: OwnedPreparedStatement,
     storage_upsert: OwnedPreparedStatement,
     known_features: OwnedPreparedStatement,
 }
@@ -100,22 +198,45 @@ fn plans(client: &SpiClient<'_>) -> &'static Plans {
         stmt.unwrap_or_else(|e| panic!("preparing a pg_entitlements statement failed: {e}"))
             .keep()
     };
-    let (int8, text, tstz) = (oid(INT8OID), oid(TEXTOID), oid(TIMESTAMPTZOID));
+    let (int4, int8, text, tstz) = (
+        oid(INT4OID),
+        oid(INT8OID),
+        oid(TEXTOID),
+        oid(TIMESTAMPTZOID),
+    );
     let plans: &'static Plans = Box::leak(Box::new(Plans {
-        feature: prepare(FEATURE, &[int8, text], false),
+        feature: prepare(&feature_sql(""), &[int8, text], false),
+        // Writers lock the subscription row in share mode: a concurrent change of its limit
+        // (an UPDATE of custom_quotas, plan_id, ...) waits for the use to commit, and a use that
+        // arrives while such a change is uncommitted waits for it and then reads the new limit.
+        feature_for_use: prepare(&feature_sql("FOR SHARE OF us"), &[int8, text], true),
         usage: prepare(USAGE, &[int8, text, tstz], false),
-        record: prepare(
-            RECORD,
+        use_: prepare(
+            USE,
             &[
                 int8,
                 text,
                 tstz,
                 tstz,
+                int4,
+                int8,
                 text,
                 int8,
-                oid(INT4OID),
                 oid(JSONBOID),
+                text,
             ],
+            true,
+        ),
+        lock_key: prepare(LOCK_KEY, &[int8, text], true),
+        record_by_key: prepare(RECORD_BY_KEY, &[int8, text], false),
+        refund_target_by_id: prepare(RECORD_FOR_REFUND_BY_ID, &[int8], true),
+        refund_target_by_key: prepare(RECORD_FOR_REFUND_BY_KEY, &[int8, text], true),
+        refund_of: prepare(REFUND_OF, &[int8, int8], false),
+        refund: prepare(REFUND, &[int8, int8], true),
+        adjust_lock: prepare(ADJUST_LOCK, &[int8, text], true),
+        adjust_apply: prepare(
+            ADJUST_APPLY,
+            &[int8, int8, text, int4, int4, text, text],
             true,
         ),
         storage_upsert: prepare(STORAGE_UPSERT, &[int8, int8], true),
@@ -161,21 +282,11 @@ fn must<T>(v: Option<T>, what: &str) -> T {
     v.unwrap_or_else(|| panic!("{what} is NOT NULL in the schema"))
 }
 
-/// Reads the feature (if one is named), active subscription and settings.
-/// `Err(UnknownFeature)` when the catalog lacks the named feature. Read-only SPI: it runs on
-/// a hot standby and takes no transaction id.
-pub fn feature_row(
-    client: &SpiClient<'_>,
+fn parse_feature_row(
+    table: pgrx::spi::SpiTupleTable<'_>,
     user_id: i64,
     feature: Option<&str>,
 ) -> Result<FeatureRow, Error> {
-    let args: [DatumWithOid; 2] = [
-        user_id.into(),
-        feature.map_or_else(DatumWithOid::null::<&str>, Into::into),
-    ];
-    let table = client
-        .select(&plans(client).feature, Some(1), &args)
-        .unwrap_or_else(|e| panic!("quota lookup failed: {e}"));
     let row = table
         .into_iter()
         .next()
@@ -208,6 +319,54 @@ pub fn feature_row(
     })
 }
 
+fn feature_args<'a>(user_id: i64, feature: Option<&'a str>) -> [DatumWithOid<'a>; 2] {
+    [
+        user_id.into(),
+        feature.map_or_else(DatumWithOid::null::<&str>, Into::into),
+    ]
+}
+
+/// Reads the feature (if one is named), active subscription and settings.
+/// `Err(UnknownFeature)` when the catalog lacks the named feature. Read-only SPI: it runs on
+/// a hot standby and takes no transaction id.
+pub fn feature_row(
+    client: &SpiClient<'_>,
+    user_id: i64,
+    feature: Option<&str>,
+) -> Result<FeatureRow, Error> {
+    let table = client
+        .select(
+            &plans(client).feature,
+            Some(1),
+            &feature_args(user_id, feature),
+        )
+        .unwrap_or_else(|e| panic!("quota lookup failed: {e}"));
+    parse_feature_row(table, user_id, feature)
+}
+
+/// [`feature_row`] for a writer, with the active subscription locked in share mode until the
+/// end of the transaction, so that its limit cannot change under the use.
+pub fn feature_row_for_use(
+    client: &mut SpiClient<'_>,
+    user_id: i64,
+    feature: &str,
+) -> Result<FeatureRow, Error> {
+    let plan = &plans(client).feature_for_use;
+    let table = client
+        .update(plan, Some(1), &feature_args(user_id, Some(feature)))
+        .unwrap_or_else(|e| panic!("quota lookup failed: {e}"));
+    parse_feature_row(table, user_id, Some(feature))
+}
+
+/// The first column of the first row, if any.
+fn first<T: pgrx::FromDatum + pgrx::IntoDatum>(
+    result: pgrx::spi::SpiResult<pgrx::spi::SpiTupleTable<'_>>,
+    what: &str,
+) -> Option<T> {
+    let table = result.unwrap_or_else(|e| panic!("{what} failed: {e}"));
+    table.into_iter().next().and_then(|row| col::<T>(&row, 1))
+}
+
 /// The counter of one period; 0 when nothing was recorded in it yet.
 pub fn usage(
     client: &SpiClient<'_>,
@@ -216,51 +375,184 @@ pub fn usage(
     period_start: TimestampWithTimeZone,
 ) -> i64 {
     let args: [DatumWithOid; 3] = [user_id.into(), feature.into(), period_start.into()];
-    client
-        .select(&plans(client).usage, Some(1), &args)
-        .and_then(|t| {
-            if t.is_empty() {
-                Ok(None)
-            } else {
-                t.first().get_one::<i64>()
-            }
-        })
-        .unwrap_or_else(|e| panic!("usage lookup failed: {e}"))
-        .unwrap_or(0)
+    first(
+        client.select(&plans(client).usage, Some(1), &args),
+        "usage lookup",
+    )
+    .unwrap_or(0)
 }
 
-/// One use, as `record_feature_usage` receives it.
+/// One use, as `record_feature_usage` and `consume` receive it.
 pub struct Use<'a> {
     pub subject: &'a Subject,
     pub period_start: TimestampWithTimeZone,
     pub period_end: TimestampWithTimeZone,
+    pub amount: i32,
+    /// Enforced limit; `None` records without enforcing (unlimited, or record_feature_usage).
+    pub limit: Option<i64>,
     pub resource_type: Option<&'a str>,
     pub resource_id: Option<i64>,
-    pub amount: i32,
     pub metadata: Option<JsonB>,
+    pub idempotency_key: Option<&'a str>,
 }
 
-/// Adds the use to its period's counter and the ledger; returns the new counter.
-pub fn record(client: &mut SpiClient<'_>, u: Use<'_>) -> i64 {
-    let args: [DatumWithOid; 8] = [
+/// Adds the use to its period's counter and the ledger; returns the new counter, or `None`
+/// when the limit refused it (and nothing was written).
+pub fn apply_use(client: &mut SpiClient<'_>, u: Use<'_>) -> Option<i64> {
+    let args: [DatumWithOid; 10] = [
         u.subject.user_id.into(),
         u.subject.feature.as_str().into(),
         u.period_start.into(),
         u.period_end.into(),
+        u.amount.into(),
+        u.limit.map_or_else(DatumWithOid::null::<i64>, Into::into),
         u.resource_type
             .map_or_else(DatumWithOid::null::<&str>, Into::into),
         u.resource_id
             .map_or_else(DatumWithOid::null::<i64>, Into::into),
-        u.amount.into(),
         u.metadata
             .map_or_else(DatumWithOid::null::<JsonB>, Into::into),
+        u.idempotency_key
+            .map_or_else(DatumWithOid::null::<&str>, Into::into),
     ];
-    let plan = &plans(client).record;
+    let plan = &plans(client).use_;
+    first(client.update(plan, Some(1), &args), "recording usage")
+}
+
+/// A usage record as an idempotency key finds it.
+pub struct KeyedRecord {
+    pub id: i64,
+    pub feature: String,
+    pub amount: i32,
+}
+
+/// Waits for any other transaction using the same key, then returns the key's record.
+pub fn record_by_key(client: &mut SpiClient<'_>, user_id: i64, key: &str) -> Option<KeyedRecord> {
+    let args: [DatumWithOid; 2] = [user_id.into(), key.into()];
+    let plan = &plans(client).lock_key;
     client
+        .update(plan, None, &args)
+        .unwrap_or_else(|e| panic!("idempotency lock failed: {e}"));
+    let table = client
+        .select(&plans(client).record_by_key, Some(1), &args)
+        .unwrap_or_else(|e| panic!("idempotency lookup failed: {e}"));
+    table.into_iter().next().map(|row| KeyedRecord {
+        id: must(col(&row, 1), "id"),
+        feature: must(col(&row, 2), "feature_code"),
+        amount: must(col(&row, 3), "amount"),
+    })
+}
+
+/// How a refund names the record it refunds.
+pub enum RecordRef<'a> {
+    Id(i64),
+    Key { user_id: i64, key: &'a str },
+}
+
+/// The record to refund, locked: (user_id, id, refund_of).
+pub fn lock_refund_target(
+    client: &mut SpiClient<'_>,
+    target: &RecordRef<'_>,
+) -> Option<(i64, i64, Option<i64>)> {
+    let plans = plans(client);
+    let table = match *target {
+        RecordRef::Id(id) => client.update(&plans.refund_target_by_id, Some(1), &[id.into()]),
+        RecordRef::Key { user_id, key } => client.update(
+            &plans.refund_target_by_key,
+            Some(1),
+            &[user_id.into(), key.into()],
+        ),
+    }
+    .unwrap_or_else(|e| panic!("usage record lookup failed: {e}"));
+    table.into_iter().next().map(|row| {
+        (
+            must(col(&row, 1), "user_id"),
+            must(col(&row, 2), "id"),
+            col(&row, 3),
+        )
+    })
+}
+
+/// A refund: its record id, the amount given back and the period it went to.
+pub struct Refund {
+    pub id: i64,
+    pub amount: i32,
+    pub period_start: TimestampWithTimeZone,
+}
+
+fn refund_row(table: pgrx::spi::SpiTupleTable<'_>) -> Option<Refund> {
+    table.into_iter().next().map(|row| Refund {
+        id: must(col(&row, 1), "id"),
+        amount: must(col(&row, 2), "amount"),
+        period_start: must(col(&row, 3), "period_start"),
+    })
+}
+
+/// The refund already posted for record `id`, if any.
+pub fn existing_refund(client: &SpiClient<'_>, user_id: i64, id: i64) -> Option<Refund> {
+    let args: [DatumWithOid; 2] = [user_id.into(), id.into()];
+    refund_row(
+        client
+            .select(&plans(client).refund_of, Some(1), &args)
+            .unwrap_or_else(|e| panic!("refund lookup failed: {e}")),
+    )
+}
+
+/// Posts the refund of record `id`.
+pub fn post_refund(client: &mut SpiClient<'_>, user_id: i64, id: i64) -> Refund {
+    let args: [DatumWithOid; 2] = [user_id.into(), id.into()];
+    let plan = &plans(client).refund;
+    refund_row(
+        client
+            .update(plan, Some(1), &args)
+            .unwrap_or_else(|e| panic!("refund failed: {e}")),
+    )
+    .expect("the locked record exists")
+}
+
+/// Locks the user's active subscription; returns its id and `custom_quotas -> feature` as JSON
+/// text (`None` when the key is absent), or `None` without an active subscription.
+pub fn lock_subscription(
+    client: &mut SpiClient<'_>,
+    user_id: i64,
+    feature: &str,
+) -> Option<(i64, Option<String>)> {
+    let args: [DatumWithOid; 2] = [user_id.into(), feature.into()];
+    let plan = &plans(client).adjust_lock;
+    let table = client
         .update(plan, Some(1), &args)
-        .and_then(|t| t.first().get_one::<i64>())
-        .unwrap_or_else(|e| panic!("recording usage failed: {e}"))
-        .expect("RETURNING usage_count yields one row")
+        .unwrap_or_else(|e| panic!("subscription lock failed: {e}"));
+    table
+        .into_iter()
+        .next()
+        .map(|row| (must(col(&row, 1), "id"), col(&row, 2)))
+}
+
+/// One audited change of a custom quota.
+pub struct Adjustment<'a> {
+    pub subject: &'a Subject,
+    pub subscription_id: i64,
+    pub old: Option<i32>,
+    /// `None` removes the key.
+    pub new: Option<i32>,
+    pub reason: &'a str,
+    pub actor: &'a str,
+}
+
+pub fn apply_adjustment(client: &mut SpiClient<'_>, a: Adjustment<'_>) {
+    let args: [DatumWithOid; 7] = [
+        a.subject.user_id.into(),
+        a.subscription_id.into(),
+        a.subject.feature.as_str().into(),
+        a.new.map_or_else(DatumWithOid::null::<i32>, Into::into),
+        a.old.map_or_else(DatumWithOid::null::<i32>, Into::into),
+        a.reason.into(),
+        a.actor.into(),
+    ];
+    let plan = &plans(client).adjust_apply;
+    client
+        .update(plan, None, &args)
+        .unwrap_or_else(|e| panic!("adjusting the quota failed: {e}"));
 }
 
 /// Sets `user_storage_usage.storage_quota_bytes`, creating the row when missing.

@@ -15,11 +15,16 @@ mod tests {
     /// test can tell whether the function under test assigned a transaction id.
     fn one<T: FromDatum + IntoDatum>(sql: &str) -> Option<T> {
         Spi::connect(|c| {
-            let table = c.select(sql, Some(1), &[]).unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let table = c
+                .select(sql, Some(1), &[])
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
             if table.is_empty() {
                 None
             } else {
-                table.first().get_one::<T>().unwrap_or_else(|e| panic!("{sql}: {e}"))
+                table
+                    .first()
+                    .get_one::<T>()
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"))
             }
         })
     }

@@ -35,6 +35,8 @@ pub enum ErrorKind {
     InvalidText,
     /// 25006 read_only_sql_transaction
     ReadOnly,
+    /// 23505 unique_violation
+    Conflict,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +108,21 @@ pub enum Error {
     EmptySubscription { start: String, end: String },
     /// A writing function called where nothing can be written (a hot standby).
     ReadOnlyServer { function: &'static str },
+    /// An idempotency key reused for a different feature or amount.
+    IdempotencyConflict {
+        subject: Subject,
+        key: String,
+        original: String,
+        amount: i64,
+    },
+    /// No usage record with that id or key.
+    UsageRecordNotFound { what: String },
+    /// A refund record cannot itself be refunded.
+    RefundOfRefund { record_id: i64 },
+    /// An adjustment needs a non-empty reason.
+    EmptyReason { subject: Subject },
+    /// A new limit below -1.
+    InvalidLimit { subject: Subject, value: i64 },
 }
 
 impl Error {
@@ -113,7 +130,10 @@ impl Error {
         use Error::*;
         match self {
             NullArgument { .. } => ErrorKind::NullValue,
-            UnknownFeature { .. } | NoActiveSubscription { .. } => ErrorKind::NoData,
+            UnknownFeature { .. } | NoActiveSubscription { .. } | UsageRecordNotFound { .. } => {
+                ErrorKind::NoData
+            }
+            IdempotencyConflict { .. } => ErrorKind::Conflict,
             QuotaValueOutOfRange { .. }
             | UsageOverflow { .. }
             | ResultOutOfRange { .. }
@@ -127,7 +147,10 @@ impl Error {
             | InvalidResetRule { .. }
             | InvalidTimeZone { .. }
             | OutsideSubscription { .. }
-            | EmptySubscription { .. } => ErrorKind::InvalidParameter,
+            | EmptySubscription { .. }
+            | RefundOfRefund { .. }
+            | EmptyReason { .. }
+            | InvalidLimit { .. } => ErrorKind::InvalidParameter,
         }
     }
 
@@ -141,7 +164,7 @@ impl Error {
             NoActiveSubscription { .. } => "The user needs a subscription with status 'active' \
                  whose start_date <= now() < end_date."
                 .into(),
-            InvalidQuotaValue { .. } | QuotaValueOutOfRange { .. } => {
+            InvalidQuotaValue { .. } | QuotaValueOutOfRange { .. } | InvalidLimit { .. } => {
                 "A quota is a whole number from -1 (unlimited) to 2147483647.".into()
             }
             CustomQuotasNotObject { .. } => {
@@ -172,6 +195,14 @@ impl Error {
             }
             ReadOnlyServer { .. } => "Send writes to the primary; check_user_quota, \
                  get_user_storage_quota and get_quota_period work on a standby."
+                .into(),
+            IdempotencyConflict { .. } => "An idempotency key names one use for good; \
+                 a retry must repeat the feature and amount, a new use needs a new key."
+                .into(),
+            UsageRecordNotFound { .. } => "Usage records are in quota.usage_records.".into(),
+            RefundOfRefund { .. } => "Refund the original usage record instead.".into(),
+            EmptyReason { .. } => "Say why the quota changes; the reason is audited in \
+                 quota.quota_adjustments."
                 .into(),
         }
     }
@@ -273,7 +304,31 @@ impl fmt::Display for Error {
             ReadOnlyServer { function } => {
                 write!(
                     f,
-                    "{function} cannot record usage on a server in recovery (hot standby)"
+                    "{function} cannot write on a server in recovery (hot standby)"
+                )
+            }
+            IdempotencyConflict {
+                subject,
+                key,
+                original,
+                amount,
+            } => write!(
+                f,
+                "{subject}: idempotency key \"{key}\" was already used for {original}, \
+                 not for amount {amount} of this feature"
+            ),
+            UsageRecordNotFound { what } => write!(f, "no usage record {what}"),
+            RefundOfRefund { record_id } => {
+                write!(
+                    f,
+                    "usage record {record_id} is a refund and cannot be refunded"
+                )
+            }
+            EmptyReason { subject } => write!(f, "{subject}: a quota adjustment needs a reason"),
+            InvalidLimit { subject, value } => {
+                write!(
+                    f,
+                    "{subject}: {value} is not a limit (-1 is unlimited, below that is invalid)"
                 )
             }
         }
