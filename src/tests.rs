@@ -29,6 +29,15 @@ mod tests {
         })
     }
 
+    /// The SQLSTATE `expr` raises (PERFORMed in a DO block that catches it).
+    fn sqlstate(expr: &str) -> String {
+        run(&format!(
+            "DO $$ BEGIN PERFORM {expr}; EXCEPTION WHEN OTHERS THEN
+               PERFORM set_config('pge.code', SQLSTATE, true); END $$"
+        ));
+        one::<String>("SELECT current_setting('pge.code', true)").unwrap()
+    }
+
     /// Plans free (articles 10, storage 100 MB) and pro (articles 100, storage 1 GB in 'GB'), and
     /// user `user` subscribed to `plan` since ten days ago with `custom` quotas.
     fn subscribe(user: i64, plan: &str, custom: &str) {
@@ -268,13 +277,6 @@ mod tests {
 
     #[pg_test]
     fn sqlstates_are_real() {
-        let sqlstate = |sql: &str| {
-            run(&format!(
-                "DO $$ BEGIN PERFORM {sql}; EXCEPTION WHEN OTHERS THEN
-                   PERFORM set_config('pge.code', SQLSTATE, true); END $$"
-            ));
-            one::<String>("SELECT current_setting('pge.code', true)").unwrap()
-        };
         assert_eq!(
             sqlstate("quota.check_user_quota(NULL, 'articles_per_month')"),
             "22004"
@@ -292,6 +294,176 @@ mod tests {
         assert_eq!(
             sqlstate("quota.record_feature_usage(19, 'articles_per_month')"),
             "P0002"
+        );
+    }
+
+    fn consume(user: i64, amount: i32, key: &str) -> (bool, i32, i32, i32) {
+        let key = if key.is_empty() {
+            "NULL".to_owned()
+        } else {
+            format!("'{key}'")
+        };
+        let sql = format!(
+            "SELECT allowed, current_usage, quota_limit, remaining
+               FROM quota.consume({user}, 'articles_per_month', {amount}, {key})"
+        );
+        Spi::connect_mut(|c| {
+            let row = c.update(&sql, Some(1), &[]).unwrap().first();
+            (
+                row.get::<bool>(1).unwrap().unwrap(),
+                row.get::<i32>(2).unwrap().unwrap(),
+                row.get::<i32>(3).unwrap().unwrap(),
+                row.get::<i32>(4).unwrap().unwrap(),
+            )
+        })
+    }
+
+    fn records(user: i64) -> i64 {
+        one::<i64>(&format!(
+            "SELECT count(*) FROM quota.usage_records WHERE user_id = {user}"
+        ))
+        .unwrap()
+    }
+
+    fn ledger_is_consistent() -> bool {
+        one::<i64>("SELECT count(*) FROM quota.verify_ledger()") == Some(0)
+    }
+
+    #[pg_test]
+    fn consume_allows_up_to_the_limit_and_a_refusal_writes_nothing() {
+        subscribe(30, "free", "'{\"articles_per_month\": 3}'");
+        assert_eq!(consume(30, 2, ""), (true, 2, 3, 1));
+        assert_eq!(consume(30, 2, ""), (false, 2, 3, 1), "2 + 2 > 3");
+        assert_eq!(records(30), 1, "the refused call wrote no record");
+        assert_eq!(consume(30, 1, ""), (true, 3, 3, 0));
+        assert_eq!(consume(30, 1, ""), (false, 3, 3, 0));
+        assert!(ledger_is_consistent());
+    }
+
+    #[pg_test]
+    fn consume_unlimited_always_succeeds_and_records() {
+        subscribe(31, "free", "'{\"articles_per_month\": -1}'");
+        assert_eq!(consume(31, 1000, ""), (true, 1000, -1, -1));
+        assert_eq!(records(31), 1);
+    }
+
+    #[pg_test]
+    fn consume_without_a_subscription_or_a_limit_is_refused() {
+        assert_eq!(consume(32, 1, ""), (false, 0, 0, 0));
+        assert_eq!(records(32), 0);
+        subscribe(33, "free", "'{\"articles_per_month\": 0}'");
+        assert_eq!(consume(33, 1, ""), (false, 0, 0, 0));
+    }
+
+    #[pg_test]
+    fn a_retried_key_returns_the_original_outcome_and_counts_nothing() {
+        subscribe(34, "free", "NULL");
+        assert_eq!(consume(34, 4, "order-1"), (true, 4, 10, 6));
+        assert_eq!(consume(34, 4, "order-1"), (true, 4, 10, 6));
+        run("SELECT quota.record_feature_usage(34, 'articles_per_month', NULL, NULL, 1, NULL, 'order-2')");
+        run("SELECT quota.record_feature_usage(34, 'articles_per_month', NULL, NULL, 1, NULL, 'order-2')");
+        assert_eq!(check(34, "articles_per_month").1, 5);
+        assert_eq!(records(34), 2);
+    }
+
+    #[pg_test(
+        error = "user 35 feature \"articles_per_month\": idempotency key \"k\" was already used for usage record 1 (amount 1 of feature \"articles_per_month\"), not for amount 2 of this feature"
+    )]
+    fn a_reused_key_with_another_amount_is_an_error() {
+        subscribe(35, "free", "NULL");
+        run("ALTER TABLE quota.usage_records ALTER COLUMN id RESTART WITH 1");
+        consume(35, 1, "k");
+        consume(35, 2, "k");
+    }
+
+    #[pg_test]
+    fn a_refund_goes_back_to_the_period_of_the_use_and_only_once() {
+        subscribe(36, "free", "NULL");
+        consume(36, 3, "gen-1");
+        let original =
+            one::<String>("SELECT period_start::text FROM quota.usage_records WHERE user_id = 36")
+                .unwrap();
+        // Move the anchor: the current period is now a different one.
+        run("UPDATE quota.user_subscriptions SET quota_reset_anchor = now() - interval '1 hour' WHERE user_id = 36");
+        let current = one::<String>(
+            "SELECT period_start::text FROM quota.get_quota_period(36, 'articles_per_month')",
+        )
+        .unwrap();
+        assert_ne!(original, current);
+        let first = one::<String>("SELECT period_start::text || ' ' || refunded_amount || ' ' || newly_refunded FROM quota.refund_usage(36, 'gen-1')").unwrap();
+        assert_eq!(first, format!("{original} 3 true"));
+        let second = one::<bool>("SELECT newly_refunded FROM quota.refund_usage(36, 'gen-1')");
+        assert_eq!(second, Some(false));
+        assert_eq!(one::<i64>(&format!("SELECT usage_count FROM quota.user_usage WHERE user_id = 36 AND period_start = '{original}'")), Some(0));
+        assert!(ledger_is_consistent());
+    }
+
+    #[pg_test]
+    fn refund_errors() {
+        subscribe(37, "free", "NULL");
+        consume(37, 1, "x");
+        assert_eq!(sqlstate("quota.refund_usage(37, 'missing')"), "P0002");
+        assert_eq!(sqlstate("quota.refund_usage(-1)"), "P0002");
+        assert_eq!(sqlstate("quota.refund_usage(NULL::bigint)"), "22004");
+        let refund_id = one::<i64>("SELECT refund_id FROM quota.refund_usage(37, 'x')").unwrap();
+        assert_eq!(
+            sqlstate(&format!("quota.refund_usage({refund_id})")),
+            "22023"
+        );
+    }
+
+    #[pg_test]
+    fn adjust_quota_is_audited_and_lowering_below_usage_is_allowed() {
+        subscribe(38, "free", "NULL");
+        consume(38, 5, "");
+        let changed = one::<String>("SELECT coalesce(old_value::text, 'none') || ' -> ' || new_value FROM quota.adjust_quota(38, 'articles_per_month', 4, 'abuse')");
+        assert_eq!(changed.as_deref(), Some("none -> 4"));
+        assert_eq!(
+            check(38, "articles_per_month"),
+            (false, 5, 4, 0, "125.00".into())
+        );
+        assert_eq!(consume(38, 1, "").0, false);
+        assert_eq!(
+            one::<String>(
+                "SELECT reason || ' by ' || actor FROM quota.quota_adjustments WHERE user_id = 38"
+            ),
+            Some("abuse by postgres".into())
+        );
+        run("SELECT quota.clear_custom_quota(38, 'articles_per_month', 'resolved', 'support@example.com')");
+        assert_eq!(check(38, "articles_per_month").2, 10, "back to the plan");
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM quota.quota_adjustments WHERE user_id = 38"),
+            Some(2)
+        );
+    }
+
+    #[pg_test]
+    fn adjust_quota_errors() {
+        subscribe(39, "free", "NULL");
+        assert_eq!(
+            sqlstate("quota.adjust_quota(39, 'articles_per_month', -2, 'r')"),
+            "22023"
+        );
+        assert_eq!(
+            sqlstate("quota.adjust_quota(39, 'articles_per_month', 2147483648, 'r')"),
+            "22003"
+        );
+        assert_eq!(
+            sqlstate("quota.adjust_quota(39, 'articles_per_month', 5, NULL)"),
+            "22004"
+        );
+        assert_eq!(
+            sqlstate("quota.adjust_quota(39, 'articles_per_month', 5, ' ')"),
+            "22023"
+        );
+        assert_eq!(sqlstate("quota.adjust_quota(39, 'nope', 5, 'r')"), "P0002");
+        assert_eq!(
+            sqlstate("quota.adjust_quota(40, 'articles_per_month', 5, 'r')"),
+            "P0002"
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM quota.quota_adjustments"),
+            Some(0)
         );
     }
 }
