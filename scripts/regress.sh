@@ -12,6 +12,7 @@ install_extension
 trap 'cluster_stop "$DIR"' EXIT
 # The tests set the time zone they need themselves; the server's is fixed for stable output.
 cluster_start "$DIR" "$PORT" timezone=UTC
+as_postgres "$PG_BIN/createdb" -h "$DIR" -p "$PORT" pge_regress
 
 out="$DIR/out"; mkdir -p "$out"; chown postgres: "$out"
 tests=$(cd tests/pg_regress/sql && ls *.sql | sed 's/\.sql$//' | sort)

@@ -59,9 +59,17 @@ COMMENT ON FUNCTION quota.anniversary_period(timestamptz, text, timestamptz, tex
     'The unclamped anniversary period of anchor (cycle monthly or yearly) that contains at, '
     'computed in time_zone. Month ends clamp without drift: Jan 31 gives Feb 28/29, then Mar 31.';
 
+COMMENT ON FUNCTION quota.usage_overview(bigint) IS
+    'Every catalog feature of a user in one call: limit, usage, remaining, percentage, unit and '
+    'current period (has_quota false and no period without an active subscription).';
+
+COMMENT ON FUNCTION quota.is_valid_time_zone(text) IS
+    'Whether a time zone name can be used in quota.settings.time_zone.';
+
 COMMENT ON FUNCTION quota.validate_custom_quotas() IS
     'Trigger: rejects malformed user_subscriptions.custom_quotas at write time.';
 
 COMMENT ON FUNCTION quota.sync_storage_quota() IS
     'Trigger: keeps user_storage_usage.storage_quota_bytes equal to get_user_storage_quota(user_id), '
-    'creating the row when missing.';
+    'creating the row when missing, and announces changes on channels quota_updated and '
+    'storage_quota_changed (pg_notify, sent at commit only).';

@@ -26,6 +26,10 @@ CREATE TABLE quota.features (
         CHECK (reset_rule IN ('billing_cycle', 'subscription', 'never')),
     -- Limit for subscriptions whose plan lacks the feature; NULL = no quota; -1 = unlimited.
     default_limit integer CHECK (default_limit >= -1),
+    -- Percentages of the limit whose crossing is announced on channel quota_threshold,
+    -- once per period each.
+    alert_thresholds integer[] NOT NULL DEFAULT '{80,95,100}'
+        CHECK (1 <= ALL (alert_thresholds) AND 100 >= ALL (alert_thresholds)),
     -- Rows the extension created; pg_dump leaves them to CREATE EXTENSION.
     builtin boolean NOT NULL DEFAULT false
 );
@@ -90,6 +94,8 @@ CREATE TABLE quota.user_usage (
     period_start timestamptz NOT NULL,
     period_end timestamptz NOT NULL,
     usage_count bigint NOT NULL DEFAULT 0 CHECK (usage_count >= 0),
+    -- The highest alert threshold already announced for this period.
+    alerted_percent integer NOT NULL DEFAULT 0,
     last_reset_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL,
     PRIMARY KEY (user_id, feature_code, period_start)

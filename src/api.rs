@@ -5,14 +5,17 @@
 use crate::error::OrRaise;
 use crate::quota::{self, Recording};
 use crate::store::RecordRef;
-use entitlements_core::{period, Cycle, Error, Subject};
+use entitlements_core::{period, Cycle, Error, QuotaStatus, Subject};
 use pgrx::datum::{AnyNumeric, JsonB, TimestampWithTimeZone};
 use pgrx::prelude::*;
 
 fn required<T>(value: Option<T>, function: &'static str, argument: &'static str) -> T {
-    value
-        .ok_or(Error::NullArgument { function, argument })
-        .or_raise()
+    value.ok_or(Error::NullArgument { function, argument }).or_raise()
+}
+
+fn percentage(status: &QuotaStatus) -> AnyNumeric {
+    AnyNumeric::try_from(status.percentage_text().as_str())
+        .expect("percentage_text is numeric text")
 }
 
 fn subject(function: &'static str, user_id: Option<i64>, feature: Option<&str>) -> Subject {
@@ -41,9 +44,7 @@ fn check_user_quota(
     let subject = subject("check_user_quota", user_id, feature_code);
     let status = Spi::connect(|client| quota::check(client, &subject)).or_raise();
     let (usage, limit, remaining) = status.int4_figures(&subject).or_raise();
-    let percentage = AnyNumeric::try_from(status.percentage_text().as_str())
-        .expect("percentage_text is numeric text");
-    TableIterator::once((status.has_quota, usage, limit, remaining, percentage))
+    TableIterator::once((status.has_quota, usage, limit, remaining, percentage(&status)))
 }
 
 #[pg_extern(stable, parallel_safe)]
@@ -176,14 +177,7 @@ fn adjust_quota(
     actor: default!(Option<&str>, "current_user"),
 ) -> TableIterator<'static, (name!(old_value, Option<i32>), name!(new_value, Option<i32>))> {
     let value = required(new_value, "adjust_quota", "new_value");
-    TableIterator::once(adjust(
-        "adjust_quota",
-        user_id,
-        feature_code,
-        Some(value),
-        reason,
-        actor,
-    ))
+    TableIterator::once(adjust("adjust_quota", user_id, feature_code, Some(value), reason, actor))
 }
 
 /// Removes one custom quota, so the plan (or the catalog default) applies again; audited.
@@ -194,14 +188,7 @@ fn clear_custom_quota(
     reason: Option<&str>,
     actor: default!(Option<&str>, "current_user"),
 ) -> TableIterator<'static, (name!(old_value, Option<i32>), name!(new_value, Option<i32>))> {
-    TableIterator::once(adjust(
-        "clear_custom_quota",
-        user_id,
-        feature_code,
-        None,
-        reason,
-        actor,
-    ))
+    TableIterator::once(adjust("clear_custom_quota", user_id, feature_code, None, reason, actor))
 }
 
 #[pg_extern(stable, parallel_safe)]
@@ -225,6 +212,53 @@ fn get_quota_period(
     }))
 }
 
+/// Every catalog feature's figures for one user in one call.
+#[pg_extern(stable, parallel_safe)]
+fn usage_overview(
+    user_id: Option<i64>,
+) -> TableIterator<
+    'static,
+    (
+        name!(feature_code, String),
+        name!(feature_name, String),
+        name!(unit, String),
+        name!(has_quota, bool),
+        name!(current_usage, i64),
+        name!(quota_limit, i64),
+        name!(remaining, i64),
+        name!(percentage, AnyNumeric),
+        name!(period_start, Option<TimestampWithTimeZone>),
+        name!(period_end, Option<TimestampWithTimeZone>),
+        name!(cycle, Option<String>),
+    ),
+> {
+    let user_id = required(user_id, "usage_overview", "user_id");
+    let lines = Spi::connect(|client| quota::overview(client, user_id)).or_raise();
+    TableIterator::new(lines.into_iter().map(|o| {
+        let bounds = o.period.as_ref().map(quota::period_bounds);
+        (
+            o.feature,
+            o.name,
+            o.unit,
+            o.status.has_quota,
+            o.status.current_usage,
+            o.status.quota_limit,
+            o.status.remaining,
+            percentage(&o.status),
+            bounds.map(|b| b.0),
+            bounds.map(|b| b.1),
+            o.period.map(|p| p.kind().to_owned()),
+        )
+    }))
+}
+
+/// Whether `time_zone` is a zone name the period arithmetic knows (the CHECK of
+/// quota.settings.time_zone). IMMUTABLE like PostgreSQL's own time zone functions.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn is_valid_time_zone(time_zone: &str) -> bool {
+    period::time_zone(time_zone).is_ok()
+}
+
 /// The pure period arithmetic, for previews and tests: the anniversary period of `anchor`
 /// containing `at`, before clamping to a subscription. IMMUTABLE like PostgreSQL's own
 /// time zone conversions (it depends only on its arguments and the time zone database).
@@ -236,10 +270,7 @@ fn anniversary_period(
     time_zone: default!(&str, "'UTC'"),
 ) -> TableIterator<
     'static,
-    (
-        name!(period_start, TimestampWithTimeZone),
-        name!(period_end, TimestampWithTimeZone),
-    ),
+    (name!(period_start, TimestampWithTimeZone), name!(period_end, TimestampWithTimeZone)),
 > {
     let result = (|| {
         let cycle: Cycle = cycle.parse()?;

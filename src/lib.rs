@@ -21,10 +21,8 @@ extension_sql_file!("../sql/ledger.sql", name = "ledger", requires = ["schema"])
 extension_sql_file!(
     "../sql/triggers.sql",
     name = "triggers",
-    requires = [
-        triggers::validate_custom_quotas,
-        triggers::sync_storage_quota
-    ]
+    requires =
+        [triggers::validate_custom_quotas, triggers::sync_storage_quota, api::is_valid_time_zone]
 );
 extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
 

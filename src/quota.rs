@@ -2,6 +2,7 @@
 
 use crate::store::{self, Catalog, FeatureRow, SubscriptionRow, Use};
 use crate::time::{from_pg, to_pg};
+use entitlements_core::alerts;
 use entitlements_core::limit::{self, LimitSources};
 use entitlements_core::period::{self, Subscription};
 use entitlements_core::{
@@ -35,17 +36,14 @@ fn named_feature(
     subject: &Subject,
 ) -> Result<(FeatureRow, Catalog), Error> {
     let mut row = store::feature_row(client, subject.user_id, Some(&subject.feature))?;
-    let catalog = row
-        .catalog
-        .take()
-        .expect("feature_row errs on unknown features");
+    let catalog = row.catalog.take().expect("feature_row errs on unknown features");
     Ok((row, catalog))
 }
 
 fn period_of(row: &FeatureRow, rule: ResetRule, sub: &SubscriptionRow) -> Result<Period, Error> {
     let subscription = Subscription {
         start: from_pg(sub.start)?,
-        end: from_pg(sub.end)?,
+        end: if sub.end.is_infinity() { None } else { Some(from_pg(sub.end)?) },
         anchor: sub.anchor.map(from_pg).transpose()?,
         cycle: sub.cycle.parse()?,
     };
@@ -55,29 +53,56 @@ fn period_of(row: &FeatureRow, rule: ResetRule, sub: &SubscriptionRow) -> Result
 
 /// `check_user_quota`: the limit, the current period's usage and what remains.
 pub fn check(client: &SpiClient<'_>, subject: &Subject) -> Result<QuotaStatus, Error> {
+    check_with_period(client, subject).map(|(status, _, _)| status)
+}
+
+/// [`check`], with the period (`None` without an active subscription) and the catalog row.
+fn check_with_period(
+    client: &SpiClient<'_>,
+    subject: &Subject,
+) -> Result<(QuotaStatus, Option<Period>, Catalog), Error> {
     let (row, catalog) = named_feature(client, subject)?;
     let Some(sub) = row.subscription.as_ref() else {
-        return Ok(QuotaStatus::NONE);
+        return Ok((QuotaStatus::NONE, None, catalog));
     };
     let limit = resolve(subject, &catalog, sub)?.map(|r| r.limit);
     let period = period_of(&row, catalog.reset_rule.parse()?, sub)?;
-    let usage = store::usage(
-        client,
-        subject.user_id,
-        &subject.feature,
-        to_pg(period.start, true),
-    );
-    Ok(QuotaStatus::evaluate(limit, usage))
+    let usage = store::usage(client, subject.user_id, &subject.feature, to_pg(period.start, true));
+    Ok((QuotaStatus::evaluate(limit, usage), Some(period), catalog))
+}
+
+/// One line of `usage_overview`.
+pub struct Overview {
+    pub feature: String,
+    pub name: String,
+    pub unit: String,
+    pub status: QuotaStatus,
+    pub period: Option<Period>,
+}
+
+/// `usage_overview`: every catalog feature's figures and period for one user.
+pub fn overview(client: &SpiClient<'_>, user_id: i64) -> Result<Vec<Overview>, Error> {
+    store::feature_codes(client)
+        .into_iter()
+        .map(|feature| {
+            let subject = Subject { user_id, feature };
+            let (status, period, catalog) = check_with_period(client, &subject)?;
+            Ok(Overview {
+                feature: subject.feature,
+                name: catalog.name,
+                unit: catalog.unit,
+                status,
+                period,
+            })
+        })
+        .collect()
 }
 
 /// `get_user_storage_quota`: the storage limit in bytes, `-1` unlimited, 0 without an active
 /// subscription or any storage limit. Custom and default values are in the catalog's unit;
 /// a plan's value is in `plan_features.feature_unit` when that is set.
 pub fn storage_bytes(client: &SpiClient<'_>, user_id: i64) -> Result<i64, Error> {
-    let subject = Subject {
-        user_id,
-        feature: STORAGE_FEATURE.to_owned(),
-    };
+    let subject = Subject { user_id, feature: STORAGE_FEATURE.to_owned() };
     let (row, catalog) = named_feature(client, &subject)?;
     let Some(sub) = row.subscription.as_ref() else {
         return Ok(0);
@@ -104,10 +129,7 @@ pub fn current_period(
         Some(c) => c.reset_rule.parse()?,
         None => ResetRule::BillingCycle,
     };
-    row.subscription
-        .as_ref()
-        .map(|sub| period_of(&row, rule, sub))
-        .transpose()
+    row.subscription.as_ref().map(|sub| period_of(&row, rule, sub)).transpose()
 }
 
 /// Writing on a standby fails deep inside the executor with a message about transaction ids;
@@ -123,10 +145,7 @@ fn ensure_writable(function: &'static str) -> Result<(), Error> {
 /// An amount of usage: at least 1.
 pub fn validate_amount(subject: &Subject, amount: i32) -> Result<i32, Error> {
     if amount < 1 {
-        return Err(Error::InvalidAmount {
-            subject: subject.clone(),
-            amount: i64::from(amount),
-        });
+        return Err(Error::InvalidAmount { subject: subject.clone(), amount: i64::from(amount) });
     }
     Ok(amount)
 }
@@ -169,24 +188,56 @@ fn replay(client: &mut SpiClient<'_>, r: &Recording<'_>) -> Result<bool, Error> 
 }
 
 /// What a use needs: the subscription (locked in share mode), the limit and the period.
+/// What [`prepare_use`] finds out.
+struct UseContext {
+    limit: Option<Limit>,
+    period: Period,
+    alert_thresholds: Vec<i32>,
+}
+
 fn prepare_use(
     client: &mut SpiClient<'_>,
     function: &'static str,
     r: &Recording<'_>,
-) -> Result<Option<(Option<Resolved>, Period)>, Error> {
+) -> Result<Option<UseContext>, Error> {
     ensure_writable(function)?;
     validate_amount(r.subject, r.amount)?;
     let mut row = store::feature_row_for_use(client, r.subject.user_id, &r.subject.feature)?;
-    let catalog = row
-        .catalog
-        .take()
-        .expect("feature_row errs on unknown features");
+    let catalog = row.catalog.take().expect("feature_row errs on unknown features");
     let Some(sub) = row.subscription.as_ref() else {
         return Ok(None);
     };
-    let limit = resolve(r.subject, &catalog, sub)?;
+    let limit = resolve(r.subject, &catalog, sub)?.map(|l| l.limit);
     let period = period_of(&row, catalog.reset_rule.parse()?, sub)?;
-    Ok(Some((limit, period)))
+    Ok(Some(UseContext { limit, period, alert_thresholds: row.alert_thresholds }))
+}
+
+/// Announces on channel quota_threshold each alert threshold this use crossed, once per period.
+fn announce_thresholds(
+    client: &mut SpiClient<'_>,
+    subject: &Subject,
+    ctx: &UseContext,
+    usage: i64,
+    already: i32,
+) {
+    let Some(limit) = ctx.limit else { return };
+    let crossed = alerts::crossed(&ctx.alert_thresholds, already, usage, limit);
+    let Some(&highest) = crossed.last() else {
+        return;
+    };
+    let period_start = to_pg(ctx.period.start, true);
+    store::mark_alerted(client, subject, period_start, highest);
+    for threshold in crossed {
+        let payload = serde_json::json!({
+            "user_id": subject.user_id,
+            "feature_code": subject.feature,
+            "threshold": threshold,
+            "usage": usage,
+            "limit": limit.as_i64(),
+            "period_start": period_start.to_string(),
+        });
+        store::notify(client, "quota_threshold", &payload.to_string());
+    }
 }
 
 fn use_of<'a>(r: Recording<'a>, period: &Period, limit: Option<i64>) -> Use<'a> {
@@ -207,13 +258,14 @@ fn use_of<'a>(r: Recording<'a>, period: &Period, limit: Option<i64>) -> Use<'a> 
 /// usage record, in the caller's transaction. Records after the fact; does not enforce.
 pub fn record(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<(), Error> {
     // The subscription check comes first, so that a use without one is an error even on retry.
-    let Some((_, period)) = prepare_use(client, "record_feature_usage", &r)? else {
-        return Err(Error::NoActiveSubscription {
-            subject: r.subject.clone(),
-        });
+    let Some(ctx) = prepare_use(client, "record_feature_usage", &r)? else {
+        return Err(Error::NoActiveSubscription { subject: r.subject.clone() });
     };
     if !replay(client, &r)? {
-        store::apply_use(client, use_of(r, &period, None));
+        let subject = r.subject;
+        let (usage, already) = store::apply_use(client, use_of(r, &ctx.period, None))
+            .expect("an unconditional use always counts");
+        announce_thresholds(client, subject, &ctx, usage, already);
     }
     Ok(())
 }
@@ -221,21 +273,13 @@ pub fn record(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<(), Error>
 /// `consume`: checks and records in one atomic step. Refused (or without an active
 /// subscription) it writes nothing; a retried key returns the original outcome, counting nothing.
 pub fn consume(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<Consumed, Error> {
-    let Some((resolved, period)) = prepare_use(client, "consume", &r)? else {
-        return Ok(Consumed {
-            allowed: false,
-            status: QuotaStatus::NONE,
-        });
+    let Some(ctx) = prepare_use(client, "consume", &r)? else {
+        return Ok(Consumed { allowed: false, status: QuotaStatus::NONE });
     };
-    let limit = resolved.map(|l| l.limit);
-    let subject = r.subject;
+    let (limit, subject) = (ctx.limit, r.subject);
+    let period_start = to_pg(ctx.period.start, true);
     let current = |client: &SpiClient<'_>| {
-        store::usage(
-            client,
-            subject.user_id,
-            &subject.feature,
-            to_pg(period.start, true),
-        )
+        store::usage(client, subject.user_id, &subject.feature, period_start)
     };
     if replay(client, &r)? {
         return Ok(Consumed {
@@ -249,15 +293,15 @@ pub fn consume(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<Consumed,
         Some(Limit::Unlimited) => None,
         Some(Limit::Max(n)) => Some(i64::from(n)),
     };
-    let counted = store::apply_use(client, use_of(r, &period, enforced));
+    let counted = store::apply_use(client, use_of(r, &ctx.period, enforced));
     let usage = match counted {
-        Some(usage) => usage,
+        Some((usage, already)) => {
+            announce_thresholds(client, subject, &ctx, usage, already);
+            usage
+        }
         None => current(client),
     };
-    Ok(Consumed {
-        allowed: counted.is_some(),
-        status: QuotaStatus::evaluate(limit, usage),
-    })
+    Ok(Consumed { allowed: counted.is_some(), status: QuotaStatus::evaluate(limit, usage) })
 }
 
 /// `refund_usage`: posts a compensating record to the period the original use counted toward.
@@ -296,9 +340,7 @@ pub fn adjust(
 ) -> Result<(Option<i32>, Option<i32>), Error> {
     ensure_writable("adjust_quota")?;
     if reason.trim().is_empty() {
-        return Err(Error::EmptyReason {
-            subject: subject.clone(),
-        });
+        return Err(Error::EmptyReason { subject: subject.clone() });
     }
     // The feature must exist; a bad value is refused before anything is locked.
     store::feature_row(client, subject.user_id, Some(&subject.feature))?;
@@ -310,19 +352,14 @@ pub fn adjust(
                     origin: "adjust_quota",
                     value: n.to_string(),
                 },
-                _ => Error::InvalidLimit {
-                    subject: subject.clone(),
-                    value: n,
-                },
+                _ => Error::InvalidLimit { subject: subject.clone(), value: n },
             })
         })
         .transpose()?;
     let Some((subscription_id, old_text)) =
         store::lock_subscription(client, subject.user_id, &subject.feature)
     else {
-        return Err(Error::NoActiveSubscription {
-            subject: subject.clone(),
-        });
+        return Err(Error::NoActiveSubscription { subject: subject.clone() });
     };
     let old = old_text
         .map(|t| {
@@ -338,22 +375,94 @@ pub fn adjust(
     let (old, new) = (old.map(as_i32), new.map(as_i32));
     store::apply_adjustment(
         client,
-        store::Adjustment {
-            subject,
-            subscription_id,
-            old,
-            new,
-            reason,
-            actor,
-        },
+        store::Adjustment { subject, subscription_id, old, new, reason, actor },
     );
     Ok((old, new))
 }
 
-/// Brings `user_storage_usage.storage_quota_bytes` in line with [`storage_bytes`].
+/// Brings `user_storage_usage.storage_quota_bytes` in line with [`storage_bytes`] and announces
+/// a change on channel storage_quota_changed.
 pub fn sync_storage(client: &mut SpiClient<'_>, user_id: i64) -> Result<(), Error> {
     let bytes = storage_bytes(client, user_id)?;
-    store::upsert_storage_quota(client, user_id, bytes);
+    if let Some(old) = store::upsert_storage_quota(client, user_id, bytes) {
+        let payload =
+            serde_json::json!({ "user_id": user_id, "old_bytes": old, "new_bytes": bytes });
+        store::notify(client, "storage_quota_changed", &payload.to_string());
+    }
+    Ok(())
+}
+
+/// A `user_subscriptions` row as the change announcement sees it.
+pub struct SubscriptionState {
+    pub user_id: i64,
+    pub subscription_id: i64,
+    pub plan_id: i64,
+    /// Active now: status 'active' and start_date <= now() < end_date.
+    pub active: bool,
+    pub custom_quotas: Option<JsonB>,
+}
+
+/// Each feature's effective limit under one subscription row (`None`: no quota from it).
+fn limits_under(
+    client: &SpiClient<'_>,
+    state: Option<SubscriptionState>,
+) -> Result<Vec<(String, Option<Limit>)>, Error> {
+    let Some(state) = state.filter(|s| s.active) else {
+        return Ok(Vec::new());
+    };
+    store::limits_for(client, state.plan_id, state.custom_quotas)
+        .into_iter()
+        .map(|f| {
+            let subject = Subject { user_id: state.user_id, feature: f.code };
+            let sources = LimitSources {
+                custom: f.custom.as_deref(),
+                plan: f.plan.map(i64::from),
+                default: f.default.map(i64::from),
+            };
+            let limit = limit::resolve(&subject, &sources)?.map(|r| r.limit);
+            Ok((subject.feature, limit))
+        })
+        .collect()
+}
+
+/// Announces on channel quota_updated the features whose limit a change of one subscription
+/// row moved, with their old and new limits (`null`: no quota from this subscription).
+pub fn announce_subscription_change(
+    client: &mut SpiClient<'_>,
+    user_id: i64,
+    subscription_id: i64,
+    old: Option<SubscriptionState>,
+    new: Option<SubscriptionState>,
+) -> Result<(), Error> {
+    let before = limits_under(client, old)?;
+    let after = limits_under(client, new)?;
+    let lookup = |list: &[(String, Option<Limit>)], code: &str| {
+        list.iter().find(|(c, _)| c == code).and_then(|(_, l)| *l)
+    };
+    let mut codes: Vec<&str> = before.iter().chain(after.iter()).map(|(c, _)| c.as_str()).collect();
+    codes.sort_unstable();
+    codes.dedup();
+    let (mut changed, mut old_limits, mut new_limits) =
+        (Vec::new(), serde_json::Map::new(), serde_json::Map::new());
+    for code in codes {
+        let (was, is) = (lookup(&before, code), lookup(&after, code));
+        if was != is {
+            changed.push(code);
+            old_limits.insert(code.to_owned(), was.map(Limit::as_i64).into());
+            new_limits.insert(code.to_owned(), is.map(Limit::as_i64).into());
+        }
+    }
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let payload = serde_json::json!({
+        "user_id": user_id,
+        "subscription_id": subscription_id,
+        "features": changed,
+        "old": old_limits,
+        "new": new_limits,
+    });
+    store::notify(client, "quota_updated", &payload.to_string());
     Ok(())
 }
 
@@ -367,11 +476,7 @@ pub fn validate_custom_quotas(
         serde_json::Value::Object(map) => map.keys().cloned().collect(),
         _ => Vec::new(),
     };
-    let known = if keys.is_empty() {
-        Vec::new()
-    } else {
-        store::known_features(client, keys)
-    };
+    let known = if keys.is_empty() { Vec::new() } else { store::known_features(client, keys) };
     limit::validate_custom_quotas(user_id, value, |f| known.iter().any(|k| k == f)).map(|_| ())
 }
 

@@ -23,7 +23,7 @@ SELECT f.code, f.reset_rule, f.unit, f.default_limit,
        (s.custom_quotas OPERATOR(pg_catalog.->) f.code)::pg_catalog.text,
        pf.feature_value, pf.feature_unit,
        coalesce((SELECT st.time_zone FROM quota.settings st), 'UTC'),
-       pg_catalog.now()
+       pg_catalog.now(), f.alert_thresholds, f.name
   FROM (SELECT) AS one
   LEFT JOIN quota.features f ON f.code = $2
   LEFT JOIN LATERAL (
@@ -67,14 +67,32 @@ WITH counter AS (
            updated_at = EXCLUDED.updated_at
      WHERE $6::pg_catalog.int8 IS NULL
         OR u.usage_count OPERATOR(pg_catalog.+) EXCLUDED.usage_count <= $6
-    RETURNING u.usage_count
+    RETURNING u.usage_count, u.alerted_percent
 ), rec AS (
     INSERT INTO quota.usage_records
            (user_id, feature_code, period_start, resource_type, resource_id, amount, metadata,
             idempotency_key, created_at)
     SELECT $1, $2, $3, $7, $8, $5, $9, $10, pg_catalog.now() FROM counter
 )
-SELECT counter.usage_count FROM counter";
+SELECT counter.usage_count, counter.alerted_percent FROM counter";
+
+/// Remembers the highest alert threshold announced for a period.
+const MARK_ALERTED: &str = "
+UPDATE quota.user_usage u SET alerted_percent = $4
+ WHERE u.user_id = $1 AND u.feature_code = $2 AND u.period_start = $3 AND u.alerted_percent < $4";
+
+/// Transactional: delivered at commit, dropped on rollback.
+const NOTIFY: &str = "SELECT pg_catalog.pg_notify($1, $2)";
+
+/// The limit sources of every feature for a plan and a custom_quotas document.
+const LIMITS_FOR: &str = "
+SELECT f.code, ($2 OPERATOR(pg_catalog.->) f.code)::pg_catalog.text, pf.feature_value,
+       f.default_limit
+  FROM quota.features f
+  LEFT JOIN quota.plan_features pf ON pf.plan_id = $1 AND pf.feature_code = f.code
+ ORDER BY f.code";
+
+const FEATURE_CODES: &str = "SELECT f.code FROM quota.features f ORDER BY f.code";
 
 /// Serializes the uses of one idempotency key: a retry that arrives while the first call is
 /// still running waits for it and then sees its record. Taken in its own statement, so that
@@ -146,13 +164,18 @@ INSERT INTO quota.quota_adjustments
        (user_id, subscription_id, feature_code, old_value, new_value, reason, actor, created_at)
 SELECT $1, changed.id, $3, $5, $4, $6, $7, pg_catalog.now() FROM changed";
 
-/// Creates the storage row when missing; touches it only when the quota really changes.
+/// Creates the storage row when missing; touches it only when the quota really changes, and
+/// then returns the previous quota (NULL for a new row).
 const STORAGE_UPSERT: &str = "
+WITH old AS (
+    SELECT s.storage_quota_bytes FROM quota.user_storage_usage s WHERE s.user_id = $1 FOR UPDATE
+)
 INSERT INTO quota.user_storage_usage AS s (user_id, storage_quota_bytes, updated_at)
 VALUES ($1, $2, pg_catalog.now())
 ON CONFLICT (user_id) DO UPDATE
    SET storage_quota_bytes = EXCLUDED.storage_quota_bytes, updated_at = EXCLUDED.updated_at
- WHERE s.storage_quota_bytes IS DISTINCT FROM EXCLUDED.storage_quota_bytes";
+ WHERE s.storage_quota_bytes IS DISTINCT FROM EXCLUDED.storage_quota_bytes
+RETURNING (SELECT old.storage_quota_bytes FROM old)";
 
 /// Which of the given codes the catalog knows.
 const KNOWN_FEATURES: &str = "
@@ -173,6 +196,10 @@ struct Plans {
     adjust_apply: OwnedPreparedStatement,
     storage_upsert: OwnedPreparedStatement,
     known_features: OwnedPreparedStatement,
+    mark_alerted: OwnedPreparedStatement,
+    notify: OwnedPreparedStatement,
+    limits_for: OwnedPreparedStatement,
+    feature_codes: OwnedPreparedStatement,
 }
 
 thread_local! {
@@ -190,20 +217,10 @@ fn plans(client: &SpiClient<'_>) -> &'static Plans {
     }
     use BuiltinOid::*;
     let prepare = |sql: &str, args: &[PgOid], mutating: bool| {
-        let stmt = if mutating {
-            client.prepare_mut(sql, args)
-        } else {
-            client.prepare(sql, args)
-        };
-        stmt.unwrap_or_else(|e| panic!("preparing a pg_entitlements statement failed: {e}"))
-            .keep()
+        let stmt = if mutating { client.prepare_mut(sql, args) } else { client.prepare(sql, args) };
+        stmt.unwrap_or_else(|e| panic!("preparing a pg_entitlements statement failed: {e}")).keep()
     };
-    let (int4, int8, text, tstz) = (
-        oid(INT4OID),
-        oid(INT8OID),
-        oid(TEXTOID),
-        oid(TIMESTAMPTZOID),
-    );
+    let (int4, int8, text, tstz) = (oid(INT4OID), oid(INT8OID), oid(TEXTOID), oid(TIMESTAMPTZOID));
     let plans: &'static Plans = Box::leak(Box::new(Plans {
         feature: prepare(&feature_sql(""), &[int8, text], false),
         // Writers lock the subscription row in share mode: a concurrent change of its limit
@@ -213,18 +230,7 @@ fn plans(client: &SpiClient<'_>) -> &'static Plans {
         usage: prepare(USAGE, &[int8, text, tstz], false),
         use_: prepare(
             USE,
-            &[
-                int8,
-                text,
-                tstz,
-                tstz,
-                int4,
-                int8,
-                text,
-                int8,
-                oid(JSONBOID),
-                text,
-            ],
+            &[int8, text, tstz, tstz, int4, int8, text, int8, oid(JSONBOID), text],
             true,
         ),
         lock_key: prepare(LOCK_KEY, &[int8, text], true),
@@ -234,13 +240,13 @@ fn plans(client: &SpiClient<'_>) -> &'static Plans {
         refund_of: prepare(REFUND_OF, &[int8, int8], false),
         refund: prepare(REFUND, &[int8, int8], true),
         adjust_lock: prepare(ADJUST_LOCK, &[int8, text], true),
-        adjust_apply: prepare(
-            ADJUST_APPLY,
-            &[int8, int8, text, int4, int4, text, text],
-            true,
-        ),
+        adjust_apply: prepare(ADJUST_APPLY, &[int8, int8, text, int4, int4, text, text], true),
         storage_upsert: prepare(STORAGE_UPSERT, &[int8, int8], true),
         known_features: prepare(KNOWN_FEATURES, &[oid(TEXTARRAYOID)], false),
+        mark_alerted: prepare(MARK_ALERTED, &[int8, text, tstz, int4], true),
+        notify: prepare(NOTIFY, &[text, text], true),
+        limits_for: prepare(LIMITS_FOR, &[int8, oid(JSONBOID)], false),
+        feature_codes: prepare(FEATURE_CODES, &[], false),
     }));
     PLANS.set(Some(plans));
     plans
@@ -260,6 +266,7 @@ pub struct SubscriptionRow {
 
 /// A feature's row of `quota.features`.
 pub struct Catalog {
+    pub name: String,
     pub reset_rule: String,
     pub unit: String,
     pub default_limit: Option<i32>,
@@ -271,11 +278,12 @@ pub struct FeatureRow {
     pub subscription: Option<SubscriptionRow>,
     pub time_zone: String,
     pub now: TimestampWithTimeZone,
+    /// `quota.features.alert_thresholds` (empty without a named feature).
+    pub alert_thresholds: Vec<i32>,
 }
 
 fn col<T: pgrx::FromDatum + pgrx::IntoDatum>(row: &SpiHeapTupleData<'_>, n: usize) -> Option<T> {
-    row.get::<T>(n)
-        .unwrap_or_else(|e| panic!("column {n} of a pg_entitlements query: {e}"))
+    row.get::<T>(n).unwrap_or_else(|e| panic!("column {n} of a pg_entitlements query: {e}"))
 }
 
 fn must<T>(v: Option<T>, what: &str) -> T {
@@ -287,20 +295,15 @@ fn parse_feature_row(
     user_id: i64,
     feature: Option<&str>,
 ) -> Result<FeatureRow, Error> {
-    let row = table
-        .into_iter()
-        .next()
-        .expect("FROM (SELECT) yields one row");
+    let row = table.into_iter().next().expect("FROM (SELECT) yields one row");
     let catalog = col::<String>(&row, 1).map(|_| Catalog {
+        name: must(col(&row, 16), "name"),
         reset_rule: must(col(&row, 2), "reset_rule"),
         unit: must(col(&row, 3), "unit"),
         default_limit: col(&row, 4),
     });
     if let (Some(feature), None) = (feature, &catalog) {
-        return Err(Error::UnknownFeature {
-            user_id: Some(user_id),
-            feature: feature.to_owned(),
-        });
+        return Err(Error::UnknownFeature { user_id: Some(user_id), feature: feature.to_owned() });
     }
     let subscription = col::<i64>(&row, 5).map(|_id| SubscriptionRow {
         start: must(col(&row, 6), "start_date"),
@@ -316,14 +319,16 @@ fn parse_feature_row(
         subscription,
         time_zone: must(col(&row, 13), "time_zone"),
         now: must(col(&row, 14), "now()"),
+        alert_thresholds: col::<Vec<Option<i32>>>(&row, 15)
+            .unwrap_or_default()
+            .into_iter()
+            .flatten()
+            .collect(),
     })
 }
 
 fn feature_args<'a>(user_id: i64, feature: Option<&'a str>) -> [DatumWithOid<'a>; 2] {
-    [
-        user_id.into(),
-        feature.map_or_else(DatumWithOid::null::<&str>, Into::into),
-    ]
+    [user_id.into(), feature.map_or_else(DatumWithOid::null::<&str>, Into::into)]
 }
 
 /// Reads the feature (if one is named), active subscription and settings.
@@ -335,11 +340,7 @@ pub fn feature_row(
     feature: Option<&str>,
 ) -> Result<FeatureRow, Error> {
     let table = client
-        .select(
-            &plans(client).feature,
-            Some(1),
-            &feature_args(user_id, feature),
-        )
+        .select(&plans(client).feature, Some(1), &feature_args(user_id, feature))
         .unwrap_or_else(|e| panic!("quota lookup failed: {e}"));
     parse_feature_row(table, user_id, feature)
 }
@@ -375,11 +376,7 @@ pub fn usage(
     period_start: TimestampWithTimeZone,
 ) -> i64 {
     let args: [DatumWithOid; 3] = [user_id.into(), feature.into(), period_start.into()];
-    first(
-        client.select(&plans(client).usage, Some(1), &args),
-        "usage lookup",
-    )
-    .unwrap_or(0)
+    first(client.select(&plans(client).usage, Some(1), &args), "usage lookup").unwrap_or(0)
 }
 
 /// One use, as `record_feature_usage` and `consume` receive it.
@@ -396,9 +393,9 @@ pub struct Use<'a> {
     pub idempotency_key: Option<&'a str>,
 }
 
-/// Adds the use to its period's counter and the ledger; returns the new counter, or `None`
-/// when the limit refused it (and nothing was written).
-pub fn apply_use(client: &mut SpiClient<'_>, u: Use<'_>) -> Option<i64> {
+/// Adds the use to its period's counter and the ledger; returns the new counter and the
+/// highest alert already announced, or `None` when the limit refused it (nothing was written).
+pub fn apply_use(client: &mut SpiClient<'_>, u: Use<'_>) -> Option<(i64, i32)> {
     let args: [DatumWithOid; 10] = [
         u.subject.user_id.into(),
         u.subject.feature.as_str().into(),
@@ -406,17 +403,80 @@ pub fn apply_use(client: &mut SpiClient<'_>, u: Use<'_>) -> Option<i64> {
         u.period_end.into(),
         u.amount.into(),
         u.limit.map_or_else(DatumWithOid::null::<i64>, Into::into),
-        u.resource_type
-            .map_or_else(DatumWithOid::null::<&str>, Into::into),
-        u.resource_id
-            .map_or_else(DatumWithOid::null::<i64>, Into::into),
-        u.metadata
-            .map_or_else(DatumWithOid::null::<JsonB>, Into::into),
-        u.idempotency_key
-            .map_or_else(DatumWithOid::null::<&str>, Into::into),
+        u.resource_type.map_or_else(DatumWithOid::null::<&str>, Into::into),
+        u.resource_id.map_or_else(DatumWithOid::null::<i64>, Into::into),
+        u.metadata.map_or_else(DatumWithOid::null::<JsonB>, Into::into),
+        u.idempotency_key.map_or_else(DatumWithOid::null::<&str>, Into::into),
     ];
     let plan = &plans(client).use_;
-    first(client.update(plan, Some(1), &args), "recording usage")
+    let table = client
+        .update(plan, Some(1), &args)
+        .unwrap_or_else(|e| panic!("recording usage failed: {e}"));
+    table
+        .into_iter()
+        .next()
+        .map(|row| (must(col(&row, 1), "usage_count"), must(col(&row, 2), "alerted_percent")))
+}
+
+/// Remembers that alerts up to `percent` were announced for the period.
+pub fn mark_alerted(
+    client: &mut SpiClient<'_>,
+    subject: &Subject,
+    period_start: TimestampWithTimeZone,
+    percent: i32,
+) {
+    let args: [DatumWithOid; 4] = [
+        subject.user_id.into(),
+        subject.feature.as_str().into(),
+        period_start.into(),
+        percent.into(),
+    ];
+    let plan = &plans(client).mark_alerted;
+    client.update(plan, None, &args).unwrap_or_else(|e| panic!("marking an alert failed: {e}"));
+}
+
+/// `pg_notify(channel, payload)`: sent at commit, never for a rolled-back change.
+pub fn notify(client: &mut SpiClient<'_>, channel: &str, payload: &str) {
+    let args: [DatumWithOid; 2] = [channel.into(), payload.into()];
+    let plan = &plans(client).notify;
+    client.update(plan, None, &args).unwrap_or_else(|e| panic!("pg_notify failed: {e}"));
+}
+
+/// One feature's limit sources for a plan and a custom_quotas document.
+pub struct FeatureSources {
+    pub code: String,
+    pub custom: Option<String>,
+    pub plan: Option<i32>,
+    pub default: Option<i32>,
+}
+
+/// The limit sources of every catalog feature for `plan_id` and `custom_quotas`.
+pub fn limits_for(
+    client: &SpiClient<'_>,
+    plan_id: i64,
+    custom: Option<JsonB>,
+) -> Vec<FeatureSources> {
+    let args: [DatumWithOid; 2] =
+        [plan_id.into(), custom.map_or_else(DatumWithOid::null::<JsonB>, Into::into)];
+    client
+        .select(&plans(client).limits_for, None, &args)
+        .unwrap_or_else(|e| panic!("limit lookup failed: {e}"))
+        .map(|row| FeatureSources {
+            code: must(col(&row, 1), "code"),
+            custom: col(&row, 2),
+            plan: col(&row, 3),
+            default: col(&row, 4),
+        })
+        .collect()
+}
+
+/// Every feature code of the catalog, in order.
+pub fn feature_codes(client: &SpiClient<'_>) -> Vec<String> {
+    client
+        .select(&plans(client).feature_codes, None, &[])
+        .unwrap_or_else(|e| panic!("feature list failed: {e}"))
+        .map(|row| must(col::<String>(&row, 1), "code"))
+        .collect()
 }
 
 /// A usage record as an idempotency key finds it.
@@ -430,9 +490,7 @@ pub struct KeyedRecord {
 pub fn record_by_key(client: &mut SpiClient<'_>, user_id: i64, key: &str) -> Option<KeyedRecord> {
     let args: [DatumWithOid; 2] = [user_id.into(), key.into()];
     let plan = &plans(client).lock_key;
-    client
-        .update(plan, None, &args)
-        .unwrap_or_else(|e| panic!("idempotency lock failed: {e}"));
+    client.update(plan, None, &args).unwrap_or_else(|e| panic!("idempotency lock failed: {e}"));
     let table = client
         .select(&plans(client).record_by_key, Some(1), &args)
         .unwrap_or_else(|e| panic!("idempotency lookup failed: {e}"));
@@ -457,20 +515,15 @@ pub fn lock_refund_target(
     let plans = plans(client);
     let table = match *target {
         RecordRef::Id(id) => client.update(&plans.refund_target_by_id, Some(1), &[id.into()]),
-        RecordRef::Key { user_id, key } => client.update(
-            &plans.refund_target_by_key,
-            Some(1),
-            &[user_id.into(), key.into()],
-        ),
+        RecordRef::Key { user_id, key } => {
+            client.update(&plans.refund_target_by_key, Some(1), &[user_id.into(), key.into()])
+        }
     }
     .unwrap_or_else(|e| panic!("usage record lookup failed: {e}"));
-    table.into_iter().next().map(|row| {
-        (
-            must(col(&row, 1), "user_id"),
-            must(col(&row, 2), "id"),
-            col(&row, 3),
-        )
-    })
+    table
+        .into_iter()
+        .next()
+        .map(|row| (must(col(&row, 1), "user_id"), must(col(&row, 2), "id"), col(&row, 3)))
 }
 
 /// A refund: its record id, the amount given back and the period it went to.
@@ -502,12 +555,8 @@ pub fn existing_refund(client: &SpiClient<'_>, user_id: i64, id: i64) -> Option<
 pub fn post_refund(client: &mut SpiClient<'_>, user_id: i64, id: i64) -> Refund {
     let args: [DatumWithOid; 2] = [user_id.into(), id.into()];
     let plan = &plans(client).refund;
-    refund_row(
-        client
-            .update(plan, Some(1), &args)
-            .unwrap_or_else(|e| panic!("refund failed: {e}")),
-    )
-    .expect("the locked record exists")
+    refund_row(client.update(plan, Some(1), &args).unwrap_or_else(|e| panic!("refund failed: {e}")))
+        .expect("the locked record exists")
 }
 
 /// Locks the user's active subscription; returns its id and `custom_quotas -> feature` as JSON
@@ -522,10 +571,7 @@ pub fn lock_subscription(
     let table = client
         .update(plan, Some(1), &args)
         .unwrap_or_else(|e| panic!("subscription lock failed: {e}"));
-    table
-        .into_iter()
-        .next()
-        .map(|row| (must(col(&row, 1), "id"), col(&row, 2)))
+    table.into_iter().next().map(|row| (must(col(&row, 1), "id"), col(&row, 2)))
 }
 
 /// One audited change of a custom quota.
@@ -550,18 +596,22 @@ pub fn apply_adjustment(client: &mut SpiClient<'_>, a: Adjustment<'_>) {
         a.actor.into(),
     ];
     let plan = &plans(client).adjust_apply;
-    client
-        .update(plan, None, &args)
-        .unwrap_or_else(|e| panic!("adjusting the quota failed: {e}"));
+    client.update(plan, None, &args).unwrap_or_else(|e| panic!("adjusting the quota failed: {e}"));
 }
 
-/// Sets `user_storage_usage.storage_quota_bytes`, creating the row when missing.
-pub fn upsert_storage_quota(client: &mut SpiClient<'_>, user_id: i64, bytes: i64) {
+/// Sets `user_storage_usage.storage_quota_bytes`, creating the row when missing. Returns
+/// `Some(previous)` when the quota changed (`previous` is `None` for a new row).
+pub fn upsert_storage_quota(
+    client: &mut SpiClient<'_>,
+    user_id: i64,
+    bytes: i64,
+) -> Option<Option<i64>> {
     let args: [DatumWithOid; 2] = [user_id.into(), bytes.into()];
     let plan = &plans(client).storage_upsert;
-    client
+    let table = client
         .update(plan, None, &args)
         .unwrap_or_else(|e| panic!("syncing the storage quota failed: {e}"));
+    table.into_iter().next().map(|row| col::<i64>(&row, 1))
 }
 
 /// The subset of `codes` that `quota.features` knows.

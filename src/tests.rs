@@ -15,16 +15,11 @@ mod tests {
     /// test can tell whether the function under test assigned a transaction id.
     fn one<T: FromDatum + IntoDatum>(sql: &str) -> Option<T> {
         Spi::connect(|c| {
-            let table = c
-                .select(sql, Some(1), &[])
-                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let table = c.select(sql, Some(1), &[]).unwrap_or_else(|e| panic!("{sql}: {e}"));
             if table.is_empty() {
                 None
             } else {
-                table
-                    .first()
-                    .get_one::<T>()
-                    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                table.first().get_one::<T>().unwrap_or_else(|e| panic!("{sql}: {e}"))
             }
         })
     }
@@ -41,10 +36,8 @@ mod tests {
     /// Plans free (articles 10, storage 100 MB) and pro (articles 100, storage 1 GB in 'GB'), and
     /// user `user` subscribed to `plan` since ten days ago with `custom` quotas.
     fn subscribe(user: i64, plan: &str, custom: &str) {
-        run(
-            "INSERT INTO quota.subscription_plans (plan_code, plan_name) VALUES
-               ('free', 'Free'), ('pro', 'Professional') ON CONFLICT DO NOTHING",
-        );
+        run("INSERT INTO quota.subscription_plans (plan_code, plan_name) VALUES
+               ('free', 'Free'), ('pro', 'Professional') ON CONFLICT DO NOTHING");
         run("INSERT INTO quota.plan_features (plan_id, feature_code, feature_value, feature_unit)
              SELECT p.id, v.code, v.value, v.unit FROM quota.subscription_plans p
                JOIN (VALUES ('free', 'articles_per_month', 10, NULL), ('free', 'storage_space', 100, 'MB'),
@@ -79,10 +72,7 @@ mod tests {
     fn seed_scenario_custom_quota_raised_from_6_to_10() {
         subscribe(1, "free", "'{\"articles_per_month\": 6}'");
         run("SELECT quota.record_feature_usage(1, 'articles_per_month', 'article', 1, 2, '{}')");
-        assert_eq!(
-            check(1, "articles_per_month"),
-            (true, 2, 6, 4, "33.33".into())
-        );
+        assert_eq!(check(1, "articles_per_month"), (true, 2, 6, 4, "33.33".into()));
         run("UPDATE quota.user_subscriptions SET custom_quotas = '{\"articles_per_month\": 10}' WHERE user_id = 1");
         let (has, _, limit, remaining, _) = check(1, "articles_per_month");
         assert_eq!((has, limit, remaining), (true, 10, 8));
@@ -94,24 +84,14 @@ mod tests {
         subscribe(2, "free", "NULL");
         assert_eq!(check(2, "articles_per_month").2, 10, "plan value");
         assert_eq!(check(2, "publish_per_month").2, 200, "catalog default");
-        assert_eq!(
-            check(3, "articles_per_month"),
-            (false, 0, 0, 0, "0.00".into())
-        );
+        assert_eq!(check(3, "articles_per_month"), (false, 0, 0, 0, "0.00".into()));
     }
 
     #[pg_test]
     fn custom_quota_for_a_feature_the_plan_lacks_and_unlimited() {
-        subscribe(
-            4,
-            "free",
-            "'{\"keyword_distillation\": 7, \"articles_per_month\": -1}'",
-        );
+        subscribe(4, "free", "'{\"keyword_distillation\": 7, \"articles_per_month\": -1}'");
         assert_eq!(check(4, "keyword_distillation").2, 7);
-        assert_eq!(
-            check(4, "articles_per_month"),
-            (true, 0, -1, -1, "0.00".into())
-        );
+        assert_eq!(check(4, "articles_per_month"), (true, 0, -1, -1, "0.00".into()));
     }
 
     #[pg_test]
@@ -133,32 +113,22 @@ mod tests {
             Some(true)
         );
         // Usage of an earlier period is not counted now.
-        run("INSERT INTO quota.user_usage VALUES (5, 'articles_per_month', now() - interval '2 months',
-             now() - interval '1 month', 50, now(), now())");
+        run("INSERT INTO quota.user_usage
+               (user_id, feature_code, period_start, period_end, usage_count, last_reset_at, updated_at)
+             VALUES (5, 'articles_per_month', now() - interval '2 months', now() - interval '1 month',
+                     50, now(), now())");
         assert_eq!(check(5, "articles_per_month").1, 4);
     }
 
     #[pg_test]
     fn storage_quota_units_and_precedence() {
         subscribe(6, "free", "NULL");
-        assert_eq!(
-            one::<i64>("SELECT quota.get_user_storage_quota(6)"),
-            Some(100 * 1024 * 1024)
-        );
+        assert_eq!(one::<i64>("SELECT quota.get_user_storage_quota(6)"), Some(100 * 1024 * 1024));
         subscribe(7, "pro", "NULL");
-        assert_eq!(
-            one::<i64>("SELECT quota.get_user_storage_quota(7)"),
-            Some(1024 * 1024 * 1024)
-        );
+        assert_eq!(one::<i64>("SELECT quota.get_user_storage_quota(7)"), Some(1024 * 1024 * 1024));
         subscribe(8, "pro", "'{\"storage_space\": -1}'");
-        assert_eq!(
-            one::<i64>("SELECT quota.get_user_storage_quota(8)"),
-            Some(-1)
-        );
-        assert_eq!(
-            one::<i64>("SELECT quota.get_user_storage_quota(9)"),
-            Some(0)
-        );
+        assert_eq!(one::<i64>("SELECT quota.get_user_storage_quota(8)"), Some(-1));
+        assert_eq!(one::<i64>("SELECT quota.get_user_storage_quota(9)"), Some(0));
     }
 
     #[pg_test]
@@ -170,11 +140,7 @@ mod tests {
         };
         assert_eq!(quota_bytes(), None);
         subscribe(10, "free", "'{\"storage_space\": 300}'");
-        assert_eq!(
-            quota_bytes(),
-            Some(300 * 1024 * 1024),
-            "row created on INSERT"
-        );
+        assert_eq!(quota_bytes(), Some(300 * 1024 * 1024), "row created on INSERT");
         run("UPDATE quota.user_subscriptions SET custom_quotas = custom_quotas - 'storage_space' WHERE user_id = 10");
         assert_eq!(
             quota_bytes(),
@@ -201,11 +167,7 @@ mod tests {
             .unwrap()
         };
         // In UTC the anchor is the 30th at 16:00; in Shanghai it is the 31st (or month end) at 00:00.
-        assert!(
-            start_local("UTC").ends_with("16:00"),
-            "{}",
-            start_local("UTC")
-        );
+        assert!(start_local("UTC").ends_with("16:00"), "{}", start_local("UTC"));
         run("INSERT INTO quota.settings (time_zone) VALUES ('Asia/Shanghai')");
         assert!(
             start_local("Asia/Shanghai").ends_with("00:00"),
@@ -277,32 +239,19 @@ mod tests {
 
     #[pg_test]
     fn sqlstates_are_real() {
-        assert_eq!(
-            sqlstate("quota.check_user_quota(NULL, 'articles_per_month')"),
-            "22004"
-        );
+        assert_eq!(sqlstate("quota.check_user_quota(NULL, 'articles_per_month')"), "22004");
         assert_eq!(sqlstate("quota.check_user_quota(1, 'nope')"), "P0002");
-        assert_eq!(
-            sqlstate("quota.anniversary_period(now(), 'weekly', now())"),
-            "22023"
-        );
+        assert_eq!(sqlstate("quota.anniversary_period(now(), 'weekly', now())"), "22023");
         subscribe(18, "free", "NULL");
         assert_eq!(
             sqlstate("quota.record_feature_usage(18, 'articles_per_month', NULL, NULL, -3)"),
             "22023"
         );
-        assert_eq!(
-            sqlstate("quota.record_feature_usage(19, 'articles_per_month')"),
-            "P0002"
-        );
+        assert_eq!(sqlstate("quota.record_feature_usage(19, 'articles_per_month')"), "P0002");
     }
 
     fn consume(user: i64, amount: i32, key: &str) -> (bool, i32, i32, i32) {
-        let key = if key.is_empty() {
-            "NULL".to_owned()
-        } else {
-            format!("'{key}'")
-        };
+        let key = if key.is_empty() { "NULL".to_owned() } else { format!("'{key}'") };
         let sql = format!(
             "SELECT allowed, current_usage, quota_limit, remaining
                FROM quota.consume({user}, 'articles_per_month', {amount}, {key})"
@@ -319,10 +268,8 @@ mod tests {
     }
 
     fn records(user: i64) -> i64 {
-        one::<i64>(&format!(
-            "SELECT count(*) FROM quota.usage_records WHERE user_id = {user}"
-        ))
-        .unwrap()
+        one::<i64>(&format!("SELECT count(*) FROM quota.usage_records WHERE user_id = {user}"))
+            .unwrap()
     }
 
     fn ledger_is_consistent() -> bool {
@@ -406,10 +353,7 @@ mod tests {
         assert_eq!(sqlstate("quota.refund_usage(-1)"), "P0002");
         assert_eq!(sqlstate("quota.refund_usage(NULL::bigint)"), "22004");
         let refund_id = one::<i64>("SELECT refund_id FROM quota.refund_usage(37, 'x')").unwrap();
-        assert_eq!(
-            sqlstate(&format!("quota.refund_usage({refund_id})")),
-            "22023"
-        );
+        assert_eq!(sqlstate(&format!("quota.refund_usage({refund_id})")), "22023");
     }
 
     #[pg_test]
@@ -418,10 +362,7 @@ mod tests {
         consume(38, 5, "");
         let changed = one::<String>("SELECT coalesce(old_value::text, 'none') || ' -> ' || new_value FROM quota.adjust_quota(38, 'articles_per_month', 4, 'abuse')");
         assert_eq!(changed.as_deref(), Some("none -> 4"));
-        assert_eq!(
-            check(38, "articles_per_month"),
-            (false, 5, 4, 0, "125.00".into())
-        );
+        assert_eq!(check(38, "articles_per_month"), (false, 5, 4, 0, "125.00".into()));
         assert_eq!(consume(38, 1, "").0, false);
         assert_eq!(
             one::<String>(
@@ -440,30 +381,56 @@ mod tests {
     #[pg_test]
     fn adjust_quota_errors() {
         subscribe(39, "free", "NULL");
-        assert_eq!(
-            sqlstate("quota.adjust_quota(39, 'articles_per_month', -2, 'r')"),
-            "22023"
-        );
+        assert_eq!(sqlstate("quota.adjust_quota(39, 'articles_per_month', -2, 'r')"), "22023");
         assert_eq!(
             sqlstate("quota.adjust_quota(39, 'articles_per_month', 2147483648, 'r')"),
             "22003"
         );
-        assert_eq!(
-            sqlstate("quota.adjust_quota(39, 'articles_per_month', 5, NULL)"),
-            "22004"
-        );
-        assert_eq!(
-            sqlstate("quota.adjust_quota(39, 'articles_per_month', 5, ' ')"),
-            "22023"
-        );
+        assert_eq!(sqlstate("quota.adjust_quota(39, 'articles_per_month', 5, NULL)"), "22004");
+        assert_eq!(sqlstate("quota.adjust_quota(39, 'articles_per_month', 5, ' ')"), "22023");
         assert_eq!(sqlstate("quota.adjust_quota(39, 'nope', 5, 'r')"), "P0002");
+        assert_eq!(sqlstate("quota.adjust_quota(40, 'articles_per_month', 5, 'r')"), "P0002");
+        assert_eq!(one::<i64>("SELECT count(*) FROM quota.quota_adjustments"), Some(0));
+    }
+
+    #[pg_test]
+    fn usage_overview_lists_every_feature() {
+        subscribe(41, "free", "'{\"keyword_distillation\": 2}'");
+        consume(41, 3, "");
+        assert_eq!(one::<i64>("SELECT count(*) FROM quota.usage_overview(41)"), Some(5));
         assert_eq!(
-            sqlstate("quota.adjust_quota(40, 'articles_per_month', 5, 'r')"),
-            "P0002"
+            one::<String>("SELECT quota_limit || '/' || current_usage || ' ' || unit || ' ' || cycle
+                             FROM quota.usage_overview(41) WHERE feature_code = 'articles_per_month'"),
+            Some("10/3 articles monthly".into())
         );
         assert_eq!(
-            one::<i64>("SELECT count(*) FROM quota.quota_adjustments"),
-            Some(0)
+            one::<i64>("SELECT quota_limit FROM quota.usage_overview(41) WHERE feature_code = 'keyword_distillation'"),
+            Some(2)
         );
+        assert_eq!(one::<bool>("SELECT bool_or(has_quota) FROM quota.usage_overview(42)"), Some(false));
+    }
+
+    #[pg_test]
+    fn open_ended_subscriptions_have_periods() {
+        subscribe(43, "free", "NULL");
+        run("UPDATE quota.user_subscriptions SET end_date = 'infinity' WHERE user_id = 43");
+        assert_eq!(check(43, "articles_per_month").2, 10);
+        assert_eq!(
+            one::<String>("SELECT period_end::text FROM quota.get_quota_period(43, 'storage_space')"),
+            Some("infinity".into())
+        );
+    }
+
+    #[pg_test]
+    fn bad_zones_and_huge_numbers_are_refused_at_write_time() {
+        assert_eq!(one::<bool>("SELECT quota.is_valid_time_zone('PST')"), Some(false));
+        assert_eq!(one::<bool>("SELECT quota.is_valid_time_zone('Asia/Shanghai')"), Some(true));
+        run("DO $$ BEGIN INSERT INTO quota.settings (time_zone) VALUES ('PST');
+             EXCEPTION WHEN OTHERS THEN PERFORM set_config('pge.code', SQLSTATE, true); END $$");
+        assert_eq!(one::<String>("SELECT current_setting('pge.code', true)"), Some("23514".into()));
+        subscribe(44, "free", "NULL");
+        run("DO $$ BEGIN UPDATE quota.user_subscriptions SET custom_quotas = '{\"articles_per_month\": 1e400}'
+             WHERE user_id = 44; EXCEPTION WHEN OTHERS THEN PERFORM set_config('pge.code', SQLSTATE, true); END $$");
+        assert_eq!(one::<String>("SELECT current_setting('pge.code', true)"), Some("22003".into()));
     }
 }

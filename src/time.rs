@@ -7,9 +7,7 @@ use pgrx::datum::TimestampWithTimeZone;
 const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
 
 fn out_of_range(t: &TimestampWithTimeZone) -> Error {
-    Error::PeriodOutOfRange {
-        detail: format!("{t} is beyond the years -9999 to 9999"),
-    }
+    Error::PeriodOutOfRange { detail: format!("{t} is beyond the years -9999 to 9999") }
 }
 
 /// A finite timestamptz as a Timestamp; infinities and years beyond ±9999 are errors.

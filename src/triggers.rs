@@ -1,7 +1,8 @@
 //! Trigger functions on `quota.user_subscriptions`.
 
 use crate::error::OrRaise;
-use crate::quota;
+use crate::quota::{self, SubscriptionState};
+use pgrx::datum::TimestampWithTimeZone;
 use pgrx::datum::TryFromDatumError;
 use pgrx::prelude::*;
 use pgrx::{AllocatedByPostgres, JsonB};
@@ -19,9 +20,7 @@ fn user_id(tuple: &PgHeapTuple<'_, AllocatedByPostgres>) -> i64 {
 /// an unknown feature, or holds a value that is not a whole number from -1 to 2147483647.
 #[pg_trigger]
 fn validate_custom_quotas<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
-    let new = trigger
-        .new()
-        .expect("validate_custom_quotas runs BEFORE INSERT OR UPDATE");
+    let new = trigger.new().expect("validate_custom_quotas runs BEFORE INSERT OR UPDATE");
     if let Some(JsonB(value)) = new.get_by_name::<JsonB>("custom_quotas")? {
         let user_id = user_id(&new);
         Spi::connect(|client| quota::validate_custom_quotas(client, user_id, &value)).or_raise();
@@ -29,20 +28,46 @@ fn validate_custom_quotas<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
     Ok(Some(new))
 }
 
-/// AFTER INSERT, DELETE or UPDATE of the columns that decide the storage quota: keeps
+/// The row as the change announcement sees it.
+fn state(
+    tuple: &PgHeapTuple<'_, AllocatedByPostgres>,
+    now: TimestampWithTimeZone,
+) -> Result<SubscriptionState, TryFromDatumError> {
+    let status = tuple.get_by_name::<String>("status")?;
+    let start = tuple.get_by_name::<TimestampWithTimeZone>("start_date")?;
+    let end = tuple.get_by_name::<TimestampWithTimeZone>("end_date")?;
+    let active = status.as_deref() == Some("active")
+        && start.is_some_and(|s| s <= now)
+        && end.is_some_and(|e| e > now);
+    Ok(SubscriptionState {
+        user_id: user_id(tuple),
+        subscription_id: tuple.get_by_name::<i64>("id")?.expect("id is NOT NULL"),
+        plan_id: tuple.get_by_name::<i64>("plan_id")?.expect("plan_id is NOT NULL"),
+        active,
+        custom_quotas: tuple.get_by_name::<JsonB>("custom_quotas")?,
+    })
+}
+
+/// AFTER INSERT, DELETE or UPDATE of the columns that decide a limit: keeps
 /// `user_storage_usage.storage_quota_bytes` equal to `get_user_storage_quota(user_id)` for
-/// the old and the new owner of the row, creating the row when it is missing. It touches only
-/// rows of those users, so on a cluster sharded by user it stays on one shard.
+/// the old and the new owner of the row, creating the row when it is missing, and announces
+/// the change on channels quota_updated and storage_quota_changed. It touches only rows of
+/// those users, so on a cluster sharded by user it stays on one shard.
 #[pg_trigger]
 fn sync_storage_quota<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
-    let mut users: Vec<i64> = trigger
-        .new()
-        .iter()
-        .chain(trigger.old().iter())
-        .map(user_id)
-        .collect();
+    let (new, old) = (trigger.new(), trigger.old());
+    let mut users: Vec<i64> = new.iter().chain(old.iter()).map(user_id).collect();
     users.dedup();
+    let now = pgrx::datum::now();
+    let new_state = new.as_ref().map(|t| state(t, now)).transpose()?;
+    let old_state = old.as_ref().map(|t| state(t, now)).transpose()?;
+    let (user, id) = new_state
+        .as_ref()
+        .or(old_state.as_ref())
+        .map(|s| (s.user_id, s.subscription_id))
+        .expect("a row trigger has an old or a new row");
     Spi::connect_mut(|client| {
+        quota::announce_subscription_change(client, user, id, old_state, new_state).or_raise();
         for user in users {
             quota::sync_storage(client, user).or_raise();
         }

@@ -42,15 +42,9 @@ pub enum ErrorKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     /// A required argument was NULL.
-    NullArgument {
-        function: &'static str,
-        argument: &'static str,
-    },
+    NullArgument { function: &'static str, argument: &'static str },
     /// The feature code is not in `quota.features`.
-    UnknownFeature {
-        user_id: Option<i64>,
-        feature: String,
-    },
+    UnknownFeature { user_id: Option<i64>, feature: String },
     /// Recording usage needs an active subscription.
     NoActiveSubscription { subject: Subject },
     /// A quota value (from `custom_quotas`, `plan_features` or the catalog) is malformed.
@@ -61,35 +55,17 @@ pub enum Error {
         reason: &'static str,
     },
     /// A quota value is a whole number beyond the int4 range.
-    QuotaValueOutOfRange {
-        subject: Subject,
-        origin: &'static str,
-        value: String,
-    },
+    QuotaValueOutOfRange { subject: Subject, origin: &'static str, value: String },
     /// `custom_quotas` is not a JSON object.
     CustomQuotasNotObject { user_id: i64, value: String },
     /// A usage amount of zero, a negative amount, or one beyond int4.
     InvalidAmount { subject: Subject, amount: i64 },
-    /// A counter would leave the bigint range.
-    UsageOverflow {
-        subject: Subject,
-        usage: i64,
-        amount: i64,
-    },
     /// A figure does not fit the int4 column of the seed-compatible result.
-    ResultOutOfRange {
-        subject: Subject,
-        column: &'static str,
-        value: i64,
-    },
+    ResultOutOfRange { subject: Subject, column: &'static str, value: i64 },
     /// A unit that is not a unit of bytes, where bytes are needed.
     UnknownUnit { subject: Subject, unit: String },
     /// Bytes beyond bigint.
-    BytesOverflow {
-        subject: Subject,
-        value: i64,
-        unit: String,
-    },
+    BytesOverflow { subject: Subject, value: i64, unit: String },
     /// A cycle name that is neither monthly nor yearly.
     InvalidCycle { value: String },
     /// A reset rule that is not one of billing_cycle, subscription, never.
@@ -99,22 +75,13 @@ pub enum Error {
     /// A period computation left the range of representable times.
     PeriodOutOfRange { detail: String },
     /// The instant asked about lies outside the subscription.
-    OutsideSubscription {
-        at: String,
-        start: String,
-        end: String,
-    },
+    OutsideSubscription { at: String, start: String, end: String },
     /// A subscription that ends before it starts.
     EmptySubscription { start: String, end: String },
     /// A writing function called where nothing can be written (a hot standby).
     ReadOnlyServer { function: &'static str },
     /// An idempotency key reused for a different feature or amount.
-    IdempotencyConflict {
-        subject: Subject,
-        key: String,
-        original: String,
-        amount: i64,
-    },
+    IdempotencyConflict { subject: Subject, key: String, original: String, amount: i64 },
     /// No usage record with that id or key.
     UsageRecordNotFound { what: String },
     /// A refund record cannot itself be refunded.
@@ -134,10 +101,9 @@ impl Error {
                 ErrorKind::NoData
             }
             IdempotencyConflict { .. } => ErrorKind::Conflict,
-            QuotaValueOutOfRange { .. }
-            | UsageOverflow { .. }
-            | ResultOutOfRange { .. }
-            | BytesOverflow { .. } => ErrorKind::OutOfRange,
+            QuotaValueOutOfRange { .. } | ResultOutOfRange { .. } | BytesOverflow { .. } => {
+                ErrorKind::OutOfRange
+            }
             PeriodOutOfRange { .. } => ErrorKind::DatetimeOverflow,
             ReadOnlyServer { .. } => ErrorKind::ReadOnly,
             InvalidQuotaValue { .. } | CustomQuotasNotObject { .. } => ErrorKind::InvalidText,
@@ -171,7 +137,7 @@ impl Error {
                 "custom_quotas is a JSON object such as {\"articles_per_month\": 10}.".into()
             }
             InvalidAmount { .. } => "The amount is a whole number from 1 to 2147483647.".into(),
-            UsageOverflow { .. } | ResultOutOfRange { .. } => {
+            ResultOutOfRange { .. } => {
                 "The counter is beyond what the function can report; inspect quota.user_usage."
                     .into()
             }
@@ -215,81 +181,33 @@ impl fmt::Display for Error {
             NullArgument { function, argument } => {
                 write!(f, "{function}: argument {argument} must not be NULL")
             }
-            UnknownFeature {
-                user_id: Some(u),
-                feature,
-            } => {
+            UnknownFeature { user_id: Some(u), feature } => {
                 write!(f, "unknown feature \"{feature}\" (asked for user {u})")
             }
-            UnknownFeature {
-                user_id: None,
-                feature,
-            } => write!(f, "unknown feature \"{feature}\""),
+            UnknownFeature { user_id: None, feature } => write!(f, "unknown feature \"{feature}\""),
             NoActiveSubscription { subject } => {
                 write!(f, "{subject}: no active subscription")
             }
-            InvalidQuotaValue {
-                subject,
-                origin,
-                value,
-                reason,
-            } => {
-                write!(
-                    f,
-                    "{subject}: invalid quota value {value} in {origin}: {reason}"
-                )
+            InvalidQuotaValue { subject, origin, value, reason } => {
+                write!(f, "{subject}: invalid quota value {value} in {origin}: {reason}")
             }
-            QuotaValueOutOfRange {
-                subject,
-                origin,
-                value,
-            } => {
-                write!(
-                    f,
-                    "{subject}: quota value {value} in {origin} is out of range for integer"
-                )
+            QuotaValueOutOfRange { subject, origin, value } => {
+                write!(f, "{subject}: quota value {value} in {origin} is out of range for integer")
             }
             CustomQuotasNotObject { user_id, value } => {
-                write!(
-                    f,
-                    "user {user_id}: custom_quotas must be a JSON object, not {value}"
-                )
+                write!(f, "user {user_id}: custom_quotas must be a JSON object, not {value}")
             }
             InvalidAmount { subject, amount } => {
-                write!(
-                    f,
-                    "{subject}: amount {amount} is invalid, it must be at least 1"
-                )
+                write!(f, "{subject}: amount {amount} is invalid, it must be at least 1")
             }
-            UsageOverflow {
-                subject,
-                usage,
-                amount,
-            } => {
-                write!(
-                    f,
-                    "{subject}: usage {usage} plus amount {amount} overflows bigint"
-                )
-            }
-            ResultOutOfRange {
-                subject,
-                column,
-                value,
-            } => {
+            ResultOutOfRange { subject, column, value } => {
                 write!(f, "{subject}: {column} {value} is out of range for integer")
             }
             UnknownUnit { subject, unit } => {
                 write!(f, "{subject}: unit \"{unit}\" is not a unit of bytes")
             }
-            BytesOverflow {
-                subject,
-                value,
-                unit,
-            } => {
-                write!(
-                    f,
-                    "{subject}: {value} {unit} is out of range for bigint bytes"
-                )
+            BytesOverflow { subject, value, unit } => {
+                write!(f, "{subject}: {value} {unit} is out of range for bigint bytes")
             }
             InvalidCycle { value } => write!(f, "invalid quota cycle \"{value}\""),
             InvalidResetRule { value } => write!(f, "invalid reset rule \"{value}\""),
@@ -302,27 +220,16 @@ impl fmt::Display for Error {
                 write!(f, "subscription ends ({end}) before it starts ({start})")
             }
             ReadOnlyServer { function } => {
-                write!(
-                    f,
-                    "{function} cannot write on a server in recovery (hot standby)"
-                )
+                write!(f, "{function} cannot write on a server in recovery (hot standby)")
             }
-            IdempotencyConflict {
-                subject,
-                key,
-                original,
-                amount,
-            } => write!(
+            IdempotencyConflict { subject, key, original, amount } => write!(
                 f,
                 "{subject}: idempotency key \"{key}\" was already used for {original}, \
                  not for amount {amount} of this feature"
             ),
             UsageRecordNotFound { what } => write!(f, "no usage record {what}"),
             RefundOfRefund { record_id } => {
-                write!(
-                    f,
-                    "usage record {record_id} is a refund and cannot be refunded"
-                )
+                write!(f, "usage record {record_id} is a refund and cannot be refunded")
             }
             EmptyReason { subject } => write!(f, "{subject}: a quota adjustment needs a reason"),
             InvalidLimit { subject, value } => {

@@ -5,6 +5,7 @@
 //! ([`status`]), storage units ([`units`]) and the one error type ([`error`]). The extension
 //! crate only converts PostgreSQL values into these types, calls them, and converts back.
 
+pub mod alerts;
 pub mod error;
 pub mod limit;
 pub mod period;

@@ -28,9 +28,7 @@ impl Limit {
     pub fn allows(self, usage: i64, amount: i64) -> bool {
         match self {
             Limit::Unlimited => true,
-            Limit::Max(n) => usage
-                .checked_add(amount)
-                .is_some_and(|total| total <= i64::from(n)),
+            Limit::Max(n) => usage.checked_add(amount).is_some_and(|total| total <= i64::from(n)),
         }
     }
 }
@@ -95,9 +93,7 @@ pub fn limit_from_i64(n: i64) -> std::result::Result<Limit, ValueProblem> {
     match n {
         -1 => Ok(Limit::Unlimited),
         n if n < -1 => Err(ValueProblem::Negative),
-        n => i32::try_from(n)
-            .map(Limit::Max)
-            .map_err(|_| ValueProblem::OutOfRange),
+        n => i32::try_from(n).map(Limit::Max).map_err(|_| ValueProblem::OutOfRange),
     }
 }
 
@@ -108,13 +104,16 @@ pub fn limit_from_json(value: &Value) -> std::result::Result<Limit, ValueProblem
         Value::Number(n) => match (n.as_i64(), n.as_u64()) {
             (Some(i), _) => limit_from_i64(i),
             (None, Some(_)) => Err(ValueProblem::OutOfRange),
-            // A float: whole floats beyond i64 are still out of range, the rest are fractions.
-            (None, None) => match n.as_f64() {
-                Some(f) if f.fract() == 0.0 && f.abs() > i64::MAX as f64 => {
+            // Not an integer literal: a whole value beyond i64 (99999999999999999999, 1e30,
+            // 1e400 which is infinite as f64) is out of range; the rest are fractions.
+            (None, None) => {
+                let f: f64 = n.to_string().parse().unwrap_or(f64::INFINITY);
+                if f.is_infinite() || (f.fract() == 0.0 && f.abs() > i64::MAX as f64) {
                     Err(ValueProblem::OutOfRange)
+                } else {
+                    Err(ValueProblem::NotWhole)
                 }
-                _ => Err(ValueProblem::NotWhole),
-            },
+            }
         },
         Value::String(_) => Err(ValueProblem::NotANumber("string")),
         Value::Bool(_) => Err(ValueProblem::NotANumber("boolean")),
@@ -132,17 +131,12 @@ pub fn limit_from_json_text(text: &str) -> std::result::Result<Limit, ValueProbl
 
 fn value_error(subject: &Subject, origin: &'static str, value: String, p: ValueProblem) -> Error {
     match p {
-        ValueProblem::OutOfRange => Error::QuotaValueOutOfRange {
-            subject: subject.clone(),
-            origin,
-            value,
-        },
-        p => Error::InvalidQuotaValue {
-            subject: subject.clone(),
-            origin,
-            value,
-            reason: p.reason(),
-        },
+        ValueProblem::OutOfRange => {
+            Error::QuotaValueOutOfRange { subject: subject.clone(), origin, value }
+        }
+        p => {
+            Error::InvalidQuotaValue { subject: subject.clone(), origin, value, reason: p.reason() }
+        }
     }
 }
 
@@ -163,10 +157,7 @@ pub fn resolve(subject: &Subject, sources: &LimitSources<'_>) -> Result<Option<R
     if let Some(text) = sources.custom {
         let limit = limit_from_json_text(text)
             .map_err(|p| value_error(subject, "custom_quotas", text.to_owned(), p))?;
-        return Ok(Some(Resolved {
-            limit,
-            source: Source::Custom,
-        }));
+        return Ok(Some(Resolved { limit, source: Source::Custom }));
     }
     for (value, source, origin) in [
         (sources.plan, Source::Plan, "plan_features"),
@@ -189,23 +180,14 @@ pub fn validate_custom_quotas(
     is_known: impl Fn(&str) -> bool,
 ) -> Result<Vec<(String, Limit)>> {
     let Value::Object(map) = value else {
-        return Err(Error::CustomQuotasNotObject {
-            user_id,
-            value: value.to_string(),
-        });
+        return Err(Error::CustomQuotasNotObject { user_id, value: value.to_string() });
     };
     let mut limits = Vec::with_capacity(map.len());
     for (feature, v) in map {
         if !is_known(feature) {
-            return Err(Error::UnknownFeature {
-                user_id: Some(user_id),
-                feature: feature.clone(),
-            });
+            return Err(Error::UnknownFeature { user_id: Some(user_id), feature: feature.clone() });
         }
-        let subject = Subject {
-            user_id,
-            feature: feature.clone(),
-        };
+        let subject = Subject { user_id, feature: feature.clone() };
         let limit = limit_from_json(v)
             .map_err(|p| value_error(&subject, "custom_quotas", v.to_string(), p))?;
         limits.push((feature.clone(), limit));
@@ -219,63 +201,32 @@ mod tests {
     use proptest::prelude::*;
 
     fn subject() -> Subject {
-        Subject {
-            user_id: 7,
-            feature: "articles_per_month".into(),
-        }
+        Subject { user_id: 7, feature: "articles_per_month".into() }
     }
 
     #[test]
     fn custom_wins_over_plan_and_default() {
-        let s = LimitSources {
-            custom: Some("10"),
-            plan: Some(6),
-            default: Some(100),
-        };
+        let s = LimitSources { custom: Some("10"), plan: Some(6), default: Some(100) };
         assert_eq!(
             resolve(&subject(), &s).unwrap(),
-            Some(Resolved {
-                limit: Limit::Max(10),
-                source: Source::Custom
-            })
+            Some(Resolved { limit: Limit::Max(10), source: Source::Custom })
         );
     }
 
     #[test]
     fn custom_applies_when_plan_lacks_the_feature() {
-        let s = LimitSources {
-            custom: Some("3"),
-            plan: None,
-            default: None,
-        };
-        assert_eq!(
-            resolve(&subject(), &s).unwrap().unwrap().limit,
-            Limit::Max(3)
-        );
+        let s = LimitSources { custom: Some("3"), plan: None, default: None };
+        assert_eq!(resolve(&subject(), &s).unwrap().unwrap().limit, Limit::Max(3));
     }
 
     #[test]
     fn plan_then_default_then_nothing() {
-        let plan = LimitSources {
-            custom: None,
-            plan: Some(6),
-            default: Some(100),
-        };
-        assert_eq!(
-            resolve(&subject(), &plan).unwrap().unwrap().source,
-            Source::Plan
-        );
-        let default = LimitSources {
-            custom: None,
-            plan: None,
-            default: Some(100),
-        };
+        let plan = LimitSources { custom: None, plan: Some(6), default: Some(100) };
+        assert_eq!(resolve(&subject(), &plan).unwrap().unwrap().source, Source::Plan);
+        let default = LimitSources { custom: None, plan: None, default: Some(100) };
         assert_eq!(
             resolve(&subject(), &default).unwrap(),
-            Some(Resolved {
-                limit: Limit::Max(100),
-                source: Source::Default
-            })
+            Some(Resolved { limit: Limit::Max(100), source: Source::Default })
         );
         assert_eq!(resolve(&subject(), &LimitSources::default()).unwrap(), None);
     }
@@ -283,26 +234,11 @@ mod tests {
     #[test]
     fn minus_one_is_unlimited_everywhere() {
         for s in [
-            LimitSources {
-                custom: Some("-1"),
-                plan: Some(5),
-                default: None,
-            },
-            LimitSources {
-                custom: None,
-                plan: Some(-1),
-                default: Some(5),
-            },
-            LimitSources {
-                custom: None,
-                plan: None,
-                default: Some(-1),
-            },
+            LimitSources { custom: Some("-1"), plan: Some(5), default: None },
+            LimitSources { custom: None, plan: Some(-1), default: Some(5) },
+            LimitSources { custom: None, plan: None, default: Some(-1) },
         ] {
-            assert_eq!(
-                resolve(&subject(), &s).unwrap().unwrap().limit,
-                Limit::Unlimited
-            );
+            assert_eq!(resolve(&subject(), &s).unwrap().unwrap().limit, Limit::Unlimited);
         }
     }
 
@@ -316,16 +252,9 @@ mod tests {
             ("{}", "an object is not a number"),
             ("[1]", "an array is not a number"),
             ("null", "null is not a number; remove the key instead"),
-            (
-                "-2",
-                "negative limits other than -1 (unlimited) are not allowed",
-            ),
+            ("-2", "negative limits other than -1 (unlimited) are not allowed"),
         ] {
-            let s = LimitSources {
-                custom: Some(text),
-                plan: Some(6),
-                default: None,
-            };
+            let s = LimitSources { custom: Some(text), plan: Some(6), default: None };
             let err = resolve(&subject(), &s).unwrap_err();
             assert_eq!(
                 err,
@@ -337,27 +266,17 @@ mod tests {
                 }
             );
             let msg = err.to_string();
-            assert!(
-                msg.contains("user 7") && msg.contains("articles_per_month"),
-                "{msg}"
-            );
+            assert!(msg.contains("user 7") && msg.contains("articles_per_month"), "{msg}");
             assert!(msg.contains(text), "{msg}");
         }
     }
 
     #[test]
     fn values_beyond_int4_are_out_of_range() {
-        for text in ["2147483648", "99999999999999999999", "1e300"] {
-            let s = LimitSources {
-                custom: Some(text),
-                plan: None,
-                default: None,
-            };
+        for text in ["2147483648", "99999999999999999999", "1e300", "1e400", "-1e400"] {
+            let s = LimitSources { custom: Some(text), plan: None, default: None };
             assert!(
-                matches!(
-                    resolve(&subject(), &s),
-                    Err(Error::QuotaValueOutOfRange { .. })
-                ),
+                matches!(resolve(&subject(), &s), Err(Error::QuotaValueOutOfRange { .. })),
                 "{text}"
             );
         }
@@ -366,17 +285,10 @@ mod tests {
 
     #[test]
     fn a_bad_plan_value_is_an_error_not_a_fallback() {
-        let s = LimitSources {
-            custom: None,
-            plan: Some(-5),
-            default: Some(10),
-        };
+        let s = LimitSources { custom: None, plan: Some(-5), default: Some(10) };
         assert!(matches!(
             resolve(&subject(), &s),
-            Err(Error::InvalidQuotaValue {
-                origin: "plan_features",
-                ..
-            })
+            Err(Error::InvalidQuotaValue { origin: "plan_features", .. })
         ));
     }
 

@@ -44,9 +44,7 @@ impl FromStr for Cycle {
         match s.trim().to_ascii_lowercase().as_str() {
             "monthly" | "month" => Ok(Cycle::Monthly),
             "yearly" | "year" | "annual" | "annually" => Ok(Cycle::Yearly),
-            _ => Err(Error::InvalidCycle {
-                value: s.to_owned(),
-            }),
+            _ => Err(Error::InvalidCycle { value: s.to_owned() }),
         }
     }
 }
@@ -79,9 +77,7 @@ impl FromStr for ResetRule {
             "billing_cycle" => Ok(ResetRule::BillingCycle),
             "subscription" => Ok(ResetRule::Subscription),
             "never" => Ok(ResetRule::Never),
-            _ => Err(Error::InvalidResetRule {
-                value: s.to_owned(),
-            }),
+            _ => Err(Error::InvalidResetRule { value: s.to_owned() }),
         }
     }
 }
@@ -90,7 +86,8 @@ impl FromStr for ResetRule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Subscription {
     pub start: Timestamp,
-    pub end: Timestamp,
+    /// `None`: open-ended (`end_date = 'infinity'`).
+    pub end: Option<Timestamp>,
     /// `quota_reset_anchor`; `None` means the start date.
     pub anchor: Option<Timestamp>,
     pub cycle: Cycle,
@@ -121,27 +118,19 @@ pub fn time_zone(name: &str) -> Result<TimeZone> {
     if name.eq_ignore_ascii_case("UTC") {
         return Ok(TimeZone::UTC);
     }
-    TimeZone::get(name).map_err(|_| Error::InvalidTimeZone {
-        value: name.to_owned(),
-    })
+    TimeZone::get(name).map_err(|_| Error::InvalidTimeZone { value: name.to_owned() })
 }
 
 fn out_of_range(e: jiff::Error) -> Error {
-    Error::PeriodOutOfRange {
-        detail: e.to_string(),
-    }
+    Error::PeriodOutOfRange { detail: e.to_string() }
 }
 
 /// Boundary `k` after the anchor, in UTC.
 fn boundary(anchor_local: DateTime, cycle: Cycle, k: i64, tz: &TimeZone) -> Result<Timestamp> {
-    let local = anchor_local
-        .checked_add((k * cycle.months()).months())
-        .map_err(out_of_range)?;
+    let local = anchor_local.checked_add((k * cycle.months()).months()).map_err(out_of_range)?;
     // `compatible` moves a time inside a spring-forward gap forward by the gap and takes the
     // earlier of two times in a fall-back fold, as PostgreSQL does.
-    tz.to_ambiguous_timestamp(local)
-        .compatible()
-        .map_err(out_of_range)
+    tz.to_ambiguous_timestamp(local).compatible().map_err(out_of_range)
 }
 
 /// The anniversary period `[start, end)` that contains `at`, before clamping.
@@ -163,10 +152,7 @@ pub fn anniversary_period(
     while boundary(anchor_local, cycle, k + 1, tz)? <= at {
         k += 1;
     }
-    Ok((
-        boundary(anchor_local, cycle, k, tz)?,
-        boundary(anchor_local, cycle, k + 1, tz)?,
-    ))
+    Ok((boundary(anchor_local, cycle, k, tz)?, boundary(anchor_local, cycle, k + 1, tz)?))
 }
 
 /// The period of a feature with reset rule `rule` that contains `at`, for subscription `sub`.
@@ -176,38 +162,28 @@ pub fn current_period(
     at: Timestamp,
     tz: &TimeZone,
 ) -> Result<Period> {
-    if sub.start >= sub.end {
-        return Err(Error::EmptySubscription {
-            start: sub.start.to_string(),
-            end: sub.end.to_string(),
-        });
+    let end_text = || sub.end.map_or_else(|| "infinity".to_owned(), |e| e.to_string());
+    if sub.end.is_some_and(|end| sub.start >= end) {
+        return Err(Error::EmptySubscription { start: sub.start.to_string(), end: end_text() });
     }
-    if rule != ResetRule::Never && (at < sub.start || at >= sub.end) {
+    if rule != ResetRule::Never && (at < sub.start || sub.end.is_some_and(|end| at >= end)) {
         return Err(Error::OutsideSubscription {
             at: at.to_string(),
             start: sub.start.to_string(),
-            end: sub.end.to_string(),
+            end: end_text(),
         });
     }
     Ok(match rule {
-        ResetRule::Never => Period {
-            start: None,
-            end: None,
-            rule,
-            cycle: None,
-        },
-        ResetRule::Subscription => Period {
-            start: Some(sub.start),
-            end: Some(sub.end),
-            rule,
-            cycle: None,
-        },
+        ResetRule::Never => Period { start: None, end: None, rule, cycle: None },
+        ResetRule::Subscription => {
+            Period { start: Some(sub.start), end: sub.end, rule, cycle: None }
+        }
         ResetRule::BillingCycle => {
             let anchor = sub.anchor.unwrap_or(sub.start);
             let (start, end) = anniversary_period(anchor, sub.cycle, at, tz)?;
             Period {
                 start: Some(start.max(sub.start)),
-                end: Some(end.min(sub.end)),
+                end: Some(sub.end.map_or(end, |sub_end| end.min(sub_end))),
                 rule,
                 cycle: Some(sub.cycle),
             }
@@ -229,12 +205,7 @@ mod tests {
     }
 
     fn sub(start: &str, end: &str, anchor: Option<&str>, cycle: Cycle) -> Subscription {
-        Subscription {
-            start: ts(start),
-            end: ts(end),
-            anchor: anchor.map(ts),
-            cycle,
-        }
+        Subscription { start: ts(start), end: Some(ts(end)), anchor: anchor.map(ts), cycle }
     }
 
     fn period(s: &Subscription, at: &str) -> (Timestamp, Timestamp) {
@@ -244,12 +215,7 @@ mod tests {
 
     #[test]
     fn monthly_anniversary_not_calendar_month() {
-        let s = sub(
-            "2026-01-15T10:00:00Z",
-            "2027-01-15T10:00:00Z",
-            None,
-            Cycle::Monthly,
-        );
+        let s = sub("2026-01-15T10:00:00Z", "2027-01-15T10:00:00Z", None, Cycle::Monthly);
         assert_eq!(
             period(&s, "2026-03-01T00:00:00Z"),
             (ts("2026-02-15T10:00:00Z"), ts("2026-03-15T10:00:00Z"))
@@ -258,12 +224,7 @@ mod tests {
 
     #[test]
     fn jan_31_clamps_to_feb_28_then_returns_to_mar_31() {
-        let s = sub(
-            "2026-01-31T00:00:00Z",
-            "2027-01-31T00:00:00Z",
-            None,
-            Cycle::Monthly,
-        );
+        let s = sub("2026-01-31T00:00:00Z", "2027-01-31T00:00:00Z", None, Cycle::Monthly);
         assert_eq!(
             period(&s, "2026-02-10T00:00:00Z"),
             (ts("2026-01-31T00:00:00Z"), ts("2026-02-28T00:00:00Z"))
@@ -285,12 +246,7 @@ mod tests {
 
     #[test]
     fn jan_31_in_a_leap_year_gives_feb_29() {
-        let s = sub(
-            "2028-01-31T00:00:00Z",
-            "2029-01-31T00:00:00Z",
-            None,
-            Cycle::Monthly,
-        );
+        let s = sub("2028-01-31T00:00:00Z", "2029-01-31T00:00:00Z", None, Cycle::Monthly);
         assert_eq!(
             period(&s, "2028-02-29T12:00:00Z"),
             (ts("2028-02-29T00:00:00Z"), ts("2028-03-31T00:00:00Z"))
@@ -299,12 +255,7 @@ mod tests {
 
     #[test]
     fn feb_29_yearly_anchor_clamps_in_common_years_and_returns_in_leap_years() {
-        let s = sub(
-            "2028-02-29T00:00:00Z",
-            "2033-01-01T00:00:00Z",
-            None,
-            Cycle::Yearly,
-        );
+        let s = sub("2028-02-29T00:00:00Z", "2033-01-01T00:00:00Z", None, Cycle::Yearly);
         assert_eq!(
             period(&s, "2029-06-01T00:00:00Z"),
             (ts("2029-02-28T00:00:00Z"), ts("2030-02-28T00:00:00Z"))
@@ -317,20 +268,9 @@ mod tests {
 
     #[test]
     fn periods_are_half_open() {
-        let s = sub(
-            "2026-01-15T00:00:00Z",
-            "2027-01-15T00:00:00Z",
-            None,
-            Cycle::Monthly,
-        );
-        assert_eq!(
-            period(&s, "2026-02-15T00:00:00Z").0,
-            ts("2026-02-15T00:00:00Z")
-        );
-        assert_eq!(
-            period(&s, "2026-02-14T23:59:59.999999Z").1,
-            ts("2026-02-15T00:00:00Z")
-        );
+        let s = sub("2026-01-15T00:00:00Z", "2027-01-15T00:00:00Z", None, Cycle::Monthly);
+        assert_eq!(period(&s, "2026-02-15T00:00:00Z").0, ts("2026-02-15T00:00:00Z"));
+        assert_eq!(period(&s, "2026-02-14T23:59:59.999999Z").1, ts("2026-02-15T00:00:00Z"));
     }
 
     #[test]
@@ -367,22 +307,12 @@ mod tests {
 
     #[test]
     fn subscription_shorter_than_one_period() {
-        let s = sub(
-            "2026-05-01T00:00:00Z",
-            "2026-05-15T00:00:00Z",
-            None,
-            Cycle::Monthly,
-        );
+        let s = sub("2026-05-01T00:00:00Z", "2026-05-15T00:00:00Z", None, Cycle::Monthly);
         assert_eq!(
             period(&s, "2026-05-03T00:00:00Z"),
             (ts("2026-05-01T00:00:00Z"), ts("2026-05-15T00:00:00Z"))
         );
-        let y = sub(
-            "2026-05-01T00:00:00Z",
-            "2026-08-01T00:00:00Z",
-            None,
-            Cycle::Yearly,
-        );
+        let y = sub("2026-05-01T00:00:00Z", "2026-08-01T00:00:00Z", None, Cycle::Yearly);
         assert_eq!(
             period(&y, "2026-07-31T00:00:00Z"),
             (ts("2026-05-01T00:00:00Z"), ts("2026-08-01T00:00:00Z"))
@@ -391,12 +321,7 @@ mod tests {
 
     #[test]
     fn yearly_cycle() {
-        let s = sub(
-            "2025-06-30T08:00:00Z",
-            "2028-06-30T08:00:00Z",
-            None,
-            Cycle::Yearly,
-        );
+        let s = sub("2025-06-30T08:00:00Z", "2028-06-30T08:00:00Z", None, Cycle::Yearly);
         assert_eq!(
             period(&s, "2026-11-25T00:00:00Z"),
             (ts("2026-06-30T08:00:00Z"), ts("2027-06-30T08:00:00Z"))
@@ -407,12 +332,7 @@ mod tests {
     fn local_midnight_is_kept_across_daylight_saving_changes() {
         let ny = time_zone("America/New_York").unwrap();
         // 2026-02-10 00:30 EST (UTC-5); DST starts 2026-03-08, so Mar 10 00:30 is EDT (UTC-4).
-        let s = sub(
-            "2026-02-10T05:30:00Z",
-            "2027-02-10T05:30:00Z",
-            None,
-            Cycle::Monthly,
-        );
+        let s = sub("2026-02-10T05:30:00Z", "2027-02-10T05:30:00Z", None, Cycle::Monthly);
         let p =
             current_period(ResetRule::BillingCycle, &s, ts("2026-03-20T00:00:00Z"), &ny).unwrap();
         assert_eq!(p.start, Some(ts("2026-03-10T04:30:00Z")));
@@ -427,12 +347,7 @@ mod tests {
     fn a_wall_clock_time_in_the_spring_forward_gap_moves_forward() {
         let ny = time_zone("America/New_York").unwrap();
         // Anchor 2026-02-08 02:30 EST; 2026-03-08 02:30 does not exist in New York -> 03:30 EDT.
-        let s = sub(
-            "2026-02-08T07:30:00Z",
-            "2027-02-08T07:30:00Z",
-            None,
-            Cycle::Monthly,
-        );
+        let s = sub("2026-02-08T07:30:00Z", "2027-02-08T07:30:00Z", None, Cycle::Monthly);
         let p =
             current_period(ResetRule::BillingCycle, &s, ts("2026-03-09T00:00:00Z"), &ny).unwrap();
         assert_eq!(p.start, Some(ts("2026-03-08T07:30:00Z")));
@@ -443,26 +358,14 @@ mod tests {
     fn the_zone_changes_where_the_boundary_falls() {
         // Anchor 2026-01-30 16:00 UTC is Jan 31 00:00 in Shanghai (UTC+8). Counted in Shanghai,
         // January 31 clamps to February 28 local; counted in UTC, January 30 becomes February 28.
-        let s = sub(
-            "2026-01-30T16:00:00Z",
-            "2027-01-30T16:00:00Z",
-            None,
-            Cycle::Monthly,
-        );
+        let s = sub("2026-01-30T16:00:00Z", "2027-01-30T16:00:00Z", None, Cycle::Monthly);
         let at = ts("2026-02-28T00:00:00Z");
-        let sh = current_period(
-            ResetRule::BillingCycle,
-            &s,
-            at,
-            &time_zone("Asia/Shanghai").unwrap(),
-        )
-        .unwrap();
+        let sh =
+            current_period(ResetRule::BillingCycle, &s, at, &time_zone("Asia/Shanghai").unwrap())
+                .unwrap();
         assert_eq!(
             (sh.start, sh.end),
-            (
-                Some(ts("2026-02-27T16:00:00Z")),
-                Some(ts("2026-03-30T16:00:00Z"))
-            )
+            (Some(ts("2026-02-27T16:00:00Z")), Some(ts("2026-03-30T16:00:00Z")))
         );
         assert_eq!(
             period(&s, "2026-02-28T00:00:00Z"),
@@ -472,77 +375,49 @@ mod tests {
 
     #[test]
     fn subscription_and_never_rules() {
-        let s = sub(
-            "2026-01-15T00:00:00Z",
-            "2027-01-15T00:00:00Z",
-            None,
-            Cycle::Monthly,
-        );
-        let p = current_period(
-            ResetRule::Subscription,
-            &s,
-            ts("2026-06-01T00:00:00Z"),
-            &utc(),
-        )
-        .unwrap();
-        assert_eq!(
-            (p.start, p.end, p.kind()),
-            (Some(s.start), Some(s.end), "subscription")
-        );
+        let s = sub("2026-01-15T00:00:00Z", "2027-01-15T00:00:00Z", None, Cycle::Monthly);
+        let p = current_period(ResetRule::Subscription, &s, ts("2026-06-01T00:00:00Z"), &utc())
+            .unwrap();
+        assert_eq!((p.start, p.end, p.kind()), (Some(s.start), s.end, "subscription"));
         let p = current_period(ResetRule::Never, &s, ts("2030-01-01T00:00:00Z"), &utc()).unwrap();
         assert_eq!((p.start, p.end, p.kind()), (None, None, "never"));
     }
 
     #[test]
-    fn bad_inputs_are_errors() {
-        let s = sub(
-            "2026-01-15T00:00:00Z",
-            "2026-01-15T00:00:00Z",
-            None,
-            Cycle::Monthly,
+    fn open_ended_subscriptions() {
+        let mut s = sub("2026-01-15T00:00:00Z", "2027-01-15T00:00:00Z", None, Cycle::Monthly);
+        s.end = None;
+        assert_eq!(
+            period(&s, "2040-03-20T00:00:00Z"),
+            (ts("2040-03-15T00:00:00Z"), ts("2040-04-15T00:00:00Z"))
         );
+        let p = current_period(ResetRule::Subscription, &s, ts("2040-03-20T00:00:00Z"), &utc())
+            .unwrap();
+        assert_eq!((p.start, p.end), (Some(s.start), None));
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let s = sub("2026-01-15T00:00:00Z", "2026-01-15T00:00:00Z", None, Cycle::Monthly);
         assert!(matches!(
             current_period(ResetRule::BillingCycle, &s, s.start, &utc()),
             Err(Error::EmptySubscription { .. })
         ));
-        let s = sub(
-            "2026-01-15T00:00:00Z",
-            "2026-02-15T00:00:00Z",
-            None,
-            Cycle::Monthly,
-        );
+        let s = sub("2026-01-15T00:00:00Z", "2026-02-15T00:00:00Z", None, Cycle::Monthly);
         assert!(matches!(
-            current_period(
-                ResetRule::BillingCycle,
-                &s,
-                ts("2026-02-15T00:00:00Z"),
-                &utc()
-            ),
+            current_period(ResetRule::BillingCycle, &s, ts("2026-02-15T00:00:00Z"), &utc()),
             Err(Error::OutsideSubscription { .. })
         ));
-        assert!(matches!(
-            time_zone("Mars/Olympus"),
-            Err(Error::InvalidTimeZone { .. })
-        ));
+        assert!(matches!(time_zone("Mars/Olympus"), Err(Error::InvalidTimeZone { .. })));
         assert!("weekly".parse::<Cycle>().is_err());
         assert!("daily".parse::<ResetRule>().is_err());
     }
 
     #[test]
     fn a_boundary_beyond_year_9999_is_an_error_not_a_panic() {
-        let s = sub(
-            "9999-11-29T00:00:00Z",
-            "9999-12-30T00:00:00Z",
-            None,
-            Cycle::Monthly,
-        );
+        let s = sub("9999-11-29T00:00:00Z", "9999-12-30T00:00:00Z", None, Cycle::Monthly);
         assert!(matches!(
-            current_period(
-                ResetRule::BillingCycle,
-                &s,
-                ts("9999-12-29T12:00:00Z"),
-                &utc()
-            ),
+            current_period(ResetRule::BillingCycle, &s, ts("9999-12-29T12:00:00Z"), &utc()),
             Err(Error::PeriodOutOfRange { .. })
         ));
     }
@@ -566,7 +441,7 @@ mod tests {
             let at = Timestamp::from_second(anchor + start_off + ((len as f64) * at_frac) as i64).unwrap();
             prop_assume!(at < end);
             let cycle = if yearly { Cycle::Yearly } else { Cycle::Monthly };
-            let s = Subscription { start, end, anchor: Some(Timestamp::from_second(anchor).unwrap()), cycle };
+            let s = Subscription { start, end: Some(end), anchor: Some(Timestamp::from_second(anchor).unwrap()), cycle };
             let p = current_period(ResetRule::BillingCycle, &s, at, &tz).unwrap();
             let (ps, pe) = (p.start.unwrap(), p.end.unwrap());
             prop_assert!(ps <= at && at < pe);
@@ -582,7 +457,7 @@ mod tests {
             let anchor_local = jiff::civil::date(2026, 1, anchor_day.min(31)).at(0, 15, 0, 0);
             let anchor = tz.to_ambiguous_timestamp(anchor_local).compatible().unwrap();
             let end = anchor.checked_add(jiff::SignedDuration::from_hours(24 * 31 * months)).unwrap();
-            let s = Subscription { start: anchor, end, anchor: None, cycle: Cycle::Monthly };
+            let s = Subscription { start: anchor, end: Some(end), anchor: None, cycle: Cycle::Monthly };
             let mut at = anchor;
             while at < end {
                 let p = current_period(ResetRule::BillingCycle, &s, at, &tz).unwrap();

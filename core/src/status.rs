@@ -29,10 +29,7 @@ impl QuotaStatus {
     /// The status for a limit (`None`: no source defines one) and the usage of the period.
     pub fn evaluate(limit: Option<Limit>, usage: i64) -> QuotaStatus {
         match limit {
-            None => QuotaStatus {
-                current_usage: usage,
-                ..QuotaStatus::NONE
-            },
+            None => QuotaStatus { current_usage: usage, ..QuotaStatus::NONE },
             Some(Limit::Unlimited) => QuotaStatus {
                 has_quota: true,
                 current_usage: usage,
@@ -116,11 +113,7 @@ mod tests {
         );
         let lowered = QuotaStatus::evaluate(Some(Limit::Max(4)), 6);
         assert_eq!(
-            (
-                lowered.has_quota,
-                lowered.remaining,
-                lowered.percentage_text()
-            ),
+            (lowered.has_quota, lowered.remaining, lowered.percentage_text()),
             (false, 0, "150.00".into())
         );
     }
@@ -129,73 +122,36 @@ mod tests {
     fn unlimited_zero_and_absent_limits() {
         let u = QuotaStatus::evaluate(Some(Limit::Unlimited), 42);
         assert_eq!(
-            (
-                u.has_quota,
-                u.quota_limit,
-                u.remaining,
-                u.percentage_hundredths
-            ),
+            (u.has_quota, u.quota_limit, u.remaining, u.percentage_hundredths),
             (true, -1, -1, 0)
         );
         let z = QuotaStatus::evaluate(Some(Limit::Max(0)), 0);
         assert_eq!(
-            (
-                z.has_quota,
-                z.quota_limit,
-                z.remaining,
-                z.percentage_hundredths
-            ),
+            (z.has_quota, z.quota_limit, z.remaining, z.percentage_hundredths),
             (false, 0, 0, 0)
         );
         let none = QuotaStatus::evaluate(None, 3);
-        assert_eq!(
-            (none.has_quota, none.current_usage, none.quota_limit),
-            (false, 3, 0)
-        );
+        assert_eq!((none.has_quota, none.current_usage, none.quota_limit), (false, 3, 0));
         assert_eq!(QuotaStatus::NONE.percentage_text(), "0.00");
     }
 
     #[test]
     fn rounding_is_half_away_from_zero() {
-        assert_eq!(
-            QuotaStatus::evaluate(Some(Limit::Max(3)), 2).percentage_text(),
-            "66.67"
-        );
-        assert_eq!(
-            QuotaStatus::evaluate(Some(Limit::Max(8)), 1).percentage_text(),
-            "12.50"
-        );
-        assert_eq!(
-            QuotaStatus::evaluate(Some(Limit::Max(16)), 1).percentage_text(),
-            "6.25"
-        );
-        assert_eq!(
-            QuotaStatus::evaluate(Some(Limit::Max(80_000)), 1).percentage_text(),
-            "0.00"
-        );
-        assert_eq!(
-            QuotaStatus::evaluate(Some(Limit::Max(20_000)), 1).percentage_text(),
-            "0.01"
-        );
-        assert_eq!(
-            QuotaStatus::evaluate(Some(Limit::Max(20_001)), 1).percentage_text(),
-            "0.00"
-        );
+        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(3)), 2).percentage_text(), "66.67");
+        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(8)), 1).percentage_text(), "12.50");
+        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(16)), 1).percentage_text(), "6.25");
+        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(80_000)), 1).percentage_text(), "0.00");
+        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(20_000)), 1).percentage_text(), "0.01");
+        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(20_001)), 1).percentage_text(), "0.00");
     }
 
     #[test]
     fn figures_beyond_int4_are_errors() {
-        let s = Subject {
-            user_id: 1,
-            feature: "x".into(),
-        };
+        let s = Subject { user_id: 1, feature: "x".into() };
         let big = QuotaStatus::evaluate(Some(Limit::Max(10)), i64::from(i32::MAX) + 1);
         assert!(matches!(
             big.int4_figures(&s),
-            Err(Error::ResultOutOfRange {
-                column: "current_usage",
-                ..
-            })
+            Err(Error::ResultOutOfRange { column: "current_usage", .. })
         ));
     }
 

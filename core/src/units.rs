@@ -21,20 +21,16 @@ pub fn bytes_per_unit(unit: &str) -> Option<i64> {
 
 /// A limit in `unit` as bytes; `-1` stays `-1` (unlimited).
 pub fn limit_to_bytes(subject: &Subject, limit: Limit, unit: &str) -> Result<i64> {
-    let per = bytes_per_unit(unit).ok_or_else(|| Error::UnknownUnit {
-        subject: subject.clone(),
-        unit: unit.to_owned(),
-    })?;
+    let per = bytes_per_unit(unit)
+        .ok_or_else(|| Error::UnknownUnit { subject: subject.clone(), unit: unit.to_owned() })?;
     match limit {
         Limit::Unlimited => Ok(-1),
         // 2^31 MB fits a bigint, 2^31 TB (2^71 bytes) does not.
-        Limit::Max(n) => i64::from(n)
-            .checked_mul(per)
-            .ok_or_else(|| Error::BytesOverflow {
-                subject: subject.clone(),
-                value: i64::from(n),
-                unit: unit.to_owned(),
-            }),
+        Limit::Max(n) => i64::from(n).checked_mul(per).ok_or_else(|| Error::BytesOverflow {
+            subject: subject.clone(),
+            value: i64::from(n),
+            unit: unit.to_owned(),
+        }),
     }
 }
 
@@ -44,38 +40,20 @@ mod tests {
     use proptest::prelude::*;
 
     fn subject() -> Subject {
-        Subject {
-            user_id: 3,
-            feature: "storage_space".into(),
-        }
+        Subject { user_id: 3, feature: "storage_space".into() }
     }
 
     #[test]
     fn megabytes_are_binary_as_in_the_seed() {
-        assert_eq!(
-            limit_to_bytes(&subject(), Limit::Max(100), "MB").unwrap(),
-            104_857_600
-        );
-        assert_eq!(
-            limit_to_bytes(&subject(), Limit::Max(1024), "mb").unwrap(),
-            1_073_741_824
-        );
-        assert_eq!(
-            limit_to_bytes(&subject(), Limit::Max(2), "GiB").unwrap(),
-            2_147_483_648
-        );
-        assert_eq!(
-            limit_to_bytes(&subject(), Limit::Max(7), "bytes").unwrap(),
-            7
-        );
+        assert_eq!(limit_to_bytes(&subject(), Limit::Max(100), "MB").unwrap(), 104_857_600);
+        assert_eq!(limit_to_bytes(&subject(), Limit::Max(1024), "mb").unwrap(), 1_073_741_824);
+        assert_eq!(limit_to_bytes(&subject(), Limit::Max(2), "GiB").unwrap(), 2_147_483_648);
+        assert_eq!(limit_to_bytes(&subject(), Limit::Max(7), "bytes").unwrap(), 7);
     }
 
     #[test]
     fn unlimited_stays_minus_one() {
-        assert_eq!(
-            limit_to_bytes(&subject(), Limit::Unlimited, "MB").unwrap(),
-            -1
-        );
+        assert_eq!(limit_to_bytes(&subject(), Limit::Unlimited, "MB").unwrap(), -1);
     }
 
     #[test]
