@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every test, on a bare machine: unit and property tests of the core, the #[pg_test]s, and the
-# pg_regress golden files. Fails on the first failing suite.
+# Every test, on a bare machine: unit and property tests of the core, the #[pg_test]s, the
+# pg_regress golden files and the Node.js client. Fails on the first failing suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -10,4 +10,6 @@ echo "==> #[pg_test]s"
 ./scripts/pgtest.sh
 echo "==> pg_regress golden files"
 ./scripts/regress.sh
+echo "==> Node.js client: LISTEN/NOTIFY events"
+./scripts/node-test.sh
 echo "==> all tests passed"

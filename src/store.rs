@@ -165,13 +165,15 @@ INSERT INTO quota.quota_adjustments
 SELECT $1, changed.id, $3, $5, $4, $6, $7, pg_catalog.now() FROM changed";
 
 /// Creates the storage row when missing; touches it only when the quota really changes, and
-/// then returns the previous quota (NULL for a new row).
+/// then returns the previous quota (NULL for a new row). `old` is read (and locked) by the
+/// INSERT's source before the row changes: read only from RETURNING, the CTE would run after
+/// the update and no longer see the row.
 const STORAGE_UPSERT: &str = "
-WITH old AS (
+WITH old AS MATERIALIZED (
     SELECT s.storage_quota_bytes FROM quota.user_storage_usage s WHERE s.user_id = $1 FOR UPDATE
 )
 INSERT INTO quota.user_storage_usage AS s (user_id, storage_quota_bytes, updated_at)
-VALUES ($1, $2, pg_catalog.now())
+SELECT $1, $2, pg_catalog.now() FROM (SELECT pg_catalog.count(*) FROM old) AS read_first
 ON CONFLICT (user_id) DO UPDATE
    SET storage_quota_bytes = EXCLUDED.storage_quota_bytes, updated_at = EXCLUDED.updated_at
  WHERE s.storage_quota_bytes IS DISTINCT FROM EXCLUDED.storage_quota_bytes
