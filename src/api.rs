@@ -53,8 +53,11 @@ fn get_user_storage_quota(user_id: Option<i64>) -> i64 {
     Spi::connect(|client| quota::storage_bytes(client, user_id)).or_raise()
 }
 
-/// VOLATILE and PARALLEL UNSAFE: it writes.
-#[pg_extern(volatile, parallel_unsafe)]
+/// VOLATILE and PARALLEL UNSAFE: it writes. The writers are SECURITY DEFINER with a pinned
+/// search_path, so an app role needs EXECUTE on them and no write privilege on any table
+/// (sql/privileges.sql); every name they use is schema-qualified besides.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn record_feature_usage(
     user_id: Option<i64>,
     feature_code: Option<&str>,
@@ -78,7 +81,8 @@ fn record_feature_usage(
 }
 
 /// Check and record in one atomic step: never exceeds the limit, whatever the concurrency.
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 #[allow(clippy::too_many_arguments)]
 fn consume(
     user_id: Option<i64>,
@@ -117,7 +121,8 @@ fn refund(target: RecordRef<'_>) -> (i64, i32, TimestampWithTimeZone, bool) {
 }
 
 /// Refunds one usage record (by id) into the period it counted toward.
-#[pg_extern(volatile, parallel_unsafe, name = "refund_usage")]
+#[pg_extern(volatile, parallel_unsafe, security_definer, name = "refund_usage")]
+#[search_path(pg_catalog, pg_temp)]
 fn refund_usage_by_id(
     usage_record_id: Option<i64>,
 ) -> TableIterator<
@@ -134,7 +139,8 @@ fn refund_usage_by_id(
 }
 
 /// Refunds the usage recorded under an idempotency key.
-#[pg_extern(volatile, parallel_unsafe, name = "refund_usage")]
+#[pg_extern(volatile, parallel_unsafe, security_definer, name = "refund_usage")]
+#[search_path(pg_catalog, pg_temp)]
 fn refund_usage_by_key(
     user_id: Option<i64>,
     idempotency_key: Option<&str>,
@@ -168,7 +174,8 @@ fn adjust(
 }
 
 /// Sets one custom quota of the user's active subscription, audited in quota.quota_adjustments.
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn adjust_quota(
     user_id: Option<i64>,
     feature_code: Option<&str>,
@@ -181,7 +188,8 @@ fn adjust_quota(
 }
 
 /// Removes one custom quota, so the plan (or the catalog default) applies again; audited.
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn clear_custom_quota(
     user_id: Option<i64>,
     feature_code: Option<&str>,

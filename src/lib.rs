@@ -24,6 +24,19 @@ extension_sql_file!(
     requires =
         [triggers::validate_custom_quotas, triggers::sync_storage_quota, api::is_valid_time_zone]
 );
+extension_sql_file!(
+    "../sql/privileges.sql",
+    name = "privileges",
+    requires = [
+        "ledger",
+        api::record_feature_usage,
+        api::consume,
+        api::refund_usage_by_id,
+        api::refund_usage_by_key,
+        api::adjust_quota,
+        api::clear_custom_quota
+    ]
+);
 extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -1,0 +1,61 @@
+-- Roles and privileges. Nothing that writes is executable by PUBLIC.
+--
+--   quota_app     app servers: check, record, consume, refund; reads the quota tables
+--   quota_admin   admin tools: adjust quotas, manage features, plans and subscriptions
+--   quota_reader  reporting: reads every table of schema quota
+--
+-- The writing functions are SECURITY DEFINER with search_path pinned to pg_catalog, pg_temp:
+-- an app role calls them without any write privilege of its own, so it cannot change
+-- custom_quotas, plans or counters directly. Grant a role to a login role to use it:
+--   GRANT quota_app TO my_app_server;
+-- Roles belong to the whole cluster: they are created once and left in place by DROP EXTENSION.
+
+DO $$
+DECLARE
+    r text;
+BEGIN
+    FOREACH r IN ARRAY ARRAY['quota_app', 'quota_admin', 'quota_reader'] LOOP
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = r) THEN
+            EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
+        END IF;
+    END LOOP;
+END
+$$;
+
+GRANT USAGE ON SCHEMA quota TO quota_app, quota_admin, quota_reader;
+
+REVOKE EXECUTE ON FUNCTION
+    quota.record_feature_usage(bigint, text, text, bigint, integer, jsonb, text),
+    quota.consume(bigint, text, integer, text, text, bigint, jsonb),
+    quota.refund_usage(bigint),
+    quota.refund_usage(bigint, text),
+    quota.adjust_quota(bigint, text, bigint, text, text),
+    quota.clear_custom_quota(bigint, text, text, text)
+FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION
+    quota.record_feature_usage(bigint, text, text, bigint, integer, jsonb, text),
+    quota.consume(bigint, text, integer, text, text, bigint, jsonb),
+    quota.refund_usage(bigint),
+    quota.refund_usage(bigint, text)
+TO quota_app;
+
+GRANT EXECUTE ON FUNCTION
+    quota.adjust_quota(bigint, text, bigint, text, text),
+    quota.clear_custom_quota(bigint, text, text, text)
+TO quota_admin;
+
+-- The read functions are SECURITY INVOKER (no definer switch on the hot path): their callers
+-- read the tables with their own rights.
+GRANT SELECT ON quota.settings, quota.features, quota.subscription_plans, quota.plan_features,
+                quota.user_subscriptions, quota.user_usage, quota.user_storage_usage
+   TO quota_app;
+GRANT SELECT ON ALL TABLES IN SCHEMA quota TO quota_reader, quota_admin;
+
+-- Admin tools manage the catalog, plans and subscriptions; the triggers on
+-- user_subscriptions then keep user_storage_usage with the admin's rights.
+GRANT INSERT, UPDATE, DELETE ON quota.settings, quota.features, quota.subscription_plans,
+                                quota.plan_features, quota.user_subscriptions
+   TO quota_admin;
+GRANT INSERT, UPDATE ON quota.user_storage_usage TO quota_admin;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA quota TO quota_admin;
