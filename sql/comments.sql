@@ -73,3 +73,15 @@ COMMENT ON FUNCTION quota.sync_storage_quota() IS
     'Trigger: keeps user_storage_usage.storage_quota_bytes equal to get_user_storage_quota(user_id), '
     'creating the row when missing, and announces changes on channels quota_updated and '
     'storage_quota_changed (pg_notify, sent at commit only).';
+
+COMMENT ON FUNCTION quota.attach_problems(name) IS
+    'What the tables of a schema lack for quota.attach(), each with the statement that fixes it.';
+
+COMMENT ON FUNCTION quota.attach(name) IS
+    'Binds every quota function and the storage trigger to the application tables of a schema '
+    '(user_subscriptions, subscription_plans, plan_features, user_usage, usage_records, '
+    'user_storage_usage), or refuses with one message listing each problem and its fix.';
+
+COMMENT ON FUNCTION quota.detach() IS
+    'Binds the quota functions to the extension''s own tables again and removes the triggers '
+    'attach() installed.';

@@ -12,7 +12,9 @@ CREATE TABLE quota.settings (
     -- Periods are computed in this zone, never in the session's TimeZone.
     -- The AT TIME ZONE check rejects names PostgreSQL does not know, at write time.
     time_zone text NOT NULL DEFAULT 'UTC'
-        CHECK ((timestamptz '2000-01-01 00:00+00' AT TIME ZONE time_zone) IS NOT NULL)
+        CHECK ((timestamptz '2000-01-01 00:00+00' AT TIME ZONE time_zone) IS NOT NULL),
+    -- Set by quota.attach(schema): the functions use that schema's application tables.
+    attached_schema name
 );
 
 CREATE TABLE quota.features (

@@ -25,6 +25,11 @@ extension_sql_file!(
         [triggers::validate_custom_quotas, triggers::sync_storage_quota, api::is_valid_time_zone]
 );
 extension_sql_file!(
+    "../sql/attach.sql",
+    name = "attach",
+    requires = ["triggers", triggers::validate_custom_quotas, triggers::sync_storage_quota]
+);
+extension_sql_file!(
     "../sql/privileges.sql",
     name = "privileges",
     requires = [

@@ -311,6 +311,7 @@ pub fn refund(
     target: store::RecordRef<'_>,
 ) -> Result<(store::Refund, bool), Error> {
     ensure_writable("refund_usage")?;
+    store::ensure_binding(client);
     let Some((user_id, id, refund_of)) = store::lock_refund_target(client, &target) else {
         let what = match target {
             store::RecordRef::Id(id) => format!("with id {id}"),

@@ -18,12 +18,13 @@ fn feature_sql(lock: &str) -> String {
     format!(
         "
 SELECT f.code, f.reset_rule, f.unit, f.default_limit,
-       s.id, s.start_date, s.end_date, s.quota_reset_anchor,
-       coalesce(s.quota_cycle_type, p.quota_cycle_type, p.billing_cycle),
+       s.id::pg_catalog.int8, s.start_date, s.end_date, s.quota_reset_anchor,
+       coalesce(s.quota_cycle_type, p.quota_cycle_type, p.billing_cycle)::pg_catalog.text,
        (s.custom_quotas OPERATOR(pg_catalog.->) f.code)::pg_catalog.text,
-       pf.feature_value, pf.feature_unit,
+       pf.feature_value, pf.feature_unit::pg_catalog.text,
        coalesce((SELECT st.time_zone FROM quota.settings st), 'UTC'),
-       pg_catalog.now(), f.alert_thresholds, f.name
+       pg_catalog.now(), f.alert_thresholds, f.name,
+       (SELECT st.attached_schema::pg_catalog.text FROM quota.settings st)
   FROM (SELECT) AS one
   LEFT JOIN quota.features f ON f.code = $2
   LEFT JOIN LATERAL (
@@ -40,7 +41,7 @@ SELECT f.code, f.reset_rule, f.unit, f.default_limit,
 }
 
 const USAGE: &str = "
-SELECT u.usage_count FROM quota.user_usage u
+SELECT u.usage_count::pg_catalog.int8 FROM quota.user_usage u
  WHERE u.user_id = $1 AND u.feature_code = $2 AND u.period_start = $3";
 
 /// Adds to the period's counter and writes the usage record, in one statement. With a limit
@@ -67,7 +68,7 @@ WITH counter AS (
            updated_at = EXCLUDED.updated_at
      WHERE $6::pg_catalog.int8 IS NULL
         OR u.usage_count OPERATOR(pg_catalog.+) EXCLUDED.usage_count <= $6
-    RETURNING u.usage_count, u.alerted_percent
+    RETURNING u.usage_count::pg_catalog.int8, u.alerted_percent
 ), rec AS (
     INSERT INTO quota.usage_records
            (user_id, feature_code, period_start, resource_type, resource_id, amount, metadata,
@@ -101,19 +102,21 @@ const LOCK_KEY: &str = "
 SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($2, $1))";
 
 const RECORD_BY_KEY: &str = "
-SELECT r.id, r.feature_code, r.amount, r.refund_of FROM quota.usage_records r
+SELECT r.id::pg_catalog.int8, r.feature_code::pg_catalog.text, r.amount FROM quota.usage_records r
  WHERE r.user_id = $1 AND r.idempotency_key = $2";
 
 /// A usage record to refund, locked so that two refunds of it queue.
 const RECORD_FOR_REFUND_BY_ID: &str = "
-SELECT r.user_id, r.id, r.refund_of FROM quota.usage_records r WHERE r.id = $1 FOR UPDATE";
+SELECT r.user_id::pg_catalog.int8, r.id::pg_catalog.int8, r.refund_of::pg_catalog.int8
+  FROM quota.usage_records r WHERE r.id = $1 FOR UPDATE";
 
 const RECORD_FOR_REFUND_BY_KEY: &str = "
-SELECT r.user_id, r.id, r.refund_of FROM quota.usage_records r
+SELECT r.user_id::pg_catalog.int8, r.id::pg_catalog.int8, r.refund_of::pg_catalog.int8
+  FROM quota.usage_records r
  WHERE r.user_id = $1 AND r.idempotency_key = $2 FOR UPDATE";
 
 const REFUND_OF: &str = "
-SELECT r.id, -r.amount, r.period_start FROM quota.usage_records r
+SELECT r.id::pg_catalog.int8, -r.amount, r.period_start FROM quota.usage_records r
  WHERE r.user_id = $1 AND r.refund_of = $2";
 
 /// Posts the compensating record to the original's period (not the current one) and takes the
@@ -137,11 +140,12 @@ WITH refund AS (
      WHERE u.user_id = $1 AND u.feature_code = refund.feature_code
        AND u.period_start = refund.period_start
 )
-SELECT refund.id, OPERATOR(pg_catalog.-) refund.amount, refund.period_start FROM refund";
+SELECT refund.id::pg_catalog.int8, OPERATOR(pg_catalog.-) refund.amount, refund.period_start
+  FROM refund";
 
 /// The active subscription, locked against concurrent changes, and its current custom value.
 const ADJUST_LOCK: &str = "
-SELECT us.id, (us.custom_quotas OPERATOR(pg_catalog.->) $2)::pg_catalog.text
+SELECT us.id::pg_catalog.int8, (us.custom_quotas OPERATOR(pg_catalog.->) $2)::pg_catalog.text
   FROM quota.user_subscriptions us
  WHERE us.user_id = $1 AND us.status = 'active'
    AND us.start_date <= pg_catalog.now() AND us.end_date > pg_catalog.now()
@@ -158,7 +162,7 @@ WITH changed AS (
                ELSE coalesce(us.custom_quotas, '{}'::pg_catalog.jsonb)
                     OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object($3, $4) END
      WHERE us.user_id = $1 AND us.id = $2
-    RETURNING us.id
+    RETURNING us.id::pg_catalog.int8 AS id
 )
 INSERT INTO quota.quota_adjustments
        (user_id, subscription_id, feature_code, old_value, new_value, reason, actor, created_at)
@@ -183,7 +187,30 @@ RETURNING (SELECT old.storage_quota_bytes FROM old)";
 const KNOWN_FEATURES: &str = "
 SELECT f.code FROM quota.features f WHERE f.code OPERATOR(pg_catalog.=) ANY ($1)";
 
+/// The application tables `quota.attach(schema)` can bind the statements to, in place of the
+/// extension's own. The catalog (features), settings and the audit stay in schema quota.
+const ATTACHABLE: [&str; 6] = [
+    "user_subscriptions",
+    "subscription_plans",
+    "plan_features",
+    "user_usage",
+    "usage_records",
+    "user_storage_usage",
+];
+
+/// `sql` with the attachable tables of schema quota replaced by those of `schema`.
+fn bind(sql: &str, schema: Option<&str>) -> String {
+    let Some(schema) = schema else {
+        return sql.to_owned();
+    };
+    entitlements_core::binding::retarget(sql, &pgrx::spi::quote_identifier(schema), &ATTACHABLE)
+}
+
+const BINDING: &str = "SELECT st.attached_schema::pg_catalog.text FROM quota.settings st";
+
 struct Plans {
+    /// The schema the statements are bound to (`None`: schema quota).
+    binding: Option<String>,
     feature: OwnedPreparedStatement,
     feature_for_use: OwnedPreparedStatement,
     usage: OwnedPreparedStatement,
@@ -202,10 +229,14 @@ struct Plans {
     notify: OwnedPreparedStatement,
     limits_for: OwnedPreparedStatement,
     feature_codes: OwnedPreparedStatement,
+    binding_lookup: OwnedPreparedStatement,
 }
 
 thread_local! {
-    // A backend is single-threaded; the plans live as long as it does.
+    // A backend is single-threaded; the plans live as long as it does. After quota.attach()
+    // or quota.detach() a backend prepares a new set and leaks the old one (18 plans, a few
+    // hundred kB at most, once per attach): freeing it would need every &'static handed out to
+    // be gone, for a saving that does not matter.
     static PLANS: Cell<Option<&'static Plans>> = const { Cell::new(None) };
 }
 
@@ -214,16 +245,25 @@ fn oid(o: BuiltinOid) -> PgOid {
 }
 
 fn plans(client: &SpiClient<'_>) -> &'static Plans {
-    if let Some(p) = PLANS.get() {
-        return p;
+    match PLANS.get() {
+        Some(p) => p,
+        None => prepare_plans(client, None),
     }
+}
+
+/// Prepares every statement for the tables of `binding` and keeps them for this backend.
+fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> &'static Plans {
     use BuiltinOid::*;
+    let schema = binding.as_deref();
     let prepare = |sql: &str, args: &[PgOid], mutating: bool| {
-        let stmt = if mutating { client.prepare_mut(sql, args) } else { client.prepare(sql, args) };
+        let sql = bind(sql, schema);
+        let stmt =
+            if mutating { client.prepare_mut(&sql, args) } else { client.prepare(&sql, args) };
         stmt.unwrap_or_else(|e| panic!("preparing a pg_entitlements statement failed: {e}")).keep()
     };
     let (int4, int8, text, tstz) = (oid(INT4OID), oid(INT8OID), oid(TEXTOID), oid(TIMESTAMPTZOID));
     let plans: &'static Plans = Box::leak(Box::new(Plans {
+        binding: binding.clone(),
         feature: prepare(&feature_sql(""), &[int8, text], false),
         // Writers lock the subscription row in share mode: a concurrent change of its limit
         // (an UPDATE of custom_quotas, plan_id, ...) waits for the use to commit, and a use that
@@ -249,6 +289,7 @@ fn plans(client: &SpiClient<'_>) -> &'static Plans {
         notify: prepare(NOTIFY, &[text, text], true),
         limits_for: prepare(LIMITS_FOR, &[int8, oid(JSONBOID)], false),
         feature_codes: prepare(FEATURE_CODES, &[], false),
+        binding_lookup: prepare(BINDING, &[], false),
     }));
     PLANS.set(Some(plans));
     plans
@@ -296,8 +337,9 @@ fn parse_feature_row(
     table: pgrx::spi::SpiTupleTable<'_>,
     user_id: i64,
     feature: Option<&str>,
-) -> Result<FeatureRow, Error> {
+) -> Result<(FeatureRow, Option<String>), Error> {
     let row = table.into_iter().next().expect("FROM (SELECT) yields one row");
+    let binding = col::<String>(&row, 17);
     let catalog = col::<String>(&row, 1).map(|_| Catalog {
         name: must(col(&row, 16), "name"),
         reset_rule: must(col(&row, 2), "reset_rule"),
@@ -316,17 +358,16 @@ fn parse_feature_row(
         plan_value: col(&row, 11),
         plan_unit: col(&row, 12),
     });
-    Ok(FeatureRow {
+    let alert_thresholds =
+        col::<Vec<Option<i32>>>(&row, 15).unwrap_or_default().into_iter().flatten().collect();
+    let row = FeatureRow {
         catalog,
         subscription,
         time_zone: must(col(&row, 13), "time_zone"),
         now: must(col(&row, 14), "now()"),
-        alert_thresholds: col::<Vec<Option<i32>>>(&row, 15)
-            .unwrap_or_default()
-            .into_iter()
-            .flatten()
-            .collect(),
-    })
+        alert_thresholds,
+    };
+    Ok((row, binding))
 }
 
 fn feature_args<'a>(user_id: i64, feature: Option<&'a str>) -> [DatumWithOid<'a>; 2] {
@@ -336,15 +377,26 @@ fn feature_args<'a>(user_id: i64, feature: Option<&'a str>) -> [DatumWithOid<'a>
 /// Reads the feature (if one is named), active subscription and settings.
 /// `Err(UnknownFeature)` when the catalog lacks the named feature. Read-only SPI: it runs on
 /// a hot standby and takes no transaction id.
+///
+/// The row also says which tables the statements must use: when quota.attach() or detach()
+/// changed that since this backend prepared them, it prepares them again and reads again, so
+/// a binding change costs nothing on the calls that follow it.
 pub fn feature_row(
     client: &SpiClient<'_>,
     user_id: i64,
     feature: Option<&str>,
 ) -> Result<FeatureRow, Error> {
-    let table = client
-        .select(&plans(client).feature, Some(1), &feature_args(user_id, feature))
-        .unwrap_or_else(|e| panic!("quota lookup failed: {e}"));
-    parse_feature_row(table, user_id, feature)
+    loop {
+        let plans = plans(client);
+        let table = client
+            .select(&plans.feature, Some(1), &feature_args(user_id, feature))
+            .unwrap_or_else(|e| panic!("quota lookup failed: {e}"));
+        let (row, binding) = parse_feature_row(table, user_id, feature)?;
+        if binding == plans.binding {
+            return Ok(row);
+        }
+        prepare_plans(client, binding);
+    }
 }
 
 /// [`feature_row`] for a writer, with the active subscription locked in share mode until the
@@ -354,11 +406,28 @@ pub fn feature_row_for_use(
     user_id: i64,
     feature: &str,
 ) -> Result<FeatureRow, Error> {
-    let plan = &plans(client).feature_for_use;
-    let table = client
-        .update(plan, Some(1), &feature_args(user_id, Some(feature)))
-        .unwrap_or_else(|e| panic!("quota lookup failed: {e}"));
-    parse_feature_row(table, user_id, Some(feature))
+    loop {
+        let plans = plans(client);
+        let table = client
+            .update(&plans.feature_for_use, Some(1), &feature_args(user_id, Some(feature)))
+            .unwrap_or_else(|e| panic!("quota lookup failed: {e}"));
+        let (row, binding) = parse_feature_row(table, user_id, Some(feature))?;
+        if binding == plans.binding {
+            return Ok(row);
+        }
+        prepare_plans(client, binding);
+    }
+}
+
+/// Makes sure the statements use the tables quota.settings names, for operations that do not
+/// start with [`feature_row`].
+pub fn ensure_binding(client: &SpiClient<'_>) {
+    let plans = plans(client);
+    let binding: Option<String> =
+        first(client.select(&plans.binding_lookup, Some(1), &[]), "binding lookup");
+    if binding != plans.binding {
+        prepare_plans(client, binding);
+    }
 }
 
 /// The first column of the first row, if any.

@@ -9,10 +9,23 @@ use pgrx::{AllocatedByPostgres, JsonB};
 
 type TriggerResult<'a> = Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, TryFromDatumError>;
 
+/// An integer column as i64: the extension's tables use bigint, an attached application's may
+/// use integer.
+fn int8_column(
+    tuple: &PgHeapTuple<'_, AllocatedByPostgres>,
+    name: &str,
+) -> Result<Option<i64>, TryFromDatumError> {
+    match tuple.get_by_name::<i64>(name) {
+        Err(TryFromDatumError::IncompatibleTypes { .. }) => {
+            Ok(tuple.get_by_name::<i32>(name)?.map(i64::from))
+        }
+        other => other,
+    }
+}
+
 fn user_id(tuple: &PgHeapTuple<'_, AllocatedByPostgres>) -> i64 {
-    tuple
-        .get_by_name::<i64>("user_id")
-        .expect("user_subscriptions.user_id is a bigint")
+    int8_column(tuple, "user_id")
+        .expect("user_subscriptions.user_id is an integer")
         .expect("user_subscriptions.user_id is NOT NULL")
 }
 
@@ -41,8 +54,8 @@ fn state(
         && end.is_some_and(|e| e > now);
     Ok(SubscriptionState {
         user_id: user_id(tuple),
-        subscription_id: tuple.get_by_name::<i64>("id")?.expect("id is NOT NULL"),
-        plan_id: tuple.get_by_name::<i64>("plan_id")?.expect("plan_id is NOT NULL"),
+        subscription_id: int8_column(tuple, "id")?.expect("id is NOT NULL"),
+        plan_id: int8_column(tuple, "plan_id")?.expect("plan_id is NOT NULL"),
         active,
         custom_quotas: tuple.get_by_name::<JsonB>("custom_quotas")?,
     })

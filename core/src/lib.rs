@@ -6,6 +6,7 @@
 //! crate only converts PostgreSQL values into these types, calls them, and converts back.
 
 pub mod alerts;
+pub mod binding;
 pub mod error;
 pub mod limit;
 pub mod period;

@@ -1,0 +1,211 @@
+-- Attaching to an application's own tables (for instance the seed application's in public).
+--
+-- quota.attach(schema) binds every quota function and the storage trigger to the tables
+-- user_subscriptions, subscription_plans, plan_features, user_usage, usage_records and
+-- user_storage_usage of that schema, instead of the extension's own. The feature catalog
+-- (quota.features), settings and the adjustment audit stay in schema quota.
+
+-- What an application's tables lack for the functions, with the statement that fixes each.
+CREATE FUNCTION quota.attach_problems(target_schema name)
+RETURNS TABLE (problem text, fix text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tz text := coalesce((SELECT st.time_zone FROM quota.settings st), 'UTC');
+    req record;
+    col record;
+    rel regclass;
+BEGIN
+    -- Every column the functions read or write: accepted types, and how to add it if missing.
+    FOR req IN
+        SELECT * FROM (VALUES
+            ('user_subscriptions', 'id',                 '{int4,int8}', NULL),
+            ('user_subscriptions', 'user_id',            '{int4,int8}', NULL),
+            ('user_subscriptions', 'plan_id',            '{int4,int8}', NULL),
+            ('user_subscriptions', 'start_date',         '{timestamptz}', NULL),
+            ('user_subscriptions', 'end_date',           '{timestamptz}', NULL),
+            ('user_subscriptions', 'status',             '{text,varchar}', NULL),
+            ('user_subscriptions', 'custom_quotas',      '{jsonb}', 'jsonb'),
+            ('user_subscriptions', 'quota_reset_anchor', '{timestamptz}', 'timestamptz'),
+            ('user_subscriptions', 'quota_cycle_type',   '{text,varchar}', 'varchar(20)'),
+            ('subscription_plans', 'id',                 '{int4,int8}', NULL),
+            ('subscription_plans', 'billing_cycle',      '{text,varchar}', 'varchar(20) NOT NULL DEFAULT ''monthly'''),
+            ('subscription_plans', 'quota_cycle_type',   '{text,varchar}', 'varchar(20)'),
+            ('plan_features',      'plan_id',            '{int4,int8}', NULL),
+            ('plan_features',      'feature_code',       '{text,varchar}', NULL),
+            ('plan_features',      'feature_value',      '{int4}', NULL),
+            ('plan_features',      'feature_unit',       '{text,varchar}', 'varchar(20)'),
+            ('user_usage',         'user_id',            '{int4,int8}', NULL),
+            ('user_usage',         'feature_code',       '{text,varchar}', NULL),
+            ('user_usage',         'period_start',       '{timestamptz}', NULL),
+            ('user_usage',         'period_end',         '{timestamptz}', NULL),
+            ('user_usage',         'usage_count',        '{int4,int8}', NULL),
+            ('user_usage',         'alerted_percent',    '{int4}', 'integer NOT NULL DEFAULT 0'),
+            ('user_usage',         'last_reset_at',      '{timestamptz}', 'timestamptz'),
+            ('user_usage',         'updated_at',         '{timestamptz}', 'timestamptz'),
+            ('usage_records',      'id',                 '{int4,int8}', NULL),
+            ('usage_records',      'user_id',            '{int4,int8}', NULL),
+            ('usage_records',      'feature_code',       '{text,varchar}', NULL),
+            ('usage_records',      'period_start',       '{timestamptz}', 'timestamptz'),
+            ('usage_records',      'resource_type',      '{text,varchar}', 'varchar(50)'),
+            ('usage_records',      'resource_id',        '{int4,int8}', 'bigint'),
+            ('usage_records',      'amount',             '{int4}', NULL),
+            ('usage_records',      'metadata',           '{jsonb}', 'jsonb'),
+            ('usage_records',      'idempotency_key',    '{text,varchar}', 'text'),
+            ('usage_records',      'refund_of',          '{int4,int8}', 'bigint'),
+            ('usage_records',      'created_at',         '{timestamptz}', 'timestamptz NOT NULL DEFAULT now()'),
+            ('user_storage_usage', 'user_id',            '{int4,int8}', NULL),
+            ('user_storage_usage', 'storage_quota_bytes', '{int8}', 'bigint NOT NULL DEFAULT 0'),
+            ('user_storage_usage', 'updated_at',         '{timestamptz}', 'timestamptz')
+        ) AS r (tbl, col, types, add_type)
+    LOOP
+        rel := to_regclass(format('%I.%I', target_schema, req.tbl));
+        IF rel IS NULL THEN
+            CONTINUE;  -- reported once per table below
+        END IF;
+        SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS shown, t.typname
+          INTO col
+          FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+         WHERE a.attrelid = rel AND a.attname = req.col AND a.attnum > 0 AND NOT a.attisdropped;
+        IF NOT FOUND THEN
+            problem := format('%s has no column %I', rel, req.col);
+            fix := CASE WHEN req.add_type IS NULL THEN NULL
+                        ELSE format('ALTER TABLE %s ADD COLUMN %I %s', rel, req.col, req.add_type) END;
+            RETURN NEXT;
+        ELSIF NOT col.typname = ANY (req.types::text[]) THEN
+            problem := format('%s.%I is %s, not %s', rel, req.col, col.shown,
+                              array_to_string(req.types::text[], ' or '));
+            fix := CASE
+                WHEN col.typname = 'timestamp' THEN
+                    format('ALTER TABLE %s ALTER COLUMN %I TYPE timestamptz USING %I AT TIME ZONE %L',
+                           rel, req.col, req.col, tz)
+                ELSE format('ALTER TABLE %s ALTER COLUMN %I TYPE %s', rel, req.col,
+                            (req.types::text[])[array_upper(req.types::text[], 1)]) END;
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+
+    FOR req IN SELECT unnest(ARRAY['user_subscriptions', 'subscription_plans', 'plan_features',
+                                   'user_usage', 'usage_records', 'user_storage_usage']) AS tbl
+    LOOP
+        IF to_regclass(format('%I.%I', target_schema, req.tbl)) IS NULL THEN
+            problem := format('table %I.%I does not exist', target_schema, req.tbl);
+            fix := NULL;
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+
+    -- The unique keys ON CONFLICT and idempotency rely on.
+    FOR req IN
+        SELECT * FROM (VALUES
+            ('user_usage', '{user_id,feature_code,period_start}'),
+            ('user_storage_usage', '{user_id}'),
+            ('usage_records', '{user_id,idempotency_key}'),
+            ('usage_records', '{user_id,refund_of}')
+        ) AS r (tbl, cols)
+    LOOP
+        rel := to_regclass(format('%I.%I', target_schema, req.tbl));
+        CONTINUE WHEN rel IS NULL;
+        IF NOT EXISTS (
+            SELECT FROM pg_index i
+             WHERE i.indrelid = rel AND i.indisunique AND i.indpred IS NULL
+               AND i.indnkeyatts = cardinality(req.cols::text[])
+               AND (SELECT array_agg(a.attname::text ORDER BY a.attname)
+                      FROM pg_attribute a
+                     WHERE a.attrelid = rel AND a.attnum = ANY (i.indkey::int2[]))
+                   = (SELECT array_agg(c ORDER BY c) FROM unnest(req.cols::text[]) c))
+        THEN
+            problem := format('%s has no unique index on (%s)', rel,
+                              array_to_string(req.cols::text[], ', '));
+            fix := format('CREATE UNIQUE INDEX ON %s (%s)', rel,
+                          (SELECT string_agg(quote_ident(c), ', ') FROM unnest(req.cols::text[]) c));
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- Binds the functions and the storage trigger to target_schema's tables, or refuses with one
+-- message listing every problem and the statement that fixes it.
+CREATE FUNCTION quota.attach(target_schema name)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    problems text;
+    subs regclass;
+    other record;
+BEGIN
+    IF target_schema = 'quota' THEN
+        RAISE EXCEPTION 'schema quota holds the extension''s own tables; use quota.detach()'
+            USING ERRCODE = '22023';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_namespace WHERE nspname = target_schema) THEN
+        RAISE EXCEPTION 'schema % does not exist', quote_ident(target_schema)
+            USING ERRCODE = '3F000';
+    END IF;
+    SELECT string_agg('- ' || p.problem || coalesce(E'\n    fix: ' || p.fix || ';', ''), E'\n'
+                      ORDER BY p.problem)
+      INTO problems
+      FROM quota.attach_problems(target_schema) p;
+    IF problems IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot attach pg_entitlements to schema %', quote_ident(target_schema)
+            USING ERRCODE = '42P16', DETAIL = problems,
+                  HINT = 'Run the fixes (SELECT fix FROM quota.attach_problems(...) \gexec in psql), then attach again.';
+    END IF;
+
+    PERFORM quota.detach();
+    subs := format('%I.user_subscriptions', target_schema)::regclass;
+    FOR other IN
+        SELECT t.tgname FROM pg_trigger t WHERE t.tgrelid = subs AND NOT t.tgisinternal
+    LOOP
+        RAISE NOTICE 'trigger % on % is the application''s own and stays; it now runs beside pg_entitlements'' triggers',
+            quote_ident(other.tgname), subs;
+    END LOOP;
+    FOR other IN
+        SELECT p.oid::regprocedure AS fn FROM pg_proc p
+         WHERE p.pronamespace = target_schema::regnamespace
+           AND p.proname IN ('check_user_quota', 'record_feature_usage', 'get_user_storage_quota',
+                             'get_quota_period', 'consume')
+    LOOP
+        RAISE NOTICE 'function % is the application''s own: a call with argument types matching it exactly resolves to it, not to quota''s; drop it to switch the calls over',
+            other.fn;
+    END LOOP;
+    EXECUTE format('CREATE TRIGGER pg_entitlements_validate_custom_quotas
+                        BEFORE INSERT OR UPDATE OF custom_quotas ON %s
+                        FOR EACH ROW EXECUTE FUNCTION quota.validate_custom_quotas()', subs);
+    EXECUTE format('CREATE TRIGGER pg_entitlements_sync_storage_quota
+                        AFTER INSERT OR DELETE OR UPDATE OF custom_quotas, plan_id, status,
+                              start_date, end_date, user_id ON %s
+                        FOR EACH ROW EXECUTE FUNCTION quota.sync_storage_quota()', subs);
+    INSERT INTO quota.settings (attached_schema) VALUES (target_schema)
+    ON CONFLICT (singleton) DO UPDATE SET attached_schema = EXCLUDED.attached_schema;
+    RAISE NOTICE 'pg_entitlements now uses the tables of schema %', quote_ident(target_schema);
+END
+$$;
+
+-- Goes back to the extension's own tables and removes the triggers attach() installed.
+CREATE FUNCTION quota.detach()
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    attached name := (SELECT st.attached_schema FROM quota.settings st);
+    subs regclass;
+BEGIN
+    IF attached IS NULL THEN
+        RETURN;
+    END IF;
+    subs := to_regclass(format('%I.user_subscriptions', attached));
+    IF subs IS NOT NULL THEN
+        EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_validate_custom_quotas ON %s', subs);
+        EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_sync_storage_quota ON %s', subs);
+    END IF;
+    UPDATE quota.settings SET attached_schema = NULL;
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION quota.attach(name), quota.detach() FROM PUBLIC;

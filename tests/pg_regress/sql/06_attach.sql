@@ -1,0 +1,110 @@
+-- An existing database: the seed application's own tables in public, then the extension,
+-- then quota.attach('public') so that the application's unchanged SQL gets the right answers.
+CREATE DATABASE seed_app;
+\c seed_app
+SET TimeZone = 'UTC';
+SET client_min_messages = notice;
+\i tests/fixtures/seed_app.sql
+
+-- A fingerprint of every application table, to prove CREATE EXTENSION touches none of them.
+CREATE TEMP TABLE fingerprint AS
+SELECT c.relname, (xpath('/row/md5/text()',
+           query_to_xml(format('SELECT md5(string_agg(t::text, %L ORDER BY t::text)) FROM public.%I t',
+                               ',', c.relname), false, true, '')))[1]::text AS md5
+  FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r';
+
+CREATE EXTENSION pg_entitlements;
+
+SELECT f.relname, f.md5 = (xpath('/row/md5/text()',
+           query_to_xml(format('SELECT md5(string_agg(t::text, %L ORDER BY t::text)) FROM public.%I t',
+                               ',', f.relname), false, true, '')))[1]::text AS unchanged
+  FROM fingerprint f ORDER BY f.relname;
+
+-- Attaching refuses at first, with every problem and the statement that fixes it.
+\set VERBOSITY default
+SELECT quota.attach('public');
+SELECT problem, fix FROM quota.attach_problems('public') ORDER BY problem;
+
+-- The DBA runs the fixes (in psql: \gexec) ...
+SELECT fix FROM quota.attach_problems('public') WHERE fix IS NOT NULL ORDER BY problem \gexec
+SELECT count(*) AS problems_left FROM quota.attach_problems('public');
+-- ... and attaches: pg_entitlements' triggers go beside the application's own.
+SELECT quota.attach('public');
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'public.user_subscriptions'::regclass
+   AND NOT tgisinternal ORDER BY tgname;
+
+-- The seed's own calls, unchanged, with quota on the search_path.
+SET search_path = quota, public;
+PREPARE check_quota (int, varchar) AS SELECT * FROM check_user_quota($1, $2);
+PREPARE record_usage AS SELECT record_feature_usage($1::INTEGER, $2::VARCHAR, $3::VARCHAR,
+                                                    $4::INTEGER, $5::INTEGER, $6::JSONB);
+
+-- The seed report's scenario on the application's real rows: custom quota 6, used 2.
+EXECUTE check_quota(1, 'articles_per_month');
+-- The admin raises it to 10 in the application's table: remaining 8 at once.
+UPDATE public.user_subscriptions
+   SET custom_quotas = jsonb_set(custom_quotas, '{articles_per_month}', '10') WHERE user_id = 1;
+EXECUTE check_quota(1, 'articles_per_month');
+-- A request for 3 articles is allowed and recorded in the application's tables.
+SELECT remaining >= 3 AS allowed FROM check_user_quota(1, 'articles_per_month');
+EXECUTE record_usage(1, 'articles_per_month', 'article', 103, 3, '{"batch": 1}');
+EXECUTE check_quota(1, 'articles_per_month');
+SELECT user_id, feature_code, usage_count FROM public.user_usage ORDER BY user_id, feature_code;
+SELECT user_id, resource_id, amount, period_start IS NOT NULL AS in_a_period
+  FROM public.usage_records ORDER BY id;
+
+-- Precedence on the application's rows: plan only, unlimited, catalog default (no plan has
+-- keyword_distillation), a custom quota for a feature the plan lacks, no subscription.
+EXECUTE check_quota(2, 'articles_per_month');
+EXECUTE check_quota(3, 'articles_per_month');
+EXECUTE check_quota(2, 'keyword_distillation');
+EXECUTE check_quota(3, 'keyword_distillation');
+EXECUTE check_quota(4, 'articles_per_month');
+
+-- Periods of the application's subscriptions: anniversaries of start_date, in the
+-- configured zone.
+SELECT s.user_id, p.cycle, p.period_start = s.start_date AS starts_at_subscription_start,
+       p.period_end - p.period_start AS length
+  FROM public.user_subscriptions s, get_quota_period(s.user_id) p
+ WHERE s.user_id IN (1, 2) ORDER BY s.user_id;
+-- User 3's enterprise plan bills yearly: 40 days in, still the first period.
+SELECT p.cycle, p.period_start = s.start_date AS first_period,
+       p.period_end = s.start_date + interval '1 year' AS ends_after_a_year
+  FROM public.user_subscriptions s, get_quota_period(s.user_id, 'articles_per_month') p
+ WHERE s.user_id = 3;
+
+-- The storage trigger on the application's table: an override reaches user_storage_usage at
+-- once, a removed override falls back to the plan, and the row the seed never created appears.
+SELECT user_id, storage_quota_bytes FROM public.user_storage_usage ORDER BY user_id;
+UPDATE public.user_subscriptions SET custom_quotas = custom_quotas || '{"storage_space": 2048}'
+ WHERE user_id = 1;
+SELECT get_user_storage_quota(1), storage_quota_bytes FROM public.user_storage_usage WHERE user_id = 1;
+UPDATE public.user_subscriptions SET custom_quotas = custom_quotas - 'storage_space' WHERE user_id = 1;
+SELECT get_user_storage_quota(1), storage_quota_bytes FROM public.user_storage_usage WHERE user_id = 1;
+UPDATE public.user_subscriptions SET plan_id = 2 WHERE user_id = 3;
+SELECT user_id, storage_quota_bytes FROM public.user_storage_usage WHERE user_id = 3;
+-- Malformed overrides are refused on the application's table too.
+\set VERBOSITY terse
+UPDATE public.user_subscriptions SET custom_quotas = '{"articles_per_month": "abc"}' WHERE user_id = 2;
+\set VERBOSITY default
+
+-- consume, adjust_quota and refunds work on the application's rows.
+SELECT * FROM consume(2, 'articles_per_month', 99, 'order-7');
+SELECT * FROM consume(2, 'articles_per_month', 2, 'order-8');
+SELECT * FROM consume(2, 'articles_per_month', 99, 'order-7');
+SELECT * FROM adjust_quota(2, 'articles_per_month', 150, 'agency deal', 'sales');
+SELECT refunded_amount, newly_refunded FROM refund_usage(2, 'order-7');
+EXECUTE check_quota(2, 'articles_per_month');
+SELECT subscription_id, feature_code, old_value, new_value, actor FROM quota.quota_adjustments;
+-- The ledger holds for everything recorded since attaching; user 1's 2 articles from before
+-- have no usage records with a period, and show up as the only difference.
+SELECT user_id, feature_code, counter, ledger FROM verify_ledger();
+
+-- Detaching goes back to the extension's own (empty) tables and removes the triggers.
+SELECT quota.detach();
+SELECT * FROM quota.check_user_quota(1, 'articles_per_month');
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'public.user_subscriptions'::regclass
+   AND NOT tgisinternal ORDER BY tgname;
+
+\c pge_regress
+DROP DATABASE seed_app;
