@@ -12,4 +12,8 @@ echo "==> pg_regress golden files"
 ./scripts/regress.sh
 echo "==> Node.js client: LISTEN/NOTIFY events"
 ./scripts/node-test.sh
+echo "==> isolation specs: concurrent consume, adjust, idempotency keys, refunds, period boundary"
+./scripts/isolation.sh
+echo "==> pgbench load test: no overspend, idempotency keys, ledger"
+./scripts/load.sh
 echo "==> all tests passed"

@@ -1,0 +1,20 @@
+-- Fixtures of the load test (scripts/load.sh). psql variables: hot_limit, users, user_limit.
+--   user 1:                one user with limit :hot_limit on articles_per_month (part a)
+--   users 1001 .. 1000+:users  limit :user_limit each on articles_per_month (part b)
+--   user 2:                record_feature_usage with idempotency keys on publish_per_month (part c)
+INSERT INTO quota.subscription_plans (plan_code, plan_name) VALUES
+    ('load_hot', 'load: one user'), ('load_many', 'load: many users'), ('load_keys', 'load: keys');
+INSERT INTO quota.plan_features (plan_id, feature_code, feature_value)
+SELECT p.id, 'articles_per_month', CASE p.plan_code WHEN 'load_hot' THEN :hot_limit ELSE :user_limit END
+  FROM quota.subscription_plans p WHERE p.plan_code IN ('load_hot', 'load_many');
+INSERT INTO quota.plan_features (plan_id, feature_code, feature_value)
+SELECT p.id, 'publish_per_month', 1000000 FROM quota.subscription_plans p WHERE p.plan_code = 'load_keys';
+INSERT INTO quota.user_subscriptions (user_id, plan_id, start_date, end_date)
+SELECT u.user_id, p.id, now() - interval '10 days', now() + interval '1 year'
+  FROM (SELECT 1 AS user_id, 'load_hot' AS plan_code
+        UNION ALL SELECT 2, 'load_keys'
+        UNION ALL SELECT g, 'load_many' FROM generate_series(1001, 1000 + :users) g) u
+  JOIN quota.subscription_plans p USING (plan_code);
+-- Every key part (c) draws, whether or not the call counted it: the test compares the counter
+-- with the number of distinct keys drawn.
+CREATE UNLOGGED TABLE public.load_keys_drawn (key text NOT NULL);
