@@ -16,4 +16,12 @@ echo "==> isolation specs: concurrent consume, adjust, idempotency keys, refunds
 ./scripts/isolation.sh
 echo "==> pgbench load test: no overspend, idempotency keys, ledger"
 ./scripts/load.sh
+echo "==> operations: pg_dump and pg_restore keep every table and answer"
+./scripts/ops/dump-restore.sh
+echo "==> operations: SIGKILL of the postmaster under load, crash recovery, invariants"
+./scripts/ops/crash.sh
+echo "==> operations: hot standby answers reads, refuses writes with 25006"
+./scripts/ops/standby.sh
+echo "==> operations: hostile inputs to every function, no internal error, no crash"
+./scripts/ops/fuzz.sh
 echo "==> all tests passed"

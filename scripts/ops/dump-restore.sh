@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Dump and restore: a database with data in every quota table is dumped with pg_dump -Fc and
+# restored with pg_restore into a new database of the same cluster. Checks that
+#   (a) every quota.* table has the same rows (count and md5 of the sorted rows, and the rows),
+#   (b) every reading function gives the same answers (check_user_quota, get_user_storage_quota,
+#       usage_overview, get_quota_period, for every user and feature) and verify_ledger() is empty,
+#   (c) after the restore, retrying every keyed use (consume and record_feature_usage with the
+#       same user, feature, amount and idempotency key) is allowed and counts nothing.
+# Data: tests/ops/dump_restore_data.sql; what is compared: tests/ops/snapshot.sql.
+#
+# Not checked, because it does not hold today (see docs/scaling.md and the ops report):
+#   * the identity sequences of the config tables are not dumped (pg_extension_config_dump is
+#     not called for them), so after a restore new rows reuse ids 1, 2, ...;
+#   * an edited built-in row of quota.features is not dumped (filter 'WHERE NOT builtin'), so a
+#     restore brings back the extension's original values.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source scripts/cluster.sh
+source scripts/ops/common.sh
+
+DIR=/tmp/pg_entitlements-ops-dump-restore
+PORT=55450
+
+install_extension
+trap 'cluster_stop "$DIR"' EXIT
+cluster_start "$DIR" "$PORT" timezone=UTC
+echo "==> dump and restore (cluster in $DIR, port $PORT)"
+
+as_postgres "$PG_BIN/createdb" -h "$DIR" -p "$PORT" source_db
+sql "$DIR" "$PORT" source_db -c 'CREATE EXTENSION pg_entitlements'
+sql "$DIR" "$PORT" source_db -f tests/ops/dump_restore_data.sql >"$DIR/data.log" 2>&1 \
+  || { cat "$DIR/data.log"; fail "loading tests/ops/dump_restore_data.sql failed"; }
+
+check "the source database has rows in every quota table"
+empty=$(sql_value "$DIR" "$PORT" source_db "
+  SELECT string_agg(c.relname, ', ')
+    FROM pg_class c
+   WHERE c.relnamespace = 'quota'::regnamespace AND c.relkind = 'r'
+     AND (xpath('/row/n/text()', query_to_xml(
+            format('SELECT count(*) AS n FROM quota.%I', c.relname), false, true, '')))[1]::text = '0'")
+[ -z "$empty" ] || fail "tables without rows in the source database: $empty"
+custom=$(sql_value "$DIR" "$PORT" source_db "SELECT count(*) FROM quota.features WHERE NOT builtin")
+[ "$custom" = 1 ] || fail "expected 1 user-added feature in the source database, found $custom"
+ok "every quota table has rows; 1 user-added feature next to the built-in ones"
+
+check "pg_dump -Fc, then pg_restore into a new database"
+as_postgres "$PG_BIN/pg_dump" -h "$DIR" -p "$PORT" -U postgres -Fc -f "$DIR/source.dump" source_db \
+  2>"$DIR/pg_dump.log" || { cat "$DIR/pg_dump.log"; fail "pg_dump failed"; }
+as_postgres "$PG_BIN/createdb" -h "$DIR" -p "$PORT" restored_db
+if ! as_postgres "$PG_BIN/pg_restore" -h "$DIR" -p "$PORT" -U postgres -d restored_db \
+    "$DIR/source.dump" 2>"$DIR/pg_restore.log"; then
+  cat "$DIR/pg_restore.log"
+  fail "pg_restore reported errors (above)"
+fi
+ok "pg_restore finished without errors"
+
+check "(a) table contents and (b) quota answers are identical"
+for db in source_db restored_db; do
+  sql "$DIR" "$PORT" $db -f tests/ops/snapshot.sql >"$DIR/${db%_db}.snapshot" 2>"$DIR/snapshot.err" \
+    || { cat "$DIR/snapshot.err"; fail "reading the quota tables and answers of $db failed"; }
+done
+if ! diff -u "$DIR/source.snapshot" "$DIR/restored.snapshot" >"$DIR/snapshot.diff"; then
+  cat "$DIR/snapshot.diff"
+  fail "the restored database differs from the source (diff above: - source, + restored)"
+fi
+tables=$(grep -c '^ [a-z_]* *| *[0-9]* | [0-9a-f]\{32\}$' "$DIR/source.snapshot" || true)
+[ "$tables" -ge 9 ] || fail "expected the md5 of at least 9 quota tables in the snapshot, found $tables"
+ok "$tables tables, every row, and every answer of the reading functions are identical"
+
+ledger=$(sql_value "$DIR" "$PORT" restored_db "SELECT count(*) FROM quota.verify_ledger()")
+[ "$ledger" = 0 ] || fail "quota.verify_ledger() returns $ledger rows in the restored database"
+ok "quota.verify_ledger() is empty in the restored database"
+
+check "(c) after the restore, retried keyed uses are allowed and count nothing"
+state="SELECT (SELECT count(*) FROM quota.usage_records) || ' records, ' ||
+              (SELECT sum(usage_count) FROM quota.user_usage) || ' counted, ' ||
+              (SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM quota.user_usage t) || ' ' ||
+              (SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM quota.usage_records t)"
+before=$(sql_value "$DIR" "$PORT" restored_db "$state")
+retried=$(sql_value "$DIR" "$PORT" restored_db "
+  CREATE TEMP TABLE retried (user_id bigint, key text, function text, allowed boolean);
+  DO \$\$
+  DECLARE r record; allowed boolean;
+  BEGIN
+      FOR r IN SELECT user_id, feature_code, amount, idempotency_key FROM quota.usage_records
+                WHERE idempotency_key IS NOT NULL ORDER BY user_id, id LOOP
+          SELECT c.allowed INTO allowed
+            FROM quota.consume(r.user_id, r.feature_code, r.amount, r.idempotency_key) c;
+          INSERT INTO retried VALUES (r.user_id, r.idempotency_key, 'consume', allowed);
+          PERFORM quota.record_feature_usage(r.user_id, r.feature_code, NULL, NULL, r.amount,
+                                             NULL, r.idempotency_key);
+          INSERT INTO retried VALUES (r.user_id, r.idempotency_key, 'record_feature_usage', true);
+      END LOOP;
+  END
+  \$\$;
+  SELECT count(*) || ' ' || count(*) FILTER (WHERE NOT allowed) FROM retried;")
+read -r calls refused <<<"$retried"
+[ "$calls" -ge 16 ] || fail "expected at least 16 retried calls (8 keys, 2 functions), ran $calls"
+[ "$refused" = 0 ] || fail "$refused retried consume calls were refused after the restore"
+after=$(sql_value "$DIR" "$PORT" restored_db "$state")
+[ "$before" = "$after" ] || fail "retried keys counted again after the restore: before [$before], after [$after]"
+ok "$calls retries of keyed uses: all allowed, counters and ledger unchanged ($after)"
+
+echo "==> dump and restore: all checks passed"
