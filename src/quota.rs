@@ -187,7 +187,7 @@ fn replay(client: &mut SpiClient<'_>, r: &Recording<'_>) -> Result<bool, Error> 
     }
 }
 
-/// What a use needs: the subscription (locked in share mode), the limit and the period.
+/// What a use needs: the subscription (locked), the limit and the period.
 /// What [`prepare_use`] finds out.
 struct UseContext {
     limit: Option<Limit>,

@@ -265,10 +265,14 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> &'static Pl
     let plans: &'static Plans = Box::leak(Box::new(Plans {
         binding: binding.clone(),
         feature: prepare(&feature_sql(""), &[int8, text], false),
-        // Writers lock the subscription row in share mode: a concurrent change of its limit
-        // (an UPDATE of custom_quotas, plan_id, ...) waits for the use to commit, and a use that
-        // arrives while such a change is uncommitted waits for it and then reads the new limit.
-        feature_for_use: prepare(&feature_sql("FOR SHARE OF us"), &[int8, text], true),
+        // Writers lock the subscription row (FOR NO KEY UPDATE) until they commit: a change of
+        // its limit (adjust_quota, any UPDATE of custom_quotas, plan_id, ...) waits for the use,
+        // and a use that arrives while such a change is uncommitted waits for it and then reads
+        // the new limit. Not FOR SHARE: a transaction that consumes and then adjusts would have
+        // to upgrade its lock, and two such transactions deadlocked (isolation spec
+        // consume_vs_adjust); one lock mode for every writer cannot. It serializes the writers
+        // of one user, who queue on the counter row of a feature anyway.
+        feature_for_use: prepare(&feature_sql("FOR NO KEY UPDATE OF us"), &[int8, text], true),
         usage: prepare(USAGE, &[int8, text, tstz], false),
         use_: prepare(
             USE,
@@ -399,8 +403,8 @@ pub fn feature_row(
     }
 }
 
-/// [`feature_row`] for a writer, with the active subscription locked in share mode until the
-/// end of the transaction, so that its limit cannot change under the use.
+/// [`feature_row`] for a writer, with the active subscription locked until the end of the
+/// transaction, so that its limit cannot change under the use.
 pub fn feature_row_for_use(
     client: &mut SpiClient<'_>,
     user_id: i64,
