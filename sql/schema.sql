@@ -32,9 +32,30 @@ CREATE TABLE quota.features (
     -- once per period each.
     alert_thresholds integer[] NOT NULL DEFAULT '{80,95,100}'
         CHECK (1 <= ALL (alert_thresholds) AND 100 >= ALL (alert_thresholds)),
-    -- Rows the extension created; pg_dump leaves them to CREATE EXTENSION.
+    -- Rows the extension created (see features_restore_builtin below).
     builtin boolean NOT NULL DEFAULT false
 );
+
+-- pg_dump dumps every row of quota.features, edits of the built-in ones included. On restore,
+-- CREATE EXTENSION has already inserted the built-in rows, so the dump's copy of one would
+-- collide with it: an INSERT of a built-in feature's code replaces that row's settings instead.
+CREATE FUNCTION quota.features_restore_builtin() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE quota.features f
+       SET name = NEW.name, unit = NEW.unit, reset_rule = NEW.reset_rule,
+           default_limit = NEW.default_limit, alert_thresholds = NEW.alert_thresholds
+     WHERE f.code = NEW.code AND f.builtin;
+    IF FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER restore_builtin BEFORE INSERT ON quota.features
+    FOR EACH ROW EXECUTE FUNCTION quota.features_restore_builtin();
 
 INSERT INTO quota.features (code, name, unit, reset_rule, default_limit, builtin) VALUES
     ('articles_per_month',   'Article generation',   'articles', 'billing_cycle', 100, true),
@@ -161,10 +182,10 @@ CREATE TABLE quota.user_storage_usage (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 
--- pg_dump dumps the contents of these tables (and of built-in catalog rows only what the
--- extension did not create), so a dump restores the data as well as the extension.
+-- pg_dump dumps the contents of these tables and the positions of their identity sequences,
+-- so a dump restores the data as well as the extension, and new rows get new ids.
 SELECT pg_catalog.pg_extension_config_dump('quota.settings', '');
-SELECT pg_catalog.pg_extension_config_dump('quota.features', 'WHERE NOT builtin');
+SELECT pg_catalog.pg_extension_config_dump('quota.features', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.subscription_plans', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.plan_features', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.user_subscriptions', '');
@@ -172,3 +193,8 @@ SELECT pg_catalog.pg_extension_config_dump('quota.user_usage', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.usage_records', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.user_storage_usage', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.quota_adjustments', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.subscription_plans_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.plan_features_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.user_subscriptions_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.usage_records_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.quota_adjustments_id_seq', '');

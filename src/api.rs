@@ -3,10 +3,11 @@
 //! user or feature is an error (22004) that names the argument, not a silent NULL result.
 
 use crate::error::OrRaise;
+use crate::jsonb::RawJsonb;
 use crate::quota::{self, Recording};
 use crate::store::RecordRef;
-use entitlements_core::{period, Cycle, Error, QuotaStatus, Subject};
-use pgrx::datum::{AnyNumeric, JsonB, TimestampWithTimeZone};
+use entitlements_core::{period, Error, QuotaStatus, Subject};
+use pgrx::datum::{AnyNumeric, TimestampWithTimeZone};
 use pgrx::prelude::*;
 
 fn required<T>(value: Option<T>, function: &'static str, argument: &'static str) -> T {
@@ -64,7 +65,7 @@ fn record_feature_usage(
     resource_type: default!(Option<&str>, "NULL"),
     resource_id: default!(Option<i64>, "NULL"),
     amount: default!(Option<i32>, 1),
-    metadata: default!(Option<JsonB>, "NULL"),
+    metadata: default!(Option<RawJsonb>, "NULL"),
     idempotency_key: default!(Option<&str>, "NULL"),
 ) -> bool {
     let subject = subject("record_feature_usage", user_id, feature_code);
@@ -91,7 +92,7 @@ fn consume(
     idempotency_key: default!(Option<&str>, "NULL"),
     resource_type: default!(Option<&str>, "NULL"),
     resource_id: default!(Option<i64>, "NULL"),
-    metadata: default!(Option<JsonB>, "NULL"),
+    metadata: default!(Option<RawJsonb>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -170,7 +171,8 @@ fn adjust(
     let subject = subject(function, user_id, feature_code);
     let reason = required(reason, function, "reason");
     let actor = required(actor, function, "actor");
-    Spi::connect_mut(|client| quota::adjust(client, &subject, new_value, reason, actor)).or_raise()
+    Spi::connect_mut(|client| quota::adjust(client, function, &subject, new_value, reason, actor))
+        .or_raise()
 }
 
 /// Sets one custom quota of the user's active subscription, audited in quota.quota_adjustments.
@@ -280,19 +282,5 @@ fn anniversary_period(
     'static,
     (name!(period_start, TimestampWithTimeZone), name!(period_end, TimestampWithTimeZone)),
 > {
-    let result = (|| {
-        let cycle: Cycle = cycle.parse()?;
-        let tz = period::time_zone(time_zone)?;
-        let (start, end) = period::anniversary_period(
-            crate::time::from_pg(anchor)?,
-            cycle,
-            crate::time::from_pg(at)?,
-            &tz,
-        )?;
-        Ok::<_, Error>((
-            crate::time::to_pg(Some(start), true),
-            crate::time::to_pg(Some(end), false),
-        ))
-    })();
-    TableIterator::once(result.or_raise())
+    TableIterator::once(quota::anniversary(anchor, cycle, at, time_zone).or_raise())
 }

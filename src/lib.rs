@@ -11,6 +11,7 @@ use pgrx::prelude::*;
 
 mod api;
 mod error;
+mod jsonb;
 mod quota;
 mod store;
 mod time;

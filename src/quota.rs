@@ -1,14 +1,15 @@
 //! The quota operations: the rules of `entitlements-core` applied to rows from [`crate::store`].
 
+use crate::jsonb::RawJsonb;
 use crate::store::{self, Catalog, FeatureRow, SubscriptionRow, Use};
-use crate::time::{from_pg, to_pg};
+use crate::time::{check_range, from_pg, to_pg};
 use entitlements_core::alerts;
 use entitlements_core::limit::{self, LimitSources};
 use entitlements_core::period::{self, Subscription};
 use entitlements_core::{
-    units, Error, Limit, Period, QuotaStatus, ResetRule, Resolved, Source, Subject,
+    units, Cycle, Error, Limit, Period, QuotaStatus, ResetRule, Resolved, Source, Subject,
 };
-use pgrx::datum::{JsonB, TimestampWithTimeZone};
+use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
@@ -48,7 +49,9 @@ fn period_of(row: &FeatureRow, rule: ResetRule, sub: &SubscriptionRow) -> Result
         cycle: sub.cycle.parse()?,
     };
     let tz = period::time_zone(&row.time_zone)?;
-    period::current_period(rule, &subscription, from_pg(row.now)?, &tz)
+    let period = period::current_period(rule, &subscription, from_pg(row.now)?, &tz)?;
+    check_range(&period)?;
+    Ok(period)
 }
 
 /// `check_user_quota`: the limit, the current period's usage and what remains.
@@ -157,7 +160,7 @@ pub struct Recording<'a> {
     pub idempotency_key: Option<&'a str>,
     pub resource_type: Option<&'a str>,
     pub resource_id: Option<i64>,
-    pub metadata: Option<JsonB>,
+    pub metadata: Option<RawJsonb>,
 }
 
 /// The answer of `consume`.
@@ -334,12 +337,13 @@ pub fn refund(
 /// active subscription's custom_quotas with an audit row; returns the old and new values.
 pub fn adjust(
     client: &mut SpiClient<'_>,
+    function: &'static str,
     subject: &Subject,
     new_value: Option<i64>,
     reason: &str,
     actor: &str,
 ) -> Result<(Option<i32>, Option<i32>), Error> {
-    ensure_writable("adjust_quota")?;
+    ensure_writable(function)?;
     if reason.trim().is_empty() {
         return Err(Error::EmptyReason { subject: subject.clone() });
     }
@@ -400,7 +404,7 @@ pub struct SubscriptionState {
     pub plan_id: i64,
     /// Active now: status 'active' and start_date <= now() < end_date.
     pub active: bool,
-    pub custom_quotas: Option<JsonB>,
+    pub custom_quotas: Option<RawJsonb>,
 }
 
 /// Each feature's effective limit under one subscription row (`None`: no quota from it).
@@ -467,18 +471,40 @@ pub fn announce_subscription_change(
     Ok(())
 }
 
-/// Validates a `custom_quotas` document against the catalog.
+/// Validates a `custom_quotas` document (as jsonb_out prints it) against the catalog.
 pub fn validate_custom_quotas(
     client: &SpiClient<'_>,
     user_id: i64,
-    value: &serde_json::Value,
+    document: &str,
 ) -> Result<(), Error> {
-    let keys = match value {
+    let value: serde_json::Value = serde_json::from_str(document)
+        .map_err(|e| Error::CustomQuotasUnreadable { user_id, reason: e.to_string() })?;
+    let keys = match &value {
         serde_json::Value::Object(map) => map.keys().cloned().collect(),
         _ => Vec::new(),
     };
     let known = if keys.is_empty() { Vec::new() } else { store::known_features(client, keys) };
-    limit::validate_custom_quotas(user_id, value, |f| known.iter().any(|k| k == f)).map(|_| ())
+    limit::validate_custom_quotas(user_id, &value, |f| known.iter().any(|k| k == f)).map(|_| ())
+}
+
+/// `anniversary_period`: the pure period arithmetic on SQL values.
+pub fn anniversary(
+    anchor: TimestampWithTimeZone,
+    cycle: &str,
+    at: TimestampWithTimeZone,
+    time_zone: &str,
+) -> Result<(TimestampWithTimeZone, TimestampWithTimeZone), Error> {
+    let cycle: Cycle = cycle.parse()?;
+    let tz = period::time_zone(time_zone)?;
+    let (start, end) = period::anniversary_period(from_pg(anchor)?, cycle, from_pg(at)?, &tz)?;
+    let period = Period {
+        start: Some(start),
+        end: Some(end),
+        rule: ResetRule::BillingCycle,
+        cycle: Some(cycle),
+    };
+    check_range(&period)?;
+    Ok(period_bounds(&period))
 }
 
 /// A timestamptz for a period bound, as [`crate::api`] returns it.

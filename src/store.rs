@@ -2,8 +2,9 @@
 //! (`SPI_keepplan`), so a call pays no parse or plan. Every name is schema-qualified: a call
 //! delegated to another node or run under a hostile search_path resolves the same objects.
 
+use crate::jsonb::RawJsonb;
 use entitlements_core::{Error, Subject};
-use pgrx::datum::{DatumWithOid, JsonB, TimestampWithTimeZone};
+use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
 use pgrx::pg_sys::BuiltinOid;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData};
 use pgrx::PgOid;
@@ -464,7 +465,7 @@ pub struct Use<'a> {
     pub limit: Option<i64>,
     pub resource_type: Option<&'a str>,
     pub resource_id: Option<i64>,
-    pub metadata: Option<JsonB>,
+    pub metadata: Option<RawJsonb>,
     pub idempotency_key: Option<&'a str>,
 }
 
@@ -480,7 +481,7 @@ pub fn apply_use(client: &mut SpiClient<'_>, u: Use<'_>) -> Option<(i64, i32)> {
         u.limit.map_or_else(DatumWithOid::null::<i64>, Into::into),
         u.resource_type.map_or_else(DatumWithOid::null::<&str>, Into::into),
         u.resource_id.map_or_else(DatumWithOid::null::<i64>, Into::into),
-        u.metadata.map_or_else(DatumWithOid::null::<JsonB>, Into::into),
+        u.metadata.map_or_else(DatumWithOid::null::<RawJsonb>, Into::into),
         u.idempotency_key.map_or_else(DatumWithOid::null::<&str>, Into::into),
     ];
     let plan = &plans(client).use_;
@@ -529,10 +530,10 @@ pub struct FeatureSources {
 pub fn limits_for(
     client: &SpiClient<'_>,
     plan_id: i64,
-    custom: Option<JsonB>,
+    custom: Option<RawJsonb>,
 ) -> Vec<FeatureSources> {
     let args: [DatumWithOid; 2] =
-        [plan_id.into(), custom.map_or_else(DatumWithOid::null::<JsonB>, Into::into)];
+        [plan_id.into(), custom.map_or_else(DatumWithOid::null::<RawJsonb>, Into::into)];
     client
         .select(&plans(client).limits_for, None, &args)
         .unwrap_or_else(|e| panic!("limit lookup failed: {e}"))

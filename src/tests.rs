@@ -407,7 +407,10 @@ mod tests {
             one::<i64>("SELECT quota_limit FROM quota.usage_overview(41) WHERE feature_code = 'keyword_distillation'"),
             Some(2)
         );
-        assert_eq!(one::<bool>("SELECT bool_or(has_quota) FROM quota.usage_overview(42)"), Some(false));
+        assert_eq!(
+            one::<bool>("SELECT bool_or(has_quota) FROM quota.usage_overview(42)"),
+            Some(false)
+        );
     }
 
     #[pg_test]
@@ -416,7 +419,9 @@ mod tests {
         run("UPDATE quota.user_subscriptions SET end_date = 'infinity' WHERE user_id = 43");
         assert_eq!(check(43, "articles_per_month").2, 10);
         assert_eq!(
-            one::<String>("SELECT period_end::text FROM quota.get_quota_period(43, 'storage_space')"),
+            one::<String>(
+                "SELECT period_end::text FROM quota.get_quota_period(43, 'storage_space')"
+            ),
             Some("infinity".into())
         );
     }

@@ -1,6 +1,6 @@
 //! timestamptz <-> jiff::Timestamp. PostgreSQL counts microseconds from 2000-01-01 UTC.
 
-use entitlements_core::Error;
+use entitlements_core::{Error, Period};
 use jiff::Timestamp;
 use pgrx::datum::TimestampWithTimeZone;
 
@@ -21,13 +21,29 @@ pub fn from_pg(t: TimestampWithTimeZone) -> Result<Timestamp, Error> {
         .ok_or_else(|| out_of_range(&t))
 }
 
+fn try_to_pg(t: Timestamp) -> Option<TimestampWithTimeZone> {
+    TimestampWithTimeZone::try_from(t.as_microsecond() - PG_EPOCH_UNIX_MICROS).ok()
+}
+
+/// Checks that a computed period can be stored: jiff reaches back to the year -9999,
+/// PostgreSQL's timestamptz only to 4714 BC.
+pub fn check_range(period: &Period) -> Result<(), Error> {
+    for t in [period.start, period.end].into_iter().flatten() {
+        if try_to_pg(t).is_none() {
+            return Err(Error::PeriodOutOfRange {
+                detail: format!("{t} is before the earliest timestamptz, 4714-11-24 BC"),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A period bound as a timestamptz: `None` is `-infinity` for a start, `infinity` for an end.
+/// Bounds come from periods that passed [`check_range`].
 pub fn to_pg(t: Option<Timestamp>, is_start: bool) -> TimestampWithTimeZone {
     match t {
         None if is_start => TimestampWithTimeZone::negative_infinity(),
         None => TimestampWithTimeZone::positive_infinity(),
-        // jiff's range (years -9999..=9999) lies well inside PostgreSQL's.
-        Some(t) => TimestampWithTimeZone::try_from(t.as_microsecond() - PG_EPOCH_UNIX_MICROS)
-            .expect("a jiff timestamp fits timestamptz"),
+        Some(t) => try_to_pg(t).expect("check_range accepted the period"),
     }
 }

@@ -1,11 +1,12 @@
 //! Trigger functions on `quota.user_subscriptions`.
 
 use crate::error::OrRaise;
+use crate::jsonb::RawJsonb;
 use crate::quota::{self, SubscriptionState};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::datum::TryFromDatumError;
 use pgrx::prelude::*;
-use pgrx::{AllocatedByPostgres, JsonB};
+use pgrx::AllocatedByPostgres;
 
 type TriggerResult<'a> = Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, TryFromDatumError>;
 
@@ -34,9 +35,10 @@ fn user_id(tuple: &PgHeapTuple<'_, AllocatedByPostgres>) -> i64 {
 #[pg_trigger]
 fn validate_custom_quotas<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
     let new = trigger.new().expect("validate_custom_quotas runs BEFORE INSERT OR UPDATE");
-    if let Some(JsonB(value)) = new.get_by_name::<JsonB>("custom_quotas")? {
+    if let Some(document) = new.get_by_name::<RawJsonb>("custom_quotas")? {
         let user_id = user_id(&new);
-        Spi::connect(|client| quota::validate_custom_quotas(client, user_id, &value)).or_raise();
+        let text = document.to_text();
+        Spi::connect(|client| quota::validate_custom_quotas(client, user_id, &text)).or_raise();
     }
     Ok(Some(new))
 }
@@ -57,7 +59,7 @@ fn state(
         subscription_id: int8_column(tuple, "id")?.expect("id is NOT NULL"),
         plan_id: int8_column(tuple, "plan_id")?.expect("plan_id is NOT NULL"),
         active,
-        custom_quotas: tuple.get_by_name::<JsonB>("custom_quotas")?,
+        custom_quotas: tuple.get_by_name::<RawJsonb>("custom_quotas")?,
     })
 }
 

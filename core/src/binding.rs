@@ -44,7 +44,10 @@ mod tests {
 
     #[test]
     fn text_without_the_schema_is_unchanged() {
-        assert_eq!(retarget("SELECT pg_catalog.now()", "public", &TABLES), "SELECT pg_catalog.now()");
+        assert_eq!(
+            retarget("SELECT pg_catalog.now()", "public", &TABLES),
+            "SELECT pg_catalog.now()"
+        );
         assert_eq!(retarget("quota.", "public", &TABLES), "quota.");
     }
 }

@@ -14,7 +14,7 @@ pub struct Subject {
 
 impl fmt::Display for Subject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "user {} feature \"{}\"", self.user_id, self.feature)
+        write!(f, "user {} feature \"{}\"", self.user_id, clip(&self.feature))
     }
 }
 
@@ -56,6 +56,8 @@ pub enum Error {
     },
     /// A quota value is a whole number beyond the int4 range.
     QuotaValueOutOfRange { subject: Subject, origin: &'static str, value: String },
+    /// `custom_quotas` cannot be parsed (nested beyond the parser's limit of 128 levels).
+    CustomQuotasUnreadable { user_id: i64, reason: String },
     /// `custom_quotas` is not a JSON object.
     CustomQuotasNotObject { user_id: i64, value: String },
     /// A usage amount of zero, a negative amount, or one beyond int4.
@@ -106,7 +108,9 @@ impl Error {
             }
             PeriodOutOfRange { .. } => ErrorKind::DatetimeOverflow,
             ReadOnlyServer { .. } => ErrorKind::ReadOnly,
-            InvalidQuotaValue { .. } | CustomQuotasNotObject { .. } => ErrorKind::InvalidText,
+            InvalidQuotaValue { .. }
+            | CustomQuotasNotObject { .. }
+            | CustomQuotasUnreadable { .. } => ErrorKind::InvalidText,
             InvalidAmount { .. }
             | UnknownUnit { .. }
             | InvalidCycle { .. }
@@ -133,7 +137,7 @@ impl Error {
             InvalidQuotaValue { .. } | QuotaValueOutOfRange { .. } | InvalidLimit { .. } => {
                 "A quota is a whole number from -1 (unlimited) to 2147483647.".into()
             }
-            CustomQuotasNotObject { .. } => {
+            CustomQuotasNotObject { .. } | CustomQuotasUnreadable { .. } => {
                 "custom_quotas is a JSON object such as {\"articles_per_month\": 10}.".into()
             }
             InvalidAmount { .. } => "The amount is a whole number from 1 to 2147483647.".into(),
@@ -174,6 +178,16 @@ impl Error {
     }
 }
 
+/// A value as an error message shows it: whole up to 200 characters, else its start and its
+/// length (a 1 MB bad value must not become a 1 MB message and log line).
+fn clip(value: &str) -> std::borrow::Cow<'_, str> {
+    const MAX: usize = 200;
+    match value.char_indices().nth(MAX) {
+        None => value.into(),
+        Some((cut, _)) => format!("{}... ({} bytes)", &value[..cut], value.len()).into(),
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use Error::*;
@@ -182,20 +196,30 @@ impl fmt::Display for Error {
                 write!(f, "{function}: argument {argument} must not be NULL")
             }
             UnknownFeature { user_id: Some(u), feature } => {
-                write!(f, "unknown feature \"{feature}\" (asked for user {u})")
+                write!(f, "unknown feature \"{}\" (asked for user {u})", clip(feature))
             }
-            UnknownFeature { user_id: None, feature } => write!(f, "unknown feature \"{feature}\""),
+            UnknownFeature { user_id: None, feature } => {
+                write!(f, "unknown feature \"{}\"", clip(feature))
+            }
             NoActiveSubscription { subject } => {
                 write!(f, "{subject}: no active subscription")
             }
             InvalidQuotaValue { subject, origin, value, reason } => {
-                write!(f, "{subject}: invalid quota value {value} in {origin}: {reason}")
+                write!(f, "{subject}: invalid quota value {} in {origin}: {reason}", clip(value))
             }
             QuotaValueOutOfRange { subject, origin, value } => {
+                let value = clip(value);
                 write!(f, "{subject}: quota value {value} in {origin} is out of range for integer")
             }
             CustomQuotasNotObject { user_id, value } => {
-                write!(f, "user {user_id}: custom_quotas must be a JSON object, not {value}")
+                write!(
+                    f,
+                    "user {user_id}: custom_quotas must be a JSON object, not {}",
+                    clip(value)
+                )
+            }
+            CustomQuotasUnreadable { user_id, reason } => {
+                write!(f, "user {user_id}: custom_quotas cannot be read: {reason}")
             }
             InvalidAmount { subject, amount } => {
                 write!(f, "{subject}: amount {amount} is invalid, it must be at least 1")
@@ -211,7 +235,7 @@ impl fmt::Display for Error {
             }
             InvalidCycle { value } => write!(f, "invalid quota cycle \"{value}\""),
             InvalidResetRule { value } => write!(f, "invalid reset rule \"{value}\""),
-            InvalidTimeZone { value } => write!(f, "invalid time zone \"{value}\""),
+            InvalidTimeZone { value } => write!(f, "invalid time zone \"{}\"", clip(value)),
             PeriodOutOfRange { detail } => write!(f, "quota period out of range: {detail}"),
             OutsideSubscription { at, start, end } => {
                 write!(f, "{at} lies outside the subscription [{start}, {end})")
@@ -245,3 +269,18 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_values_are_clipped_in_messages() {
+        let e = Error::InvalidTimeZone { value: "x".repeat(1_000_000) };
+        let msg = e.to_string();
+        assert!(msg.len() < 300, "{}", msg.len());
+        assert!(msg.ends_with("... (1000000 bytes)\""), "{msg}");
+        let short = Error::InvalidTimeZone { value: "Mars/Olympus".into() };
+        assert_eq!(short.to_string(), "invalid time zone \"Mars/Olympus\"");
+    }
+}

@@ -5,14 +5,10 @@
 #   (b) every reading function gives the same answers (check_user_quota, get_user_storage_quota,
 #       usage_overview, get_quota_period, for every user and feature) and verify_ledger() is empty,
 #   (c) after the restore, retrying every keyed use (consume and record_feature_usage with the
-#       same user, feature, amount and idempotency key) is allowed and counts nothing.
+#       same user, feature, amount and idempotency key) is allowed and counts nothing,
+#   (d) the identity sequences continue where they were: new rows get new ids,
+#   (e) an edited built-in feature keeps its edit.
 # Data: tests/ops/dump_restore_data.sql; what is compared: tests/ops/snapshot.sql.
-#
-# Not checked, because it does not hold today (see docs/scaling.md and the ops report):
-#   * the identity sequences of the config tables are not dumped (pg_extension_config_dump is
-#     not called for them), so after a restore new rows reuse ids 1, 2, ...;
-#   * an edited built-in row of quota.features is not dumped (filter 'WHERE NOT builtin'), so a
-#     restore brings back the extension's original values.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/cluster.sh
@@ -39,6 +35,8 @@ empty=$(sql_value "$DIR" "$PORT" source_db "
      AND (xpath('/row/n/text()', query_to_xml(
             format('SELECT count(*) AS n FROM quota.%I', c.relname), false, true, '')))[1]::text = '0'")
 [ -z "$empty" ] || fail "tables without rows in the source database: $empty"
+sql "$DIR" "$PORT" source_db -c "UPDATE quota.features SET default_limit = 7, name = 'Keyword distillation (edited)'
+                                  WHERE code = 'keyword_distillation'" >/dev/null
 custom=$(sql_value "$DIR" "$PORT" source_db "SELECT count(*) FROM quota.features WHERE NOT builtin")
 [ "$custom" = 1 ] || fail "expected 1 user-added feature in the source database, found $custom"
 ok "every quota table has rows; 1 user-added feature next to the built-in ones"
@@ -100,5 +98,23 @@ read -r calls refused <<<"$retried"
 after=$(sql_value "$DIR" "$PORT" restored_db "$state")
 [ "$before" = "$after" ] || fail "retried keys counted again after the restore: before [$before], after [$after]"
 ok "$calls retries of keyed uses: all allowed, counters and ledger unchanged ($after)"
+
+check "(d) identity sequences continue, (e) the edited built-in feature survived"
+seqs="SELECT string_agg(sequencename || '=' || coalesce(last_value::text, 'unset'), ' ' ORDER BY sequencename)
+        FROM pg_sequences WHERE schemaname = 'quota'"
+src_seqs=$(sql_value "$DIR" "$PORT" source_db "$seqs")
+dst_seqs=$(sql_value "$DIR" "$PORT" restored_db "$seqs")
+[ "$src_seqs" = "$dst_seqs" ] || fail "sequences differ: source [$src_seqs], restored [$dst_seqs]"
+allowed=$(sql_value "$DIR" "$PORT" restored_db \
+  "SELECT allowed FROM quota.consume(1, 'articles_per_month', 1, 'after-restore')" 2>&1)
+[ "$allowed" = t ] || fail "a new use after the restore: expected allowed, got [$allowed]"
+newest=$(sql_value "$DIR" "$PORT" restored_db "
+  SELECT max(id) = (SELECT id FROM quota.usage_records WHERE idempotency_key = 'after-restore')
+    FROM quota.usage_records")
+[ "$newest" = t ] || fail "the use after the restore did not get the newest id"
+edited=$(sql_value "$DIR" "$PORT" restored_db "
+  SELECT default_limit || ' ' || name FROM quota.features WHERE code = 'keyword_distillation'")
+[ "$edited" = "7 Keyword distillation (edited)" ] || fail "the edited built-in feature came back as [$edited]"
+ok "sequences [$dst_seqs]; a new use gets a new id; the built-in edit survived"
 
 echo "==> dump and restore: all checks passed"

@@ -1,8 +1,8 @@
 -- Everything a copy of a database must keep, printed in a fixed order so that two databases
 -- can be compared with diff (scripts/ops/dump-restore.sh, scripts/ops/standby.sh): every
 -- quota table's row count, md5 and rows, and the answers of every reading function for every
--- user and feature. Read-only (it runs on a hot standby too); run with PGTZ=UTC. The identity
--- sequences are left out: pg_dump does not keep them today.
+-- user and feature. Read-only (it runs on a hot standby too); run with PGTZ=UTC. Sequences are
+-- compared by dump-restore.sh itself (a standby has no last_value to read).
 \pset footer off
 \pset null '<null>'
 
