@@ -438,4 +438,23 @@ mod tests {
              WHERE user_id = 44; EXCEPTION WHEN OTHERS THEN PERFORM set_config('pge.code', SQLSTATE, true); END $$");
         assert_eq!(one::<String>("SELECT current_setting('pge.code', true)"), Some("22003".into()));
     }
+
+    #[pg_test]
+    fn usage_is_the_current_periods_even_when_a_later_counter_exists() {
+        subscribe(45, "free", "NULL");
+        consume(45, 3, "");
+        // A counter of a later period (as left behind when an anchor moves back).
+        run("INSERT INTO quota.user_usage
+               (user_id, feature_code, period_start, period_end, usage_count, last_reset_at, updated_at)
+             VALUES (45, 'articles_per_month', now() + interval '5 days', now() + interval '35 days',
+                     50, now(), now())");
+        assert_eq!(check(45, "articles_per_month").1, 3);
+        // Only earlier counters: nothing used in this period.
+        run("DELETE FROM quota.user_usage WHERE user_id = 45");
+        run("INSERT INTO quota.user_usage
+               (user_id, feature_code, period_start, period_end, usage_count, last_reset_at, updated_at)
+             VALUES (45, 'articles_per_month', now() - interval '70 days', now() - interval '40 days',
+                     9, now(), now())");
+        assert_eq!(check(45, "articles_per_month").1, 0);
+    }
 }
