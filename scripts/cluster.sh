@@ -17,16 +17,33 @@ install_extension() {
   cargo pgrx install --pg-config "$PG_CONFIG" "$@" >/dev/null
 }
 
-# cluster_start DIR PORT [extra postgres -c settings...]: a fresh cluster in DIR.
+# cluster_start DIR PORT [name=value settings...]: a fresh cluster in DIR. The settings go to
+# postgresql.conf (quoted there, so values such as '$libdir' need no shell escaping).
 cluster_start() {
   local dir=$1 port=$2; shift 2
   rm -rf "$dir" && mkdir -p "$dir" && chown postgres: "$dir"
   as_postgres "$PG_BIN/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
     || { cat "$dir/initdb.log"; return 1; }
-  local opts="-p $port -k $dir -c listen_addresses=localhost -c fsync=off"
-  for setting in "$@"; do opts="$opts -c $setting"; done
-  as_postgres "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -o "$opts" -w start >/dev/null \
+  local setting
+  for setting in listen_addresses=localhost fsync=off "$@"; do
+    printf "%s = '%s'\n" "${setting%%=*}" "${setting#*=}" >>"$dir/data/postgresql.conf"
+  done
+  as_postgres "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -o "-p $port -k $dir" -w start >/dev/null \
     || { cat "$dir/server.log"; return 1; }
+}
+
+# suite_cluster DIR PORT [settings...]: what every suite starts with. Builds and installs the
+# extension, starts a fresh cluster in DIR that loads its own copy of the library (the control
+# file's module_pathname has no $libdir, so dynamic_library_path decides: a build another suite
+# installs meanwhile cannot replace the library under this one's backends), and stops the
+# cluster when the calling script exits.
+suite_cluster() {
+  local dir=$1 port=$2; shift 2
+  install_extension
+  trap "cluster_stop '$dir'" EXIT
+  cluster_start "$dir" "$port" "dynamic_library_path=$dir/lib:\$libdir" "$@"
+  mkdir -p "$dir/lib" && cp "$("$PG_CONFIG" --pkglibdir)/pg_entitlements.so" "$dir/lib/"
+  chmod 755 "$dir/lib" && chmod 644 "$dir/lib/pg_entitlements.so"
 }
 
 cluster_stop() {

@@ -8,9 +8,7 @@ source scripts/cluster.sh
 
 DIR=${PGE_DEMO_DIR:-/tmp/pg_entitlements-demo}
 PORT=${PGE_DEMO_PORT:-55400}
-install_extension
-trap 'cluster_stop "$DIR"' EXIT
-cluster_start "$DIR" "$PORT"
+suite_cluster "$DIR" "$PORT"
 as_postgres "$PG_BIN/createdb" -h "$DIR" -p "$PORT" demo
 echo "==> demo: the seed scenario (database demo on port $PORT)"
 as_postgres "$PG_BIN/psql" -X -h "$DIR" -p "$PORT" -d demo -f - < examples/seed_scenario.sql

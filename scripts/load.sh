@@ -26,33 +26,10 @@ MANY_TX=${LOAD_MANY_TX:-400}        # per client: 16 x 400 = 6400 attempts for 2
 KEYS=${LOAD_KEYS:-50}
 KEY_TX=${LOAD_KEY_TX:-200}          # per client: 16 x 200 = 3200 calls over 50 keys
 
-trap 'cluster_stop "$DIR"' EXIT
-cluster_start "$DIR" "$PORT" timezone=UTC max_connections=$((CLIENTS + 20))
-PSQL=("$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$DIR" -p "$PORT" -U postgres)
-"${PSQL[@]}" -d postgres \
-  -c "ALTER SYSTEM SET dynamic_library_path = '$DIR/lib:\$libdir'" -c "SELECT pg_reload_conf()" >/dev/null
-for _ in $(seq 50); do   # the reload is asynchronous: wait until new sessions see the setting
-  [ "$("${PSQL[@]}" -d postgres -At -c "SHOW dynamic_library_path")" = "$DIR/lib:\$libdir" ] && break
-  sleep 0.1
-done
+suite_cluster "$DIR" "$PORT" timezone=UTC max_connections=$((CLIENTS + 20))
 "$PG_BIN/createdb" -h "$DIR" -p "$PORT" -U postgres "$DB"
-sql() { "${PSQL[@]}" -d "$DB" -At "$@"; }
-# Built and installed right before its .so is copied and CREATE EXTENSION reads its SQL files:
-# other people install their builds into the same PostgreSQL at any time, and this keeps the
-# window in which one could slip in between the two as small as possible. The cluster loads
-# its own copy of the .so (module_pathname has no $libdir, so dynamic_library_path decides):
-# a build installed into $libdir later cannot replace the library under the running backends.
-install_extension
-mkdir -p "$DIR/lib" && cp "$("$PG_CONFIG" --pkglibdir)/pg_entitlements.so" "$DIR/lib/"
-chmod 755 "$DIR/lib" && chmod 644 "$DIR/lib/pg_entitlements.so"
+sql() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$DIR" -p "$PORT" -U postgres -d "$DB" -At "$@"; }
 sql -c "CREATE EXTENSION pg_entitlements"
-loaded=$(sql -c "SELECT count(*) FROM quota.check_user_quota(1, 'articles_per_month')" \
-  -c "SELECT DISTINCT substring(l FROM '(/\S*pg_entitlements\.so)')
-        FROM pg_catalog.regexp_split_to_table(pg_catalog.pg_read_file('/proc/self/maps'), E'\n') l
-       WHERE l LIKE '%pg_entitlements.so%'" | tail -n +2)
-if [ "$loaded" != "$DIR/lib/pg_entitlements.so" ]; then
-  echo "the backends load '$loaded', not the copy $DIR/lib/pg_entitlements.so"; exit 1
-fi
 sql -v hot_limit="$HOT_LIMIT" -v users="$USERS" -v user_limit="$USER_LIMIT" -f tests/load/fixtures.sql >/dev/null
 
 failures=0

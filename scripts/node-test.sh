@@ -8,9 +8,7 @@ source scripts/cluster.sh
 DIR=${PGE_NODE_DIR:-/tmp/pg_entitlements-node}
 PORT=${PGE_NODE_PORT:-55445}
 
-install_extension
-trap 'cluster_stop "$DIR"' EXIT
-cluster_start "$DIR" "$PORT"
+suite_cluster "$DIR" "$PORT"
 as_postgres "$PG_BIN/createdb" -h "$DIR" -p "$PORT" quota_events
 
 cd examples/node

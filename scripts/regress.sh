@@ -8,10 +8,8 @@ source scripts/cluster.sh
 DIR=${PGE_REGRESS_DIR:-/tmp/pg_entitlements-regress}
 PORT=${PGE_REGRESS_PORT:-55432}
 
-install_extension
-trap 'cluster_stop "$DIR"' EXIT
 # The tests set the time zone they need themselves; the server's is fixed for stable output.
-cluster_start "$DIR" "$PORT" timezone=UTC
+suite_cluster "$DIR" "$PORT" timezone=UTC
 as_postgres "$PG_BIN/createdb" -h "$DIR" -p "$PORT" pge_regress
 
 out="$DIR/out"; mkdir -p "$out"; chown postgres: "$out"

@@ -22,9 +22,7 @@ CLIENTS=8
 # fsync on: what a crash may lose is decided by PostgreSQL, not by a setting of the test.
 SETTINGS="timezone=UTC fsync=on max_connections=40"
 
-install_extension
-trap 'cluster_stop "$DIR"' EXIT
-cluster_start "$DIR" "$PORT" $SETTINGS
+suite_cluster "$DIR" "$PORT" $SETTINGS
 echo "==> crash safety (cluster in $DIR, port $PORT)"
 as_postgres "$PG_BIN/createdb" -h "$DIR" -p "$PORT" "$DB"
 sql "$DIR" "$PORT" "$DB" -c 'CREATE EXTENSION pg_entitlements' -c 'CREATE EXTENSION amcheck'

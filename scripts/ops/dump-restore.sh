@@ -17,9 +17,7 @@ source scripts/ops/common.sh
 DIR=/tmp/pg_entitlements-ops-dump-restore
 PORT=55450
 
-install_extension
-trap 'cluster_stop "$DIR"' EXIT
-cluster_start "$DIR" "$PORT" timezone=UTC
+suite_cluster "$DIR" "$PORT" timezone=UTC
 echo "==> dump and restore (cluster in $DIR, port $PORT)"
 
 as_postgres "$PG_BIN/createdb" -h "$DIR" -p "$PORT" source_db

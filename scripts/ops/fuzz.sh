@@ -16,9 +16,7 @@ DIR=/tmp/pg_entitlements-ops-fuzz
 PORT=55454
 DB=fuzz_db
 
-install_extension
-trap 'cluster_stop "$DIR"' EXIT
-cluster_start "$DIR" "$PORT" timezone=UTC
+suite_cluster "$DIR" "$PORT" timezone=UTC
 echo "==> hostile inputs (cluster in $DIR, port $PORT)"
 as_postgres "$PG_BIN/createdb" -h "$DIR" -p "$PORT" "$DB"
 
