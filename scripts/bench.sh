@@ -47,6 +47,9 @@ if [ -n "${BENCH_REV:-}" ]; then
   SOURCE_DESC="commit \`$(git rev-parse --short "$COMMIT")\` ($(git log -1 --format=%s "$COMMIT")), built from a clean export (BENCH_REV=$BENCH_REV)"
   SRC=$(mktemp -d /tmp/pg_entitlements-bench-src.XXXXXX)
   git archive "$COMMIT" | tar -x -C "$SRC"
+  # git archive stamps files with the commit time, which can be older than a previous build in
+  # the same target folder: cargo would then keep the old library. Stamp them now.
+  find "$SRC" -type f -exec touch {} +
   PKG=$ROOT/target/bench/pg_entitlements-pg15
   step "building a release package of $COMMIT (cargo pgrx package)"
   (cd "$SRC" && CARGO_TARGET_DIR=$ROOT/target/bench \
@@ -120,6 +123,9 @@ if [ "$LOADED" != "$DIR/lib/pg_entitlements.so" ] || ! cmp -s "$LOADED" "$SO"; t
 fi
 SO_MD5=$(md5sum "$SO" | cut -c1-12)
 PG_VERSION=$(sql -c "SELECT version()")
+SETTINGS=$(sql -c "SELECT string_agg(name || ' ' || current_setting(name), ', ' ORDER BY name) FROM pg_settings
+                    WHERE name IN ('shared_buffers', 'fsync', 'synchronous_commit', 'jit', 'TimeZone',
+                                   'max_parallel_workers_per_gather', 'checkpoint_timeout', 'max_wal_size')")
 
 step "loading the data set (bench/data.sql: $USERS users) and the PL/pgSQL reference"
 sql -f bench/data.sql >/dev/null
@@ -406,7 +412,7 @@ script exits 0 whenever the run completes, and a missed target shows **FAIL** be
 | loaded library | \`$LOADED\` (read from the backend's /proc/<pid>/maps; \`dynamic_library_path = '$LIB_PATH_SETTING'\`) |
 | machine | $(nproc) cores, $HOST_CPU, $HOST_MEM RAM (shared and noisy: compare ratios, not absolute figures) |
 | PostgreSQL | $PG_VERSION |
-| server settings | shared_buffers 512MB, fsync on, jit off, max_parallel_workers_per_gather 0, timezone UTC |
+| server settings | $SETTINGS (synchronous_commit per case 3 run via PGOPTIONS) |
 | data | $N_SUBS users with one active subscription each (60% free, 30% professional, 10% enterprise), $N_CUSTOM with custom_quotas, $N_USAGE usage counters, $N_RECORDS usage records, $N_STORAGE storage rows; database $DB_SIZE (\`bench/data.sql\`) |
 | same answers | native, PL/pgSQL and inlined SQL return identical rows for every user ($USERS × articles_per_month, 10,000 × each other feature): **$MISMATCH disagreeing rows**. articles_per_month today: $N_HAS users with quota left, $N_EXHAUSTED exhausted, $N_UNLIMITED unlimited |
 | ledger | \`quota.verify_ledger()\` after all writes: $LEDGER_BAD disagreeing counters |

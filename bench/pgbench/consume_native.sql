@@ -1,0 +1,3 @@
+\set uid random(1, 100000)
+\set rid random(1, 2000000000)
+SELECT * FROM quota.consume(:uid, 'articles_per_month', 1, NULL, 'article', :rid, '{"words": 1200}');

@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# Where the time goes: callgrind profiles of case 1 (check_user_quota) and case 4 (triggers) on a
+# single-user backend of the bench cluster, which must be stopped. Called by scripts/bench.sh:
+#
+#   bench/profile.sh DIR INLINED_SQL     -> prints a markdown section on stdout
+#
+# This machine has no hardware counters (`perf stat -e instructions` is "not supported"), so the
+# profile counts instructions under valgrind's callgrind instead of sampling time: exact,
+# repeatable, and independent of the noise of the machine (memory stalls are not counted).
+# Figures are instructions (Ir) per call: the inclusive cost of a function divided by the calls.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/cluster.sh
+
+DIR=$1
+INLINED=$(echo "$2" | tr '\n' ' ')
+N=${PROFILE_CALLS:-3000}      # calls of check_user_quota per profile
+ROWS=${PROFILE_ROWS:-500}     # rows updated per trigger profile
+WN=${PROFILE_WRITES:-500}     # calls per write profile
+W=$DIR/work
+command -v valgrind >/dev/null && command -v callgrind_annotate >/dev/null || {
+  echo "valgrind is not installed" >&2; exit 1; }
+
+# single_user NAME SQL-LINE...: runs the lines on a single-user backend under callgrind. Costs are
+# zeroed whenever a statement starts (PortalRun), so the profile holds the last statement only:
+# warm-ups before it (plan preparation, caches) are not counted.
+single_user() {
+  local name=$1; shift
+  printf '%s\n' "$@" >"$W/profile-$name.sql"
+  as_postgres valgrind --tool=callgrind --callgrind-out-file="$W/callgrind-$name.out" --zero-before=PortalRun \
+    "$PG_BIN/postgres" --single -D "$DIR/data" -c "dynamic_library_path=$DIR/lib:\$libdir" \
+    -c shared_buffers=128MB -c jit=off -c max_parallel_workers_per_gather=0 -c timezone=UTC \
+    bench <"$W/profile-$name.sql" >"$W/profile-$name.log" 2>&1
+  grep -q "ERROR" "$W/profile-$name.log" && { grep ERROR "$W/profile-$name.log" >&2; return 1; }
+  # "Ir<TAB>function<TAB>object", inclusive costs
+  callgrind_annotate --inclusive=yes --threshold=100 "$W/callgrind-$name.out" 2>/dev/null \
+    | sed -n '/file:function/,$p' \
+    | sed -nE 's/^ *([0-9,]+) \([^)]*\) +[^:]*:(.*) \[(.*)\]$/\1\t\2\t\3/p' | tr -d ',' \
+    >"$W/inclusive-$name.tsv"
+}
+
+# Each profile: a warm-up statement on other users, then the measured one (the transaction of
+# the trigger profiles is rolled back when the backend exits).
+check() { # NAME LATERAL-EXPRESSION COUNT
+  single_user "$1" "SELECT $3 FROM generate_series(99901, 100000) g, LATERAL $2 q" \
+                   "SELECT $3 FROM generate_series(1, $N) g, LATERAL $2 q"
+}
+update() { echo "UPDATE quota.user_subscriptions SET custom_quotas = coalesce(custom_quotas, '{}') || '{\"storage_space\": 8192}' WHERE user_id $1"; }
+EXT_OFF="ALTER TABLE quota.user_subscriptions DISABLE TRIGGER validate_custom_quotas, DISABLE TRIGGER sync_storage_quota"
+check native "quota.check_user_quota(g, 'articles_per_month')" "count(*)"
+check plpgsql "seed.check_user_quota(g, 'articles_per_month')" "count(*)"
+check inlined "($INLINED)" "count(q.*)"
+check empty "(SELECT g AS x OFFSET 0)" "count(*)"
+single_user trig_native "BEGIN" "$(update "> 99990")" "$(update "<= $ROWS")"
+single_user trig_plpgsql "BEGIN" "$EXT_OFF" "ALTER TABLE quota.user_subscriptions ENABLE TRIGGER trigger_sync_storage_quota" \
+  "$(update "> 99990")" "$(update "<= $ROWS")"
+single_user trig_none "BEGIN" "$EXT_OFF" "$(update "> 99990")" "$(update "<= $ROWS")"
+# Writes, CPU only (one transaction per statement, no client, no commit wait): consume on the hot
+# user against the bare conditional UPDATE (in a PL/pgSQL loop: one SPI statement per call, its
+# cost read from SPI_execute_plan_with_paramlist), record_feature_usage against the reference.
+HOT=${PROFILE_HOT_USER:-7}
+single_user w_consume "SELECT count(*) FROM generate_series(1, 10) g, LATERAL quota.consume($HOT + 0 * g, 'articles_per_month') c" \
+  "SELECT count(*) FROM generate_series(1, $WN) g, LATERAL quota.consume($HOT + 0 * g, 'articles_per_month') c"
+floor_loop() {
+  echo "DO \$\$DECLARE ps timestamptz := (SELECT period_start FROM quota.get_quota_period($HOT, 'articles_per_month')); BEGIN FOR i IN 1..$1 LOOP UPDATE quota.user_usage SET usage_count = usage_count + 1 WHERE user_id = $HOT AND feature_code = 'articles_per_month' AND period_start = ps AND usage_count + 1 <= 2000000000; END LOOP; END\$\$"
+}
+single_user w_floor "$(floor_loop 10)" "$(floor_loop "$WN")"
+record() { echo "SELECT count($1.record_feature_usage(g, 'articles_per_month', 'article', g, 1, '{\"words\": 1200}')) FROM generate_series($2, $3) g"; }
+single_user w_record_native "$(record quota 99901 99910)" "$(record quota 1 "$WN")"
+single_user w_record_plpgsql "$(record seed 99901 99910)" "$(record seed 1 "$WN")"
+
+# inc PROFILE REGEX: the largest inclusive cost among functions whose name matches (0 if none).
+inc() { awk -F'\t' -v re="$2" '$2 ~ re && $1 > m {m = $1} END {print m + 0}' "$W/inclusive-$1.tsv"; }
+per() { awk -v a="$1" -v n="$2" 'BEGIN {printf "%.0f", a / n}'; }
+pct() { awk -v a="$1" -v b="$2" 'BEGIN {if (b == 0) print "–"; else printf "%.0f%%", 100 * a / b}'; }
+fmt() { echo "$1" | sed -E ':a; s/^([0-9]+)([0-9]{3})/\1,\2/; ta'; }
+sub() { awk -v a="$1" -v b="$2" 'BEGIN {d = a - b; print (d < 0 ? 0 : d)}'; }
+x() { awk -v a="$1" -v b="$2" 'BEGIN {if (b == 0) print "–"; else printf "%.2f×", a / b}'; }
+
+# Totals.
+nat=$(inc native '^check_user_quota_wrapper$')
+plp=$(inc plpgsql '^plpgsql_call_handler$')
+run_inl=$(inc inlined '^standard_ExecutorRun$'); run_empty=$(inc empty '^standard_ExecutorRun$')
+inl=$(sub "$run_inl" "$run_empty")
+upd_none=$(inc trig_none '^standard_ExecutorRun$')
+tn_sync=$(inc trig_native '^sync_storage_quota_wrapper$')
+tn_val=$(inc trig_native '^validate_custom_quotas_wrapper$')
+tn=$((tn_sync + tn_val))
+tp=$(inc trig_plpgsql '^plpgsql_call_handler$')
+wc=$(inc w_consume '^consume_wrapper$')
+wf=$(inc w_floor '^SPI_execute_plan_with_paramlist$')
+wrn=$(inc w_record_native '^record_feature_usage_wrapper$')
+wrp=$(inc w_record_plpgsql '^plpgsql_call_handler$')
+
+# One native check, by phase.
+n_spi=$(inc native '^SPI_execute_plan')
+n_start=$(inc native '^standard_ExecutorStart$')
+n_run=$(inc native "^standard_ExecutorRun'2$")
+n_end=$(inc native '^standard_ExecutorEnd$')
+n_spi_rest=$(sub "$n_spi" $((n_start + n_run + n_end)))
+n_rows=$(( $(inc native 'SpiTupleTable as .*Iterator>::next$') + $(inc native '::store::col$') ))
+n_srf_exec=$(sub "$(inc native '^ExecMakeTableFunctionResult$')" "$nat")
+n_srf_type=$(inc native '^get_call_result_type$')
+n_num=$(inc native '^numeric_in$|numeric_in.reify|AnyNumeric|::api::percentage$')
+n_json=$(inc native 'serde_json|^jsonb_|^JsonbToCString$')
+n_period=$(inc native '::quota::period_of$|^entitlements_core::period::current_period$')
+n_other=$(sub "$nat" $((n_spi + n_rows + n_srf_type + n_num + n_json + n_period)))
+p_start=$(inc plpgsql '^standard_ExecutorStart$')
+c_start=$(inc w_consume '^standard_ExecutorStart$')
+budget=$(awk -v p="$(per "$plp" "$N")" -v i="$(per "$inl" "$N")" 'BEGIN {b = p / 4; if (i < b) b = i; printf "%.0f", b}')
+
+row() { printf '| %s | %s | %s |\n' "$1" "$(fmt "$(per "$2" "$N")")" "$(pct "$2" "$nat")"; }
+
+# The extension's Rust functions that run statements (inclusive, per call).
+statements() { # PROFILE CALLS TOTAL
+  awk -F'\t' -v n="$2" -v t="$3" '$2 ~ /^pg_entitlements::(store|quota|triggers)::/ && $2 !~ /::col$|::must$|closure|prepare_plans/ {
+      printf "%d\t%s\t%.0f%%\n", $1 / n, $2, 100 * $1 / t }' "$W/inclusive-$1.tsv" \
+    | sort -t$'\t' -k1,1 -rn | head -7 \
+    | while IFS=$'\t' read -r ir name share; do printf '| `%s` | %s | %s |\n' "$name" "$(fmt "$ir")" "$share"; done
+}
+
+cat <<EOF
+## Where the time goes
+
+Instruction counts from \`valgrind --tool=callgrind\` on a single-user backend of the same
+cluster and data (\`bench/profile.sh\`; this virtual machine exposes no hardware counters, so
+\`perf stat -e instructions\` is not supported): $N calls of case 1's query per implementation,
+an \`UPDATE\` of custom_quotas on $ROWS subscriptions for the triggers, $WN calls for the writes;
+each after a warm-up statement that is not counted (plans prepared, caches filled). Figures are
+the inclusive cost of a function divided by the calls. Instructions are not time — cache misses,
+lock waits and commit flushes are not counted — but they are exact, immune to the noise of this
+machine, and rank the costs as the timings do.
+
+| per call | instructions | ratio |
+|---|---|---|
+| \`quota.check_user_quota\` (native) | $(fmt "$(per "$nat" "$N")") | $(x "$nat" "$plp") PL/pgSQL, $(x "$nat" "$inl") inlined |
+| \`seed.check_user_quota\` (PL/pgSQL reference) | $(fmt "$(per "$plp" "$N")") | |
+| inlined SQL (the query's run minus the empty LATERAL's) | $(fmt "$(per "$inl" "$N")") | |
+| extension triggers per updated row (validate $(fmt "$(per "$tn_val" "$ROWS")") + sync $(fmt "$(per "$tn_sync" "$ROWS")")) | $(fmt "$(per "$tn" "$ROWS")") | $(x "$tn" "$tp") PL/pgSQL |
+| PL/pgSQL reference trigger per updated row | $(fmt "$(per "$tp" "$ROWS")") | |
+| the UPDATE itself per row, no triggers | $(fmt "$(per "$upd_none" "$ROWS")") | |
+| \`quota.consume\`, hot user | $(fmt "$(per "$wc" "$WN")") | $(x "$wc" "$wf") the bare UPDATE |
+| bare conditional UPDATE of the counter | $(fmt "$(per "$wf" "$WN")") | |
+| \`quota.record_feature_usage\` (native) | $(fmt "$(per "$wrn" "$WN")") | $(x "$wrn" "$wrp") PL/pgSQL |
+| \`seed.record_feature_usage\` (PL/pgSQL reference) | $(fmt "$(per "$wrp" "$WN")") | |
+
+One native \`check_user_quota\` call:
+
+| where | instructions per call | share of the call |
+|---|---|---|
+EOF
+row "SPI: executor start-up of its statements (\`ExecutorStart\`: plan-tree init, expression compilation, tuple descriptors, relation opens and locks)" "$n_start"
+row "SPI: executor run (the index probes and joins themselves)" "$n_run"
+row "SPI: executor shut-down (\`ExecutorEnd\`)" "$n_end"
+row "SPI: the rest (plan-cache revalidation, snapshots, SPI bookkeeping, result tuple table)" "$n_spi_rest"
+row "reading the SPI result into Rust values (pgrx \`SpiHeapTupleData\` deforms every column, \`FromDatum\`)" "$n_rows"
+row "set-returning machinery inside the call (\`get_call_result_type\` builds the result tuple descriptor on every call)" "$n_srf_type"
+row "\`percentage\` as \`numeric\` (formatted as text, then \`numeric_in\`)" "$n_num"
+row "JSON (\`custom_quotas\` value: jsonb in SQL, serde_json in Rust)" "$n_json"
+row "period arithmetic (jiff)" "$n_period"
+row "everything else (pgrx glue and guards, memory contexts, the rest of the Rust code)" "$n_other"
+cat <<EOF
+
+Outside the call, the executor's set-returning-function path (\`ExecMakeTableFunctionResult\`:
+tuplestore and result slot) adds $(fmt "$(per "$n_srf_exec" "$N")") instructions per call. The
+PL/pgSQL reference spends $(fmt "$(per "$p_start" "$N")") instructions per call in executor
+start-up ($(pct "$p_start" "$plp") of it); the inlined statement starts its executor once per
+query, not once per user — that is its whole advantage.
+
+The extension's Rust functions that run statements (inclusive; nested ones overlap):
+
+| check_user_quota | instructions per call | share of the call |
+|---|---|---|
+$(statements native "$N" "$nat")
+
+| triggers | instructions per updated row | share of the triggers |
+|---|---|---|
+$(statements trig_native "$ROWS" "$tn")
+
+| consume, hot user | instructions per call | share of the call |
+|---|---|---|
+$(statements w_consume "$WN" "$wc")
+
+### Reading
+
+* **check_user_quota.** The targets (≤ 0.25× PL/pgSQL and ≤ 1.0× the inlined SQL) allow about
+  $(fmt "$budget") instructions per call against $(fmt "$(per "$nat" "$N")") today. Executor
+  start-up alone is $(fmt "$(per "$n_start" "$N")") and the runs of the statements
+  $(fmt "$(per "$n_run" "$N")"): as long as each call starts an executor for its statements, no
+  rewording of the SQL reaches the budget. What would: (1) probe the three indexes directly
+  (\`index_beginscan\`/\`index_getnext_slot\` on the active-subscription index, the plan feature
+  and the usage counter, as PostgreSQL's own foreign-key fast path does), with SPI kept as the
+  fallback where the local tables hold no rows (Citus coordinator, SCALE-OUT.md) — that removes
+  start-up, shut-down and the SPI rest, $(pct $((n_start + n_end + n_spi_rest)) "$nat") of the
+  call; (2) keep the nearly constant rows (features, plans, plan features, settings) in backend
+  memory behind a relcache invalidation callback instead of joining them on every call;
+  (3) return a composite instead of a one-row set (\`get_call_result_type\` on every call, plus
+  the executor's tuplestore: $(fmt "$(per $((n_srf_type + n_srf_exec)) "$N")") per call);
+  (4) build \`percentage\` as a numeric without going through text and read only the columns
+  needed ($(fmt "$(per $((n_num + n_rows)) "$N")") per call together). JSON parsing is not a
+  cost ($(fmt "$(per "$n_json" "$N")") per call): \`custom_quotas -> feature\` is extracted in SQL.
+* **Triggers.** The extension's triggers cost $(x "$tn" "$tp") the PL/pgSQL trigger per row,
+  almost all in \`sync_storage_quota\`, which runs several SPI statements per updated row (the
+  table above) even when the row's limits did not move. Comparing OLD and NEW in Rust first
+  (custom_quotas keys, plan_id, status, dates) and returning before any SPI when nothing that
+  decides a limit changed, and computing the limits of the new row once for both the storage
+  sync and the change notification, would bring it to at most one statement per row.
+* **Writes.** consume on one user costs $(x "$wc" "$wf") the bare conditional UPDATE in
+  instructions (executor start-up $(fmt "$(per "$c_start" "$WN")") per call against
+  $(fmt "$(per "$(inc w_floor '^standard_ExecutorStart$')" "$WN")")): it runs the joined
+  subscription lookup, which locks the subscription row, then one statement with the upsert and
+  the ledger insert (whose foreign-key checks and CHECK constraints, re-read from the catalog
+  for every new executor, cost $(fmt "$(per "$(inc w_consume '^ExecConstraints$')" "$WN")") per
+  call). On one hot user the subscription row lock (\`FOR NO KEY UPDATE\`, WAL-logged) is taken
+  at the start of every write and held to commit, so that user's writers queue for the whole
+  call, not only for the counter update as the bare UPDATE and the PL/pgSQL reference do: that,
+  more than instructions, is why the hot-user write ratios in case 3 are far below the
+  random-user ones. That lock is the price of ordering every use against a concurrent change of
+  the limit; ways to keep the guarantee at a lower price are to order on the counter row instead
+  (adjust_quota locking the user's current counters) or to lock the subscription only when a
+  use comes close to its limit, and one statement per use instead of two. (These write profiles run in one transaction, so the foreign-key
+  check on \`user_usage.feature_code\` fires for every update of the counter row, on both
+  sides; separate transactions skip it.)
+EOF
