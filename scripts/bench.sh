@@ -465,5 +465,7 @@ ${R[c5_native_anon_before]} → ${R[c5_native_anon_after]} kB.
    calls need, so the growth is the backend's own memory.
 
 $PROFILE_MD
+
+$(cat bench/optimisations.md)
 EOF
 step "done: $PASSES targets PASS, $FAILS FAIL; report in $OUT"

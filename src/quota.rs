@@ -70,15 +70,7 @@ fn check_with_period(
     };
     let limit = resolve(subject, &catalog, sub)?.map(|r| r.limit);
     let period = period_of(&row, catalog.reset_rule.parse()?, sub)?;
-    let start = to_pg(period.start, true);
-    let usage = match row.latest_counter {
-        Some((latest, usage)) if latest == start => usage,
-        // No counter yet, or only of earlier periods: nothing used in this one.
-        None => 0,
-        Some((latest, _)) if latest < start => 0,
-        // A counter of a later period exists (the anchor was moved back): look this one up.
-        Some(_) => store::usage(client, subject.user_id, &subject.feature, start),
-    };
+    let usage = store::usage(client, subject.user_id, &subject.feature, to_pg(period.start, true));
     Ok((QuotaStatus::evaluate(limit, usage), Some(period), catalog))
 }
 

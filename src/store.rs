@@ -14,8 +14,6 @@ use std::cell::Cell;
 /// catalog row, the active subscription (the one with status 'active', start_date <= now() <
 /// end_date, latest end_date first), its plan's value for the feature and the settings.
 /// Always one row; f.code is NULL when the catalog lacks the feature (or none was asked for).
-/// It also brings the user's latest counter of the feature, which is the current period's in
-/// all but odd cases (an anchor moved back): a check then needs no second statement.
 /// `lock` is appended to the subscription lookup (see [`feature_row_for_use`]).
 fn feature_sql(lock: &str) -> String {
     format!(
@@ -27,8 +25,7 @@ SELECT f.code, f.reset_rule, f.unit, f.default_limit,
        pf.feature_value, pf.feature_unit::pg_catalog.text,
        coalesce((SELECT st.time_zone FROM quota.settings st), 'UTC'),
        pg_catalog.now(), f.alert_thresholds, f.name,
-       (SELECT st.attached_schema::pg_catalog.text FROM quota.settings st),
-       lu.period_start, lu.usage_count
+       (SELECT st.attached_schema::pg_catalog.text FROM quota.settings st)
   FROM (SELECT) AS one
   LEFT JOIN quota.features f ON f.code = $2
   LEFT JOIN LATERAL (
@@ -40,13 +37,7 @@ SELECT f.code, f.reset_rule, f.unit, f.default_limit,
          ORDER BY us.end_date DESC, us.id DESC
          LIMIT 1 {lock}) s ON true
   LEFT JOIN quota.subscription_plans p ON p.id = s.plan_id
-  LEFT JOIN quota.plan_features pf ON pf.plan_id = s.plan_id AND pf.feature_code = f.code
-  LEFT JOIN LATERAL (
-        SELECT uu.period_start, uu.usage_count::pg_catalog.int8 AS usage_count
-          FROM quota.user_usage uu
-         WHERE uu.user_id = $1 AND uu.feature_code = f.code
-         ORDER BY uu.period_start DESC
-         LIMIT 1) lu ON true"
+  LEFT JOIN quota.plan_features pf ON pf.plan_id = s.plan_id AND pf.feature_code = f.code"
     )
 }
 
@@ -337,8 +328,6 @@ pub struct FeatureRow {
     pub now: TimestampWithTimeZone,
     /// `quota.features.alert_thresholds` (empty without a named feature).
     pub alert_thresholds: Vec<i32>,
-    /// The user's latest counter of the feature: (period_start, usage_count).
-    pub latest_counter: Option<(TimestampWithTimeZone, i64)>,
 }
 
 fn col<T: pgrx::FromDatum + pgrx::IntoDatum>(row: &SpiHeapTupleData<'_>, n: usize) -> Option<T> {
@@ -376,15 +365,12 @@ fn parse_feature_row(
     });
     let alert_thresholds =
         col::<Vec<Option<i32>>>(&row, 15).unwrap_or_default().into_iter().flatten().collect();
-    let latest_counter = col::<TimestampWithTimeZone>(&row, 18)
-        .map(|start| (start, must(col::<i64>(&row, 19), "usage_count")));
     let row = FeatureRow {
         catalog,
         subscription,
         time_zone: must(col(&row, 13), "time_zone"),
         now: must(col(&row, 14), "now()"),
         alert_thresholds,
-        latest_counter,
     };
     Ok((row, binding))
 }
