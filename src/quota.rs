@@ -404,7 +404,19 @@ pub struct SubscriptionState {
     pub plan_id: i64,
     /// Active now: status 'active' and start_date <= now() < end_date.
     pub active: bool,
+    /// The dates also decide which of a user's active subscriptions counts (latest end first).
+    pub dates: (Option<TimestampWithTimeZone>, Option<TimestampWithTimeZone>),
     pub custom_quotas: Option<RawJsonb>,
+}
+
+impl SubscriptionState {
+    /// Whether `other` (the same row after an UPDATE) decides exactly the same limits.
+    pub fn decides_the_same_limits_as(&self, other: &SubscriptionState) -> bool {
+        let text = |s: &SubscriptionState| s.custom_quotas.as_ref().map(RawJsonb::to_text);
+        (self.user_id, self.subscription_id, self.plan_id, self.active, self.dates)
+            == (other.user_id, other.subscription_id, other.plan_id, other.active, other.dates)
+            && text(self) == text(other)
+    }
 }
 
 /// Each feature's effective limit under one subscription row (`None`: no quota from it).

@@ -59,6 +59,7 @@ fn state(
         subscription_id: int8_column(tuple, "id")?.expect("id is NOT NULL"),
         plan_id: int8_column(tuple, "plan_id")?.expect("plan_id is NOT NULL"),
         active,
+        dates: (start, end),
         custom_quotas: tuple.get_by_name::<RawJsonb>("custom_quotas")?,
     })
 }
@@ -76,6 +77,13 @@ fn sync_storage_quota<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
     let now = pgrx::datum::now();
     let new_state = new.as_ref().map(|t| state(t, now)).transpose()?;
     let old_state = old.as_ref().map(|t| state(t, now)).transpose()?;
+    if let (Some(o), Some(n)) = (&old_state, &new_state) {
+        if o.decides_the_same_limits_as(n) {
+            // An UPDATE that names a watched column but changes nothing that decides a limit
+            // (a bulk job rewriting custom_quotas with the same document, say): no statement.
+            return Ok(None);
+        }
+    }
     let (user, id) = new_state
         .as_ref()
         .or(old_state.as_ref())
