@@ -46,7 +46,7 @@ check() { # NAME LATERAL-EXPRESSION COUNT
                    "SELECT $3 FROM generate_series(1, $N) g, LATERAL $2 q"
 }
 update() { echo "UPDATE quota.user_subscriptions SET custom_quotas = coalesce(custom_quotas, '{}') || '{\"storage_space\": 8192}' WHERE user_id $1"; }
-EXT_OFF="ALTER TABLE quota.user_subscriptions DISABLE TRIGGER validate_custom_quotas, DISABLE TRIGGER sync_storage_quota"
+EXT_OFF="ALTER TABLE quota.user_subscriptions DISABLE TRIGGER pg_entitlements_validate_custom_quotas, DISABLE TRIGGER pg_entitlements_sync_storage_quota"
 check native "quota.check_user_quota(g, 'articles_per_month')" "count(*)"
 check plpgsql "seed.check_user_quota(g, 'articles_per_month')" "count(*)"
 check inlined "($INLINED)" "count(q.*)"

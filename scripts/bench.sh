@@ -273,7 +273,7 @@ echo "    verify_ledger(): $LEDGER_BAD disagreeing counters"
 # Case 4: trigger overhead, UPDATE custom_quotas on every subscription (rolled back each time).
 # ---------------------------------------------------------------------------------------------
 step "case 4: UPDATE custom_quotas on $N_SUBS subscriptions, 3 interleaved runs per variant"
-T_EXT="ALTER TABLE quota.user_subscriptions DISABLE TRIGGER validate_custom_quotas, DISABLE TRIGGER sync_storage_quota;"
+T_EXT="ALTER TABLE quota.user_subscriptions DISABLE TRIGGER pg_entitlements_validate_custom_quotas, DISABLE TRIGGER pg_entitlements_sync_storage_quota;"
 declare -A Q4=(
   [none]="$T_EXT"
   [native]=""

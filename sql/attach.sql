@@ -173,13 +173,7 @@ BEGIN
         RAISE NOTICE 'function % is the application''s own: a call with argument types matching it exactly resolves to it, not to quota''s; drop it to switch the calls over',
             other.fn;
     END LOOP;
-    EXECUTE format('CREATE TRIGGER pg_entitlements_validate_custom_quotas
-                        BEFORE INSERT OR UPDATE OF custom_quotas ON %s
-                        FOR EACH ROW EXECUTE FUNCTION quota.validate_custom_quotas()', subs);
-    EXECUTE format('CREATE TRIGGER pg_entitlements_sync_storage_quota
-                        AFTER INSERT OR DELETE OR UPDATE OF custom_quotas, plan_id, status,
-                              start_date, end_date, user_id ON %s
-                        FOR EACH ROW EXECUTE FUNCTION quota.sync_storage_quota()', subs);
+    PERFORM quota.install_triggers(subs);
     INSERT INTO quota.settings (attached_schema) VALUES (target_schema)
     ON CONFLICT (singleton) DO UPDATE SET attached_schema = EXCLUDED.attached_schema;
     RAISE NOTICE 'pg_entitlements now uses the tables of schema %', quote_ident(target_schema);

@@ -85,3 +85,8 @@ COMMENT ON FUNCTION quota.attach(name) IS
 COMMENT ON FUNCTION quota.detach() IS
     'Binds the quota functions to the extension''s own tables again and removes the triggers '
     'attach() installed.';
+
+COMMENT ON FUNCTION quota.install_triggers(regclass) IS
+    'Creates the extension''s triggers pg_entitlements_validate_custom_quotas and '
+    'pg_entitlements_sync_storage_quota on a user_subscriptions table (used by CREATE EXTENSION '
+    'and quota.attach()).';

@@ -6,15 +6,30 @@
 ALTER TABLE quota.settings ADD CONSTRAINT settings_time_zone_known
     CHECK (quota.is_valid_time_zone(time_zone));
 
--- Malformed custom_quotas never reach a reader: rejected at write time with the user, feature
--- and value named.
-CREATE TRIGGER validate_custom_quotas
-    BEFORE INSERT OR UPDATE OF custom_quotas ON quota.user_subscriptions
-    FOR EACH ROW EXECUTE FUNCTION quota.validate_custom_quotas();
+-- The extension's two triggers on a user_subscriptions table: the extension's own (below) and,
+-- through quota.attach(schema), an application's. One definition, so both fire alike.
+--   pg_entitlements_validate_custom_quotas: malformed custom_quotas never reach a reader,
+--     rejected at write time with the user, feature and value named.
+--   pg_entitlements_sync_storage_quota: user_storage_usage.storage_quota_bytes follows every
+--     change that can move the storage quota, creating the row when it is missing; every change
+--     of a limit is announced with pg_notify.
+CREATE FUNCTION quota.install_triggers(subscriptions regclass)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('CREATE TRIGGER pg_entitlements_validate_custom_quotas
+                        BEFORE INSERT OR UPDATE OF custom_quotas ON %s
+                        FOR EACH ROW EXECUTE FUNCTION quota.validate_custom_quotas()',
+                   subscriptions);
+    EXECUTE format('CREATE TRIGGER pg_entitlements_sync_storage_quota
+                        AFTER INSERT OR DELETE OR UPDATE OF custom_quotas, plan_id, status,
+                              start_date, end_date, user_id ON %s
+                        FOR EACH ROW EXECUTE FUNCTION quota.sync_storage_quota()',
+                   subscriptions);
+END
+$$;
+REVOKE EXECUTE ON FUNCTION quota.install_triggers(regclass) FROM PUBLIC;
 
--- user_storage_usage.storage_quota_bytes follows every change that can move the storage quota,
--- creating the row when it is missing; every change of a limit is announced with pg_notify.
-CREATE TRIGGER sync_storage_quota
-    AFTER INSERT OR DELETE OR UPDATE OF custom_quotas, plan_id, status, start_date, end_date, user_id
-    ON quota.user_subscriptions
-    FOR EACH ROW EXECUTE FUNCTION quota.sync_storage_quota();
+SELECT quota.install_triggers('quota.user_subscriptions');

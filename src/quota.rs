@@ -146,7 +146,7 @@ fn ensure_writable(function: &'static str) -> Result<(), Error> {
 }
 
 /// An amount of usage: at least 1.
-pub fn validate_amount(subject: &Subject, amount: i32) -> Result<i32, Error> {
+fn validate_amount(subject: &Subject, amount: i32) -> Result<i32, Error> {
     if amount < 1 {
         return Err(Error::InvalidAmount { subject: subject.clone(), amount: i64::from(amount) });
     }
