@@ -1,0 +1,6 @@
+-- pg_entitlements 0.1.0 → 0.2.0, run by ALTER EXTENSION pg_entitlements UPDATE.
+--
+-- The library is replaced before this script runs, so every C function 0.1.0 created still
+-- points at a symbol of the new library; this script only changes what the SQL of 0.2.0
+-- changes. scripts/ops/upgrade.sh proves the result equals a fresh install of 0.2.0,
+-- catalog for catalog.
