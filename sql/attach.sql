@@ -174,6 +174,8 @@ BEGIN
             other.fn;
     END LOOP;
     PERFORM quota.install_triggers(subs);
+    PERFORM quota.install_cache_trigger(format('%I.%I', target_schema, t)::regclass)
+       FROM unnest(ARRAY['subscription_plans', 'plan_features']) AS t;
     INSERT INTO quota.settings (attached_schema) VALUES (target_schema)
     ON CONFLICT (singleton) DO UPDATE SET attached_schema = EXCLUDED.attached_schema;
     RAISE NOTICE 'pg_entitlements now uses the tables of schema %', quote_ident(target_schema);
@@ -189,6 +191,7 @@ AS $$
 DECLARE
     attached name := (SELECT st.attached_schema FROM quota.settings st);
     subs regclass;
+    t regclass;
 BEGIN
     IF attached IS NULL THEN
         RETURN;
@@ -198,6 +201,13 @@ BEGIN
         EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_validate_custom_quotas ON %s', subs);
         EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_sync_storage_quota ON %s', subs);
     END IF;
+    FOR t IN SELECT to_regclass(format('%I.%I', attached, n))
+               FROM unnest(ARRAY['subscription_plans', 'plan_features']) AS n
+    LOOP
+        IF t IS NOT NULL THEN
+            EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_invalidate_cache ON %s', t);
+        END IF;
+    END LOOP;
     UPDATE quota.settings SET attached_schema = NULL;
 END
 $$;

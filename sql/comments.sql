@@ -90,3 +90,17 @@ COMMENT ON FUNCTION quota.install_triggers(regclass) IS
     'Creates the extension''s triggers pg_entitlements_validate_custom_quotas and '
     'pg_entitlements_sync_storage_quota on a user_subscriptions table (used by CREATE EXTENSION '
     'and quota.attach()).';
+
+COMMENT ON FUNCTION quota.read_paths() IS
+    'How the reading functions reach each table now, in this transaction: cache (the backend''s '
+    'copy of a nearly constant table, reloaded by every committed change), index (read through '
+    'the named index without an SQL statement) or sql (a statement), with the reason. '
+    'SET pg_entitlements.direct_reads = off sends every read through statements.';
+
+COMMENT ON FUNCTION quota.invalidate_cache() IS
+    'Trigger: tells every backend, at commit, that its copy of settings, features, plans or plan '
+    'features is stale.';
+
+COMMENT ON FUNCTION quota.install_cache_trigger(regclass) IS
+    'Creates the trigger pg_entitlements_invalidate_cache (ENABLE ALWAYS) on a table the backends '
+    'keep a copy of (used by CREATE EXTENSION and quota.attach()).';

@@ -48,6 +48,17 @@ fn check_user_quota(
     TableIterator::once((status.has_quota, usage, limit, remaining, percentage(&status)))
 }
 
+/// How the reading functions reach each table at this point of this transaction: `cache` (the
+/// backend's copy), `index` (read through an index, no statement) or `sql` (a statement), with
+/// the reason.
+#[pg_extern(stable, parallel_safe)]
+fn read_paths() -> TableIterator<
+    'static,
+    (name!(table_name, String), name!(read_by, String), name!(detail, String)),
+> {
+    TableIterator::new(Spi::connect(crate::cache::paths))
+}
+
 #[pg_extern(stable, parallel_safe)]
 fn get_user_storage_quota(user_id: Option<i64>) -> i64 {
     let user_id = required(user_id, "get_user_storage_quota", "user_id");

@@ -1,17 +1,22 @@
 //! pg_entitlements: PostgreSQL as the single source of truth for SaaS plan quotas.
 //!
 //! Layout: the rules live in the pgrx-free crate `entitlements-core`; [`store`] holds the SPI
-//! statements (prepared once per backend and kept); [`quota`] combines the two into the
+//! statements (prepared once per backend and kept), and reads without them where [`cache`]
+//! (a per-backend copy of the nearly constant tables) and [`probe`] (direct index reads)
+//! allow; [`quota`] combines the rules and the rows into the
 //! operations; [`api`] and [`triggers`] are the thin `#[pg_extern]` / `#[pg_trigger]` glue;
 //! [`error`] is the one place where an error becomes a PostgreSQL ERROR.
 
+use pgrx::guc::{GucContext, GucFlags, GucRegistry};
 use pgrx::prelude::*;
 
 ::pgrx::pg_module_magic!(name, version);
 
 mod api;
+mod cache;
 mod error;
 mod jsonb;
+mod probe;
 mod quota;
 mod store;
 mod time;
@@ -25,10 +30,11 @@ extension_sql_file!(
     requires =
         [triggers::validate_custom_quotas, triggers::sync_storage_quota, api::is_valid_time_zone]
 );
+extension_sql_file!("../sql/cache.sql", name = "cache", requires = ["schema", triggers::invalidate_cache]);
 extension_sql_file!(
     "../sql/attach.sql",
     name = "attach",
-    requires = ["triggers", triggers::validate_custom_quotas, triggers::sync_storage_quota]
+    requires = ["triggers", "cache", triggers::validate_custom_quotas, triggers::sync_storage_quota]
 );
 extension_sql_file!(
     "../sql/privileges.sql",
@@ -44,6 +50,20 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    GucRegistry::define_bool_guc(
+        c"pg_entitlements.direct_reads",
+        c"Reads quotas without SQL statements where that gives the same answer.",
+        c"On (the default), check_user_quota and the other reading functions read the nearly \
+          constant tables from a per-backend copy and the per-user tables through their indexes \
+          (quota.read_paths() shows how). Off, every read is an SQL statement.",
+        &cache::DIRECT_READS,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+}
 
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;

@@ -2,6 +2,7 @@
 //! (`SPI_keepplan`), so a call pays no parse or plan. Every name is schema-qualified: a call
 //! delegated to another node or run under a hostile search_path resolves the same objects.
 
+use crate::cache;
 use crate::jsonb::RawJsonb;
 use entitlements_core::{Error, Subject};
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
@@ -200,7 +201,7 @@ const ATTACHABLE: [&str; 6] = [
 ];
 
 /// `sql` with the attachable tables of schema quota replaced by those of `schema`.
-fn bind(sql: &str, schema: Option<&str>) -> String {
+pub fn bind(sql: &str, schema: Option<&str>) -> String {
     let Some(schema) = schema else {
         return sql.to_owned();
     };
@@ -313,6 +314,7 @@ pub struct SubscriptionRow {
 }
 
 /// A feature's row of `quota.features`.
+#[derive(Clone)]
 pub struct Catalog {
     pub name: String,
     pub reset_rule: String,
@@ -380,8 +382,9 @@ fn feature_args<'a>(user_id: i64, feature: Option<&'a str>) -> [DatumWithOid<'a>
 }
 
 /// Reads the feature (if one is named), active subscription and settings.
-/// `Err(UnknownFeature)` when the catalog lacks the named feature. Read-only SPI: it runs on
-/// a hot standby and takes no transaction id.
+/// `Err(UnknownFeature)` when the catalog lacks the named feature. Without a statement where
+/// [`cache::direct`] allows it; otherwise read-only SPI. Either way it runs on a hot standby
+/// and takes no transaction id.
 ///
 /// The row also says which tables the statements must use: when quota.attach() or detach()
 /// changed that since this backend prepared them, it prepares them again and reads again, so
@@ -391,6 +394,14 @@ pub fn feature_row(
     user_id: i64,
     feature: Option<&str>,
 ) -> Result<FeatureRow, Error> {
+    if let Some(config) = cache::direct(client).ok().filter(|c| c.can_read_subscriptions()) {
+        // The statements that may still run (usage, when that table cannot be probed) must
+        // use the same tables.
+        if config.binding != plans(client).binding {
+            prepare_plans(client, config.binding.clone());
+        }
+        return config.feature_row(user_id, feature);
+    }
     loop {
         let plans = plans(client);
         let table = client
@@ -451,6 +462,10 @@ pub fn usage(
     feature: &str,
     period_start: TimestampWithTimeZone,
 ) -> i64 {
+    let direct = cache::direct(client).ok();
+    if let Some(n) = direct.and_then(|c| c.usage(user_id, feature, period_start)) {
+        return n;
+    }
     let args: [DatumWithOid; 3] = [user_id.into(), feature.into(), period_start.into()];
     first(client.select(&plans(client).usage, Some(1), &args), "usage lookup").unwrap_or(0)
 }

@@ -1,4 +1,5 @@
-//! Trigger functions on `quota.user_subscriptions`.
+//! Trigger functions on `quota.user_subscriptions`, and the one that keeps every backend's copy
+//! of the nearly constant tables current.
 
 use crate::error::OrRaise;
 use crate::jsonb::RawJsonb;
@@ -95,5 +96,17 @@ fn sync_storage_quota<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
             quota::sync_storage(client, user).or_raise();
         }
     });
+    Ok(None)
+}
+
+/// AFTER INSERT, UPDATE, DELETE or TRUNCATE, FOR EACH STATEMENT, on settings, features, plans
+/// and plan features (sql/cache.sql): queues an invalidation of the table's relcache entry,
+/// which PostgreSQL sends to every backend when the transaction commits (and drops when it
+/// rolls back); src/cache.rs reloads its copy on receipt.
+#[pg_trigger]
+fn invalidate_cache<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
+    let relid = trigger.relation().expect("a trigger fires on a table").oid();
+    // SAFETY: queues a message in the transaction's invalidation list; nothing else.
+    unsafe { pgrx::pg_sys::CacheInvalidateRelcacheByRelid(relid) };
     Ok(None)
 }
