@@ -118,7 +118,8 @@ fn register_callbacks() {
     // SAFETY: registered once per backend, for its lifetime; the callbacks only set Cells.
     unsafe {
         pg_sys::CacheRegisterRelcacheCallback(Some(relcache_invalidated), pg_sys::Datum::from(0));
-        for cache in [pg_sys::SysCacheIdentifier::AUTHOID, pg_sys::SysCacheIdentifier::AUTHMEMROLEMEM]
+        for cache in
+            [pg_sys::SysCacheIdentifier::AUTHOID, pg_sys::SysCacheIdentifier::AUTHMEMROLEMEM]
         {
             pg_sys::CacheRegisterSyscacheCallback(
                 cache as i32,
@@ -143,8 +144,9 @@ pub fn direct(client: &SpiClient<'_>) -> Result<Rc<Config>, String> {
     // SAFETY: plain reads of the transaction's state.
     unsafe {
         if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
-            return Err("the transaction reads one snapshot (REPEATABLE READ or SERIALIZABLE)"
-                .into());
+            return Err(
+                "the transaction reads one snapshot (REPEATABLE READ or SERIALIZABLE)".into()
+            );
         }
         if pg_sys::GetCurrentTransactionIdIfAny() != pg_sys::InvalidTransactionId {
             return Err("the transaction has written: statements see its own changes".into());
@@ -173,12 +175,17 @@ pub fn direct(client: &SpiClient<'_>) -> Result<Rc<Config>, String> {
 /// must too. Any refusal is left to the statement, which raises the genuine error (or succeeds
 /// through column privileges, which are not checked here).
 fn privileged(config: &Config) -> Result<(), String> {
-    // SAFETY: GetUserId and pg_class_aclcheck read the role and the table's ACL.
-    let user = unsafe { pg_sys::GetUserId() };
-    if PRIVILEGED.get() == user {
+    // SAFETY: GetUserId reads the current role.
+    if PRIVILEGED.get() == unsafe { pg_sys::GetUserId() } {
         return Ok(());
     }
-    for (_, name, relid) in &config.tables {
+    privileged_on(&config.tables)
+}
+
+fn privileged_on(tables: &Tables) -> Result<(), String> {
+    // SAFETY: GetUserId and pg_class_aclcheck read the role and the tables' ACLs.
+    let user = unsafe { pg_sys::GetUserId() };
+    for (_, name, relid) in tables {
         let granted = unsafe { pg_sys::pg_class_aclcheck(*relid, user, pg_sys::ACL_SELECT as _) };
         if granted != pg_sys::AclResult::ACLCHECK_OK {
             return Err(format!("the current role lacks SELECT on {name}"));
@@ -198,14 +205,18 @@ fn rebuild(client: &SpiClient<'_>) -> Result<Rc<Config>, String> {
     let built = build(client);
     unsafe { pg_sys::PopActiveSnapshot() };
     BUILDING.set(false);
-    let built = built.map(Rc::new);
-    if let Ok(config) = &built {
-        let mut watched = [pg_sys::InvalidOid; 6];
-        for (slot, (_, _, relid)) in watched.iter_mut().zip(&config.tables) {
-            *slot = *relid;
+    let built = match built {
+        Ok(config) => {
+            let mut watched = [pg_sys::InvalidOid; 6];
+            for (slot, (_, _, relid)) in watched.iter_mut().zip(&config.tables) {
+                *slot = *relid;
+            }
+            WATCHED.set(watched);
+            Ok(Rc::new(config))
         }
-        WATCHED.set(watched);
-    }
+        Err(Refusal::Unusable(why)) => Err(why),
+        Err(Refusal::Privileges(why)) => return Err(why),
+    };
     CONFIG.set(Some((generation, built.clone())));
     built
 }
@@ -286,25 +297,45 @@ fn citus_tables(client: &SpiClient<'_>) -> HashSet<Oid> {
         .collect()
 }
 
-fn build(client: &SpiClient<'_>) -> Result<Config, String> {
+/// Why no copy was built: for this caller only, or for good (until an invalidation).
+enum Refusal {
+    Privileges(String),
+    Unusable(String),
+}
+
+/// `(role, name, oid)` of a table; the oid is InvalidOid when there is no such table.
+fn table(client: &SpiClient<'_>, role: &'static str, schema: &str) -> (&'static str, String, Oid) {
+    let name = format!("{schema}.{role}");
+    let relid = select(client, TABLE, &[name.as_str().into()]).first().get_one::<Oid>();
+    (role, name, relid.ok().flatten().unwrap_or(pg_sys::InvalidOid))
+}
+
+/// Rows are read with the caller's rights: a caller who may not read a table gets the
+/// statements (and their error), and the copy waits for a caller who may.
+fn readable(tables: &Tables) -> Result<(), Refusal> {
+    if let Some((_, name, _)) = tables.iter().find(|t| t.2 == pg_sys::InvalidOid) {
+        return Err(Refusal::Unusable(format!("{name} does not exist")));
+    }
+    privileged_on(tables).map_err(Refusal::Privileges)
+}
+
+fn build(client: &SpiClient<'_>) -> Result<Config, Refusal> {
+    let mut tables: Tables =
+        TABLE_ROLES[..2].iter().map(|role| table(client, role, "quota")).collect();
+    readable(&tables)?;
     let settings = select(client, SETTINGS, &[]).first();
     let time_zone: String = settings.get(1).ok().flatten().expect("time_zone is NOT NULL");
     let binding: Option<String> = settings.get(2).unwrap_or_else(|e| panic!("binding: {e}"));
     let bound = |sql: &str| store::bind(sql, binding.as_deref());
-    let per_user_schema =
-        pgrx::spi::quote_identifier(binding.as_deref().unwrap_or("quota")).to_string();
-    let mut tables: Tables = Vec::new();
-    for (n, role) in TABLE_ROLES.into_iter().enumerate() {
-        let schema = if n < 2 { "quota" } else { per_user_schema.as_str() };
-        let name = format!("{schema}.{role}");
-        let row = select(client, TABLE, &[name.as_str().into()]);
-        let relid = row.first().get_one::<Oid>().ok().flatten();
-        tables.push((role, name, relid.unwrap_or(pg_sys::InvalidOid)));
-    }
+    let schema = pgrx::spi::quote_identifier(binding.as_deref().unwrap_or("quota")).to_string();
+    tables.extend(TABLE_ROLES[2..].iter().map(|role| table(client, role, &schema)));
+    readable(&tables)?;
     let citus = citus_tables(client);
     for (role, name, relid) in &tables[..4] {
         check_table(client, name, *relid, &citus).map_err(|why| {
-            format!("{role}: {why}; the nearly constant tables are read by statements")
+            Refusal::Unusable(format!(
+                "{role}: {why}; the nearly constant tables are read by statements"
+            ))
         })?;
     }
 
@@ -345,10 +376,14 @@ fn build(client: &SpiClient<'_>) -> Result<Config, String> {
             probe: t.probe,
         })
     });
-    let usage = probe_table(client, &tables[5], &citus, &["user_id", "feature_code", "period_start"])
-        .and_then(|t| {
-            Ok(Usage { count: t.column("usage_count", &[Kind::Int8, Kind::Int4])?, probe: t.probe })
-        });
+    let usage =
+        probe_table(client, &tables[5], &citus, &["user_id", "feature_code", "period_start"])
+            .and_then(|t| {
+                Ok(Usage {
+                    count: t.column("usage_count", &[Kind::Int8, Kind::Int4])?,
+                    probe: t.probe,
+                })
+            });
     Ok(Config {
         time_zone,
         binding,
@@ -368,9 +403,6 @@ fn check_table(
     relid: Oid,
     citus: &HashSet<Oid>,
 ) -> Result<(), String> {
-    if relid == pg_sys::InvalidOid {
-        return Err(format!("{name} does not exist"));
-    }
     if citus.contains(&relid) {
         return Err(format!("{name} is a Citus table: its rows are on the workers"));
     }
@@ -453,12 +485,10 @@ fn probe_table(
         };
         candidates.last_mut().expect("pushed above").columns.push((column, type_oid, key));
     }
-    let active_only = |p: &str| {
-        matches!(p, "(status = 'active'::text)" | "((status)::text = 'active'::text)")
-    };
+    let active_only =
+        |p: &str| matches!(p, "(status = 'active'::text)" | "((status)::text = 'active'::text)");
     let usable = |c: &Candidate| -> Option<Vec<KeyColumn>> {
-        if c.predicate.as_deref().is_some_and(|p| !active_only(p)) || c.columns.len() < keys.len()
-        {
+        if c.predicate.as_deref().is_some_and(|p| !active_only(p)) || c.columns.len() < keys.len() {
             return None;
         }
         keys.iter()
@@ -584,22 +614,27 @@ impl Config {
 
     /// How each table is read: `(table, read_by, detail)`.
     pub fn paths(&self) -> Vec<(String, String, String)> {
-        let by_index = |probe: Result<&Probe, &String>| match probe {
-            Ok(p) => ("index".to_owned(), format!("probed through index {}", p.index_name)),
-            Err(why) => ("sql".to_owned(), why.clone()),
-        };
         self.tables
             .iter()
             .map(|(role, name, _)| {
-                let (by, detail) = match *role {
-                    "user_subscriptions" => by_index(self.subscriptions.as_ref().map(|s| &s.probe)),
-                    "user_usage" => by_index(self.usage.as_ref().map(|u| &u.probe)),
-                    _ => (
-                        "cache".to_owned(),
-                        "kept in backend memory; every committed change reloads it".to_owned(),
-                    ),
+                let probe = match *role {
+                    "user_subscriptions" => Some(self.subscriptions.as_ref().map(|s| &s.probe)),
+                    "user_usage" => Some(self.usage.as_ref().map(|u| &u.probe)),
+                    _ => None,
                 };
-                (role.to_string(), by, format!("{name}: {detail}"))
+                let (by, detail) = match probe {
+                    None => (
+                        "cache",
+                        format!(
+                            "{name}: a copy in backend memory, reloaded by every committed change"
+                        ),
+                    ),
+                    Some(Ok(p)) => {
+                        ("index", format!("{name}: read through index {}", p.index_name))
+                    }
+                    Some(Err(why)) => ("sql", why.clone()),
+                };
+                (role.to_string(), by.to_owned(), detail)
             })
             .collect()
     }
@@ -609,6 +644,8 @@ impl Config {
 pub fn paths(client: &SpiClient<'_>) -> Vec<(String, String, String)> {
     match direct(client) {
         Ok(config) => config.paths(),
-        Err(why) => TABLE_ROLES.iter().map(|t| (t.to_string(), "sql".into(), why.clone())).collect(),
+        Err(why) => {
+            TABLE_ROLES.iter().map(|t| (t.to_string(), "sql".into(), why.clone())).collect()
+        }
     }
 }

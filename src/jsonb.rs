@@ -41,10 +41,9 @@ impl RawJsonb {
         // SAFETY: the datum is a valid jsonb (FromDatum is only reached for jsonb values);
         // jsonb_out detoasts it itself and returns a palloc'd C string, freed with the call's
         // memory context.
-        let text = unsafe {
-            direct_function_call::<&core::ffi::CStr>(pg_sys::jsonb_out, &[Some(self.0)])
-        }
-        .expect("jsonb_out returns a C string");
+        let text =
+            unsafe { direct_function_call::<&core::ffi::CStr>(pg_sys::jsonb_out, &[Some(self.0)]) }
+                .expect("jsonb_out returns a C string");
         text.to_string_lossy().into_owned()
     }
 }
@@ -58,7 +57,9 @@ unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for RawJsonb {
             .unwrap_or_else(|| panic!("argument {index} must not be null"))
     }
 
-    unsafe fn unbox_nullable_arg(arg: pgrx::callconv::Arg<'_, 'fcx>) -> pgrx::nullable::Nullable<Self> {
+    unsafe fn unbox_nullable_arg(
+        arg: pgrx::callconv::Arg<'_, 'fcx>,
+    ) -> pgrx::nullable::Nullable<Self> {
         unsafe { arg.unbox_arg_using_from_datum() }.into()
     }
 }

@@ -30,11 +30,16 @@ extension_sql_file!(
     requires =
         [triggers::validate_custom_quotas, triggers::sync_storage_quota, api::is_valid_time_zone]
 );
-extension_sql_file!("../sql/cache.sql", name = "cache", requires = ["schema", triggers::invalidate_cache]);
+extension_sql_file!(
+    "../sql/cache.sql",
+    name = "cache",
+    requires = ["schema", triggers::invalidate_cache]
+);
 extension_sql_file!(
     "../sql/attach.sql",
     name = "attach",
-    requires = ["triggers", "cache", triggers::validate_custom_quotas, triggers::sync_storage_quota]
+    requires =
+        ["triggers", "cache", triggers::validate_custom_quotas, triggers::sync_storage_quota]
 );
 extension_sql_file!(
     "../sql/privileges.sql",

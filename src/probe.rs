@@ -184,8 +184,11 @@ impl Probe {
             pg_sys::index_rescan(scan, scan_keys.as_mut_ptr(), nkeys, std::ptr::null_mut(), 0);
             let slot = pg_sys::table_slot_create(heap, std::ptr::null_mut());
             let row = Row { slot };
-            while pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot)
-            {
+            while pg_sys::index_getnext_slot(
+                scan,
+                pg_sys::ScanDirection::ForwardScanDirection,
+                slot,
+            ) {
                 if !visit(&row) {
                     break;
                 }

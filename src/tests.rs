@@ -463,9 +463,17 @@ mod tests {
         subscribe(46, "free", "'{\"storage_space\": 300}'");
         // Tamper with the stored quota: only a real change of the row would repair it.
         run("UPDATE quota.user_storage_usage SET storage_quota_bytes = 1 WHERE user_id = 46");
-        let stored = || one::<i64>("SELECT storage_quota_bytes FROM quota.user_storage_usage WHERE user_id = 46");
+        let stored = || {
+            one::<i64>(
+                "SELECT storage_quota_bytes FROM quota.user_storage_usage WHERE user_id = 46",
+            )
+        };
         run("UPDATE quota.user_subscriptions SET custom_quotas = custom_quotas, status = status WHERE user_id = 46");
-        assert_eq!(stored(), Some(1), "nothing that decides a limit changed: the trigger returned at once");
+        assert_eq!(
+            stored(),
+            Some(1),
+            "nothing that decides a limit changed: the trigger returned at once"
+        );
         run("UPDATE quota.user_subscriptions SET end_date = end_date + interval '1 day' WHERE user_id = 46");
         assert_eq!(stored(), Some(300 * 1024 * 1024), "a date change is a change");
     }

@@ -32,6 +32,11 @@ SELECT count(*) AS problems_left FROM quota.attach_problems('public');
 SELECT quota.attach('public');
 SELECT tgname FROM pg_trigger WHERE tgrelid = 'public.user_subscriptions'::regclass
    AND NOT tgisinternal ORDER BY tgname;
+-- How the reading functions now reach the application's tables (the plans are copied into
+-- each backend, kept current by a trigger attach() put on them).
+SELECT table_name, read_by, detail FROM quota.read_paths();
+SELECT tgrelid::regclass, tgname, tgenabled FROM pg_trigger
+ WHERE tgname = 'pg_entitlements_invalidate_cache' ORDER BY 1;
 
 -- The seed's own calls, unchanged, with quota on the search_path.
 SET search_path = quota, public;
