@@ -3,7 +3,8 @@
 # socket inside the cluster's folder, and are stopped again by the caller's trap.
 
 PG_MAJOR=15
-PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+# PG_BIN=... in the environment: another PostgreSQL installation (a private copy, say).
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
 PG_CONFIG=$PG_BIN/pg_config
 PGXS_DIR=$("$PG_CONFIG" --pkglibdir)/pgxs
 

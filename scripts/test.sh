@@ -18,6 +18,8 @@ echo "==> pgbench load test: no overspend, idempotency keys, ledger"
 ./scripts/load.sh
 echo "==> operations: pg_dump and pg_restore keep every table and answer"
 ./scripts/ops/dump-restore.sh
+echo "==> operations: ALTER EXTENSION UPDATE from every released version equals a fresh install"
+./scripts/ops/upgrade.sh
 echo "==> operations: SIGKILL of the postmaster under load, crash recovery, invariants"
 ./scripts/ops/crash.sh
 echo "==> operations: hot standby answers reads, refuses writes with 25006"
