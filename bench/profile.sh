@@ -102,9 +102,11 @@ n_rows=$(( $(inc native 'SpiTupleTable as .*Iterator>::next$') + $(inc native ':
 n_srf_exec=$(sub "$(inc native '^ExecMakeTableFunctionResult$')" "$nat")
 n_srf_type=$(inc native '^get_call_result_type$')
 n_num=$(inc native '^numeric_in$|numeric_in.reify|AnyNumeric|::api::percentage$')
-n_json=$(inc native 'serde_json|^jsonb_|^JsonbToCString$')
+n_json=$(inc native 'serde_json|^jsonb_|^JsonbToCString$|^getKeyJsonValueFromContainer$|^JsonbValueToJsonb$')
 n_period=$(inc native '::quota::period_of$|^entitlements_core::period::current_period$')
-n_other=$(sub "$nat" $((n_spi + n_rows + n_srf_type + n_num + n_json + n_period)))
+n_probe=$(inc native '::probe::Probe::scan')
+n_inval=$(( $(inc native '^AcceptInvalidationMessages$') + $(inc native '::cache::privileged$') ))
+n_other=$(sub "$nat" $((n_spi + n_rows + n_srf_type + n_num + n_json + n_period + n_probe + n_inval)))
 p_start=$(inc plpgsql '^standard_ExecutorStart$')
 c_start=$(inc w_consume '^standard_ExecutorStart$')
 budget=$(awk -v p="$(per "$plp" "$N")" -v i="$(per "$inl" "$N")" 'BEGIN {b = p / 4; if (i < b) b = i; printf "%.0f", b}')
@@ -149,10 +151,9 @@ One native \`check_user_quota\` call:
 | where | instructions per call | share of the call |
 |---|---|---|
 EOF
-row "SPI: executor start-up of its statements (\`ExecutorStart\`: plan-tree init, expression compilation, tuple descriptors, relation opens and locks)" "$n_start"
-row "SPI: executor run (the index probes and joins themselves)" "$n_run"
-row "SPI: executor shut-down (\`ExecutorEnd\`)" "$n_end"
-row "SPI: the rest (plan-cache revalidation, snapshots, SPI bookkeeping, result tuple table)" "$n_spi_rest"
+row "index reads without statements (\`probe::Probe::scan\`: table and index open and lock, btree descent, heap fetch, column reads), subscription and counter" "$n_probe"
+row "taking delivery of invalidations and the privilege check (\`AcceptInvalidationMessages\`, \`cache::privileged\`), once per read" "$n_inval"
+row "SQL statements (SPI; none while \`quota.read_paths()\` shows no \`sql\`): executor start-up $(fmt "$(per "$n_start" "$N")"), run $(fmt "$(per "$n_run" "$N")"), shut-down $(fmt "$(per "$n_end" "$N")"), the rest $(fmt "$(per "$n_spi_rest" "$N")")" "$n_spi"
 row "reading the SPI result into Rust values (pgrx \`SpiHeapTupleData\` deforms every column, \`FromDatum\`)" "$n_rows"
 row "set-returning machinery inside the call (\`get_call_result_type\` builds the result tuple descriptor on every call)" "$n_srf_type"
 row "\`percentage\` as \`numeric\` (formatted as text, then \`numeric_in\`)" "$n_num"
@@ -184,21 +185,17 @@ $(statements w_consume "$WN" "$wc")
 ### Reading
 
 * **check_user_quota.** The targets (≤ 0.25× PL/pgSQL and ≤ 1.0× the inlined SQL) allow about
-  $(fmt "$budget") instructions per call against $(fmt "$(per "$nat" "$N")") today. Executor
-  start-up alone is $(fmt "$(per "$n_start" "$N")") and the runs of the statements
-  $(fmt "$(per "$n_run" "$N")"): as long as each call starts an executor for its statements, no
-  rewording of the SQL reaches the budget. What would: (1) probe the three indexes directly
-  (\`index_beginscan\`/\`index_getnext_slot\` on the active-subscription index, the plan feature
-  and the usage counter, as PostgreSQL's own foreign-key fast path does), with SPI kept as the
-  fallback where the local tables hold no rows (Citus coordinator, SCALE-OUT.md) — that removes
-  start-up, shut-down and the SPI rest, $(pct $((n_start + n_end + n_spi_rest)) "$nat") of the
-  call; (2) keep the nearly constant rows (features, plans, plan features, settings) in backend
-  memory behind a relcache invalidation callback instead of joining them on every call;
-  (3) return a composite instead of a one-row set (\`get_call_result_type\` on every call, plus
-  the executor's tuplestore: $(fmt "$(per $((n_srf_type + n_srf_exec)) "$N")") per call);
-  (4) build \`percentage\` as a numeric without going through text and read only the columns
-  needed ($(fmt "$(per $((n_num + n_rows)) "$N")") per call together). JSON parsing is not a
-  cost ($(fmt "$(per "$n_json" "$N")") per call): \`custom_quotas -> feature\` is extracted in SQL.
+  $(fmt "$budget") instructions per call against $(fmt "$(per "$nat" "$N")") today. The call runs no
+  statement: the nearly constant rows (features, plans, plan features, settings) come from the
+  backend's copy (\`src/cache.rs\`, reloaded by a relcache invalidation at every committed
+  change), the subscription and the counter from their btree indexes
+  ($(fmt "$(per "$n_probe" "$N")") per call, as PostgreSQL's own foreign-key fast path reads),
+  with SQL statements kept wherever those would see something else (\`quota.read_paths()\`).
+  What is left to take: (1) return a composite instead of a one-row set
+  (\`get_call_result_type\` on every call, plus the executor's tuplestore:
+  $(fmt "$(per $((n_srf_type + n_srf_exec)) "$N")") per call), which the documented
+  \`TABLE (...)\` signature rules out; (2) build \`percentage\` as a numeric without going
+  through text ($(fmt "$(per "$n_num" "$N")") per call).
 * **Triggers.** The extension's triggers cost $(x "$tn" "$tp") the PL/pgSQL trigger per row,
   almost all in \`sync_storage_quota\`, which runs several SPI statements per updated row (the
   table above) even when the row's limits did not move. Comparing OLD and NEW in Rust first
