@@ -553,6 +553,7 @@ impl Config {
     ) -> Option<SubscriptionRow> {
         struct Found {
             order: (TimestampWithTimeZone, i64),
+            tid: pg_sys::ItemPointerData,
             plan_id: i64,
             start: TimestampWithTimeZone,
             anchor: Option<TimestampWithTimeZone>,
@@ -572,6 +573,7 @@ impl Config {
             if best.as_ref().is_none_or(|b| order > b.order) {
                 best = Some(Found {
                     order,
+                    tid: row.tid(),
                     plan_id: row.int(s.plan_id).expect("plan_id is NOT NULL"),
                     start,
                     anchor: row.timestamptz(s.anchor),
@@ -585,6 +587,7 @@ impl Config {
         let plan_feature = feature.and_then(|f| self.plan_features.get(&found.plan_id)?.get(f));
         let cycle = found.cycle.or_else(|| self.plan_cycles.get(&found.plan_id).cloned().flatten());
         Some(SubscriptionRow {
+            tid: found.tid,
             start: found.start,
             end: found.order.0,
             anchor: found.anchor,

@@ -9,6 +9,7 @@ use pgrx::pg_sys;
 use pgrx::{direct_function_call, FromDatum, IntoDatum};
 
 /// A jsonb datum of the current call, handed on to SPI as it is.
+#[derive(Clone)]
 pub struct RawJsonb(pg_sys::Datum);
 
 impl FromDatum for RawJsonb {

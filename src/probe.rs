@@ -85,6 +85,13 @@ impl Row {
         (!isnull).then_some(d)
     }
 
+    /// Where the row version stands in its table (`ctid`), so that a writer can lock exactly
+    /// the version it read.
+    pub fn tid(&self) -> pg_sys::ItemPointerData {
+        // SAFETY: the slot holds the heap tuple index_getnext_slot fetched, tts_tid included.
+        unsafe { (*self.slot).tts_tid }
+    }
+
     pub fn int(&self, c: Column) -> Option<i64> {
         self.datum(c).map(|d| match c.kind {
             Kind::Int8 => d.value() as i64,

@@ -190,29 +190,46 @@ fn replay(client: &mut SpiClient<'_>, r: &Recording<'_>) -> Result<bool, Error> 
     }
 }
 
-/// What a use needs: the subscription (locked), the limit and the period.
-/// What [`prepare_use`] finds out.
+/// What a use is judged by: the limit, the period and the alert thresholds, and the
+/// subscription version they came from (`None` once that is locked).
 struct UseContext {
     limit: Option<Limit>,
     period: Period,
     alert_thresholds: Vec<i32>,
+    read: Option<pg_sys::ItemPointerData>,
+}
+
+/// How [`prepare_use`] reads the subscription.
+#[derive(Clone, Copy, PartialEq)]
+enum Read {
+    /// Without a lock (and without a statement where the reads allow it); the use then locks
+    /// the version it read, and finds out whether it is still the newest.
+    Optimistic,
+    /// Locked first, by a statement that waits for a concurrent change and reads its result.
+    Locked,
 }
 
 fn prepare_use(
     client: &mut SpiClient<'_>,
     function: &'static str,
     r: &Recording<'_>,
+    how: Read,
 ) -> Result<Option<UseContext>, Error> {
     ensure_writable(function)?;
     validate_amount(r.subject, r.amount)?;
-    let mut row = store::feature_row_for_use(client, r.subject.user_id, &r.subject.feature)?;
+    let (user_id, feature) = (r.subject.user_id, r.subject.feature.as_str());
+    let mut row = match how {
+        Read::Optimistic => store::feature_row(client, user_id, Some(feature))?,
+        Read::Locked => store::feature_row_for_use(client, user_id, feature)?,
+    };
     let catalog = row.catalog.take().expect("feature_row errs on unknown features");
     let Some(sub) = row.subscription.as_ref() else {
         return Ok(None);
     };
     let limit = resolve(r.subject, &catalog, sub)?.map(|l| l.limit);
     let period = period_of(&row, catalog.reset_rule.parse()?, sub)?;
-    Ok(Some(UseContext { limit, period, alert_thresholds: row.alert_thresholds }))
+    let read = (how == Read::Optimistic).then_some(sub.tid);
+    Ok(Some(UseContext { limit, period, alert_thresholds: row.alert_thresholds, read }))
 }
 
 /// Announces on channel quota_threshold each alert threshold this use crossed, once per period.
@@ -243,7 +260,7 @@ fn announce_thresholds(
     }
 }
 
-fn use_of<'a>(r: Recording<'a>, period: &Period, limit: Option<i64>) -> Use<'a> {
+fn use_of<'a>(r: &Recording<'a>, period: &Period, limit: Option<i64>) -> Use<'a> {
     Use {
         subject: r.subject,
         period_start: to_pg(period.start, true),
@@ -252,59 +269,85 @@ fn use_of<'a>(r: Recording<'a>, period: &Period, limit: Option<i64>) -> Use<'a> 
         limit,
         resource_type: r.resource_type,
         resource_id: r.resource_id,
-        metadata: r.metadata,
+        metadata: r.metadata.clone(),
         idempotency_key: r.idempotency_key,
+    }
+}
+
+/// Counts a use judged by `ctx` (`enforce`: within its limit), first reading the subscription
+/// again under its lock when it changed since `ctx` was read. Returns the outcome and the
+/// context it was judged by; a use without an active subscription under the lock is `None`.
+fn count_use(
+    client: &mut SpiClient<'_>,
+    function: &'static str,
+    r: &Recording<'_>,
+    mut ctx: UseContext,
+    enforce: bool,
+) -> Result<Option<(store::Applied, UseContext)>, Error> {
+    loop {
+        let limit = match (enforce, ctx.limit) {
+            (false, _) | (true, Some(Limit::Unlimited)) => None,
+            // No source defines a limit: no quota, so nothing can be consumed.
+            (true, None) => Some(0),
+            (true, Some(Limit::Max(n))) => Some(i64::from(n)),
+        };
+        match store::apply_use(client, use_of(r, &ctx.period, limit), ctx.read) {
+            store::Applied::Stale => {}
+            applied => return Ok(Some((applied, ctx))),
+        }
+        match prepare_use(client, function, r, Read::Locked)? {
+            Some(locked) => ctx = locked,
+            None => return Ok(None),
+        }
     }
 }
 
 /// `record_feature_usage`: adds the amount to the current period's counter and writes a
 /// usage record, in the caller's transaction. Records after the fact; does not enforce.
 pub fn record(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<(), Error> {
+    const FUNCTION: &str = "record_feature_usage";
+    let no_subscription = || Error::NoActiveSubscription { subject: r.subject.clone() };
     // The subscription check comes first, so that a use without one is an error even on retry.
-    let Some(ctx) = prepare_use(client, "record_feature_usage", &r)? else {
-        return Err(Error::NoActiveSubscription { subject: r.subject.clone() });
-    };
-    if !replay(client, &r)? {
-        let subject = r.subject;
-        let (usage, already) = store::apply_use(client, use_of(r, &ctx.period, None))
-            .expect("an unconditional use always counts");
-        announce_thresholds(client, subject, &ctx, usage, already);
+    let ctx = prepare_use(client, FUNCTION, &r, Read::Optimistic)?.ok_or_else(no_subscription)?;
+    if replay(client, &r)? {
+        return Ok(());
     }
-    Ok(())
+    match count_use(client, FUNCTION, &r, ctx, false)?.ok_or_else(no_subscription)? {
+        (store::Applied::Counted { usage, already }, ctx) => {
+            announce_thresholds(client, r.subject, &ctx, usage, already);
+            Ok(())
+        }
+        _ => unreachable!("an unconditional use always counts"),
+    }
 }
 
 /// `consume`: checks and records in one atomic step. Refused (or without an active
 /// subscription) it writes nothing; a retried key returns the original outcome, counting nothing.
 pub fn consume(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<Consumed, Error> {
-    let Some(ctx) = prepare_use(client, "consume", &r)? else {
-        return Ok(Consumed { allowed: false, status: QuotaStatus::NONE });
+    const FUNCTION: &str = "consume";
+    let refused = Consumed { allowed: false, status: QuotaStatus::NONE };
+    let Some(ctx) = prepare_use(client, FUNCTION, &r, Read::Optimistic)? else {
+        return Ok(refused);
     };
-    let (limit, subject) = (ctx.limit, r.subject);
-    let period_start = to_pg(ctx.period.start, true);
-    let current = |client: &SpiClient<'_>| {
-        store::usage(client, subject.user_id, &subject.feature, period_start)
+    let subject = r.subject;
+    let current = |client: &SpiClient<'_>, ctx: &UseContext| {
+        let usage =
+            store::usage(client, subject.user_id, &subject.feature, to_pg(ctx.period.start, true));
+        QuotaStatus::evaluate(ctx.limit, usage)
     };
     if replay(client, &r)? {
-        return Ok(Consumed {
-            allowed: true,
-            status: QuotaStatus::evaluate(limit, current(client)),
-        });
+        return Ok(Consumed { allowed: true, status: current(client, &ctx) });
     }
-    // No source defines a limit: no quota, so nothing can be consumed.
-    let enforced = match limit {
-        None => Some(0),
-        Some(Limit::Unlimited) => None,
-        Some(Limit::Max(n)) => Some(i64::from(n)),
+    let Some((applied, ctx)) = count_use(client, FUNCTION, &r, ctx, true)? else {
+        return Ok(refused);
     };
-    let counted = store::apply_use(client, use_of(r, &ctx.period, enforced));
-    let usage = match counted {
-        Some((usage, already)) => {
+    Ok(match applied {
+        store::Applied::Counted { usage, already } => {
             announce_thresholds(client, subject, &ctx, usage, already);
-            usage
+            Consumed { allowed: true, status: QuotaStatus::evaluate(ctx.limit, usage) }
         }
-        None => current(client),
-    };
-    Ok(Consumed { allowed: counted.is_some(), status: QuotaStatus::evaluate(limit, usage) })
+        _ => Consumed { allowed: false, status: current(client, &ctx) },
+    })
 }
 
 /// `refund_usage`: posts a compensating record to the period the original use counted toward.

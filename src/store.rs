@@ -8,7 +8,7 @@ use entitlements_core::{Error, Subject};
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
 use pgrx::pg_sys::BuiltinOid;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData};
-use pgrx::PgOid;
+use pgrx::{pg_sys, PgOid};
 use std::cell::Cell;
 
 /// Everything a quota function needs about one user and feature, in one round trip: the
@@ -26,11 +26,11 @@ SELECT f.code, f.reset_rule, f.unit, f.default_limit,
        pf.feature_value, pf.feature_unit::pg_catalog.text,
        coalesce((SELECT st.time_zone FROM quota.settings st), 'UTC'),
        pg_catalog.now(), f.alert_thresholds, f.name,
-       (SELECT st.attached_schema::pg_catalog.text FROM quota.settings st)
+       (SELECT st.attached_schema::pg_catalog.text FROM quota.settings st), s.ctid
   FROM (SELECT) AS one
   LEFT JOIN quota.features f ON f.code = $2
   LEFT JOIN LATERAL (
-        SELECT us.id, us.plan_id, us.start_date, us.end_date, us.quota_reset_anchor,
+        SELECT us.ctid, us.id, us.plan_id, us.start_date, us.end_date, us.quota_reset_anchor,
                us.quota_cycle_type, us.custom_quotas
           FROM quota.user_subscriptions us
          WHERE us.user_id = $1 AND us.status = 'active'
@@ -57,12 +57,30 @@ SELECT u.usage_count::pg_catalog.int8 FROM quota.user_usage u
 /// speculative insertion, which sends concurrent inserts of the same key to the update branch.
 /// now() goes in the VALUES and the update takes EXCLUDED's values: an ON CONFLICT DO UPDATE on
 /// a distributed table may not call a non-immutable function.
-const USE: &str = "
-WITH counter AS (
+///
+/// `sub` is the subscription lock. After [`feature_row_for_use`] it is already held and `sub`
+/// is one empty row. After a read without a lock ([`feature_row`]), it locks the version read
+/// ($11, its ctid) FOR NO KEY UPDATE: the lock waits for a concurrent change of the row and
+/// then follows it to the newest version, which no longer stands at $11, so `sub` comes back
+/// empty, nothing is written and the last column says 0. The limit the use was judged by is
+/// then stale, and the writer reads again under the lock. Locking last keeps one user's writers
+/// queued for this statement and their commit only, not for their whole call.
+fn use_sql(late_lock: bool) -> String {
+    let sub = if late_lock {
+        "SELECT FROM quota.user_subscriptions us
+     WHERE us.ctid OPERATOR(pg_catalog.=) $11 AND us.user_id = $1 FOR NO KEY UPDATE OF us"
+    } else {
+        "SELECT"
+    };
+    format!(
+        "
+WITH sub AS MATERIALIZED (
+    {sub}
+), counter AS (
     INSERT INTO quota.user_usage AS u
            (user_id, feature_code, period_start, period_end, usage_count, last_reset_at,
             updated_at)
-    SELECT $1, $2, $3, $4, $5, pg_catalog.now(), pg_catalog.now()
+    SELECT $1, $2, $3, $4, $5, pg_catalog.now(), pg_catalog.now() FROM sub
      WHERE $6::pg_catalog.int8 IS NULL OR $5 <= $6
     ON CONFLICT (user_id, feature_code, period_start) DO UPDATE
        SET usage_count = u.usage_count OPERATOR(pg_catalog.+) EXCLUDED.usage_count,
@@ -77,7 +95,10 @@ WITH counter AS (
             idempotency_key, created_at)
     SELECT $1, $2, $3, $7, $8, $5, $9, $10, pg_catalog.now() FROM counter
 )
-SELECT counter.usage_count, counter.alerted_percent FROM counter";
+SELECT counter.usage_count, counter.alerted_percent, (SELECT pg_catalog.count(*) FROM sub)
+  FROM (SELECT) AS one LEFT JOIN counter ON true"
+    )
+}
 
 /// Remembers the highest alert threshold announced for a period.
 const MARK_ALERTED: &str = "
@@ -217,6 +238,7 @@ struct Plans {
     feature_for_use: OwnedPreparedStatement,
     usage: OwnedPreparedStatement,
     use_: OwnedPreparedStatement,
+    use_late_lock: OwnedPreparedStatement,
     lock_key: OwnedPreparedStatement,
     record_by_key: OwnedPreparedStatement,
     refund_target_by_id: OwnedPreparedStatement,
@@ -264,23 +286,21 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> &'static Pl
         stmt.unwrap_or_else(|e| panic!("preparing a pg_entitlements statement failed: {e}")).keep()
     };
     let (int4, int8, text, tstz) = (oid(INT4OID), oid(INT8OID), oid(TEXTOID), oid(TIMESTAMPTZOID));
+    let use_args =
+        [int8, text, tstz, tstz, int4, int8, text, int8, oid(JSONBOID), text, oid(TIDOID)];
     let plans: &'static Plans = Box::leak(Box::new(Plans {
         binding: binding.clone(),
         feature: prepare(&feature_sql(""), &[int8, text], false),
-        // Writers lock the subscription row (FOR NO KEY UPDATE) until they commit: a change of
-        // its limit (adjust_quota, any UPDATE of custom_quotas, plan_id, ...) waits for the use,
-        // and a use that arrives while such a change is uncommitted waits for it and then reads
-        // the new limit. Not FOR SHARE: a transaction that consumes and then adjusts would have
-        // to upgrade its lock, and two such transactions deadlocked (isolation spec
-        // consume_vs_adjust); one lock mode for every writer cannot. It serializes the writers
-        // of one user, who queue on the counter row of a feature anyway.
+        // Writers lock the subscription row (FOR NO KEY UPDATE) until they commit, here or in
+        // use_late_lock: a change of its limit (adjust_quota, any UPDATE of custom_quotas,
+        // plan_id, ...) waits for the use, and a use that meets such a change uncommitted waits
+        // for it and then reads the new limit. Not FOR SHARE: a transaction that consumes and
+        // then adjusts would have to upgrade its lock, and two such transactions deadlocked
+        // (isolation spec consume_vs_adjust); one lock mode for every writer cannot.
         feature_for_use: prepare(&feature_sql("FOR NO KEY UPDATE OF us"), &[int8, text], true),
         usage: prepare(USAGE, &[int8, text, tstz], false),
-        use_: prepare(
-            USE,
-            &[int8, text, tstz, tstz, int4, int8, text, int8, oid(JSONBOID), text],
-            true,
-        ),
+        use_: prepare(&use_sql(false), &use_args[..10], true),
+        use_late_lock: prepare(&use_sql(true), &use_args, true),
         lock_key: prepare(LOCK_KEY, &[int8, text], true),
         record_by_key: prepare(RECORD_BY_KEY, &[int8, text], false),
         refund_target_by_id: prepare(RECORD_FOR_REFUND_BY_ID, &[int8], true),
@@ -303,6 +323,8 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> &'static Pl
 
 /// The active subscription as [`FEATURE`] returns it.
 pub struct SubscriptionRow {
+    /// The row version read (`ctid`): what a writer locks, unless it changed meanwhile.
+    pub tid: pg_sys::ItemPointerData,
     pub start: TimestampWithTimeZone,
     pub end: TimestampWithTimeZone,
     pub anchor: Option<TimestampWithTimeZone>,
@@ -357,6 +379,7 @@ fn parse_feature_row(
         return Err(Error::UnknownFeature { user_id: Some(user_id), feature: feature.to_owned() });
     }
     let subscription = col::<i64>(&row, 5).map(|_id| SubscriptionRow {
+        tid: must(col(&row, 18), "ctid"),
         start: must(col(&row, 6), "start_date"),
         end: must(col(&row, 7), "end_date"),
         anchor: col(&row, 8),
@@ -415,8 +438,9 @@ pub fn feature_row(
     }
 }
 
-/// [`feature_row`] for a writer, with the active subscription locked until the end of the
-/// transaction, so that its limit cannot change under the use.
+/// [`feature_row`] for a writer whose unlocked read went stale ([`Applied::Stale`]): the active
+/// subscription read by a statement that locks it first, until the end of the transaction, so
+/// that its limit cannot change under the use.
 pub fn feature_row_for_use(
     client: &mut SpiClient<'_>,
     user_id: i64,
@@ -484,10 +508,25 @@ pub struct Use<'a> {
     pub idempotency_key: Option<&'a str>,
 }
 
-/// Adds the use to its period's counter and the ledger; returns the new counter and the
-/// highest alert already announced, or `None` when the limit refused it (nothing was written).
-pub fn apply_use(client: &mut SpiClient<'_>, u: Use<'_>) -> Option<(i64, i32)> {
-    let args: [DatumWithOid; 10] = [
+/// What became of a use.
+pub enum Applied {
+    /// Counted: the new counter and the highest alert already announced for the period.
+    Counted { usage: i64, already: i32 },
+    /// The limit refused it; nothing was written.
+    Refused,
+    /// The subscription changed since it was read; nothing was written (see [`use_sql`]).
+    Stale,
+}
+
+/// Adds the use to its period's counter and the ledger. `read` is the subscription version the
+/// use was judged by, when it was read without a lock; `None` when [`feature_row_for_use`]
+/// holds the lock.
+pub fn apply_use(
+    client: &mut SpiClient<'_>,
+    u: Use<'_>,
+    read: Option<pg_sys::ItemPointerData>,
+) -> Applied {
+    let mut args: Vec<DatumWithOid> = vec![
         u.subject.user_id.into(),
         u.subject.feature.as_str().into(),
         u.period_start.into(),
@@ -499,14 +538,25 @@ pub fn apply_use(client: &mut SpiClient<'_>, u: Use<'_>) -> Option<(i64, i32)> {
         u.metadata.map_or_else(DatumWithOid::null::<RawJsonb>, Into::into),
         u.idempotency_key.map_or_else(DatumWithOid::null::<&str>, Into::into),
     ];
-    let plan = &plans(client).use_;
+    let plans = plans(client);
+    let plan = match read {
+        Some(tid) => {
+            args.push(tid.into());
+            &plans.use_late_lock
+        }
+        None => &plans.use_,
+    };
     let table = client
         .update(plan, Some(1), &args)
         .unwrap_or_else(|e| panic!("recording usage failed: {e}"));
-    table
-        .into_iter()
-        .next()
-        .map(|row| (must(col(&row, 1), "usage_count"), must(col(&row, 2), "alerted_percent")))
+    let row = table.into_iter().next().expect("FROM (SELECT) yields one row");
+    match (col::<i64>(&row, 1), must(col::<i64>(&row, 3), "count")) {
+        (Some(usage), _) => {
+            Applied::Counted { usage, already: must(col(&row, 2), "alerted_percent") }
+        }
+        (None, 0) => Applied::Stale,
+        (None, _) => Applied::Refused,
+    }
 }
 
 /// Remembers that alerts up to `percent` were announced for the period.
