@@ -65,6 +65,11 @@ floor_loop() {
   echo "DO \$\$DECLARE ps timestamptz := (SELECT period_start FROM quota.get_quota_period($HOT, 'articles_per_month')); BEGIN FOR i IN 1..$1 LOOP UPDATE quota.user_usage SET usage_count = usage_count + 1 WHERE user_id = $HOT AND feature_code = 'articles_per_month' AND period_start = ps AND usage_count + 1 <= 2000000000; END LOOP; END\$\$"
 }
 single_user w_floor "$(floor_loop 10)" "$(floor_loop "$WN")"
+# The same UPDATE with the usage record consume writes, in one statement.
+ledger_loop() {
+  echo "DO \$\$DECLARE ps timestamptz := (SELECT period_start FROM quota.get_quota_period($HOT, 'articles_per_month')); BEGIN FOR i IN 1..$1 LOOP WITH c AS (UPDATE quota.user_usage SET usage_count = usage_count + 1, updated_at = now() WHERE user_id = $HOT AND feature_code = 'articles_per_month' AND period_start = ps AND usage_count + 1 <= 2000000000 RETURNING 1), r AS (INSERT INTO quota.usage_records (user_id, feature_code, period_start, resource_type, resource_id, amount, metadata, created_at) SELECT $HOT, 'articles_per_month', ps, 'article', i, 1, '{\"words\": 1200}', now() FROM c) SELECT FROM c; END LOOP; END\$\$"
+}
+single_user w_floor_ledger "$(ledger_loop 10)" "$(ledger_loop "$WN")"
 record() { echo "SELECT count($1.record_feature_usage(g, 'articles_per_month', 'article', g, 1, '{\"words\": 1200}')) FROM generate_series($2, $3) g"; }
 single_user w_record_native "$(record quota 99901 99910)" "$(record quota 1 "$WN")"
 single_user w_record_plpgsql "$(record seed 99901 99910)" "$(record seed 1 "$WN")"
@@ -89,6 +94,7 @@ tn=$((tn_sync + tn_val))
 tp=$(inc trig_plpgsql '^plpgsql_call_handler$')
 wc=$(inc w_consume '^consume_wrapper$')
 wf=$(inc w_floor '^SPI_execute_plan_with_paramlist$')
+wfl=$(inc w_floor_ledger '^SPI_execute_plan_with_paramlist$')
 wrn=$(inc w_record_native '^record_feature_usage_wrapper$')
 wrp=$(inc w_record_plpgsql '^plpgsql_call_handler$')
 
@@ -101,7 +107,7 @@ n_spi_rest=$(sub "$n_spi" $((n_start + n_run + n_end)))
 n_rows=$(( $(inc native 'SpiTupleTable as .*Iterator>::next$') + $(inc native '::store::col$') ))
 n_srf_exec=$(sub "$(inc native '^ExecMakeTableFunctionResult$')" "$nat")
 n_srf_type=$(inc native '^get_call_result_type$')
-n_num=$(inc native '^numeric_in$|numeric_in.reify|AnyNumeric|::api::percentage$')
+n_num=$(inc native '^int64_div_fast_to_numeric$|AnyNumeric|::api::percentage$')
 n_json=$(inc native 'serde_json|^jsonb_|^JsonbToCString$|^getKeyJsonValueFromContainer$|^JsonbValueToJsonb$')
 n_period=$(inc native '::quota::period_of$|^entitlements_core::period::current_period$')
 n_probe=$(inc native '::probe::Probe::scan')
@@ -143,6 +149,7 @@ machine, and rank the costs as the timings do.
 | the UPDATE itself per row, no triggers | $(fmt "$(per "$upd_none" "$ROWS")") | |
 | \`quota.consume\`, hot user | $(fmt "$(per "$wc" "$WN")") | $(x "$wc" "$wf") the bare UPDATE |
 | bare conditional UPDATE of the counter | $(fmt "$(per "$wf" "$WN")") | |
+| the same UPDATE and its usage record, one statement | $(fmt "$(per "$wfl" "$WN")") | consume is $(x "$wc" "$wfl") this |
 | \`quota.record_feature_usage\` (native) | $(fmt "$(per "$wrn" "$WN")") | $(x "$wrn" "$wrp") PL/pgSQL |
 | \`seed.record_feature_usage\` (PL/pgSQL reference) | $(fmt "$(per "$wrp" "$WN")") | |
 
@@ -156,7 +163,7 @@ row "taking delivery of invalidations and the privilege check (\`AcceptInvalidat
 row "SQL statements (SPI; none while \`quota.read_paths()\` shows no \`sql\`): executor start-up $(fmt "$(per "$n_start" "$N")"), run $(fmt "$(per "$n_run" "$N")"), shut-down $(fmt "$(per "$n_end" "$N")"), the rest $(fmt "$(per "$n_spi_rest" "$N")")" "$n_spi"
 row "reading the SPI result into Rust values (pgrx \`SpiHeapTupleData\` deforms every column, \`FromDatum\`)" "$n_rows"
 row "set-returning machinery inside the call (\`get_call_result_type\` builds the result tuple descriptor on every call)" "$n_srf_type"
-row "\`percentage\` as \`numeric\` (formatted as text, then \`numeric_in\`)" "$n_num"
+row "\`percentage\` as \`numeric\` (\`int64_div_fast_to_numeric\`, no text)" "$n_num"
 row "JSON (\`custom_quotas\` value: jsonb in SQL, serde_json in Rust)" "$n_json"
 row "period arithmetic (jiff)" "$n_period"
 row "everything else (pgrx glue and guards, memory contexts, the rest of the Rust code)" "$n_other"
@@ -191,11 +198,11 @@ $(statements w_consume "$WN" "$wc")
   change), the subscription and the counter from their btree indexes
   ($(fmt "$(per "$n_probe" "$N")") per call, as PostgreSQL's own foreign-key fast path reads),
   with SQL statements kept wherever those would see something else (\`quota.read_paths()\`).
-  What is left to take: (1) return a composite instead of a one-row set
+  What is left to take: return a composite instead of a one-row set
   (\`get_call_result_type\` on every call, plus the executor's tuplestore:
   $(fmt "$(per $((n_srf_type + n_srf_exec)) "$N")") per call), which the documented
-  \`TABLE (...)\` signature rules out; (2) build \`percentage\` as a numeric without going
-  through text ($(fmt "$(per "$n_num" "$N")") per call).
+  \`TABLE (...)\` signature rules out. The rest is the work of any answer: two btree descents
+  and heap fetches, the period arithmetic, the result tuple.
 * **Triggers.** The extension's triggers cost $(x "$tn" "$tp") the PL/pgSQL trigger per row,
   almost all in \`sync_storage_quota\`, which runs several SPI statements per updated row (the
   table above) even when the row's limits did not move. Comparing OLD and NEW in Rust first
@@ -203,19 +210,20 @@ $(statements w_consume "$WN" "$wc")
   decides a limit changed, and computing the limits of the new row once for both the storage
   sync and the change notification, would bring it to at most one statement per row.
 * **Writes.** consume on one user costs $(x "$wc" "$wf") the bare conditional UPDATE in
-  instructions (executor start-up $(fmt "$(per "$c_start" "$WN")") per call against
-  $(fmt "$(per "$(inc w_floor '^standard_ExecutorStart$')" "$WN")")): it runs the joined
-  subscription lookup, which locks the subscription row, then one statement with the upsert and
-  the ledger insert (whose foreign-key checks and CHECK constraints, re-read from the catalog
-  for every new executor, cost $(fmt "$(per "$(inc w_consume '^ExecConstraints$')" "$WN")") per
-  call). On one hot user the subscription row lock (\`FOR NO KEY UPDATE\`, WAL-logged) is taken
-  at the start of every write and held to commit, so that user's writers queue for the whole
-  call, not only for the counter update as the bare UPDATE and the PL/pgSQL reference do: that,
-  more than instructions, is why the hot-user write ratios in case 3 are far below the
-  random-user ones. That lock is the price of ordering every use against a concurrent change of
-  the limit; ways to keep the guarantee at a lower price are to order on the counter row instead
-  (adjust_quota locking the user's current counters) or to lock the subscription only when a
-  use comes close to its limit, and one statement per use instead of two. (These write profiles run in one transaction, so the foreign-key
-  check on \`user_usage.feature_code\` fires for every update of the counter row, on both
-  sides; separate transactions skip it.)
+  instructions and $(x "$wc" "$wfl") the same UPDATE with its usage record in one statement
+  (executor start-up $(fmt "$(per "$c_start" "$WN")") per call against
+  $(fmt "$(per "$(inc w_floor '^standard_ExecutorStart$')" "$WN")") for the bare UPDATE). The
+  subscription, limit and period are read without a statement; what remains is the one
+  statement that locks the subscription version read (by \`ctid\`, WAL-logged), upserts the
+  counter and inserts the usage record, whose foreign-key checks and CHECK constraints cost
+  $(fmt "$(per "$(inc w_consume '^ExecConstraints$')" "$WN")") per call. The bare UPDATE is not
+  a floor any ledger can reach: the usage record alone (five index insertions, a foreign-key
+  check that locks the catalog row of the feature) adds $(fmt "$(per $((wfl - wf)) "$WN")")
+  instructions to the UPDATE's $(fmt "$(per "$wf" "$WN")"), and on one hot
+  user the whole statement, record included, runs while the counter row is locked, so that
+  user's writers queue for it; case 3 compares both. Reaching 0.9x the bare UPDATE would take
+  writing no usage record inside the counter's lock (a separate statement before it, two
+  executor start-ups per use, and a delete when the counter refuses), or no ledger at all. (These
+  write profiles run in one transaction, so the foreign-key check on \`user_usage.feature_code\`
+  fires for every update of the counter row, on both sides; separate transactions skip it.)
 EOF

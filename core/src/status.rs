@@ -59,13 +59,6 @@ impl QuotaStatus {
         }
     }
 
-    /// The percentage as numeric text with two decimals, e.g. `"33.33"`.
-    pub fn percentage_text(&self) -> String {
-        let p = self.percentage_hundredths;
-        let sign = if p < 0 { "-" } else { "" };
-        format!("{sign}{}.{:02}", (p / 100).abs(), (p % 100).abs())
-    }
-
     /// `current_usage`, `quota_limit` and `remaining` as the int4 columns of the seed's result.
     pub fn int4_figures(&self, subject: &Subject) -> Result<(i32, i32, i32)> {
         let fit = |column: &'static str, value: i64| {
@@ -93,13 +86,13 @@ mod tests {
         // Custom quota 6, used 2: remaining 4. Raised to 10: remaining 8, 3 more articles fit.
         let before = QuotaStatus::evaluate(Some(Limit::Max(6)), 2);
         assert_eq!(
-            (before.has_quota, before.remaining, before.percentage_text()),
-            (true, 4, "33.33".into())
+            (before.has_quota, before.remaining, before.percentage_hundredths),
+            (true, 4, 3333)
         );
         let after = QuotaStatus::evaluate(Some(Limit::Max(10)), 2);
         assert_eq!(
-            (after.quota_limit, after.remaining, after.percentage_text()),
-            (10, 8, "20.00".into())
+            (after.quota_limit, after.remaining, after.percentage_hundredths),
+            (10, 8, 2000)
         );
         assert!(Limit::Max(10).allows(2, 3));
     }
@@ -107,14 +100,11 @@ mod tests {
     #[test]
     fn exhausted_and_lowered_limits() {
         let full = QuotaStatus::evaluate(Some(Limit::Max(5)), 5);
-        assert_eq!(
-            (full.has_quota, full.remaining, full.percentage_text()),
-            (false, 0, "100.00".into())
-        );
+        assert_eq!((full.has_quota, full.remaining, full.percentage_hundredths), (false, 0, 10000));
         let lowered = QuotaStatus::evaluate(Some(Limit::Max(4)), 6);
         assert_eq!(
-            (lowered.has_quota, lowered.remaining, lowered.percentage_text()),
-            (false, 0, "150.00".into())
+            (lowered.has_quota, lowered.remaining, lowered.percentage_hundredths),
+            (false, 0, 15000)
         );
     }
 
@@ -132,17 +122,17 @@ mod tests {
         );
         let none = QuotaStatus::evaluate(None, 3);
         assert_eq!((none.has_quota, none.current_usage, none.quota_limit), (false, 3, 0));
-        assert_eq!(QuotaStatus::NONE.percentage_text(), "0.00");
+        assert_eq!(QuotaStatus::NONE.percentage_hundredths, 0);
     }
 
     #[test]
     fn rounding_is_half_away_from_zero() {
-        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(3)), 2).percentage_text(), "66.67");
-        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(8)), 1).percentage_text(), "12.50");
-        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(16)), 1).percentage_text(), "6.25");
-        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(80_000)), 1).percentage_text(), "0.00");
-        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(20_000)), 1).percentage_text(), "0.01");
-        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(20_001)), 1).percentage_text(), "0.00");
+        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(3)), 2).percentage_hundredths, 6667);
+        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(8)), 1).percentage_hundredths, 1250);
+        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(16)), 1).percentage_hundredths, 625);
+        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(80_000)), 1).percentage_hundredths, 0);
+        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(20_000)), 1).percentage_hundredths, 1);
+        assert_eq!(QuotaStatus::evaluate(Some(Limit::Max(20_001)), 1).percentage_hundredths, 0);
     }
 
     #[test]
