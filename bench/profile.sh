@@ -67,7 +67,7 @@ floor_loop() {
 single_user w_floor "$(floor_loop 10)" "$(floor_loop "$WN")"
 # The same UPDATE with the usage record consume writes, in one statement.
 ledger_loop() {
-  echo "DO \$\$DECLARE ps timestamptz := (SELECT period_start FROM quota.get_quota_period($HOT, 'articles_per_month')); BEGIN FOR i IN 1..$1 LOOP WITH c AS (UPDATE quota.user_usage SET usage_count = usage_count + 1, updated_at = now() WHERE user_id = $HOT AND feature_code = 'articles_per_month' AND period_start = ps AND usage_count + 1 <= 2000000000 RETURNING 1), r AS (INSERT INTO quota.usage_records (user_id, feature_code, period_start, resource_type, resource_id, amount, metadata, created_at) SELECT $HOT, 'articles_per_month', ps, 'article', i, 1, '{\"words\": 1200}', now() FROM c) SELECT FROM c; END LOOP; END\$\$"
+  echo "DO \$\$DECLARE n int; ps timestamptz := (SELECT period_start FROM quota.get_quota_period($HOT, 'articles_per_month')); BEGIN FOR i IN 1..$1 LOOP WITH c AS (UPDATE quota.user_usage SET usage_count = usage_count + 1, updated_at = now() WHERE user_id = $HOT AND feature_code = 'articles_per_month' AND period_start = ps AND usage_count + 1 <= 2000000000 RETURNING 1), r AS (INSERT INTO quota.usage_records (user_id, feature_code, period_start, resource_type, resource_id, amount, metadata, created_at) SELECT $HOT, 'articles_per_month', ps, 'article', i, 1, '{\"words\": 1200}', now() FROM c) SELECT count(*) INTO n FROM c; END LOOP; END\$\$"
 }
 single_user w_floor_ledger "$(ledger_loop 10)" "$(ledger_loop "$WN")"
 record() { echo "SELECT count($1.record_feature_usage(g, 'articles_per_month', 'article', g, 1, '{\"words\": 1200}')) FROM generate_series($2, $3) g"; }
@@ -212,9 +212,9 @@ $(statements w_consume "$WN" "$wc")
 * **Writes.** consume on one user costs $(x "$wc" "$wf") the bare conditional UPDATE in
   instructions and $(x "$wc" "$wfl") the same UPDATE with its usage record in one statement
   (executor start-up $(fmt "$(per "$c_start" "$WN")") per call against
-  $(fmt "$(per "$(inc w_floor '^standard_ExecutorStart$')" "$WN")") for the bare UPDATE). The
-  subscription, limit and period are read without a statement; what remains is the one
-  statement that locks the subscription version read (by \`ctid\`, WAL-logged), upserts the
+  $(fmt "$(per "$(inc w_floor '^standard_ExecutorStart$')" "$WN")") for the bare UPDATE). In a
+  transaction of its own, a use reads the subscription, limit and period without a statement;
+  what remains is the one statement that locks the subscription version read (by \`ctid\`, WAL-logged), upserts the
   counter and inserts the usage record, whose foreign-key checks and CHECK constraints cost
   $(fmt "$(per "$(inc w_consume '^ExecConstraints$')" "$WN")") per call. The bare UPDATE is not
   a floor any ledger can reach: the usage record alone (five index insertions, a foreign-key
@@ -224,6 +224,9 @@ $(statements w_consume "$WN" "$wc")
   user's writers queue for it; case 3 compares both. Reaching 0.9x the bare UPDATE would take
   writing no usage record inside the counter's lock (a separate statement before it, two
   executor start-ups per use, and a delete when the counter refuses), or no ledger at all. (These
-  write profiles run in one transaction, so the foreign-key check on \`user_usage.feature_code\`
-  fires for every update of the counter row, on both sides; separate transactions skip it.)
+  write profiles run in one transaction: after its first write every call reads the
+  subscription through a statement, as a writer after a write in the same transaction does, so
+  they show that path, not the one of case 3's one-call transactions, which reads without a
+  statement. And the foreign-key check on \`user_usage.feature_code\` fires for every update of
+  the counter row, on both sides; separate transactions skip it.)
 EOF
