@@ -260,11 +260,18 @@ fn announce_thresholds(
     }
 }
 
-fn use_of<'a>(r: &Recording<'a>, period: &Period, limit: Option<i64>) -> Use<'a> {
+/// The use as [`store::apply_use`] writes it; `enforce`: within the limit of `ctx`.
+fn use_of<'a>(r: &Recording<'a>, ctx: &UseContext, enforce: bool) -> Use<'a> {
+    let limit = match (enforce, ctx.limit) {
+        (false, _) | (true, Some(Limit::Unlimited)) => None,
+        // No source defines a limit: no quota, so nothing can be consumed.
+        (true, None) => Some(0),
+        (true, Some(Limit::Max(n))) => Some(i64::from(n)),
+    };
     Use {
         subject: r.subject,
-        period_start: to_pg(period.start, true),
-        period_end: to_pg(period.end, false),
+        period_start: to_pg(ctx.period.start, true),
+        period_end: to_pg(ctx.period.end, false),
         amount: r.amount,
         limit,
         resource_type: r.resource_type,
@@ -274,32 +281,25 @@ fn use_of<'a>(r: &Recording<'a>, period: &Period, limit: Option<i64>) -> Use<'a>
     }
 }
 
-/// Counts a use judged by `ctx` (`enforce`: within its limit), first reading the subscription
-/// again under its lock when it changed since `ctx` was read. Returns the outcome and the
-/// context it was judged by; a use without an active subscription under the lock is `None`.
+/// Counts a use judged by `ctx`, or, when the subscription changed since `ctx` was read, judged
+/// again by what a read under its lock finds (a read that cannot go stale). Returns the outcome
+/// and the context it was judged by; `None` when the locked read finds no active subscription.
 fn count_use(
     client: &mut SpiClient<'_>,
     function: &'static str,
     r: &Recording<'_>,
-    mut ctx: UseContext,
+    ctx: UseContext,
     enforce: bool,
 ) -> Result<Option<(store::Applied, UseContext)>, Error> {
-    loop {
-        let limit = match (enforce, ctx.limit) {
-            (false, _) | (true, Some(Limit::Unlimited)) => None,
-            // No source defines a limit: no quota, so nothing can be consumed.
-            (true, None) => Some(0),
-            (true, Some(Limit::Max(n))) => Some(i64::from(n)),
-        };
-        match store::apply_use(client, use_of(r, &ctx.period, limit), ctx.read) {
-            store::Applied::Stale => {}
-            applied => return Ok(Some((applied, ctx))),
-        }
-        match prepare_use(client, function, r, Read::Locked)? {
-            Some(locked) => ctx = locked,
-            None => return Ok(None),
-        }
+    let applied = store::apply_use(client, use_of(r, &ctx, enforce), ctx.read);
+    if !matches!(applied, store::Applied::Stale) {
+        return Ok(Some((applied, ctx)));
     }
+    let Some(locked) = prepare_use(client, function, r, Read::Locked)? else {
+        return Ok(None);
+    };
+    let applied = store::apply_use(client, use_of(r, &locked, enforce), locked.read);
+    Ok(Some((applied, locked)))
 }
 
 /// `record_feature_usage`: adds the amount to the current period's counter and writes a

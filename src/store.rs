@@ -526,7 +526,7 @@ pub fn apply_use(
     u: Use<'_>,
     read: Option<pg_sys::ItemPointerData>,
 ) -> Applied {
-    let mut args: Vec<DatumWithOid> = vec![
+    let args: [DatumWithOid; 11] = [
         u.subject.user_id.into(),
         u.subject.feature.as_str().into(),
         u.period_start.into(),
@@ -537,17 +537,16 @@ pub fn apply_use(
         u.resource_id.map_or_else(DatumWithOid::null::<i64>, Into::into),
         u.metadata.map_or_else(DatumWithOid::null::<RawJsonb>, Into::into),
         u.idempotency_key.map_or_else(DatumWithOid::null::<&str>, Into::into),
+        read.map_or_else(DatumWithOid::null::<pg_sys::ItemPointerData>, Into::into),
     ];
     let plans = plans(client);
-    let plan = match read {
-        Some(tid) => {
-            args.push(tid.into());
-            &plans.use_late_lock
-        }
-        None => &plans.use_,
+    // use_ takes no $11.
+    let (plan, args) = match read {
+        Some(_) => (&plans.use_late_lock, &args[..]),
+        None => (&plans.use_, &args[..10]),
     };
     let table = client
-        .update(plan, Some(1), &args)
+        .update(plan, Some(1), args)
         .unwrap_or_else(|e| panic!("recording usage failed: {e}"));
     let row = table.into_iter().next().expect("FROM (SELECT) yields one row");
     match (col::<i64>(&row, 1), must(col::<i64>(&row, 3), "count")) {
