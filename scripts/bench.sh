@@ -11,7 +11,8 @@
 #                          working tree
 #   BENCH_SECONDS=15       pgbench duration of the read cases (case 2)
 #   BENCH_WRITE_SECONDS=10 pgbench duration of each write case (case 3)
-#   BENCH_PROFILE=1        profile case 1 under callgrind (0 skips it, about 2 minutes)
+#   BENCH_PROFILE=1        profile case 1 under callgrind and case 2's transactions under perf
+#                          (0 skips both, about 3 minutes)
 #   BENCH_DIR, BENCH_PORT  cluster folder and port (/tmp/pg_entitlements-bench, 55440)
 #   BENCH_OUT=BENCHMARKS.md
 #   BENCH_KEEP=1           leave the cluster running at the end (stop it with pg_ctl -D DIR/data stop)
@@ -23,7 +24,8 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 T_START=$(date +%s)
 
-./scripts/setup.sh
+# The profiles need valgrind (callgrind) and perf.
+if [ "${BENCH_PROFILE:-1}" = 1 ]; then ./scripts/setup.sh valgrind linux-perf; else ./scripts/setup.sh; fi
 source scripts/cluster.sh
 
 DIR=${BENCH_DIR:-/tmp/pg_entitlements-bench}
@@ -220,16 +222,29 @@ step "case 2: end-to-end check_user_quota throughput, ${READ_SECS}s per run"
 { echo "\\set uid random(1, $USERS)"; echo "SELECT * FROM ($(inlined :uid "'articles_per_month'")) q;"; } \
   >"$DIR/work/check_inlined.sql"
 for clients in 1 8; do
-  for impl in native plpgsql inlined select1; do
+  impls="native plpgsql inlined select1"
+  [ "$clients" = 8 ] && impls="$impls reads srf"   # the floors, for the 8-client targets
+  for impl in $impls; do
     case $impl in
       native) script=bench/pgbench/check_native.sql ;;
       plpgsql) script=bench/pgbench/check_plpgsql.sql ;;
       inlined) script=$DIR/work/check_inlined.sql ;;
       select1) script=bench/pgbench/select1.sql ;;
+      reads) script=bench/pgbench/check_reads_floor.sql ;;
+      srf) script=bench/pgbench/srf_one_row.sql ;;
     esac
     pgb "c2_${impl}_${clients}" "$script" "$clients" "$READ_SECS" on
   done
 done
+E2E_MD=""
+if [ "$PROFILE" = 1 ]; then
+  step "profile: perf on the backend of 1-client transactions (bench/e2e_profile.sh, about 1 minute)"
+  if E2E_MD=$(bench/e2e_profile.sh "$DIR" "$PORT" "SELECT 1=bench/pgbench/select1.sql" \
+                "the two reads, one statement=bench/pgbench/check_reads_floor.sql" \
+                "check_user_quota=bench/pgbench/check_native.sql" 2>"$DIR/work/e2e-profile.err"); then :; else
+    E2E_MD="_The end-to-end profile could not be taken: $(tail -1 "$DIR/work/e2e-profile.err")._"
+  fi
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Case 3: writes, 8 clients, synchronous_commit on and off, spread over users and on one user.
@@ -372,6 +387,9 @@ TABLE=$(
   row "2 end-to-end" "tps, 8 clients" "$(f0 "${R[c2_native_8]}")" "PL/pgSQL reference" "$(f0 "${R[c2_plpgsql_8]}")" "$c2r_pl" "≥ 2.5" "$(judge "$c2r_pl" ">=" 2.5)"
   row "2 end-to-end" "tps, 8 clients" "$(f0 "${R[c2_native_8]}")" "SELECT 1" "$(f0 "${R[c2_select1_8]}")" "$c2r_s1" "≥ 0.6" "$(judge "$c2r_s1" ">=" 0.6)"
   row "2 end-to-end" "tps, 8 clients" "$(f0 "${R[c2_native_8]}")" "inlined SQL" "$(f0 "${R[c2_inlined_8]}")" "$(ratio "${R[c2_native_8]}" "${R[c2_inlined_8]}")" "–" "–"
+  row "2 end-to-end" "tps, 8 clients" "$(f0 "${R[c2_native_8]}")" "the check's two index reads, one statement, no function" "$(f0 "${R[c2_reads_8]}")" "$(ratio "${R[c2_native_8]}" "${R[c2_reads_8]}")" "–" "–"
+  row "2 floor" "tps, 8 clients, _not pg_entitlements_: the check's two index reads, one statement" "$(f0 "${R[c2_reads_8]}")" "SELECT 1" "$(f0 "${R[c2_select1_8]}")" "$(ratio "${R[c2_reads_8]}" "${R[c2_select1_8]}")" "–" "–"
+  row "2 floor" "tps, 8 clients, _not pg_entitlements_: C generate_series, one row, no table" "$(f0 "${R[c2_srf_8]}")" "SELECT 1" "$(f0 "${R[c2_select1_8]}")" "$(ratio "${R[c2_srf_8]}" "${R[c2_select1_8]}")" "–" "–"
   for sync in on off; do
     tgt="–"; verdict="–"
     if [ $sync = off ]; then tgt="≥ 1.5"; verdict=$(judge "$c3r_rec_off" ">=" 1.5); fi
@@ -445,7 +463,12 @@ ${R[c5_native_anon_before]} → ${R[c5_native_anon_after]} kB.
 2. **End-to-end throughput** — \`pgbench -M prepared -T $READ_SECS\`, random users among
    100,000, 1 and 8 clients (2 pgbench threads), \`SELECT * FROM ...check_user_quota(:uid,
    'articles_per_month')\` against the PL/pgSQL reference, the inlined SQL and \`SELECT 1\`
-   (\`bench/pgbench/\`).
+   (\`bench/pgbench/\`). Two floors put \`SELECT 1\` in proportion: the two index reads
+   every check needs (the user's active subscription, the feature's latest counter) as one
+   prepared statement with no function and no limit logic
+   (\`bench/pgbench/check_reads_floor.sql\`), and the cheapest function call in \`FROM\`:
+   PostgreSQL's own C \`generate_series(:uid, :uid)\`, one row, no table
+   (\`bench/pgbench/srf_one_row.sql\`).
 3. **Writes** — 8 clients, $WRITE_SECS s per run, \`synchronous_commit\` on (bounded by WAL
    flushes, fsync on) and off (the CPU cost). \`record_feature_usage\` against the PL/pgSQL
    reference, over random users and on one hot user ($HOT_USER); \`consume\` over random users
@@ -470,6 +493,8 @@ ${R[c5_native_anon_before]} → ${R[c5_native_anon_after]} kB.
    calls need, so the growth is the backend's own memory.
 
 $PROFILE_MD
+
+$E2E_MD
 
 $(cat bench/optimisations.md)
 EOF

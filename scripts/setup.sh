@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs every prerequisite of pg_entitlements on a bare Debian machine, skipping what is
 # already present, so that it can run before every build (README, CI, benchmarks).
+#
+#   ./scripts/setup.sh [PACKAGE...]   extra Debian packages a caller needs (the benchmarks'
+#                                     profilers: valgrind, linux-perf)
 set -euo pipefail
 
 PG_MAJOR=15
@@ -12,7 +15,7 @@ need_pkgs=()
 pkgs="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang sudo"
 # The Node.js client example (examples/node) needs node and npm; most machines have them.
 command -v npm >/dev/null || pkgs="$pkgs nodejs npm"
-for p in $pkgs; do
+for p in $pkgs "$@"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
