@@ -185,8 +185,8 @@ declare -A Q1=(
   [empty]="SELECT count(*) FROM generate_series(1, $USERS) g, LATERAL (SELECT g AS x OFFSET 0) q"
   # Every user once, in a scattered order (48271 is prime to 100000): the index pages and rows
   # of consecutive calls are no longer neighbours, as with case 2's random users.
-  [native_scattered]="SELECT count(*) FROM generate_series(1, $USERS) g, LATERAL quota.check_user_quota(1 + g::bigint * 48271 % $USERS, 'articles_per_month')"
-  [plpgsql_scattered]="SELECT count(*) FROM generate_series(1, $USERS) g, LATERAL seed.check_user_quota(1 + g::bigint * 48271 % $USERS, 'articles_per_month')"
+  [native_scattered]="SELECT count(*) FROM generate_series(1, $USERS) g, LATERAL quota.check_user_quota((1 + g::bigint * 48271 % $USERS)::int, 'articles_per_month')"
+  [plpgsql_scattered]="SELECT count(*) FROM generate_series(1, $USERS) g, LATERAL seed.check_user_quota((1 + g::bigint * 48271 % $USERS)::int, 'articles_per_month')"
 )
 IMPLS1="native plpgsql inlined empty native_scattered plpgsql_scattered"
 {
