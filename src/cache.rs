@@ -16,6 +16,7 @@
 
 use crate::probe::{Column, Key, KeyColumn, Kind, Probe};
 use crate::store::{self, Catalog, FeatureRow, SubscriptionRow};
+use crate::time::micros;
 use entitlements_core::Error;
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
 use pgrx::pg_sys::{self, Oid};
@@ -58,8 +59,17 @@ struct Usage {
     count: Column,
 }
 
-/// The tables a quota call reads, as `(role, qualified name, oid)`.
-type Tables = Vec<(&'static str, String, Oid)>;
+/// A table a quota call reads.
+struct Table {
+    role: &'static str,
+    /// Schema-qualified.
+    name: String,
+    /// InvalidOid when there is no such table.
+    relid: Oid,
+    /// Why its rows cannot be read without a statement, whatever its indexes: not a plain heap
+    /// table, or row level security.
+    unreadable: Option<String>,
+}
 
 /// The tables a quota call reads, by role; the last four follow quota.attach().
 const TABLE_ROLES: [&str; 6] = [
@@ -81,7 +91,7 @@ pub struct Config {
     plan_features: HashMap<i64, HashMap<String, PlanFeature>>,
     subscriptions: Result<Subscriptions, String>,
     usage: Result<Usage, String>,
-    tables: Tables,
+    tables: Vec<Table>,
 }
 
 thread_local! {
@@ -176,22 +186,23 @@ pub fn direct(client: &SpiClient<'_>) -> Result<Rc<Config>, String> {
 /// through column privileges, which are not checked here).
 fn privileged(config: &Config) -> Result<(), String> {
     // SAFETY: GetUserId reads the current role.
-    if PRIVILEGED.get() == unsafe { pg_sys::GetUserId() } {
-        return Ok(());
+    let user = unsafe { pg_sys::GetUserId() };
+    if PRIVILEGED.get() != user {
+        privileged_on(&config.tables)?;
+        PRIVILEGED.set(user);
     }
-    privileged_on(&config.tables)
+    Ok(())
 }
 
-fn privileged_on(tables: &Tables) -> Result<(), String> {
+fn privileged_on(tables: &[Table]) -> Result<(), String> {
     // SAFETY: GetUserId and pg_class_aclcheck read the role and the tables' ACLs.
     let user = unsafe { pg_sys::GetUserId() };
-    for (_, name, relid) in tables {
-        let granted = unsafe { pg_sys::pg_class_aclcheck(*relid, user, pg_sys::ACL_SELECT as _) };
+    for t in tables {
+        let granted = unsafe { pg_sys::pg_class_aclcheck(t.relid, user, pg_sys::ACL_SELECT as _) };
         if granted != pg_sys::AclResult::ACLCHECK_OK {
-            return Err(format!("the current role lacks SELECT on {name}"));
+            return Err(format!("the current role lacks SELECT on {}", t.name));
         }
     }
-    PRIVILEGED.set(user);
     Ok(())
 }
 
@@ -208,8 +219,8 @@ fn rebuild(client: &SpiClient<'_>) -> Result<Rc<Config>, String> {
     let built = match built {
         Ok(config) => {
             let mut watched = [pg_sys::InvalidOid; 6];
-            for (slot, (_, _, relid)) in watched.iter_mut().zip(&config.tables) {
-                *slot = *relid;
+            for (slot, t) in watched.iter_mut().zip(&config.tables) {
+                *slot = t.relid;
             }
             WATCHED.set(watched);
             Ok(Rc::new(config))
@@ -303,24 +314,34 @@ enum Refusal {
     Unusable(String),
 }
 
-/// `(role, name, oid)` of a table; the oid is InvalidOid when there is no such table.
-fn table(client: &SpiClient<'_>, role: &'static str, schema: &str) -> (&'static str, String, Oid) {
+/// The table of `role` in `schema`, as [`TABLE`] finds it.
+fn table(client: &SpiClient<'_>, role: &'static str, schema: &str) -> Table {
     let name = format!("{schema}.{role}");
-    let relid = select(client, TABLE, &[name.as_str().into()]).first().get_one::<Oid>();
-    (role, name, relid.ok().flatten().unwrap_or(pg_sys::InvalidOid))
+    let row = select(client, TABLE, &[name.as_str().into()]).first();
+    let relid: Option<Oid> = row.get(1).ok().flatten();
+    let (kind, am, rls): (Option<String>, Option<String>, Option<bool>) =
+        (row.get(2).ok().flatten(), row.get(3).ok().flatten(), row.get(4).ok().flatten());
+    let unreadable = if kind.as_deref() != Some("r") || am.as_deref() != Some("heap") {
+        Some(format!("{name} is not a plain heap table"))
+    } else if rls == Some(true) {
+        Some(format!("{name} has row level security"))
+    } else {
+        None
+    };
+    Table { role, name, relid: relid.unwrap_or(pg_sys::InvalidOid), unreadable }
 }
 
 /// Rows are read with the caller's rights: a caller who may not read a table gets the
 /// statements (and their error), and the copy waits for a caller who may.
-fn readable(tables: &Tables) -> Result<(), Refusal> {
-    if let Some((_, name, _)) = tables.iter().find(|t| t.2 == pg_sys::InvalidOid) {
-        return Err(Refusal::Unusable(format!("{name} does not exist")));
+fn readable(tables: &[Table]) -> Result<(), Refusal> {
+    if let Some(t) = tables.iter().find(|t| t.relid == pg_sys::InvalidOid) {
+        return Err(Refusal::Unusable(format!("{} does not exist", t.name)));
     }
     privileged_on(tables).map_err(Refusal::Privileges)
 }
 
 fn build(client: &SpiClient<'_>) -> Result<Config, Refusal> {
-    let mut tables: Tables =
+    let mut tables: Vec<Table> =
         TABLE_ROLES[..2].iter().map(|role| table(client, role, "quota")).collect();
     readable(&tables)?;
     let settings = select(client, SETTINGS, &[]).first();
@@ -331,10 +352,11 @@ fn build(client: &SpiClient<'_>) -> Result<Config, Refusal> {
     tables.extend(TABLE_ROLES[2..].iter().map(|role| table(client, role, &schema)));
     readable(&tables)?;
     let citus = citus_tables(client);
-    for (role, name, relid) in &tables[..4] {
-        check_table(client, name, *relid, &citus).map_err(|why| {
+    for t in &tables[..4] {
+        check_table(t, &citus).map_err(|why| {
             Refusal::Unusable(format!(
-                "{role}: {why}; the nearly constant tables are read by statements"
+                "{}: {why}; the nearly constant tables are read by statements",
+                t.role
             ))
         })?;
     }
@@ -397,25 +419,11 @@ fn build(client: &SpiClient<'_>) -> Result<Config, Refusal> {
 }
 
 /// Why a table cannot be read without a statement, if it cannot.
-fn check_table(
-    client: &SpiClient<'_>,
-    name: &str,
-    relid: Oid,
-    citus: &HashSet<Oid>,
-) -> Result<(), String> {
-    if citus.contains(&relid) {
-        return Err(format!("{name} is a Citus table: its rows are on the workers"));
+fn check_table(t: &Table, citus: &HashSet<Oid>) -> Result<(), String> {
+    if citus.contains(&t.relid) {
+        return Err(format!("{} is a Citus table: its rows are on the workers", t.name));
     }
-    let row = select(client, TABLE, &[name.into()]).first();
-    let (kind, am, rls): (Option<String>, Option<String>, Option<bool>) =
-        (row.get(2).ok().flatten(), row.get(3).ok().flatten(), row.get(4).ok().flatten());
-    if kind.as_deref() != Some("r") || am.as_deref() != Some("heap") {
-        return Err(format!("{name} is not a plain heap table"));
-    }
-    if rls == Some(true) {
-        return Err(format!("{name} has row level security"));
-    }
-    Ok(())
+    t.unreadable.clone().map_or(Ok(()), Err)
 }
 
 /// A per-user table that passed [`check_table`] and has an index to probe.
@@ -441,11 +449,12 @@ impl Probed {
 /// (the reader checks status itself, so that predicate only leaves rows out that it would skip).
 fn probe_table(
     client: &SpiClient<'_>,
-    (_, name, relid): &(&'static str, String, Oid),
+    table: &Table,
     citus: &HashSet<Oid>,
     keys: &[&str],
 ) -> Result<Probed, String> {
-    check_table(client, name, *relid, citus)?;
+    check_table(table, citus)?;
+    let (name, relid) = (&table.name, &table.relid);
     let columns: HashMap<String, (i16, Oid)> = select(client, COLUMNS, &[(*relid).into()])
         .map(|row| {
             (col::<String>(&row, 1).unwrap(), (col::<i16>(&row, 2).unwrap(), col(&row, 3).unwrap()))
@@ -552,7 +561,7 @@ impl Config {
         now: TimestampWithTimeZone,
     ) -> Option<SubscriptionRow> {
         struct Found {
-            order: (pg_sys::TimestampTz, i64),
+            order: (i64, i64),
             end: TimestampWithTimeZone,
             tid: pg_sys::ItemPointerData,
             plan_id: i64,
@@ -567,14 +576,8 @@ impl Config {
             else {
                 unreachable!("start_date and end_date are NOT NULL")
             };
-            // timestamptz compares as its int64 (infinities are its extremes). pgrx's PartialOrd
-            // calls timestamp_cmp through the function manager: 1.1% of a check's end-to-end
-            // transaction in perf (bench/e2e_profile.sh), for these three comparisons.
-            let (now_us, end_us) = (pg_sys::TimestampTz::from(now), pg_sys::TimestampTz::from(end));
-            if !row.text_is(s.status, "active")
-                || pg_sys::TimestampTz::from(start) > now_us
-                || end_us <= now_us
-            {
+            let (now_us, end_us) = (micros(now), micros(end));
+            if !row.text_is(s.status, "active") || micros(start) > now_us || end_us <= now_us {
                 return true;
             }
             let order = (end_us, row.int(s.id).expect("id is NOT NULL"));
@@ -628,7 +631,7 @@ impl Config {
     pub fn paths(&self) -> Vec<(String, String, String)> {
         self.tables
             .iter()
-            .map(|(role, name, _)| {
+            .map(|Table { role, name, .. }| {
                 let probe = match *role {
                     "user_subscriptions" => Some(self.subscriptions.as_ref().map(|s| &s.probe)),
                     "user_usage" => Some(self.usage.as_ref().map(|u| &u.probe)),

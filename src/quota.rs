@@ -447,8 +447,9 @@ pub struct SubscriptionState {
     pub plan_id: i64,
     /// Active now: status 'active' and start_date <= now() < end_date.
     pub active: bool,
-    /// The dates also decide which of a user's active subscriptions counts (latest end first).
-    pub dates: (Option<TimestampWithTimeZone>, Option<TimestampWithTimeZone>),
+    /// start_date and end_date ([`crate::time::micros`]): they also decide which of a user's
+    /// active subscriptions counts (latest end first).
+    pub dates: (Option<i64>, Option<i64>),
     pub custom_quotas: Option<RawJsonb>,
 }
 

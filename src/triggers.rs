@@ -4,6 +4,7 @@
 use crate::error::OrRaise;
 use crate::jsonb::RawJsonb;
 use crate::quota::{self, SubscriptionState};
+use crate::time::micros;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::datum::TryFromDatumError;
 use pgrx::prelude::*;
@@ -50,8 +51,9 @@ fn state(
     now: TimestampWithTimeZone,
 ) -> Result<SubscriptionState, TryFromDatumError> {
     let status = tuple.get_by_name::<String>("status")?;
-    let start = tuple.get_by_name::<TimestampWithTimeZone>("start_date")?;
-    let end = tuple.get_by_name::<TimestampWithTimeZone>("end_date")?;
+    let start = tuple.get_by_name::<TimestampWithTimeZone>("start_date")?.map(micros);
+    let end = tuple.get_by_name::<TimestampWithTimeZone>("end_date")?.map(micros);
+    let now = micros(now);
     let active = status.as_deref() == Some("active")
         && start.is_some_and(|s| s <= now)
         && end.is_some_and(|e| e > now);
