@@ -16,6 +16,25 @@ check() {
   echo "--> $*"
 }
 
+# same_files EXPECTED ACTUAL MESSAGE [diff args...]: fails with MESSAGE and the unified diff
+# (kept in ACTUAL.diff) when the two files differ.
+same_files() {
+  local expected=$1 actual=$2 message=$3; shift 3
+  if ! diff -u "$@" "$expected" "$actual" >"$actual.diff"; then
+    cat "$actual.diff"
+    fail "$message"
+  fi
+}
+
+# snapshot_tables FILE: how many quota tables tests/ops/snapshot.sql hashed into FILE; fails
+# below 9, which would mean the snapshot no longer covers them.
+snapshot_tables() {
+  local n
+  n=$(grep -c '^ [a-z_]* *| *[0-9]* | [0-9a-f]\{32\}$' "$1" || true)
+  [ "$n" -ge 9 ] || fail "expected the md5 of at least 9 quota tables in $1, found $n"
+  echo "$n"
+}
+
 # sql DIR PORT DB [psql args...]: psql against the cluster in DIR, quiet, stopping on the first
 # error, with UTC and ISO dates so that printed answers compare byte for byte.
 sql() {

@@ -68,10 +68,8 @@ sql "$PRIMARY" "$PRIMARY_PORT" "$DB" -f tests/ops/snapshot.sql >"$BASE/primary.s
   || { cat "$BASE/snapshot.err"; fail "reading the quota answers on the primary failed"; }
 sql "$REPLICA" "$REPLICA_PORT" "$DB" -f tests/ops/snapshot.sql >"$BASE/replica.snapshot" 2>"$BASE/snapshot.err" \
   || { cat "$BASE/snapshot.err"; fail "a reading function failed on the replica (above)"; }
-if ! diff -u "$BASE/primary.snapshot" "$BASE/replica.snapshot" >"$BASE/snapshot.diff"; then
-  cat "$BASE/snapshot.diff"
-  fail "the replica answers differently from the primary (diff above: - primary, + replica)"
-fi
+same_files "$BASE/primary.snapshot" "$BASE/replica.snapshot" \
+  "the replica answers differently from the primary (diff above: - primary, + replica)"
 answers=$(grep -c '^ *[0-9]* | [a-z_]* *| [tf] ' "$BASE/replica.snapshot" || true)
 [ "$answers" -ge 40 ] || fail "expected at least 40 check_user_quota answers, found $answers"
 ok "check_user_quota, get_user_storage_quota, usage_overview, get_quota_period, anniversary_period, verify_ledger and every table agree ($answers check_user_quota answers)"
