@@ -4,6 +4,7 @@
 
 use crate::error::OrRaise;
 use crate::jsonb::RawJsonb;
+use crate::one_row;
 use crate::quota::{self, Recording};
 use crate::store::RecordRef;
 use entitlements_core::{period, Error, QuotaStatus, Subject};
@@ -39,20 +40,17 @@ fn subject(function: &'static str, user_id: Option<i64>, feature: Option<&str>) 
 fn check_user_quota(
     user_id: Option<i64>,
     feature_code: Option<&str>,
-) -> TableIterator<
-    'static,
-    (
-        name!(has_quota, bool),
-        name!(current_usage, i32),
-        name!(quota_limit, i32),
-        name!(remaining, i32),
-        name!(percentage, AnyNumeric),
-    ),
-> {
+) -> one_row::TableIterator<(
+    name!(has_quota, bool),
+    name!(current_usage, i32),
+    name!(quota_limit, i32),
+    name!(remaining, i32),
+    name!(percentage, AnyNumeric),
+)> {
     let subject = subject("check_user_quota", user_id, feature_code);
     let status = Spi::connect(|client| quota::check(client, &subject)).or_raise();
     let (usage, limit, remaining) = status.int4_figures(&subject).or_raise();
-    TableIterator::once((status.has_quota, usage, limit, remaining, percentage(&status)))
+    one_row::TableIterator::once((status.has_quota, usage, limit, remaining, percentage(&status)))
 }
 
 /// How the reading functions reach each table at this point of this transaction: `cache` (the
@@ -111,15 +109,12 @@ fn consume(
     resource_type: default!(Option<&str>, "NULL"),
     resource_id: default!(Option<i64>, "NULL"),
     metadata: default!(Option<RawJsonb>, "NULL"),
-) -> TableIterator<
-    'static,
-    (
-        name!(allowed, bool),
-        name!(current_usage, i32),
-        name!(quota_limit, i32),
-        name!(remaining, i32),
-    ),
-> {
+) -> one_row::TableIterator<(
+    name!(allowed, bool),
+    name!(current_usage, i32),
+    name!(quota_limit, i32),
+    name!(remaining, i32),
+)> {
     let subject = subject("consume", user_id, feature_code);
     let recording = Recording {
         subject: &subject,
@@ -131,7 +126,7 @@ fn consume(
     };
     let consumed = Spi::connect_mut(|client| quota::consume(client, recording)).or_raise();
     let (usage, limit, remaining) = consumed.status.int4_figures(&subject).or_raise();
-    TableIterator::once((consumed.allowed, usage, limit, remaining))
+    one_row::TableIterator::once((consumed.allowed, usage, limit, remaining))
 }
 
 fn refund(target: RecordRef<'_>) -> (i64, i32, TimestampWithTimeZone, bool) {
@@ -144,17 +139,14 @@ fn refund(target: RecordRef<'_>) -> (i64, i32, TimestampWithTimeZone, bool) {
 #[search_path(pg_catalog, pg_temp)]
 fn refund_usage_by_id(
     usage_record_id: Option<i64>,
-) -> TableIterator<
-    'static,
-    (
-        name!(refund_id, i64),
-        name!(refunded_amount, i32),
-        name!(period_start, TimestampWithTimeZone),
-        name!(newly_refunded, bool),
-    ),
-> {
+) -> one_row::TableIterator<(
+    name!(refund_id, i64),
+    name!(refunded_amount, i32),
+    name!(period_start, TimestampWithTimeZone),
+    name!(newly_refunded, bool),
+)> {
     let id = required(usage_record_id, "refund_usage", "usage_record_id");
-    TableIterator::once(refund(RecordRef::Id(id)))
+    one_row::TableIterator::once(refund(RecordRef::Id(id)))
 }
 
 /// Refunds the usage recorded under an idempotency key.
@@ -163,16 +155,13 @@ fn refund_usage_by_id(
 fn refund_usage_by_key(
     user_id: Option<i64>,
     idempotency_key: Option<&str>,
-) -> TableIterator<
-    'static,
-    (
-        name!(refund_id, i64),
-        name!(refunded_amount, i32),
-        name!(period_start, TimestampWithTimeZone),
-        name!(newly_refunded, bool),
-    ),
-> {
-    TableIterator::once(refund(RecordRef::Key {
+) -> one_row::TableIterator<(
+    name!(refund_id, i64),
+    name!(refunded_amount, i32),
+    name!(period_start, TimestampWithTimeZone),
+    name!(newly_refunded, bool),
+)> {
+    one_row::TableIterator::once(refund(RecordRef::Key {
         user_id: required(user_id, "refund_usage", "user_id"),
         key: required(idempotency_key, "refund_usage", "idempotency_key"),
     }))
@@ -202,9 +191,16 @@ fn adjust_quota(
     new_value: Option<i64>,
     reason: Option<&str>,
     actor: default!(Option<&str>, "current_user"),
-) -> TableIterator<'static, (name!(old_value, Option<i32>), name!(new_value, Option<i32>))> {
+) -> one_row::TableIterator<(name!(old_value, Option<i32>), name!(new_value, Option<i32>))> {
     let value = required(new_value, "adjust_quota", "new_value");
-    TableIterator::once(adjust("adjust_quota", user_id, feature_code, Some(value), reason, actor))
+    one_row::TableIterator::once(adjust(
+        "adjust_quota",
+        user_id,
+        feature_code,
+        Some(value),
+        reason,
+        actor,
+    ))
 }
 
 /// Removes one custom quota, so the plan (or the catalog default) applies again; audited.
@@ -215,8 +211,15 @@ fn clear_custom_quota(
     feature_code: Option<&str>,
     reason: Option<&str>,
     actor: default!(Option<&str>, "current_user"),
-) -> TableIterator<'static, (name!(old_value, Option<i32>), name!(new_value, Option<i32>))> {
-    TableIterator::once(adjust("clear_custom_quota", user_id, feature_code, None, reason, actor))
+) -> one_row::TableIterator<(name!(old_value, Option<i32>), name!(new_value, Option<i32>))> {
+    one_row::TableIterator::once(adjust(
+        "clear_custom_quota",
+        user_id,
+        feature_code,
+        None,
+        reason,
+        actor,
+    ))
 }
 
 #[pg_extern(stable, parallel_safe)]
@@ -296,9 +299,9 @@ fn anniversary_period(
     cycle: &str,
     at: TimestampWithTimeZone,
     time_zone: default!(&str, "'UTC'"),
-) -> TableIterator<
-    'static,
-    (name!(period_start, TimestampWithTimeZone), name!(period_end, TimestampWithTimeZone)),
-> {
-    TableIterator::once(quota::anniversary(anchor, cycle, at, time_zone).or_raise())
+) -> one_row::TableIterator<(
+    name!(period_start, TimestampWithTimeZone),
+    name!(period_end, TimestampWithTimeZone),
+)> {
+    one_row::TableIterator::once(quota::anniversary(anchor, cycle, at, time_zone).or_raise())
 }

@@ -16,6 +16,7 @@ mod api;
 mod cache;
 mod error;
 mod jsonb;
+mod one_row;
 mod probe;
 mod quota;
 mod store;
