@@ -106,13 +106,13 @@ n_end=$(inc native '^standard_ExecutorEnd$')
 n_spi_rest=$(sub "$n_spi" $((n_start + n_run + n_end)))
 n_rows=$(( $(inc native 'SpiTupleTable as .*Iterator>::next$') + $(inc native '::store::col$') ))
 n_srf_exec=$(sub "$(inc native '^ExecMakeTableFunctionResult$')" "$nat")
-n_srf_type=$(inc native '^get_call_result_type$')
+n_srf_mat=$(( $(inc native '^InitMaterializedSRF$') + $(inc native '^tuplestore_puttuple$') ))
 n_num=$(inc native '^int64_div_fast_to_numeric$|AnyNumeric|::api::percentage$')
 n_json=$(inc native 'serde_json|^jsonb_|^JsonbToCString$|^getKeyJsonValueFromContainer$|^JsonbValueToJsonb$')
 n_period=$(inc native '::quota::period_of$|^entitlements_core::period::current_period$')
 n_probe=$(inc native '::probe::Probe::scan')
 n_inval=$(( $(inc native '^AcceptInvalidationMessages$') + $(inc native '::cache::privileged$') ))
-n_other=$(sub "$nat" $((n_spi + n_rows + n_srf_type + n_num + n_json + n_period + n_probe + n_inval)))
+n_other=$(sub "$nat" $((n_spi + n_rows + n_srf_mat + n_num + n_json + n_period + n_probe + n_inval)))
 p_start=$(inc plpgsql '^standard_ExecutorStart$')
 c_start=$(inc w_consume '^standard_ExecutorStart$')
 budget=$(awk -v p="$(per "$plp" "$N")" -v i="$(per "$inl" "$N")" 'BEGIN {b = p / 4; if (i < b) b = i; printf "%.0f", b}')
@@ -162,7 +162,7 @@ row "index reads without statements (\`probe::Probe::scan\`: table and index ope
 row "taking delivery of invalidations and the privilege check (\`AcceptInvalidationMessages\`, \`cache::privileged\`), once per read" "$n_inval"
 row "SQL statements (SPI; none while \`quota.read_paths()\` shows no \`sql\`): executor start-up $(fmt "$(per "$n_start" "$N")"), run $(fmt "$(per "$n_run" "$N")"), shut-down $(fmt "$(per "$n_end" "$N")"), the rest $(fmt "$(per "$n_spi_rest" "$N")")" "$n_spi"
 row "reading the SPI result into Rust values (pgrx \`SpiHeapTupleData\` deforms every column, \`FromDatum\`)" "$n_rows"
-row "set-returning machinery inside the call (\`get_call_result_type\` builds the result tuple descriptor on every call)" "$n_srf_type"
+row "the one-row result in materialize mode (\`InitMaterializedSRF\` with the executor's expected descriptor, \`tuplestore_puttuple\`)" "$n_srf_mat"
 row "\`percentage\` as \`numeric\` (\`int64_div_fast_to_numeric\`, no text)" "$n_num"
 row "JSON (\`custom_quotas\` value: jsonb in SQL, serde_json in Rust)" "$n_json"
 row "period arithmetic (jiff)" "$n_period"
@@ -198,11 +198,11 @@ $(statements w_consume "$WN" "$wc")
   change), the subscription and the counter from their btree indexes
   ($(fmt "$(per "$n_probe" "$N")") per call, as PostgreSQL's own foreign-key fast path reads),
   with SQL statements kept wherever those would see something else (\`quota.read_paths()\`).
-  What is left to take: return a composite instead of a one-row set
-  (\`get_call_result_type\` on every call, plus the executor's tuplestore:
-  $(fmt "$(per $((n_srf_type + n_srf_exec)) "$N")") per call), which the documented
-  \`TABLE (...)\` signature rules out. The rest is the work of any answer: two btree descents
-  and heap fetches, the period arithmetic, the result tuple.
+  The one-row result goes to the executor in materialize mode (\`src/one_row.rs\`:
+  $(fmt "$(per $((n_srf_mat + n_srf_exec)) "$N")") per call with the executor's side), not
+  pgrx's value-per-call, which built the result descriptor from \`pg_proc\` on every call.
+  The rest is the work of any answer: two btree descents and heap fetches, the period
+  arithmetic, the result tuple.
 * **Triggers.** The extension's triggers cost $(x "$tn" "$tp") the PL/pgSQL trigger per row,
   almost all in \`sync_storage_quota\`, which runs several SPI statements per updated row (the
   table above) even when the row's limits did not move. Comparing OLD and NEW in Rust first
