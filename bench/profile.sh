@@ -204,11 +204,12 @@ $(statements w_consume "$WN" "$wc")
   The rest is the work of any answer: two btree descents and heap fetches, the period
   arithmetic, the result tuple.
 * **Triggers.** The extension's triggers cost $(x "$tn" "$tp") the PL/pgSQL trigger per row,
-  almost all in \`sync_storage_quota\`, which runs several SPI statements per updated row (the
-  table above) even when the row's limits did not move. Comparing OLD and NEW in Rust first
-  (custom_quotas keys, plan_id, status, dates) and returning before any SPI when nothing that
-  decides a limit changed, and computing the limits of the new row once for both the storage
-  sync and the change notification, would bring it to at most one statement per row.
+  almost all in \`sync_storage_quota\`. An UPDATE that changes nothing deciding a limit returns
+  before any statement (\`decides_the_same_limits_as\` compares OLD and NEW in Rust); this case
+  gives every row new custom_quotas, so every row runs the statements in the table above: the
+  limits under the old and the new row for the change announcement, and the user's storage
+  limit for the sync. Deriving the storage limit from the new row's limits, when that row is
+  the user's active subscription, would take one of them per row.
 * **Writes.** consume on one user costs $(x "$wc" "$wf") the bare conditional UPDATE in
   instructions and $(x "$wc" "$wfl") the same UPDATE with its usage record in one statement
   (executor start-up $(fmt "$(per "$c_start" "$WN")") per call against

@@ -1,0 +1,2 @@
+\set uid random(1, 100000)
+SELECT g.user_id, s.plan_id, s.custom_quotas ->> 'articles_per_month', (SELECT u.usage_count FROM quota.user_usage u WHERE u.user_id = g.user_id AND u.feature_code = 'articles_per_month' ORDER BY u.period_start DESC LIMIT 1) FROM generate_series(:uid::bigint, :uid::bigint) g(user_id) LEFT JOIN LATERAL (SELECT s.plan_id, s.custom_quotas FROM quota.user_subscriptions s WHERE s.user_id = g.user_id AND s.status = 'active' ORDER BY s.end_date DESC, s.id DESC LIMIT 1) s ON true;
