@@ -4,8 +4,9 @@
 //! statements (prepared once per backend and kept), and reads without them where [`cache`]
 //! (a per-backend copy of the nearly constant tables) and [`probe`] (direct index reads)
 //! allow; [`quota`] combines the rules and the rows into the
-//! operations; [`api`] and [`triggers`] are the thin `#[pg_extern]` / `#[pg_trigger]` glue;
-//! [`error`] is the one place where an error becomes a PostgreSQL ERROR.
+//! operations; [`api`] and [`triggers`] are the thin `#[pg_extern]` / `#[pg_trigger]` glue,
+//! and [`one_row`] hands their one-row results to the executor; [`error`] is the one place
+//! where an error becomes a PostgreSQL ERROR.
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry};
 use pgrx::prelude::*;
