@@ -207,6 +207,15 @@ fn privileged_on(tables: &[Table]) -> Result<(), String> {
 }
 
 fn rebuild(client: &SpiClient<'_>) -> Result<Rc<Config>, String> {
+    // SAFETY: reads the transaction's state.
+    if unsafe { pg_sys::IsInParallelMode() } {
+        // GetLatestSnapshot raises an ERROR in parallel mode (in a worker, and in the leader
+        // while a parallel plan runs); the statements read instead, with the query's snapshot.
+        // Not remembered: the next call outside parallel mode builds the copy.
+        return Err("parallel mode: the copy is built from the newest committed rows, which a \
+                    parallel query cannot take"
+            .into());
+    }
     let generation = GENERATION.get();
     BUILDING.set(true);
     // SAFETY: a snapshot of the newest committed rows, active for the statements below (read-
