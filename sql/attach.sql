@@ -96,20 +96,24 @@ BEGIN
         END IF;
     END LOOP;
 
-    -- The unique keys ON CONFLICT and idempotency rely on.
+    -- The unique keys ON CONFLICT and idempotency rely on. A key on a nullable column may be
+    -- partial, unique only where that column IS NOT NULL: a NULL never conflicts anyway.
     FOR req IN
         SELECT * FROM (VALUES
-            ('user_usage', '{user_id,feature_code,period_start}'),
-            ('user_storage_usage', '{user_id}'),
-            ('usage_records', '{user_id,idempotency_key}'),
-            ('usage_records', '{user_id,refund_of}')
-        ) AS r (tbl, cols)
+            ('user_usage', '{user_id,feature_code,period_start}', NULL),
+            ('user_storage_usage', '{user_id}', NULL),
+            ('usage_records', '{user_id,idempotency_key}', 'idempotency_key'),
+            ('usage_records', '{user_id,refund_of}', 'refund_of')
+        ) AS r (tbl, cols, nullable)
     LOOP
         rel := to_regclass(format('%I.%I', target_schema, req.tbl));
         CONTINUE WHEN rel IS NULL;
         IF NOT EXISTS (
             SELECT FROM pg_index i
-             WHERE i.indrelid = rel AND i.indisunique AND i.indpred IS NULL
+             WHERE i.indrelid = rel AND i.indisunique
+               AND (i.indpred IS NULL
+                    OR pg_get_expr(i.indpred, i.indrelid)
+                       = format('(%I IS NOT NULL)', coalesce(req.nullable, '')))
                AND i.indnkeyatts = cardinality(req.cols::text[])
                AND (SELECT array_agg(a.attname::text ORDER BY a.attname)
                       FROM pg_attribute a
@@ -119,7 +123,8 @@ BEGIN
             problem := format('%s has no unique index on (%s)', rel,
                               array_to_string(req.cols::text[], ', '));
             fix := format('CREATE UNIQUE INDEX ON %s (%s)', rel,
-                          (SELECT string_agg(quote_ident(c), ', ') FROM unnest(req.cols::text[]) c));
+                          (SELECT string_agg(quote_ident(c), ', ') FROM unnest(req.cols::text[]) c))
+                   || coalesce(format(' WHERE %I IS NOT NULL', req.nullable), '');
             RETURN NEXT;
         END IF;
     END LOOP;

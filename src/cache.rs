@@ -275,8 +275,12 @@ SELECT c.oid, c.relkind::pg_catalog.text, am.amname::pg_catalog.text, c.relrowse
   FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_am am ON am.oid = c.relam
  WHERE c.oid = pg_catalog.to_regclass($1)";
 
+/// A column of a domain type (`usage_count` is `quota.usage_total`) is read as the domain's base
+/// type: its datums are the base type's.
 const COLUMNS: &str = "
-SELECT a.attname::pg_catalog.text, a.attnum, a.atttypid FROM pg_catalog.pg_attribute a
+SELECT a.attname::pg_catalog.text, a.attnum,
+       CASE t.typtype WHEN 'd' THEN t.typbasetype ELSE a.atttypid END
+  FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped";
 
 /// The usable btree indexes of a table, one row per key column: the index, its predicate, the

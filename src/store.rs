@@ -125,7 +125,8 @@ const LOCK_KEY: &str = "
 SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($2, $1))";
 
 const RECORD_BY_KEY: &str = "
-SELECT r.id::pg_catalog.int8, r.feature_code::pg_catalog.text, r.amount FROM quota.usage_records r
+SELECT r.id::pg_catalog.int8, r.feature_code::pg_catalog.text, r.amount::pg_catalog.int4
+  FROM quota.usage_records r
  WHERE r.user_id = $1 AND r.idempotency_key = $2";
 
 /// A usage record to refund, locked so that two refunds of it queue.
@@ -143,8 +144,8 @@ SELECT r.id::pg_catalog.int8, -r.amount, r.period_start FROM quota.usage_records
  WHERE r.user_id = $1 AND r.refund_of = $2";
 
 /// Posts the compensating record to the original's period (not the current one) and takes the
-/// amount off that period's counter. The counter's CHECK (usage_count >= 0) stops it from ever
-/// going negative.
+/// amount off that period's counter. The counter's type (`quota.usage_total`, never negative)
+/// stops it from ever going negative.
 const REFUND: &str = "
 WITH refund AS (
     INSERT INTO quota.usage_records

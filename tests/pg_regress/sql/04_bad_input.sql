@@ -197,5 +197,41 @@ SELECT usage_count FROM user_usage WHERE user_id = 405;
 -- that says so, rather than a wrapped number.
 CALL expect_error($$SELECT * FROM quota.check_user_quota(405, 'articles_per_month')$$);
 
+-- =============================================================================================
+-- The ledger's rules hold for writes that bypass the functions too (23514, 23505): a counter
+-- never goes negative, an amount is never 0, a use counts up and only a refund down, a key is
+-- never empty and names one use per user, a record is refunded once. Rolled back: the rows
+-- written here by hand are not in any counter.
+BEGIN;
+INSERT INTO usage_records (user_id, feature_code, period_start, amount, idempotency_key, created_at)
+SELECT 405, 'articles_per_month', p.period_start, 1, 'k-405', now()
+  FROM get_quota_period(405, 'articles_per_month') p;
+CALL expect_error($$UPDATE quota.user_usage SET usage_count = -1 WHERE user_id = 405$$);
+CALL expect_error($$INSERT INTO quota.usage_records (user_id, feature_code, period_start, amount, created_at)
+                    VALUES (405, 'articles_per_month', now(), 0, now())$$);
+CALL expect_error($$INSERT INTO quota.usage_records (user_id, feature_code, period_start, amount, created_at)
+                    VALUES (405, 'articles_per_month', now(), -1, now())$$);
+CALL expect_error($$INSERT INTO quota.usage_records (user_id, feature_code, period_start, amount, idempotency_key, created_at)
+                    VALUES (405, 'articles_per_month', now(), 1, '', now())$$);
+CALL expect_error($$INSERT INTO quota.usage_records (user_id, feature_code, period_start, amount, idempotency_key, created_at)
+                    VALUES (405, 'articles_per_month', now(), 1, 'k-405', now())$$);
+CALL expect_error($$INSERT INTO quota.usage_records (user_id, feature_code, period_start, amount, refund_of, created_at)
+                    SELECT 405, 'articles_per_month', now(), 1, r.id, now()
+                      FROM quota.usage_records r WHERE r.idempotency_key = 'k-405'$$);
+INSERT INTO usage_records (user_id, feature_code, period_start, amount, refund_of, created_at)
+SELECT 405, 'articles_per_month', r.period_start, -1, r.id, now()
+  FROM usage_records r WHERE r.idempotency_key = 'k-405';
+CALL expect_error($$INSERT INTO quota.usage_records (user_id, feature_code, period_start, amount, refund_of, created_at)
+                    SELECT 405, 'articles_per_month', now(), -1, r.id, now()
+                      FROM quota.usage_records r WHERE r.idempotency_key = 'k-405'$$);
+-- The unique indexes are partial (WHERE idempotency_key IS NOT NULL), and still serve the
+-- lookup of a key by the functions (a text compared with the domain's values).
+SET LOCAL enable_seqscan = off;
+PREPARE by_key (bigint, text) AS
+    SELECT r.id FROM quota.usage_records r WHERE r.user_id = $1 AND r.idempotency_key = $2;
+EXPLAIN (COSTS OFF) EXECUTE by_key(405, 'k-405');
+DEALLOCATE by_key;
+ROLLBACK;
+
 DROP TABLE bad_documents;
 RESET search_path;

@@ -28,6 +28,16 @@ SELECT problem, fix FROM quota.attach_problems('public') ORDER BY problem;
 -- The DBA runs the fixes (in psql: \gexec) ...
 SELECT fix FROM quota.attach_problems('public') WHERE fix IS NOT NULL ORDER BY problem \gexec
 SELECT count(*) AS problems_left FROM quota.attach_problems('public');
+-- A key on a nullable column may be a full unique index as well; partial on anything but
+-- that column being set, it is not one.
+BEGIN;
+DROP INDEX public.usage_records_user_id_refund_of_idx;
+CREATE UNIQUE INDEX ON public.usage_records (user_id, refund_of);
+SELECT count(*) AS problems_left FROM quota.attach_problems('public');
+DROP INDEX public.usage_records_user_id_refund_of_idx;
+CREATE UNIQUE INDEX ON public.usage_records (user_id, refund_of) WHERE amount < 0;
+SELECT problem FROM quota.attach_problems('public');
+ROLLBACK;
 -- ... and attaches: pg_entitlements' triggers go beside the application's own.
 SELECT quota.attach('public');
 SELECT tgname FROM pg_trigger WHERE tgrelid = 'public.user_subscriptions'::regclass
