@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Where the time goes: callgrind profiles of case 1 (check_user_quota) and case 4 (triggers) on a
-# single-user backend of the bench cluster, which must be stopped. Called by scripts/bench.sh:
+# Where the time goes: callgrind profiles of case 1 (check_user_quota), case 4 (triggers) and case 3's
+# writes on a single-user backend of the bench cluster, which must be stopped. Called by scripts/bench.sh:
 #
 #   bench/profile.sh DIR INLINED_SQL     -> prints a markdown section on stdout
 #
@@ -55,24 +55,62 @@ single_user trig_native "BEGIN" "$(update "> 99990")" "$(update "<= $ROWS")"
 single_user trig_plpgsql "BEGIN" "$EXT_OFF" "ALTER TABLE quota.user_subscriptions ENABLE TRIGGER trigger_sync_storage_quota" \
   "$(update "> 99990")" "$(update "<= $ROWS")"
 single_user trig_none "BEGIN" "$EXT_OFF" "$(update "> 99990")" "$(update "<= $ROWS")"
-# Writes, CPU only (one transaction per statement, no client, no commit wait): consume on the hot
-# user against the bare conditional UPDATE (in a PL/pgSQL loop: one SPI statement per call, its
-# cost read from SPI_execute_plan_with_paramlist), record_feature_usage against the reference.
+# Writes as case 3 runs them: each call a transaction of its own, commit included
+# (synchronous_commit off: the CPU, not the WAL flush), in prepared statements like pgbench's.
+# The calls run between two marker statements, SELECT pg_sleep(0): callgrind writes a part of
+# its profile at each (--dump-before), so the second part holds exactly the measured calls
+# (reading each command, running it, committing), without the warm-up calls before (plans
+# prepared, caches filled) or the shutdown checkpoint after.
 HOT=${PROFILE_HOT_USER:-7}
-single_user w_consume "SELECT count(*) FROM generate_series(1, 10) g, LATERAL quota.consume($HOT + 0 * g, 'articles_per_month') c" \
-  "SELECT count(*) FROM generate_series(1, $WN) g, LATERAL quota.consume($HOT + 0 * g, 'articles_per_month') c"
-floor_loop() {
-  echo "DO \$\$DECLARE ps timestamptz := (SELECT period_start FROM quota.get_quota_period($HOT, 'articles_per_month')); BEGIN FOR i IN 1..$1 LOOP UPDATE quota.user_usage SET usage_count = usage_count + 1 WHERE user_id = $HOT AND feature_code = 'articles_per_month' AND period_start = ps AND usage_count + 1 <= 2000000000; END LOOP; END\$\$"
+transactions() { # NAME PREPARE-STATEMENT EXECUTE-LINE-WITH-@ (@ = the call's number)
+  local name=$1 prepare=$2 line=$3 i
+  {
+    echo "$prepare"
+    for i in $(seq 1 10); do echo "${line//@/$((100000 - i))}"; done
+    echo "SELECT pg_sleep(0)"
+    for i in $(seq 1 "$WN"); do echo "${line//@/$i}"; done
+    echo "SELECT pg_sleep(0)"
+  } >"$W/profile-$name.sql"
+  rm -f "$W/callgrind-$name.out"*
+  as_postgres valgrind --tool=callgrind --callgrind-out-file="$W/callgrind-$name.out" \
+    --dump-before=pg_sleep \
+    "$PG_BIN/postgres" --single -D "$DIR/data" -c "dynamic_library_path=$DIR/lib:\$libdir" \
+    -c shared_buffers=128MB -c jit=off -c timezone=UTC -c synchronous_commit=off \
+    bench <"$W/profile-$name.sql" >"$W/profile-$name.log" 2>&1
+  grep -q "ERROR" "$W/profile-$name.log" && { grep ERROR "$W/profile-$name.log" >&2; return 1; }
+  # The whole of part 2 is the calls: its total is written as the pseudo-function "ALL".
+  { awk '/^(summary|totals):/ {print $2 "\tALL\t"; exit}' "$W/callgrind-$name.out.2"
+    callgrind_annotate --inclusive=yes --threshold=100 "$W/callgrind-$name.out.2" 2>/dev/null \
+      | sed -n '/file:function/,$p' \
+      | sed -nE 's/^ *([0-9,]+) \([^)]*\) +[^:]*:(.*) \[(.*)\]$/\1\t\2\t\3/p' | tr -d ','
+  } >"$W/inclusive-$name.tsv"
 }
-single_user w_floor "$(floor_loop 10)" "$(floor_loop "$WN")"
-# The same UPDATE with the usage record consume writes, in one statement.
-ledger_loop() {
-  echo "DO \$\$DECLARE n int; ps timestamptz := (SELECT period_start FROM quota.get_quota_period($HOT, 'articles_per_month')); BEGIN FOR i IN 1..$1 LOOP WITH c AS (UPDATE quota.user_usage SET usage_count = usage_count + 1, updated_at = now() WHERE user_id = $HOT AND feature_code = 'articles_per_month' AND period_start = ps AND usage_count + 1 <= 2000000000 RETURNING 1), r AS (INSERT INTO quota.usage_records (user_id, feature_code, period_start, resource_type, resource_id, amount, metadata, created_at) SELECT $HOT, 'articles_per_month', ps, 'article', i, 1, '{\"words\": 1200}', now() FROM c) SELECT count(*) INTO n FROM c; END LOOP; END\$\$"
-}
-single_user w_floor_ledger "$(ledger_loop 10)" "$(ledger_loop "$WN")"
-record() { echo "SELECT count($1.record_feature_usage(g, 'articles_per_month', 'article', g, 1, '{\"words\": 1200}')) FROM generate_series($2, $3) g"; }
-single_user w_record_native "$(record quota 99901 99910)" "$(record quota 1 "$WN")"
-single_user w_record_plpgsql "$(record seed 99901 99910)" "$(record seed 1 "$WN")"
+# The hot user's current period, for the floors (an EXECUTE parameter cannot be a subquery).
+PS=$(echo "SELECT period_start FROM quota.get_quota_period($HOT, 'articles_per_month')" \
+  | as_postgres "$PG_BIN/postgres" --single -D "$DIR/data" -c "dynamic_library_path=$DIR/lib:\$libdir" bench 2>/dev/null \
+  | sed -nE 's/^[[:space:]]*1: period_start = "([^"]+)".*/\1/p')
+[ -n "$PS" ] || { echo "no current period for user $HOT" >&2; exit 1; }
+PS="'$PS'"
+transactions w_consume \
+  "PREPARE w(bigint, bigint) AS SELECT * FROM quota.consume(\$1, 'articles_per_month', 1, NULL, 'article', \$2, '{\"words\": 1200}')" \
+  "EXECUTE w($HOT, @)"
+transactions w_floor \
+  "PREPARE w(bigint, timestamptz) AS UPDATE quota.user_usage SET usage_count = usage_count + 1 WHERE user_id = \$1 AND feature_code = 'articles_per_month' AND period_start = \$2 AND usage_count + 1 <= 2000000000 RETURNING usage_count" \
+  "EXECUTE w($HOT, $PS)"
+transactions w_floor_ledger \
+  "PREPARE w(bigint, timestamptz, bigint) AS WITH c AS (UPDATE quota.user_usage SET usage_count = usage_count + 1, updated_at = now() WHERE user_id = \$1 AND feature_code = 'articles_per_month' AND period_start = \$2 AND usage_count + 1 <= 2000000000 RETURNING usage_count), r AS (INSERT INTO quota.usage_records (user_id, feature_code, period_start, resource_type, resource_id, amount, metadata, created_at) SELECT \$1, 'articles_per_month', \$2, 'article', \$3, 1, '{\"words\": 1200}', now() FROM c) SELECT usage_count FROM c" \
+  "EXECUTE w($HOT, $PS, @)"
+for impl in quota seed; do
+  transactions "w_record_$impl" \
+    "PREPARE w(int, int) AS SELECT $impl.record_feature_usage(\$1, 'articles_per_month', 'article', \$2, 1, '{\"words\": 1200}')" \
+    "EXECUTE w(@, @)"
+done
+# The hot user's: the same calls, all on one user.
+for impl in quota seed; do
+  transactions "w_record_hot_$impl" \
+    "PREPARE w(int, int) AS SELECT $impl.record_feature_usage(\$1, 'articles_per_month', 'article', \$2, 1, '{\"words\": 1200}')" \
+    "EXECUTE w($HOT, @)"
+done
 
 # inc PROFILE REGEX: the largest inclusive cost among functions whose name matches (0 if none).
 inc() { awk -F'\t' -v re="$2" '$2 ~ re && $1 > m {m = $1} END {print m + 0}' "$W/inclusive-$1.tsv"; }
@@ -92,11 +130,13 @@ tn_sync=$(inc trig_native '^sync_storage_quota_wrapper$')
 tn_val=$(inc trig_native '^validate_custom_quotas_wrapper$')
 tn=$((tn_sync + tn_val))
 tp=$(inc trig_plpgsql '^plpgsql_call_handler$')
-wc=$(inc w_consume '^consume_wrapper$')
-wf=$(inc w_floor '^SPI_execute_plan_with_paramlist$')
-wfl=$(inc w_floor_ledger '^SPI_execute_plan_with_paramlist$')
-wrn=$(inc w_record_native '^record_feature_usage_wrapper$')
-wrp=$(inc w_record_plpgsql '^plpgsql_call_handler$')
+wc=$(inc w_consume '^ALL$')
+wf=$(inc w_floor '^ALL$')
+wfl=$(inc w_floor_ledger '^ALL$')
+wrn=$(inc w_record_quota '^ALL$')
+wrp=$(inc w_record_seed '^ALL$')
+wrhn=$(inc w_record_hot_quota '^ALL$')
+wrhp=$(inc w_record_hot_seed '^ALL$')
 
 # One native check, by phase.
 n_spi=$(inc native '^SPI_execute_plan')
@@ -133,9 +173,10 @@ cat <<EOF
 Instruction counts from \`valgrind --tool=callgrind\` on a single-user backend of the same
 cluster and data (\`bench/profile.sh\`; this virtual machine exposes no hardware counters, so
 \`perf stat -e instructions\` is not supported): $N calls of case 1's query per implementation,
-an \`UPDATE\` of custom_quotas on $ROWS subscriptions for the triggers, $WN calls for the writes;
-each after a warm-up statement that is not counted (plans prepared, caches filled). Figures are
-the inclusive cost of a function divided by the calls. Instructions are not time — cache misses,
+an \`UPDATE\` of custom_quotas on $ROWS subscriptions for the triggers, $WN calls for the writes,
+each write a transaction of its own as in case 3; each after warm-up calls that are not counted
+(plans prepared, caches filled). Figures are the inclusive cost of a function divided by the
+calls. Instructions are not time — cache misses,
 lock waits and commit flushes are not counted — but they are exact, immune to the noise of this
 machine, and rank the costs as the timings do.
 
@@ -147,11 +188,14 @@ machine, and rank the costs as the timings do.
 | extension triggers per updated row (validate $(fmt "$(per "$tn_val" "$ROWS")") + sync $(fmt "$(per "$tn_sync" "$ROWS")")) | $(fmt "$(per "$tn" "$ROWS")") | $(x "$tn" "$tp") PL/pgSQL |
 | PL/pgSQL reference trigger per updated row | $(fmt "$(per "$tp" "$ROWS")") | |
 | the UPDATE itself per row, no triggers | $(fmt "$(per "$upd_none" "$ROWS")") | |
+| writes, one call per transaction, commit included: | | |
 | \`quota.consume\`, hot user | $(fmt "$(per "$wc" "$WN")") | $(x "$wc" "$wf") the bare UPDATE |
 | bare conditional UPDATE of the counter | $(fmt "$(per "$wf" "$WN")") | |
 | the same UPDATE and its usage record, one statement | $(fmt "$(per "$wfl" "$WN")") | consume is $(x "$wc" "$wfl") this |
-| \`quota.record_feature_usage\` (native) | $(fmt "$(per "$wrn" "$WN")") | $(x "$wrn" "$wrp") PL/pgSQL |
-| \`seed.record_feature_usage\` (PL/pgSQL reference) | $(fmt "$(per "$wrp" "$WN")") | |
+| \`quota.record_feature_usage\` (native), a different user each call | $(fmt "$(per "$wrn" "$WN")") | $(x "$wrn" "$wrp") PL/pgSQL |
+| \`seed.record_feature_usage\` (PL/pgSQL reference), the same users | $(fmt "$(per "$wrp" "$WN")") | |
+| \`quota.record_feature_usage\` (native), hot user | $(fmt "$(per "$wrhn" "$WN")") | $(x "$wrhn" "$wrhp") PL/pgSQL |
+| \`seed.record_feature_usage\` (PL/pgSQL reference), hot user | $(fmt "$(per "$wrhp" "$WN")") | |
 
 One native \`check_user_quota\` call:
 
@@ -210,24 +254,32 @@ $(statements w_consume "$WN" "$wc")
   limits under the old and the new row for the change announcement, and the user's storage
   limit for the sync. Deriving the storage limit from the new row's limits, when that row is
   the user's active subscription, would take one of them per row.
-* **Writes.** consume on one user costs $(x "$wc" "$wf") the bare conditional UPDATE in
-  instructions and $(x "$wc" "$wfl") the same UPDATE with its usage record in one statement
-  (executor start-up $(fmt "$(per "$c_start" "$WN")") per call against
-  $(fmt "$(per "$(inc w_floor '^standard_ExecutorStart$')" "$WN")") for the bare UPDATE). In a
-  transaction of its own, a use reads the subscription, limit and period without a statement;
-  what remains is the one statement that locks the subscription version read (by \`ctid\`, WAL-logged), upserts the
-  counter and inserts the usage record, whose foreign-key checks and CHECK constraints cost
-  $(fmt "$(per "$(inc w_consume '^ExecConstraints$')" "$WN")") per call. The bare UPDATE is not
-  a floor any ledger can reach: the usage record alone (five index insertions, a foreign-key
-  check that locks the catalog row of the feature) adds $(fmt "$(per $((wfl - wf)) "$WN")")
-  instructions to the UPDATE's $(fmt "$(per "$wf" "$WN")"), and on one hot
-  user the whole statement, record included, runs while the counter row is locked, so that
-  user's writers queue for it; case 3 compares both. Reaching 0.9x the bare UPDATE would take
-  writing no usage record inside the counter's lock (a separate statement before it, two
-  executor start-ups per use, and a delete when the counter refuses), or no ledger at all. (These
-  write profiles run in one transaction: after its first write every call reads the
-  subscription through a statement, as a writer after a write in the same transaction does, so
-  they show that path, not the one of case 3's one-call transactions, which reads without a
-  statement. And the foreign-key check on \`user_usage.feature_code\` fires for every update of
-  the counter row, on both sides; separate transactions skip it.)
+* **Writes** (one call per transaction, as case 3 runs them; CPU only: lock waits and the
+  queue of one user's writers are not in instructions). consume on one user costs
+  $(x "$wc" "$wf") the bare conditional UPDATE and $(x "$wc" "$wfl") the same UPDATE with its
+  usage record in one statement. It reads the subscription, limit and period without a
+  statement; what remains is the one statement that locks the subscription version read
+  (by \`ctid\`, WAL-logged), upserts the counter and inserts the usage record: its executor
+  start-up costs $(fmt "$(per "$c_start" "$WN")") per call against
+  $(fmt "$(per "$(inc w_floor '^standard_ExecutorStart$')" "$WN")") for the bare UPDATE, its
+  CHECK constraints $(fmt "$(per "$(inc w_consume '^ExecConstraints$')" "$WN")") and its
+  foreign-key checks $(fmt "$(per "$(inc w_consume '^AfterTriggerEndQuery$')" "$WN")"). The bare
+  UPDATE is not a floor any ledger can reach: the usage record alone (three index insertions, a
+  foreign-key check that locks the catalog row of the feature) adds
+  $(fmt "$(per "$(sub "$wfl" "$wf")" "$WN")") instructions to the UPDATE's
+  $(fmt "$(per "$wf" "$WN")"), and on one hot user the whole statement, record included, runs
+  while the counter row is locked, so that user's writers queue for it; case 3 compares both.
+  Reaching 0.9× the bare UPDATE would take writing no usage record inside the counter's lock
+  (a separate statement before it, two executor start-ups per use, and a delete when the
+  counter refuses), or no ledger at all.
+* **record_feature_usage against the PL/pgSQL reference.** Both write the same counter and
+  record into the same tables; the reference's whole call costs
+  $(fmt "$(per "$wrp" "$WN")") instructions, of which the counter UPDATE with its record, as
+  one statement with nothing else, is $(fmt "$(per "$wfl" "$WN")")
+  ($(pct "$wfl" "$wrp")). 1.5× the reference's throughput would leave a call
+  $(fmt "$(per "$((wrp * 2 / 3))" "$WN")") instructions, commit included, for what those writes
+  alone cost $(fmt "$(per "$wfl" "$WN")"): the target lies below the ledger's own floor
+  whatever the language. On one hot user the native call also queues for the subscription's
+  row lock that keeps a concurrent change from slipping between its read and its write (the
+  reference takes none, and counts against whatever period it read).
 EOF
