@@ -62,7 +62,7 @@ SELECT u.usage_count::pg_catalog.int8 FROM quota.user_usage u
 /// is one empty row. After a read without a lock ([`feature_row`]), it locks the version read
 /// ($11, its ctid) FOR NO KEY UPDATE: the lock waits for a concurrent change of the row and
 /// then follows it to the newest version, which no longer stands at $11, so `sub` comes back
-/// empty, nothing is written and the last column says 0. The limit the use was judged by is
+/// empty, nothing is written and the last column says false. The limit the use was judged by is
 /// then stale, and the writer reads again under the lock. Locking last keeps one user's writers
 /// queued for this statement and their commit only, not for their whole call.
 fn use_sql(late_lock: bool) -> String {
@@ -95,7 +95,7 @@ WITH sub AS MATERIALIZED (
             idempotency_key, created_at)
     SELECT $1, $2, $3, $7, $8, $5, $9, $10, pg_catalog.now() FROM counter
 )
-SELECT counter.usage_count, counter.alerted_percent, (SELECT pg_catalog.count(*) FROM sub)
+SELECT counter.usage_count, counter.alerted_percent, EXISTS (SELECT FROM sub)
   FROM (SELECT) AS one LEFT JOIN counter ON true"
     )
 }
@@ -550,12 +550,12 @@ pub fn apply_use(
         .update(plan, Some(1), args)
         .unwrap_or_else(|e| panic!("recording usage failed: {e}"));
     let row = table.into_iter().next().expect("FROM (SELECT) yields one row");
-    match (col::<i64>(&row, 1), must(col::<i64>(&row, 3), "count")) {
+    match (col::<i64>(&row, 1), must(col::<bool>(&row, 3), "exists")) {
         (Some(usage), _) => {
             Applied::Counted { usage, already: must(col(&row, 2), "alerted_percent") }
         }
-        (None, 0) => Applied::Stale,
-        (None, _) => Applied::Refused,
+        (None, false) => Applied::Stale,
+        (None, true) => Applied::Refused,
     }
 }
 
