@@ -280,7 +280,7 @@ BEGIN
              WHERE i.indrelid = rel AND i.indisunique
                AND (i.indpred IS NULL
                     OR pg_get_expr(i.indpred, i.indrelid)
-                       = format('(%I IS NOT NULL)', coalesce(req.nullable, '')))
+                       = '(' || quote_ident(req.nullable) || ' IS NOT NULL)')
                AND i.indnkeyatts = cardinality(req.cols::text[])
                AND (SELECT array_agg(a.attname::text ORDER BY a.attname)
                       FROM pg_attribute a
@@ -291,7 +291,7 @@ BEGIN
                               array_to_string(req.cols::text[], ', '));
             fix := format('CREATE UNIQUE INDEX ON %s (%s)', rel,
                           (SELECT string_agg(quote_ident(c), ', ') FROM unnest(req.cols::text[]) c))
-                   || coalesce(format(' WHERE %I IS NOT NULL', req.nullable), '');
+                   || coalesce(' WHERE ' || quote_ident(req.nullable) || ' IS NOT NULL', '');
             RETURN NEXT;
         END IF;
     END LOOP;

@@ -37,6 +37,9 @@ SELECT count(*) AS problems_left FROM quota.attach_problems('public');
 DROP INDEX public.usage_records_user_id_refund_of_idx;
 CREATE UNIQUE INDEX ON public.usage_records (user_id, refund_of) WHERE amount < 0;
 SELECT problem FROM quota.attach_problems('public');
+-- A key on a column that is never NULL gets a full index as its fix.
+ALTER TABLE public.user_storage_usage DROP CONSTRAINT user_storage_usage_user_id_key;
+SELECT problem, fix FROM quota.attach_problems('public') ORDER BY problem;
 ROLLBACK;
 -- ... and attaches: pg_entitlements' triggers go beside the application's own.
 SELECT quota.attach('public');
