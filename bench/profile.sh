@@ -100,10 +100,11 @@ transactions w_floor \
 transactions w_floor_ledger \
   "PREPARE w(bigint, timestamptz, bigint) AS WITH c AS (UPDATE quota.user_usage SET usage_count = usage_count + 1, updated_at = now() WHERE user_id = \$1 AND feature_code = 'articles_per_month' AND period_start = \$2 AND usage_count + 1 <= 2000000000 RETURNING usage_count), r AS (INSERT INTO quota.usage_records (user_id, feature_code, period_start, resource_type, resource_id, amount, metadata, created_at) SELECT \$1, 'articles_per_month', \$2, 'article', \$3, 1, '{\"words\": 1200}', now() FROM c) SELECT usage_count FROM c" \
   "EXECUTE w($HOT, $PS, @)"
+# record_feature_usage over users that change with every call, and on the hot user alone.
 for impl in quota seed; do
-  transactions "w_record_$impl" \
-    "PREPARE w(int, int) AS SELECT $impl.record_feature_usage(\$1, 'articles_per_month', 'article', \$2, 1, '{\"words\": 1200}')" \
-    "EXECUTE w(@, @)"
+  record="PREPARE w(int, int) AS SELECT $impl.record_feature_usage(\$1, 'articles_per_month', 'article', \$2, 1, '{\"words\": 1200}')"
+  transactions "w_record_$impl" "$record" "EXECUTE w(@, @)"
+  transactions "w_record_hot_$impl" "$record" "EXECUTE w($HOT, @)"
 done
 # Case 2's reads the same way, one call per transaction: what the 8-client targets compare,
 # without the client and the kernel. Users in a scattered order, as case 2's random ones.
@@ -113,12 +114,6 @@ transactions r_floor "PREPARE w(bigint) AS ${READS_FLOOR%;}" "EXECUTE w(1 + @::b
 for impl in quota seed; do
   transactions "r_check_$impl" "PREPARE w(int) AS SELECT * FROM $impl.check_user_quota(\$1, 'articles_per_month')" \
     "EXECUTE w(1 + @::bigint * 48271 % 100000)"
-done
-# The hot user's: the same calls, all on one user.
-for impl in quota seed; do
-  transactions "w_record_hot_$impl" \
-    "PREPARE w(int, int) AS SELECT $impl.record_feature_usage(\$1, 'articles_per_month', 'article', \$2, 1, '{\"words\": 1200}')" \
-    "EXECUTE w($HOT, @)"
 done
 
 # inc PROFILE REGEX: the largest inclusive cost among functions whose name matches (0 if none).
