@@ -1,0 +1,4 @@
+-- pg_entitlements 0.2.0 → 0.3.0, run by ALTER EXTENSION pg_entitlements UPDATE.
+--
+-- The library is replaced before this script runs, so every C function 0.2.0 created already
+-- runs the new code; this script brings the SQL objects to what a fresh 0.3.0 install creates.
