@@ -37,6 +37,21 @@ pub enum ErrorKind {
     ReadOnly,
     /// 23505 unique_violation
     Conflict,
+    /// 23503 foreign_key_violation
+    MissingReference,
+    /// 23502 not_null_violation
+    NullColumn,
+    /// 23514 check_violation
+    CheckViolation,
+    /// 22001 string_data_right_truncation
+    TooLong,
+    /// 42804 datatype_mismatch
+    ColumnType,
+    /// 55000 object_not_in_prerequisite_state
+    NotReady,
+    /// XX000 internal_error: a statement of the extension failed in a way no row or argument
+    /// can cause (an SPI protocol error).
+    Internal,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +107,27 @@ pub enum Error {
     EmptyReason { subject: Subject },
     /// A new limit below -1.
     InvalidLimit { subject: Subject, value: i64 },
+    /// The active subscription names no plan, or a plan that does not exist.
+    PlanMissing { user_id: i64, subscription_id: Option<i64>, plan_id: Option<i64> },
+    /// Neither the subscription nor its plan says which cycle its periods follow.
+    NoCycle { user_id: i64, subscription_id: Option<i64>, plan_id: i64 },
+    /// An idempotency key that is empty.
+    EmptyIdempotencyKey { subject: Subject },
+    /// An idempotency key longer than [`MAX_IDEMPOTENCY_KEY_BYTES`].
+    IdempotencyKeyTooLong { subject: Subject, bytes: usize },
+    /// A column of an attached table whose type the extension cannot read.
+    ColumnType { what: String, detail: String },
+    /// A usage record written without a period (before quota.attach()) cannot be refunded.
+    RecordWithoutPeriod { record_id: i64 },
+    /// A refund would take a counter below zero: it was lowered outside the ledger.
+    RefundBelowZero { subject: Subject, record_id: i64, amount: i64 },
+    /// A statement of the extension failed at the SPI level.
+    Statement { what: &'static str, detail: String },
 }
+
+/// The longest idempotency key accepted, in bytes: a key is stored in a btree index, whose
+/// entries PostgreSQL limits to about a third of a page.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 1000;
 
 impl Error {
     pub fn kind(&self) -> ErrorKind {
@@ -103,6 +138,13 @@ impl Error {
                 ErrorKind::NoData
             }
             IdempotencyConflict { .. } => ErrorKind::Conflict,
+            PlanMissing { .. } => ErrorKind::MissingReference,
+            NoCycle { .. } => ErrorKind::NullColumn,
+            RefundBelowZero { .. } => ErrorKind::CheckViolation,
+            IdempotencyKeyTooLong { .. } => ErrorKind::TooLong,
+            ColumnType { .. } => ErrorKind::ColumnType,
+            RecordWithoutPeriod { .. } => ErrorKind::NotReady,
+            Statement { .. } => ErrorKind::Internal,
             QuotaValueOutOfRange { .. } | ResultOutOfRange { .. } | BytesOverflow { .. } => {
                 ErrorKind::OutOfRange
             }
@@ -120,6 +162,7 @@ impl Error {
             | EmptySubscription { .. }
             | RefundOfRefund { .. }
             | EmptyReason { .. }
+            | EmptyIdempotencyKey { .. }
             | InvalidLimit { .. } => ErrorKind::InvalidParameter,
         }
     }
@@ -174,6 +217,26 @@ impl Error {
             EmptyReason { .. } => "Say why the quota changes; the reason is audited in \
                  quota.quota_adjustments."
                 .into(),
+            PlanMissing { .. } => "Point the subscription's plan_id at an existing plan, or \
+                 end the subscription."
+                .into(),
+            NoCycle { .. } => "Set the plan's billing_cycle, or quota_cycle_type on the \
+                 subscription or the plan ('monthly' or 'yearly')."
+                .into(),
+            EmptyIdempotencyKey { .. } | IdempotencyKeyTooLong { .. } => format!(
+                "An idempotency key is 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes, or NULL for a use \
+                 without one."
+            ),
+            ColumnType { .. } => "SELECT * FROM quota.attach_problems(schema) lists the types \
+                 the extension reads."
+                .into(),
+            RecordWithoutPeriod { .. } => "Records written before quota.attach() are not tied \
+                 to a counter; correct the counter in user_usage instead."
+                .into(),
+            RefundBelowZero { .. } => "quota.verify_ledger() lists counters that differ from \
+                 their records."
+                .into(),
+            Statement { .. } => "This is a bug in pg_entitlements; please report it.".into(),
         }
     }
 }
@@ -262,6 +325,44 @@ impl fmt::Display for Error {
                     "{subject}: {value} is not a limit (-1 is unlimited, below that is invalid)"
                 )
             }
+            PlanMissing { user_id, subscription_id, plan_id } => {
+                let sub = subscription_id.map_or("?".into(), |i| i.to_string());
+                match plan_id {
+                    Some(p) => write!(
+                        f,
+                        "user {user_id}: subscription {sub} names plan {p}, which does not exist"
+                    ),
+                    None => write!(f, "user {user_id}: subscription {sub} has no plan_id"),
+                }
+            }
+            NoCycle { user_id, subscription_id, plan_id } => {
+                let sub = subscription_id.map_or("?".into(), |i| i.to_string());
+                write!(
+                    f,
+                    "user {user_id}: subscription {sub} has no quota cycle (its quota_cycle_type, \
+                     and plan {plan_id}'s quota_cycle_type and billing_cycle are NULL)"
+                )
+            }
+            EmptyIdempotencyKey { subject } => {
+                write!(f, "{subject}: the idempotency key must not be empty")
+            }
+            IdempotencyKeyTooLong { subject, bytes } => write!(
+                f,
+                "{subject}: the idempotency key is {bytes} bytes long, more than \
+                 {MAX_IDEMPOTENCY_KEY_BYTES}"
+            ),
+            ColumnType { what, detail } => write!(f, "{what}: {detail}"),
+            RecordWithoutPeriod { record_id } => write!(
+                f,
+                "usage record {record_id} has no period_start: it was written before \
+                 quota.attach() and counts toward no counter"
+            ),
+            RefundBelowZero { subject, record_id, amount } => write!(
+                f,
+                "{subject}: refunding usage record {record_id} (amount {amount}) would take its \
+                 period's counter below zero"
+            ),
+            Statement { what, detail } => write!(f, "pg_entitlements: {what} failed: {detail}"),
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Everything here is plain Rust with ordinary unit and property tests: billing periods
 //! ([`period`]), limits and their precedence ([`limit`]), the quota figures a check returns
-//! ([`status`]), storage units ([`units`]) and the one error type ([`error`]). The extension
+//! ([`status`]), which subscription counts ([`subscription`]), storage units ([`units`]) and the one error type ([`error`]). The extension
 //! crate only converts PostgreSQL values into these types, calls them, and converts back.
 
 pub mod alerts;
@@ -11,6 +11,7 @@ pub mod error;
 pub mod limit;
 pub mod period;
 pub mod status;
+pub mod subscription;
 pub mod units;
 
 pub use error::{Error, ErrorKind, Subject};
