@@ -18,12 +18,13 @@ fn required<T>(value: Option<T>, function: &'static str, argument: &'static str)
 /// The percentage as a numeric of scale 2 (`12.50`), built from its hundredths the way
 /// PostgreSQL builds one from an integer: no text in between (4,380 instructions per call
 /// through `numeric_in`, see BENCHMARKS.md).
-fn percentage(status: &QuotaStatus) -> AnyNumeric {
+fn percentage(status: &QuotaStatus) -> Option<AnyNumeric> {
+    let hundredths = status.percentage_hundredths;
     // SAFETY: int64_div_fast_to_numeric returns a palloc'd numeric of scale 2 in the call's
     // memory context; it raises no error for any int64.
     unsafe {
-        let n = pg_sys::int64_div_fast_to_numeric(status.percentage_hundredths, 2);
-        AnyNumeric::from_datum(pg_sys::Datum::from(n), false).expect("a numeric is not null")
+        let n = pg_sys::int64_div_fast_to_numeric(hundredths, 2);
+        AnyNumeric::from_datum(pg_sys::Datum::from(n), false)
     }
 }
 
@@ -45,12 +46,20 @@ fn check_user_quota(
     name!(current_usage, i32),
     name!(quota_limit, i32),
     name!(remaining, i32),
-    name!(percentage, AnyNumeric),
+    name!(percentage, Option<AnyNumeric>),
 )> {
-    let subject = subject("check_user_quota", user_id, feature_code);
-    let status = Spi::connect(|client| quota::check(client, &subject)).or_raise();
-    let (usage, limit, remaining) = status.int4_figures(&subject).or_raise();
-    one_row::TableIterator::once((status.has_quota, usage, limit, remaining, percentage(&status)))
+    crate::error::guard(|| {
+        let subject = subject("check_user_quota", user_id, feature_code);
+        let status = Spi::connect(|client| quota::check(client, &subject)).or_raise();
+        let (usage, limit, remaining) = status.int4_figures(&subject).or_raise();
+        one_row::TableIterator::once((
+            status.has_quota,
+            usage,
+            limit,
+            remaining,
+            percentage(&status),
+        ))
+    })
 }
 
 /// How the reading functions reach each table at this point of this transaction: `cache` (the
@@ -61,13 +70,15 @@ fn read_paths() -> TableIterator<
     'static,
     (name!(table_name, String), name!(read_by, String), name!(detail, String)),
 > {
-    TableIterator::new(Spi::connect(crate::cache::paths))
+    crate::error::guard(|| TableIterator::new(Spi::connect(crate::read::paths)))
 }
 
 #[pg_extern(stable, parallel_safe)]
 fn get_user_storage_quota(user_id: Option<i64>) -> i64 {
-    let user_id = required(user_id, "get_user_storage_quota", "user_id");
-    Spi::connect(|client| quota::storage_bytes(client, user_id)).or_raise()
+    crate::error::guard(|| {
+        let user_id = required(user_id, "get_user_storage_quota", "user_id");
+        Spi::connect(|client| quota::storage_bytes(client, user_id)).or_raise()
+    })
 }
 
 /// VOLATILE and PARALLEL UNSAFE: it writes. The writers are SECURITY DEFINER with a pinned
@@ -84,17 +95,19 @@ fn record_feature_usage(
     metadata: default!(Option<RawJsonb>, "NULL"),
     idempotency_key: default!(Option<&str>, "NULL"),
 ) -> bool {
-    let subject = subject("record_feature_usage", user_id, feature_code);
-    let recording = Recording {
-        subject: &subject,
-        amount: required(amount, "record_feature_usage", "amount"),
-        idempotency_key,
-        resource_type,
-        resource_id,
-        metadata,
-    };
-    Spi::connect_mut(|client| quota::record(client, recording)).or_raise();
-    true
+    crate::error::guard(|| {
+        let subject = subject("record_feature_usage", user_id, feature_code);
+        let recording = Recording {
+            subject: &subject,
+            amount: required(amount, "record_feature_usage", "amount"),
+            idempotency_key,
+            resource_type,
+            resource_id,
+            metadata,
+        };
+        Spi::connect_mut(|client| quota::record(client, recording)).or_raise();
+        true
+    })
 }
 
 /// Check and record in one atomic step: never exceeds the limit, whatever the concurrency.
@@ -115,18 +128,20 @@ fn consume(
     name!(quota_limit, i32),
     name!(remaining, i32),
 )> {
-    let subject = subject("consume", user_id, feature_code);
-    let recording = Recording {
-        subject: &subject,
-        amount: required(amount, "consume", "amount"),
-        idempotency_key,
-        resource_type,
-        resource_id,
-        metadata,
-    };
-    let consumed = Spi::connect_mut(|client| quota::consume(client, recording)).or_raise();
-    let (usage, limit, remaining) = consumed.status.int4_figures(&subject).or_raise();
-    one_row::TableIterator::once((consumed.allowed, usage, limit, remaining))
+    crate::error::guard(|| {
+        let subject = subject("consume", user_id, feature_code);
+        let recording = Recording {
+            subject: &subject,
+            amount: required(amount, "consume", "amount"),
+            idempotency_key,
+            resource_type,
+            resource_id,
+            metadata,
+        };
+        let consumed = Spi::connect_mut(|client| quota::consume(client, recording)).or_raise();
+        let (usage, limit, remaining) = consumed.status.int4_figures(&subject).or_raise();
+        one_row::TableIterator::once((consumed.allowed, usage, limit, remaining))
+    })
 }
 
 fn refund(target: RecordRef<'_>) -> (i64, i32, TimestampWithTimeZone, bool) {
@@ -145,8 +160,10 @@ fn refund_usage_by_id(
     name!(period_start, TimestampWithTimeZone),
     name!(newly_refunded, bool),
 )> {
-    let id = required(usage_record_id, "refund_usage", "usage_record_id");
-    one_row::TableIterator::once(refund(RecordRef::Id(id)))
+    crate::error::guard(|| {
+        let id = required(usage_record_id, "refund_usage", "usage_record_id");
+        one_row::TableIterator::once(refund(RecordRef::Id(id)))
+    })
 }
 
 /// Refunds the usage recorded under an idempotency key.
@@ -161,10 +178,12 @@ fn refund_usage_by_key(
     name!(period_start, TimestampWithTimeZone),
     name!(newly_refunded, bool),
 )> {
-    one_row::TableIterator::once(refund(RecordRef::Key {
-        user_id: required(user_id, "refund_usage", "user_id"),
-        key: required(idempotency_key, "refund_usage", "idempotency_key"),
-    }))
+    crate::error::guard(|| {
+        one_row::TableIterator::once(refund(RecordRef::Key {
+            user_id: required(user_id, "refund_usage", "user_id"),
+            key: required(idempotency_key, "refund_usage", "idempotency_key"),
+        }))
+    })
 }
 
 fn adjust(
@@ -192,15 +211,17 @@ fn adjust_quota(
     reason: Option<&str>,
     actor: default!(Option<&str>, "current_user"),
 ) -> one_row::TableIterator<(name!(old_value, Option<i32>), name!(new_value, Option<i32>))> {
-    let value = required(new_value, "adjust_quota", "new_value");
-    one_row::TableIterator::once(adjust(
-        "adjust_quota",
-        user_id,
-        feature_code,
-        Some(value),
-        reason,
-        actor,
-    ))
+    crate::error::guard(|| {
+        let value = required(new_value, "adjust_quota", "new_value");
+        one_row::TableIterator::once(adjust(
+            "adjust_quota",
+            user_id,
+            feature_code,
+            Some(value),
+            reason,
+            actor,
+        ))
+    })
 }
 
 /// Removes one custom quota, so the plan (or the catalog default) applies again; audited.
@@ -212,14 +233,16 @@ fn clear_custom_quota(
     reason: Option<&str>,
     actor: default!(Option<&str>, "current_user"),
 ) -> one_row::TableIterator<(name!(old_value, Option<i32>), name!(new_value, Option<i32>))> {
-    one_row::TableIterator::once(adjust(
-        "clear_custom_quota",
-        user_id,
-        feature_code,
-        None,
-        reason,
-        actor,
-    ))
+    crate::error::guard(|| {
+        one_row::TableIterator::once(adjust(
+            "clear_custom_quota",
+            user_id,
+            feature_code,
+            None,
+            reason,
+            actor,
+        ))
+    })
 }
 
 #[pg_extern(stable, parallel_safe)]
@@ -234,13 +257,16 @@ fn get_quota_period(
         name!(cycle, String),
     ),
 > {
-    let user_id = required(user_id, "get_quota_period", "user_id");
-    let period =
-        Spi::connect(|client| quota::current_period(client, user_id, feature_code)).or_raise();
-    TableIterator::new(period.map(|p| {
-        let (start, end) = quota::period_bounds(&p);
-        (start, end, p.kind().to_owned())
-    }))
+    crate::error::guard(|| {
+        let user_id = required(user_id, "get_quota_period", "user_id");
+        let period =
+            Spi::connect(|client| quota::current_period(client, user_id, feature_code)).or_raise();
+        let row = period
+            .map(|p| quota::period_bounds(&p).map(|(start, end)| (start, end, p.kind().to_owned())))
+            .transpose()
+            .or_raise();
+        TableIterator::new(row)
+    })
 }
 
 /// Every catalog feature's figures for one user in one call.
@@ -257,37 +283,43 @@ fn usage_overview(
         name!(current_usage, i64),
         name!(quota_limit, i64),
         name!(remaining, i64),
-        name!(percentage, AnyNumeric),
+        name!(percentage, Option<AnyNumeric>),
         name!(period_start, Option<TimestampWithTimeZone>),
         name!(period_end, Option<TimestampWithTimeZone>),
         name!(cycle, Option<String>),
     ),
 > {
-    let user_id = required(user_id, "usage_overview", "user_id");
-    let lines = Spi::connect(|client| quota::overview(client, user_id)).or_raise();
-    TableIterator::new(lines.into_iter().map(|o| {
-        let bounds = o.period.as_ref().map(quota::period_bounds);
-        (
-            o.feature,
-            o.name,
-            o.unit,
-            o.status.has_quota,
-            o.status.current_usage,
-            o.status.quota_limit,
-            o.status.remaining,
-            percentage(&o.status),
-            bounds.map(|b| b.0),
-            bounds.map(|b| b.1),
-            o.period.map(|p| p.kind().to_owned()),
-        )
-    }))
+    crate::error::guard(|| {
+        let user_id = required(user_id, "usage_overview", "user_id");
+        let lines = Spi::connect(|client| quota::overview(client, user_id)).or_raise();
+        let rows: Vec<_> = lines
+            .into_iter()
+            .map(|o| {
+                let bounds = o.period.as_ref().map(quota::period_bounds).transpose().or_raise();
+                (
+                    o.feature,
+                    o.name,
+                    o.unit,
+                    o.status.has_quota,
+                    o.status.current_usage,
+                    o.status.quota_limit,
+                    o.status.remaining,
+                    percentage(&o.status),
+                    bounds.map(|b| b.0),
+                    bounds.map(|b| b.1),
+                    o.period.map(|p| p.kind().to_owned()),
+                )
+            })
+            .collect();
+        TableIterator::new(rows)
+    })
 }
 
 /// Whether `time_zone` is a zone name the period arithmetic knows (the CHECK of
 /// quota.settings.time_zone). IMMUTABLE like PostgreSQL's own time zone functions.
 #[pg_extern(immutable, parallel_safe, strict)]
 fn is_valid_time_zone(time_zone: &str) -> bool {
-    period::time_zone(time_zone).is_ok()
+    crate::error::guard(|| period::time_zone(time_zone).is_ok())
 }
 
 /// The pure period arithmetic, for previews and tests: the anniversary period of `anchor`
@@ -303,5 +335,7 @@ fn anniversary_period(
     name!(period_start, TimestampWithTimeZone),
     name!(period_end, TimestampWithTimeZone),
 )> {
-    one_row::TableIterator::once(quota::anniversary(anchor, cycle, at, time_zone).or_raise())
+    crate::error::guard(|| {
+        one_row::TableIterator::once(quota::anniversary(anchor, cycle, at, time_zone).or_raise())
+    })
 }

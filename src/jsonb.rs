@@ -43,9 +43,9 @@ impl RawJsonb {
         // jsonb_out detoasts it itself and returns a palloc'd C string, freed with the call's
         // memory context.
         let text =
-            unsafe { direct_function_call::<&core::ffi::CStr>(pg_sys::jsonb_out, &[Some(self.0)]) }
-                .expect("jsonb_out returns a C string");
-        text.to_string_lossy().into_owned()
+            unsafe { direct_function_call::<&core::ffi::CStr>(pg_sys::jsonb_out, &[Some(self.0)]) };
+        // jsonb_out never returns NULL; an empty text would fail to parse as a document.
+        text.map(|t| t.to_string_lossy().into_owned()).unwrap_or_default()
     }
 }
 
@@ -53,9 +53,14 @@ impl RawJsonb {
 // handles NULL, exactly as pgrx does for its own JsonB.
 unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for RawJsonb {
     unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
-        let index = arg.index();
-        unsafe { arg.unbox_arg_using_from_datum() }
-            .unwrap_or_else(|| panic!("argument {index} must not be null"))
+        // Every function takes its jsonb as Option<RawJsonb>; one that took it bare would be
+        // STRICT and never see a NULL. Should one ever, it gets an error, not a crash.
+        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| {
+            crate::error::raise(entitlements_core::Error::NullArgument {
+                function: "pg_entitlements",
+                argument: "a jsonb argument",
+            })
+        })
     }
 
     unsafe fn unbox_nullable_arg(

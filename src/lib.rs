@@ -1,12 +1,13 @@
 //! pg_entitlements: PostgreSQL as the single source of truth for SaaS plan quotas.
 //!
 //! Layout: the rules live in the pgrx-free crate `entitlements-core`; [`store`] holds the SPI
-//! statements (prepared once per backend and kept), and reads without them where [`cache`]
-//! (a per-backend copy of the nearly constant tables) and [`probe`] (direct index reads)
-//! allow; [`quota`] combines the rules and the rows into the
-//! operations; [`api`] and [`triggers`] are the thin `#[pg_extern]` / `#[pg_trigger]` glue,
-//! and [`one_row`] hands their one-row results to the executor; [`error`] is the one place
-//! where an error becomes a PostgreSQL ERROR.
+//! statements (prepared once per backend and kept, bound by [`binding`] to the extension's or
+//! an attached application's tables); [`read`] alone decides how a read goes, by those
+//! statements or without them, through a per-backend copy of the nearly constant tables and
+//! direct index reads; [`quota`] combines the rules and the rows into the operations; [`api`]
+//! and [`triggers`] are the thin `#[pg_extern]` / `#[pg_trigger]` glue, and [`one_row`] hands
+//! their one-row results to the executor; [`error`] is the one place where an error becomes a
+//! PostgreSQL ERROR.
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry};
 use pgrx::prelude::*;
@@ -14,12 +15,12 @@ use pgrx::prelude::*;
 ::pgrx::pg_module_magic!(name, version);
 
 mod api;
-mod cache;
+mod binding;
 mod error;
 mod jsonb;
 mod one_row;
-mod probe;
 mod quota;
+mod read;
 mod store;
 mod time;
 mod triggers;
@@ -66,7 +67,7 @@ pub extern "C-unwind" fn _PG_init() {
         c"On (the default), check_user_quota and the other reading functions read the nearly \
           constant tables from a per-backend copy and the per-user tables through their indexes \
           (quota.read_paths() shows how). Off, every read is an SQL statement.",
-        &cache::DIRECT_READS,
+        &read::copy::DIRECT_READS,
         GucContext::Userset,
         GucFlags::default(),
     );

@@ -1,11 +1,13 @@
-//! The quota operations: the rules of `entitlements-core` applied to rows from [`crate::store`].
+//! The quota operations: the rules of `entitlements-core` applied to rows that [`crate::read`]
+//! reads, written through [`crate::store`].
 
 use crate::jsonb::RawJsonb;
-use crate::store::{self, Catalog, FeatureRow, SubscriptionRow, Use};
+use crate::read::{self, Catalog, FeatureRow, SubscriptionRow};
+use crate::store::{self, Use};
 use crate::time::{check_range, from_pg, to_pg};
-use entitlements_core::alerts;
 use entitlements_core::limit::{self, LimitSources};
 use entitlements_core::period::{self, Subscription};
+use entitlements_core::{alerts, keys};
 use entitlements_core::{
     units, Cycle, Error, Limit, Period, QuotaStatus, ResetRule, Resolved, Source, Subject,
 };
@@ -36,9 +38,17 @@ fn named_feature(
     client: &SpiClient<'_>,
     subject: &Subject,
 ) -> Result<(FeatureRow, Catalog), Error> {
-    let mut row = store::feature_row(client, subject.user_id, Some(&subject.feature))?;
-    let catalog = row.catalog.take().expect("feature_row errs on unknown features");
+    let mut row = read::feature_row(client, subject.user_id, Some(&subject.feature))?;
+    let catalog = take_catalog(&mut row, subject)?;
     Ok((row, catalog))
+}
+
+/// The catalog row of a named feature: [`read::feature_row`] errs when the catalog lacks it.
+fn take_catalog(row: &mut FeatureRow, subject: &Subject) -> Result<Catalog, Error> {
+    row.catalog.take().ok_or_else(|| Error::UnknownFeature {
+        user_id: Some(subject.user_id),
+        feature: subject.feature.clone(),
+    })
 }
 
 fn period_of(row: &FeatureRow, rule: ResetRule, sub: &SubscriptionRow) -> Result<Period, Error> {
@@ -70,7 +80,7 @@ fn check_with_period(
     };
     let limit = resolve(subject, &catalog, sub)?.map(|r| r.limit);
     let period = period_of(&row, catalog.reset_rule.parse()?, sub)?;
-    let usage = store::usage(client, subject.user_id, &subject.feature, to_pg(period.start, true));
+    let usage = read::usage(client, subject.user_id, &subject.feature, to_pg(period.start, true)?)?;
     Ok((QuotaStatus::evaluate(limit, usage), Some(period), catalog))
 }
 
@@ -85,7 +95,7 @@ pub struct Overview {
 
 /// `usage_overview`: every catalog feature's figures and period for one user.
 pub fn overview(client: &SpiClient<'_>, user_id: i64) -> Result<Vec<Overview>, Error> {
-    store::feature_codes(client)
+    store::feature_codes(client)?
         .into_iter()
         .map(|feature| {
             let subject = Subject { user_id, feature };
@@ -127,7 +137,7 @@ pub fn current_period(
     user_id: i64,
     feature: Option<&str>,
 ) -> Result<Option<Period>, Error> {
-    let row = store::feature_row(client, user_id, feature)?;
+    let row = read::feature_row(client, user_id, feature)?;
     let rule = match &row.catalog {
         Some(c) => c.reset_rule.parse()?,
         None => ResetRule::BillingCycle,
@@ -175,7 +185,7 @@ fn replay(client: &mut SpiClient<'_>, r: &Recording<'_>) -> Result<bool, Error> 
     let Some(key) = r.idempotency_key else {
         return Ok(false);
     };
-    match store::record_by_key(client, r.subject.user_id, key) {
+    match store::record_by_key(client, r.subject.user_id, key)? {
         None => Ok(false),
         Some(rec) if rec.feature == r.subject.feature && rec.amount == r.amount => Ok(true),
         Some(rec) => Err(Error::IdempotencyConflict {
@@ -217,12 +227,15 @@ fn prepare_use(
 ) -> Result<Option<UseContext>, Error> {
     ensure_writable(function)?;
     validate_amount(r.subject, r.amount)?;
+    if let Some(key) = r.idempotency_key {
+        keys::validate_idempotency_key(r.subject, key)?;
+    }
     let (user_id, feature) = (r.subject.user_id, r.subject.feature.as_str());
     let mut row = match how {
-        Read::Optimistic => store::feature_row(client, user_id, Some(feature))?,
-        Read::Locked => store::feature_row_for_use(client, user_id, feature)?,
+        Read::Optimistic => read::feature_row(client, user_id, Some(feature))?,
+        Read::Locked => read::feature_row_for_use(client, user_id, feature)?,
     };
-    let catalog = row.catalog.take().expect("feature_row errs on unknown features");
+    let catalog = take_catalog(&mut row, r.subject)?;
     let Some(sub) = row.subscription.as_ref() else {
         return Ok(None);
     };
@@ -239,14 +252,14 @@ fn announce_thresholds(
     ctx: &UseContext,
     usage: i64,
     already: i32,
-) {
-    let Some(limit) = ctx.limit else { return };
+) -> Result<(), Error> {
+    let Some(limit) = ctx.limit else { return Ok(()) };
     let crossed = alerts::crossed(&ctx.alert_thresholds, already, usage, limit);
     let Some(&highest) = crossed.last() else {
-        return;
+        return Ok(());
     };
-    let period_start = to_pg(ctx.period.start, true);
-    store::mark_alerted(client, subject, period_start, highest);
+    let period_start = to_pg(ctx.period.start, true)?;
+    store::mark_alerted(client, subject, period_start, highest)?;
     for threshold in crossed {
         let payload = serde_json::json!({
             "user_id": subject.user_id,
@@ -256,29 +269,30 @@ fn announce_thresholds(
             "limit": limit.as_i64(),
             "period_start": period_start.to_string(),
         });
-        store::notify(client, "quota_threshold", &payload.to_string());
+        store::notify(client, "quota_threshold", &payload.to_string())?;
     }
+    Ok(())
 }
 
 /// The use as [`store::apply_use`] writes it; `enforce`: within the limit of `ctx`.
-fn use_of<'a>(r: &Recording<'a>, ctx: &UseContext, enforce: bool) -> Use<'a> {
+fn use_of<'a>(r: &Recording<'a>, ctx: &UseContext, enforce: bool) -> Result<Use<'a>, Error> {
     let limit = match (enforce, ctx.limit) {
         (false, _) | (true, Some(Limit::Unlimited)) => None,
         // No source defines a limit: no quota, so nothing can be consumed.
         (true, None) => Some(0),
         (true, Some(Limit::Max(n))) => Some(i64::from(n)),
     };
-    Use {
+    Ok(Use {
         subject: r.subject,
-        period_start: to_pg(ctx.period.start, true),
-        period_end: to_pg(ctx.period.end, false),
+        period_start: to_pg(ctx.period.start, true)?,
+        period_end: to_pg(ctx.period.end, false)?,
         amount: r.amount,
         limit,
         resource_type: r.resource_type,
         resource_id: r.resource_id,
         metadata: r.metadata.clone(),
         idempotency_key: r.idempotency_key,
-    }
+    })
 }
 
 /// Counts a use judged by `ctx`, or, when the subscription changed since `ctx` was read, judged
@@ -291,14 +305,14 @@ fn count_use(
     ctx: UseContext,
     enforce: bool,
 ) -> Result<Option<(store::Applied, UseContext)>, Error> {
-    let applied = store::apply_use(client, use_of(r, &ctx, enforce), ctx.read);
+    let applied = store::apply_use(client, use_of(r, &ctx, enforce)?, ctx.read)?;
     if !matches!(applied, store::Applied::Stale) {
         return Ok(Some((applied, ctx)));
     }
     let Some(locked) = prepare_use(client, function, r, Read::Locked)? else {
         return Ok(None);
     };
-    let applied = store::apply_use(client, use_of(r, &locked, enforce), locked.read);
+    let applied = store::apply_use(client, use_of(r, &locked, enforce)?, locked.read)?;
     Ok(Some((applied, locked)))
 }
 
@@ -314,10 +328,13 @@ pub fn record(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<(), Error>
     }
     match count_use(client, FUNCTION, &r, ctx, false)?.ok_or_else(no_subscription)? {
         (store::Applied::Counted { usage, already }, ctx) => {
-            announce_thresholds(client, r.subject, &ctx, usage, already);
-            Ok(())
+            announce_thresholds(client, r.subject, &ctx, usage, already)
         }
-        _ => unreachable!("an unconditional use always counts"),
+        // A use without a limit has no condition that can refuse it.
+        (store::Applied::Refused | store::Applied::Stale, _) => Err(Error::Statement {
+            what: "record_feature_usage",
+            detail: "a use without a limit was not counted".into(),
+        }),
     }
 }
 
@@ -330,23 +347,25 @@ pub fn consume(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<Consumed,
         return Ok(refused);
     };
     let subject = r.subject;
-    let current = |client: &SpiClient<'_>, ctx: &UseContext| {
-        let usage =
-            store::usage(client, subject.user_id, &subject.feature, to_pg(ctx.period.start, true));
-        QuotaStatus::evaluate(ctx.limit, usage)
+    let current = |client: &SpiClient<'_>, ctx: &UseContext| -> Result<QuotaStatus, Error> {
+        let start = to_pg(ctx.period.start, true)?;
+        let usage = read::usage(client, subject.user_id, &subject.feature, start)?;
+        Ok(QuotaStatus::evaluate(ctx.limit, usage))
     };
     if replay(client, &r)? {
-        return Ok(Consumed { allowed: true, status: current(client, &ctx) });
+        return Ok(Consumed { allowed: true, status: current(client, &ctx)? });
     }
     let Some((applied, ctx)) = count_use(client, FUNCTION, &r, ctx, true)? else {
         return Ok(refused);
     };
     Ok(match applied {
         store::Applied::Counted { usage, already } => {
-            announce_thresholds(client, subject, &ctx, usage, already);
+            announce_thresholds(client, subject, &ctx, usage, already)?;
             Consumed { allowed: true, status: QuotaStatus::evaluate(ctx.limit, usage) }
         }
-        _ => Consumed { allowed: false, status: current(client, &ctx) },
+        store::Applied::Refused | store::Applied::Stale => {
+            Consumed { allowed: false, status: current(client, &ctx)? }
+        }
     })
 }
 
@@ -357,8 +376,8 @@ pub fn refund(
     target: store::RecordRef<'_>,
 ) -> Result<(store::Refund, bool), Error> {
     ensure_writable("refund_usage")?;
-    store::ensure_binding(client);
-    let Some((user_id, id, refund_of)) = store::lock_refund_target(client, &target) else {
+    store::ensure_binding(client)?;
+    let Some(record) = store::lock_refund_target(client, &target)? else {
         let what = match target {
             store::RecordRef::Id(id) => format!("with id {id}"),
             store::RecordRef::Key { user_id, key } => {
@@ -367,13 +386,17 @@ pub fn refund(
         };
         return Err(Error::UsageRecordNotFound { what });
     };
-    if refund_of.is_some() {
+    let (user_id, id) = (record.user_id, record.id);
+    if record.refund_of.is_some() {
         return Err(Error::RefundOfRefund { record_id: id });
     }
-    if let Some(existing) = store::existing_refund(client, user_id, id) {
+    if !record.has_period {
+        return Err(Error::RecordWithoutPeriod { record_id: id });
+    }
+    if let Some(existing) = store::existing_refund(client, user_id, id)? {
         return Ok((existing, false));
     }
-    Ok((store::post_refund(client, user_id, id), true))
+    Ok((store::post_refund(client, user_id, id)?, true))
 }
 
 /// `adjust_quota` (`new_value` set) and `clear_custom_quota` (`None`): changes one key of the
@@ -391,7 +414,7 @@ pub fn adjust(
         return Err(Error::EmptyReason { subject: subject.clone() });
     }
     // The feature must exist; a bad value is refused before anything is locked.
-    store::feature_row(client, subject.user_id, Some(&subject.feature))?;
+    read::feature_row(client, subject.user_id, Some(&subject.feature))?;
     let new = new_value
         .map(|n| {
             limit::limit_from_i64(n).map_err(|p| match p {
@@ -404,11 +427,13 @@ pub fn adjust(
             })
         })
         .transpose()?;
-    let Some((subscription_id, old_text)) =
-        store::lock_subscription(client, subject.user_id, &subject.feature)
-    else {
+    let Some(locked) = store::lock_subscription(client, subject.user_id, &subject.feature)? else {
         return Err(Error::NoActiveSubscription { subject: subject.clone() });
     };
+    if let Some(document) = locked.not_object {
+        return Err(Error::CustomQuotasNotObject { user_id: subject.user_id, value: document });
+    }
+    let (subscription_id, old_text) = (locked.id, locked.custom);
     let old = old_text
         .map(|t| {
             limit::limit_from_json_text(&t).map_err(|_| Error::InvalidQuotaValue {
@@ -419,12 +444,15 @@ pub fn adjust(
             })
         })
         .transpose()?;
-    let as_i32 = |l: Limit| i32::try_from(l.as_i64()).expect("limits fit int4");
+    let as_i32 = |l: Limit| match l {
+        Limit::Unlimited => -1,
+        Limit::Max(n) => n,
+    };
     let (old, new) = (old.map(as_i32), new.map(as_i32));
     store::apply_adjustment(
         client,
         store::Adjustment { subject, subscription_id, old, new, reason, actor },
-    );
+    )?;
     Ok((old, new))
 }
 
@@ -432,10 +460,10 @@ pub fn adjust(
 /// a change on channel storage_quota_changed.
 pub fn sync_storage(client: &mut SpiClient<'_>, user_id: i64) -> Result<(), Error> {
     let bytes = storage_bytes(client, user_id)?;
-    if let Some(old) = store::upsert_storage_quota(client, user_id, bytes) {
+    if let Some(old) = store::upsert_storage_quota(client, user_id, bytes)? {
         let payload =
             serde_json::json!({ "user_id": user_id, "old_bytes": old, "new_bytes": bytes });
-        store::notify(client, "storage_quota_changed", &payload.to_string());
+        store::notify(client, "storage_quota_changed", &payload.to_string())?;
     }
     Ok(())
 }
@@ -444,7 +472,8 @@ pub fn sync_storage(client: &mut SpiClient<'_>, user_id: i64) -> Result<(), Erro
 pub struct SubscriptionState {
     pub user_id: i64,
     pub subscription_id: i64,
-    pub plan_id: i64,
+    /// NULL only in an attached application's table; such a subscription decides no limit.
+    pub plan_id: Option<i64>,
     /// Active now: status 'active' and start_date <= now() < end_date.
     pub active: bool,
     /// start_date and end_date ([`crate::time::micros`]): they also decide which of a user's
@@ -468,10 +497,12 @@ fn limits_under(
     client: &SpiClient<'_>,
     state: Option<SubscriptionState>,
 ) -> Result<Vec<(String, Option<Limit>)>, Error> {
-    let Some(state) = state.filter(|s| s.active) else {
+    let Some((state, plan_id)) =
+        state.filter(|s| s.active).and_then(|s| Some((s.plan_id?, s))).map(|(p, s)| (s, p))
+    else {
         return Ok(Vec::new());
     };
-    store::limits_for(client, state.plan_id, state.custom_quotas)
+    store::limits_for(client, plan_id, state.custom_quotas)?
         .into_iter()
         .map(|f| {
             let subject = Subject { user_id: state.user_id, feature: f.code };
@@ -523,7 +554,7 @@ pub fn announce_subscription_change(
         "old": old_limits,
         "new": new_limits,
     });
-    store::notify(client, "quota_updated", &payload.to_string());
+    store::notify(client, "quota_updated", &payload.to_string())?;
     Ok(())
 }
 
@@ -539,7 +570,7 @@ pub fn validate_custom_quotas(
         serde_json::Value::Object(map) => map.keys().cloned().collect(),
         _ => Vec::new(),
     };
-    let known = if keys.is_empty() { Vec::new() } else { store::known_features(client, keys) };
+    let known = if keys.is_empty() { Vec::new() } else { store::known_features(client, keys)? };
     limit::validate_custom_quotas(user_id, &value, |f| known.iter().any(|k| k == f)).map(|_| ())
 }
 
@@ -560,10 +591,10 @@ pub fn anniversary(
         cycle: Some(cycle),
     };
     check_range(&period)?;
-    Ok(period_bounds(&period))
+    period_bounds(&period)
 }
 
 /// A timestamptz for a period bound, as [`crate::api`] returns it.
-pub fn period_bounds(p: &Period) -> (TimestampWithTimeZone, TimestampWithTimeZone) {
-    (to_pg(p.start, true), to_pg(p.end, false))
+pub fn period_bounds(p: &Period) -> Result<(TimestampWithTimeZone, TimestampWithTimeZone), Error> {
+    Ok((to_pg(p.start, true)?, to_pg(p.end, false)?))
 }

@@ -1,45 +1,62 @@
 //! The SQL the extension runs, each statement prepared once per backend and kept
 //! (`SPI_keepplan`), so a call pays no parse or plan. Every name is schema-qualified: a call
 //! delegated to another node or run under a hostile search_path resolves the same objects.
+//! Which of these statements a read needs is decided by [`crate::read`].
 
-use crate::cache;
+use crate::binding::bind;
 use crate::jsonb::RawJsonb;
+use entitlements_core::subscription::{self, Candidate};
 use entitlements_core::{Error, Subject};
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
 use pgrx::pg_sys::BuiltinOid;
-use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData};
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData, SpiTupleTable};
 use pgrx::{pg_sys, PgOid};
 use std::cell::Cell;
 
 /// Everything a quota function needs about one user and feature, in one round trip: the
-/// catalog row, the active subscription (the one with status 'active', start_date <= now() <
-/// end_date, latest end_date first), its plan's value for the feature and the settings.
-/// Always one row; f.code is NULL when the catalog lacks the feature (or none was asked for).
-/// `lock` is appended to the subscription lookup (see [`feature_row_for_use`]).
+/// catalog row, the settings, and one row per subscription of the user with status 'active'
+/// (or one row without a subscription), each with its plan's cycles and value for the feature.
+/// Always at least one row; f.code is NULL when the catalog lacks the feature (or none was
+/// asked for). Which subscription counts is decided in Rust by the rules of
+/// `entitlements_core::subscription`, for this statement and the direct reads alike; the
+/// status condition only narrows the rows down (and lets the partial index of active
+/// subscriptions serve). The columns are listed, by position, in `read::column`.
+/// `lock` is appended to the subscription lookup (see [`Lock`]).
 fn feature_sql(lock: &str) -> String {
     format!(
         "
-SELECT f.code, f.reset_rule, f.unit, f.default_limit,
-       s.id::pg_catalog.int8, s.start_date, s.end_date, s.quota_reset_anchor,
-       coalesce(s.quota_cycle_type, p.quota_cycle_type, p.billing_cycle)::pg_catalog.text,
-       (s.custom_quotas OPERATOR(pg_catalog.->) f.code)::pg_catalog.text,
-       pf.feature_value, pf.feature_unit::pg_catalog.text,
+SELECT f.code, f.reset_rule, f.unit, f.default_limit, f.alert_thresholds, f.name,
        coalesce((SELECT st.time_zone FROM quota.settings st), 'UTC'),
-       pg_catalog.now(), f.alert_thresholds, f.name,
-       (SELECT st.attached_schema::pg_catalog.text FROM quota.settings st), s.ctid
+       (SELECT st.attached_schema::pg_catalog.text FROM quota.settings st), pg_catalog.now(),
+       s.ctid, s.id::pg_catalog.int8, s.plan_id::pg_catalog.int8, s.status::pg_catalog.text,
+       s.start_date, s.end_date, s.quota_reset_anchor, s.quota_cycle_type::pg_catalog.text,
+       CASE WHEN f.code IS NOT NULL
+             AND pg_catalog.jsonb_typeof(s.custom_quotas) OPERATOR(pg_catalog.<>) 'object'
+            THEN s.custom_quotas::pg_catalog.text END,
+       (s.custom_quotas OPERATOR(pg_catalog.->) f.code)::pg_catalog.text,
+       p.id IS NOT NULL, p.quota_cycle_type::pg_catalog.text, p.billing_cycle::pg_catalog.text,
+       pf.feature_value, pf.feature_unit::pg_catalog.text
   FROM (SELECT) AS one
-  LEFT JOIN quota.features f ON f.code = $2
+  LEFT JOIN quota.features f ON f.code OPERATOR(pg_catalog.=) $2
   LEFT JOIN LATERAL (
-        SELECT us.ctid, us.id, us.plan_id, us.start_date, us.end_date, us.quota_reset_anchor,
-               us.quota_cycle_type, us.custom_quotas
+        SELECT us.ctid, us.id, us.plan_id, us.status, us.start_date, us.end_date,
+               us.quota_reset_anchor, us.quota_cycle_type, us.custom_quotas
           FROM quota.user_subscriptions us
-         WHERE us.user_id = $1 AND us.status = 'active'
-           AND us.start_date <= pg_catalog.now() AND us.end_date > pg_catalog.now()
-         ORDER BY us.end_date DESC, us.id DESC
-         LIMIT 1 {lock}) s ON true
-  LEFT JOIN quota.subscription_plans p ON p.id = s.plan_id
-  LEFT JOIN quota.plan_features pf ON pf.plan_id = s.plan_id AND pf.feature_code = f.code"
+         WHERE us.user_id OPERATOR(pg_catalog.=) $1 AND us.status = 'active' {lock}) s ON true
+  LEFT JOIN quota.subscription_plans p ON p.id OPERATOR(pg_catalog.=) s.plan_id
+  LEFT JOIN quota.plan_features pf
+         ON pf.plan_id OPERATOR(pg_catalog.=) s.plan_id
+        AND pf.feature_code OPERATOR(pg_catalog.=) f.code"
     )
+}
+
+/// How [`select_feature`] reads the user's subscriptions.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    None,
+    /// Locked until the end of the transaction (`FOR NO KEY UPDATE`), waiting for a concurrent
+    /// change and reading its result: a writer whose unlocked read went stale.
+    ForUse,
 }
 
 const USAGE: &str = "
@@ -131,11 +148,13 @@ SELECT r.id::pg_catalog.int8, r.feature_code::pg_catalog.text, r.amount::pg_cata
 
 /// A usage record to refund, locked so that two refunds of it queue.
 const RECORD_FOR_REFUND_BY_ID: &str = "
-SELECT r.user_id::pg_catalog.int8, r.id::pg_catalog.int8, r.refund_of::pg_catalog.int8
+SELECT r.user_id::pg_catalog.int8, r.id::pg_catalog.int8, r.refund_of::pg_catalog.int8,
+       r.period_start IS NOT NULL
   FROM quota.usage_records r WHERE r.id = $1 FOR UPDATE";
 
 const RECORD_FOR_REFUND_BY_KEY: &str = "
-SELECT r.user_id::pg_catalog.int8, r.id::pg_catalog.int8, r.refund_of::pg_catalog.int8
+SELECT r.user_id::pg_catalog.int8, r.id::pg_catalog.int8, r.refund_of::pg_catalog.int8,
+       r.period_start IS NOT NULL
   FROM quota.usage_records r
  WHERE r.user_id = $1 AND r.idempotency_key = $2 FOR UPDATE";
 
@@ -144,8 +163,9 @@ SELECT r.id::pg_catalog.int8, -r.amount, r.period_start FROM quota.usage_records
  WHERE r.user_id = $1 AND r.refund_of = $2";
 
 /// Posts the compensating record to the original's period (not the current one) and takes the
-/// amount off that period's counter. The counter's type (`quota.usage_total`, never negative)
-/// stops it from ever going negative.
+/// amount off that period's counter, only while the counter stays at or above zero; the last
+/// column says whether it did. A counter lowered outside the ledger (an admin's UPDATE) would
+/// otherwise go negative, and an attached application's counter has no type that stops it.
 const REFUND: &str = "
 WITH refund AS (
     INSERT INTO quota.usage_records
@@ -163,18 +183,22 @@ WITH refund AS (
       FROM refund
      WHERE u.user_id = $1 AND u.feature_code = refund.feature_code
        AND u.period_start = refund.period_start
+       AND u.usage_count OPERATOR(pg_catalog.+) refund.amount >= 0
+    RETURNING 1
 )
-SELECT refund.id::pg_catalog.int8, OPERATOR(pg_catalog.-) refund.amount, refund.period_start
+SELECT refund.id::pg_catalog.int8, OPERATOR(pg_catalog.-) refund.amount, refund.period_start,
+       EXISTS (SELECT FROM counter), refund.feature_code::pg_catalog.text
   FROM refund";
 
-/// The active subscription, locked against concurrent changes, and its current custom value.
+/// The user's subscriptions with status 'active', locked against concurrent changes, with what
+/// decides which one counts ([`entitlements_core::subscription`]) and its current custom value.
 const ADJUST_LOCK: &str = "
-SELECT us.id::pg_catalog.int8, (us.custom_quotas OPERATOR(pg_catalog.->) $2)::pg_catalog.text
+SELECT us.id::pg_catalog.int8, (us.custom_quotas OPERATOR(pg_catalog.->) $2)::pg_catalog.text,
+       us.status::pg_catalog.text, us.start_date, us.end_date, pg_catalog.now(),
+       CASE WHEN pg_catalog.jsonb_typeof(us.custom_quotas) OPERATOR(pg_catalog.<>) 'object'
+            THEN us.custom_quotas::pg_catalog.text END
   FROM quota.user_subscriptions us
  WHERE us.user_id = $1 AND us.status = 'active'
-   AND us.start_date <= pg_catalog.now() AND us.end_date > pg_catalog.now()
- ORDER BY us.end_date DESC, us.id DESC
- LIMIT 1
    FOR NO KEY UPDATE";
 
 /// Sets ($4 not NULL) or removes ($4 NULL) one custom quota, with its audit row.
@@ -211,26 +235,12 @@ RETURNING (SELECT old.storage_quota_bytes FROM old)";
 const KNOWN_FEATURES: &str = "
 SELECT f.code FROM quota.features f WHERE f.code OPERATOR(pg_catalog.=) ANY ($1)";
 
-/// The application tables `quota.attach(schema)` can bind the statements to, in place of the
-/// extension's own. The catalog (features), settings and the audit stay in schema quota.
-const ATTACHABLE: [&str; 6] = [
-    "user_subscriptions",
-    "subscription_plans",
-    "plan_features",
-    "user_usage",
-    "usage_records",
-    "user_storage_usage",
-];
-
-/// `sql` with the attachable tables of schema quota replaced by those of `schema`.
-pub fn bind(sql: &str, schema: Option<&str>) -> String {
-    let Some(schema) = schema else {
-        return sql.to_owned();
-    };
-    entitlements_core::binding::retarget(sql, &pgrx::spi::quote_identifier(schema), &ATTACHABLE)
-}
-
 const BINDING: &str = "SELECT st.attached_schema::pg_catalog.text FROM quota.settings st";
+
+/// The owner of the attached application's user_subscriptions table.
+const BOUND_OWNER: &str = "
+SELECT c.relowner FROM pg_catalog.pg_class c
+ WHERE c.oid = pg_catalog.to_regclass(pg_catalog.quote_ident($1) || '.user_subscriptions')";
 
 struct Plans {
     /// The schema the statements are bound to (`None`: schema quota).
@@ -255,13 +265,14 @@ struct Plans {
     limits_for: OwnedPreparedStatement,
     feature_codes: OwnedPreparedStatement,
     binding_lookup: OwnedPreparedStatement,
+    bound_owner: OwnedPreparedStatement,
 }
 
 thread_local! {
     // A backend is single-threaded; the plans live as long as it does. After quota.attach()
-    // or quota.detach() a backend prepares a new set and leaks the old one (18 plans, a few
-    // hundred kB at most, once per attach): freeing it would need every &'static handed out to
-    // be gone, for a saving that does not matter.
+    // or quota.detach() a backend prepares a new set and leaks the old one (a few hundred kB
+    // at most, once per attach): freeing it would need every &'static handed out to be gone,
+    // for a saving that does not matter.
     static PLANS: Cell<Option<&'static Plans>> = const { Cell::new(None) };
 }
 
@@ -269,230 +280,193 @@ fn oid(o: BuiltinOid) -> PgOid {
     PgOid::BuiltIn(o)
 }
 
-fn plans(client: &SpiClient<'_>) -> &'static Plans {
+fn failed(what: &'static str) -> impl Fn(pgrx::spi::SpiError) -> Error {
+    move |e| Error::Statement { what, detail: e.to_string() }
+}
+
+fn plans(client: &SpiClient<'_>) -> Result<&'static Plans, Error> {
     match PLANS.get() {
-        Some(p) => p,
+        Some(p) => Ok(p),
         None => prepare_plans(client, None),
     }
 }
 
 /// Prepares every statement for the tables of `binding` and keeps them for this backend.
-fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> &'static Plans {
+fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> Result<&'static Plans, Error> {
     use BuiltinOid::*;
     let schema = binding.as_deref();
     let prepare = |sql: &str, args: &[PgOid], mutating: bool| {
         let sql = bind(sql, schema);
         let stmt =
             if mutating { client.prepare_mut(&sql, args) } else { client.prepare(&sql, args) };
-        stmt.unwrap_or_else(|e| panic!("preparing a pg_entitlements statement failed: {e}")).keep()
+        stmt.map(|s| s.keep()).map_err(failed("preparing a statement"))
     };
     let (int4, int8, text, tstz) = (oid(INT4OID), oid(INT8OID), oid(TEXTOID), oid(TIMESTAMPTZOID));
     let use_args =
         [int8, text, tstz, tstz, int4, int8, text, int8, oid(JSONBOID), text, oid(TIDOID)];
     let plans: &'static Plans = Box::leak(Box::new(Plans {
         binding: binding.clone(),
-        feature: prepare(&feature_sql(""), &[int8, text], false),
-        // Writers lock the subscription row (FOR NO KEY UPDATE) until they commit, here or in
+        feature: prepare(&feature_sql(""), &[int8, text], false)?,
+        // Writers lock the subscription rows (FOR NO KEY UPDATE) until they commit, here or in
         // use_late_lock: a change of its limit (adjust_quota, any UPDATE of custom_quotas,
         // plan_id, ...) waits for the use, and a use that meets such a change uncommitted waits
         // for it and then reads the new limit. Not FOR SHARE: a transaction that consumes and
         // then adjusts would have to upgrade its lock, and two such transactions deadlocked
         // (isolation spec consume_vs_adjust); one lock mode for every writer cannot.
-        feature_for_use: prepare(&feature_sql("FOR NO KEY UPDATE OF us"), &[int8, text], true),
-        usage: prepare(USAGE, &[int8, text, tstz], false),
-        use_: prepare(&use_sql(false), &use_args[..10], true),
-        use_late_lock: prepare(&use_sql(true), &use_args, true),
-        lock_key: prepare(LOCK_KEY, &[int8, text], true),
-        record_by_key: prepare(RECORD_BY_KEY, &[int8, text], false),
-        refund_target_by_id: prepare(RECORD_FOR_REFUND_BY_ID, &[int8], true),
-        refund_target_by_key: prepare(RECORD_FOR_REFUND_BY_KEY, &[int8, text], true),
-        refund_of: prepare(REFUND_OF, &[int8, int8], false),
-        refund: prepare(REFUND, &[int8, int8], true),
-        adjust_lock: prepare(ADJUST_LOCK, &[int8, text], true),
-        adjust_apply: prepare(ADJUST_APPLY, &[int8, int8, text, int4, int4, text, text], true),
-        storage_upsert: prepare(STORAGE_UPSERT, &[int8, int8], true),
-        known_features: prepare(KNOWN_FEATURES, &[oid(TEXTARRAYOID)], false),
-        mark_alerted: prepare(MARK_ALERTED, &[int8, text, tstz, int4], true),
-        notify: prepare(NOTIFY, &[text, text], true),
-        limits_for: prepare(LIMITS_FOR, &[int8, oid(JSONBOID)], false),
-        feature_codes: prepare(FEATURE_CODES, &[], false),
-        binding_lookup: prepare(BINDING, &[], false),
+        feature_for_use: prepare(&feature_sql("FOR NO KEY UPDATE OF us"), &[int8, text], true)?,
+        usage: prepare(USAGE, &[int8, text, tstz], false)?,
+        use_: prepare(&use_sql(false), &use_args[..10], true)?,
+        use_late_lock: prepare(&use_sql(true), &use_args, true)?,
+        lock_key: prepare(LOCK_KEY, &[int8, text], true)?,
+        record_by_key: prepare(RECORD_BY_KEY, &[int8, text], false)?,
+        refund_target_by_id: prepare(RECORD_FOR_REFUND_BY_ID, &[int8], true)?,
+        refund_target_by_key: prepare(RECORD_FOR_REFUND_BY_KEY, &[int8, text], true)?,
+        refund_of: prepare(REFUND_OF, &[int8, int8], false)?,
+        refund: prepare(REFUND, &[int8, int8], true)?,
+        adjust_lock: prepare(ADJUST_LOCK, &[int8, text], true)?,
+        adjust_apply: prepare(ADJUST_APPLY, &[int8, int8, text, int4, int4, text, text], true)?,
+        storage_upsert: prepare(STORAGE_UPSERT, &[int8, int8], true)?,
+        known_features: prepare(KNOWN_FEATURES, &[oid(TEXTARRAYOID)], false)?,
+        mark_alerted: prepare(MARK_ALERTED, &[int8, text, tstz, int4], true)?,
+        notify: prepare(NOTIFY, &[text, text], true)?,
+        limits_for: prepare(LIMITS_FOR, &[int8, oid(JSONBOID)], false)?,
+        feature_codes: prepare(FEATURE_CODES, &[], false)?,
+        binding_lookup: prepare(BINDING, &[], false)?,
+        bound_owner: prepare(BOUND_OWNER, &[text], false)?,
     }));
     PLANS.set(Some(plans));
-    plans
+    Ok(plans)
 }
 
-/// The active subscription as [`FEATURE`] returns it.
-pub struct SubscriptionRow {
-    /// The row version read (`ctid`): what a writer locks, unless it changed meanwhile.
-    pub tid: pg_sys::ItemPointerData,
-    pub start: TimestampWithTimeZone,
-    pub end: TimestampWithTimeZone,
-    pub anchor: Option<TimestampWithTimeZone>,
-    pub cycle: String,
-    /// `custom_quotas -> feature` as JSON text, when the key is present.
-    pub custom_value: Option<String>,
-    pub plan_value: Option<i32>,
-    pub plan_unit: Option<String>,
-}
-
-/// A feature's row of `quota.features`.
-#[derive(Clone)]
-pub struct Catalog {
-    pub name: String,
-    pub reset_rule: String,
-    pub unit: String,
-    pub default_limit: Option<i32>,
-}
-
-pub struct FeatureRow {
-    /// `None` only when no feature was asked for.
-    pub catalog: Option<Catalog>,
-    pub subscription: Option<SubscriptionRow>,
-    pub time_zone: String,
-    pub now: TimestampWithTimeZone,
-    /// `quota.features.alert_thresholds` (empty without a named feature).
-    pub alert_thresholds: Vec<i32>,
-}
-
-fn col<T: pgrx::FromDatum + pgrx::IntoDatum>(row: &SpiHeapTupleData<'_>, n: usize) -> Option<T> {
-    row.get::<T>(n).unwrap_or_else(|e| panic!("column {n} of a pg_entitlements query: {e}"))
-}
-
-fn must<T>(v: Option<T>, what: &str) -> T {
-    v.unwrap_or_else(|| panic!("{what} is NOT NULL in the schema"))
-}
-
-fn parse_feature_row(
-    table: pgrx::spi::SpiTupleTable<'_>,
-    user_id: i64,
-    feature: Option<&str>,
-) -> Result<(FeatureRow, Option<String>), Error> {
-    let row = table.into_iter().next().expect("FROM (SELECT) yields one row");
-    let binding = col::<String>(&row, 17);
-    let catalog = col::<String>(&row, 1).map(|_| Catalog {
-        name: must(col(&row, 16), "name"),
-        reset_rule: must(col(&row, 2), "reset_rule"),
-        unit: must(col(&row, 3), "unit"),
-        default_limit: col(&row, 4),
-    });
-    if let (Some(feature), None) = (feature, &catalog) {
-        return Err(Error::UnknownFeature { user_id: Some(user_id), feature: feature.to_owned() });
+/// Makes sure the statements use the tables of `binding` (quota.settings.attached_schema as a
+/// read found it), preparing them again when quota.attach() or detach() changed it.
+pub fn bind_to(client: &SpiClient<'_>, binding: Option<&str>) -> Result<(), Error> {
+    if plans(client)?.binding.as_deref() != binding {
+        prepare_plans(client, binding.map(str::to_owned))?;
     }
-    let subscription = col::<i64>(&row, 5).map(|_id| SubscriptionRow {
-        tid: must(col(&row, 18), "ctid"),
-        start: must(col(&row, 6), "start_date"),
-        end: must(col(&row, 7), "end_date"),
-        anchor: col(&row, 8),
-        cycle: must(col(&row, 9), "billing_cycle"),
-        custom_value: col(&row, 10),
-        plan_value: col(&row, 11),
-        plan_unit: col(&row, 12),
-    });
-    let alert_thresholds =
-        col::<Vec<Option<i32>>>(&row, 15).unwrap_or_default().into_iter().flatten().collect();
-    let row = FeatureRow {
-        catalog,
-        subscription,
-        time_zone: must(col(&row, 13), "time_zone"),
-        now: must(col(&row, 14), "now()"),
-        alert_thresholds,
+    Ok(())
+}
+
+/// [`bind_to`] the binding quota.settings names now, for operations that do not start with a
+/// read of the feature.
+pub fn ensure_binding(client: &SpiClient<'_>) -> Result<(), Error> {
+    let plans = plans(client)?;
+    let table =
+        client.select(&plans.binding_lookup, Some(1), &[]).map_err(failed("binding lookup"))?;
+    let binding = match table.into_iter().next() {
+        Some(row) => col::<String>(&row, 1)?,
+        None => None,
     };
-    Ok((row, binding))
+    bind_to(client, binding.as_deref())
 }
 
-fn feature_args<'a>(user_id: i64, feature: Option<&'a str>) -> [DatumWithOid<'a>; 2] {
-    [user_id.into(), feature.map_or_else(DatumWithOid::null::<&str>, Into::into)]
+fn col<T: pgrx::FromDatum + pgrx::IntoDatum>(
+    row: &SpiHeapTupleData<'_>,
+    n: usize,
+) -> Result<Option<T>, Error> {
+    row.get::<T>(n).map_err(|e| Error::ColumnType {
+        what: format!("column {n} of a pg_entitlements statement"),
+        detail: e.to_string(),
+    })
 }
 
-/// Reads the feature (if one is named), active subscription and settings.
-/// `Err(UnknownFeature)` when the catalog lacks the named feature. Without a statement where
-/// [`cache::direct`] allows it; otherwise read-only SPI. Either way it runs on a hot standby
-/// and takes no transaction id.
-///
-/// The row also says which tables the statements must use: when quota.attach() or detach()
-/// changed that since this backend prepared them, it prepares them again and reads again, so
-/// a binding change costs nothing on the calls that follow it.
-pub fn feature_row(
-    client: &SpiClient<'_>,
+fn must<T>(v: Option<T>, what: &'static str) -> Result<T, Error> {
+    v.ok_or(Error::Statement { what, detail: "a value that cannot be NULL was NULL".into() })
+}
+
+/// The statement of `read::statement_feature_row`, and the binding its plan was prepared for.
+pub fn select_feature<'c>(
+    client: &'c SpiClient<'_>,
     user_id: i64,
     feature: Option<&str>,
-) -> Result<FeatureRow, Error> {
-    if let Some(config) = cache::direct(client).ok().filter(|c| c.can_read_subscriptions()) {
-        // The statements that may still run (usage, when that table cannot be probed) must
-        // use the same tables.
-        if config.binding != plans(client).binding {
-            prepare_plans(client, config.binding.clone());
-        }
-        return config.feature_row(user_id, feature);
+    lock: Lock,
+) -> Result<(SpiTupleTable<'c>, Option<String>), Error> {
+    let plans = plans(client)?;
+    let args: [DatumWithOid; 2] =
+        [user_id.into(), feature.map_or_else(DatumWithOid::null::<&str>, Into::into)];
+    // feature_for_use is prepared as a mutating statement, so it runs read-write (its row
+    // locks need that) even through select().
+    let table = match lock {
+        Lock::None => client.select(&plans.feature, None, &args),
+        Lock::ForUse => client.select(&plans.feature_for_use, None, &args),
     }
-    loop {
-        let plans = plans(client);
-        let table = client
-            .select(&plans.feature, Some(1), &feature_args(user_id, feature))
-            .unwrap_or_else(|e| panic!("quota lookup failed: {e}"));
-        let (row, binding) = parse_feature_row(table, user_id, feature)?;
-        if binding == plans.binding {
-            return Ok(row);
-        }
-        prepare_plans(client, binding);
-    }
+    .map_err(failed("the quota lookup"))?;
+    Ok((table, plans.binding.clone()))
 }
 
-/// [`feature_row`] for a writer whose unlocked read went stale ([`Applied::Stale`]): the active
-/// subscription read by a statement that locks it first, until the end of the transaction, so
-/// that its limit cannot change under the use.
-pub fn feature_row_for_use(
-    client: &mut SpiClient<'_>,
-    user_id: i64,
-    feature: &str,
-) -> Result<FeatureRow, Error> {
-    loop {
-        let plans = plans(client);
-        let table = client
-            .update(&plans.feature_for_use, Some(1), &feature_args(user_id, Some(feature)))
-            .unwrap_or_else(|e| panic!("quota lookup failed: {e}"));
-        let (row, binding) = parse_feature_row(table, user_id, Some(feature))?;
-        if binding == plans.binding {
-            return Ok(row);
-        }
-        prepare_plans(client, binding);
-    }
-}
-
-/// Makes sure the statements use the tables quota.settings names, for operations that do not
-/// start with [`feature_row`].
-pub fn ensure_binding(client: &SpiClient<'_>) {
-    let plans = plans(client);
-    let binding: Option<String> =
-        first(client.select(&plans.binding_lookup, Some(1), &[]), "binding lookup");
-    if binding != plans.binding {
-        prepare_plans(client, binding);
-    }
-}
-
-/// The first column of the first row, if any.
-fn first<T: pgrx::FromDatum + pgrx::IntoDatum>(
-    result: pgrx::spi::SpiResult<pgrx::spi::SpiTupleTable<'_>>,
-    what: &str,
-) -> Option<T> {
-    let table = result.unwrap_or_else(|e| panic!("{what} failed: {e}"));
-    table.into_iter().next().and_then(|row| col::<T>(&row, 1))
-}
-
-/// The counter of one period; 0 when nothing was recorded in it yet.
-pub fn usage(
-    client: &SpiClient<'_>,
+/// The counter statement of `read::usage`.
+pub fn select_usage<'c>(
+    client: &'c SpiClient<'_>,
     user_id: i64,
     feature: &str,
     period_start: TimestampWithTimeZone,
-) -> i64 {
-    let direct = cache::direct(client).ok();
-    if let Some(n) = direct.and_then(|c| c.usage(user_id, feature, period_start)) {
-        return n;
-    }
+) -> Result<SpiTupleTable<'c>, Error> {
     let args: [DatumWithOid; 3] = [user_id.into(), feature.into(), period_start.into()];
-    first(client.select(&plans(client).usage, Some(1), &args), "usage lookup").unwrap_or(0)
+    client.select(&plans(client)?.usage, Some(1), &args).map_err(failed("usage lookup"))
+}
+
+/// Runs a statement that writes (prepared as mutating, so `select` runs it read-write). When the statements are bound to an application's tables, it
+/// runs as the owner of those tables, in a security-restricted operation (as REFRESH
+/// MATERIALIZED VIEW runs as the view's owner): the application's triggers, rules, defaults and
+/// constraints on those tables then run with the rights of the role that owns them and wrote
+/// them, never with the rights of the extension's owner, whom the SECURITY DEFINER writers run
+/// as. On the extension's own tables, which only a superuser can alter, nothing changes.
+fn write<R>(
+    client: &SpiClient<'_>,
+    statement: impl FnOnce(&'static Plans) -> Result<R, Error>,
+) -> Result<R, Error> {
+    let plans = plans(client)?;
+    let Some(schema) = plans.binding.as_deref() else {
+        return statement(plans);
+    };
+    let table = client
+        .select(&plans.bound_owner, Some(1), &[schema.into()])
+        .map_err(failed("owner lookup"))?;
+    let owner: Option<pg_sys::Oid> = match table.into_iter().next() {
+        Some(row) => col(&row, 1)?,
+        None => None,
+    };
+    let Some(owner) = owner else {
+        return Err(Error::Statement {
+            what: "the attached tables",
+            detail: format!("{schema}.user_subscriptions does not exist; run quota.detach()"),
+        });
+    };
+    let _as_owner = AsOwner::switch(owner);
+    statement(plans)
+}
+
+/// The current user switched to a table owner until dropped.
+struct AsOwner {
+    user: pg_sys::Oid,
+    context: i32,
+}
+
+impl AsOwner {
+    fn switch(owner: pg_sys::Oid) -> AsOwner {
+        let (mut user, mut context) = (pg_sys::InvalidOid, 0);
+        // SAFETY: reads and sets the backend's current user and security context, as
+        // fmgr_security_definer does; restored by drop, and by the abort of the
+        // (sub)transaction when an ERROR unwinds through.
+        unsafe {
+            pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+            pg_sys::SetUserIdAndSecContext(
+                owner,
+                context
+                    | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
+                    | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+            );
+        }
+        AsOwner { user, context }
+    }
+}
+
+impl Drop for AsOwner {
+    fn drop(&mut self) {
+        // SAFETY: restores what switch() read; setting two backend variables is safe at any
+        // point, also while unwinding.
+        unsafe { pg_sys::SetUserIdAndSecContext(self.user, self.context) };
+    }
 }
 
 /// One use, as `record_feature_usage` and `consume` receive it.
@@ -520,13 +494,13 @@ pub enum Applied {
 }
 
 /// Adds the use to its period's counter and the ledger. `read` is the subscription version the
-/// use was judged by, when it was read without a lock; `None` when [`feature_row_for_use`]
-/// holds the lock.
+/// use was judged by, when it was read without a lock; `None` when the locked read holds the
+/// lock.
 pub fn apply_use(
     client: &mut SpiClient<'_>,
     u: Use<'_>,
     read: Option<pg_sys::ItemPointerData>,
-) -> Applied {
+) -> Result<Applied, Error> {
     let args: [DatumWithOid; 11] = [
         u.subject.user_id.into(),
         u.subject.feature.as_str().into(),
@@ -540,23 +514,22 @@ pub fn apply_use(
         u.idempotency_key.map_or_else(DatumWithOid::null::<&str>, Into::into),
         read.map_or_else(DatumWithOid::null::<pg_sys::ItemPointerData>, Into::into),
     ];
-    let plans = plans(client);
-    // use_ takes no $11.
-    let (plan, args) = match read {
-        Some(_) => (&plans.use_late_lock, &args[..]),
-        None => (&plans.use_, &args[..10]),
+    let table = write(client, |plans| {
+        // use_ takes no $11.
+        let (plan, args) = match read {
+            Some(_) => (&plans.use_late_lock, &args[..]),
+            None => (&plans.use_, &args[..10]),
+        };
+        client.select(plan, Some(1), args).map_err(failed("recording usage"))
+    })?;
+    let Some(row) = table.into_iter().next() else {
+        return Err(Error::Statement { what: "recording usage", detail: "no row".into() });
     };
-    let table = client
-        .update(plan, Some(1), args)
-        .unwrap_or_else(|e| panic!("recording usage failed: {e}"));
-    let row = table.into_iter().next().expect("FROM (SELECT) yields one row");
-    match (col::<i64>(&row, 1), must(col::<bool>(&row, 3), "exists")) {
-        (Some(usage), _) => {
-            Applied::Counted { usage, already: must(col(&row, 2), "alerted_percent") }
-        }
+    Ok(match (col::<i64>(&row, 1)?, must(col::<bool>(&row, 3)?, "exists")?) {
+        (Some(usage), _) => Applied::Counted { usage, already: col(&row, 2)?.unwrap_or(0) },
         (None, false) => Applied::Stale,
         (None, true) => Applied::Refused,
-    }
+    })
 }
 
 /// Remembers that alerts up to `percent` were announced for the period.
@@ -565,22 +538,25 @@ pub fn mark_alerted(
     subject: &Subject,
     period_start: TimestampWithTimeZone,
     percent: i32,
-) {
+) -> Result<(), Error> {
     let args: [DatumWithOid; 4] = [
         subject.user_id.into(),
         subject.feature.as_str().into(),
         period_start.into(),
         percent.into(),
     ];
-    let plan = &plans(client).mark_alerted;
-    client.update(plan, None, &args).unwrap_or_else(|e| panic!("marking an alert failed: {e}"));
+    write(client, |plans| {
+        client.select(&plans.mark_alerted, None, &args).map_err(failed("marking an alert"))
+    })
+    .map(|_| ())
 }
 
 /// `pg_notify(channel, payload)`: sent at commit, never for a rolled-back change.
-pub fn notify(client: &mut SpiClient<'_>, channel: &str, payload: &str) {
+pub fn notify(client: &mut SpiClient<'_>, channel: &str, payload: &str) -> Result<(), Error> {
     let args: [DatumWithOid; 2] = [channel.into(), payload.into()];
-    let plan = &plans(client).notify;
-    client.update(plan, None, &args).unwrap_or_else(|e| panic!("pg_notify failed: {e}"));
+    let plan = &plans(client)?.notify;
+    client.update(plan, None, &args).map_err(failed("pg_notify"))?;
+    Ok(())
 }
 
 /// One feature's limit sources for a plan and a custom_quotas document.
@@ -596,27 +572,29 @@ pub fn limits_for(
     client: &SpiClient<'_>,
     plan_id: i64,
     custom: Option<RawJsonb>,
-) -> Vec<FeatureSources> {
+) -> Result<Vec<FeatureSources>, Error> {
     let args: [DatumWithOid; 2] =
         [plan_id.into(), custom.map_or_else(DatumWithOid::null::<RawJsonb>, Into::into)];
     client
-        .select(&plans(client).limits_for, None, &args)
-        .unwrap_or_else(|e| panic!("limit lookup failed: {e}"))
-        .map(|row| FeatureSources {
-            code: must(col(&row, 1), "code"),
-            custom: col(&row, 2),
-            plan: col(&row, 3),
-            default: col(&row, 4),
+        .select(&plans(client)?.limits_for, None, &args)
+        .map_err(failed("limit lookup"))?
+        .map(|row| {
+            Ok(FeatureSources {
+                code: must(col(&row, 1)?, "code")?,
+                custom: col(&row, 2)?,
+                plan: col(&row, 3)?,
+                default: col(&row, 4)?,
+            })
         })
         .collect()
 }
 
 /// Every feature code of the catalog, in order.
-pub fn feature_codes(client: &SpiClient<'_>) -> Vec<String> {
+pub fn feature_codes(client: &SpiClient<'_>) -> Result<Vec<String>, Error> {
     client
-        .select(&plans(client).feature_codes, None, &[])
-        .unwrap_or_else(|e| panic!("feature list failed: {e}"))
-        .map(|row| must(col::<String>(&row, 1), "code"))
+        .select(&plans(client)?.feature_codes, None, &[])
+        .map_err(failed("feature list"))?
+        .map(|row| must(col::<String>(&row, 1)?, "code"))
         .collect()
 }
 
@@ -628,18 +606,28 @@ pub struct KeyedRecord {
 }
 
 /// Waits for any other transaction using the same key, then returns the key's record.
-pub fn record_by_key(client: &mut SpiClient<'_>, user_id: i64, key: &str) -> Option<KeyedRecord> {
+pub fn record_by_key(
+    client: &mut SpiClient<'_>,
+    user_id: i64,
+    key: &str,
+) -> Result<Option<KeyedRecord>, Error> {
     let args: [DatumWithOid; 2] = [user_id.into(), key.into()];
-    let plan = &plans(client).lock_key;
-    client.update(plan, None, &args).unwrap_or_else(|e| panic!("idempotency lock failed: {e}"));
+    let plans = plans(client)?;
+    client.update(&plans.lock_key, None, &args).map_err(failed("idempotency lock"))?;
     let table = client
-        .select(&plans(client).record_by_key, Some(1), &args)
-        .unwrap_or_else(|e| panic!("idempotency lookup failed: {e}"));
-    table.into_iter().next().map(|row| KeyedRecord {
-        id: must(col(&row, 1), "id"),
-        feature: must(col(&row, 2), "feature_code"),
-        amount: must(col(&row, 3), "amount"),
-    })
+        .select(&plans.record_by_key, Some(1), &args)
+        .map_err(failed("idempotency lookup"))?;
+    table
+        .into_iter()
+        .next()
+        .map(|row| {
+            Ok(KeyedRecord {
+                id: must(col(&row, 1)?, "id")?,
+                feature: must(col(&row, 2)?, "feature_code")?,
+                amount: must(col(&row, 3)?, "amount")?,
+            })
+        })
+        .transpose()
 }
 
 /// How a refund names the record it refunds.
@@ -648,23 +636,40 @@ pub enum RecordRef<'a> {
     Key { user_id: i64, key: &'a str },
 }
 
-/// The record to refund, locked: (user_id, id, refund_of).
+/// A record to refund, locked.
+pub struct RefundTarget {
+    pub user_id: i64,
+    pub id: i64,
+    pub refund_of: Option<i64>,
+    /// Whether the record names the period it counted toward.
+    pub has_period: bool,
+}
+
+/// The record to refund, locked.
 pub fn lock_refund_target(
     client: &mut SpiClient<'_>,
     target: &RecordRef<'_>,
-) -> Option<(i64, i64, Option<i64>)> {
-    let plans = plans(client);
+) -> Result<Option<RefundTarget>, Error> {
+    let plans = plans(client)?;
     let table = match *target {
         RecordRef::Id(id) => client.update(&plans.refund_target_by_id, Some(1), &[id.into()]),
         RecordRef::Key { user_id, key } => {
             client.update(&plans.refund_target_by_key, Some(1), &[user_id.into(), key.into()])
         }
     }
-    .unwrap_or_else(|e| panic!("usage record lookup failed: {e}"));
+    .map_err(failed("usage record lookup"))?;
     table
         .into_iter()
         .next()
-        .map(|row| (must(col(&row, 1), "user_id"), must(col(&row, 2), "id"), col(&row, 3)))
+        .map(|row| {
+            Ok(RefundTarget {
+                user_id: must(col(&row, 1)?, "user_id")?,
+                id: must(col(&row, 2)?, "id")?,
+                refund_of: col(&row, 3)?,
+                has_period: col(&row, 4)?.unwrap_or(false),
+            })
+        })
+        .transpose()
 }
 
 /// A refund: its record id, the amount given back and the period it went to.
@@ -674,45 +679,97 @@ pub struct Refund {
     pub period_start: TimestampWithTimeZone,
 }
 
-fn refund_row(table: pgrx::spi::SpiTupleTable<'_>) -> Option<Refund> {
-    table.into_iter().next().map(|row| Refund {
-        id: must(col(&row, 1), "id"),
-        amount: must(col(&row, 2), "amount"),
-        period_start: must(col(&row, 3), "period_start"),
+fn refund_row(row: &SpiHeapTupleData<'_>) -> Result<Refund, Error> {
+    Ok(Refund {
+        id: must(col(row, 1)?, "id")?,
+        amount: must(col(row, 2)?, "amount")?,
+        period_start: must(col(row, 3)?, "period_start")?,
     })
 }
 
 /// The refund already posted for record `id`, if any.
-pub fn existing_refund(client: &SpiClient<'_>, user_id: i64, id: i64) -> Option<Refund> {
+pub fn existing_refund(
+    client: &SpiClient<'_>,
+    user_id: i64,
+    id: i64,
+) -> Result<Option<Refund>, Error> {
     let args: [DatumWithOid; 2] = [user_id.into(), id.into()];
-    refund_row(
-        client
-            .select(&plans(client).refund_of, Some(1), &args)
-            .unwrap_or_else(|e| panic!("refund lookup failed: {e}")),
-    )
+    let table = client
+        .select(&plans(client)?.refund_of, Some(1), &args)
+        .map_err(failed("refund lookup"))?;
+    table.into_iter().next().map(|row| refund_row(&row)).transpose()
 }
 
-/// Posts the refund of record `id`.
-pub fn post_refund(client: &mut SpiClient<'_>, user_id: i64, id: i64) -> Refund {
+/// Posts the refund of record `id`. Refuses when the counter it would take the amount off is
+/// below that amount: the ERROR then undoes the refund record too.
+pub fn post_refund(client: &mut SpiClient<'_>, user_id: i64, id: i64) -> Result<Refund, Error> {
     let args: [DatumWithOid; 2] = [user_id.into(), id.into()];
-    let plan = &plans(client).refund;
-    refund_row(client.update(plan, Some(1), &args).unwrap_or_else(|e| panic!("refund failed: {e}")))
-        .expect("the locked record exists")
+    let table = write(client, |plans| {
+        client.select(&plans.refund, Some(1), &args).map_err(failed("refund"))
+    })?;
+    let Some(row) = table.into_iter().next() else {
+        return Err(Error::Statement { what: "refund", detail: "no row".into() });
+    };
+    let refund = refund_row(&row)?;
+    if !col::<bool>(&row, 4)?.unwrap_or(false) {
+        let feature = must(col(&row, 5)?, "feature_code")?;
+        return Err(Error::RefundBelowZero {
+            subject: Subject { user_id, feature },
+            record_id: id,
+            amount: i64::from(refund.amount),
+        });
+    }
+    Ok(refund)
 }
 
-/// Locks the user's active subscription; returns its id and `custom_quotas -> feature` as JSON
-/// text (`None` when the key is absent), or `None` without an active subscription.
+/// The subscription an adjustment changes, locked.
+pub struct LockedSubscription {
+    pub id: i64,
+    /// `custom_quotas -> feature` as JSON text, `None` when the key is absent.
+    pub custom: Option<String>,
+    /// The whole document, when it is not a JSON object.
+    pub not_object: Option<String>,
+}
+
+/// Locks the user's subscriptions with status 'active' and returns the one that counts
+/// ([`entitlements_core::subscription`]), `None` without one.
 pub fn lock_subscription(
     client: &mut SpiClient<'_>,
     user_id: i64,
     feature: &str,
-) -> Option<(i64, Option<String>)> {
+) -> Result<Option<LockedSubscription>, Error> {
     let args: [DatumWithOid; 2] = [user_id.into(), feature.into()];
-    let plan = &plans(client).adjust_lock;
-    let table = client
-        .update(plan, Some(1), &args)
-        .unwrap_or_else(|e| panic!("subscription lock failed: {e}"));
-    table.into_iter().next().map(|row| (must(col(&row, 1), "id"), col(&row, 2)))
+    let plan = &plans(client)?.adjust_lock;
+    let rows: Vec<SpiHeapTupleData<'_>> =
+        client.update(plan, None, &args).map_err(failed("subscription lock"))?.collect();
+    struct Row {
+        id: Option<i64>,
+        status: Option<String>,
+        start: Option<i64>,
+        end: Option<i64>,
+    }
+    let mut now = 0;
+    let mut found = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let time = |n| col::<TimestampWithTimeZone>(row, n).map(|t| t.map(crate::time::micros));
+        now = time(6)?.unwrap_or(now);
+        found.push(Row { id: col(row, 1)?, status: col(row, 3)?, start: time(4)?, end: time(5)? });
+    }
+    let candidates = found.iter().map(|r| Candidate {
+        status: r.status.as_deref(),
+        start: r.start,
+        end: r.end,
+        id: r.id,
+    });
+    let Some(i) = subscription::active_index(candidates, now) else {
+        return Ok(None);
+    };
+    let row = &rows[i];
+    Ok(Some(LockedSubscription {
+        id: must(found[i].id, "user_subscriptions.id")?,
+        custom: col(row, 2)?,
+        not_object: col(row, 7)?,
+    }))
 }
 
 /// One audited change of a custom quota.
@@ -726,7 +783,7 @@ pub struct Adjustment<'a> {
     pub actor: &'a str,
 }
 
-pub fn apply_adjustment(client: &mut SpiClient<'_>, a: Adjustment<'_>) {
+pub fn apply_adjustment(client: &mut SpiClient<'_>, a: Adjustment<'_>) -> Result<(), Error> {
     let args: [DatumWithOid; 7] = [
         a.subject.user_id.into(),
         a.subscription_id.into(),
@@ -736,8 +793,10 @@ pub fn apply_adjustment(client: &mut SpiClient<'_>, a: Adjustment<'_>) {
         a.reason.into(),
         a.actor.into(),
     ];
-    let plan = &plans(client).adjust_apply;
-    client.update(plan, None, &args).unwrap_or_else(|e| panic!("adjusting the quota failed: {e}"));
+    write(client, |plans| {
+        client.select(&plans.adjust_apply, None, &args).map_err(failed("adjusting the quota"))
+    })
+    .map(|_| ())
 }
 
 /// Sets `user_storage_usage.storage_quota_bytes`, creating the row when missing. Returns
@@ -746,21 +805,22 @@ pub fn upsert_storage_quota(
     client: &mut SpiClient<'_>,
     user_id: i64,
     bytes: i64,
-) -> Option<Option<i64>> {
+) -> Result<Option<Option<i64>>, Error> {
     let args: [DatumWithOid; 2] = [user_id.into(), bytes.into()];
-    let plan = &plans(client).storage_upsert;
-    let table = client
-        .update(plan, None, &args)
-        .unwrap_or_else(|e| panic!("syncing the storage quota failed: {e}"));
-    table.into_iter().next().map(|row| col::<i64>(&row, 1))
+    let table = write(client, |plans| {
+        client
+            .select(&plans.storage_upsert, None, &args)
+            .map_err(failed("syncing the storage quota"))
+    })?;
+    table.into_iter().next().map(|row| col::<i64>(&row, 1)).transpose()
 }
 
 /// The subset of `codes` that `quota.features` knows.
-pub fn known_features(client: &SpiClient<'_>, codes: Vec<String>) -> Vec<String> {
+pub fn known_features(client: &SpiClient<'_>, codes: Vec<String>) -> Result<Vec<String>, Error> {
     let args: [DatumWithOid; 1] = [codes.into()];
     client
-        .select(&plans(client).known_features, None, &args)
-        .unwrap_or_else(|e| panic!("feature lookup failed: {e}"))
-        .map(|row| must(col::<String>(&row, 1), "code"))
+        .select(&plans(client)?.known_features, None, &args)
+        .map_err(failed("feature lookup"))?
+        .map(|row| must(col::<String>(&row, 1)?, "code"))
         .collect()
 }

@@ -47,11 +47,12 @@ pub fn check_range(period: &Period) -> Result<(), Error> {
 }
 
 /// A period bound as a timestamptz: `None` is `-infinity` for a start, `infinity` for an end.
-/// Bounds come from periods that passed [`check_range`].
-pub fn to_pg(t: Option<Timestamp>, is_start: bool) -> TimestampWithTimeZone {
+pub fn to_pg(t: Option<Timestamp>, is_start: bool) -> Result<TimestampWithTimeZone, Error> {
     match t {
-        None if is_start => TimestampWithTimeZone::negative_infinity(),
-        None => TimestampWithTimeZone::positive_infinity(),
-        Some(t) => try_to_pg(t).expect("check_range accepted the period"),
+        None if is_start => Ok(TimestampWithTimeZone::negative_infinity()),
+        None => Ok(TimestampWithTimeZone::positive_infinity()),
+        Some(t) => try_to_pg(t).ok_or_else(|| Error::PeriodOutOfRange {
+            detail: format!("{t} is beyond the range of timestamptz"),
+        }),
     }
 }

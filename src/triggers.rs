@@ -1,10 +1,12 @@
 //! Trigger functions on `quota.user_subscriptions`, and the one that keeps every backend's copy
 //! of the nearly constant tables current.
 
-use crate::error::OrRaise;
+use crate::error::{guard, OrRaise};
 use crate::jsonb::RawJsonb;
 use crate::quota::{self, SubscriptionState};
 use crate::time::micros;
+use entitlements_core::subscription::Candidate;
+use entitlements_core::Error;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::datum::TryFromDatumError;
 use pgrx::prelude::*;
@@ -26,23 +28,44 @@ fn int8_column(
     }
 }
 
+/// A column the row must have: `user_id`, `id`, `plan_id`. An attached application's table may
+/// let them be NULL; a trigger then refuses the row with the column named.
+fn required_int(tuple: &PgHeapTuple<'_, AllocatedByPostgres>, name: &'static str) -> i64 {
+    let value = int8_column(tuple, name).map_err(|e| Error::ColumnType {
+        what: format!("user_subscriptions.{name}"),
+        detail: e.to_string(),
+    });
+    match value {
+        Ok(Some(v)) => v,
+        Ok(None) => crate::error::raise(Error::ColumnType {
+            what: format!("user_subscriptions.{name}"),
+            detail: "a subscription needs a value here, not NULL".into(),
+        }),
+        Err(e) => crate::error::raise(e),
+    }
+}
+
 fn user_id(tuple: &PgHeapTuple<'_, AllocatedByPostgres>) -> i64 {
-    int8_column(tuple, "user_id")
-        .expect("user_subscriptions.user_id is an integer")
-        .expect("user_subscriptions.user_id is NOT NULL")
+    required_int(tuple, "user_id")
 }
 
 /// BEFORE INSERT OR UPDATE OF custom_quotas: rejects a document that is not an object, names
 /// an unknown feature, or holds a value that is not a whole number from -1 to 2147483647.
 #[pg_trigger]
 fn validate_custom_quotas<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
-    let new = trigger.new().expect("validate_custom_quotas runs BEFORE INSERT OR UPDATE");
-    if let Some(document) = new.get_by_name::<RawJsonb>("custom_quotas")? {
-        let user_id = user_id(&new);
-        let text = document.to_text();
-        Spi::connect(|client| quota::validate_custom_quotas(client, user_id, &text)).or_raise();
-    }
-    Ok(Some(new))
+    guard(|| {
+        // Installed BEFORE INSERT OR UPDATE: there is a new row. Installed otherwise by hand,
+        // it has nothing to check.
+        let Some(new) = trigger.new() else {
+            return Ok(None);
+        };
+        if let Some(document) = new.get_by_name::<RawJsonb>("custom_quotas")? {
+            let user_id = user_id(&new);
+            let text = document.to_text();
+            Spi::connect(|client| quota::validate_custom_quotas(client, user_id, &text)).or_raise();
+        }
+        Ok(Some(new))
+    })
 }
 
 /// The row as the change announcement sees it.
@@ -53,15 +76,12 @@ fn state(
     let status = tuple.get_by_name::<String>("status")?;
     let start = tuple.get_by_name::<TimestampWithTimeZone>("start_date")?.map(micros);
     let end = tuple.get_by_name::<TimestampWithTimeZone>("end_date")?.map(micros);
-    let now = micros(now);
-    let active = status.as_deref() == Some("active")
-        && start.is_some_and(|s| s <= now)
-        && end.is_some_and(|e| e > now);
+    let candidate = Candidate { status: status.as_deref(), start, end, id: None };
     Ok(SubscriptionState {
         user_id: user_id(tuple),
-        subscription_id: int8_column(tuple, "id")?.expect("id is NOT NULL"),
-        plan_id: int8_column(tuple, "plan_id")?.expect("plan_id is NOT NULL"),
-        active,
+        subscription_id: required_int(tuple, "id"),
+        plan_id: int8_column(tuple, "plan_id")?,
+        active: candidate.is_active(micros(now)),
         dates: (start, end),
         custom_quotas: tuple.get_by_name::<RawJsonb>("custom_quotas")?,
     })
@@ -74,41 +94,52 @@ fn state(
 /// those users, so on a cluster sharded by user it stays on one shard.
 #[pg_trigger]
 fn sync_storage_quota<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
-    let (new, old) = (trigger.new(), trigger.old());
-    let mut users: Vec<i64> = new.iter().chain(old.iter()).map(user_id).collect();
-    users.dedup();
-    let now = pgrx::datum::now();
-    let new_state = new.as_ref().map(|t| state(t, now)).transpose()?;
-    let old_state = old.as_ref().map(|t| state(t, now)).transpose()?;
-    if let (Some(o), Some(n)) = (&old_state, &new_state) {
-        if o.decides_the_same_limits_as(n) {
-            // An UPDATE that names a watched column but changes nothing that decides a limit
-            // (a bulk job rewriting custom_quotas with the same document, say): no statement.
+    guard(|| {
+        let (new, old) = (trigger.new(), trigger.old());
+        let mut users: Vec<i64> = new.iter().chain(old.iter()).map(user_id).collect();
+        users.dedup();
+        let now = pgrx::datum::now();
+        let new_state = new.as_ref().map(|t| state(t, now)).transpose()?;
+        let old_state = old.as_ref().map(|t| state(t, now)).transpose()?;
+        if let (Some(o), Some(n)) = (&old_state, &new_state) {
+            if o.decides_the_same_limits_as(n) {
+                // An UPDATE that names a watched column but changes nothing that decides a
+                // limit (a bulk job rewriting custom_quotas with the same document, say): no
+                // statement.
+                return Ok(None);
+            }
+        }
+        // A row trigger has an old or a new row; installed as a statement trigger by hand, it
+        // has nothing to follow.
+        let Some((user, id)) =
+            new_state.as_ref().or(old_state.as_ref()).map(|s| (s.user_id, s.subscription_id))
+        else {
             return Ok(None);
-        }
-    }
-    let (user, id) = new_state
-        .as_ref()
-        .or(old_state.as_ref())
-        .map(|s| (s.user_id, s.subscription_id))
-        .expect("a row trigger has an old or a new row");
-    Spi::connect_mut(|client| {
-        quota::announce_subscription_change(client, user, id, old_state, new_state).or_raise();
-        for user in users {
-            quota::sync_storage(client, user).or_raise();
-        }
-    });
-    Ok(None)
+        };
+        Spi::connect_mut(|client| {
+            quota::announce_subscription_change(client, user, id, old_state, new_state).or_raise();
+            for user in users {
+                quota::sync_storage(client, user).or_raise();
+            }
+        });
+        Ok(None)
+    })
 }
 
 /// AFTER INSERT, UPDATE, DELETE or TRUNCATE, FOR EACH STATEMENT, on settings, features, plans
 /// and plan features (sql/cache.sql): queues an invalidation of the table's relcache entry,
 /// which PostgreSQL sends to every backend when the transaction commits (and drops when it
-/// rolls back); src/cache.rs reloads its copy on receipt.
+/// rolls back); src/read/copy.rs reloads its copy on receipt.
 #[pg_trigger]
 fn invalidate_cache<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
-    let relid = trigger.relation().expect("a trigger fires on a table").oid();
-    // SAFETY: queues a message in the transaction's invalidation list; nothing else.
-    unsafe { pgrx::pg_sys::CacheInvalidateRelcacheByRelid(relid) };
-    Ok(None)
+    guard(|| {
+        // The relation a trigger fires on is always open; without one there is nothing to do.
+        let Ok(relation) = trigger.relation() else {
+            return Ok(None);
+        };
+        let relid = relation.oid();
+        // SAFETY: queues a message in the transaction's invalidation list; nothing else.
+        unsafe { pgrx::pg_sys::CacheInvalidateRelcacheByRelid(relid) };
+        Ok(None)
+    })
 }

@@ -1,0 +1,382 @@
+//! How the quota functions read. This module alone decides, per call, whether the tables are
+//! read from the backend's copy and through their indexes ([`copy`], [`probe`]) or by the
+//! statements of [`crate::store`], and turns what either path found into the same rows by the
+//! same rules ([`entitlements_core::subscription`], [`subscription_row`]). Neither path trusts a
+//! row: a NULL, a JSON value of the wrong kind or a missing plan becomes the same answer or the
+//! same error on both.
+
+pub mod copy;
+pub mod probe;
+
+use crate::store;
+use entitlements_core::subscription::{self, Candidate};
+use entitlements_core::Error;
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::pg_sys;
+use pgrx::spi::{SpiClient, SpiHeapTupleData, SpiTupleTable};
+use probe::JsonbField;
+
+/// A feature's row of `quota.features`.
+#[derive(Clone)]
+pub struct Catalog {
+    pub name: String,
+    pub reset_rule: String,
+    pub unit: String,
+    pub default_limit: Option<i32>,
+}
+
+/// The subscription that counts, as both paths read it, before any rule about its plan.
+pub struct Chosen {
+    pub tid: pg_sys::ItemPointerData,
+    pub id: Option<i64>,
+    pub plan_id: Option<i64>,
+    pub start: TimestampWithTimeZone,
+    pub end: TimestampWithTimeZone,
+    pub anchor: Option<TimestampWithTimeZone>,
+    /// The subscription's own `quota_cycle_type`.
+    pub own_cycle: Option<String>,
+    /// `custom_quotas -> feature` (absent when no feature was asked for).
+    pub custom: JsonbField,
+}
+
+/// The subscription's plan: its cycles and its row for the feature asked for.
+pub struct PlanRow {
+    pub quota_cycle: Option<String>,
+    pub billing_cycle: Option<String>,
+    pub value: Option<i32>,
+    pub unit: Option<String>,
+}
+
+/// The active subscription, with what its plan says about one feature.
+pub struct SubscriptionRow {
+    /// The row version read (`ctid`): what a writer locks, unless it changed meanwhile.
+    pub tid: pg_sys::ItemPointerData,
+    pub start: TimestampWithTimeZone,
+    pub end: TimestampWithTimeZone,
+    pub anchor: Option<TimestampWithTimeZone>,
+    pub cycle: String,
+    /// `custom_quotas -> feature` as JSON text, when the key is present.
+    pub custom_value: Option<String>,
+    pub plan_value: Option<i32>,
+    pub plan_unit: Option<String>,
+}
+
+pub struct FeatureRow {
+    /// `None` only when no feature was asked for.
+    pub catalog: Option<Catalog>,
+    pub subscription: Option<SubscriptionRow>,
+    pub time_zone: String,
+    pub now: TimestampWithTimeZone,
+    /// `quota.features.alert_thresholds` (empty without a named feature).
+    pub alert_thresholds: Vec<i32>,
+}
+
+/// What the subscription that counts means, whichever path read it: it must name a plan that
+/// exists (`plan` is `None` when it does not) and have a cycle, and its `custom_quotas` must
+/// be an object.
+fn subscription_row(
+    user_id: i64,
+    chosen: Chosen,
+    plan: Option<PlanRow>,
+) -> Result<SubscriptionRow, Error> {
+    let missing =
+        || Error::PlanMissing { user_id, subscription_id: chosen.id, plan_id: chosen.plan_id };
+    let (Some(plan_id), Some(plan)) = (chosen.plan_id, plan) else {
+        return Err(missing());
+    };
+    let cycle = subscription::cycle(
+        chosen.own_cycle.as_deref(),
+        plan.quota_cycle.as_deref(),
+        plan.billing_cycle.as_deref(),
+    )
+    .ok_or(Error::NoCycle { user_id, subscription_id: chosen.id, plan_id })?
+    .to_owned();
+    let custom_value = match chosen.custom {
+        JsonbField::Absent => None,
+        JsonbField::Value(v) => Some(v),
+        JsonbField::NotObject(document) => {
+            return Err(Error::CustomQuotasNotObject { user_id, value: document })
+        }
+    };
+    Ok(SubscriptionRow {
+        tid: chosen.tid,
+        start: chosen.start,
+        end: chosen.end,
+        anchor: chosen.anchor,
+        cycle,
+        custom_value,
+        plan_value: plan.value,
+        plan_unit: plan.unit,
+    })
+}
+
+/// Reads the feature (if one is named), the active subscription and the settings, without a
+/// statement where [`copy::direct`] allows it, otherwise with read-only SPI. Either way it runs
+/// on a hot standby and takes no transaction id. `Err(UnknownFeature)` when the catalog lacks
+/// the named feature.
+pub fn feature_row(
+    client: &SpiClient<'_>,
+    user_id: i64,
+    feature: Option<&str>,
+) -> Result<FeatureRow, Error> {
+    if let Some(config) = copy::direct(client).ok().filter(|c| c.can_read_subscriptions()) {
+        // The statements that may still run (usage, when that table cannot be probed) must
+        // use the same tables.
+        store::bind_to(client, config.binding.as_deref())?;
+        if let Some(row) = direct_feature_row(&config, user_id, feature)? {
+            return Ok(row);
+        }
+    }
+    statement_feature_row(client, user_id, feature, store::Lock::None)
+}
+
+/// [`feature_row`] for a writer whose unlocked read went stale: the active subscription read by
+/// a statement that locks the user's active subscriptions first, until the end of the
+/// transaction, so that its limit cannot change under the use.
+pub fn feature_row_for_use(
+    client: &mut SpiClient<'_>,
+    user_id: i64,
+    feature: &str,
+) -> Result<FeatureRow, Error> {
+    statement_feature_row(client, user_id, Some(feature), store::Lock::ForUse)
+}
+
+/// The row from the copy and the subscription index; `Ok(None)` when the copy lacks the
+/// subscription's plan, which the statements then look for with the statement's snapshot.
+fn direct_feature_row(
+    config: &copy::Config,
+    user_id: i64,
+    feature: Option<&str>,
+) -> Result<Option<FeatureRow>, Error> {
+    let entry = feature
+        .map(|f| {
+            config.feature(f).ok_or_else(|| Error::UnknownFeature {
+                user_id: Some(user_id),
+                feature: f.to_owned(),
+            })
+        })
+        .transpose()?;
+    let now = pgrx::datum::now();
+    let subscription = match config.active_subscription(user_id, feature, now)? {
+        None => None,
+        Some(chosen) => {
+            let plan = match chosen.plan_id {
+                None => None,
+                Some(id) => match config.plan(id, feature) {
+                    Some(plan) => Some(plan),
+                    None => return Ok(None),
+                },
+            };
+            Some(subscription_row(user_id, chosen, plan)?)
+        }
+    };
+    Ok(Some(FeatureRow {
+        catalog: entry.map(|e| e.catalog.clone()),
+        subscription,
+        time_zone: config.time_zone.clone(),
+        now,
+        alert_thresholds: entry.map(|e| e.alert_thresholds.clone()).unwrap_or_default(),
+    }))
+}
+
+fn col<T: pgrx::FromDatum + pgrx::IntoDatum>(
+    row: &SpiHeapTupleData<'_>,
+    n: usize,
+    what: &'static str,
+) -> Result<Option<T>, Error> {
+    row.get::<T>(n).map_err(|e| Error::ColumnType { what: what.into(), detail: e.to_string() })
+}
+
+fn required<T>(value: Option<T>, what: &'static str) -> Result<T, Error> {
+    value.ok_or(Error::Statement { what, detail: "a NOT NULL value came back NULL".into() })
+}
+
+/// The columns of [`store::FEATURE`], by position.
+mod column {
+    pub const CODE: usize = 1;
+    pub const RESET_RULE: usize = 2;
+    pub const UNIT: usize = 3;
+    pub const DEFAULT_LIMIT: usize = 4;
+    pub const ALERT_THRESHOLDS: usize = 5;
+    pub const NAME: usize = 6;
+    pub const TIME_ZONE: usize = 7;
+    pub const BINDING: usize = 8;
+    pub const NOW: usize = 9;
+    pub const TID: usize = 10;
+    pub const ID: usize = 11;
+    pub const PLAN_ID: usize = 12;
+    pub const STATUS: usize = 13;
+    pub const START: usize = 14;
+    pub const END: usize = 15;
+    pub const ANCHOR: usize = 16;
+    pub const OWN_CYCLE: usize = 17;
+    pub const NOT_OBJECT: usize = 18;
+    pub const CUSTOM: usize = 19;
+    pub const PLAN_FOUND: usize = 20;
+    pub const PLAN_QUOTA_CYCLE: usize = 21;
+    pub const PLAN_BILLING_CYCLE: usize = 22;
+    pub const PLAN_VALUE: usize = 23;
+    pub const PLAN_UNIT: usize = 24;
+}
+
+/// A candidate row of the statement: one of the user's subscriptions with status 'active'.
+struct StatementCandidate {
+    status: Option<String>,
+    start: Option<TimestampWithTimeZone>,
+    end: Option<TimestampWithTimeZone>,
+    id: Option<i64>,
+    row: usize,
+}
+
+/// The statement path of [`feature_row`]: one row per subscription of the user with status
+/// 'active' (or one row without any), the rules of [`entitlements_core::subscription`] choose.
+/// The statements follow `quota.settings.attached_schema`: when quota.attach() or detach()
+/// changed it since this backend prepared them, they are prepared again and run again.
+fn statement_feature_row(
+    client: &SpiClient<'_>,
+    user_id: i64,
+    feature: Option<&str>,
+    lock: store::Lock,
+) -> Result<FeatureRow, Error> {
+    loop {
+        let (table, bound_to) = store::select_feature(client, user_id, feature, lock)?;
+        let rows: Vec<SpiHeapTupleData<'_>> = table.collect();
+        let Some(first) = rows.first() else {
+            return Err(Error::Statement { what: "the quota lookup", detail: "no row".into() });
+        };
+        let binding: Option<String> = col(first, column::BINDING, "attached_schema")?;
+        if binding != bound_to {
+            store::bind_to(client, binding.as_deref())?;
+            continue;
+        }
+        return parse_feature_rows(&rows, user_id, feature);
+    }
+}
+
+fn parse_feature_rows(
+    rows: &[SpiHeapTupleData<'_>],
+    user_id: i64,
+    feature: Option<&str>,
+) -> Result<FeatureRow, Error> {
+    use column::*;
+    let Some(first) = rows.first() else {
+        return Err(Error::Statement { what: "the quota lookup", detail: "no row".into() });
+    };
+    let catalog = match col::<String>(first, CODE, "features.code")? {
+        Some(_) => Some(Catalog {
+            name: required(col(first, NAME, "features.name")?, "features.name")?,
+            reset_rule: required(col(first, RESET_RULE, "reset_rule")?, "features.reset_rule")?,
+            unit: required(col(first, UNIT, "features.unit")?, "features.unit")?,
+            default_limit: col(first, DEFAULT_LIMIT, "features.default_limit")?,
+        }),
+        None => None,
+    };
+    if let (Some(feature), None) = (feature, &catalog) {
+        return Err(Error::UnknownFeature { user_id: Some(user_id), feature: feature.to_owned() });
+    }
+    let now: TimestampWithTimeZone = required(col(first, NOW, "now()")?, "now()")?;
+    let mut candidates = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        if col::<pg_sys::ItemPointerData>(row, TID, "ctid")?.is_none() {
+            continue;
+        }
+        candidates.push(StatementCandidate {
+            status: col(row, STATUS, "user_subscriptions.status")?,
+            start: col(row, START, "user_subscriptions.start_date")?,
+            end: col(row, END, "user_subscriptions.end_date")?,
+            id: col(row, ID, "user_subscriptions.id")?,
+            row: i,
+        });
+    }
+    let chosen = subscription::active_index(
+        candidates.iter().map(|c| Candidate {
+            status: c.status.as_deref(),
+            start: c.start.map(crate::time::micros),
+            end: c.end.map(crate::time::micros),
+            id: c.id,
+        }),
+        crate::time::micros(now),
+    )
+    .and_then(|i| candidates.get(i));
+    let subscription = match chosen {
+        None => None,
+        Some(c) => {
+            let row = &rows[c.row];
+            let (Some(start), Some(end)) = (c.start, c.end) else {
+                return Err(Error::Statement {
+                    what: "the quota lookup",
+                    detail: "an active subscription without dates".into(),
+                });
+            };
+            let custom = match (
+                feature,
+                col::<String>(row, NOT_OBJECT, "custom_quotas")?,
+                col::<String>(row, CUSTOM, "custom_quotas")?,
+            ) {
+                (None, _, _) => JsonbField::Absent,
+                (Some(_), Some(document), _) => JsonbField::NotObject(document),
+                (Some(_), None, Some(value)) => JsonbField::Value(value),
+                (Some(_), None, None) => JsonbField::Absent,
+            };
+            let chosen = Chosen {
+                tid: required(col(row, TID, "ctid")?, "ctid")?,
+                id: c.id,
+                plan_id: col(row, PLAN_ID, "user_subscriptions.plan_id")?,
+                start,
+                end,
+                anchor: col(row, ANCHOR, "user_subscriptions.quota_reset_anchor")?,
+                own_cycle: col(row, OWN_CYCLE, "user_subscriptions.quota_cycle_type")?,
+                custom,
+            };
+            let plan_found: bool = col(row, PLAN_FOUND, "subscription_plans.id")?.unwrap_or(false);
+            let plan = if plan_found {
+                Some(PlanRow {
+                    quota_cycle: col(row, PLAN_QUOTA_CYCLE, "subscription_plans.quota_cycle_type")?,
+                    billing_cycle: col(
+                        row,
+                        PLAN_BILLING_CYCLE,
+                        "subscription_plans.billing_cycle",
+                    )?,
+                    value: col(row, PLAN_VALUE, "plan_features.feature_value")?,
+                    unit: col(row, PLAN_UNIT, "plan_features.feature_unit")?,
+                })
+            } else {
+                None
+            };
+            Some(subscription_row(user_id, chosen, plan)?)
+        }
+    };
+    let alert_thresholds = col::<Vec<Option<i32>>>(first, ALERT_THRESHOLDS, "alert_thresholds")?
+        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .collect();
+    Ok(FeatureRow {
+        catalog,
+        subscription,
+        time_zone: required(col(first, TIME_ZONE, "time_zone")?, "time_zone")?,
+        now,
+        alert_thresholds,
+    })
+}
+
+/// The counter of one period; 0 when nothing was recorded in it yet (or the counter is NULL).
+pub fn usage(
+    client: &SpiClient<'_>,
+    user_id: i64,
+    feature: &str,
+    period_start: TimestampWithTimeZone,
+) -> Result<i64, Error> {
+    if let Ok(config) = copy::direct(client) {
+        if let Some(n) = config.usage(user_id, feature, period_start)? {
+            return Ok(n);
+        }
+    }
+    let table: SpiTupleTable<'_> = store::select_usage(client, user_id, feature, period_start)?;
+    match table.into_iter().next() {
+        Some(row) => Ok(col::<i64>(&row, 1, "user_usage.usage_count")?.unwrap_or(0)),
+        None => Ok(0),
+    }
+}
+
+pub use copy::paths;
