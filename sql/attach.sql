@@ -4,6 +4,14 @@
 -- user_subscriptions, subscription_plans, plan_features, user_usage, usage_records and
 -- user_storage_usage of that schema, instead of the extension's own. The feature catalog
 -- (quota.features), settings and the adjustment audit stay in schema quota.
+--
+-- The binding decides which tables the SECURITY DEFINER writers write, so only attach() and
+-- detach() change it (quota_admin may write quota.settings.time_zone and nothing else there),
+-- and only a superuser may run them. The writers run their statements on bound tables as the
+-- tables' owner, so that the application's triggers, rules and defaults on them run with the
+-- rights of the role that wrote them, never with the extension owner's: attach() refuses
+-- tables that are not ordinary tables of one owner in a permanent schema, and grants that
+-- owner what the writers need in schema quota.
 
 -- What an application's tables lack for the functions, with the statement that fixes each.
 CREATE FUNCTION quota.attach_problems(target_schema name)
@@ -16,7 +24,20 @@ DECLARE
     req record;
     col record;
     rel regclass;
+    owner regrole := (SELECT c.relowner::regrole FROM pg_class c
+                       WHERE c.oid = to_regclass(format('%I.user_subscriptions', target_schema)));
 BEGIN
+    -- Any role with TEMP on the database creates its own temporary schema and tables in it,
+    -- and the schema ends with that role's session: never a binding. pg_temp is the alias of
+    -- the caller's own; names beginning with pg_ are reserved, so these are the temporary ones.
+    IF target_schema = 'pg_temp' OR target_schema ~ '^pg_(toast_)?temp_[0-9]+$' THEN
+        problem := format('schema %I is a temporary schema: it belongs to one session, which any role with TEMP may open',
+                          target_schema);
+        fix := NULL;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
     -- Every column the functions read or write: accepted types, and how to add it if missing.
     FOR req IN
         SELECT * FROM (VALUES
@@ -86,12 +107,34 @@ BEGIN
         END IF;
     END LOOP;
 
-    FOR req IN SELECT unnest(ARRAY['user_subscriptions', 'subscription_plans', 'plan_features',
-                                   'user_usage', 'usage_records', 'user_storage_usage']) AS tbl
+    -- The writers run their statements on these tables as the owner of user_subscriptions:
+    -- each must be a plain table (a view or foreign table runs code of its own) of that owner.
+    FOR req IN
+        SELECT t.tbl, c.oid::regclass AS rel, c.relkind, c.relowner::regrole AS relowner
+          FROM unnest(ARRAY['user_subscriptions', 'subscription_plans', 'plan_features',
+                            'user_usage', 'usage_records', 'user_storage_usage']) AS t (tbl)
+          LEFT JOIN pg_class c ON c.oid = to_regclass(format('%I.%I', target_schema, t.tbl))
     LOOP
-        IF to_regclass(format('%I.%I', target_schema, req.tbl)) IS NULL THEN
+        IF req.rel IS NULL THEN
             problem := format('table %I.%I does not exist', target_schema, req.tbl);
             fix := NULL;
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        IF req.relkind <> 'r' THEN
+            problem := format('%s is %s, not an ordinary table', req.rel,
+                              CASE req.relkind WHEN 'v' THEN 'a view'
+                                               WHEN 'm' THEN 'a materialized view'
+                                               WHEN 'f' THEN 'a foreign table'
+                                               WHEN 'p' THEN 'a partitioned table'
+                                               ELSE format('of kind %L', req.relkind) END);
+            fix := NULL;
+            RETURN NEXT;
+        END IF;
+        IF req.relowner <> owner THEN
+            problem := format('%s is owned by %s, not by %s, the owner of %I.user_subscriptions, as whom the writers run',
+                              req.rel, req.relowner, owner, target_schema);
+            fix := format('ALTER TABLE %s OWNER TO %s', req.rel, owner);
             RETURN NEXT;
         END IF;
     END LOOP;
@@ -132,7 +175,9 @@ END
 $$;
 
 -- Binds the functions and the storage trigger to target_schema's tables, or refuses with one
--- message listing every problem and the statement that fixes it.
+-- message listing every problem and the statement that fixes it. Superusers only: the binding
+-- decides what the SECURITY DEFINER writers write, and the application's triggers, rules and
+-- defaults on the bound tables run in every writer's statement (as the tables' owner).
 CREATE FUNCTION quota.attach(target_schema name)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -141,11 +186,28 @@ AS $$
 DECLARE
     problems text;
     subs regclass;
+    owner regrole;
+    owner_is_superuser boolean;
+    needed record;
+    granted text[] := '{}';
     other record;
 BEGIN
+    -- EXECUTE is revoked from PUBLIC; this also holds for a role it was granted to.
+    IF NOT coalesce((SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user), false) THEN
+        RAISE EXCEPTION 'permission denied to attach pg_entitlements to schema %: role % is not a superuser',
+                        quote_ident(target_schema), quote_ident(current_user)
+            USING ERRCODE = '42501',
+                  HINT = 'The binding decides which tables the writing functions write with the extension owner''s rights; a superuser runs quota.attach() after reviewing the schema.';
+    END IF;
     IF target_schema = 'quota' THEN
         RAISE EXCEPTION 'schema quota holds the extension''s own tables; use quota.detach()'
             USING ERRCODE = '22023';
+    END IF;
+    -- attach_problems() says why; nothing fixes it, so it is refused before anything else.
+    IF target_schema = 'pg_temp' OR target_schema ~ '^pg_(toast_)?temp_[0-9]+$' THEN
+        RAISE EXCEPTION 'cannot attach pg_entitlements to temporary schema %', quote_ident(target_schema)
+            USING ERRCODE = '22023',
+                  HINT = 'A temporary schema belongs to one session, which any role with TEMP may open: attach a permanent schema.';
     END IF;
     IF NOT EXISTS (SELECT FROM pg_namespace WHERE nspname = target_schema) THEN
         RAISE EXCEPTION 'schema % does not exist', quote_ident(target_schema)
@@ -163,11 +225,30 @@ BEGIN
 
     PERFORM quota.detach();
     subs := format('%I.user_subscriptions', target_schema)::regclass;
+    SELECT c.relowner::regrole, r.rolsuper INTO owner, owner_is_superuser
+      FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
+     WHERE c.oid = subs;
+
+    -- Code of the application's that runs in the writers' statements: with the owner's rights.
     FOR other IN
-        SELECT t.tgname FROM pg_trigger t WHERE t.tgrelid = subs AND NOT t.tgisinternal
+        SELECT 'trigger' AS kind, t.tgname AS name, t.tgrelid::regclass AS rel
+          FROM pg_trigger t
+         WHERE NOT t.tgisinternal
+           AND t.tgrelid IN (SELECT format('%I.%I', target_schema, n)::regclass
+                               FROM unnest(ARRAY['user_subscriptions', 'subscription_plans',
+                                                 'plan_features', 'user_usage', 'usage_records',
+                                                 'user_storage_usage']) AS n)
+        UNION ALL
+        SELECT 'rule', r.rulename, r.ev_class::regclass
+          FROM pg_rewrite r
+         WHERE r.ev_class IN (SELECT format('%I.%I', target_schema, n)::regclass
+                                FROM unnest(ARRAY['user_subscriptions', 'subscription_plans',
+                                                  'plan_features', 'user_usage', 'usage_records',
+                                                  'user_storage_usage']) AS n)
+         ORDER BY 1, 3, 2
     LOOP
-        RAISE NOTICE 'trigger % on % is the application''s own and stays; it now runs beside pg_entitlements'' triggers',
-            quote_ident(other.tgname), subs;
+        RAISE NOTICE '% % on % is the application''s own and stays: it fires on pg_entitlements'' writes too and runs with the rights of the tables'' owner %',
+            other.kind, quote_ident(other.name), other.rel, owner;
     END LOOP;
     FOR other IN
         SELECT p.oid::regprocedure AS fn FROM pg_proc p
@@ -178,42 +259,108 @@ BEGIN
         RAISE NOTICE 'function % is the application''s own: a call with argument types matching it exactly resolves to it, not to quota''s; drop it to switch the calls over',
             other.fn;
     END LOOP;
+
+    -- What the writers, running as the owner, use in schema quota: the settings and the
+    -- catalog, and the audit adjust_quota writes (without session_role, which keeps its
+    -- default, the session's login role). The triggers they fire are C functions, whose EXECUTE
+    -- privilege is checked when a trigger is created, not when it fires. Only what the owner
+    -- does not hold directly already is granted, and recorded for detach() to revoke.
+    IF owner_is_superuser THEN
+        RAISE NOTICE 'the tables'' owner % is a superuser: the application''s triggers, rules and defaults on them run as a superuser',
+            owner;
+    ELSE
+        FOR needed IN
+            SELECT * FROM (VALUES
+                ('USAGE ON SCHEMA quota',
+                 EXISTS (SELECT FROM pg_namespace n, aclexplode(n.nspacl) a
+                          WHERE n.nspname = 'quota' AND a.grantee = owner
+                            AND a.privilege_type = 'USAGE')),
+                ('SELECT ON TABLE quota.settings',
+                 EXISTS (SELECT FROM pg_class c, aclexplode(c.relacl) a
+                          WHERE c.oid = 'quota.settings'::regclass AND a.grantee = owner
+                            AND a.privilege_type = 'SELECT')),
+                ('SELECT ON TABLE quota.features',
+                 EXISTS (SELECT FROM pg_class c, aclexplode(c.relacl) a
+                          WHERE c.oid = 'quota.features'::regclass AND a.grantee = owner
+                            AND a.privilege_type = 'SELECT')),
+                ('INSERT (user_id, subscription_id, feature_code, old_value, new_value, reason, actor, created_at) ON TABLE quota.quota_adjustments',
+                 EXISTS (SELECT FROM pg_class c, aclexplode(c.relacl) a
+                          WHERE c.oid = 'quota.quota_adjustments'::regclass AND a.grantee = owner
+                            AND a.privilege_type = 'INSERT')
+                 OR NOT EXISTS (
+                     SELECT FROM pg_attribute att
+                      WHERE att.attrelid = 'quota.quota_adjustments'::regclass
+                        AND att.attname IN ('user_id', 'subscription_id', 'feature_code',
+                                            'old_value', 'new_value', 'reason', 'actor',
+                                            'created_at')
+                        AND NOT EXISTS (SELECT FROM aclexplode(att.attacl) a
+                                         WHERE a.grantee = owner AND a.privilege_type = 'INSERT')))
+            ) AS g (privilege, held)
+        LOOP
+            CONTINUE WHEN needed.held;
+            EXECUTE format('GRANT %s TO %s', needed.privilege, owner);
+            granted := granted || needed.privilege;
+        END LOOP;
+        IF granted <> '{}' THEN
+            RAISE NOTICE 'granted % to %, the tables'' owner, as whom the writers run; detach() revokes them',
+                array_to_string(granted, '; '), owner;
+        END IF;
+    END IF;
+
     PERFORM quota.install_triggers(subs);
     PERFORM quota.install_cache_trigger(format('%I.%I', target_schema, t)::regclass)
        FROM unnest(ARRAY['subscription_plans', 'plan_features']) AS t;
-    INSERT INTO quota.settings (attached_schema) VALUES (target_schema)
-    ON CONFLICT (singleton) DO UPDATE SET attached_schema = EXCLUDED.attached_schema;
+    INSERT INTO quota.settings (attached_schema, attached_owner, attached_grants)
+    VALUES (target_schema, owner, granted)
+    ON CONFLICT (singleton) DO UPDATE
+       SET attached_schema = EXCLUDED.attached_schema, attached_owner = EXCLUDED.attached_owner,
+           attached_grants = EXCLUDED.attached_grants;
     RAISE NOTICE 'pg_entitlements now uses the tables of schema %', quote_ident(target_schema);
 END
 $$;
 
--- Goes back to the extension's own tables and removes the triggers attach() installed.
+-- Goes back to the extension's own tables, removes the triggers attach() installed and revokes
+-- what it granted. Superusers only, as attach().
 CREATE FUNCTION quota.detach()
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    attached name := (SELECT st.attached_schema FROM quota.settings st);
+    binding record;
     subs regclass;
     t regclass;
+    privilege text;
 BEGIN
-    IF attached IS NULL THEN
+    IF NOT coalesce((SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user), false) THEN
+        RAISE EXCEPTION 'permission denied to detach pg_entitlements: role % is not a superuser',
+                        quote_ident(current_user)
+            USING ERRCODE = '42501',
+                  HINT = 'The binding decides which tables the writing functions write with the extension owner''s rights; a superuser runs quota.detach().';
+    END IF;
+    SELECT st.attached_schema, st.attached_owner, st.attached_grants INTO binding
+      FROM quota.settings st;
+    IF binding.attached_schema IS NULL THEN
         RETURN;
     END IF;
-    subs := to_regclass(format('%I.user_subscriptions', attached));
+    subs := to_regclass(format('%I.user_subscriptions', binding.attached_schema));
     IF subs IS NOT NULL THEN
         EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_validate_custom_quotas ON %s', subs);
         EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_sync_storage_quota ON %s', subs);
     END IF;
-    FOR t IN SELECT to_regclass(format('%I.%I', attached, n))
+    FOR t IN SELECT to_regclass(format('%I.%I', binding.attached_schema, n))
                FROM unnest(ARRAY['subscription_plans', 'plan_features']) AS n
     LOOP
         IF t IS NOT NULL THEN
             EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_invalidate_cache ON %s', t);
         END IF;
     END LOOP;
-    UPDATE quota.settings SET attached_schema = NULL;
+    -- Exactly what attach() granted: what the owner held before stays.
+    FOREACH privilege IN ARRAY coalesce(binding.attached_grants, '{}') LOOP
+        EXECUTE format('REVOKE %s FROM %s', privilege, binding.attached_owner);
+    END LOOP;
+    UPDATE quota.settings
+       SET attached_schema = NULL, attached_owner = NULL, attached_grants = NULL;
 END
 $$;
 

@@ -78,13 +78,31 @@ COMMENT ON FUNCTION quota.attach_problems(name) IS
     'What the tables of a schema lack for quota.attach(), each with the statement that fixes it.';
 
 COMMENT ON FUNCTION quota.attach(name) IS
-    'Binds every quota function and the storage trigger to the application tables of a schema '
-    '(user_subscriptions, subscription_plans, plan_features, user_usage, usage_records, '
-    'user_storage_usage), or refuses with one message listing each problem and its fix.';
+    'Superusers only. Binds every quota function and the storage trigger to the application '
+    'tables of a schema (user_subscriptions, subscription_plans, plan_features, user_usage, '
+    'usage_records, user_storage_usage), or refuses with one message listing each problem and '
+    'its fix. The writers then run as the tables'' owner, which is granted what they need in '
+    'schema quota; a NOTICE names each trigger and rule of the application''s on the tables.';
 
 COMMENT ON FUNCTION quota.detach() IS
-    'Binds the quota functions to the extension''s own tables again and removes the triggers '
-    'attach() installed.';
+    'Superusers only. Binds the quota functions to the extension''s own tables again, removes '
+    'the triggers attach() installed and revokes what it granted.';
+
+COMMENT ON COLUMN quota.settings.attached_owner IS
+    'Written by quota.attach() and quota.detach() only: the owner of the attached tables, as '
+    'whom the writers run.';
+
+COMMENT ON COLUMN quota.settings.attached_grants IS
+    'Written by quota.attach() and quota.detach() only: the privileges attach() granted '
+    'attached_owner in schema quota, which detach() revokes.';
+
+COMMENT ON COLUMN quota.quota_adjustments.actor IS
+    'Free text the caller of adjust_quota or clear_custom_quota passed (its current_user by '
+    'default): who it says acted. session_role is who did.';
+
+COMMENT ON COLUMN quota.quota_adjustments.session_role IS
+    'The login role (session_user) of the session that made the change; neither the SECURITY '
+    'DEFINER writer nor SET ROLE changes it, and the caller cannot choose it.';
 
 COMMENT ON FUNCTION quota.install_triggers(regclass) IS
     'Creates the extension''s triggers pg_entitlements_validate_custom_quotas and '

@@ -1,7 +1,8 @@
 -- Roles and privileges. Nothing that writes is executable by PUBLIC.
 --
 --   quota_app     app servers: check, record, consume, refund; reads the quota tables
---   quota_admin   admin tools: adjust quotas, manage features, plans and subscriptions
+--   quota_admin   admin tools: adjust quotas, manage features, plans and subscriptions, and
+--                 the time zone of quota.settings (not the binding: attach() only)
 --   quota_reader  reporting: reads every table of schema quota
 --
 -- The writing functions are SECURITY DEFINER with search_path pinned to pg_catalog, pg_temp:
@@ -54,8 +55,12 @@ GRANT SELECT ON ALL TABLES IN SCHEMA quota TO quota_reader, quota_admin;
 
 -- Admin tools manage the catalog, plans and subscriptions; the triggers on
 -- user_subscriptions then keep user_storage_usage with the admin's rights.
-GRANT INSERT, UPDATE, DELETE ON quota.settings, quota.features, quota.subscription_plans,
+GRANT INSERT, UPDATE, DELETE ON quota.features, quota.subscription_plans,
                                 quota.plan_features, quota.user_subscriptions
    TO quota_admin;
+-- Of the settings, the time zone only: attached_schema decides which tables the SECURITY
+-- DEFINER writers write, so only quota.attach() and quota.detach() (superusers) change it, and
+-- without DELETE the settings row cannot be removed with the binding in it.
+GRANT INSERT (singleton, time_zone), UPDATE (time_zone) ON quota.settings TO quota_admin;
 GRANT INSERT, UPDATE ON quota.user_storage_usage TO quota_admin;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA quota TO quota_admin;

@@ -14,7 +14,12 @@ CREATE TABLE quota.settings (
     time_zone text NOT NULL DEFAULT 'UTC'
         CHECK ((timestamptz '2000-01-01 00:00+00' AT TIME ZONE time_zone) IS NOT NULL),
     -- Set by quota.attach(schema): the functions use that schema's application tables.
-    attached_schema name
+    -- Written by attach() and detach() only: quota_admin may write time_zone alone.
+    attached_schema name,
+    -- The owner of the attached tables, as whom the writers run, and the privileges attach()
+    -- granted it in schema quota, which detach() revokes (what it held before stays).
+    attached_owner regrole,
+    attached_grants text[]
 );
 
 CREATE TABLE quota.features (
@@ -183,8 +188,12 @@ CREATE TABLE quota.quota_adjustments (
     old_value integer,
     new_value integer,
     reason text NOT NULL CHECK (reason <> ''),
+    -- Free text the caller passes (its current_user by default): who it says acted.
     actor text NOT NULL,
     created_at timestamptz NOT NULL,
+    -- The login role of the session that made the change, whatever the caller passed as
+    -- actor: session_user is not changed by SECURITY DEFINER functions nor by SET ROLE.
+    session_role text NOT NULL DEFAULT session_user,
     PRIMARY KEY (user_id, id)
 );
 
