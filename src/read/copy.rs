@@ -12,19 +12,19 @@
 //!
 //! # One snapshot per answer
 //! The per-user rows are read with the calling statement's snapshot, the copy with the snapshot
-//! it was built from; an answer may combine the two only when they show the same committed
-//! transactions of the copied tables. The copy is built from the newest committed rows
+//! it was built from; an answer may combine the two only when the statement's snapshot sees
+//! every transaction the copy's saw. The copy is built from the newest committed rows
 //! (`GetLatestSnapshot`: built from an older snapshot, a change that committed in between and
 //! whose invalidation already arrived would stay out of it until the next change) and remembers
-//! how many transactions had completed when that snapshot was taken
-//! (`snapXactCompletionCount`, which PostgreSQL increments as each transaction ends). A
-//! statement's snapshot whose count is at least that large sees every transaction the copy
-//! sees, and any change to the copied tables committed after the copy was built has sent an
-//! invalidation that this call accepted before using the copy. A snapshot with a smaller count
-//! is older than the copy (a statement running while the copy was rebuilt, a parallel worker,
-//! an imported snapshot): its calls read by statements, with that snapshot. A statement keeps
-//! the copy its first direct call used for all its calls ([`PINNED`]), so a STABLE function
-//! gives one answer per statement even when a change commits while the statement runs.
+//! where that snapshot stood ([`Horizon`]). Snapshots are ordered in time by their `xmax`
+//! (which only grows) and, for equal `xmax`, by how many transactions below it were still
+//! running (a set that only shrinks): a statement's snapshot that is not older than the copy's
+//! sees everything the copy saw, and any change of the copied tables committed after the copy
+//! was built has sent an invalidation that this call accepted before using the copy. A snapshot
+//! older than the copy (a statement running while the copy was rebuilt) reads by statements,
+//! with that snapshot. A statement keeps the copy its first direct call used for all its calls
+//! ([`PINNED`]), so a STABLE function gives one answer per statement even when a change commits
+//! while the statement runs.
 
 use super::probe::{
     IntColumn, JsonbColumn, Key, KeyColumn, KeyKind, Probe, TextColumn, TimeColumn,
@@ -113,17 +113,47 @@ pub struct Config {
     subscriptions: Result<Subscriptions, String>,
     usage: Result<Usage, String>,
     tables: Vec<Table>,
-    /// `snapXactCompletionCount` of the snapshot the copy was built from.
-    completed: u64,
+    /// Where the snapshot the copy was built from stood.
+    built: Horizon,
+}
+
+/// Where a snapshot stands in time: its `xmax` and how many transactions below it it saw
+/// running. Of two snapshots, the one with the larger `xmax` was taken later; with equal
+/// `xmax`, the one that saw fewer running was (the transactions below a given `xmax` can end
+/// but none can start), and equal counts mean they see the same transactions.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Horizon {
+    xmax: u32,
+    running: u32,
+}
+
+impl Horizon {
+    /// Whether a snapshot at `self` sees every transaction a snapshot at `other` saw.
+    fn covers(self, other: Horizon) -> bool {
+        // Transaction ids wrap around: compared as PostgreSQL's TransactionIdPrecedes does.
+        let ahead = self.xmax.wrapping_sub(other.xmax) as i32;
+        ahead > 0 || (ahead == 0 && self.running <= other.running)
+    }
+
+    /// # Safety
+    /// `s` is a valid snapshot.
+    unsafe fn of(s: pg_sys::Snapshot) -> Horizon {
+        // SAFETY: as the caller promises. A snapshot taken during recovery keeps every running
+        // transaction in subxip; otherwise xip holds the top-level ones.
+        unsafe {
+            let running =
+                if (*s).takenDuringRecovery { (*s).subxcnt as u32 } else { (*s).xcnt };
+            Horizon { xmax: (*s).xmax.into(), running }
+        }
+    }
 }
 
 /// What identifies a statement's snapshot: the snapshot itself, and what it sees.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct SnapshotKey {
     address: usize,
-    completed: u64,
+    horizon: Horizon,
     xmin: u32,
-    xmax: u32,
     command: u32,
 }
 
@@ -188,9 +218,8 @@ fn active_snapshot() -> Option<SnapshotKey> {
         let s = pg_sys::GetActiveSnapshot();
         Some(SnapshotKey {
             address: s as usize,
-            completed: (*s).snapXactCompletionCount,
+            horizon: Horizon::of(s),
             xmin: (*s).xmin.into(),
-            xmax: (*s).xmax.into(),
             command: (*s).curcid,
         })
     }
@@ -243,7 +272,7 @@ pub fn direct(client: &SpiClient<'_>) -> Result<Rc<Config>, String> {
                 Some(found) => found?,
                 None => rebuild(client)?,
             };
-            if snapshot.completed == 0 || snapshot.completed < config.completed {
+            if !snapshot.horizon.covers(config.built) {
                 return Err("the statement's snapshot is older than the backend's copy: \
                             statements read with that snapshot"
                     .into());
@@ -288,18 +317,18 @@ fn privileged_on(tables: &[Table]) -> Result<(), String> {
 struct Building;
 
 impl Building {
-    /// Returns the guard and `snapXactCompletionCount` of the snapshot pushed.
-    fn start() -> (Building, u64) {
+    /// Returns the guard and where the snapshot pushed stands.
+    fn start() -> (Building, Horizon) {
         BUILDING.set(true);
         // SAFETY: a snapshot of the newest committed rows, active for the statements of the
         // build (read-only SPI uses the active snapshot); popped by drop, or by the abort of
         // the (sub)transaction when a statement raises an ERROR.
-        let completed = unsafe {
+        let horizon = unsafe {
             let latest = pg_sys::GetLatestSnapshot();
             pg_sys::PushActiveSnapshot(latest);
-            (*pg_sys::GetActiveSnapshot()).snapXactCompletionCount
+            Horizon::of(pg_sys::GetActiveSnapshot())
         };
-        (Building, completed)
+        (Building, horizon)
     }
 }
 
@@ -326,8 +355,8 @@ fn rebuild(client: &SpiClient<'_>) -> Result<Rc<Config>, String> {
     }
     let generation = GENERATION.get();
     let built = {
-        let (_building, completed) = Building::start();
-        build(client, completed)
+        let (_building, horizon) = Building::start();
+        build(client, horizon)
     };
     let built = match built {
         Ok(config) => {
@@ -483,7 +512,7 @@ fn readable(tables: &[Table]) -> Result<(), Refusal> {
     privileged_on(tables).map_err(Refusal::Privileges)
 }
 
-fn build(client: &SpiClient<'_>, completed: u64) -> Result<Config, Refusal> {
+fn build(client: &SpiClient<'_>, built: Horizon) -> Result<Config, Refusal> {
     let mut tables: Vec<Table> = TABLE_ROLES[..2]
         .iter()
         .map(|role| table(client, role, "quota"))
@@ -566,7 +595,7 @@ fn build(client: &SpiClient<'_>, completed: u64) -> Result<Config, Refusal> {
     let usage =
         probe_table(client, &tables[5], &citus, &["user_id", "feature_code", "period_start"])?
             .and_then(|t| Ok(Usage { count: t.int("usage_count")?, probe: t.probe }));
-    Ok(Config { time_zone, binding, features, plans, subscriptions, usage, tables, completed })
+    Ok(Config { time_zone, binding, features, plans, subscriptions, usage, tables, built })
 }
 
 /// Why a table cannot be read without a statement, if it cannot.
