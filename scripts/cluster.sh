@@ -29,7 +29,9 @@ cluster_start() {
   for setting in listen_addresses=localhost fsync=off "$@"; do
     printf "%s = '%s'\n" "${setting%%=*}" "${setting#*=}" >>"$dir/data/postgresql.conf"
   done
-  as_postgres "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -o "-p $port -k $dir" -w start >/dev/null \
+  # RUST_BACKTRACE=1: a Rust backtrace that leaked into an error message would then show in the
+  # suites' outputs (sudo does not pass the caller's environment on).
+  as_postgres env RUST_BACKTRACE=1 "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -o "-p $port -k $dir" -w start >/dev/null \
     || { cat "$dir/server.log"; return 1; }
 }
 

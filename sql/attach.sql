@@ -144,13 +144,17 @@ BEGIN
     FOR req IN
         SELECT * FROM (VALUES
             ('user_usage', '{user_id,feature_code,period_start}', NULL),
+            -- The direct reads keep one plan per id and one value per plan and feature.
+            ('subscription_plans', '{id}', NULL),
+            ('plan_features', '{plan_id,feature_code}', NULL),
             ('user_storage_usage', '{user_id}', NULL),
             ('usage_records', '{user_id,idempotency_key}', 'idempotency_key'),
             ('usage_records', '{user_id,refund_of}', 'refund_of')
         ) AS r (tbl, cols, nullable)
     LOOP
         rel := to_regclass(format('%I.%I', target_schema, req.tbl));
-        CONTINUE WHEN rel IS NULL;
+        -- Only a table has indexes; any other relation is reported as such above.
+        CONTINUE WHEN rel IS NULL OR (SELECT c.relkind FROM pg_class c WHERE c.oid = rel) <> 'r';
         IF NOT EXISTS (
             SELECT FROM pg_index i
              WHERE i.indrelid = rel AND i.indisunique

@@ -122,3 +122,8 @@ COMMENT ON FUNCTION quota.invalidate_cache() IS
 COMMENT ON FUNCTION quota.install_cache_trigger(regclass) IS
     'Creates the trigger pg_entitlements_invalidate_cache (ENABLE ALWAYS) on a table the backends '
     'keep a copy of (used by CREATE EXTENSION and quota.attach()).';
+
+COMMENT ON FUNCTION quota.guard_drop() IS
+'Event trigger function of pg_entitlements_guard_drop: refuses DROP EXTENSION pg_entitlements and DROP SCHEMA quota while the extension''s tables hold subscriptions, counters, usage records or adjustments, unless pg_entitlements.allow_drop_with_data is on.';
+COMMENT ON EVENT TRIGGER pg_entitlements_guard_drop IS
+'Refuses to drop pg_entitlements with its data in one command; see quota.guard_drop().';

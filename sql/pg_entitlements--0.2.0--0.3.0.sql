@@ -167,13 +167,17 @@ BEGIN
     FOR req IN
         SELECT * FROM (VALUES
             ('user_usage', '{user_id,feature_code,period_start}', NULL),
+            -- The direct reads keep one plan per id and one value per plan and feature.
+            ('subscription_plans', '{id}', NULL),
+            ('plan_features', '{plan_id,feature_code}', NULL),
             ('user_storage_usage', '{user_id}', NULL),
             ('usage_records', '{user_id,idempotency_key}', 'idempotency_key'),
             ('usage_records', '{user_id,refund_of}', 'refund_of')
         ) AS r (tbl, cols, nullable)
     LOOP
         rel := to_regclass(format('%I.%I', target_schema, req.tbl));
-        CONTINUE WHEN rel IS NULL;
+        -- Only a table has indexes; any other relation is reported as such above.
+        CONTINUE WHEN rel IS NULL OR (SELECT c.relkind FROM pg_class c WHERE c.oid = rel) <> 'r';
         IF NOT EXISTS (
             SELECT FROM pg_index i
              WHERE i.indrelid = rel AND i.indisunique
@@ -407,3 +411,18 @@ COMMENT ON COLUMN quota.quota_adjustments.actor IS
 COMMENT ON COLUMN quota.quota_adjustments.session_role IS
     'The login role (session_user) of the session that made the change; neither the SECURITY '
     'DEFINER writer nor SET ROLE changes it, and the caller cannot choose it.';
+
+-- No data loss by a single command: DROP EXTENSION pg_entitlements (or DROP SCHEMA quota)
+-- refuses while the extension's tables hold rows (sql/drop_guard.sql).
+CREATE FUNCTION quota.guard_drop() RETURNS event_trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'guard_drop';
+
+CREATE EVENT TRIGGER pg_entitlements_guard_drop ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA')
+    EXECUTE FUNCTION quota.guard_drop();
+
+
+COMMENT ON FUNCTION quota.guard_drop() IS
+'Event trigger function of pg_entitlements_guard_drop: refuses DROP EXTENSION pg_entitlements and DROP SCHEMA quota while the extension''s tables hold subscriptions, counters, usage records or adjustments, unless pg_entitlements.allow_drop_with_data is on.';
+COMMENT ON EVENT TRIGGER pg_entitlements_guard_drop IS
+'Refuses to drop pg_entitlements with its data in one command; see quota.guard_drop().';

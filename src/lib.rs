@@ -16,6 +16,7 @@ use pgrx::prelude::*;
 
 mod api;
 mod binding;
+mod drop_guard;
 mod error;
 mod jsonb;
 mod one_row;
@@ -57,6 +58,7 @@ extension_sql_file!(
         api::clear_custom_quota
     ]
 );
+extension_sql_file!("../sql/drop_guard.sql", name = "drop_guard", requires = ["schema", "ledger"]);
 extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
 
 #[pg_guard]
@@ -69,6 +71,15 @@ pub extern "C-unwind" fn _PG_init() {
           (quota.read_paths() shows how). Off, every read is an SQL statement.",
         &read::copy::DIRECT_READS,
         GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_entitlements.allow_drop_with_data",
+        c"Lets DROP EXTENSION pg_entitlements drop tables that hold subscriptions, usage or records.",
+        c"Off (the default), DROP EXTENSION pg_entitlements and DROP SCHEMA quota refuse while the \
+          extension's tables hold subscriptions, counters, usage records or adjustments.",
+        &drop_guard::ALLOW_DROP_WITH_DATA,
+        GucContext::Suset,
         GucFlags::default(),
     );
 }
