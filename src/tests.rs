@@ -11,11 +11,14 @@ mod tests {
         Spi::run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
-    /// The first column of the first row, `None` for no row or NULL. Read-only SPI, so that a
-    /// test can tell whether the function under test assigned a transaction id.
+    /// The first column of the only row, `None` for no row or NULL; more than one row fails
+    /// (an assertion on the first of several would pass on whichever came first). Read-only SPI
+    /// while the transaction has no id, so that a test can tell whether the function under
+    /// test assigned one.
     fn one<T: FromDatum + IntoDatum>(sql: &str) -> Option<T> {
         Spi::connect(|c| {
-            let table = c.select(sql, Some(1), &[]).unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let table = c.select(sql, None, &[]).unwrap_or_else(|e| panic!("{sql}: {e}"));
+            assert!(table.len() <= 1, "{sql}: {} rows, one expected", table.len());
             if table.is_empty() {
                 None
             } else {
@@ -24,13 +27,22 @@ mod tests {
         })
     }
 
-    /// The SQLSTATE `expr` raises (PERFORMed in a DO block that catches it).
-    fn sqlstate(expr: &str) -> String {
+    /// The SQLSTATE `statement` raises, or "no error" (run in a DO block that catches it). Both
+    /// outcomes write the setting: it lives until the test's transaction ends, so a code left
+    /// by an earlier call would otherwise pass for this call's.
+    fn raised(statement: &str) -> String {
         run(&format!(
-            "DO $$ BEGIN PERFORM {expr}; EXCEPTION WHEN OTHERS THEN
-               PERFORM set_config('pge.code', SQLSTATE, true); END $$"
+            "DO $$ BEGIN {statement};
+               PERFORM pg_catalog.set_config('pge.code', 'no error', true);
+             EXCEPTION WHEN OTHERS THEN
+               PERFORM pg_catalog.set_config('pge.code', SQLSTATE, true); END $$"
         ));
-        one::<String>("SELECT current_setting('pge.code', true)").unwrap()
+        one::<String>("SELECT pg_catalog.current_setting('pge.code')").unwrap()
+    }
+
+    /// The SQLSTATE evaluating `expr` raises, or "no error".
+    fn sqlstate(expr: &str) -> String {
+        raised(&format!("PERFORM {expr}"))
     }
 
     /// Plans free (articles 10, storage 100 MB) and pro (articles 100, storage 1 GB in 'GB'), and
@@ -44,11 +56,17 @@ mod tests {
                             ('pro', 'articles_per_month', 100, NULL), ('pro', 'storage_space', 1, 'GB'))
                     AS v (plan, code, value, unit) ON v.plan = p.plan_code
              ON CONFLICT DO NOTHING");
-        run(&format!(
-            "INSERT INTO quota.user_subscriptions (user_id, plan_id, start_date, end_date, custom_quotas)
-             SELECT {user}, id, now() - interval '10 days', now() + interval '355 days', {custom}
-               FROM quota.subscription_plans WHERE plan_code = '{plan}'"
-        ));
+        // An unknown plan code would insert nothing, and the test would then check a user
+        // without a subscription while believing it has one.
+        let inserted = Spi::connect_mut(|c| {
+            let sql = format!(
+                "INSERT INTO quota.user_subscriptions (user_id, plan_id, start_date, end_date, custom_quotas)
+                 SELECT {user}, id, now() - interval '10 days', now() + interval '355 days', {custom}
+                   FROM quota.subscription_plans WHERE plan_code = '{plan}'"
+            );
+            c.update(&sql, None, &[]).unwrap_or_else(|e| panic!("{sql}: {e}")).len()
+        });
+        assert_eq!(inserted, 1, "subscribe({user}, {plan:?}): no such plan");
     }
 
     fn check(user: i64, feature: &str) -> (bool, i32, i32, i32, String) {
@@ -250,6 +268,14 @@ mod tests {
         assert_eq!(sqlstate("quota.record_feature_usage(19, 'articles_per_month')"), "P0002");
     }
 
+    #[pg_test]
+    fn sqlstate_reports_no_error_when_nothing_raises() {
+        assert_eq!(sqlstate("quota.check_user_quota(1, 'nope')"), "P0002");
+        assert_eq!(sqlstate("quota.check_user_quota(1, 'articles_per_month')"), "no error");
+        assert_eq!(raised("PERFORM 1 / 0"), "22012");
+        assert_eq!(raised("PERFORM 1 / 1"), "no error");
+    }
+
     fn consume(user: i64, amount: i32, key: &str) -> (bool, i32, i32, i32) {
         let key = if key.is_empty() { "NULL".to_owned() } else { format!("'{key}'") };
         let sql = format!(
@@ -430,13 +456,13 @@ mod tests {
     fn bad_zones_and_huge_numbers_are_refused_at_write_time() {
         assert_eq!(one::<bool>("SELECT quota.is_valid_time_zone('PST')"), Some(false));
         assert_eq!(one::<bool>("SELECT quota.is_valid_time_zone('Asia/Shanghai')"), Some(true));
-        run("DO $$ BEGIN INSERT INTO quota.settings (time_zone) VALUES ('PST');
-             EXCEPTION WHEN OTHERS THEN PERFORM set_config('pge.code', SQLSTATE, true); END $$");
-        assert_eq!(one::<String>("SELECT current_setting('pge.code', true)"), Some("23514".into()));
+        assert_eq!(raised("INSERT INTO quota.settings (time_zone) VALUES ('PST')"), "23514");
         subscribe(44, "free", "NULL");
-        run("DO $$ BEGIN UPDATE quota.user_subscriptions SET custom_quotas = '{\"articles_per_month\": 1e400}'
-             WHERE user_id = 44; EXCEPTION WHEN OTHERS THEN PERFORM set_config('pge.code', SQLSTATE, true); END $$");
-        assert_eq!(one::<String>("SELECT current_setting('pge.code', true)"), Some("22003".into()));
+        assert_eq!(
+            raised("UPDATE quota.user_subscriptions SET custom_quotas = '{\"articles_per_month\": 1e400}'
+                     WHERE user_id = 44"),
+            "22003"
+        );
     }
 
     #[pg_test]
