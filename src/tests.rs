@@ -519,6 +519,7 @@ mod tests {
     //   9006 two active: the later end_date wins over the higher id
     //   9007 two active with one end_date: the higher id wins
     //   9008 usage above a custom limit
+    //   9018-9022 custom_quotas that is not a JSON object (array, string, number, true, null)
     extension_sql!(
         r#"
 INSERT INTO quota.subscription_plans (plan_code, plan_name, billing_cycle) VALUES
@@ -585,6 +586,18 @@ SELECT 900000 + 100 * (v.user_id - 9000), v.user_id, p.id, now() - interval '10 
   FROM (VALUES (9012, '"abc"'::jsonb), (9013, '6.5'), (9014, 'true'), (9015, '{}'),
                (9016, '1e20'), (9017, '-5')) AS v (user_id, value)
   JOIN quota.subscription_plans p ON p.plan_code = 'fixture_basic';
+-- custom_quotas that is not a JSON object, which the table's CHECK refuses: an application's
+-- column has no such CHECK. Here the CHECK is back, NOT VALID, once the rows are in.
+ALTER TABLE quota.user_subscriptions DROP CONSTRAINT user_subscriptions_custom_quotas_check;
+INSERT INTO quota.user_subscriptions (id, user_id, plan_id, start_date, end_date, custom_quotas)
+SELECT 900000 + 100 * (v.user_id - 9000), v.user_id, p.id, now() - interval '10 days',
+       now() + interval '355 days', v.custom
+  FROM (VALUES (9018, '["a", "xxxxxxxxxxxxarticl", "es_per_month"]'::jsonb),
+               (9019, '"articles_per_month"'), (9020, '5'), (9021, 'true'), (9022, 'null'))
+       AS v (user_id, custom)
+  JOIN quota.subscription_plans p ON p.plan_code = 'fixture_basic';
+ALTER TABLE quota.user_subscriptions ADD CONSTRAINT user_subscriptions_custom_quotas_check
+    CHECK (jsonb_typeof(custom_quotas) = 'object') NOT VALID;
 ALTER TABLE quota.user_subscriptions
     ENABLE TRIGGER pg_entitlements_validate_custom_quotas,
     ENABLE TRIGGER pg_entitlements_sync_storage_quota;
@@ -769,6 +782,11 @@ $$;
             assert_eq!(check(user, "articles_per_month"), format!("ERROR {code}"), "user {user}");
         }
         assert_eq!(check(9017, "articles_per_month"), "ERROR 22P02", "a limit of -5");
+        for user in 9018..=9022 {
+            for feature in FEATURES {
+                assert_eq!(check(user, feature), "ERROR 22P02", "user {user}: not an object");
+            }
+        }
     }
 
     #[pg_test]
@@ -789,7 +807,7 @@ $$;
     #[pg_test]
     fn direct_reads_and_statements_agree_on_committed_rows() {
         assert_direct_reads();
-        let calls: Vec<String> = (9000..=9017).flat_map(reading_calls).collect();
+        let calls: Vec<String> = (9000..=9022).flat_map(reading_calls).collect();
         let direct: Vec<String> = calls.iter().map(|c| outcome(c)).collect();
         assert_direct_reads();
         read_by_statements();
