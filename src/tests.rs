@@ -11,11 +11,14 @@ mod tests {
         Spi::run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
-    /// The first column of the first row, `None` for no row or NULL. Read-only SPI, so that a
-    /// test can tell whether the function under test assigned a transaction id.
+    /// The first column of the only row, `None` for no row or NULL; more than one row fails
+    /// (an assertion on the first of several would pass on whichever came first). Read-only SPI
+    /// while the transaction has no id, so that a test can tell whether the function under
+    /// test assigned one.
     fn one<T: FromDatum + IntoDatum>(sql: &str) -> Option<T> {
         Spi::connect(|c| {
-            let table = c.select(sql, Some(1), &[]).unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let table = c.select(sql, None, &[]).unwrap_or_else(|e| panic!("{sql}: {e}"));
+            assert!(table.len() <= 1, "{sql}: {} rows, one expected", table.len());
             if table.is_empty() {
                 None
             } else {
@@ -24,13 +27,22 @@ mod tests {
         })
     }
 
-    /// The SQLSTATE `expr` raises (PERFORMed in a DO block that catches it).
-    fn sqlstate(expr: &str) -> String {
+    /// The SQLSTATE `statement` raises, or "no error" (run in a DO block that catches it). Both
+    /// outcomes write the setting: it lives until the test's transaction ends, so a code left
+    /// by an earlier call would otherwise pass for this call's.
+    fn raised(statement: &str) -> String {
         run(&format!(
-            "DO $$ BEGIN PERFORM {expr}; EXCEPTION WHEN OTHERS THEN
-               PERFORM set_config('pge.code', SQLSTATE, true); END $$"
+            "DO $$ BEGIN {statement};
+               PERFORM pg_catalog.set_config('pge.code', 'no error', true);
+             EXCEPTION WHEN OTHERS THEN
+               PERFORM pg_catalog.set_config('pge.code', SQLSTATE, true); END $$"
         ));
-        one::<String>("SELECT current_setting('pge.code', true)").unwrap()
+        one::<String>("SELECT pg_catalog.current_setting('pge.code')").unwrap()
+    }
+
+    /// The SQLSTATE evaluating `expr` raises, or "no error".
+    fn sqlstate(expr: &str) -> String {
+        raised(&format!("PERFORM {expr}"))
     }
 
     /// Plans free (articles 10, storage 100 MB) and pro (articles 100, storage 1 GB in 'GB'), and
@@ -44,11 +56,17 @@ mod tests {
                             ('pro', 'articles_per_month', 100, NULL), ('pro', 'storage_space', 1, 'GB'))
                     AS v (plan, code, value, unit) ON v.plan = p.plan_code
              ON CONFLICT DO NOTHING");
-        run(&format!(
-            "INSERT INTO quota.user_subscriptions (user_id, plan_id, start_date, end_date, custom_quotas)
-             SELECT {user}, id, now() - interval '10 days', now() + interval '355 days', {custom}
-               FROM quota.subscription_plans WHERE plan_code = '{plan}'"
-        ));
+        // An unknown plan code would insert nothing, and the test would then check a user
+        // without a subscription while believing it has one.
+        let inserted = Spi::connect_mut(|c| {
+            let sql = format!(
+                "INSERT INTO quota.user_subscriptions (user_id, plan_id, start_date, end_date, custom_quotas)
+                 SELECT {user}, id, now() - interval '10 days', now() + interval '355 days', {custom}
+                   FROM quota.subscription_plans WHERE plan_code = '{plan}'"
+            );
+            c.update(&sql, None, &[]).unwrap_or_else(|e| panic!("{sql}: {e}")).len()
+        });
+        assert_eq!(inserted, 1, "subscribe({user}, {plan:?}): no such plan");
     }
 
     fn check(user: i64, feature: &str) -> (bool, i32, i32, i32, String) {
@@ -250,6 +268,14 @@ mod tests {
         assert_eq!(sqlstate("quota.record_feature_usage(19, 'articles_per_month')"), "P0002");
     }
 
+    #[pg_test]
+    fn sqlstate_reports_no_error_when_nothing_raises() {
+        assert_eq!(sqlstate("quota.check_user_quota(1, 'nope')"), "P0002");
+        assert_eq!(sqlstate("quota.check_user_quota(1, 'articles_per_month')"), "no error");
+        assert_eq!(raised("PERFORM 1 / 0"), "22012");
+        assert_eq!(raised("PERFORM 1 / 1"), "no error");
+    }
+
     fn consume(user: i64, amount: i32, key: &str) -> (bool, i32, i32, i32) {
         let key = if key.is_empty() { "NULL".to_owned() } else { format!("'{key}'") };
         let sql = format!(
@@ -430,13 +456,13 @@ mod tests {
     fn bad_zones_and_huge_numbers_are_refused_at_write_time() {
         assert_eq!(one::<bool>("SELECT quota.is_valid_time_zone('PST')"), Some(false));
         assert_eq!(one::<bool>("SELECT quota.is_valid_time_zone('Asia/Shanghai')"), Some(true));
-        run("DO $$ BEGIN INSERT INTO quota.settings (time_zone) VALUES ('PST');
-             EXCEPTION WHEN OTHERS THEN PERFORM set_config('pge.code', SQLSTATE, true); END $$");
-        assert_eq!(one::<String>("SELECT current_setting('pge.code', true)"), Some("23514".into()));
+        assert_eq!(raised("INSERT INTO quota.settings (time_zone) VALUES ('PST')"), "23514");
         subscribe(44, "free", "NULL");
-        run("DO $$ BEGIN UPDATE quota.user_subscriptions SET custom_quotas = '{\"articles_per_month\": 1e400}'
-             WHERE user_id = 44; EXCEPTION WHEN OTHERS THEN PERFORM set_config('pge.code', SQLSTATE, true); END $$");
-        assert_eq!(one::<String>("SELECT current_setting('pge.code', true)"), Some("22003".into()));
+        assert_eq!(
+            raised("UPDATE quota.user_subscriptions SET custom_quotas = '{\"articles_per_month\": 1e400}'
+                     WHERE user_id = 44"),
+            "22003"
+        );
     }
 
     #[pg_test]
@@ -476,5 +502,319 @@ mod tests {
         );
         run("UPDATE quota.user_subscriptions SET end_date = end_date + interval '1 day' WHERE user_id = 46");
         assert_eq!(stored(), Some(300 * 1024 * 1024), "a date change is a change");
+    }
+
+    // Committed rows for the tests below that read through the direct path: every other test
+    // writes first, and a transaction that has written reads by statements (src/cache.rs,
+    // `direct`). Users 9000-9099 and the plans fixture_* are reserved for them; only the test
+    // build has these rows (this module is compiled for `cargo pgrx test` alone).
+    //   9000 custom above plan above default      9009 end_date infinity
+    //   9001 a counter in the current period      9010 start_date -infinity
+    //        and one in an earlier period          9011 end_date in the year 20000
+    //   9002 unlimited plan, yearly cycle          9012-9017 a custom_quotas value the
+    //   9003 custom storage, a limit of 0,              extension's triggers never saw (as
+    //        the subscription's own cycle               an application's rows before attach)
+    //   9004 no subscription at all
+    //   9005 only subscriptions that are not active (cancelled, expired, future, ended)
+    //   9006 two active: the later end_date wins over the higher id
+    //   9007 two active with one end_date: the higher id wins
+    //   9008 usage above a custom limit
+    //   9018-9022 custom_quotas that is not a JSON object (array, string, number, true, null)
+    extension_sql!(
+        r#"
+INSERT INTO quota.subscription_plans (plan_code, plan_name, billing_cycle) VALUES
+    ('fixture_basic', 'Fixture basic', 'monthly'),
+    ('fixture_team', 'Fixture team', 'yearly');
+INSERT INTO quota.plan_features (plan_id, feature_code, feature_value, feature_unit)
+SELECT p.id, v.code, v.value, v.unit
+  FROM quota.subscription_plans p
+  JOIN (VALUES ('fixture_basic', 'articles_per_month', 10, NULL),
+               ('fixture_basic', 'storage_space', 200, 'MB'),
+               ('fixture_team', 'articles_per_month', -1, NULL),
+               ('fixture_team', 'storage_space', 2, 'GB'),
+               ('fixture_team', 'keyword_distillation', 5, NULL)) AS v (plan, code, value, unit)
+    ON v.plan = p.plan_code;
+
+INSERT INTO quota.user_subscriptions
+       (id, user_id, plan_id, start_date, end_date, status, custom_quotas, quota_cycle_type)
+SELECT v.id, v.user_id, p.id, v.start_date, v.end_date, v.status, v.custom, v.cycle
+  FROM (VALUES
+    (900000, 9000, 'fixture_basic', now() - interval '10 days', now() + interval '355 days',
+     'active', '{"articles_per_month": 25, "keyword_distillation": -1}'::jsonb, NULL::text),
+    (900100, 9001, 'fixture_basic', now() - interval '10 days', now() + interval '355 days',
+     'active', NULL, NULL),
+    (900200, 9002, 'fixture_team', now() - interval '10 days', now() + interval '800 days',
+     'active', NULL, NULL),
+    (900300, 9003, 'fixture_team', now() - interval '10 days', now() + interval '355 days',
+     'active', '{"storage_space": 300, "articles_per_month": 0}', 'monthly'),
+    (900500, 9005, 'fixture_basic', now() - interval '10 days', now() + interval '355 days',
+     'cancelled', NULL, NULL),
+    (900501, 9005, 'fixture_basic', now() - interval '400 days', now() - interval '35 days',
+     'expired', NULL, NULL),
+    (900502, 9005, 'fixture_basic', now() + interval '5 days', now() + interval '370 days',
+     'active', NULL, NULL),
+    (900503, 9005, 'fixture_basic', now() - interval '400 days', now() - interval '35 days',
+     'active', NULL, NULL),
+    (900600, 9006, 'fixture_team', now() - interval '10 days', now() + interval '200 days',
+     'active', NULL, NULL),
+    (900601, 9006, 'fixture_basic', now() - interval '10 days', now() + interval '100 days',
+     'active', NULL, NULL),
+    (900700, 9007, 'fixture_team', now() - interval '10 days', now() + interval '100 days',
+     'active', NULL, NULL),
+    (900701, 9007, 'fixture_basic', now() - interval '10 days', now() + interval '100 days',
+     'active', NULL, NULL),
+    (900800, 9008, 'fixture_basic', now() - interval '10 days', now() + interval '355 days',
+     'active', '{"articles_per_month": 3}', NULL),
+    (900900, 9009, 'fixture_basic', now() - interval '10 days', 'infinity',
+     'active', NULL, NULL),
+    (901000, 9010, 'fixture_basic', '-infinity', now() + interval '355 days',
+     'active', NULL, NULL),
+    (901100, 9011, 'fixture_basic', now() - interval '10 days', '20000-01-01 00:00+00',
+     'active', NULL, NULL)
+  ) AS v (id, user_id, plan, start_date, end_date, status, custom, cycle)
+  JOIN quota.subscription_plans p ON p.plan_code = v.plan;
+
+-- custom_quotas values the extension's triggers reject at write time (and could not announce):
+-- an application's rows written before attach() never met them, and the readers must still
+-- answer for such rows. The triggers are off for this one INSERT.
+ALTER TABLE quota.user_subscriptions
+    DISABLE TRIGGER pg_entitlements_validate_custom_quotas,
+    DISABLE TRIGGER pg_entitlements_sync_storage_quota;
+INSERT INTO quota.user_subscriptions (id, user_id, plan_id, start_date, end_date, custom_quotas)
+SELECT 900000 + 100 * (v.user_id - 9000), v.user_id, p.id, now() - interval '10 days',
+       now() + interval '355 days', pg_catalog.jsonb_build_object('articles_per_month', v.value)
+  FROM (VALUES (9012, '"abc"'::jsonb), (9013, '6.5'), (9014, 'true'), (9015, '{}'),
+               (9016, '1e20'), (9017, '-5')) AS v (user_id, value)
+  JOIN quota.subscription_plans p ON p.plan_code = 'fixture_basic';
+-- custom_quotas that is not a JSON object, which the table's CHECK refuses: an application's
+-- column has no such CHECK. Here the CHECK is back, NOT VALID, once the rows are in.
+ALTER TABLE quota.user_subscriptions DROP CONSTRAINT user_subscriptions_custom_quotas_check;
+INSERT INTO quota.user_subscriptions (id, user_id, plan_id, start_date, end_date, custom_quotas)
+SELECT 900000 + 100 * (v.user_id - 9000), v.user_id, p.id, now() - interval '10 days',
+       now() + interval '355 days', v.custom
+  FROM (VALUES (9018, '["a", "xxxxxxxxxxxxarticl", "es_per_month"]'::jsonb),
+               (9019, '"articles_per_month"'), (9020, '5'), (9021, 'true'), (9022, 'null'))
+       AS v (user_id, custom)
+  JOIN quota.subscription_plans p ON p.plan_code = 'fixture_basic';
+ALTER TABLE quota.user_subscriptions ADD CONSTRAINT user_subscriptions_custom_quotas_check
+    CHECK (jsonb_typeof(custom_quotas) = 'object') NOT VALID;
+ALTER TABLE quota.user_subscriptions
+    ENABLE TRIGGER pg_entitlements_validate_custom_quotas,
+    ENABLE TRIGGER pg_entitlements_sync_storage_quota;
+
+SELECT quota.record_feature_usage(9001, 'articles_per_month', NULL, NULL, 4),
+       quota.record_feature_usage(9002, 'articles_per_month', NULL, NULL, 7),
+       quota.record_feature_usage(9008, 'articles_per_month', NULL, NULL, 5);
+-- An earlier period's counter, with its ledger row (quota.verify_ledger() stays empty).
+INSERT INTO quota.user_usage
+       (user_id, feature_code, period_start, period_end, usage_count, last_reset_at, updated_at)
+VALUES (9001, 'articles_per_month', now() - interval '70 days', now() - interval '40 days',
+        99, now(), now());
+INSERT INTO quota.usage_records (user_id, feature_code, period_start, amount, created_at)
+VALUES (9001, 'articles_per_month', now() - interval '70 days', 99, now());
+
+-- The rows a query returns as text, or the SQLSTATE it raises: the one way these tests catch an
+-- error without a DO block, which pgrx would run read-write and so end the direct path.
+CREATE FUNCTION tests.outcome(query text) RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    result text;
+BEGIN
+    EXECUTE format('SELECT string_agg(q::text, %L) FROM (%s) q', ' | ', query) INTO result;
+    RETURN coalesce(result, 'no rows');
+EXCEPTION WHEN OTHERS THEN
+    RETURN 'ERROR ' || SQLSTATE;
+END
+$$;
+"#,
+        name = "test_fixtures",
+        requires = ["privileges", "attach"]
+    );
+
+    /// The features the fixture users are read for (the catalog's five).
+    const FEATURES: [&str; 5] = [
+        "articles_per_month",
+        "keyword_distillation",
+        "platform_accounts",
+        "publish_per_month",
+        "storage_space",
+    ];
+
+    /// The rows `query` returns as text (`no rows` for none), or `ERROR` and the SQLSTATE it
+    /// raises, by tests.outcome(): called from a read-only statement, so that the reading
+    /// functions keep their direct path (pgrx assigns a transaction id before any statement it
+    /// runs read-write, such as a DO block or SET).
+    fn outcome(query: &str) -> String {
+        one::<String>(&format!("SELECT tests.outcome($pge${query}$pge$)")).unwrap()
+    }
+
+    /// How `quota.read_paths()` says each table is read now, as `table read_by` pairs.
+    fn read_paths() -> String {
+        one::<String>(
+            "SELECT pg_catalog.string_agg(table_name || ' ' || read_by, ', ' ORDER BY table_name)
+               FROM quota.read_paths()",
+        )
+        .unwrap()
+    }
+
+    /// The test has written nothing, so the reading functions read without statements: the
+    /// nearly constant tables from the backend's copy, the per-user tables by index.
+    fn assert_direct_reads() {
+        assert_eq!(
+            one::<bool>("SELECT pg_catalog.pg_current_xact_id_if_assigned() IS NULL"),
+            Some(true),
+            "the test has written: every read after a write is a statement"
+        );
+        assert_eq!(
+            read_paths(),
+            "features cache, plan_features cache, settings cache, subscription_plans cache, \
+             user_subscriptions index, user_usage index"
+        );
+    }
+
+    /// From here on every read of the test is a statement. set_config(..., true) is SET LOCAL
+    /// in a read-only statement.
+    fn read_by_statements() {
+        one::<String>("SELECT pg_catalog.set_config('pg_entitlements.direct_reads', 'off', true)");
+        assert_eq!(
+            read_paths(),
+            "features sql, plan_features sql, settings sql, subscription_plans sql, \
+             user_subscriptions sql, user_usage sql"
+        );
+    }
+
+    /// Every call of every reading function for one user.
+    fn reading_calls(user: i64) -> Vec<String> {
+        let mut calls: Vec<String> = FEATURES
+            .iter()
+            .flat_map(|f| {
+                [
+                    format!("SELECT * FROM quota.check_user_quota({user}, '{f}')"),
+                    format!("SELECT * FROM quota.get_quota_period({user}, '{f}')"),
+                ]
+            })
+            .collect();
+        calls.push(format!("SELECT quota.get_user_storage_quota({user})"));
+        calls.push(format!("SELECT * FROM quota.get_quota_period({user})"));
+        calls.push(format!("SELECT * FROM quota.usage_overview({user})"));
+        calls
+    }
+
+    /// The fixture users' answers, whichever way they are read.
+    fn assert_fixture_answers() {
+        let check = |user: i64, feature: &str| {
+            outcome(&format!("SELECT * FROM quota.check_user_quota({user}, '{feature}')"))
+        };
+        let storage = |user: i64| outcome(&format!("SELECT quota.get_user_storage_quota({user})"));
+        // (has_quota, current_usage, quota_limit, remaining, percentage)
+        assert_eq!(check(9000, "articles_per_month"), "(t,0,25,25,0.00)", "custom over plan");
+        assert_eq!(
+            check(9000, "keyword_distillation"),
+            "(t,0,-1,-1,0.00)",
+            "custom unlimited, for a feature the plan lacks"
+        );
+        assert_eq!(check(9000, "publish_per_month"), "(t,0,200,200,0.00)", "catalog default");
+        assert_eq!(check(9002, "keyword_distillation"), "(t,0,5,5,0.00)", "plan over default");
+        assert_eq!(check(9002, "articles_per_month"), "(t,7,-1,-1,0.00)", "unlimited plan");
+        assert_eq!(check(9003, "articles_per_month"), "(f,0,0,0,0.00)", "a custom limit of 0");
+        assert_eq!(check(9008, "articles_per_month"), "(f,5,3,0,166.67)", "usage above limit");
+        assert_eq!(
+            check(9001, "articles_per_month"),
+            "(t,4,10,6,40.00)",
+            "the current period's counter, not the earlier period's 99"
+        );
+        assert_eq!(
+            outcome(
+                "SELECT feature_code, current_usage, quota_limit, cycle
+                   FROM quota.usage_overview(9001) WHERE feature_code = 'articles_per_month'"
+            ),
+            "(articles_per_month,4,10,monthly)"
+        );
+        // Several active subscriptions: the latest end_date first, then the highest id.
+        assert_eq!(check(9006, "articles_per_month"), "(t,0,-1,-1,0.00)", "later end_date");
+        assert_eq!(check(9007, "articles_per_month"), "(t,0,10,10,0.00)", "higher id");
+        for user in [9004, 9005] {
+            assert_eq!(check(user, "articles_per_month"), "(f,0,0,0,0.00)", "user {user}");
+            assert_eq!(storage(user), "(0)", "user {user}");
+            assert_eq!(
+                outcome(&format!("SELECT * FROM quota.get_quota_period({user})")),
+                "no rows"
+            );
+            assert_eq!(
+                outcome(&format!(
+                    "SELECT count(*), bool_or(has_quota) FROM quota.usage_overview({user})"
+                )),
+                "(5,f)"
+            );
+        }
+        // Storage in bytes: a plan's value in its own unit, a custom value in the catalog's (MB).
+        assert_eq!(storage(9000), "(209715200)", "200 MB from the plan");
+        assert_eq!(storage(9002), "(2147483648)", "2 GB from the plan");
+        assert_eq!(storage(9003), "(314572800)", "300 MB from custom_quotas");
+        // Periods: from the subscription's start, by its own cycle, else its plan's.
+        let period = |user: i64, interval: &str| {
+            outcome(&format!(
+                "SELECT p.period_start = s.start_date,
+                        p.period_end = (s.start_date AT TIME ZONE 'UTC' + interval '{interval}')
+                                       AT TIME ZONE 'UTC',
+                        p.cycle
+                   FROM quota.get_quota_period({user}, 'articles_per_month') p,
+                        quota.user_subscriptions s
+                  WHERE s.user_id = {user}"
+            ))
+        };
+        assert_eq!(period(9001, "1 month"), "(t,t,monthly)");
+        assert_eq!(period(9002, "1 year"), "(t,t,yearly)", "the plan's billing_cycle");
+        assert_eq!(period(9003, "1 month"), "(t,t,monthly)", "the subscription's cycle");
+        assert_eq!(check(9009, "articles_per_month"), "(t,0,10,10,0.00)", "end_date infinity");
+        assert_eq!(
+            outcome("SELECT period_end, cycle FROM quota.get_quota_period(9009, 'storage_space')"),
+            "(infinity,subscription)"
+        );
+        // Dates beyond what a period can hold; values the validation trigger never saw.
+        assert_eq!(check(9010, "articles_per_month"), "ERROR 22008", "start_date -infinity");
+        assert_eq!(check(9011, "articles_per_month"), "ERROR 22008", "end_date in 20000");
+        for (user, code) in
+            [(9012, "22P02"), (9013, "22P02"), (9014, "22P02"), (9015, "22P02"), (9016, "22003")]
+        {
+            assert_eq!(check(user, "articles_per_month"), format!("ERROR {code}"), "user {user}");
+        }
+        assert_eq!(check(9017, "articles_per_month"), "ERROR 22P02", "a limit of -5");
+        for user in 9018..=9022 {
+            for feature in FEATURES {
+                assert_eq!(check(user, feature), "ERROR 22P02", "user {user}: not an object");
+            }
+        }
+    }
+
+    #[pg_test]
+    fn committed_rows_read_directly() {
+        assert_direct_reads();
+        assert_fixture_answers();
+        assert_direct_reads();
+    }
+
+    #[pg_test]
+    fn committed_rows_read_by_statements() {
+        read_by_statements();
+        assert_fixture_answers();
+    }
+
+    /// Every reading function, for every fixture user and feature, answers the same or raises
+    /// the same SQLSTATE whichever way it reads, and never an internal error.
+    #[pg_test]
+    fn direct_reads_and_statements_agree_on_committed_rows() {
+        assert_direct_reads();
+        let calls: Vec<String> = (9000..=9022).flat_map(reading_calls).collect();
+        let direct: Vec<String> = calls.iter().map(|c| outcome(c)).collect();
+        assert_direct_reads();
+        read_by_statements();
+        for (call, direct) in calls.iter().zip(&direct) {
+            let by_statements = outcome(call);
+            assert_eq!(direct, &by_statements, "{call}: direct reads (left), statements (right)");
+            assert_ne!(by_statements, "ERROR XX000", "{call}");
+        }
     }
 }
