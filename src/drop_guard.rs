@@ -19,15 +19,17 @@ pub static ALLOW_DROP_WITH_DATA: GucSetting<bool> = GucSetting::<bool>::new(fals
 const EXTENSION: &str = "pg_entitlements";
 const SCHEMA: &str = "quota";
 
-/// Whether the extension's tables that hold users' data have a row, asked only of a role that
-/// may drop the extension (its owner, or a superuser): any other role's DROP is refused by
-/// PostgreSQL itself, with its own message, and may not be able to read the tables.
-const HOLDS_DATA: &str = "
+/// Whether the current role may drop the extension: its owner, or a superuser. Any other
+/// role's DROP is refused by PostgreSQL itself, with its own message, and may not be able to
+/// read the tables.
+const MAY_DROP: &str = "
 SELECT pg_catalog.pg_has_role(e.extowner, 'USAGE')
-   AND (EXISTS (SELECT FROM quota.user_subscriptions) OR EXISTS (SELECT FROM quota.user_usage)
-        OR EXISTS (SELECT FROM quota.usage_records)
-        OR EXISTS (SELECT FROM quota.quota_adjustments))
   FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_entitlements'";
+
+/// Whether the extension's tables that hold users' data have a row.
+const HOLDS_DATA: &str = "
+SELECT EXISTS (SELECT FROM quota.user_subscriptions) OR EXISTS (SELECT FROM quota.user_usage)
+    OR EXISTS (SELECT FROM quota.usage_records) OR EXISTS (SELECT FROM quota.quota_adjustments)";
 
 /// The names a DROP statement names, when it drops objects of `kind`.
 ///
@@ -115,6 +117,11 @@ pub unsafe extern "C-unwind" fn guard_drop(fcinfo: pg_sys::FunctionCallInfo) -> 
             return pg_sys::Datum::from(0);
         }
         let holds_data = Spi::connect(|client| {
+            let may_drop =
+                client.select(MAY_DROP, Some(1), &[]).and_then(|t| t.first().get_one::<bool>());
+            if may_drop != Ok(Some(true)) {
+                return Ok(None);
+            }
             client.select(HOLDS_DATA, Some(1), &[]).and_then(|t| t.first().get_one::<bool>())
         });
         // A table already gone, or unreadable, leaves nothing to protect here.
