@@ -24,6 +24,8 @@ echo "==> operations: SIGKILL of the postmaster under load, crash recovery, inva
 ./scripts/ops/crash.sh
 echo "==> operations: hot standby answers reads, refuses writes with 25006"
 ./scripts/ops/standby.sh
+echo "==> operations: direct and statement reads give the same answers, also on an attached schema's unchecked rows and under concurrent catalog changes"
+./scripts/ops/differential.sh
 echo "==> operations: hostile inputs to every function, no internal error, no crash"
 ./scripts/ops/fuzz.sh
 echo "==> all tests passed"
