@@ -21,8 +21,8 @@
 //! running (a set that only shrinks): a statement's snapshot that is not older than the copy's
 //! sees everything the copy saw, and any change of the copied tables committed after the copy
 //! was built has sent an invalidation that this call accepted before using the copy. A snapshot
-//! older than the copy (a statement running while the copy was rebuilt) reads by statements,
-//! with that snapshot. A statement keeps the copy its first direct call used for all its calls
+//! older than the copy (a statement running while the copy was rebuilt) gets a copy of its
+//! own, read with that snapshot, for its calls only. A statement keeps the copy its first direct call used for all its calls
 //! ([`PINNED`]), so a STABLE function gives one answer per statement even when a change commits
 //! while the statement runs.
 
@@ -272,11 +272,15 @@ pub fn direct(client: &SpiClient<'_>) -> Result<Rc<Config>, String> {
                 Some(found) => found?,
                 None => rebuild(client)?,
             };
-            if !snapshot.horizon.covers(config.built) {
-                return Err("the statement's snapshot is older than the backend's copy: \
-                            statements read with that snapshot"
-                    .into());
-            }
+            let config = if snapshot.horizon.covers(config.built) {
+                config
+            } else {
+                // The copy is newer than this statement's snapshot: it was just rebuilt, after
+                // the statement began, or by a later statement of this transaction than the
+                // one a cursor runs. This statement's calls get a copy of their own, read with
+                // their snapshot.
+                build_for_statement(client, snapshot.horizon)?
+            };
             PINNED.set(Some((snapshot, config.clone())));
             config
         }
@@ -314,12 +318,14 @@ fn privileged_on(tables: &[Table]) -> Result<(), String> {
 /// set; both undone when dropped, also when a statement of the build raises an ERROR (a
 /// `statement_timeout`, a cancel), so that a failed build cannot leave every later
 /// invalidation counted as one of the copy's.
-struct Building;
+struct Building {
+    _flag: Flag,
+}
 
 impl Building {
     /// Returns the guard and where the snapshot pushed stands.
     fn start() -> (Building, Horizon) {
-        BUILDING.set(true);
+        let flag = Flag::set(&BUILDING);
         // SAFETY: a snapshot of the newest committed rows, active for the statements of the
         // build (read-only SPI uses the active snapshot); popped by drop, or by the abort of
         // the (sub)transaction when a statement raises an ERROR.
@@ -328,13 +334,12 @@ impl Building {
             pg_sys::PushActiveSnapshot(latest);
             Horizon::of(pg_sys::GetActiveSnapshot())
         };
-        (Building, horizon)
+        (Building { _flag: flag }, horizon)
     }
 }
 
 impl Drop for Building {
     fn drop(&mut self) {
-        BUILDING.set(false);
         if !std::thread::panicking() {
             // SAFETY: pops the snapshot start() pushed; while unwinding from an ERROR the
             // abort of the (sub)transaction pops it instead.
@@ -372,6 +377,33 @@ fn rebuild(client: &SpiClient<'_>) -> Result<Rc<Config>, String> {
     };
     CONFIG.set(Some((generation, built.clone())));
     built
+}
+
+/// A copy read with the statement's own snapshot (read-only SPI uses the active snapshot), for
+/// the calls of that statement only: kept as the backend's copy, it would miss what committed
+/// after the statement began.
+fn build_for_statement(client: &SpiClient<'_>, horizon: Horizon) -> Result<Rc<Config>, String> {
+    let _building = Flag::set(&BUILDING);
+    match build(client, horizon) {
+        Ok(config) => Ok(Rc::new(config)),
+        Err(Refusal::Unusable(why) | Refusal::Privileges(why)) => Err(why),
+    }
+}
+
+/// A thread-local flag set until dropped, also when an ERROR unwinds through.
+struct Flag(&'static std::thread::LocalKey<Cell<bool>>);
+
+impl Flag {
+    fn set(flag: &'static std::thread::LocalKey<Cell<bool>>) -> Flag {
+        flag.set(true);
+        Flag(flag)
+    }
+}
+
+impl Drop for Flag {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
 }
 
 /// Why no copy was built: for this caller only, or for good (until an invalidation).
