@@ -195,6 +195,7 @@ DECLARE
     needed record;
     granted text[] := '{}';
     other record;
+    backfilled bigint;
 BEGIN
     -- EXECUTE is revoked from PUBLIC; this also holds for a role it was granted to.
     IF NOT coalesce((SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user), false) THEN
@@ -309,6 +310,23 @@ BEGIN
             RAISE NOTICE 'granted % to %, the tables'' owner, as whom the writers run; detach() revokes them',
                 array_to_string(granted, '; '), owner;
         END IF;
+    END IF;
+
+    -- The application's usage records from before name no period (the column exists for the
+    -- ledger); each gets the period of the counter whose [period_start, period_end) holds its
+    -- created_at, so that the ledger holds from the start and such a record can be refunded.
+    -- A record no counter holds keeps NULL and is left out of the ledger. Nothing else of the
+    -- application's data is written.
+    EXECUTE format($q$
+        UPDATE %1$I.usage_records r SET period_start = u.period_start
+          FROM %1$I.user_usage u
+         WHERE r.period_start IS NULL AND u.user_id = r.user_id
+           AND u.feature_code = r.feature_code
+           AND r.created_at >= u.period_start AND r.created_at < u.period_end$q$, target_schema);
+    GET DIAGNOSTICS backfilled = ROW_COUNT;
+    IF backfilled > 0 THEN
+        RAISE NOTICE '% usage records written before attaching now name the period of their counter',
+            backfilled;
     END IF;
 
     PERFORM quota.install_triggers(subs);

@@ -123,9 +123,11 @@ SELECT * FROM adjust_quota(2, 'articles_per_month', 150, 'agency deal', 'sales')
 SELECT refunded_amount, newly_refunded FROM refund_usage(2, 'order-7');
 EXECUTE check_quota(2, 'articles_per_month');
 SELECT subscription_id, feature_code, old_value, new_value, actor FROM quota.quota_adjustments;
--- The ledger holds for everything recorded since attaching; user 1's 2 articles from before
--- have no usage records with a period, and show up as the only difference.
+-- The ledger holds, for what was recorded since attaching and for user 1's 2 articles from
+-- before: attach() gave their records the period of the counter that holds them.
 SELECT user_id, feature_code, counter, ledger FROM verify_ledger();
+SELECT resource_id, period_start IS NOT NULL AS in_a_period FROM public.usage_records
+ WHERE resource_id IN (101, 102) ORDER BY resource_id;
 
 -- Detaching goes back to the extension's own (empty) tables and removes the triggers.
 SELECT quota.detach();

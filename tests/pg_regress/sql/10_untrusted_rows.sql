@@ -26,6 +26,9 @@ VALUES (5, 2, now()::timestamp - interval '1 day', now()::timestamp + interval '
        (7, NULL, now()::timestamp - interval '1 day', now()::timestamp + interval '1 month', NULL),
        (8, 2, now()::timestamp - interval '1 day', now()::timestamp + interval '1 month',
         '{"articles_per_month": "abc"}');
+-- A usage record from long ago, which no counter holds any more.
+INSERT INTO public.usage_records (user_id, feature_code, resource_type, resource_id, amount, created_at)
+VALUES (3, 'articles_per_month', 'article', 301, 1, now()::timestamp - interval '3 years');
 SELECT fix FROM quota.attach_problems('public') WHERE fix IS NOT NULL ORDER BY problem \gexec
 SELECT quota.attach('public');
 CREATE INDEX ON public.user_subscriptions (user_id);
@@ -60,7 +63,8 @@ SELECT * FROM quota.consume(1, 'articles_per_month', 1, repeat('k', 6400));
 UPDATE public.user_subscriptions SET plan_id = NULL WHERE user_id = 1;
 \set VERBOSITY terse
 
--- A refund of a record written before attach (it has no period) and a refund after an admin
+-- A refund of a record written before attach that no counter holds (it has no period) and a
+-- refund after an admin
 -- zeroed the counter outside the ledger: each a clear error, nothing written.
 SELECT id AS old_record FROM public.usage_records WHERE period_start IS NULL ORDER BY id LIMIT 1 \gset
 \set VERBOSITY default
