@@ -86,6 +86,7 @@ BEGIN
             ('user_usage',         'period_end',         '{timestamptz}', NULL),
             ('user_usage',         'usage_count',        '{int4,int8}', NULL),
             ('user_usage',         'alerted_percent',    '{int4}', 'integer NOT NULL DEFAULT 0'),
+            ('user_usage',         'alerted_limit',      '{int8}', 'bigint'),
             ('user_usage',         'last_reset_at',      '{timestamptz}', 'timestamptz'),
             ('user_usage',         'updated_at',         '{timestamptz}', 'timestamptz'),
             ('usage_records',      'id',                 '{int4,int8}', NULL),
@@ -426,3 +427,9 @@ COMMENT ON FUNCTION quota.guard_drop() IS
 'Event trigger function of pg_entitlements_guard_drop: refuses DROP EXTENSION pg_entitlements and DROP SCHEMA quota while the extension''s tables hold subscriptions, counters, usage records or adjustments, unless pg_entitlements.allow_drop_with_data is on.';
 COMMENT ON EVENT TRIGGER pg_entitlements_guard_drop IS
 'Refuses to drop pg_entitlements with its data in one command; see quota.guard_drop().';
+
+-- Alerts are judged against the limit in force at the time of the use (issue 14, item 8): the
+-- counter remembers the limit its highest announced threshold was judged against. Counters of
+-- 0.2.0 keep NULL there, a memory that applies to any limit, so the update announces nothing
+-- twice. attach_problems() above lists the column for an attached application's user_usage.
+ALTER TABLE quota.user_usage ADD COLUMN alerted_limit bigint;

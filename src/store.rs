@@ -5,13 +5,16 @@
 
 use crate::binding::bind;
 use crate::jsonb::RawJsonb;
+use entitlements_core::alerts::Announced;
 use entitlements_core::subscription::{self, Candidate};
 use entitlements_core::{Error, Subject};
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
+use pgrx::pg_sys::panic::CaughtError;
 use pgrx::pg_sys::BuiltinOid;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData, SpiTupleTable};
-use pgrx::{pg_sys, PgOid};
+use pgrx::{pg_sys, PgOid, PgSqlErrorCode, PgTryBuilder};
 use std::cell::Cell;
+use std::panic::AssertUnwindSafe;
 
 /// Everything a quota function needs about one user and feature, in one round trip: the
 /// catalog row, the settings, and one row per subscription of the user with status 'active'
@@ -105,22 +108,26 @@ WITH sub AS MATERIALIZED (
            updated_at = EXCLUDED.updated_at
      WHERE $6::pg_catalog.int8 IS NULL
         OR u.usage_count OPERATOR(pg_catalog.+) EXCLUDED.usage_count <= $6
-    RETURNING u.usage_count::pg_catalog.int8, u.alerted_percent
+    RETURNING u.usage_count::pg_catalog.int8, u.alerted_percent, u.alerted_limit
 ), rec AS (
     INSERT INTO quota.usage_records
            (user_id, feature_code, period_start, resource_type, resource_id, amount, metadata,
             idempotency_key, created_at)
     SELECT $1, $2, $3, $7, $8, $5, $9, $10, pg_catalog.now() FROM counter
 )
-SELECT counter.usage_count, counter.alerted_percent, EXISTS (SELECT FROM sub)
+SELECT counter.usage_count, counter.alerted_percent, EXISTS (SELECT FROM sub),
+       counter.alerted_limit
   FROM (SELECT) AS one LEFT JOIN counter ON true"
     )
 }
 
-/// Remembers the highest alert threshold announced for a period.
+/// Remembers the highest alert threshold announced for a period and the limit it was judged
+/// against. Unconditional: the use that just counted holds the counter row's lock until it
+/// commits, so what it read in RETURNING is still the row's memory, and after a limit change
+/// the new memory may hold a lower threshold than the old one.
 const MARK_ALERTED: &str = "
-UPDATE quota.user_usage u SET alerted_percent = $4
- WHERE u.user_id = $1 AND u.feature_code = $2 AND u.period_start = $3 AND u.alerted_percent < $4";
+UPDATE quota.user_usage u SET alerted_percent = $4, alerted_limit = $5
+ WHERE u.user_id = $1 AND u.feature_code = $2 AND u.period_start = $3";
 
 /// Transactional: delivered at commit, dropped on rollback.
 const NOTIFY: &str = "SELECT pg_catalog.pg_notify($1, $2)";
@@ -141,10 +148,15 @@ const FEATURE_CODES: &str = "SELECT f.code FROM quota.features f ORDER BY f.code
 const LOCK_KEY: &str = "
 SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($2, $1))";
 
+/// The record of a key, locked FOR SHARE until the retry's transaction ends: a refund of it
+/// (which locks it FOR UPDATE) in flight is waited for, and a refund that comes later waits
+/// for the retry, so a retry never answers from a use that a refund is ending meanwhile. The
+/// lock also gives the transaction an id, so the refund lookup after it is a statement of its
+/// own with a snapshot taken after the wait.
 const RECORD_BY_KEY: &str = "
 SELECT r.id::pg_catalog.int8, r.feature_code::pg_catalog.text, r.amount::pg_catalog.int4
   FROM quota.usage_records r
- WHERE r.user_id = $1 AND r.idempotency_key = $2";
+ WHERE r.user_id = $1 AND r.idempotency_key = $2 FOR SHARE OF r";
 
 /// A usage record to refund, locked so that two refunds of it queue.
 const RECORD_FOR_REFUND_BY_ID: &str = "
@@ -318,7 +330,7 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> Result<&'st
         use_: prepare(&use_sql(false), &use_args[..10], true)?,
         use_late_lock: prepare(&use_sql(true), &use_args, true)?,
         lock_key: prepare(LOCK_KEY, &[int8, text], true)?,
-        record_by_key: prepare(RECORD_BY_KEY, &[int8, text], false)?,
+        record_by_key: prepare(RECORD_BY_KEY, &[int8, text], true)?,
         refund_target_by_id: prepare(RECORD_FOR_REFUND_BY_ID, &[int8], true)?,
         refund_target_by_key: prepare(RECORD_FOR_REFUND_BY_KEY, &[int8, text], true)?,
         refund_of: prepare(REFUND_OF, &[int8, int8], false)?,
@@ -327,7 +339,7 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> Result<&'st
         adjust_apply: prepare(ADJUST_APPLY, &[int8, int8, text, int4, int4, text, text], true)?,
         storage_upsert: prepare(STORAGE_UPSERT, &[int8, int8], true)?,
         known_features: prepare(KNOWN_FEATURES, &[oid(TEXTARRAYOID)], false)?,
-        mark_alerted: prepare(MARK_ALERTED, &[int8, text, tstz, int4], true)?,
+        mark_alerted: prepare(MARK_ALERTED, &[int8, text, tstz, int4, int8], true)?,
         notify: prepare(NOTIFY, &[text, text], true)?,
         limits_for: prepare(LIMITS_FOR, &[int8, oid(JSONBOID)], false)?,
         feature_codes: prepare(FEATURE_CODES, &[], false)?,
@@ -485,8 +497,8 @@ pub struct Use<'a> {
 
 /// What became of a use.
 pub enum Applied {
-    /// Counted: the new counter and the highest alert already announced for the period.
-    Counted { usage: i64, already: i32 },
+    /// Counted: the new counter and what the counter row remembers of the period's alerts.
+    Counted { usage: i64, announced: Announced },
     /// The limit refused it; nothing was written.
     Refused,
     /// The subscription changed since it was read; nothing was written (see [`use_sql`]).
@@ -520,30 +532,53 @@ pub fn apply_use(
             Some(_) => (&plans.use_late_lock, &args[..]),
             None => (&plans.use_, &args[..10]),
         };
-        client.select(plan, Some(1), args).map_err(failed("recording usage"))
+        let schema = plans.binding.as_deref().unwrap_or("quota");
+        // An attached application's usage_count may be integer: past 2147483647 its UPDATE
+        // raises 22003 "integer out of range", which names neither the user nor the column.
+        // Raised again with its SQLSTATE, the user, the feature and the fix.
+        PgTryBuilder::new(AssertUnwindSafe(|| {
+            client.select(plan, Some(1), args).map_err(failed("recording usage"))
+        }))
+        .catch_when(PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, |caught| {
+            let detail = match &caught {
+                CaughtError::PostgresError(e) | CaughtError::ErrorReport(e) => e.message(),
+                CaughtError::RustPanic { ereport, .. } => ereport.message(),
+            };
+            crate::error::raise(Error::CounterOutOfRange {
+                subject: u.subject.clone(),
+                amount: i64::from(u.amount),
+                schema: schema.to_owned(),
+                detail: detail.to_owned(),
+            })
+        })
+        .execute()
     })?;
     let Some(row) = table.into_iter().next() else {
         return Err(Error::Statement { what: "recording usage", detail: "no row".into() });
     };
     Ok(match (col::<i64>(&row, 1)?, must(col::<bool>(&row, 3)?, "exists")?) {
-        (Some(usage), _) => Applied::Counted { usage, already: col(&row, 2)?.unwrap_or(0) },
+        (Some(usage), _) => Applied::Counted {
+            usage,
+            announced: Announced { percent: col(&row, 2)?.unwrap_or(0), limit: col(&row, 4)? },
+        },
         (None, false) => Applied::Stale,
         (None, true) => Applied::Refused,
     })
 }
 
-/// Remembers that alerts up to `percent` were announced for the period.
+/// Remembers what was announced for the period ([`entitlements_core::alerts::crossed`]).
 pub fn mark_alerted(
     client: &mut SpiClient<'_>,
     subject: &Subject,
     period_start: TimestampWithTimeZone,
-    percent: i32,
+    announced: Announced,
 ) -> Result<(), Error> {
-    let args: [DatumWithOid; 4] = [
+    let args: [DatumWithOid; 5] = [
         subject.user_id.into(),
         subject.feature.as_str().into(),
         period_start.into(),
-        percent.into(),
+        announced.percent.into(),
+        announced.limit.map_or_else(DatumWithOid::null::<i64>, Into::into),
     ];
     write(client, |plans| {
         client.select(&plans.mark_alerted, None, &args).map_err(failed("marking an alert"))
@@ -615,7 +650,7 @@ pub fn record_by_key(
     let plans = plans(client)?;
     client.update(&plans.lock_key, None, &args).map_err(failed("idempotency lock"))?;
     let table = client
-        .select(&plans.record_by_key, Some(1), &args)
+        .update(&plans.record_by_key, Some(1), &args)
         .map_err(failed("idempotency lookup"))?;
     table
         .into_iter()
