@@ -85,7 +85,10 @@ SELECT u.usage_count::pg_catalog.int8 FROM quota.user_usage u
 /// empty, nothing is written and the last column says false. The limit the use was judged by is
 /// then stale, and the writer reads again under the lock. Locking last keeps one user's writers
 /// queued for this statement and their commit only, not for their whole call.
-fn use_sql(late_lock: bool) -> String {
+///
+/// `alerted_limit` is the column of that name, or NULL where the table lacks it (see
+/// [`HAS_ALERTED_LIMIT`]).
+fn use_sql(late_lock: bool, alerted_limit: &str) -> String {
     let sub = if late_lock {
         "SELECT FROM quota.user_subscriptions us
      WHERE us.ctid OPERATOR(pg_catalog.=) $11 AND us.user_id = $1 FOR NO KEY UPDATE OF us"
@@ -108,7 +111,7 @@ WITH sub AS MATERIALIZED (
            updated_at = EXCLUDED.updated_at
      WHERE $6::pg_catalog.int8 IS NULL
         OR u.usage_count OPERATOR(pg_catalog.+) EXCLUDED.usage_count <= $6
-    RETURNING u.usage_count::pg_catalog.int8, u.alerted_percent, u.alerted_limit
+    RETURNING u.usage_count::pg_catalog.int8, u.alerted_percent, {alerted_limit} AS alerted_limit
 ), rec AS (
     INSERT INTO quota.usage_records
            (user_id, feature_code, period_start, resource_type, resource_id, amount, metadata,
@@ -122,12 +125,27 @@ SELECT counter.usage_count, counter.alerted_percent, EXISTS (SELECT FROM sub),
 }
 
 /// Remembers the highest alert threshold announced for a period and the limit it was judged
-/// against. Unconditional: the use that just counted holds the counter row's lock until it
-/// commits, so what it read in RETURNING is still the row's memory, and after a limit change
-/// the new memory may hold a lower threshold than the old one.
-const MARK_ALERTED: &str = "
-UPDATE quota.user_usage u SET alerted_percent = $4, alerted_limit = $5
- WHERE u.user_id = $1 AND u.feature_code = $2 AND u.period_start = $3";
+/// against ($5; `set_limit` is empty where the table lacks the column, [`HAS_ALERTED_LIMIT`]).
+/// Unconditional: the use that just counted holds the counter row's lock until it commits, so
+/// what it read in RETURNING is still the row's memory, and after a limit change the new
+/// memory may hold a lower threshold than the old one.
+fn mark_alerted_sql(set_limit: &str) -> String {
+    format!(
+        "
+UPDATE quota.user_usage u SET alerted_percent = $4{set_limit}
+ WHERE u.user_id = $1 AND u.feature_code = $2 AND u.period_start = $3"
+    )
+}
+
+/// Whether user_usage has the column alerted_limit. The library is replaced before
+/// ALTER EXTENSION ... UPDATE adds it to the tables of 0.1.0 and 0.2.0, and it must keep
+/// counting there meanwhile: without the column, the memory of the alerts has no limit and
+/// applies to any limit, as in 0.2.0. (An attached application's table has it: attach asks for
+/// it.) A backend keeps what it found until it prepares its statements again.
+const HAS_ALERTED_LIMIT: &str = "
+SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                WHERE a.attrelid = pg_catalog.to_regclass('quota.user_usage')
+                  AND a.attname = 'alerted_limit' AND a.attnum > 0 AND NOT a.attisdropped)";
 
 /// Transactional: delivered at commit, dropped on rollback.
 const NOTIFY: &str = "SELECT pg_catalog.pg_notify($1, $2)";
@@ -316,6 +334,20 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> Result<&'st
     let (int4, int8, text, tstz) = (oid(INT4OID), oid(INT8OID), oid(TEXTOID), oid(TIMESTAMPTZOID));
     let use_args =
         [int8, text, tstz, tstz, int4, int8, text, int8, oid(JSONBOID), text, oid(TIDOID)];
+    let has_alerted_limit = client
+        .select(&bind(HAS_ALERTED_LIMIT, schema), Some(1), &[])
+        .map_err(failed("column lookup"))?
+        .into_iter()
+        .next()
+        .map(|row| col::<bool>(&row, 1))
+        .transpose()?
+        .flatten()
+        .unwrap_or(false);
+    let (alerted_limit, set_limit) = if has_alerted_limit {
+        ("u.alerted_limit", ", alerted_limit = $5")
+    } else {
+        ("NULL::pg_catalog.int8", "")
+    };
     let plans: &'static Plans = Box::leak(Box::new(Plans {
         binding: binding.clone(),
         feature: prepare(&feature_sql(""), &[int8, text], false)?,
@@ -327,8 +359,8 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> Result<&'st
         // (isolation spec consume_vs_adjust); one lock mode for every writer cannot.
         feature_for_use: prepare(&feature_sql("FOR NO KEY UPDATE OF us"), &[int8, text], true)?,
         usage: prepare(USAGE, &[int8, text, tstz], false)?,
-        use_: prepare(&use_sql(false), &use_args[..10], true)?,
-        use_late_lock: prepare(&use_sql(true), &use_args, true)?,
+        use_: prepare(&use_sql(false, alerted_limit), &use_args[..10], true)?,
+        use_late_lock: prepare(&use_sql(true, alerted_limit), &use_args, true)?,
         lock_key: prepare(LOCK_KEY, &[int8, text], true)?,
         record_by_key: prepare(RECORD_BY_KEY, &[int8, text], true)?,
         refund_target_by_id: prepare(RECORD_FOR_REFUND_BY_ID, &[int8], true)?,
@@ -339,7 +371,7 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> Result<&'st
         adjust_apply: prepare(ADJUST_APPLY, &[int8, int8, text, int4, int4, text, text], true)?,
         storage_upsert: prepare(STORAGE_UPSERT, &[int8, int8], true)?,
         known_features: prepare(KNOWN_FEATURES, &[oid(TEXTARRAYOID)], false)?,
-        mark_alerted: prepare(MARK_ALERTED, &[int8, text, tstz, int4, int8], true)?,
+        mark_alerted: prepare(&mark_alerted_sql(set_limit), &[int8, text, tstz, int4, int8], true)?,
         notify: prepare(NOTIFY, &[text, text], true)?,
         limits_for: prepare(LIMITS_FOR, &[int8, oid(JSONBOID)], false)?,
         feature_codes: prepare(FEATURE_CODES, &[], false)?,
