@@ -337,7 +337,6 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> Result<&'st
     let has_alerted_limit = client
         .select(&bind(HAS_ALERTED_LIMIT, schema), Some(1), &[])
         .map_err(failed("column lookup"))?
-        .into_iter()
         .next()
         .map(|row| col::<bool>(&row, 1))
         .transpose()?

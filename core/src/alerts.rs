@@ -21,10 +21,6 @@ pub struct Announced {
     pub limit: Option<i64>,
 }
 
-impl Announced {
-    pub const NOTHING: Announced = Announced { percent: 0, limit: None };
-}
-
 /// The highest threshold of `announced` that still counts for a use judged against `max`.
 fn still_announced(announced: Announced, max: i64) -> i32 {
     match announced.limit {
@@ -68,6 +64,7 @@ mod tests {
     use proptest::prelude::*;
 
     const DEFAULT: [i32; 3] = [80, 95, 100];
+    const NOTHING: Announced = Announced { percent: 0, limit: None };
 
     fn at(percent: i32, limit: i64) -> Announced {
         Announced { percent, limit: Some(limit) }
@@ -79,11 +76,8 @@ mod tests {
 
     #[test]
     fn crossing_80_then_95_and_100_together() {
-        assert_eq!(hits(Announced::NOTHING, 7, Limit::Max(10)), Vec::<i32>::new());
-        assert_eq!(
-            crossed(&DEFAULT, Announced::NOTHING, 8, Limit::Max(10)),
-            (vec![80], Some(at(80, 10)))
-        );
+        assert_eq!(hits(NOTHING, 7, Limit::Max(10)), Vec::<i32>::new());
+        assert_eq!(crossed(&DEFAULT, NOTHING, 8, Limit::Max(10)), (vec![80], Some(at(80, 10))));
         assert_eq!(
             crossed(&DEFAULT, at(80, 10), 10, Limit::Max(10)),
             (vec![95, 100], Some(at(100, 10)))
@@ -123,17 +117,14 @@ mod tests {
 
     #[test]
     fn unlimited_and_zero_limits_never_alert() {
-        assert_eq!(
-            crossed(&DEFAULT, Announced::NOTHING, 1_000_000, Limit::Unlimited),
-            (vec![], None)
-        );
+        assert_eq!(crossed(&DEFAULT, NOTHING, 1_000_000, Limit::Unlimited), (vec![], None));
         assert_eq!(crossed(&DEFAULT, at(80, 10), 5, Limit::Max(0)), (vec![], None));
     }
 
     proptest! {
         #[test]
         fn announcing_in_steps_equals_announcing_at_once(steps in proptest::collection::vec(1i64..50, 1..20), max in 1i32..500) {
-            let mut announced = Announced::NOTHING;
+            let mut announced = NOTHING;
             let mut all = Vec::new();
             let mut usage = 0;
             for s in steps {
@@ -142,7 +133,7 @@ mod tests {
                 announced = remember.unwrap_or(announced);
                 all.extend(hit);
             }
-            prop_assert_eq!(all, hits(Announced::NOTHING, usage, Limit::Max(max)));
+            prop_assert_eq!(all, hits(NOTHING, usage, Limit::Max(max)));
         }
 
         #[test]
@@ -152,7 +143,7 @@ mod tests {
             prop_assume!(before != after);
             prop_assert_eq!(
                 hits(at(percent, i64::from(before)), usage, Limit::Max(after)),
-                hits(Announced::NOTHING, usage, Limit::Max(after))
+                hits(NOTHING, usage, Limit::Max(after))
             );
         }
 
@@ -161,7 +152,7 @@ mod tests {
             usages in proptest::collection::vec(0i64..1000, 1..20), max in 1i32..500,
         ) {
             // Usage may fall (refunds) and rise again: each threshold still fires once.
-            let mut announced = Announced::NOTHING;
+            let mut announced = NOTHING;
             let mut all = Vec::new();
             for usage in usages {
                 let (hit, remember) = crossed(&DEFAULT, announced, usage, Limit::Max(max));
