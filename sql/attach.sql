@@ -63,6 +63,7 @@ BEGIN
             ('user_usage',         'period_end',         '{timestamptz}', NULL),
             ('user_usage',         'usage_count',        '{int4,int8}', NULL),
             ('user_usage',         'alerted_percent',    '{int4}', 'integer NOT NULL DEFAULT 0'),
+            ('user_usage',         'alerted_limit',      '{int8}', 'bigint'),
             ('user_usage',         'last_reset_at',      '{timestamptz}', 'timestamptz'),
             ('user_usage',         'updated_at',         '{timestamptz}', 'timestamptz'),
             ('usage_records',      'id',                 '{int4,int8}', NULL),

@@ -86,6 +86,7 @@ BEGIN
             ('user_usage',         'period_end',         '{timestamptz}', NULL),
             ('user_usage',         'usage_count',        '{int4,int8}', NULL),
             ('user_usage',         'alerted_percent',    '{int4}', 'integer NOT NULL DEFAULT 0'),
+            ('user_usage',         'alerted_limit',      '{int8}', 'bigint'),
             ('user_usage',         'last_reset_at',      '{timestamptz}', 'timestamptz'),
             ('user_usage',         'updated_at',         '{timestamptz}', 'timestamptz'),
             ('usage_records',      'id',                 '{int4,int8}', NULL),
@@ -444,3 +445,34 @@ COMMENT ON FUNCTION quota.guard_drop() IS
 'Event trigger function of pg_entitlements_guard_drop: refuses DROP EXTENSION pg_entitlements and DROP SCHEMA quota while the extension''s tables hold subscriptions, counters, usage records or adjustments, unless pg_entitlements.allow_drop_with_data is on.';
 COMMENT ON EVENT TRIGGER pg_entitlements_guard_drop IS
 'Refuses to drop pg_entitlements with its data in one command; see quota.guard_drop().';
+
+-- Alerts are judged against the limit in force at the time of the use (issue 14, item 8): the
+-- counter remembers the limit its highest announced threshold was judged against.
+-- attach_problems() above lists the column for an attached application's user_usage.
+ALTER TABLE quota.user_usage ADD COLUMN alerted_limit bigint;
+-- A counter of the current period that announced an alert gets the limit in force now, the one
+-- its alerts were judged against unless it changed since (0.2.0 did not remember). Any other
+-- (an older period, a counter whose limit cannot be read) keeps NULL: a memory that applies to
+-- any limit, so the update announces nothing twice. One row at a time, so that one counter
+-- whose subscription cannot be read leaves only that counter as it was.
+DO $$
+DECLARE
+    c record;
+BEGIN
+    FOR c IN SELECT u.user_id, u.feature_code, u.period_start
+               FROM quota.user_usage u WHERE u.alerted_percent > 0
+    LOOP
+        BEGIN
+            UPDATE quota.user_usage u
+               SET alerted_limit = (SELECT q.quota_limit
+                                      FROM quota.check_user_quota(c.user_id, c.feature_code) q)
+             WHERE u.user_id = c.user_id AND u.feature_code = c.feature_code
+               AND u.period_start = c.period_start
+               AND u.period_start = (SELECT p.period_start
+                                       FROM quota.get_quota_period(c.user_id, c.feature_code) p);
+        EXCEPTION WHEN OTHERS THEN
+            NULL;
+        END;
+    END LOOP;
+END
+$$;

@@ -138,6 +138,10 @@ CREATE TABLE quota.user_usage (
     alerted_percent integer NOT NULL DEFAULT 0,
     last_reset_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL,
+    -- The limit alerted_percent was judged against: a use judged against another limit
+    -- announces the thresholds of that limit afresh (NULL: remembered before 0.3.0, any limit).
+    -- Last, where ALTER TABLE ADD COLUMN puts it in an updated installation.
+    alerted_limit bigint,
     PRIMARY KEY (user_id, feature_code, period_start)
 );
 

@@ -51,7 +51,7 @@ fn check_user_quota(
     crate::error::guard(|| {
         let subject = subject("check_user_quota", user_id, feature_code);
         let status = Spi::connect(|client| quota::check(client, &subject)).or_raise();
-        let (usage, limit, remaining) = status.int4_figures(&subject).or_raise();
+        let (usage, limit, remaining) = status.int4_figures();
         one_row::TableIterator::once((
             status.has_quota,
             usage,
@@ -139,7 +139,7 @@ fn consume(
             metadata,
         };
         let consumed = Spi::connect_mut(|client| quota::consume(client, recording)).or_raise();
-        let (usage, limit, remaining) = consumed.status.int4_figures(&subject).or_raise();
+        let (usage, limit, remaining) = consumed.status.int4_figures();
         one_row::TableIterator::once((consumed.allowed, usage, limit, remaining))
     })
 }

@@ -180,14 +180,26 @@ pub struct Consumed {
 }
 
 /// For a retried idempotency key: the original use, when the key was used before. The same
-/// key with another feature or amount is an error.
+/// key with another feature or amount is an error, and so is a key whose use was refunded: a
+/// key names one logical use for good, and counting it again would need a second record under
+/// the key, answering as if nothing happened would give the work away for nothing.
 fn replay(client: &mut SpiClient<'_>, r: &Recording<'_>) -> Result<bool, Error> {
     let Some(key) = r.idempotency_key else {
         return Ok(false);
     };
     match store::record_by_key(client, r.subject.user_id, key)? {
         None => Ok(false),
-        Some(rec) if rec.feature == r.subject.feature && rec.amount == r.amount => Ok(true),
+        Some(rec) if rec.feature == r.subject.feature && rec.amount == r.amount => {
+            match store::existing_refund(client, r.subject.user_id, rec.id)? {
+                None => Ok(true),
+                Some(refund) => Err(Error::KeyRefunded {
+                    subject: r.subject.clone(),
+                    key: key.to_owned(),
+                    record_id: rec.id,
+                    refund_id: refund.id,
+                }),
+            }
+        }
         Some(rec) => Err(Error::IdempotencyConflict {
             subject: r.subject.clone(),
             key: key.to_owned(),
@@ -245,21 +257,22 @@ fn prepare_use(
     Ok(Some(UseContext { limit, period, alert_thresholds: row.alert_thresholds, read }))
 }
 
-/// Announces on channel quota_threshold each alert threshold this use crossed, once per period.
+/// Announces on channel quota_threshold each alert threshold this use crossed, judged against
+/// the limit the use was judged by: once per period while that limit stays the same.
 fn announce_thresholds(
     client: &mut SpiClient<'_>,
     subject: &Subject,
     ctx: &UseContext,
     usage: i64,
-    already: i32,
+    announced: alerts::Announced,
 ) -> Result<(), Error> {
     let Some(limit) = ctx.limit else { return Ok(()) };
-    let crossed = alerts::crossed(&ctx.alert_thresholds, already, usage, limit);
-    let Some(&highest) = crossed.last() else {
+    let (crossed, remember) = alerts::crossed(&ctx.alert_thresholds, announced, usage, limit);
+    let Some(remember) = remember else {
         return Ok(());
     };
     let period_start = to_pg(ctx.period.start, true)?;
-    store::mark_alerted(client, subject, period_start, highest)?;
+    store::mark_alerted(client, subject, period_start, remember)?;
     for threshold in crossed {
         let payload = serde_json::json!({
             "user_id": subject.user_id,
@@ -327,8 +340,8 @@ pub fn record(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<(), Error>
         return Ok(());
     }
     match count_use(client, FUNCTION, &r, ctx, false)?.ok_or_else(no_subscription)? {
-        (store::Applied::Counted { usage, already }, ctx) => {
-            announce_thresholds(client, r.subject, &ctx, usage, already)
+        (store::Applied::Counted { usage, announced }, ctx) => {
+            announce_thresholds(client, r.subject, &ctx, usage, announced)
         }
         // A use without a limit has no condition that can refuse it.
         (store::Applied::Refused | store::Applied::Stale, _) => Err(Error::Statement {
@@ -359,8 +372,8 @@ pub fn consume(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<Consumed,
         return Ok(refused);
     };
     Ok(match applied {
-        store::Applied::Counted { usage, already } => {
-            announce_thresholds(client, subject, &ctx, usage, already)?;
+        store::Applied::Counted { usage, announced } => {
+            announce_thresholds(client, subject, &ctx, usage, announced)?;
             Consumed { allowed: true, status: QuotaStatus::evaluate(ctx.limit, usage) }
         }
         store::Applied::Refused | store::Applied::Stale => {

@@ -5,13 +5,16 @@
 
 use crate::binding::bind;
 use crate::jsonb::RawJsonb;
+use entitlements_core::alerts::Announced;
 use entitlements_core::subscription::{self, Candidate};
 use entitlements_core::{Error, Subject};
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
+use pgrx::pg_sys::panic::CaughtError;
 use pgrx::pg_sys::BuiltinOid;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData, SpiTupleTable};
-use pgrx::{pg_sys, PgOid};
+use pgrx::{pg_sys, PgOid, PgSqlErrorCode, PgTryBuilder};
 use std::cell::Cell;
+use std::panic::AssertUnwindSafe;
 
 /// Everything a quota function needs about one user and feature, in one round trip: the
 /// catalog row, the settings, and one row per subscription of the user with status 'active'
@@ -82,7 +85,10 @@ SELECT u.usage_count::pg_catalog.int8 FROM quota.user_usage u
 /// empty, nothing is written and the last column says false. The limit the use was judged by is
 /// then stale, and the writer reads again under the lock. Locking last keeps one user's writers
 /// queued for this statement and their commit only, not for their whole call.
-fn use_sql(late_lock: bool) -> String {
+///
+/// `alerted_limit` is the column of that name, or NULL where the table lacks it (see
+/// [`HAS_ALERTED_LIMIT`]).
+fn use_sql(late_lock: bool, alerted_limit: &str) -> String {
     let sub = if late_lock {
         "SELECT FROM quota.user_subscriptions us
      WHERE us.ctid OPERATOR(pg_catalog.=) $11 AND us.user_id = $1 FOR NO KEY UPDATE OF us"
@@ -105,22 +111,41 @@ WITH sub AS MATERIALIZED (
            updated_at = EXCLUDED.updated_at
      WHERE $6::pg_catalog.int8 IS NULL
         OR u.usage_count OPERATOR(pg_catalog.+) EXCLUDED.usage_count <= $6
-    RETURNING u.usage_count::pg_catalog.int8, u.alerted_percent
+    RETURNING u.usage_count::pg_catalog.int8, u.alerted_percent, {alerted_limit} AS alerted_limit
 ), rec AS (
     INSERT INTO quota.usage_records
            (user_id, feature_code, period_start, resource_type, resource_id, amount, metadata,
             idempotency_key, created_at)
     SELECT $1, $2, $3, $7, $8, $5, $9, $10, pg_catalog.now() FROM counter
 )
-SELECT counter.usage_count, counter.alerted_percent, EXISTS (SELECT FROM sub)
+SELECT counter.usage_count, counter.alerted_percent, EXISTS (SELECT FROM sub),
+       counter.alerted_limit
   FROM (SELECT) AS one LEFT JOIN counter ON true"
     )
 }
 
-/// Remembers the highest alert threshold announced for a period.
-const MARK_ALERTED: &str = "
-UPDATE quota.user_usage u SET alerted_percent = $4
- WHERE u.user_id = $1 AND u.feature_code = $2 AND u.period_start = $3 AND u.alerted_percent < $4";
+/// Remembers the highest alert threshold announced for a period and the limit it was judged
+/// against ($5; `set_limit` is empty where the table lacks the column, [`HAS_ALERTED_LIMIT`]).
+/// Unconditional: the use that just counted holds the counter row's lock until it commits, so
+/// what it read in RETURNING is still the row's memory, and after a limit change the new
+/// memory may hold a lower threshold than the old one.
+fn mark_alerted_sql(set_limit: &str) -> String {
+    format!(
+        "
+UPDATE quota.user_usage u SET alerted_percent = $4{set_limit}
+ WHERE u.user_id = $1 AND u.feature_code = $2 AND u.period_start = $3"
+    )
+}
+
+/// Whether user_usage has the column alerted_limit. The library is replaced before
+/// ALTER EXTENSION ... UPDATE adds it to the tables of 0.1.0 and 0.2.0, and it must keep
+/// counting there meanwhile: without the column, the memory of the alerts has no limit and
+/// applies to any limit, as in 0.2.0. (An attached application's table has it: attach asks for
+/// it.) A backend keeps what it found until it prepares its statements again.
+const HAS_ALERTED_LIMIT: &str = "
+SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                WHERE a.attrelid = pg_catalog.to_regclass('quota.user_usage')
+                  AND a.attname = 'alerted_limit' AND a.attnum > 0 AND NOT a.attisdropped)";
 
 /// Transactional: delivered at commit, dropped on rollback.
 const NOTIFY: &str = "SELECT pg_catalog.pg_notify($1, $2)";
@@ -141,10 +166,15 @@ const FEATURE_CODES: &str = "SELECT f.code FROM quota.features f ORDER BY f.code
 const LOCK_KEY: &str = "
 SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($2, $1))";
 
+/// The record of a key, locked FOR SHARE until the retry's transaction ends: a refund of it
+/// (which locks it FOR UPDATE) in flight is waited for, and a refund that comes later waits
+/// for the retry, so a retry never answers from a use that a refund is ending meanwhile. The
+/// lock also gives the transaction an id, so the refund lookup after it is a statement of its
+/// own with a snapshot taken after the wait.
 const RECORD_BY_KEY: &str = "
 SELECT r.id::pg_catalog.int8, r.feature_code::pg_catalog.text, r.amount::pg_catalog.int4
   FROM quota.usage_records r
- WHERE r.user_id = $1 AND r.idempotency_key = $2";
+ WHERE r.user_id = $1 AND r.idempotency_key = $2 FOR SHARE OF r";
 
 /// A usage record to refund, locked so that two refunds of it queue.
 const RECORD_FOR_REFUND_BY_ID: &str = "
@@ -304,6 +334,19 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> Result<&'st
     let (int4, int8, text, tstz) = (oid(INT4OID), oid(INT8OID), oid(TEXTOID), oid(TIMESTAMPTZOID));
     let use_args =
         [int8, text, tstz, tstz, int4, int8, text, int8, oid(JSONBOID), text, oid(TIDOID)];
+    let has_alerted_limit = client
+        .select(&bind(HAS_ALERTED_LIMIT, schema), Some(1), &[])
+        .map_err(failed("column lookup"))?
+        .next()
+        .map(|row| col::<bool>(&row, 1))
+        .transpose()?
+        .flatten()
+        .unwrap_or(false);
+    let (alerted_limit, set_limit) = if has_alerted_limit {
+        ("u.alerted_limit", ", alerted_limit = $5")
+    } else {
+        ("NULL::pg_catalog.int8", "")
+    };
     let plans: &'static Plans = Box::leak(Box::new(Plans {
         binding: binding.clone(),
         feature: prepare(&feature_sql(""), &[int8, text], false)?,
@@ -315,10 +358,10 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> Result<&'st
         // (isolation spec consume_vs_adjust); one lock mode for every writer cannot.
         feature_for_use: prepare(&feature_sql("FOR NO KEY UPDATE OF us"), &[int8, text], true)?,
         usage: prepare(USAGE, &[int8, text, tstz], false)?,
-        use_: prepare(&use_sql(false), &use_args[..10], true)?,
-        use_late_lock: prepare(&use_sql(true), &use_args, true)?,
+        use_: prepare(&use_sql(false, alerted_limit), &use_args[..10], true)?,
+        use_late_lock: prepare(&use_sql(true, alerted_limit), &use_args, true)?,
         lock_key: prepare(LOCK_KEY, &[int8, text], true)?,
-        record_by_key: prepare(RECORD_BY_KEY, &[int8, text], false)?,
+        record_by_key: prepare(RECORD_BY_KEY, &[int8, text], true)?,
         refund_target_by_id: prepare(RECORD_FOR_REFUND_BY_ID, &[int8], true)?,
         refund_target_by_key: prepare(RECORD_FOR_REFUND_BY_KEY, &[int8, text], true)?,
         refund_of: prepare(REFUND_OF, &[int8, int8], false)?,
@@ -327,7 +370,7 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> Result<&'st
         adjust_apply: prepare(ADJUST_APPLY, &[int8, int8, text, int4, int4, text, text], true)?,
         storage_upsert: prepare(STORAGE_UPSERT, &[int8, int8], true)?,
         known_features: prepare(KNOWN_FEATURES, &[oid(TEXTARRAYOID)], false)?,
-        mark_alerted: prepare(MARK_ALERTED, &[int8, text, tstz, int4], true)?,
+        mark_alerted: prepare(&mark_alerted_sql(set_limit), &[int8, text, tstz, int4, int8], true)?,
         notify: prepare(NOTIFY, &[text, text], true)?,
         limits_for: prepare(LIMITS_FOR, &[int8, oid(JSONBOID)], false)?,
         feature_codes: prepare(FEATURE_CODES, &[], false)?,
@@ -485,8 +528,8 @@ pub struct Use<'a> {
 
 /// What became of a use.
 pub enum Applied {
-    /// Counted: the new counter and the highest alert already announced for the period.
-    Counted { usage: i64, already: i32 },
+    /// Counted: the new counter and what the counter row remembers of the period's alerts.
+    Counted { usage: i64, announced: Announced },
     /// The limit refused it; nothing was written.
     Refused,
     /// The subscription changed since it was read; nothing was written (see [`use_sql`]).
@@ -520,30 +563,53 @@ pub fn apply_use(
             Some(_) => (&plans.use_late_lock, &args[..]),
             None => (&plans.use_, &args[..10]),
         };
-        client.select(plan, Some(1), args).map_err(failed("recording usage"))
+        let schema = plans.binding.as_deref().unwrap_or("quota");
+        // An attached application's usage_count may be integer: past 2147483647 its UPDATE
+        // raises 22003 "integer out of range", which names neither the user nor the column.
+        // Raised again with its SQLSTATE, the user, the feature and the fix.
+        PgTryBuilder::new(AssertUnwindSafe(|| {
+            client.select(plan, Some(1), args).map_err(failed("recording usage"))
+        }))
+        .catch_when(PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, |caught| {
+            let detail = match &caught {
+                CaughtError::PostgresError(e) | CaughtError::ErrorReport(e) => e.message(),
+                CaughtError::RustPanic { ereport, .. } => ereport.message(),
+            };
+            crate::error::raise(Error::CounterOutOfRange {
+                subject: u.subject.clone(),
+                amount: i64::from(u.amount),
+                schema: schema.to_owned(),
+                detail: detail.to_owned(),
+            })
+        })
+        .execute()
     })?;
     let Some(row) = table.into_iter().next() else {
         return Err(Error::Statement { what: "recording usage", detail: "no row".into() });
     };
     Ok(match (col::<i64>(&row, 1)?, must(col::<bool>(&row, 3)?, "exists")?) {
-        (Some(usage), _) => Applied::Counted { usage, already: col(&row, 2)?.unwrap_or(0) },
+        (Some(usage), _) => Applied::Counted {
+            usage,
+            announced: Announced { percent: col(&row, 2)?.unwrap_or(0), limit: col(&row, 4)? },
+        },
         (None, false) => Applied::Stale,
         (None, true) => Applied::Refused,
     })
 }
 
-/// Remembers that alerts up to `percent` were announced for the period.
+/// Remembers what was announced for the period ([`entitlements_core::alerts::crossed`]).
 pub fn mark_alerted(
     client: &mut SpiClient<'_>,
     subject: &Subject,
     period_start: TimestampWithTimeZone,
-    percent: i32,
+    announced: Announced,
 ) -> Result<(), Error> {
-    let args: [DatumWithOid; 4] = [
+    let args: [DatumWithOid; 5] = [
         subject.user_id.into(),
         subject.feature.as_str().into(),
         period_start.into(),
-        percent.into(),
+        announced.percent.into(),
+        announced.limit.map_or_else(DatumWithOid::null::<i64>, Into::into),
     ];
     write(client, |plans| {
         client.select(&plans.mark_alerted, None, &args).map_err(failed("marking an alert"))
@@ -615,7 +681,7 @@ pub fn record_by_key(
     let plans = plans(client)?;
     client.update(&plans.lock_key, None, &args).map_err(failed("idempotency lock"))?;
     let table = client
-        .select(&plans.record_by_key, Some(1), &args)
+        .update(&plans.record_by_key, Some(1), &args)
         .map_err(failed("idempotency lookup"))?;
     table
         .into_iter()

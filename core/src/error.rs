@@ -77,8 +77,9 @@ pub enum Error {
     CustomQuotasNotObject { user_id: i64, value: String },
     /// A usage amount of zero, a negative amount, or one beyond int4.
     InvalidAmount { subject: Subject, amount: i64 },
-    /// A figure does not fit the int4 column of the seed-compatible result.
-    ResultOutOfRange { subject: Subject, column: &'static str, value: i64 },
+    /// Counting a use overflowed a column (an attached application's integer `usage_count`):
+    /// `detail` is PostgreSQL's own message.
+    CounterOutOfRange { subject: Subject, amount: i64, schema: String, detail: String },
     /// A unit that is not a unit of bytes, where bytes are needed.
     UnknownUnit { subject: Subject, unit: String },
     /// Bytes beyond bigint.
@@ -99,6 +100,8 @@ pub enum Error {
     ReadOnlyServer { function: &'static str },
     /// An idempotency key reused for a different feature or amount.
     IdempotencyConflict { subject: Subject, key: String, original: String, amount: i64 },
+    /// A retry with an idempotency key whose use was refunded: the key cannot count again.
+    KeyRefunded { subject: Subject, key: String, record_id: i64, refund_id: i64 },
     /// No usage record with that id or key.
     UsageRecordNotFound { what: String },
     /// A refund record cannot itself be refunded.
@@ -143,9 +146,9 @@ impl Error {
             RefundBelowZero { .. } => ErrorKind::CheckViolation,
             IdempotencyKeyTooLong { .. } => ErrorKind::TooLong,
             ColumnType { .. } => ErrorKind::ColumnType,
-            RecordWithoutPeriod { .. } => ErrorKind::NotReady,
+            RecordWithoutPeriod { .. } | KeyRefunded { .. } => ErrorKind::NotReady,
             Statement { .. } => ErrorKind::Internal,
-            QuotaValueOutOfRange { .. } | ResultOutOfRange { .. } | BytesOverflow { .. } => {
+            QuotaValueOutOfRange { .. } | CounterOutOfRange { .. } | BytesOverflow { .. } => {
                 ErrorKind::OutOfRange
             }
             PeriodOutOfRange { .. } => ErrorKind::DatetimeOverflow,
@@ -184,10 +187,10 @@ impl Error {
                 "custom_quotas is a JSON object such as {\"articles_per_month\": 10}.".into()
             }
             InvalidAmount { .. } => "The amount is a whole number from 1 to 2147483647.".into(),
-            ResultOutOfRange { .. } => {
-                "The counter is beyond what the function can report; inspect quota.user_usage."
-                    .into()
-            }
+            CounterOutOfRange { schema, .. } => format!(
+                "An integer usage_count holds at most 2147483647: ALTER TABLE {schema}.user_usage \
+                 ALTER COLUMN usage_count TYPE bigint."
+            ),
             UnknownUnit { .. } => "Byte units are B, KB, MB, GB and TB (binary multiples of \
                  1024); set quota.features.unit or plan_features.feature_unit."
                 .into(),
@@ -211,6 +214,9 @@ impl Error {
                 .into(),
             IdempotencyConflict { .. } => "An idempotency key names one use for good; \
                  a retry must repeat the feature and amount, a new use needs a new key."
+                .into(),
+            KeyRefunded { .. } => "A key names one use for good, and a refund ends that use: \
+                 a new attempt needs a new key."
                 .into(),
             UsageRecordNotFound { .. } => "Usage records are in quota.usage_records.".into(),
             RefundOfRefund { .. } => "Refund the original usage record instead.".into(),
@@ -287,9 +293,11 @@ impl fmt::Display for Error {
             InvalidAmount { subject, amount } => {
                 write!(f, "{subject}: amount {amount} is invalid, it must be at least 1")
             }
-            ResultOutOfRange { subject, column, value } => {
-                write!(f, "{subject}: {column} {value} is out of range for integer")
-            }
+            CounterOutOfRange { subject, amount, schema, detail } => write!(
+                f,
+                "{subject}: counting amount {amount} in {schema}.user_usage is out of range: \
+                 {detail}"
+            ),
             UnknownUnit { subject, unit } => {
                 write!(f, "{subject}: unit \"{unit}\" is not a unit of bytes")
             }
@@ -313,6 +321,12 @@ impl fmt::Display for Error {
                 f,
                 "{subject}: idempotency key \"{key}\" was already used for {original}, \
                  not for amount {amount} of this feature"
+            ),
+            KeyRefunded { subject, key, record_id, refund_id } => write!(
+                f,
+                "{subject}: idempotency key \"{}\" names usage record {record_id}, which \
+                 refund {refund_id} gave back; a refunded use is not counted again",
+                clip(key)
             ),
             UsageRecordNotFound { what } => write!(f, "no usage record {what}"),
             RefundOfRefund { record_id } => {

@@ -1,6 +1,5 @@
 //! The figures `check_user_quota` returns, computed from a limit and the period's usage.
 
-use crate::error::{Error, Result, Subject};
 use crate::limit::Limit;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,20 +58,17 @@ impl QuotaStatus {
         }
     }
 
-    /// `current_usage`, `quota_limit` and `remaining` as the int4 columns of the seed's result.
-    pub fn int4_figures(&self, subject: &Subject) -> Result<(i32, i32, i32)> {
-        let fit = |column: &'static str, value: i64| {
-            i32::try_from(value).map_err(|_| Error::ResultOutOfRange {
-                subject: subject.clone(),
-                column,
-                value,
-            })
-        };
-        Ok((
-            fit("current_usage", self.current_usage)?,
-            fit("quota_limit", self.quota_limit)?,
-            fit("remaining", self.remaining)?,
-        ))
+    /// `current_usage`, `quota_limit` and `remaining` as the int4 columns of the seed's result,
+    /// each saturated at 2147483647 (`usage_overview` gives the exact bigint figures). A limit
+    /// is at most 2147483647, so only usage beyond it saturates (and `remaining` of an unlimited
+    /// feature, -1, never does): an unlimited feature's counter grows past int4, and a limited
+    /// one can be beyond its limit after `record_feature_usage`, which does not enforce, or a
+    /// lowered limit. An error there would make a check fail for a user who may use the feature
+    /// without bound, and a lowered limit's refusal is still told by `has_quota` = false and
+    /// `remaining` = 0.
+    pub fn int4_figures(&self) -> (i32, i32, i32) {
+        let saturate = |value: i64| i32::try_from(value).unwrap_or(i32::MAX);
+        (saturate(self.current_usage), saturate(self.quota_limit), saturate(self.remaining))
     }
 }
 
@@ -136,13 +132,14 @@ mod tests {
     }
 
     #[test]
-    fn figures_beyond_int4_are_errors() {
-        let s = Subject { user_id: 1, feature: "x".into() };
-        let big = QuotaStatus::evaluate(Some(Limit::Max(10)), i64::from(i32::MAX) + 1);
-        assert!(matches!(
-            big.int4_figures(&s),
-            Err(Error::ResultOutOfRange { column: "current_usage", .. })
-        ));
+    fn figures_beyond_int4_saturate() {
+        // Issue 14, item 9: unlimited, 2 * 2147483647 used.
+        let unlimited = QuotaStatus::evaluate(Some(Limit::Unlimited), 4_294_967_294);
+        assert_eq!(unlimited.int4_figures(), (i32::MAX, -1, -1));
+        let beyond = QuotaStatus::evaluate(Some(Limit::Max(10)), i64::from(i32::MAX) + 1);
+        assert_eq!(beyond.int4_figures(), (i32::MAX, 10, 0));
+        let at_edge = QuotaStatus::evaluate(Some(Limit::Max(i32::MAX)), 1);
+        assert_eq!(at_edge.int4_figures(), (1, i32::MAX, i32::MAX - 1));
     }
 
     proptest! {
@@ -160,6 +157,19 @@ mod tests {
                 Some(Limit::Unlimited) => prop_assert!(s.has_quota && s.remaining == -1),
                 None => prop_assert!(!s.has_quota && s.remaining == 0),
             }
+        }
+
+        #[test]
+        fn int4_figures_are_exact_or_saturated(limit in proptest::option::of(-1i64..=i64::from(i32::MAX)), usage in 0i64..i64::MAX) {
+            let limit = limit.map(|n| crate::limit::limit_from_i64(n).unwrap());
+            let s = QuotaStatus::evaluate(limit, usage);
+            let (u, l, r) = s.int4_figures();
+            for (shown, exact) in [(u, s.current_usage), (l, s.quota_limit), (r, s.remaining)] {
+                prop_assert!(i64::from(shown) == exact || (shown == i32::MAX && exact > i64::from(i32::MAX)));
+            }
+            // The limit always fits; what is left of it too.
+            prop_assert_eq!(i64::from(l), s.quota_limit);
+            prop_assert_eq!(i64::from(r), s.remaining);
         }
     }
 }

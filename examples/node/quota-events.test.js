@@ -96,4 +96,18 @@ test('committed quota changes reach a listener at once; rolled-back ones never d
     stop();
     assert.deepEqual(alerts, [80]);
   });
+
+  await t.test('alerts re-arm when the limit changes: judged against the limit of each use', async () => {
+    const alerts = [];
+    const stop = events.subscribe((e) => forUser('quota_threshold')(e) &&
+      alerts.push([e.payload.threshold, e.payload.usage, e.payload.limit]));
+    const consume = (n) => admin.query(`SELECT * FROM quota.consume($1, 'articles_per_month', $2)`, [USER, n]);
+    await consume(1); // 10 of 10
+    await admin.query(`SELECT * FROM quota.adjust_quota($1, 'articles_per_month', 100, 'upgrade')`, [USER]);
+    await consume(75); // 85 of 100
+    await consume(15); // 100 of 100
+    await new Promise((r) => setTimeout(r, 300));
+    stop();
+    assert.deepEqual(alerts, [[95, 10, 10], [100, 10, 10], [80, 85, 100], [95, 100, 100], [100, 100, 100]]);
+  });
 });

@@ -7,7 +7,8 @@
 #     transaction is half there (a consume and a record made in one transaction),
 #   * counters of the consume-only features never exceed their limit,
 #   * the B-tree indexes of schema quota agree with their tables (amcheck, heapallindexed),
-#   * retrying every committed key (same user, feature, amount) counts nothing,
+#   * retrying every committed key (same user, feature, amount) counts nothing (a key whose use
+#     was refunded is refused with 55000),
 #   * a new load after the restart keeps all of the above.
 # pgbench scripts and checks: tests/ops/crash_*.sql.
 set -euo pipefail
@@ -97,30 +98,41 @@ state="SELECT (SELECT count(*) FROM quota.usage_records) || ' records, ' ||
               (SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM quota.user_usage t)"
 before=$(sql_value "$DIR" "$PORT" "$DB" "$state")
 retried=$(sql_value "$DIR" "$PORT" "$DB" "
-  CREATE TEMP TABLE retried (key text, allowed boolean);
+  CREATE TEMP TABLE retried (key text, refunded boolean, allowed boolean, sqlstate text);
   DO \$\$
-  DECLARE r record; allowed boolean;
+  DECLARE r record; allowed boolean; state text;
   BEGIN
-      FOR r IN SELECT user_id, feature_code, amount, idempotency_key FROM quota.usage_records
-                WHERE idempotency_key IS NOT NULL ORDER BY user_id, id LOOP
-          IF r.idempotency_key LIKE 'r-%' OR r.idempotency_key LIKE 'm-%-r' THEN
-              PERFORM quota.record_feature_usage(r.user_id, r.feature_code, NULL, NULL, r.amount,
-                                                 NULL, r.idempotency_key);
-              allowed := true;
-          ELSE
-              SELECT c.allowed INTO allowed
-                FROM quota.consume(r.user_id, r.feature_code, r.amount, r.idempotency_key) c;
-          END IF;
-          INSERT INTO retried VALUES (r.idempotency_key, allowed);
+      FOR r IN SELECT o.user_id, o.feature_code, o.amount, o.idempotency_key,
+                      EXISTS (SELECT FROM quota.usage_records x WHERE x.refund_of = o.id) AS refunded
+                 FROM quota.usage_records o
+                WHERE o.idempotency_key IS NOT NULL ORDER BY o.user_id, o.id LOOP
+          BEGIN
+              IF r.idempotency_key LIKE 'r-%' OR r.idempotency_key LIKE 'm-%-r' THEN
+                  PERFORM quota.record_feature_usage(r.user_id, r.feature_code, NULL, NULL, r.amount,
+                                                     NULL, r.idempotency_key);
+                  allowed := true;
+              ELSE
+                  SELECT c.allowed INTO allowed
+                    FROM quota.consume(r.user_id, r.feature_code, r.amount, r.idempotency_key) c;
+              END IF;
+              state := NULL;
+          EXCEPTION WHEN OTHERS THEN
+              allowed := false; state := SQLSTATE;
+          END;
+          INSERT INTO retried VALUES (r.idempotency_key, r.refunded, allowed, state);
       END LOOP;
   END
   \$\$;
-  SELECT count(*) || ' ' || count(*) FILTER (WHERE NOT allowed) FROM retried;")
-read -r calls refused <<<"$retried"
+  SELECT count(*) || ' ' || count(*) FILTER (WHERE NOT refunded AND NOT allowed) || ' '
+         || count(*) FILTER (WHERE refunded) || ' '
+         || count(*) FILTER (WHERE refunded AND sqlstate IS DISTINCT FROM '55000')
+    FROM retried;")
+read -r calls refused refunded not_refused <<<"$retried"
 after=$(sql_value "$DIR" "$PORT" "$DB" "$state")
-[ "$refused" = 0 ] || fail "$refused of $calls retried consume keys were refused instead of replayed"
+[ "$refused" = 0 ] || fail "$refused of $calls retried keys whose use stands were refused instead of replayed"
+[ "$not_refused" = 0 ] || fail "$not_refused of $refunded retried keys whose use was refunded were not refused with 55000"
 [ "$before" = "$after" ] || fail "retried keys counted again: before [$before], after [$after]"
-ok "$calls committed keys retried: all replayed, nothing counted ($after)"
+ok "$calls committed keys retried: replayed, the $refunded refunded ones refused (55000), nothing counted ($after)"
 
 check "a new load after the restart"
 load 2 -t 150 >"$DIR/pgbench-2.log" 2>&1 || { cat "$DIR/pgbench-2.log"; fail "pgbench failed after the restart"; }

@@ -5,7 +5,8 @@
 #   (b) every reading function gives the same answers (check_user_quota, get_user_storage_quota,
 #       usage_overview, get_quota_period, for every user and feature) and verify_ledger() is empty,
 #   (c) after the restore, retrying every keyed use (consume and record_feature_usage with the
-#       same user, feature, amount and idempotency key) is allowed and counts nothing,
+#       same user, feature, amount and idempotency key) is allowed and counts nothing, and one
+#       whose use was refunded is refused (55000), as before the dump,
 #   (d) the identity sequences continue where they were: new rows get new ids,
 #   (e) an edited built-in feature keeps its edit.
 # Data: tests/ops/dump_restore_data.sql; what is compared: tests/ops/snapshot.sql.
@@ -64,35 +65,53 @@ ledger=$(sql_value "$DIR" "$PORT" restored_db "SELECT count(*) FROM quota.verify
 [ "$ledger" = 0 ] || fail "quota.verify_ledger() returns $ledger rows in the restored database"
 ok "quota.verify_ledger() is empty in the restored database"
 
-check "(c) after the restore, retried keyed uses are allowed and count nothing"
+check "(c) after the restore, retried keyed uses are allowed (refunded ones refused) and count nothing"
 state="SELECT (SELECT count(*) FROM quota.usage_records) || ' records, ' ||
               (SELECT sum(usage_count) FROM quota.user_usage) || ' counted, ' ||
               (SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM quota.user_usage t) || ' ' ||
               (SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM quota.usage_records t)"
 before=$(sql_value "$DIR" "$PORT" restored_db "$state")
 retried=$(sql_value "$DIR" "$PORT" restored_db "
-  CREATE TEMP TABLE retried (user_id bigint, key text, function text, allowed boolean);
+  CREATE TEMP TABLE retried (user_id bigint, key text, function text, refunded boolean,
+                             allowed boolean, sqlstate text);
   DO \$\$
-  DECLARE r record; allowed boolean;
+  DECLARE r record; allowed boolean; state text;
   BEGIN
-      FOR r IN SELECT user_id, feature_code, amount, idempotency_key FROM quota.usage_records
-                WHERE idempotency_key IS NOT NULL ORDER BY user_id, id LOOP
-          SELECT c.allowed INTO allowed
-            FROM quota.consume(r.user_id, r.feature_code, r.amount, r.idempotency_key) c;
-          INSERT INTO retried VALUES (r.user_id, r.idempotency_key, 'consume', allowed);
-          PERFORM quota.record_feature_usage(r.user_id, r.feature_code, NULL, NULL, r.amount,
-                                             NULL, r.idempotency_key);
-          INSERT INTO retried VALUES (r.user_id, r.idempotency_key, 'record_feature_usage', true);
+      FOR r IN SELECT o.user_id, o.feature_code, o.amount, o.idempotency_key,
+                      EXISTS (SELECT FROM quota.usage_records x WHERE x.refund_of = o.id) AS refunded
+                 FROM quota.usage_records o
+                WHERE o.idempotency_key IS NOT NULL ORDER BY o.user_id, o.id LOOP
+          BEGIN
+              SELECT c.allowed INTO allowed
+                FROM quota.consume(r.user_id, r.feature_code, r.amount, r.idempotency_key) c;
+              state := NULL;
+          EXCEPTION WHEN OTHERS THEN
+              allowed := false; state := SQLSTATE;
+          END;
+          INSERT INTO retried VALUES (r.user_id, r.idempotency_key, 'consume', r.refunded, allowed, state);
+          BEGIN
+              PERFORM quota.record_feature_usage(r.user_id, r.feature_code, NULL, NULL, r.amount,
+                                                 NULL, r.idempotency_key);
+              allowed := true; state := NULL;
+          EXCEPTION WHEN OTHERS THEN
+              allowed := false; state := SQLSTATE;
+          END;
+          INSERT INTO retried VALUES (r.user_id, r.idempotency_key, 'record_feature_usage', r.refunded, allowed, state);
       END LOOP;
   END
   \$\$;
-  SELECT count(*) || ' ' || count(*) FILTER (WHERE NOT allowed) FROM retried;")
-read -r calls refused <<<"$retried"
+  SELECT count(*) || ' ' || count(*) FILTER (WHERE NOT refunded AND NOT allowed) || ' '
+         || count(*) FILTER (WHERE refunded) || ' '
+         || count(*) FILTER (WHERE refunded AND sqlstate IS DISTINCT FROM '55000')
+    FROM retried;")
+read -r calls refused refunded_calls not_refused <<<"$retried"
 [ "$calls" -ge 16 ] || fail "expected at least 16 retried calls (8 keys, 2 functions), ran $calls"
-[ "$refused" = 0 ] || fail "$refused retried consume calls were refused after the restore"
+[ "$refused" = 0 ] || fail "$refused retried calls of keys whose use stands were refused after the restore"
+[ "$refunded_calls" -ge 2 ] || fail "expected retries of at least one refunded key, ran $refunded_calls"
+[ "$not_refused" = 0 ] || fail "$not_refused retried calls of refunded keys were not refused with 55000"
 after=$(sql_value "$DIR" "$PORT" restored_db "$state")
 [ "$before" = "$after" ] || fail "retried keys counted again after the restore: before [$before], after [$after]"
-ok "$calls retries of keyed uses: all allowed, counters and ledger unchanged ($after)"
+ok "$calls retries of keyed uses: allowed, the $refunded_calls of refunded keys refused (55000), counters and ledger unchanged ($after)"
 
 check "(d) identity sequences continue, (e) the edited built-in feature survived"
 seqs="SELECT string_agg(sequencename || '=' || coalesce(last_value::text, 'unset'), ' ' ORDER BY sequencename)

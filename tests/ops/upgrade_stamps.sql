@@ -16,4 +16,14 @@ SELECT format('UPDATE quota.%I SET %s', c.relname,
  GROUP BY c.relname
  ORDER BY c.relname
 \gexec
+-- The one other value an update cannot know: the limit an alert of 0.2.0 was judged against
+-- (quota.user_usage.alerted_limit, new in 0.3.0). The update gives a counter of the current
+-- period that alerted the limit in force at the update (sql/pg_entitlements--0.2.0--0.3.0.sql);
+-- a fresh install remembered the limit in force at the alert, which differs where the limit
+-- changed in between (user 6 of the fixture: 100 % of 10 announced, then raised to 25). The
+-- same rule applied here to every database compares everything else.
+UPDATE quota.user_usage u
+   SET alerted_limit = (SELECT q.quota_limit FROM quota.check_user_quota(u.user_id, u.feature_code) q)
+ WHERE u.alerted_percent > 0
+   AND u.period_start = (SELECT p.period_start FROM quota.get_quota_period(u.user_id, u.feature_code) p);
 RESET session_replication_role;

@@ -193,9 +193,11 @@ SELECT count(*) AS records FROM usage_records WHERE user_id = 405;
 -- One more still fits: the counter reaches the bigint maximum exactly.
 SELECT record_feature_usage(405, 'articles_per_month');
 SELECT usage_count FROM user_usage WHERE user_id = 405;
--- Such a counter does not fit check_user_quota's int4 current_usage column: an error (22003)
--- that says so, rather than a wrapped number.
-CALL expect_error($$SELECT * FROM quota.check_user_quota(405, 'articles_per_month')$$);
+-- Such a counter does not fit check_user_quota's int4 current_usage column: it is reported as
+-- 2147483647 (saturated, never a wrapped number or an error); usage_overview gives the exact
+-- bigint.
+SELECT * FROM quota.check_user_quota(405, 'articles_per_month');
+SELECT current_usage FROM quota.usage_overview(405) WHERE feature_code = 'articles_per_month';
 
 -- =============================================================================================
 -- The ledger's rules hold for writes that bypass the functions too (23514, 23505): a counter
