@@ -8,6 +8,9 @@
 #       above its limit, every counter equal to its records;
 #   (c) record_feature_usage with idempotency keys drawn from LOAD_KEYS values: the counter
 #       equals the number of distinct keys drawn, one record per key;
+#   (d) one user with limit 1000000, LOAD_CLIENTS clients consuming and recording for
+#       LOAD_RENEW_SECONDS while another session renews the subscription LOAD_RENEWALS times
+#       (cancel + insert, in one transaction): no refusal, no P0002, counter = records;
 # and quota.verify_ledger() returns no row after each part.
 # Assumes scripts/setup.sh has run.
 set -euo pipefail
@@ -25,6 +28,8 @@ USER_LIMIT=${LOAD_USER_LIMIT:-20}
 MANY_TX=${LOAD_MANY_TX:-400}        # per client: 16 x 400 = 6400 attempts for 200 x 20 uses
 KEYS=${LOAD_KEYS:-50}
 KEY_TX=${LOAD_KEY_TX:-200}          # per client: 16 x 200 = 3200 calls over 50 keys
+RENEWALS=${LOAD_RENEWALS:-150}
+RENEW_SECONDS=${LOAD_RENEW_SECONDS:-5}  # the uses run this long; the renewals take about 2 s
 
 suite_cluster "$DIR" "$PORT" timezone=UTC max_connections=$((CLIENTS + 20))
 "$PG_BIN/createdb" -h "$DIR" -p "$PORT" -U postgres "$DB"
@@ -104,6 +109,37 @@ echo "    $attempts calls, $drawn distinct keys drawn, counter $counter"
 expect "counter" "$counter" "$drawn"
 expect "usage records" "$records" "$drawn"
 expect "distinct keys in usage records" "$distinct_records" "$drawn"
+expect "verify_ledger() rows" "$(ledger_rows)" "0"
+
+echo "==> load (d): $CLIENTS clients consuming and recording for ${RENEW_SECONDS}s while $RENEWALS renewals run"
+renew_log="$DIR/pgbench-renewal.log"
+"$PG_BIN/pgbench" -n -h "$DIR" -p "$PORT" -U postgres -c 1 -t "$RENEWALS" \
+  -f tests/load/renewal.sql "$DB" >"$renew_log" 2>&1 &
+renewer=$!
+uses_log="$DIR/pgbench-renewal_use.log"
+uses_ok=true
+"$PG_BIN/pgbench" -n -h "$DIR" -p "$PORT" -U postgres -c "$CLIENTS" -j 4 -T "$RENEW_SECONDS" \
+  -f tests/load/renewal_use.sql "$DB" >"$uses_log" 2>&1 || uses_ok=false
+renew_ok=true
+wait "$renewer" || renew_ok=false
+$uses_ok || { cat "$uses_log" >&2; fail "pgbench renewal_use.sql exited with an error"; }
+$renew_ok || { cat "$renew_log" >&2; fail "pgbench renewal.sql exited with an error"; }
+IFS='|' read -r calls refused no_sub other renewed counter records < <(sql -c "
+  SELECT (SELECT count(*) FROM public.load_renewal_answers),
+         (SELECT count(*) FROM public.load_renewal_answers WHERE call = 'consume' AND NOT allowed),
+         (SELECT count(*) FROM public.load_renewal_answers WHERE sqlstate = 'P0002'),
+         (SELECT count(*) FROM public.load_renewal_answers
+           WHERE sqlstate IS DISTINCT FROM 'P0002' AND call = 'record' AND NOT allowed),
+         (SELECT count(*) FROM quota.user_subscriptions WHERE user_id = 3 AND status = 'cancelled'),
+         (SELECT sum(usage_count) FROM quota.user_usage WHERE user_id = 3),
+         (SELECT count(*) FROM quota.usage_records WHERE user_id = 3)")
+echo "    $calls calls, $renewed renewals, counter $counter"
+expect "renewals" "$renewed" "$RENEWALS"
+expect "consume refused" "$refused" "0"
+expect "record_feature_usage raising P0002" "$no_sub" "0"
+expect "record_feature_usage raising anything else" "$other" "0"
+expect "counter" "$counter" "$records"
+expect "calls counted" "$records" "$calls"
 expect "verify_ledger() rows" "$(ledger_rows)" "0"
 
 if [ "$failures" -gt 0 ]; then

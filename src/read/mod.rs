@@ -127,18 +127,19 @@ pub fn feature_row(
             return Ok(row);
         }
     }
-    statement_feature_row(client, user_id, feature, store::Lock::None)
+    statement_feature_row(client, user_id, feature, store::Snapshot::Current)
 }
 
-/// [`feature_row`] for a writer whose unlocked read went stale: the active subscription read by
-/// a statement that locks the user's active subscriptions first, until the end of the
-/// transaction, so that its limit cannot change under the use.
-pub fn feature_row_for_use(
+/// [`feature_row`] for a writer whose first read went stale, read by a statement with a new
+/// snapshot: the writer holds the lock of its feature and waited for whatever changed, so this
+/// read sees the committed state and nothing can change its limit before the writer commits.
+/// The direct path reads with the caller's snapshot, which may be older than the wait.
+pub fn feature_row_after_lock(
     client: &mut SpiClient<'_>,
     user_id: i64,
     feature: &str,
 ) -> Result<FeatureRow, Error> {
-    statement_feature_row(client, user_id, Some(feature), store::Lock::ForUse)
+    statement_feature_row(client, user_id, Some(feature), store::Snapshot::New)
 }
 
 /// The row from the copy and the subscription index; `Ok(None)` when the copy lacks the
@@ -236,10 +237,10 @@ fn statement_feature_row(
     client: &SpiClient<'_>,
     user_id: i64,
     feature: Option<&str>,
-    lock: store::Lock,
+    snapshot: store::Snapshot,
 ) -> Result<FeatureRow, Error> {
     loop {
-        let (table, bound_to) = store::select_feature(client, user_id, feature, lock)?;
+        let (table, bound_to) = store::select_feature(client, user_id, feature, snapshot)?;
         let rows: Vec<SpiHeapTupleData<'_>> = table.collect();
         let Some(first) = rows.first() else {
             return Err(Error::Statement { what: "the quota lookup", detail: "no row".into() });

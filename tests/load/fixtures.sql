@@ -18,3 +18,22 @@ SELECT u.user_id, p.id, now() - interval '10 days', now() + interval '1 year'
 -- Every key part (c) draws, whether or not the call counted it: the test compares the counter
 -- with the number of distinct keys drawn.
 CREATE UNLOGGED TABLE public.load_keys_drawn (key text NOT NULL);
+-- Part (d): user 3 with limit 1000000 on articles_per_month, renewed over and over while
+-- clients consume and record. Each answer is kept: a refusal or a P0002 is a failure, since a
+-- subscription is active at every commit.
+INSERT INTO quota.subscription_plans (plan_code, plan_name) VALUES ('load_renew', 'load: renewals');
+INSERT INTO quota.plan_features (plan_id, feature_code, feature_value)
+SELECT p.id, 'articles_per_month', 1000000 FROM quota.subscription_plans p WHERE p.plan_code = 'load_renew';
+INSERT INTO quota.user_subscriptions (user_id, plan_id, start_date, end_date)
+SELECT 3, p.id, now() - interval '10 days', now() + interval '1 year'
+  FROM quota.subscription_plans p WHERE p.plan_code = 'load_renew';
+CREATE UNLOGGED TABLE public.load_renewal_answers (
+    call text NOT NULL, allowed boolean, quota_limit integer, sqlstate text);
+-- record_feature_usage, its outcome kept instead of aborting the pgbench client.
+CREATE FUNCTION public.load_record_renewed() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM quota.record_feature_usage(3, 'articles_per_month');
+    INSERT INTO public.load_renewal_answers VALUES ('record', true, NULL, NULL);
+EXCEPTION WHEN OTHERS THEN
+    INSERT INTO public.load_renewal_answers VALUES ('record', false, NULL, SQLSTATE);
+END $$;
