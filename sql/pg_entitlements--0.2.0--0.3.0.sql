@@ -426,3 +426,513 @@ COMMENT ON FUNCTION quota.guard_drop() IS
 'Event trigger function of pg_entitlements_guard_drop: refuses DROP EXTENSION pg_entitlements and DROP SCHEMA quota while the extension''s tables hold subscriptions, counters, usage records or adjustments, unless pg_entitlements.allow_drop_with_data is on.';
 COMMENT ON EVENT TRIGGER pg_entitlements_guard_drop IS
 'Refuses to drop pg_entitlements with its data in one command; see quota.guard_drop().';
+
+-- Issue 14, items 6 and 7 (sql/catalog.sql): catalog changes resync storage_quota_bytes and are
+-- announced; a feature rename rewrites the custom_quotas keys (audited), a delete is refused
+-- while a subscription overrides the feature. attach() installs the plan_features triggers on
+-- the application's table and detach() removes them (a database attached under 0.2.0 is
+-- refused by this update, see above, so no attached table needs them here).
+-- Each user's subscription that counts now among `subs` (a user_subscriptions table), limited
+-- to the users that have an active subscription on one of `plans` (all users when NULL): the
+-- rules of entitlements_core::subscription (status 'active', start_date <= now() < end_date,
+-- latest end_date first, then the highest id) written as one query, so that a caller joins it
+-- into its own statement.
+CREATE FUNCTION quota.counting_subscriptions_sql(subs regclass, plans text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT format(
+    'SELECT DISTINCT ON (us.user_id) us.user_id::pg_catalog.int8 AS user_id,
+            us.plan_id::pg_catalog.int8 AS plan_id, us.custom_quotas
+       FROM %1$s us
+      WHERE us.status = ''active'' AND us.start_date <= pg_catalog.now()
+        AND pg_catalog.now() < us.end_date %2$s
+      ORDER BY us.user_id, us.end_date DESC, us.id DESC',
+    subs,
+    CASE WHEN plans IS NOT NULL THEN format(
+        'AND us.user_id IN (SELECT x.user_id FROM %1$s x
+                             WHERE x.status = ''active'' AND x.plan_id::pg_catalog.int8 IN (%2$s))',
+        subs, plans) ELSE '' END)
+$$;
+
+-- The storage resync and the announcements of one change, as the last part of one statement:
+-- `affected` (user_id) and `announce` (channel quota_updated payloads, in order) are defined by
+-- the caller; `storage` is the condition on `affected a` of the users whose storage quota the
+-- change can move. `target` is materialized so that the UPDATE's join computes each user's
+-- quota once. The UPDATE reads each user's old quota through a second reference to the row
+-- (RETURNING shows only the new one).
+CREATE FUNCTION quota.resync_storage_sql(storage_table regclass, storage text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT format(
+    ', target AS MATERIALIZED (
+        SELECT a.user_id, quota.get_user_storage_quota(a.user_id) AS bytes
+          FROM affected a WHERE %2$s
+    ), moved AS (
+        UPDATE %1$s s
+           SET storage_quota_bytes = t.bytes, updated_at = pg_catalog.now()
+          FROM target t, %1$s o
+         WHERE s.user_id = t.user_id AND o.user_id = t.user_id
+           AND s.storage_quota_bytes IS DISTINCT FROM t.bytes
+        RETURNING t.user_id, o.storage_quota_bytes AS old_bytes, t.bytes AS new_bytes
+    )
+    SELECT (SELECT pg_catalog.count(pg_catalog.pg_notify(''quota_updated'', a.payload))
+              FROM announce a),
+           (SELECT pg_catalog.count(pg_catalog.pg_notify(''storage_quota_changed'',
+                       pg_catalog.format(''{"user_id":%%s,"old_bytes":%%s,"new_bytes":%%s}'',
+                                         m.user_id, m.old_bytes, m.new_bytes)))
+              FROM (SELECT * FROM moved ORDER BY user_id) m)',
+    storage_table, storage)
+$$;
+
+-- The bound tables: the attached application's when quota.attach() ran, else quota's.
+CREATE FUNCTION quota.bound_table(name text)
+RETURNS regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT coalesce(
+    (SELECT to_regclass(format('%I.%I', st.attached_schema, name))
+       FROM quota.settings st WHERE st.attached_schema IS NOT NULL),
+    format('quota.%I', name)::regclass)
+$$;
+
+-- AFTER INSERT, UPDATE or DELETE on a plan_features table, FOR EACH STATEMENT, with transition
+-- tables: one statement resyncs and announces every plan the change touched. Fires on
+-- quota.plan_features and, through quota.attach(), on the attached application's; a change of
+-- the one the functions do not read decides nothing and does nothing.
+CREATE FUNCTION quota.plan_features_changed()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    changed jsonb;
+BEGIN
+    IF TG_RELID <> quota.bound_table('plan_features') THEN
+        RETURN NULL;
+    END IF;
+    -- The (plan, feature) pairs whose value or unit the statement changed.
+    IF TG_OP = 'INSERT' THEN
+        SELECT jsonb_agg(jsonb_build_object('plan_id', n.plan_id, 'feature_code', n.feature_code))
+          INTO changed FROM new_rows n;
+    ELSIF TG_OP = 'DELETE' THEN
+        SELECT jsonb_agg(jsonb_build_object('plan_id', o.plan_id, 'feature_code', o.feature_code))
+          INTO changed FROM old_rows o;
+    ELSE
+        -- Rows whose plan, feature, value and unit all stay are no change. The cascade of a
+        -- feature rename (quota.features code, ON UPDATE CASCADE) moves a row from the old
+        -- code, no longer in the catalog, to the new one with the same value: no limit moves,
+        -- and quota.features_changed announces the rename.
+        WITH gone AS (
+            SELECT o.plan_id::bigint AS plan_id, o.feature_code::text AS feature_code,
+                   o.feature_value, o.feature_unit::text AS feature_unit FROM old_rows o
+            EXCEPT
+            SELECT n.plan_id, n.feature_code, n.feature_value, n.feature_unit FROM new_rows n
+        ), came AS (
+            SELECT n.plan_id::bigint AS plan_id, n.feature_code::text AS feature_code,
+                   n.feature_value, n.feature_unit::text AS feature_unit FROM new_rows n
+            EXCEPT
+            SELECT o.plan_id, o.feature_code, o.feature_value, o.feature_unit FROM old_rows o
+        ), renamed AS (
+            SELECT g.plan_id, g.feature_code AS old_code, c.feature_code AS new_code
+              FROM gone g JOIN came c
+                ON c.plan_id = g.plan_id AND c.feature_value = g.feature_value
+               AND c.feature_unit IS NOT DISTINCT FROM g.feature_unit
+             WHERE NOT EXISTS (SELECT FROM quota.features f WHERE f.code = g.feature_code)
+        )
+        SELECT jsonb_agg(jsonb_build_object('plan_id', x.plan_id, 'feature_code', x.feature_code))
+          INTO changed
+          FROM (SELECT g.plan_id, g.feature_code FROM gone g
+                 WHERE (g.plan_id, g.feature_code) NOT IN (SELECT r.plan_id, r.old_code FROM renamed r)
+                UNION
+                SELECT c.plan_id, c.feature_code FROM came c
+                 WHERE (c.plan_id, c.feature_code) NOT IN (SELECT r.plan_id, r.new_code FROM renamed r)) x;
+    END IF;
+    IF changed IS NULL THEN
+        RETURN NULL;
+    END IF;
+    EXECUTE format(
+        'WITH changed AS (
+             SELECT DISTINCT (c ->> ''plan_id'')::pg_catalog.int8 AS plan_id,
+                    c ->> ''feature_code'' AS feature_code
+               FROM pg_catalog.jsonb_array_elements($1) AS c
+         ), counting AS (%1$s
+         ), affected AS (
+             SELECT c.user_id, c.plan_id FROM counting c
+              WHERE c.plan_id IN (SELECT ch.plan_id FROM changed ch)
+         ), announce AS (
+             SELECT pg_catalog.format(''{"plan_id":%%s,"features":%%s,"users_affected":%%s}'',
+                        ch.plan_id,
+                        pg_catalog.to_json(pg_catalog.array_agg(ch.feature_code ORDER BY ch.feature_code)),
+                        (SELECT pg_catalog.count(*) FROM affected a WHERE a.plan_id = ch.plan_id)) AS payload
+               FROM changed ch GROUP BY ch.plan_id ORDER BY ch.plan_id
+         )%2$s',
+        quota.counting_subscriptions_sql(
+            quota.bound_table('user_subscriptions'),
+            'SELECT (c ->> ''plan_id'')::pg_catalog.int8 FROM pg_catalog.jsonb_array_elements($1) AS c'),
+        quota.resync_storage_sql(
+            quota.bound_table('user_storage_usage'),
+            'a.plan_id IN (SELECT ch.plan_id FROM changed ch WHERE ch.feature_code = ''storage_space'')'))
+    USING changed;
+    RETURN NULL;
+END
+$$;
+
+-- The user_subscriptions tables whose custom_quotas name catalog features: quota's own and the
+-- attached application's (both are validated against quota.features).
+CREATE FUNCTION quota.custom_quotas_tables()
+RETURNS regclass[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT ARRAY['quota.user_subscriptions'::regclass]
+       || coalesce((SELECT array_agg(to_regclass(format('%I.user_subscriptions', st.attached_schema)))
+                      FROM quota.settings st
+                     WHERE to_regclass(format('%I.user_subscriptions', st.attached_schema)) IS NOT NULL),
+                   '{}')
+$$;
+
+-- BEFORE DELETE on quota.features, FOR EACH ROW: a delete is refused while a subscription still
+-- overrides the feature in custom_quotas. The key would stay behind, and the validation trigger
+-- would then reject every later change of that document (adjust_quota of another feature
+-- fails with "unknown feature"). BEFORE, so that this refusal, with its fix, comes first.
+CREATE FUNCTION quota.features_delete_guard()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass;
+    overriding bigint;
+BEGIN
+    FOREACH t IN ARRAY quota.custom_quotas_tables() LOOP
+        EXECUTE format('SELECT count(*) FROM %s us WHERE us.custom_quotas ? $1', t)
+           INTO overriding USING OLD.code;
+        IF overriding > 0 THEN
+            RAISE EXCEPTION 'cannot delete feature %: % subscription(s) of % still override it in custom_quotas',
+                            OLD.code, overriding, t
+                USING ERRCODE = '23503',
+                      HINT = format('Clear the key first: UPDATE %s SET custom_quotas = custom_quotas - %L WHERE custom_quotas ? %L;',
+                                    t, OLD.code, OLD.code);
+        END IF;
+    END LOOP;
+    RETURN OLD;
+END
+$$;
+
+CREATE TRIGGER pg_entitlements_features_delete_guard
+    BEFORE DELETE ON quota.features
+    FOR EACH ROW EXECUTE FUNCTION quota.features_delete_guard();
+
+-- AFTER INSERT, UPDATE or DELETE on quota.features, FOR EACH ROW (the catalog holds a handful
+-- of rows; each row changed is one change, with one statement per table it touches):
+--   * a rename rewrites the key in every custom_quotas document, audited in
+--     quota.quota_adjustments (one row per subscription, reason 'feature renamed'), so that a
+--     custom limit keeps applying under the new code (counters and plan rows follow by ON
+--     UPDATE CASCADE);
+--   * a change of what decides limits (code, unit, default_limit, reset_rule), an insert or a
+--     delete announces quota_updated with the number of users whose limit it decides, and, for
+--     storage_space, resyncs their storage_quota_bytes.
+-- The restore path (features_restore_builtin turns a dump's INSERT of a built-in feature into
+-- an UPDATE) fires it only when the dump's row differs, and then touches storage rows that
+-- exist only, with the values the loaded data gives.
+CREATE FUNCTION quota.features_changed()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    code text := CASE WHEN TG_OP = 'DELETE' THEN OLD.code ELSE NEW.code END;
+    t regclass;
+    -- Which users the change decides (see `affected` below).
+    default_moved boolean := TG_OP <> 'UPDATE' OR OLD.default_limit IS DISTINCT FROM NEW.default_limit;
+    unit_moved boolean := TG_OP = 'UPDATE' AND OLD.unit IS DISTINCT FROM NEW.unit;
+    all_moved boolean := TG_OP = 'UPDATE' AND (OLD.code <> NEW.code
+                                               OR OLD.reset_rule IS DISTINCT FROM NEW.reset_rule);
+BEGIN
+    IF TG_OP = 'UPDATE' AND OLD.code <> NEW.code THEN
+        -- The row trigger pg_entitlements_sync_storage_quota reads this setting: a document
+        -- whose only change is this rename decides the same limits, and it announces nothing.
+        PERFORM set_config('pg_entitlements_internal.renaming_feature', 'on', true);
+        FOREACH t IN ARRAY quota.custom_quotas_tables() LOOP
+            EXECUTE format(
+                'WITH renamed AS (
+                     UPDATE %s us
+                        SET custom_quotas = (us.custom_quotas - $1)
+                                            || jsonb_build_object($2, us.custom_quotas -> $1)
+                      WHERE jsonb_typeof(us.custom_quotas) = ''object'' AND us.custom_quotas ? $1
+                     RETURNING us.user_id, us.id, us.custom_quotas -> $2 AS value
+                 )
+                 INSERT INTO quota.quota_adjustments
+                        (user_id, subscription_id, feature_code, old_value, new_value, reason,
+                         actor, created_at)
+                 SELECT r.user_id, r.id, $2, v.value, v.value, ''feature renamed'',
+                        session_user, now()
+                   FROM renamed r,
+                        LATERAL (SELECT (r.value #>> ''{}'')::numeric::integer AS value) v', t)
+                USING OLD.code, NEW.code;
+        END LOOP;
+        PERFORM set_config('pg_entitlements_internal.renaming_feature', '', true);
+    END IF;
+    IF NOT (default_moved OR unit_moved OR all_moved) THEN
+        RETURN NULL;
+    END IF;
+    -- affected: the users with an active subscription whose limit of the feature the change
+    -- decides: a default change, an insert or a delete those without a custom value or a plan
+    -- row; a unit change those whose value is in the catalog's unit (custom values, the
+    -- default, plan rows without feature_unit); a rename or a new reset rule all of them.
+    EXECUTE format(
+        'WITH counting AS (%1$s
+         ), affected AS (
+             SELECT c.user_id FROM counting c
+               LEFT JOIN %2$s pf
+                      ON pf.plan_id::pg_catalog.int8 = c.plan_id AND pf.feature_code = $1
+              WHERE $4
+                 OR ($2 AND NOT coalesce(c.custom_quotas ? $1, false) AND pf.plan_id IS NULL)
+                 OR ($3 AND (coalesce(c.custom_quotas ? $1, false) OR pf.plan_id IS NULL
+                             OR pf.feature_unit IS NULL))
+         ), announce AS (
+             SELECT pg_catalog.format(''{"feature_code":%%s,"features":%%s,"users_affected":%%s%%s}'',
+                        pg_catalog.to_json($1::text), pg_catalog.to_json(ARRAY[$1::text]),
+                        (SELECT pg_catalog.count(*) FROM affected),
+                        coalesce('',"renamed_from":'' || pg_catalog.to_json($5::text), '''')) AS payload
+         )%3$s',
+        quota.counting_subscriptions_sql(quota.bound_table('user_subscriptions'), NULL),
+        quota.bound_table('plan_features'),
+        quota.resync_storage_sql(quota.bound_table('user_storage_usage'),
+                                 '$1 = ''storage_space'''))
+    USING code, default_moved, unit_moved, all_moved,
+          CASE WHEN TG_OP = 'UPDATE' AND OLD.code <> NEW.code THEN OLD.code END;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER pg_entitlements_features_changed
+    AFTER INSERT OR UPDATE OR DELETE ON quota.features
+    FOR EACH ROW EXECUTE FUNCTION quota.features_changed();
+
+-- The three statement triggers of a plan_features table (a trigger with transition tables
+-- fires for one kind of change only when OLD and NEW tables are both named).
+CREATE FUNCTION quota.install_plan_features_triggers(target regclass)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('CREATE TRIGGER pg_entitlements_plan_features_inserted
+                        AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows
+                        FOR EACH STATEMENT EXECUTE FUNCTION quota.plan_features_changed()',
+                   target);
+    EXECUTE format('CREATE TRIGGER pg_entitlements_plan_features_updated
+                        AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+                        FOR EACH STATEMENT EXECUTE FUNCTION quota.plan_features_changed()',
+                   target);
+    EXECUTE format('CREATE TRIGGER pg_entitlements_plan_features_deleted
+                        AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows
+                        FOR EACH STATEMENT EXECUTE FUNCTION quota.plan_features_changed()',
+                   target);
+END
+$$;
+REVOKE EXECUTE ON FUNCTION quota.install_plan_features_triggers(regclass) FROM PUBLIC;
+
+SELECT quota.install_plan_features_triggers('quota.plan_features');
+
+CREATE OR REPLACE FUNCTION quota.attach(target_schema name)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    problems text;
+    subs regclass;
+    owner regrole;
+    owner_is_superuser boolean;
+    needed record;
+    granted text[] := '{}';
+    other record;
+BEGIN
+    -- EXECUTE is revoked from PUBLIC; this also holds for a role it was granted to.
+    IF NOT coalesce((SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user), false) THEN
+        RAISE EXCEPTION 'permission denied to attach pg_entitlements to schema %: role % is not a superuser',
+                        quote_ident(target_schema), quote_ident(current_user)
+            USING ERRCODE = '42501',
+                  HINT = 'The binding decides which tables the writing functions write with the extension owner''s rights; a superuser runs quota.attach() after reviewing the schema.';
+    END IF;
+    IF target_schema = 'quota' THEN
+        RAISE EXCEPTION 'schema quota holds the extension''s own tables; use quota.detach()'
+            USING ERRCODE = '22023';
+    END IF;
+    -- attach_problems() says why; nothing fixes it, so it is refused before anything else.
+    IF target_schema = 'pg_temp' OR target_schema ~ '^pg_(toast_)?temp_[0-9]+$' THEN
+        RAISE EXCEPTION 'cannot attach pg_entitlements to temporary schema %', quote_ident(target_schema)
+            USING ERRCODE = '22023',
+                  HINT = 'A temporary schema belongs to one session, which any role with TEMP may open: attach a permanent schema.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_namespace WHERE nspname = target_schema) THEN
+        RAISE EXCEPTION 'schema % does not exist', quote_ident(target_schema)
+            USING ERRCODE = '3F000';
+    END IF;
+    SELECT string_agg('- ' || p.problem || coalesce(E'\n    fix: ' || p.fix || ';', ''), E'\n'
+                      ORDER BY p.problem)
+      INTO problems
+      FROM quota.attach_problems(target_schema) p;
+    IF problems IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot attach pg_entitlements to schema %', quote_ident(target_schema)
+            USING ERRCODE = '42P16', DETAIL = problems,
+                  HINT = 'Run the fixes (SELECT fix FROM quota.attach_problems(...) \gexec in psql), then attach again.';
+    END IF;
+
+    PERFORM quota.detach();
+    subs := format('%I.user_subscriptions', target_schema)::regclass;
+    SELECT c.relowner::regrole, r.rolsuper INTO owner, owner_is_superuser
+      FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
+     WHERE c.oid = subs;
+
+    -- Code of the application's that runs in the writers' statements: with the owner's rights.
+    FOR other IN
+        SELECT 'trigger' AS kind, t.tgname AS name, t.tgrelid::regclass AS rel
+          FROM pg_trigger t
+         WHERE NOT t.tgisinternal
+           AND t.tgrelid IN (SELECT format('%I.%I', target_schema, n)::regclass
+                               FROM unnest(ARRAY['user_subscriptions', 'subscription_plans',
+                                                 'plan_features', 'user_usage', 'usage_records',
+                                                 'user_storage_usage']) AS n)
+        UNION ALL
+        SELECT 'rule', r.rulename, r.ev_class::regclass
+          FROM pg_rewrite r
+         WHERE r.ev_class IN (SELECT format('%I.%I', target_schema, n)::regclass
+                                FROM unnest(ARRAY['user_subscriptions', 'subscription_plans',
+                                                  'plan_features', 'user_usage', 'usage_records',
+                                                  'user_storage_usage']) AS n)
+         ORDER BY 1, 3, 2
+    LOOP
+        RAISE NOTICE '% % on % is the application''s own and stays: it fires on pg_entitlements'' writes too and runs with the rights of the tables'' owner %',
+            other.kind, quote_ident(other.name), other.rel, owner;
+    END LOOP;
+    FOR other IN
+        SELECT p.oid::regprocedure AS fn FROM pg_proc p
+         WHERE p.pronamespace = target_schema::regnamespace
+           AND p.proname IN ('check_user_quota', 'record_feature_usage', 'get_user_storage_quota',
+                             'get_quota_period', 'consume')
+    LOOP
+        RAISE NOTICE 'function % is the application''s own: a call with argument types matching it exactly resolves to it, not to quota''s; drop it to switch the calls over',
+            other.fn;
+    END LOOP;
+
+    -- What the writers, running as the owner, use in schema quota: the settings and the
+    -- catalog, and the audit adjust_quota writes (without session_role, which keeps its
+    -- default, the session's login role). The triggers they fire are C functions, whose EXECUTE
+    -- privilege is checked when a trigger is created, not when it fires. Only what the owner
+    -- does not hold directly already is granted, and recorded for detach() to revoke.
+    IF owner_is_superuser THEN
+        RAISE NOTICE 'the tables'' owner % is a superuser: the application''s triggers, rules and defaults on them run as a superuser',
+            owner;
+    ELSE
+        FOR needed IN
+            SELECT * FROM (VALUES
+                ('USAGE ON SCHEMA quota',
+                 EXISTS (SELECT FROM pg_namespace n, aclexplode(n.nspacl) a
+                          WHERE n.nspname = 'quota' AND a.grantee = owner
+                            AND a.privilege_type = 'USAGE')),
+                ('SELECT ON TABLE quota.settings',
+                 EXISTS (SELECT FROM pg_class c, aclexplode(c.relacl) a
+                          WHERE c.oid = 'quota.settings'::regclass AND a.grantee = owner
+                            AND a.privilege_type = 'SELECT')),
+                ('SELECT ON TABLE quota.features',
+                 EXISTS (SELECT FROM pg_class c, aclexplode(c.relacl) a
+                          WHERE c.oid = 'quota.features'::regclass AND a.grantee = owner
+                            AND a.privilege_type = 'SELECT')),
+                ('INSERT (user_id, subscription_id, feature_code, old_value, new_value, reason, actor, created_at) ON TABLE quota.quota_adjustments',
+                 EXISTS (SELECT FROM pg_class c, aclexplode(c.relacl) a
+                          WHERE c.oid = 'quota.quota_adjustments'::regclass AND a.grantee = owner
+                            AND a.privilege_type = 'INSERT')
+                 OR NOT EXISTS (
+                     SELECT FROM pg_attribute att
+                      WHERE att.attrelid = 'quota.quota_adjustments'::regclass
+                        AND att.attname IN ('user_id', 'subscription_id', 'feature_code',
+                                            'old_value', 'new_value', 'reason', 'actor',
+                                            'created_at')
+                        AND NOT EXISTS (SELECT FROM aclexplode(att.attacl) a
+                                         WHERE a.grantee = owner AND a.privilege_type = 'INSERT')))
+            ) AS g (privilege, held)
+        LOOP
+            CONTINUE WHEN needed.held;
+            EXECUTE format('GRANT %s TO %s', needed.privilege, owner);
+            granted := granted || needed.privilege;
+        END LOOP;
+        IF granted <> '{}' THEN
+            RAISE NOTICE 'granted % to %, the tables'' owner, as whom the writers run; detach() revokes them',
+                array_to_string(granted, '; '), owner;
+        END IF;
+    END IF;
+
+    PERFORM quota.install_triggers(subs);
+    PERFORM quota.install_cache_trigger(format('%I.%I', target_schema, t)::regclass)
+       FROM unnest(ARRAY['subscription_plans', 'plan_features']) AS t;
+    PERFORM quota.install_plan_features_triggers(format('%I.plan_features', target_schema)::regclass);
+    INSERT INTO quota.settings (attached_schema, attached_owner, attached_grants)
+    VALUES (target_schema, owner, granted)
+    ON CONFLICT (singleton) DO UPDATE
+       SET attached_schema = EXCLUDED.attached_schema, attached_owner = EXCLUDED.attached_owner,
+           attached_grants = EXCLUDED.attached_grants;
+    RAISE NOTICE 'pg_entitlements now uses the tables of schema %', quote_ident(target_schema);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION quota.detach()
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    binding record;
+    subs regclass;
+    t regclass;
+    privilege text;
+BEGIN
+    IF NOT coalesce((SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user), false) THEN
+        RAISE EXCEPTION 'permission denied to detach pg_entitlements: role % is not a superuser',
+                        quote_ident(current_user)
+            USING ERRCODE = '42501',
+                  HINT = 'The binding decides which tables the writing functions write with the extension owner''s rights; a superuser runs quota.detach().';
+    END IF;
+    SELECT st.attached_schema, st.attached_owner, st.attached_grants INTO binding
+      FROM quota.settings st;
+    IF binding.attached_schema IS NULL THEN
+        RETURN;
+    END IF;
+    subs := to_regclass(format('%I.user_subscriptions', binding.attached_schema));
+    IF subs IS NOT NULL THEN
+        EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_validate_custom_quotas ON %s', subs);
+        EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_sync_storage_quota ON %s', subs);
+    END IF;
+    FOR t IN SELECT to_regclass(format('%I.%I', binding.attached_schema, n))
+               FROM unnest(ARRAY['subscription_plans', 'plan_features']) AS n
+    LOOP
+        IF t IS NOT NULL THEN
+            EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_invalidate_cache ON %s', t);
+        END IF;
+    END LOOP;
+    t := to_regclass(format('%I.plan_features', binding.attached_schema));
+    IF t IS NOT NULL THEN
+        EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_plan_features_inserted ON %s', t);
+        EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_plan_features_updated ON %s', t);
+        EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_plan_features_deleted ON %s', t);
+    END IF;
+    -- Exactly what attach() granted: what the owner held before stays.
+    FOREACH privilege IN ARRAY coalesce(binding.attached_grants, '{}') LOOP
+        EXECUTE format('REVOKE %s FROM %s', privilege, binding.attached_owner);
+    END LOOP;
+    UPDATE quota.settings
+       SET attached_schema = NULL, attached_owner = NULL, attached_grants = NULL;
+END
+$$;
+
+-- A feature rename by an admin tool audits each rewritten key (sql/privileges.sql).
+GRANT INSERT (user_id, subscription_id, feature_code, old_value, new_value, reason, actor,
+              created_at)
+   ON quota.quota_adjustments TO quota_admin;

@@ -486,9 +486,14 @@ impl SubscriptionState {
     /// Whether `other` (the same row after an UPDATE) decides exactly the same limits.
     pub fn decides_the_same_limits_as(&self, other: &SubscriptionState) -> bool {
         let text = |s: &SubscriptionState| s.custom_quotas.as_ref().map(RawJsonb::to_text);
+        self.differs_at_most_in_custom_quotas(other) && text(self) == text(other)
+    }
+
+    /// Whether `other` (the same row after an UPDATE) has the same owner, plan, activity and
+    /// dates: custom_quotas alone may differ.
+    pub fn differs_at_most_in_custom_quotas(&self, other: &SubscriptionState) -> bool {
         (self.user_id, self.subscription_id, self.plan_id, self.active, self.dates)
             == (other.user_id, other.subscription_id, other.plan_id, other.active, other.dates)
-            && text(self) == text(other)
     }
 }
 

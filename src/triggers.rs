@@ -87,6 +87,21 @@ fn state(
     })
 }
 
+/// Whether quota.features_changed (sql/catalog.sql) is rewriting the custom_quotas keys of a
+/// renamed feature: it sets this transaction-local setting around that one statement.
+fn renaming_feature() -> bool {
+    // SAFETY: reads a configuration value by a NUL-terminated name; missing_ok makes an
+    // unknown name NULL, never an ERROR; the string stays valid while nothing sets it.
+    unsafe {
+        let value = pgrx::pg_sys::GetConfigOption(
+            c"pg_entitlements_internal.renaming_feature".as_ptr(),
+            true,
+            false,
+        );
+        !value.is_null() && *value == b'o' as std::ffi::c_char
+    }
+}
+
 /// AFTER INSERT, DELETE or UPDATE of the columns that decide a limit: keeps
 /// `user_storage_usage.storage_quota_bytes` equal to `get_user_storage_quota(user_id)` for
 /// the old and the new owner of the row, creating the row when it is missing, and announces
@@ -106,6 +121,13 @@ fn sync_storage_quota<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
                 // An UPDATE that names a watched column but changes nothing that decides a
                 // limit (a bulk job rewriting custom_quotas with the same document, say): no
                 // statement.
+                return Ok(None);
+            }
+            if o.differs_at_most_in_custom_quotas(n) && renaming_feature() {
+                // quota.features_changed moving the key of a renamed feature: the old document
+                // read against the renamed catalog would show the custom limit as lost, but
+                // the same value applies under the new code. The rename is announced once,
+                // for the feature.
                 return Ok(None);
             }
         }
