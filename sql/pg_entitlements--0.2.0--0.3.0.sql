@@ -482,8 +482,8 @@ SELECT format(
     SELECT (SELECT pg_catalog.count(pg_catalog.pg_notify(''quota_updated'', a.payload))
               FROM announce a),
            (SELECT pg_catalog.count(pg_catalog.pg_notify(''storage_quota_changed'',
-                       pg_catalog.format(''{"user_id":%%s,"old_bytes":%%s,"new_bytes":%%s}'',
-                                         m.user_id, m.old_bytes, m.new_bytes)))
+                       pg_catalog.format(''{"new_bytes":%%s,"old_bytes":%%s,"user_id":%%s}'',
+                                         m.new_bytes, m.old_bytes, m.user_id)))
               FROM (SELECT * FROM moved ORDER BY user_id) m)',
     storage_table, storage)
 $$;
@@ -565,9 +565,9 @@ BEGIN
              SELECT c.user_id, c.plan_id FROM counting c
               WHERE c.plan_id IN (SELECT ch.plan_id FROM changed ch)
          ), announce AS (
-             SELECT pg_catalog.format(''{"plan_id":%%s,"features":%%s,"users_affected":%%s}'',
-                        ch.plan_id,
+             SELECT pg_catalog.format(''{"features":%%s,"plan_id":%%s,"users_affected":%%s}'',
                         pg_catalog.to_json(pg_catalog.array_agg(ch.feature_code ORDER BY ch.feature_code)),
+                        ch.plan_id,
                         (SELECT pg_catalog.count(*) FROM affected a WHERE a.plan_id = ch.plan_id)) AS payload
                FROM changed ch GROUP BY ch.plan_id ORDER BY ch.plan_id
          )%2$s',
@@ -696,10 +696,10 @@ BEGIN
                  OR ($3 AND (coalesce(c.custom_quotas ? $1, false) OR pf.plan_id IS NULL
                              OR pf.feature_unit IS NULL))
          ), announce AS (
-             SELECT pg_catalog.format(''{"feature_code":%%s,"features":%%s,"users_affected":%%s%%s}'',
+             SELECT pg_catalog.format(''{"feature_code":%%s,"features":%%s%%s,"users_affected":%%s}'',
                         pg_catalog.to_json($1::text), pg_catalog.to_json(ARRAY[$1::text]),
-                        (SELECT pg_catalog.count(*) FROM affected),
-                        coalesce('',"renamed_from":'' || pg_catalog.to_json($5::text), '''')) AS payload
+                        coalesce('',"renamed_from":'' || pg_catalog.to_json($5::text), ''''),
+                        (SELECT pg_catalog.count(*) FROM affected)) AS payload
          )%3$s',
         quota.counting_subscriptions_sql(quota.bound_table('user_subscriptions'), NULL),
         quota.bound_table('plan_features'),
