@@ -333,6 +333,7 @@ BEGIN
     PERFORM quota.install_triggers(subs);
     PERFORM quota.install_cache_trigger(format('%I.%I', target_schema, t)::regclass)
        FROM unnest(ARRAY['subscription_plans', 'plan_features']) AS t;
+    PERFORM quota.install_plan_features_triggers(format('%I.plan_features', target_schema)::regclass);
     INSERT INTO quota.settings (attached_schema, attached_owner, attached_grants)
     VALUES (target_schema, owner, granted)
     ON CONFLICT (singleton) DO UPDATE
@@ -376,6 +377,12 @@ BEGIN
             EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_invalidate_cache ON %s', t);
         END IF;
     END LOOP;
+    t := to_regclass(format('%I.plan_features', binding.attached_schema));
+    IF t IS NOT NULL THEN
+        EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_plan_features_inserted ON %s', t);
+        EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_plan_features_updated ON %s', t);
+        EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_plan_features_deleted ON %s', t);
+    END IF;
     -- Exactly what attach() granted: what the owner held before stays.
     FOREACH privilege IN ARRAY coalesce(binding.attached_grants, '{}') LOOP
         EXECUTE format('REVOKE %s FROM %s', privilege, binding.attached_owner);
@@ -429,7 +436,7 @@ COMMENT ON EVENT TRIGGER pg_entitlements_guard_drop IS
 
 -- Issue 14, items 6 and 7 (sql/catalog.sql): catalog changes resync storage_quota_bytes and are
 -- announced; a feature rename rewrites the custom_quotas keys (audited), a delete is refused
--- while a subscription overrides the feature. attach() installs the plan_features triggers on
+-- while a subscription overrides the feature. attach() (above) installs the plan_features triggers on
 -- the application's table and detach() removes them (a database attached under 0.2.0 is
 -- refused by this update, see above, so no attached table needs them here).
 -- Each user's subscription that counts now among `subs` (a user_subscriptions table), limited
@@ -740,197 +747,6 @@ $$;
 REVOKE EXECUTE ON FUNCTION quota.install_plan_features_triggers(regclass) FROM PUBLIC;
 
 SELECT quota.install_plan_features_triggers('quota.plan_features');
-
-CREATE OR REPLACE FUNCTION quota.attach(target_schema name)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    problems text;
-    subs regclass;
-    owner regrole;
-    owner_is_superuser boolean;
-    needed record;
-    granted text[] := '{}';
-    other record;
-BEGIN
-    -- EXECUTE is revoked from PUBLIC; this also holds for a role it was granted to.
-    IF NOT coalesce((SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user), false) THEN
-        RAISE EXCEPTION 'permission denied to attach pg_entitlements to schema %: role % is not a superuser',
-                        quote_ident(target_schema), quote_ident(current_user)
-            USING ERRCODE = '42501',
-                  HINT = 'The binding decides which tables the writing functions write with the extension owner''s rights; a superuser runs quota.attach() after reviewing the schema.';
-    END IF;
-    IF target_schema = 'quota' THEN
-        RAISE EXCEPTION 'schema quota holds the extension''s own tables; use quota.detach()'
-            USING ERRCODE = '22023';
-    END IF;
-    -- attach_problems() says why; nothing fixes it, so it is refused before anything else.
-    IF target_schema = 'pg_temp' OR target_schema ~ '^pg_(toast_)?temp_[0-9]+$' THEN
-        RAISE EXCEPTION 'cannot attach pg_entitlements to temporary schema %', quote_ident(target_schema)
-            USING ERRCODE = '22023',
-                  HINT = 'A temporary schema belongs to one session, which any role with TEMP may open: attach a permanent schema.';
-    END IF;
-    IF NOT EXISTS (SELECT FROM pg_namespace WHERE nspname = target_schema) THEN
-        RAISE EXCEPTION 'schema % does not exist', quote_ident(target_schema)
-            USING ERRCODE = '3F000';
-    END IF;
-    SELECT string_agg('- ' || p.problem || coalesce(E'\n    fix: ' || p.fix || ';', ''), E'\n'
-                      ORDER BY p.problem)
-      INTO problems
-      FROM quota.attach_problems(target_schema) p;
-    IF problems IS NOT NULL THEN
-        RAISE EXCEPTION 'cannot attach pg_entitlements to schema %', quote_ident(target_schema)
-            USING ERRCODE = '42P16', DETAIL = problems,
-                  HINT = 'Run the fixes (SELECT fix FROM quota.attach_problems(...) \gexec in psql), then attach again.';
-    END IF;
-
-    PERFORM quota.detach();
-    subs := format('%I.user_subscriptions', target_schema)::regclass;
-    SELECT c.relowner::regrole, r.rolsuper INTO owner, owner_is_superuser
-      FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
-     WHERE c.oid = subs;
-
-    -- Code of the application's that runs in the writers' statements: with the owner's rights.
-    FOR other IN
-        SELECT 'trigger' AS kind, t.tgname AS name, t.tgrelid::regclass AS rel
-          FROM pg_trigger t
-         WHERE NOT t.tgisinternal
-           AND t.tgrelid IN (SELECT format('%I.%I', target_schema, n)::regclass
-                               FROM unnest(ARRAY['user_subscriptions', 'subscription_plans',
-                                                 'plan_features', 'user_usage', 'usage_records',
-                                                 'user_storage_usage']) AS n)
-        UNION ALL
-        SELECT 'rule', r.rulename, r.ev_class::regclass
-          FROM pg_rewrite r
-         WHERE r.ev_class IN (SELECT format('%I.%I', target_schema, n)::regclass
-                                FROM unnest(ARRAY['user_subscriptions', 'subscription_plans',
-                                                  'plan_features', 'user_usage', 'usage_records',
-                                                  'user_storage_usage']) AS n)
-         ORDER BY 1, 3, 2
-    LOOP
-        RAISE NOTICE '% % on % is the application''s own and stays: it fires on pg_entitlements'' writes too and runs with the rights of the tables'' owner %',
-            other.kind, quote_ident(other.name), other.rel, owner;
-    END LOOP;
-    FOR other IN
-        SELECT p.oid::regprocedure AS fn FROM pg_proc p
-         WHERE p.pronamespace = target_schema::regnamespace
-           AND p.proname IN ('check_user_quota', 'record_feature_usage', 'get_user_storage_quota',
-                             'get_quota_period', 'consume')
-    LOOP
-        RAISE NOTICE 'function % is the application''s own: a call with argument types matching it exactly resolves to it, not to quota''s; drop it to switch the calls over',
-            other.fn;
-    END LOOP;
-
-    -- What the writers, running as the owner, use in schema quota: the settings and the
-    -- catalog, and the audit adjust_quota writes (without session_role, which keeps its
-    -- default, the session's login role). The triggers they fire are C functions, whose EXECUTE
-    -- privilege is checked when a trigger is created, not when it fires. Only what the owner
-    -- does not hold directly already is granted, and recorded for detach() to revoke.
-    IF owner_is_superuser THEN
-        RAISE NOTICE 'the tables'' owner % is a superuser: the application''s triggers, rules and defaults on them run as a superuser',
-            owner;
-    ELSE
-        FOR needed IN
-            SELECT * FROM (VALUES
-                ('USAGE ON SCHEMA quota',
-                 EXISTS (SELECT FROM pg_namespace n, aclexplode(n.nspacl) a
-                          WHERE n.nspname = 'quota' AND a.grantee = owner
-                            AND a.privilege_type = 'USAGE')),
-                ('SELECT ON TABLE quota.settings',
-                 EXISTS (SELECT FROM pg_class c, aclexplode(c.relacl) a
-                          WHERE c.oid = 'quota.settings'::regclass AND a.grantee = owner
-                            AND a.privilege_type = 'SELECT')),
-                ('SELECT ON TABLE quota.features',
-                 EXISTS (SELECT FROM pg_class c, aclexplode(c.relacl) a
-                          WHERE c.oid = 'quota.features'::regclass AND a.grantee = owner
-                            AND a.privilege_type = 'SELECT')),
-                ('INSERT (user_id, subscription_id, feature_code, old_value, new_value, reason, actor, created_at) ON TABLE quota.quota_adjustments',
-                 EXISTS (SELECT FROM pg_class c, aclexplode(c.relacl) a
-                          WHERE c.oid = 'quota.quota_adjustments'::regclass AND a.grantee = owner
-                            AND a.privilege_type = 'INSERT')
-                 OR NOT EXISTS (
-                     SELECT FROM pg_attribute att
-                      WHERE att.attrelid = 'quota.quota_adjustments'::regclass
-                        AND att.attname IN ('user_id', 'subscription_id', 'feature_code',
-                                            'old_value', 'new_value', 'reason', 'actor',
-                                            'created_at')
-                        AND NOT EXISTS (SELECT FROM aclexplode(att.attacl) a
-                                         WHERE a.grantee = owner AND a.privilege_type = 'INSERT')))
-            ) AS g (privilege, held)
-        LOOP
-            CONTINUE WHEN needed.held;
-            EXECUTE format('GRANT %s TO %s', needed.privilege, owner);
-            granted := granted || needed.privilege;
-        END LOOP;
-        IF granted <> '{}' THEN
-            RAISE NOTICE 'granted % to %, the tables'' owner, as whom the writers run; detach() revokes them',
-                array_to_string(granted, '; '), owner;
-        END IF;
-    END IF;
-
-    PERFORM quota.install_triggers(subs);
-    PERFORM quota.install_cache_trigger(format('%I.%I', target_schema, t)::regclass)
-       FROM unnest(ARRAY['subscription_plans', 'plan_features']) AS t;
-    PERFORM quota.install_plan_features_triggers(format('%I.plan_features', target_schema)::regclass);
-    INSERT INTO quota.settings (attached_schema, attached_owner, attached_grants)
-    VALUES (target_schema, owner, granted)
-    ON CONFLICT (singleton) DO UPDATE
-       SET attached_schema = EXCLUDED.attached_schema, attached_owner = EXCLUDED.attached_owner,
-           attached_grants = EXCLUDED.attached_grants;
-    RAISE NOTICE 'pg_entitlements now uses the tables of schema %', quote_ident(target_schema);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION quota.detach()
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    binding record;
-    subs regclass;
-    t regclass;
-    privilege text;
-BEGIN
-    IF NOT coalesce((SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user), false) THEN
-        RAISE EXCEPTION 'permission denied to detach pg_entitlements: role % is not a superuser',
-                        quote_ident(current_user)
-            USING ERRCODE = '42501',
-                  HINT = 'The binding decides which tables the writing functions write with the extension owner''s rights; a superuser runs quota.detach().';
-    END IF;
-    SELECT st.attached_schema, st.attached_owner, st.attached_grants INTO binding
-      FROM quota.settings st;
-    IF binding.attached_schema IS NULL THEN
-        RETURN;
-    END IF;
-    subs := to_regclass(format('%I.user_subscriptions', binding.attached_schema));
-    IF subs IS NOT NULL THEN
-        EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_validate_custom_quotas ON %s', subs);
-        EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_sync_storage_quota ON %s', subs);
-    END IF;
-    FOR t IN SELECT to_regclass(format('%I.%I', binding.attached_schema, n))
-               FROM unnest(ARRAY['subscription_plans', 'plan_features']) AS n
-    LOOP
-        IF t IS NOT NULL THEN
-            EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_invalidate_cache ON %s', t);
-        END IF;
-    END LOOP;
-    t := to_regclass(format('%I.plan_features', binding.attached_schema));
-    IF t IS NOT NULL THEN
-        EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_plan_features_inserted ON %s', t);
-        EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_plan_features_updated ON %s', t);
-        EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_plan_features_deleted ON %s', t);
-    END IF;
-    -- Exactly what attach() granted: what the owner held before stays.
-    FOREACH privilege IN ARRAY coalesce(binding.attached_grants, '{}') LOOP
-        EXECUTE format('REVOKE %s FROM %s', privilege, binding.attached_owner);
-    END LOOP;
-    UPDATE quota.settings
-       SET attached_schema = NULL, attached_owner = NULL, attached_grants = NULL;
-END
-$$;
 
 -- A feature rename by an admin tool audits each rewritten key (sql/privileges.sql).
 GRANT INSERT (user_id, subscription_id, feature_code, old_value, new_value, reason, actor,
