@@ -333,6 +333,7 @@ BEGIN
     PERFORM quota.install_triggers(subs);
     PERFORM quota.install_cache_trigger(format('%I.%I', target_schema, t)::regclass)
        FROM unnest(ARRAY['subscription_plans', 'plan_features']) AS t;
+    PERFORM quota.install_plan_features_triggers(format('%I.plan_features', target_schema)::regclass);
     INSERT INTO quota.settings (attached_schema, attached_owner, attached_grants)
     VALUES (target_schema, owner, granted)
     ON CONFLICT (singleton) DO UPDATE
@@ -378,6 +379,12 @@ BEGIN
             EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_invalidate_cache ON %s', t);
         END IF;
     END LOOP;
+    t := to_regclass(format('%I.plan_features', binding.attached_schema));
+    IF t IS NOT NULL THEN
+        EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_plan_features_inserted ON %s', t);
+        EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_plan_features_updated ON %s', t);
+        EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_plan_features_deleted ON %s', t);
+    END IF;
     -- Exactly what attach() granted: what the owner held before stays.
     FOREACH privilege IN ARRAY coalesce(binding.attached_grants, '{}') LOOP
         EXECUTE format('REVOKE %s FROM %s', privilege, binding.attached_owner);

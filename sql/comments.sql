@@ -127,3 +127,24 @@ COMMENT ON FUNCTION quota.guard_drop() IS
 'Event trigger function of pg_entitlements_guard_drop: refuses DROP EXTENSION pg_entitlements and DROP SCHEMA quota while the extension''s tables hold subscriptions, counters, usage records or adjustments, unless pg_entitlements.allow_drop_with_data is on.';
 COMMENT ON EVENT TRIGGER pg_entitlements_guard_drop IS
 'Refuses to drop pg_entitlements with its data in one command; see quota.guard_drop().';
+
+COMMENT ON FUNCTION quota.counting_plan(bigint) IS
+'The plan of the subscription that counts for the user now (status active, start_date <= now() < end_date, latest end_date, then highest id), NULL without one; the rules every read follows, for SQL that needs them (the catalog triggers).';
+COMMENT ON FUNCTION quota.limit_source(bigint, text) IS
+'Where the user''s limit of a feature comes from now: custom_quotas, plan_features or features.default_limit; NULL without an active subscription or without any limit.';
+COMMENT ON FUNCTION quota.counting_subscriptions_sql(regclass, text) IS
+'Internal to the catalog triggers: the query of the plan that counts for each user with an active subscription (on the given plans).';
+COMMENT ON FUNCTION quota.resync_storage_sql(regclass, text) IS
+'Internal to the catalog triggers: the statement tail that resyncs storage_quota_bytes and announces the change.';
+COMMENT ON FUNCTION quota.bound_table(text) IS
+'The table of that name the functions use: the attached application''s after quota.attach(), else quota''s.';
+COMMENT ON FUNCTION quota.plan_features_changed() IS
+'Statement trigger on plan_features: resyncs the storage quota of the users a plan change decides and announces the change.';
+COMMENT ON FUNCTION quota.custom_quotas_tables() IS
+'The user_subscriptions tables whose custom_quotas name catalog features: quota''s and the attached application''s.';
+COMMENT ON FUNCTION quota.features_delete_guard() IS
+'Refuses to delete a feature while a subscription still overrides it in custom_quotas.';
+COMMENT ON FUNCTION quota.features_changed() IS
+'Row trigger on quota.features: a rename rewrites custom_quotas keys (audited); a change of what decides limits is announced and resyncs storage.';
+COMMENT ON FUNCTION quota.install_plan_features_triggers(regclass) IS
+'Installs the three statement triggers that follow changes of a plan_features table.';

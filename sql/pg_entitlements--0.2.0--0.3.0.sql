@@ -352,6 +352,7 @@ BEGIN
     PERFORM quota.install_triggers(subs);
     PERFORM quota.install_cache_trigger(format('%I.%I', target_schema, t)::regclass)
        FROM unnest(ARRAY['subscription_plans', 'plan_features']) AS t;
+    PERFORM quota.install_plan_features_triggers(format('%I.plan_features', target_schema)::regclass);
     INSERT INTO quota.settings (attached_schema, attached_owner, attached_grants)
     VALUES (target_schema, owner, granted)
     ON CONFLICT (singleton) DO UPDATE
@@ -395,6 +396,12 @@ BEGIN
             EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_invalidate_cache ON %s', t);
         END IF;
     END LOOP;
+    t := to_regclass(format('%I.plan_features', binding.attached_schema));
+    IF t IS NOT NULL THEN
+        EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_plan_features_inserted ON %s', t);
+        EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_plan_features_updated ON %s', t);
+        EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_plan_features_deleted ON %s', t);
+    END IF;
     -- Exactly what attach() granted: what the owner held before stays.
     FOREACH privilege IN ARRAY coalesce(binding.attached_grants, '{}') LOOP
         EXECUTE format('REVOKE %s FROM %s', privilege, binding.attached_owner);
@@ -483,6 +490,299 @@ $$;
 -- under a use in flight either. Attached tables get it at the attach() that follows this
 -- update (an update refuses while a schema is attached).
 CREATE OR REPLACE FUNCTION quota.install_triggers(subscriptions regclass)
+
+-- Issue 14, items 6 and 7 (sql/catalog.sql): catalog changes resync storage_quota_bytes and are
+-- announced; a feature rename rewrites the custom_quotas keys (audited), a delete is refused
+-- while a subscription overrides the feature. attach() (above) installs the plan_features triggers on
+-- the application's table and detach() removes them (a database attached under 0.2.0 is
+-- refused by this update, see above, so no attached table needs them here).
+-- The plan of each user's subscription that counts now, among the users with a subscription
+-- of status 'active' in `subs` (a user_subscriptions table) on one of `plans` (all of them when
+-- NULL). Which subscription counts is decided by quota.counting_plan(), with the rules of
+-- entitlements_core::subscription, as for every read: the status condition here only narrows
+-- the users down, as the statements' does.
+CREATE FUNCTION quota.counting_subscriptions_sql(subs regclass, plans text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT format(
+    'SELECT c.user_id, c.plan_id
+       FROM (SELECT u.user_id, quota.counting_plan(u.user_id) AS plan_id
+               FROM (SELECT DISTINCT us.user_id::pg_catalog.int8 AS user_id
+                       FROM %1$s us
+                      WHERE us.status = ''active'' %2$s) u) c
+      WHERE c.plan_id IS NOT NULL',
+    subs,
+    CASE WHEN plans IS NOT NULL
+         THEN format('AND us.plan_id::pg_catalog.int8 IN (%s)', plans) ELSE '' END)
+$$;
+
+-- The storage resync and the announcements of one change, as the last part of one statement:
+-- `affected` (user_id) and `announce` (channel quota_updated payloads, in order) are defined by
+-- the caller; `storage` is the condition on `affected a` of the users whose storage quota the
+-- change can move. `target` is materialized so that the UPDATE's join computes each user's
+-- quota once. The UPDATE reads each user's old quota through a second reference to the row
+-- (RETURNING shows only the new one).
+CREATE FUNCTION quota.resync_storage_sql(storage_table regclass, storage text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT format(
+    ', target AS MATERIALIZED (
+        SELECT a.user_id, quota.get_user_storage_quota(a.user_id) AS bytes
+          FROM affected a WHERE %2$s
+    ), moved AS (
+        UPDATE %1$s s
+           SET storage_quota_bytes = t.bytes, updated_at = pg_catalog.now()
+          FROM target t, %1$s o
+         WHERE s.user_id = t.user_id AND o.user_id = t.user_id
+           AND s.storage_quota_bytes IS DISTINCT FROM t.bytes
+        RETURNING t.user_id, o.storage_quota_bytes AS old_bytes, t.bytes AS new_bytes
+    )
+    SELECT (SELECT pg_catalog.count(pg_catalog.pg_notify(''quota_updated'', a.payload))
+              FROM announce a),
+           (SELECT pg_catalog.count(pg_catalog.pg_notify(''storage_quota_changed'',
+                       pg_catalog.format(''{"new_bytes":%%s,"old_bytes":%%s,"user_id":%%s}'',
+                                         m.new_bytes, m.old_bytes, m.user_id)))
+              FROM (SELECT * FROM moved ORDER BY user_id) m)',
+    storage_table, storage)
+$$;
+
+-- The bound tables: the attached application's when quota.attach() ran, else quota's.
+CREATE FUNCTION quota.bound_table(name text)
+RETURNS regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT coalesce(
+    (SELECT to_regclass(format('%I.%I', st.attached_schema, name))
+       FROM quota.settings st WHERE st.attached_schema IS NOT NULL),
+    format('quota.%I', name)::regclass)
+$$;
+
+-- AFTER INSERT, UPDATE or DELETE on a plan_features table, FOR EACH STATEMENT, with transition
+-- tables: one statement resyncs and announces every plan the change touched. Fires on
+-- quota.plan_features and, through quota.attach(), on the attached application's; a change of
+-- the one the functions do not read decides nothing and does nothing.
+CREATE FUNCTION quota.plan_features_changed()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    changed jsonb;
+BEGIN
+    IF TG_RELID <> quota.bound_table('plan_features') THEN
+        RETURN NULL;
+    END IF;
+    -- The (plan, feature) pairs whose value or unit the statement changed.
+    IF TG_OP = 'INSERT' THEN
+        SELECT jsonb_agg(jsonb_build_object('plan_id', n.plan_id, 'feature_code', n.feature_code))
+          INTO changed FROM new_rows n;
+    ELSIF TG_OP = 'DELETE' THEN
+        SELECT jsonb_agg(jsonb_build_object('plan_id', o.plan_id, 'feature_code', o.feature_code))
+          INTO changed FROM old_rows o;
+    ELSE
+        -- Rows whose plan, feature, value and unit all stay are no change. The cascade of a
+        -- feature rename (quota.features code, ON UPDATE CASCADE) moves a row from the old
+        -- code, no longer in the catalog, to the new one with the same value: no limit moves,
+        -- and quota.features_changed announces the rename.
+        WITH gone AS (
+            SELECT o.plan_id::bigint AS plan_id, o.feature_code::text AS feature_code,
+                   o.feature_value, o.feature_unit::text AS feature_unit FROM old_rows o
+            EXCEPT
+            SELECT n.plan_id, n.feature_code, n.feature_value, n.feature_unit FROM new_rows n
+        ), came AS (
+            SELECT n.plan_id::bigint AS plan_id, n.feature_code::text AS feature_code,
+                   n.feature_value, n.feature_unit::text AS feature_unit FROM new_rows n
+            EXCEPT
+            SELECT o.plan_id, o.feature_code, o.feature_value, o.feature_unit FROM old_rows o
+        ), renamed AS (
+            SELECT g.plan_id, g.feature_code AS old_code, c.feature_code AS new_code
+              FROM gone g JOIN came c
+                ON c.plan_id = g.plan_id AND c.feature_value = g.feature_value
+               AND c.feature_unit IS NOT DISTINCT FROM g.feature_unit
+             WHERE NOT EXISTS (SELECT FROM quota.features f WHERE f.code = g.feature_code)
+        )
+        SELECT jsonb_agg(jsonb_build_object('plan_id', x.plan_id, 'feature_code', x.feature_code))
+          INTO changed
+          FROM (SELECT g.plan_id, g.feature_code FROM gone g
+                 WHERE (g.plan_id, g.feature_code) NOT IN (SELECT r.plan_id, r.old_code FROM renamed r)
+                UNION
+                SELECT c.plan_id, c.feature_code FROM came c
+                 WHERE (c.plan_id, c.feature_code) NOT IN (SELECT r.plan_id, r.new_code FROM renamed r)) x;
+    END IF;
+    IF changed IS NULL THEN
+        RETURN NULL;
+    END IF;
+    EXECUTE format(
+        'WITH changed AS (
+             SELECT DISTINCT (c ->> ''plan_id'')::pg_catalog.int8 AS plan_id,
+                    c ->> ''feature_code'' AS feature_code
+               FROM pg_catalog.jsonb_array_elements($1) AS c
+         ), counting AS (%1$s
+         ), affected AS (
+             SELECT c.user_id, c.plan_id FROM counting c
+              WHERE c.plan_id IN (SELECT ch.plan_id FROM changed ch)
+         ), announce AS (
+             SELECT pg_catalog.format(''{"features":%%s,"plan_id":%%s,"users_affected":%%s}'',
+                        pg_catalog.to_json(pg_catalog.array_agg(ch.feature_code ORDER BY ch.feature_code)),
+                        ch.plan_id,
+                        (SELECT pg_catalog.count(*) FROM affected a WHERE a.plan_id = ch.plan_id)) AS payload
+               FROM changed ch GROUP BY ch.plan_id ORDER BY ch.plan_id
+         )%2$s',
+        quota.counting_subscriptions_sql(
+            quota.bound_table('user_subscriptions'),
+            'SELECT (c ->> ''plan_id'')::pg_catalog.int8 FROM pg_catalog.jsonb_array_elements($1) AS c'),
+        quota.resync_storage_sql(
+            quota.bound_table('user_storage_usage'),
+            'a.plan_id IN (SELECT ch.plan_id FROM changed ch WHERE ch.feature_code = ''storage_space'')'))
+    USING changed;
+    RETURN NULL;
+END
+$$;
+
+-- The user_subscriptions tables whose custom_quotas name catalog features: quota's own and the
+-- attached application's (both are validated against quota.features).
+CREATE FUNCTION quota.custom_quotas_tables()
+RETURNS regclass[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT ARRAY['quota.user_subscriptions'::regclass]
+       || coalesce((SELECT array_agg(to_regclass(format('%I.user_subscriptions', st.attached_schema)))
+                      FROM quota.settings st
+                     WHERE to_regclass(format('%I.user_subscriptions', st.attached_schema)) IS NOT NULL),
+                   '{}')
+$$;
+
+-- BEFORE DELETE on quota.features, FOR EACH ROW: a delete is refused while a subscription still
+-- overrides the feature in custom_quotas. The key would stay behind, and the validation trigger
+-- would then reject every later change of that document (adjust_quota of another feature
+-- fails with "unknown feature"). BEFORE, so that this refusal, with its fix, comes first.
+CREATE FUNCTION quota.features_delete_guard()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass;
+    overriding bigint;
+BEGIN
+    FOREACH t IN ARRAY quota.custom_quotas_tables() LOOP
+        EXECUTE format('SELECT count(*) FROM %s us WHERE us.custom_quotas ? $1', t)
+           INTO overriding USING OLD.code;
+        IF overriding > 0 THEN
+            RAISE EXCEPTION 'cannot delete feature %: % subscription(s) of % still override it in custom_quotas',
+                            OLD.code, overriding, t
+                USING ERRCODE = '23503',
+                      HINT = format('Clear the key first: UPDATE %s SET custom_quotas = custom_quotas - %L WHERE custom_quotas ? %L;',
+                                    t, OLD.code, OLD.code);
+        END IF;
+    END LOOP;
+    RETURN OLD;
+END
+$$;
+
+CREATE TRIGGER pg_entitlements_features_delete_guard
+    BEFORE DELETE ON quota.features
+    FOR EACH ROW EXECUTE FUNCTION quota.features_delete_guard();
+
+-- AFTER INSERT, UPDATE or DELETE on quota.features, FOR EACH ROW (the catalog holds a handful
+-- of rows; each row changed is one change, with one statement per table it touches):
+--   * a rename rewrites the key in every custom_quotas document, audited in
+--     quota.quota_adjustments (one row per subscription, reason 'feature renamed'), so that a
+--     custom limit keeps applying under the new code (counters and plan rows follow by ON
+--     UPDATE CASCADE);
+--   * a change of what decides limits (code, unit, default_limit, reset_rule), an insert or a
+--     delete announces quota_updated with the number of users whose limit it decides, and, for
+--     storage_space, resyncs their storage_quota_bytes.
+-- The restore path (features_restore_builtin turns a dump's INSERT of a built-in feature into
+-- an UPDATE) fires it only when the dump's row differs, and then touches storage rows that
+-- exist only, with the values the loaded data gives.
+CREATE FUNCTION quota.features_changed()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    code text := CASE WHEN TG_OP = 'DELETE' THEN OLD.code ELSE NEW.code END;
+    t regclass;
+    -- Which users the change decides (see `affected` below).
+    default_moved boolean := TG_OP <> 'UPDATE' OR OLD.default_limit IS DISTINCT FROM NEW.default_limit;
+    unit_moved boolean := TG_OP = 'UPDATE' AND OLD.unit IS DISTINCT FROM NEW.unit;
+    -- A deleted feature had no custom value and no plan row left (the delete guard and the
+    -- plan rows' foreign key see to it): it decided every user's limit by its default.
+    all_moved boolean := TG_OP = 'DELETE'
+                         OR (TG_OP = 'UPDATE' AND (OLD.code <> NEW.code
+                                                   OR OLD.reset_rule IS DISTINCT FROM NEW.reset_rule));
+BEGIN
+    IF TG_OP = 'UPDATE' AND OLD.code <> NEW.code THEN
+        -- The row trigger pg_entitlements_sync_storage_quota recognises a document whose only
+        -- change is this rename (quota.is_feature_rename in src/quota.rs): it decides the same
+        -- limits, and it announces nothing.
+        FOREACH t IN ARRAY quota.custom_quotas_tables() LOOP
+            EXECUTE format(
+                'WITH renamed AS (
+                     UPDATE %s us
+                        SET custom_quotas = (us.custom_quotas - $1)
+                                            || jsonb_build_object($2, us.custom_quotas -> $1)
+                      WHERE jsonb_typeof(us.custom_quotas) = ''object'' AND us.custom_quotas ? $1
+                     RETURNING us.user_id, us.id, us.custom_quotas -> $2 AS value
+                 )
+                 INSERT INTO quota.quota_adjustments
+                        (user_id, subscription_id, feature_code, old_value, new_value, reason,
+                         actor, created_at)
+                 SELECT r.user_id, r.id, $2, v.value, v.value, ''feature renamed'',
+                        session_user, now()
+                   FROM renamed r,
+                        LATERAL (SELECT (r.value #>> ''{}'')::numeric::integer AS value) v', t)
+                USING OLD.code, NEW.code;
+        END LOOP;
+    END IF;
+    IF NOT (default_moved OR unit_moved OR all_moved) THEN
+        RETURN NULL;
+    END IF;
+    -- affected: the users with an active subscription whose limit of the feature the change
+    -- decides: a default change or an insert those whose limit comes from the default
+    -- (quota.limit_source, the precedence of entitlements_core::limit); a unit change those
+    -- whose value is in the catalog's unit (custom values, the default, plan rows without
+    -- feature_unit); a rename, a new reset rule or a delete all of them.
+    EXECUTE format(
+        'WITH counting AS (%1$s
+         ), affected AS (
+             SELECT c.user_id FROM counting c
+               LEFT JOIN %2$s pf
+                      ON pf.plan_id::pg_catalog.int8 = c.plan_id AND pf.feature_code = $1
+              WHERE $4
+                 OR ($2 AND quota.limit_source(c.user_id, $1) = ''features.default_limit'')
+                 OR ($3 AND (quota.limit_source(c.user_id, $1) <> ''plan_features''
+                             OR pf.feature_unit IS NULL))
+         ), announce AS (
+             SELECT pg_catalog.format(''{"feature_code":%%s,"features":%%s%%s,"users_affected":%%s}'',
+                        pg_catalog.to_json($1::text), pg_catalog.to_json(ARRAY[$1::text]),
+                        coalesce('',"renamed_from":'' || pg_catalog.to_json($5::text), ''''),
+                        (SELECT pg_catalog.count(*) FROM affected)) AS payload
+         )%3$s',
+        quota.counting_subscriptions_sql(quota.bound_table('user_subscriptions'), NULL),
+        quota.bound_table('plan_features'),
+        quota.resync_storage_sql(quota.bound_table('user_storage_usage'),
+                                 '$1 = ''storage_space'''))
+    USING code, default_moved, unit_moved, all_moved,
+          CASE WHEN TG_OP = 'UPDATE' AND OLD.code <> NEW.code THEN OLD.code END;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER pg_entitlements_features_changed
+    AFTER INSERT OR UPDATE OR DELETE ON quota.features
+    FOR EACH ROW EXECUTE FUNCTION quota.features_changed();
+
+-- The three statement triggers of a plan_features table (a trigger with transition tables
+-- fires for one kind of change only when OLD and NEW tables are both named).
+CREATE FUNCTION quota.install_plan_features_triggers(target regclass)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -503,3 +803,58 @@ $$;
 DROP TRIGGER pg_entitlements_validate_custom_quotas ON quota.user_subscriptions;
 DROP TRIGGER pg_entitlements_sync_storage_quota ON quota.user_subscriptions;
 SELECT quota.install_triggers('quota.user_subscriptions');
+
+    EXECUTE format('CREATE TRIGGER pg_entitlements_plan_features_inserted
+                        AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows
+                        FOR EACH STATEMENT EXECUTE FUNCTION quota.plan_features_changed()',
+                   target);
+    EXECUTE format('CREATE TRIGGER pg_entitlements_plan_features_updated
+                        AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+                        FOR EACH STATEMENT EXECUTE FUNCTION quota.plan_features_changed()',
+                   target);
+    EXECUTE format('CREATE TRIGGER pg_entitlements_plan_features_deleted
+                        AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows
+                        FOR EACH STATEMENT EXECUTE FUNCTION quota.plan_features_changed()',
+                   target);
+END
+$$;
+REVOKE EXECUTE ON FUNCTION quota.install_plan_features_triggers(regclass) FROM PUBLIC;
+
+SELECT quota.install_plan_features_triggers('quota.plan_features');
+
+-- A feature rename by an admin tool audits each rewritten key (sql/privileges.sql).
+GRANT INSERT (user_id, subscription_id, feature_code, old_value, new_value, reason, actor,
+              created_at)
+   ON quota.quota_adjustments TO quota_admin;
+
+-- Two reading functions that give SQL the rules every read follows (sql/catalog.sql uses them
+-- instead of stating them again).
+CREATE FUNCTION quota.counting_plan("user_id" bigint) RETURNS bigint
+STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'counting_plan_wrapper';
+CREATE FUNCTION quota.limit_source("user_id" bigint, "feature_code" TEXT) RETURNS TEXT
+STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'limit_source_wrapper';
+
+COMMENT ON FUNCTION quota.counting_plan(bigint) IS
+'The plan of the subscription that counts for the user now (status active, start_date <= now() < end_date, latest end_date, then highest id), NULL without one; the rules every read follows, for SQL that needs them (the catalog triggers).';
+COMMENT ON FUNCTION quota.limit_source(bigint, text) IS
+'Where the user''s limit of a feature comes from now: custom_quotas, plan_features or features.default_limit; NULL without an active subscription or without any limit.';
+COMMENT ON FUNCTION quota.counting_subscriptions_sql(regclass, text) IS
+'Internal to the catalog triggers: the query of the plan that counts for each user with an active subscription (on the given plans).';
+COMMENT ON FUNCTION quota.resync_storage_sql(regclass, text) IS
+'Internal to the catalog triggers: the statement tail that resyncs storage_quota_bytes and announces the change.';
+COMMENT ON FUNCTION quota.bound_table(text) IS
+'The table of that name the functions use: the attached application''s after quota.attach(), else quota''s.';
+COMMENT ON FUNCTION quota.plan_features_changed() IS
+'Statement trigger on plan_features: resyncs the storage quota of the users a plan change decides and announces the change.';
+COMMENT ON FUNCTION quota.custom_quotas_tables() IS
+'The user_subscriptions tables whose custom_quotas name catalog features: quota''s and the attached application''s.';
+COMMENT ON FUNCTION quota.features_delete_guard() IS
+'Refuses to delete a feature while a subscription still overrides it in custom_quotas.';
+COMMENT ON FUNCTION quota.features_changed() IS
+'Row trigger on quota.features: a rename rewrites custom_quotas keys (audited); a change of what decides limits is announced and resyncs storage.';
+COMMENT ON FUNCTION quota.install_plan_features_triggers(regclass) IS
+'Installs the three statement triggers that follow changes of a plan_features table.';

@@ -64,3 +64,9 @@ GRANT INSERT, UPDATE, DELETE ON quota.features, quota.subscription_plans,
 GRANT INSERT (singleton, time_zone), UPDATE (time_zone) ON quota.settings TO quota_admin;
 GRANT INSERT, UPDATE ON quota.user_storage_usage TO quota_admin;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA quota TO quota_admin;
+-- A feature rename by an admin tool rewrites the custom_quotas keys and audits each rewrite
+-- (quota.features_changed runs with the renaming role's rights). session_role is not granted:
+-- it keeps its default, the login role of the session, whatever else the row says.
+GRANT INSERT (user_id, subscription_id, feature_code, old_value, new_value, reason, actor,
+              created_at)
+   ON quota.quota_adjustments TO quota_admin;

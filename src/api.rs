@@ -269,6 +269,28 @@ fn get_quota_period(
     })
 }
 
+/// The plan of the subscription that counts for the user now, by the rules every read follows;
+/// for the catalog triggers (sql/catalog.sql), which must not state those rules again.
+#[pg_extern(stable, parallel_safe)]
+fn counting_plan(user_id: Option<i64>) -> Option<i64> {
+    crate::error::guard(|| {
+        let user_id = required(user_id, "counting_plan", "user_id");
+        Spi::connect(|client| quota::counting_plan(client, user_id)).or_raise()
+    })
+}
+
+/// Where the user's limit of a feature comes from now: `custom_quotas`, `plan_features` or
+/// `features.default_limit` (NULL: no active subscription, or no limit).
+#[pg_extern(stable, parallel_safe)]
+fn limit_source(user_id: Option<i64>, feature_code: Option<&str>) -> Option<String> {
+    crate::error::guard(|| {
+        let subject = subject("limit_source", user_id, feature_code);
+        Spi::connect(|client| quota::limit_source(client, &subject))
+            .or_raise()
+            .map(str::to_owned)
+    })
+}
+
 /// Every catalog feature's figures for one user in one call.
 #[pg_extern(stable, parallel_safe)]
 fn usage_overview(

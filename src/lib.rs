@@ -40,10 +40,20 @@ extension_sql_file!(
     requires = ["schema", triggers::invalidate_cache]
 );
 extension_sql_file!(
+    "../sql/catalog.sql",
+    name = "catalog",
+    requires = ["triggers", "cache", api::get_user_storage_quota]
+);
+extension_sql_file!(
     "../sql/attach.sql",
     name = "attach",
-    requires =
-        ["triggers", "cache", triggers::validate_custom_quotas, triggers::sync_storage_quota]
+    requires = [
+        "triggers",
+        "cache",
+        "catalog",
+        triggers::validate_custom_quotas,
+        triggers::sync_storage_quota
+    ]
 );
 extension_sql_file!(
     "../sql/privileges.sql",

@@ -84,6 +84,22 @@ fn check_with_period(
     Ok((QuotaStatus::evaluate(limit, usage), Some(period), catalog))
 }
 
+/// `counting_plan`: the plan of the user's subscription that counts now, `None` without one.
+pub fn counting_plan(client: &SpiClient<'_>, user_id: i64) -> Result<Option<i64>, Error> {
+    Ok(read::feature_row(client, user_id, None)?.subscription.map(|s| s.plan_id))
+}
+
+/// `limit_source`: where the user's limit of a feature comes from now (`custom_quotas`,
+/// `plan_features` or `features.default_limit`), `None` without an active subscription or
+/// without any limit.
+pub fn limit_source(client: &SpiClient<'_>, subject: &Subject) -> Result<Option<&'static str>, Error> {
+    let (row, catalog) = named_feature(client, subject)?;
+    let Some(sub) = row.subscription.as_ref() else {
+        return Ok(None);
+    };
+    Ok(resolve(subject, &catalog, sub)?.map(|r| r.source.as_str()))
+}
+
 /// One line of `usage_overview`.
 pub struct Overview {
     pub feature: String,
@@ -519,11 +535,44 @@ impl SubscriptionState {
     /// periods.
     pub fn decides_the_same_as(&self, other: &SubscriptionState) -> bool {
         let text = |s: &SubscriptionState| s.custom_quotas.as_ref().map(RawJsonb::to_text);
+        self.differs_at_most_in_custom_quotas(other) && text(self) == text(other)
+    }
+
+    /// Whether `other` (the same row after an UPDATE) has the same owner, plan, activity and
+    /// dates: custom_quotas alone may differ.
+    pub fn differs_at_most_in_custom_quotas(&self, other: &SubscriptionState) -> bool {
         (self.user_id, self.subscription_id, self.plan_id, self.active, self.dates)
             == (other.user_id, other.subscription_id, other.plan_id, other.active, other.dates)
             && self.period == other.period
-            && text(self) == text(other)
     }
+}
+
+/// Whether the only change from `old` to `new` (the same row after an UPDATE) moves one custom
+/// value from a key the catalog no longer knows to one it knows: what the rename of a feature
+/// does to every document that overrides it (sql/catalog.sql). Such a change decides the same
+/// limits under the new code. No other writer can make it: the validation trigger refuses a
+/// document with a key the catalog does not know.
+pub fn is_feature_rename(
+    client: &SpiClient<'_>,
+    old: &SubscriptionState,
+    new: &SubscriptionState,
+) -> Result<bool, Error> {
+    if !old.differs_at_most_in_custom_quotas(new) {
+        return Ok(false);
+    }
+    let parse = |s: &SubscriptionState| {
+        s.custom_quotas
+            .as_ref()
+            .and_then(|d| serde_json::from_str::<serde_json::Value>(&d.to_text()).ok())
+    };
+    let (Some(before), Some(after)) = (parse(old), parse(new)) else {
+        return Ok(false);
+    };
+    let Some((from, to)) = limit::renamed_key(&before, &after) else {
+        return Ok(false);
+    };
+    let known = store::known_features(client, vec![from.clone(), to.clone()])?;
+    Ok(!known.contains(&from) && known.contains(&to))
 }
 
 /// Each feature's effective limit under one subscription row (`None`: no quota from it).

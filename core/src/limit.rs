@@ -195,9 +195,42 @@ pub fn validate_custom_quotas(
     Ok(limits)
 }
 
+/// When `new` is the object `old` with exactly one key renamed (its value unchanged, every
+/// other key and value the same): the old key and the new one.
+pub fn renamed_key(old: &Value, new: &Value) -> Option<(String, String)> {
+    let (Value::Object(old), Value::Object(new)) = (old, new) else {
+        return None;
+    };
+    if old.len() != new.len() {
+        return None;
+    }
+    let mut gone = old.iter().filter(|(k, _)| !new.contains_key(*k));
+    let mut added = new.iter().filter(|(k, _)| !old.contains_key(*k));
+    let ((from, value), (to, same)) = (gone.next()?, added.next()?);
+    let unchanged = old.iter().filter(|(k, _)| *k != from).all(|(k, v)| new.get(k) == Some(v));
+    (gone.next().is_none() && added.next().is_none() && value == same && unchanged)
+        .then(|| (from.clone(), to.clone()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rename_moves_one_value_to_a_new_key() {
+        let v = |t: &str| serde_json::from_str::<Value>(t).unwrap_or(Value::Null);
+        let rename = |a: &str, b: &str| renamed_key(&v(a), &v(b));
+        assert_eq!(
+            rename(r#"{"exports": 50, "a": 1}"#, r#"{"data_exports": 50, "a": 1}"#),
+            Some(("exports".into(), "data_exports".into()))
+        );
+        assert_eq!(rename(r#"{"exports": 50}"#, r#"{"data_exports": 51}"#), None);
+        assert_eq!(rename(r#"{"exports": 50, "a": 1}"#, r#"{"data_exports": 50, "a": 2}"#), None);
+        assert_eq!(rename(r#"{"x": 1, "y": 1}"#, r#"{"p": 1, "q": 1}"#), None);
+        assert_eq!(rename(r#"{"x": 1}"#, r#"{"x": 1}"#), None);
+        assert_eq!(rename(r#"{"x": 1}"#, r#"{"x": 1, "y": 1}"#), None);
+        assert_eq!(rename("[1]", "[1]"), None);
+    }
     use proptest::prelude::*;
 
     fn subject() -> Subject {

@@ -51,6 +51,7 @@ pub struct PlanRow {
 pub struct SubscriptionRow {
     /// The row version read (`ctid`): what a writer locks, unless it changed meanwhile.
     pub tid: pg_sys::ItemPointerData,
+    pub plan_id: i64,
     pub start: TimestampWithTimeZone,
     pub end: TimestampWithTimeZone,
     pub anchor: Option<TimestampWithTimeZone>,
@@ -100,6 +101,7 @@ fn subscription_row(
     };
     Ok(SubscriptionRow {
         tid: chosen.tid,
+        plan_id,
         start: chosen.start,
         end: chosen.end,
         anchor: chosen.anchor,

@@ -66,8 +66,15 @@ SELECT u AS user_id, s.* FROM unnest(ARRAY[307, 308]) AS u, pg_temp.storage(u) A
 -- A unit that is not a unit of bytes is an error (22023), never a guess from the size of the
 -- number. (Changed inside a transaction that is rolled back.)
 BEGIN;
+-- The change itself is refused: the trigger on plan_features recomputes the storage quota of
+-- the plan's users (310) and raises the error, so it is not written (sql/catalog.sql).
+CALL expect_error($$UPDATE quota.plan_features SET feature_unit = 'articles'
+                     WHERE plan_id = public.plan_id('storage_gb') AND feature_code = 'storage_space'$$);
+-- Written without triggers (as a replication apply does), the row makes the reads raise it.
+SET LOCAL session_replication_role = replica;
 UPDATE plan_features SET feature_unit = 'articles'
  WHERE plan_id = plan_id('storage_gb') AND feature_code = 'storage_space';
+SET LOCAL session_replication_role = origin;
 CALL expect_error('SELECT quota.get_user_storage_quota(310)');
 -- 305's override is in MB, so the plan's unit does not matter to it...
 SELECT * FROM pg_temp.storage(305);
@@ -83,8 +90,12 @@ SELECT count(*) AS subscriptions_of_309 FROM user_subscriptions WHERE user_id = 
 ROLLBACK;
 -- A byte count beyond bigint is an error too (22003): 2147483647 TB.
 BEGIN;
+CALL expect_error($$UPDATE quota.plan_features SET feature_value = 2147483647, feature_unit = 'TB'
+                     WHERE plan_id = public.plan_id('storage_gb') AND feature_code = 'storage_space'$$);
+SET LOCAL session_replication_role = replica;
 UPDATE plan_features SET feature_value = 2147483647, feature_unit = 'TB'
  WHERE plan_id = plan_id('storage_gb') AND feature_code = 'storage_space';
+SET LOCAL session_replication_role = origin;
 CALL expect_error('SELECT quota.get_user_storage_quota(310)');
 ROLLBACK;
 -- Rolled back: 310 has its 2 GB again, 305 its 512 MB override.
