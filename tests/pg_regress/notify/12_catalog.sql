@@ -1,4 +1,4 @@
--- Run by tests/pg_regress/sql/11_catalog.sql. Users 1101..1199 and the seed application's.
+-- Run by tests/pg_regress/sql/12_catalog.sql. Users 1101..1199 and the seed application's.
 CREATE DATABASE catalog_changes;
 \c catalog_changes
 SET TimeZone = 'UTC';
