@@ -490,12 +490,27 @@ $$;
 -- under a use in flight either. Attached tables get it at the attach() that follows this
 -- update (an update refuses while a schema is attached).
 CREATE OR REPLACE FUNCTION quota.install_triggers(subscriptions regclass)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('CREATE TRIGGER pg_entitlements_validate_custom_quotas
+                        BEFORE INSERT OR UPDATE OF custom_quotas ON %s
+                        FOR EACH ROW EXECUTE FUNCTION quota.validate_custom_quotas()',
+                   subscriptions);
+    EXECUTE format('CREATE TRIGGER pg_entitlements_sync_storage_quota
+                        AFTER INSERT OR DELETE OR UPDATE OF custom_quotas, plan_id, status,
+                              start_date, end_date, user_id, quota_reset_anchor,
+                              quota_cycle_type ON %s
+                        FOR EACH ROW EXECUTE FUNCTION quota.sync_storage_quota()',
+                   subscriptions);
+END
+$$;
+DROP TRIGGER pg_entitlements_validate_custom_quotas ON quota.user_subscriptions;
+DROP TRIGGER pg_entitlements_sync_storage_quota ON quota.user_subscriptions;
+SELECT quota.install_triggers('quota.user_subscriptions');
 
--- Issue 14, items 6 and 7 (sql/catalog.sql): catalog changes resync storage_quota_bytes and are
--- announced; a feature rename rewrites the custom_quotas keys (audited), a delete is refused
--- while a subscription overrides the feature. attach() (above) installs the plan_features triggers on
--- the application's table and detach() removes them (a database attached under 0.2.0 is
--- refused by this update, see above, so no attached table needs them here).
 -- The plan of each user's subscription that counts now, among the users with a subscription
 -- of status 'active' in `subs` (a user_subscriptions table) on one of `plans` (all of them when
 -- NULL). Which subscription counts is decided by quota.counting_plan(), with the rules of
@@ -788,22 +803,6 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    EXECUTE format('CREATE TRIGGER pg_entitlements_validate_custom_quotas
-                        BEFORE INSERT OR UPDATE OF custom_quotas ON %s
-                        FOR EACH ROW EXECUTE FUNCTION quota.validate_custom_quotas()',
-                   subscriptions);
-    EXECUTE format('CREATE TRIGGER pg_entitlements_sync_storage_quota
-                        AFTER INSERT OR DELETE OR UPDATE OF custom_quotas, plan_id, status,
-                              start_date, end_date, user_id, quota_reset_anchor,
-                              quota_cycle_type ON %s
-                        FOR EACH ROW EXECUTE FUNCTION quota.sync_storage_quota()',
-                   subscriptions);
-END
-$$;
-DROP TRIGGER pg_entitlements_validate_custom_quotas ON quota.user_subscriptions;
-DROP TRIGGER pg_entitlements_sync_storage_quota ON quota.user_subscriptions;
-SELECT quota.install_triggers('quota.user_subscriptions');
-
     EXECUTE format('CREATE TRIGGER pg_entitlements_plan_features_inserted
                         AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows
                         FOR EACH STATEMENT EXECUTE FUNCTION quota.plan_features_changed()',
