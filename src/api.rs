@@ -285,9 +285,7 @@ fn counting_plan(user_id: Option<i64>) -> Option<i64> {
 fn limit_source(user_id: Option<i64>, feature_code: Option<&str>) -> Option<String> {
     crate::error::guard(|| {
         let subject = subject("limit_source", user_id, feature_code);
-        Spi::connect(|client| quota::limit_source(client, &subject))
-            .or_raise()
-            .map(str::to_owned)
+        Spi::connect(|client| quota::limit_source(client, &subject)).or_raise().map(str::to_owned)
     })
 }
 

@@ -64,12 +64,12 @@ unsafe fn dropped_names(node: *mut pg_sys::Node, kind: pg_sys::ObjectType::Type)
 fn refuse(command: &str) -> ! {
     ErrorReport::new(
         PgSqlErrorCode::ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
-        format!("{command} would drop every subscription, counter and usage record of pg_entitlements"),
+        format!(
+            "{command} would drop every subscription, counter and usage record of pg_entitlements"
+        ),
         "pg_entitlements",
     )
-    .set_detail(
-        "The tables of schema quota hold rows; dropping the extension drops them with it.",
-    )
+    .set_detail("The tables of schema quota hold rows; dropping the extension drops them with it.")
     .set_hint(
         "Keep the data first: pg_dump --schema=quota (or pg_dump of the whole database). To \
          drop it deliberately: SET pg_entitlements.allow_drop_with_data = on; then drop again.",

@@ -86,13 +86,16 @@ fn check_with_period(
 
 /// `counting_plan`: the plan of the user's subscription that counts now, `None` without one.
 pub fn counting_plan(client: &SpiClient<'_>, user_id: i64) -> Result<Option<i64>, Error> {
-    Ok(read::feature_row(client, user_id, None)?.subscription.map(|s| s.plan_id))
+    read::counting_plan(client, user_id)
 }
 
 /// `limit_source`: where the user's limit of a feature comes from now (`custom_quotas`,
 /// `plan_features` or `features.default_limit`), `None` without an active subscription or
 /// without any limit.
-pub fn limit_source(client: &SpiClient<'_>, subject: &Subject) -> Result<Option<&'static str>, Error> {
+pub fn limit_source(
+    client: &SpiClient<'_>,
+    subject: &Subject,
+) -> Result<Option<&'static str>, Error> {
     let (row, catalog) = named_feature(client, subject)?;
     let Some(sub) = row.subscription.as_ref() else {
         return Ok(None);
@@ -467,7 +470,16 @@ pub fn adjust(
             })
         })
         .transpose()?;
-    let Some(locked) = store::lock_subscription(client, subject.user_id, &subject.feature)? else {
+    // The locking statement waits for a concurrent change of the user's active rows and then
+    // sees only what its own snapshot saw: a renewal that cancelled the row it waited for and
+    // inserted a new one leaves it with none. A second statement, with a new snapshot, sees what
+    // the renewal committed (and waits for nothing: the rows it locks are ours or new). Only then
+    // is "no active subscription" the answer.
+    let locked = match store::lock_subscription(client, subject.user_id, &subject.feature)? {
+        Some(locked) => Some(locked),
+        None => store::lock_subscription(client, subject.user_id, &subject.feature)?,
+    };
+    let Some(locked) = locked else {
         return Err(Error::NoActiveSubscription { subject: subject.clone() });
     };
     if let Some(document) = locked.not_object {

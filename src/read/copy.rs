@@ -141,8 +141,7 @@ impl Horizon {
         // SAFETY: as the caller promises. A snapshot taken during recovery keeps every running
         // transaction in subxip; otherwise xip holds the top-level ones.
         unsafe {
-            let running =
-                if (*s).takenDuringRecovery { (*s).subxcnt as u32 } else { (*s).xcnt };
+            let running = if (*s).takenDuringRecovery { (*s).subxcnt as u32 } else { (*s).xcnt };
             Horizon { xmax: (*s).xmax.into(), running }
         }
     }

@@ -51,7 +51,6 @@ pub struct PlanRow {
 pub struct SubscriptionRow {
     /// The row version read (`ctid`): what a writer locks, unless it changed meanwhile.
     pub tid: pg_sys::ItemPointerData,
-    pub plan_id: i64,
     pub start: TimestampWithTimeZone,
     pub end: TimestampWithTimeZone,
     pub anchor: Option<TimestampWithTimeZone>,
@@ -101,7 +100,6 @@ fn subscription_row(
     };
     Ok(SubscriptionRow {
         tid: chosen.tid,
-        plan_id,
         start: chosen.start,
         end: chosen.end,
         anchor: chosen.anchor,
@@ -241,6 +239,17 @@ fn statement_feature_row(
     feature: Option<&str>,
     snapshot: store::Snapshot,
 ) -> Result<FeatureRow, Error> {
+    parse_feature_rows(&statement_rows(client, user_id, feature, snapshot)?, user_id, feature)
+}
+
+/// The rows of [`store::select_feature`], run again when quota.attach() or detach() changed
+/// the binding since this backend prepared the statements.
+fn statement_rows<'c>(
+    client: &'c SpiClient<'_>,
+    user_id: i64,
+    feature: Option<&str>,
+    snapshot: store::Snapshot,
+) -> Result<Vec<SpiHeapTupleData<'c>>, Error> {
     loop {
         let (table, bound_to) = store::select_feature(client, user_id, feature, snapshot)?;
         let rows: Vec<SpiHeapTupleData<'_>> = table.collect();
@@ -252,7 +261,59 @@ fn statement_feature_row(
             store::bind_to(client, binding.as_deref())?;
             continue;
         }
-        return parse_feature_rows(&rows, user_id, feature);
+        return Ok(rows);
+    }
+}
+
+/// The candidate of the statement's rows that counts at `now`, by the rules of
+/// [`entitlements_core::subscription`].
+fn counting_candidate(
+    rows: &[SpiHeapTupleData<'_>],
+    now: TimestampWithTimeZone,
+) -> Result<Option<StatementCandidate>, Error> {
+    use column::*;
+    let mut candidates = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        if col::<pg_sys::ItemPointerData>(row, TID, "ctid")?.is_none() {
+            continue;
+        }
+        candidates.push(StatementCandidate {
+            status: col(row, STATUS, "user_subscriptions.status")?,
+            start: col(row, START, "user_subscriptions.start_date")?,
+            end: col(row, END, "user_subscriptions.end_date")?,
+            id: col(row, ID, "user_subscriptions.id")?,
+            row: i,
+        });
+    }
+    let chosen = subscription::active_index(
+        candidates.iter().map(|c| Candidate {
+            status: c.status.as_deref(),
+            start: c.start.map(crate::time::micros),
+            end: c.end.map(crate::time::micros),
+            id: c.id,
+        }),
+        crate::time::micros(now),
+    );
+    Ok(chosen.and_then(|i| candidates.into_iter().nth(i)))
+}
+
+/// The `plan_id` of the user's subscription that counts now, as the row holds it: `None` when
+/// none counts or it names no plan. Unlike [`feature_row`], no rule about the plan or the
+/// document applies, so that a caller that only needs to know which plan counts (the catalog
+/// triggers) is not stopped by another user's broken row.
+pub fn counting_plan(client: &SpiClient<'_>, user_id: i64) -> Result<Option<i64>, Error> {
+    if let Some(config) = copy::direct(client).ok().filter(|c| c.can_read_subscriptions()) {
+        let now = pgrx::datum::now();
+        return Ok(config.active_subscription(user_id, None, now)?.and_then(|c| c.plan_id));
+    }
+    let rows = statement_rows(client, user_id, None, store::Snapshot::Current)?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let now: TimestampWithTimeZone = required(col(first, column::NOW, "now()")?, "now()")?;
+    match counting_candidate(&rows, now)? {
+        Some(c) => col(&rows[c.row], column::PLAN_ID, "user_subscriptions.plan_id"),
+        None => Ok(None),
     }
 }
 
@@ -278,29 +339,7 @@ fn parse_feature_rows(
         return Err(Error::UnknownFeature { user_id: Some(user_id), feature: feature.to_owned() });
     }
     let now: TimestampWithTimeZone = required(col(first, NOW, "now()")?, "now()")?;
-    let mut candidates = Vec::new();
-    for (i, row) in rows.iter().enumerate() {
-        if col::<pg_sys::ItemPointerData>(row, TID, "ctid")?.is_none() {
-            continue;
-        }
-        candidates.push(StatementCandidate {
-            status: col(row, STATUS, "user_subscriptions.status")?,
-            start: col(row, START, "user_subscriptions.start_date")?,
-            end: col(row, END, "user_subscriptions.end_date")?,
-            id: col(row, ID, "user_subscriptions.id")?,
-            row: i,
-        });
-    }
-    let chosen = subscription::active_index(
-        candidates.iter().map(|c| Candidate {
-            status: c.status.as_deref(),
-            start: c.start.map(crate::time::micros),
-            end: c.end.map(crate::time::micros),
-            id: c.id,
-        }),
-        crate::time::micros(now),
-    )
-    .and_then(|i| candidates.get(i));
+    let chosen = counting_candidate(rows, now)?;
     let subscription = match chosen {
         None => None,
         Some(c) => {
