@@ -1,4 +1,4 @@
--- Every backend keeps a copy of settings, features, plans and plan features (src/cache.rs), so
+-- Every backend keeps a copy of settings, features, plans and plan features (src/read/copy.rs), so
 -- that a quota check reads them without a statement. A change of any of them must reach every
 -- backend before its next check: this trigger queues an invalidation that PostgreSQL sends to
 -- all backends when the change commits (and to none when it rolls back).

@@ -505,7 +505,7 @@ mod tests {
     }
 
     // Committed rows for the tests below that read through the direct path: every other test
-    // writes first, and a transaction that has written reads by statements (src/cache.rs,
+    // writes first, and a transaction that has written reads by statements (src/read/copy.rs,
     // `direct`). Users 9000-9099 and the plans fixture_* are reserved for them; only the test
     // build has these rows (this module is compiled for `cargo pgrx test` alone).
     //   9000 custom above plan above default      9009 end_date infinity
