@@ -484,32 +484,6 @@ BEGIN
 END
 $$;
 
--- A use locks its (user, feature) instead of the subscription row (issue 14, items 4 and 5):
--- the trigger that takes those locks for every change of a limit also fires on the columns
--- that decide the period (quota_reset_anchor, quota_cycle_type), so that a period cannot move
--- under a use in flight either. Attached tables get it at the attach() that follows this
--- update (an update refuses while a schema is attached).
-CREATE OR REPLACE FUNCTION quota.install_triggers(subscriptions regclass)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    EXECUTE format('CREATE TRIGGER pg_entitlements_validate_custom_quotas
-                        BEFORE INSERT OR UPDATE OF custom_quotas ON %s
-                        FOR EACH ROW EXECUTE FUNCTION quota.validate_custom_quotas()',
-                   subscriptions);
-    EXECUTE format('CREATE TRIGGER pg_entitlements_sync_storage_quota
-                        AFTER INSERT OR DELETE OR UPDATE OF custom_quotas, plan_id, status,
-                              start_date, end_date, user_id, quota_reset_anchor,
-                              quota_cycle_type ON %s
-                        FOR EACH ROW EXECUTE FUNCTION quota.sync_storage_quota()',
-                   subscriptions);
-END
-$$;
-DROP TRIGGER pg_entitlements_validate_custom_quotas ON quota.user_subscriptions;
-DROP TRIGGER pg_entitlements_sync_storage_quota ON quota.user_subscriptions;
-SELECT quota.install_triggers('quota.user_subscriptions');
 
 -- The plan of each user's subscription that counts now, among the users with a subscription
 -- of status 'active' in `subs` (a user_subscriptions table) on one of `plans` (all of them when

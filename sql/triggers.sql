@@ -12,9 +12,7 @@ ALTER TABLE quota.settings ADD CONSTRAINT settings_time_zone_known
 --     rejected at write time with the user, feature and value named.
 --   pg_entitlements_sync_storage_quota: user_storage_usage.storage_quota_bytes follows every
 --     change that can move the storage quota, creating the row when it is missing; every change
---     of a limit is announced with pg_notify. Every change of a limit or a period (the anchor
---     and cycle too) first takes the lock of each feature it moves, which uses hold while they
---     are open (src/quota.rs, follow_subscription_change).
+--     of a limit is announced with pg_notify.
 CREATE FUNCTION quota.install_triggers(subscriptions regclass)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -27,8 +25,7 @@ BEGIN
                    subscriptions);
     EXECUTE format('CREATE TRIGGER pg_entitlements_sync_storage_quota
                         AFTER INSERT OR DELETE OR UPDATE OF custom_quotas, plan_id, status,
-                              start_date, end_date, user_id, quota_reset_anchor,
-                              quota_cycle_type ON %s
+                              start_date, end_date, user_id ON %s
                         FOR EACH ROW EXECUTE FUNCTION quota.sync_storage_quota()',
                    subscriptions);
 END

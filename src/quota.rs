@@ -232,7 +232,7 @@ fn replay(client: &mut SpiClient<'_>, r: &Recording<'_>) -> Result<bool, Error> 
 }
 
 /// What a use is judged by: the limit, the period and the alert thresholds, and the
-/// subscription version they came from (`None` when read after the lock of the feature).
+/// subscription version they came from (`None` once that is locked).
 struct UseContext {
     limit: Option<Limit>,
     period: Period,
@@ -243,12 +243,11 @@ struct UseContext {
 /// How [`prepare_use`] reads the subscription.
 #[derive(Clone, Copy, PartialEq)]
 enum Read {
-    /// Before the lock of the feature (and without a statement where the reads allow it); the
-    /// use then checks that the version it read is still the newest.
+    /// Without a lock (and without a statement where the reads allow it); the use then locks
+    /// the version it read, and finds out whether it is still the newest.
     Optimistic,
-    /// After the lock, by a statement with a new snapshot: what it reads is the committed state,
-    /// and nothing that changes the limit can commit before the use does.
-    AfterLock,
+    /// Locked first, by a statement that waits for a concurrent change and reads its result.
+    Locked,
 }
 
 fn prepare_use(
@@ -265,7 +264,7 @@ fn prepare_use(
     let (user_id, feature) = (r.subject.user_id, r.subject.feature.as_str());
     let mut row = match how {
         Read::Optimistic => read::feature_row(client, user_id, Some(feature))?,
-        Read::AfterLock => read::feature_row_after_lock(client, user_id, feature)?,
+        Read::Locked => read::feature_row_for_use(client, user_id, feature)?,
     };
     let catalog = take_catalog(&mut row, r.subject)?;
     let Some(sub) = row.subscription.as_ref() else {
@@ -329,17 +328,8 @@ fn use_of<'a>(r: &Recording<'a>, ctx: &UseContext, enforce: bool) -> Result<Use<
 }
 
 /// Counts a use judged by `ctx`, or, when the subscription changed since `ctx` was read, judged
-/// again by a read after the lock of the feature (which cannot go stale). Returns the outcome
-/// and the context it was judged by; `None` when that read finds no active subscription: the
-/// committed state then has none, since a renewal (cancel and insert in one transaction) takes
-/// the lock before its commit and the read comes after.
-///
-/// The lock of (user, feature) is what orders a use with a change of its limit: the trigger
-/// on user_subscriptions takes it for every feature whose limit a change moves, adjust_quota
-/// for its feature. Uses of one feature queue on it until they commit; they would queue on the
-/// counter's row lock anyway. Exclusive, not shared: a transaction that consumes and then
-/// adjusts would have to upgrade a shared lock, and two such transactions would deadlock
-/// (isolation spec consume_vs_adjust).
+/// again by what a read under its lock finds (a read that cannot go stale). Returns the outcome
+/// and the context it was judged by; `None` when the locked read finds no active subscription.
 fn count_use(
     client: &mut SpiClient<'_>,
     function: &'static str,
@@ -347,16 +337,24 @@ fn count_use(
     ctx: UseContext,
     enforce: bool,
 ) -> Result<Option<(store::Applied, UseContext)>, Error> {
-    store::lock_feature(client, r.subject.user_id, &r.subject.feature)?;
     let applied = store::apply_use(client, use_of(r, &ctx, enforce)?, ctx.read)?;
     if !matches!(applied, store::Applied::Stale) {
         return Ok(Some((applied, ctx)));
     }
-    let Some(fresh) = prepare_use(client, function, r, Read::AfterLock)? else {
+    // The locking read waits for a concurrent change of the user's active rows and then sees
+    // only what its own snapshot saw: a renewal (cancel the row and insert a new one, in one
+    // transaction) leaves it with no active row. A second locking read, a new statement with a
+    // new snapshot, sees what the renewal committed; only then is "no active subscription" the
+    // answer (the same as adjust_quota's).
+    let locked = match prepare_use(client, function, r, Read::Locked)? {
+        Some(locked) => Some(locked),
+        None => prepare_use(client, function, r, Read::Locked)?,
+    };
+    let Some(locked) = locked else {
         return Ok(None);
     };
-    let applied = store::apply_use(client, use_of(r, &fresh, enforce)?, fresh.read)?;
-    Ok(Some((applied, fresh)))
+    let applied = store::apply_use(client, use_of(r, &locked, enforce)?, locked.read)?;
+    Ok(Some((applied, locked)))
 }
 
 /// `record_feature_usage`: adds the amount to the current period's counter and writes a
@@ -485,11 +483,6 @@ pub fn adjust(
     if let Some(document) = locked.not_object {
         return Err(Error::CustomQuotasNotObject { user_id: subject.user_id, value: document });
     }
-    // After the row lock, as the trigger the UPDATE below fires takes it (the same order
-    // for every change of a limit): uses of this feature commit first, and a use that comes
-    // now waits for this change and then reads it. Taken here too, so that the ordering does not
-    // hang on the trigger (a superuser may disable it).
-    store::lock_feature(client, subject.user_id, &subject.feature)?;
     let (subscription_id, old_text) = (locked.id, locked.custom);
     let old = old_text
         .map(|t| {
@@ -536,16 +529,12 @@ pub struct SubscriptionState {
     /// start_date and end_date ([`crate::time::micros`]): they also decide which of a user's
     /// active subscriptions counts (latest end first).
     pub dates: (Option<i64>, Option<i64>),
-    /// quota_reset_anchor ([`crate::time::micros`]) and quota_cycle_type: they decide the period
-    /// a use counts toward, so a change of them orders with the uses as a change of a limit.
-    pub period: (Option<i64>, Option<String>),
     pub custom_quotas: Option<RawJsonb>,
 }
 
 impl SubscriptionState {
-    /// Whether `other` (the same row after an UPDATE) decides exactly the same limits and
-    /// periods.
-    pub fn decides_the_same_as(&self, other: &SubscriptionState) -> bool {
+    /// Whether `other` (the same row after an UPDATE) decides exactly the same limits.
+    pub fn decides_the_same_limits_as(&self, other: &SubscriptionState) -> bool {
         let text = |s: &SubscriptionState| s.custom_quotas.as_ref().map(RawJsonb::to_text);
         self.differs_at_most_in_custom_quotas(other) && text(self) == text(other)
     }
@@ -555,7 +544,6 @@ impl SubscriptionState {
     pub fn differs_at_most_in_custom_quotas(&self, other: &SubscriptionState) -> bool {
         (self.user_id, self.subscription_id, self.plan_id, self.active, self.dates)
             == (other.user_id, other.subscription_id, other.plan_id, other.active, other.dates)
-            && self.period == other.period
     }
 }
 
@@ -612,35 +600,15 @@ fn limits_under(
         .collect()
 }
 
-/// For a change of one subscription row: takes the lock of each feature of the user whose
-/// limit the change can move, so that the change waits for the open uses of those features and
-/// a use that comes later waits for the change and reads its result (see `count_use`); then
-/// announces on channel quota_updated the features whose limit it moved, with their old and new
-/// limits (`null`: no quota from this subscription).
-///
-/// A feature's limit under the row moved: that feature. The row started or stopped counting,
-/// moved to another user, changed its dates (which decide which of a user's active
-/// subscriptions counts) or its period (anchor, cycle): every feature with a limit under the
-/// row before or after. A change
-/// of custom_quotas for one feature locks that feature alone, and an UPDATE of a column that
-/// decides no limit does not fire the trigger at all.
-///
-/// Lock order, for every change of a limit: the subscription row (the UPDATE, or
-/// adjust_quota's lock) first, then these locks in the order of their keys, so that two changes
-/// of one user cannot each hold a lock the other waits for. A use takes one feature lock and no
-/// row lock.
-pub fn follow_subscription_change(
+/// Announces on channel quota_updated the features whose limit a change of one subscription
+/// row moved, with their old and new limits (`null`: no quota from this subscription).
+pub fn announce_subscription_change(
     client: &mut SpiClient<'_>,
     user_id: i64,
     subscription_id: i64,
     old: Option<SubscriptionState>,
     new: Option<SubscriptionState>,
 ) -> Result<(), Error> {
-    let identity = |s: &Option<SubscriptionState>| {
-        s.as_ref().map(|s| (s.user_id, s.subscription_id, s.active, s.dates, s.period.clone()))
-    };
-    let moved = identity(&old) != identity(&new);
-    let users: Vec<i64> = old.iter().chain(new.iter()).map(|s| s.user_id).collect();
     let before = limits_under(client, old)?;
     let after = limits_under(client, new)?;
     let lookup = |list: &[(String, Option<Limit>)], code: &str| {
@@ -651,23 +619,13 @@ pub fn follow_subscription_change(
     codes.dedup();
     let (mut changed, mut old_limits, mut new_limits) =
         (Vec::new(), serde_json::Map::new(), serde_json::Map::new());
-    for &code in &codes {
+    for code in codes {
         let (was, is) = (lookup(&before, code), lookup(&after, code));
         if was != is {
             changed.push(code);
             old_limits.insert(code.to_owned(), was.map(Limit::as_i64).into());
             new_limits.insert(code.to_owned(), is.map(Limit::as_i64).into());
         }
-    }
-    let to_lock = if moved { &codes } else { &changed };
-    let mut locks: Vec<(i32, i32)> = users
-        .iter()
-        .flat_map(|&user| to_lock.iter().map(move |code| keys::feature_lock_key(user, code)))
-        .collect();
-    locks.sort_unstable();
-    locks.dedup();
-    for key in locks {
-        store::lock_feature_key(client, key)?;
     }
     if changed.is_empty() {
         return Ok(());

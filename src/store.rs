@@ -6,7 +6,6 @@
 use crate::binding::bind;
 use crate::jsonb::RawJsonb;
 use entitlements_core::alerts::Announced;
-use entitlements_core::keys;
 use entitlements_core::subscription::{self, Candidate};
 use entitlements_core::{Error, Subject};
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
@@ -25,7 +24,10 @@ use std::panic::AssertUnwindSafe;
 /// `entitlements_core::subscription`, for this statement and the direct reads alike; the
 /// status condition only narrows the rows down (and lets the partial index of active
 /// subscriptions serve). The columns are listed, by position, in `read::column`.
-const FEATURE: &str = "
+/// `lock` is appended to the subscription lookup (see [`Lock`]).
+fn feature_sql(lock: &str) -> String {
+    format!(
+        "
 SELECT f.code, f.reset_rule, f.unit, f.default_limit, f.alert_thresholds, f.name,
        coalesce((SELECT st.time_zone FROM quota.settings st), 'UTC'),
        (SELECT st.attached_schema::pg_catalog.text FROM quota.settings st), pg_catalog.now(),
@@ -43,20 +45,21 @@ SELECT f.code, f.reset_rule, f.unit, f.default_limit, f.alert_thresholds, f.name
         SELECT us.ctid, us.id, us.plan_id, us.status, us.start_date, us.end_date,
                us.quota_reset_anchor, us.quota_cycle_type, us.custom_quotas
           FROM quota.user_subscriptions us
-         WHERE us.user_id OPERATOR(pg_catalog.=) $1 AND us.status = 'active') s ON true
+         WHERE us.user_id OPERATOR(pg_catalog.=) $1 AND us.status = 'active' {lock}) s ON true
   LEFT JOIN quota.subscription_plans p ON p.id OPERATOR(pg_catalog.=) s.plan_id
   LEFT JOIN quota.plan_features pf
          ON pf.plan_id OPERATOR(pg_catalog.=) s.plan_id
-        AND pf.feature_code OPERATOR(pg_catalog.=) f.code";
+        AND pf.feature_code OPERATOR(pg_catalog.=) f.code"
+    )
+}
 
-/// Which snapshot [`select_feature`] reads with.
+/// How [`select_feature`] reads the user's subscriptions.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Snapshot {
-    /// The caller's: read-only SPI, which runs on a hot standby.
-    Current,
-    /// A new one, taken when the statement starts: a writer that waited for the lock of its
-    /// feature ([`lock_feature`]) reads what the change it waited for committed.
-    New,
+pub enum Lock {
+    None,
+    /// Locked until the end of the transaction (`FOR NO KEY UPDATE`), waiting for a concurrent
+    /// change and reading its result: a writer whose unlocked read went stale.
+    ForUse,
 }
 
 const USAGE: &str = "
@@ -75,23 +78,20 @@ SELECT u.usage_count::pg_catalog.int8 FROM quota.user_usage u
 /// now() goes in the VALUES and the update takes EXCLUDED's values: an ON CONFLICT DO UPDATE on
 /// a distributed table may not call a non-immutable function.
 ///
-/// `sub` says whether the use was judged by the committed state. A use reads the subscription
-/// (without a lock, maybe from an older snapshot), then takes the lock of its feature
-/// ([`lock_feature`]), then runs this statement, whose snapshot is newer than that lock. With
-/// `check_version`, `sub` finds the row version the use was judged by ($11, its ctid) only when
-/// no change of that row committed since it was read: otherwise `sub` comes back empty,
-/// nothing is written and the last column says false; the writer then reads again
-/// ([`Snapshot::New`]) and counts without the check, since holding the lock, nothing that
-/// changes its limit can commit before it does. No row lock: a change of another feature or
-/// of a column that decides no limit does not wait for the use, and uses of one subscription
-/// do not share-lock its row (which writes to it and, under concurrency, to a MultiXact).
+/// `sub` is the subscription lock. After [`feature_row_for_use`] it is already held and `sub`
+/// is one empty row. After a read without a lock ([`feature_row`]), it locks the version read
+/// ($11, its ctid) FOR NO KEY UPDATE: the lock waits for a concurrent change of the row and
+/// then follows it to the newest version, which no longer stands at $11, so `sub` comes back
+/// empty, nothing is written and the last column says false. The limit the use was judged by is
+/// then stale, and the writer reads again under the lock. Locking last keeps one user's writers
+/// queued for this statement and their commit only, not for their whole call.
 ///
 /// `alerted_limit` is the column of that name, or NULL where the table lacks it (see
 /// [`HAS_ALERTED_LIMIT`]).
-fn use_sql(check_version: bool, alerted_limit: &str) -> String {
-    let sub = if check_version {
+fn use_sql(late_lock: bool, alerted_limit: &str) -> String {
+    let sub = if late_lock {
         "SELECT FROM quota.user_subscriptions us
-     WHERE us.ctid OPERATOR(pg_catalog.=) $11 AND us.user_id = $1"
+     WHERE us.ctid OPERATOR(pg_catalog.=) $11 AND us.user_id = $1 FOR NO KEY UPDATE OF us"
     } else {
         "SELECT"
     };
@@ -159,11 +159,6 @@ SELECT f.code, ($2 OPERATOR(pg_catalog.->) f.code)::pg_catalog.text, pf.feature_
  ORDER BY f.code";
 
 const FEATURE_CODES: &str = "SELECT f.code FROM quota.features f ORDER BY f.code";
-
-/// The lock of one user's feature (two int4 keys: [`entitlements_core::keys::feature_lock_key`]),
-/// until the transaction ends. Taken in its own statement, so that the statements after it get
-/// a snapshot taken after any wait.
-const LOCK_FEATURE: &str = "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)";
 
 /// Serializes the uses of one idempotency key: a retry that arrives while the first call is
 /// still running waits for it and then sees its record. Taken in its own statement, so that
@@ -281,11 +276,10 @@ struct Plans {
     /// The schema the statements are bound to (`None`: schema quota).
     binding: Option<String>,
     feature: OwnedPreparedStatement,
-    feature_new_snapshot: OwnedPreparedStatement,
+    feature_for_use: OwnedPreparedStatement,
     usage: OwnedPreparedStatement,
     use_: OwnedPreparedStatement,
-    use_checked: OwnedPreparedStatement,
-    lock_feature: OwnedPreparedStatement,
+    use_late_lock: OwnedPreparedStatement,
     lock_key: OwnedPreparedStatement,
     record_by_key: OwnedPreparedStatement,
     refund_target_by_id: OwnedPreparedStatement,
@@ -355,13 +349,17 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> Result<&'st
     };
     let plans: &'static Plans = Box::leak(Box::new(Plans {
         binding: binding.clone(),
-        feature: prepare(FEATURE, &[int8, text], false)?,
-        // Prepared as mutating, so that it runs read-write, which takes a new snapshot.
-        feature_new_snapshot: prepare(FEATURE, &[int8, text], true)?,
+        feature: prepare(&feature_sql(""), &[int8, text], false)?,
+        // Writers lock the subscription rows (FOR NO KEY UPDATE) until they commit, here or in
+        // use_late_lock: a change of its limit (adjust_quota, any UPDATE of custom_quotas,
+        // plan_id, ...) waits for the use, and a use that meets such a change uncommitted waits
+        // for it and then reads the new limit. Not FOR SHARE: a transaction that consumes and
+        // then adjusts would have to upgrade its lock, and two such transactions deadlocked
+        // (isolation spec consume_vs_adjust); one lock mode for every writer cannot.
+        feature_for_use: prepare(&feature_sql("FOR NO KEY UPDATE OF us"), &[int8, text], true)?,
         usage: prepare(USAGE, &[int8, text, tstz], false)?,
         use_: prepare(&use_sql(false, alerted_limit), &use_args[..10], true)?,
-        use_checked: prepare(&use_sql(true, alerted_limit), &use_args, true)?,
-        lock_feature: prepare(LOCK_FEATURE, &[int4, int4], true)?,
+        use_late_lock: prepare(&use_sql(true, alerted_limit), &use_args, true)?,
         lock_key: prepare(LOCK_KEY, &[int8, text], true)?,
         record_by_key: prepare(RECORD_BY_KEY, &[int8, text], true)?,
         refund_target_by_id: prepare(RECORD_FOR_REFUND_BY_ID, &[int8], true)?,
@@ -424,14 +422,16 @@ pub fn select_feature<'c>(
     client: &'c SpiClient<'_>,
     user_id: i64,
     feature: Option<&str>,
-    snapshot: Snapshot,
+    lock: Lock,
 ) -> Result<(SpiTupleTable<'c>, Option<String>), Error> {
     let plans = plans(client)?;
     let args: [DatumWithOid; 2] =
         [user_id.into(), feature.map_or_else(DatumWithOid::null::<&str>, Into::into)];
-    let table = match snapshot {
-        Snapshot::Current => client.select(&plans.feature, None, &args),
-        Snapshot::New => client.select(&plans.feature_new_snapshot, None, &args),
+    // feature_for_use is prepared as a mutating statement, so it runs read-write (its row
+    // locks need that) even through select().
+    let table = match lock {
+        Lock::None => client.select(&plans.feature, None, &args),
+        Lock::ForUse => client.select(&plans.feature_for_use, None, &args),
     }
     .map_err(failed("the quota lookup"))?;
     Ok((table, plans.binding.clone()))
@@ -536,9 +536,9 @@ pub enum Applied {
     Stale,
 }
 
-/// Adds the use to its period's counter and the ledger, once [`lock_feature`] holds its lock.
-/// `read` is the subscription version the use was judged by, when it may have been read before
-/// that lock; `None` when it was read after it.
+/// Adds the use to its period's counter and the ledger. `read` is the subscription version the
+/// use was judged by, when it was read without a lock; `None` when the locked read holds the
+/// lock.
 pub fn apply_use(
     client: &mut SpiClient<'_>,
     u: Use<'_>,
@@ -560,7 +560,7 @@ pub fn apply_use(
     let table = write(client, |plans| {
         // use_ takes no $11.
         let (plan, args) = match read {
-            Some(_) => (&plans.use_checked, &args[..]),
+            Some(_) => (&plans.use_late_lock, &args[..]),
             None => (&plans.use_, &args[..10]),
         };
         let schema = plans.binding.as_deref().unwrap_or("quota");
@@ -595,20 +595,6 @@ pub fn apply_use(
         (None, false) => Applied::Stale,
         (None, true) => Applied::Refused,
     })
-}
-
-/// Takes the lock of `user_id`'s `feature` until the transaction ends, waiting for a
-/// transaction that holds it: one that uses the feature, or that changes its limit.
-pub fn lock_feature(client: &mut SpiClient<'_>, user_id: i64, feature: &str) -> Result<(), Error> {
-    lock_feature_key(client, keys::feature_lock_key(user_id, feature))
-}
-
-/// [`lock_feature`] by its key.
-pub fn lock_feature_key(client: &mut SpiClient<'_>, (a, b): (i32, i32)) -> Result<(), Error> {
-    let args: [DatumWithOid; 2] = [a.into(), b.into()];
-    let plan = &plans(client)?.lock_feature;
-    client.update(plan, None, &args).map_err(failed("feature lock"))?;
-    Ok(())
 }
 
 /// Remembers what was announced for the period ([`entitlements_core::alerts::crossed`]).

@@ -83,20 +83,14 @@ fn state(
         plan_id: int8_column(tuple, "plan_id")?,
         active: candidate.is_active(micros(now)),
         dates: (start, end),
-        period: (
-            tuple.get_by_name::<TimestampWithTimeZone>("quota_reset_anchor")?.map(micros),
-            tuple.get_by_name::<String>("quota_cycle_type")?,
-        ),
         custom_quotas: tuple.get_by_name::<RawJsonb>("custom_quotas")?,
     })
 }
 
-/// AFTER INSERT, DELETE or UPDATE of the columns that decide a limit or a period: keeps
+/// AFTER INSERT, DELETE or UPDATE of the columns that decide a limit: keeps
 /// `user_storage_usage.storage_quota_bytes` equal to `get_user_storage_quota(user_id)` for
 /// the old and the new owner of the row, creating the row when it is missing, and announces
-/// the change on channels quota_updated and storage_quota_changed. First it takes the lock of
-/// each feature whose limit the change can move ([`quota::follow_subscription_change`]): the
-/// change waits for that feature's open uses, and later uses wait for it. It touches only rows of
+/// the change on channels quota_updated and storage_quota_changed. It touches only rows of
 /// those users, so on a cluster sharded by user it stays on one shard.
 #[pg_trigger]
 fn sync_storage_quota<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
@@ -108,9 +102,9 @@ fn sync_storage_quota<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
         let new_state = new.as_ref().map(|t| state(t, now)).transpose()?;
         let old_state = old.as_ref().map(|t| state(t, now)).transpose()?;
         if let (Some(o), Some(n)) = (&old_state, &new_state) {
-            if o.decides_the_same_as(n) {
+            if o.decides_the_same_limits_as(n) {
                 // An UPDATE that names a watched column but changes nothing that decides a
-                // limit or a period (a bulk job rewriting custom_quotas with the same document, say): no
+                // limit (a bulk job rewriting custom_quotas with the same document, say): no
                 // statement.
                 return Ok(None);
             }
@@ -130,7 +124,7 @@ fn sync_storage_quota<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
             return Ok(None);
         };
         Spi::connect_mut(|client| {
-            quota::follow_subscription_change(client, user, id, old_state, new_state).or_raise();
+            quota::announce_subscription_change(client, user, id, old_state, new_state).or_raise();
             for user in users {
                 quota::sync_storage(client, user).or_raise();
             }

@@ -127,19 +127,18 @@ pub fn feature_row(
             return Ok(row);
         }
     }
-    statement_feature_row(client, user_id, feature, store::Snapshot::Current)
+    statement_feature_row(client, user_id, feature, store::Lock::None)
 }
 
-/// [`feature_row`] for a writer whose first read went stale, read by a statement with a new
-/// snapshot: the writer holds the lock of its feature and waited for whatever changed, so this
-/// read sees the committed state and nothing can change its limit before the writer commits.
-/// The direct path reads with the caller's snapshot, which may be older than the wait.
-pub fn feature_row_after_lock(
+/// [`feature_row`] for a writer whose unlocked read went stale: the active subscription read by
+/// a statement that locks the user's active subscriptions first, until the end of the
+/// transaction, so that its limit cannot change under the use.
+pub fn feature_row_for_use(
     client: &mut SpiClient<'_>,
     user_id: i64,
     feature: &str,
 ) -> Result<FeatureRow, Error> {
-    statement_feature_row(client, user_id, Some(feature), store::Snapshot::New)
+    statement_feature_row(client, user_id, Some(feature), store::Lock::ForUse)
 }
 
 /// The row from the copy and the subscription index; `Ok(None)` when the copy lacks the
@@ -237,9 +236,9 @@ fn statement_feature_row(
     client: &SpiClient<'_>,
     user_id: i64,
     feature: Option<&str>,
-    snapshot: store::Snapshot,
+    lock: store::Lock,
 ) -> Result<FeatureRow, Error> {
-    parse_feature_rows(&statement_rows(client, user_id, feature, snapshot)?, user_id, feature)
+    parse_feature_rows(&statement_rows(client, user_id, feature, lock)?, user_id, feature)
 }
 
 /// The rows of [`store::select_feature`], run again when quota.attach() or detach() changed
@@ -248,10 +247,10 @@ fn statement_rows<'c>(
     client: &'c SpiClient<'_>,
     user_id: i64,
     feature: Option<&str>,
-    snapshot: store::Snapshot,
+    lock: store::Lock,
 ) -> Result<Vec<SpiHeapTupleData<'c>>, Error> {
     loop {
-        let (table, bound_to) = store::select_feature(client, user_id, feature, snapshot)?;
+        let (table, bound_to) = store::select_feature(client, user_id, feature, lock)?;
         let rows: Vec<SpiHeapTupleData<'_>> = table.collect();
         let Some(first) = rows.first() else {
             return Err(Error::Statement { what: "the quota lookup", detail: "no row".into() });
@@ -306,7 +305,7 @@ pub fn counting_plan(client: &SpiClient<'_>, user_id: i64) -> Result<Option<i64>
         let now = pgrx::datum::now();
         return Ok(config.active_subscription(user_id, None, now)?.and_then(|c| c.plan_id));
     }
-    let rows = statement_rows(client, user_id, None, store::Snapshot::Current)?;
+    let rows = statement_rows(client, user_id, None, store::Lock::None)?;
     let Some(first) = rows.first() else {
         return Ok(None);
     };
