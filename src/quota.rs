@@ -327,6 +327,32 @@ fn use_of<'a>(r: &Recording<'a>, ctx: &UseContext, enforce: bool) -> Result<Use<
     })
 }
 
+/// How many times a locking read of the user's active subscriptions runs while it finds none.
+const LOCKED_READS: usize = 16;
+
+/// Runs a locking read of the user's active subscriptions until `found` says it found one, at
+/// most [`LOCKED_READS`] times; `None` only when none ran. Such a read waits for a concurrent
+/// change of those rows and then sees only what its own statement's snapshot saw: after a
+/// renewal (cancel the active row and insert a new one, in one transaction) it finds the row it
+/// waited for cancelled and not the one that replaced it. Each new run is a new statement with
+/// a new snapshot, which sees what the renewal committed; it finds nothing again only when
+/// another renewal replaced that row too in the meantime, or when the user truly has no active
+/// subscription.
+fn read_again<T>(
+    mut read: impl FnMut() -> Result<T, Error>,
+    found: impl Fn(&T) -> bool,
+) -> Result<Option<T>, Error> {
+    let mut last = None;
+    for _ in 0..LOCKED_READS {
+        let result = read()?;
+        if found(&result) {
+            return Ok(Some(result));
+        }
+        last = Some(result);
+    }
+    Ok(last)
+}
+
 /// Counts a use judged by `ctx`, or, when the subscription changed since `ctx` was read, judged
 /// again by what a read under its lock finds (a read that cannot go stale). Returns the outcome
 /// and the context it was judged by; `None` when the locked read finds no active subscription.
@@ -341,16 +367,9 @@ fn count_use(
     if !matches!(applied, store::Applied::Stale) {
         return Ok(Some((applied, ctx)));
     }
-    // The locking read waits for a concurrent change of the user's active rows and then sees
-    // only what its own snapshot saw: a renewal (cancel the row and insert a new one, in one
-    // transaction) leaves it with no active row. A second locking read, a new statement with a
-    // new snapshot, sees what the renewal committed; only then is "no active subscription" the
-    // answer (the same as adjust_quota's).
-    let locked = match prepare_use(client, function, r, Read::Locked)? {
-        Some(locked) => Some(locked),
-        None => prepare_use(client, function, r, Read::Locked)?,
-    };
-    let Some(locked) = locked else {
+    let Some(locked) =
+        read_again(|| prepare_use(client, function, r, Read::Locked), |l| l.is_some())?.flatten()
+    else {
         return Ok(None);
     };
     let applied = store::apply_use(client, use_of(r, &locked, enforce)?, locked.read)?;
@@ -468,15 +487,11 @@ pub fn adjust(
             })
         })
         .transpose()?;
-    // The locking statement waits for a concurrent change of the user's active rows and then
-    // sees only what its own snapshot saw: a renewal that cancelled the row it waited for and
-    // inserted a new one leaves it with none. A second statement, with a new snapshot, sees what
-    // the renewal committed (and waits for nothing: the rows it locks are ours or new). Only then
-    // is "no active subscription" the answer.
-    let locked = match store::lock_subscription(client, subject.user_id, &subject.feature)? {
-        Some(locked) => Some(locked),
-        None => store::lock_subscription(client, subject.user_id, &subject.feature)?,
-    };
+    let locked = read_again(
+        || store::lock_subscription(client, subject.user_id, &subject.feature),
+        |l| l.is_some(),
+    )?
+    .flatten();
     let Some(locked) = locked else {
         return Err(Error::NoActiveSubscription { subject: subject.clone() });
     };
