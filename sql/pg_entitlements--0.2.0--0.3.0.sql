@@ -831,3 +831,30 @@ COMMENT ON FUNCTION quota.features_changed() IS
 'Row trigger on quota.features: a rename rewrites custom_quotas keys (audited); a change of what decides limits is announced and resyncs storage.';
 COMMENT ON FUNCTION quota.install_plan_features_triggers(regclass) IS
 'Installs the three statement triggers that follow changes of a plan_features table.';
+
+-- Usage that never resets belongs to the user, not to a subscription row (issue 14, item 1):
+-- reset rule subscription (platform_accounts, storage_space) is one counter per user and
+-- feature, from -infinity to infinity, like never. Counters of 0.2.0, one per subscription,
+-- and their usage records move there, adding up.
+UPDATE quota.usage_records r SET period_start = '-infinity'
+  FROM quota.features f
+ WHERE f.code = r.feature_code AND f.reset_rule = 'subscription'
+   AND r.period_start <> '-infinity';
+WITH moved AS (
+    DELETE FROM quota.user_usage u
+     USING quota.features f
+     WHERE f.code = u.feature_code AND f.reset_rule = 'subscription'
+       AND u.period_start <> '-infinity'
+    RETURNING u.user_id, u.feature_code, u.usage_count, u.alerted_percent, u.last_reset_at,
+              u.updated_at
+)
+INSERT INTO quota.user_usage AS u
+       (user_id, feature_code, period_start, period_end, usage_count, alerted_percent,
+        last_reset_at, updated_at)
+SELECT m.user_id, m.feature_code, '-infinity', 'infinity', sum(m.usage_count),
+       max(m.alerted_percent), min(m.last_reset_at), max(m.updated_at)
+  FROM moved m GROUP BY m.user_id, m.feature_code
+ON CONFLICT (user_id, feature_code, period_start) DO UPDATE
+   SET usage_count = u.usage_count + EXCLUDED.usage_count,
+       alerted_percent = greatest(u.alerted_percent, EXCLUDED.alerted_percent),
+       updated_at = greatest(u.updated_at, EXCLUDED.updated_at);

@@ -8,6 +8,8 @@
 //! a wall-clock time that does not exist on a given day (a spring-forward gap) resolves the way
 //! PostgreSQL's own `timestamp AT TIME ZONE` does, to the later side of the gap. Periods are
 //! half-open `[start, end)` and clamped to the subscription's own `[start_date, end_date)`.
+//! Usage that never resets (`subscription` and `never` rules) has one period for good, across
+//! every subscription of the user.
 
 use crate::error::{Error, Result};
 use jiff::civil::DateTime;
@@ -54,7 +56,8 @@ impl FromStr for Cycle {
 pub enum ResetRule {
     /// Every billing cycle, on the anniversary of the anchor.
     BillingCycle,
-    /// Once per subscription (storage, connected platform accounts).
+    /// Storage and connected platform accounts: like `Never`, one counter for good, kept
+    /// across every subscription of the user (the name is the seed application's).
     Subscription,
     /// Never: one counter for the user's whole life.
     Never,
@@ -174,9 +177,8 @@ pub fn current_period(
         });
     }
     Ok(match rule {
-        ResetRule::Never => Period { start: None, end: None, rule, cycle: None },
-        ResetRule::Subscription => {
-            Period { start: Some(sub.start), end: sub.end, rule, cycle: None }
+        ResetRule::Never | ResetRule::Subscription => {
+            Period { start: None, end: None, rule, cycle: None }
         }
         ResetRule::BillingCycle => {
             let anchor = sub.anchor.unwrap_or(sub.start);
@@ -378,7 +380,7 @@ mod tests {
         let s = sub("2026-01-15T00:00:00Z", "2027-01-15T00:00:00Z", None, Cycle::Monthly);
         let p = current_period(ResetRule::Subscription, &s, ts("2026-06-01T00:00:00Z"), &utc())
             .unwrap();
-        assert_eq!((p.start, p.end, p.kind()), (Some(s.start), s.end, "subscription"));
+        assert_eq!((p.start, p.end, p.kind()), (None, None, "subscription"));
         let p = current_period(ResetRule::Never, &s, ts("2030-01-01T00:00:00Z"), &utc()).unwrap();
         assert_eq!((p.start, p.end, p.kind()), (None, None, "never"));
     }
@@ -393,7 +395,7 @@ mod tests {
         );
         let p = current_period(ResetRule::Subscription, &s, ts("2040-03-20T00:00:00Z"), &utc())
             .unwrap();
-        assert_eq!((p.start, p.end), (Some(s.start), None));
+        assert_eq!((p.start, p.end), (None, None));
     }
 
     #[test]
@@ -424,8 +426,7 @@ mod tests {
 
     proptest! {
         // For any anchor, subscription and instant: the period contains the instant, lies inside
-        // the subscription, is at most one cycle long, and starts on the anchor's day of month
-        // (or the month's last day) unless clamped to the subscription start.
+        // the subscription, and is at most one cycle long.
         #[test]
         fn period_contains_the_instant(
             anchor in 946_684_800i64..4_102_444_800i64,

@@ -212,13 +212,13 @@ DELETE FROM settings;
 
 -- ---------------------------------------------------------------------------------------------
 -- Reset rules other than billing_cycle.
--- 206: platform_accounts resets once per subscription: its period is the whole subscription.
+-- 206: platform_accounts (reset rule subscription) never resets: one counter for good, across
+-- every subscription of the user.
 INSERT INTO user_subscriptions (user_id, plan_id, start_date, end_date)
 VALUES (206, plan_id('free'), now() - interval '40 days', now() + interval '1 year');
-SELECT p.period_start = s.start_date AS from_start_date, p.period_end = s.end_date AS to_end_date,
+SELECT p.period_start = '-infinity' AS from_minus_infinity, p.period_end = 'infinity' AS to_infinity,
        p.cycle
-  FROM get_quota_period(206, 'platform_accounts') p, user_subscriptions s
- WHERE s.user_id = 206;
+  FROM get_quota_period(206, 'platform_accounts') p;
 
 -- A feature that never resets: one counter for the user's whole life, -infinity to infinity.
 INSERT INTO features (code, name, unit, reset_rule, default_limit)
@@ -230,8 +230,8 @@ SELECT feature_code, usage_count, period_start = '-infinity' AS from_minus_infin
        period_end = 'infinity' AS to_infinity
   FROM user_usage WHERE user_id = 206 ORDER BY feature_code;
 
--- The subscription ends (cancelled) and a new one starts: the per-subscription counter
--- starts again from zero, the lifetime counter carries on.
+-- The subscription ends (cancelled) and a new one starts: both counters carry on (a renewal
+-- never gives back connected accounts).
 UPDATE user_subscriptions SET status = 'cancelled' WHERE user_id = 206;
 INSERT INTO user_subscriptions (user_id, plan_id, start_date, end_date)
 VALUES (206, plan_id('professional'), now() - interval '1 hour', now() + interval '1 year');
