@@ -18,13 +18,18 @@
 //! whose invalidation already arrived would stay out of it until the next change) and remembers
 //! where that snapshot stood ([`Horizon`]). Snapshots are ordered in time by their `xmax`
 //! (which only grows) and, for equal `xmax`, by how many transactions below it were still
-//! running (a set that only shrinks): a statement's snapshot that is not older than the copy's
-//! sees everything the copy saw, and any change of the copied tables committed after the copy
-//! was built has sent an invalidation that this call accepted before using the copy. A snapshot
-//! older than the copy (a statement running while the copy was rebuilt) gets a copy of its
-//! own, read with that snapshot, for its calls only. A statement keeps the copy its first direct call used for all its calls
+//! running (a set that only shrinks). (`snapXactCompletionCount` would say the same more
+//! cheaply, but PostgreSQL zeroes it in every copied snapshot, which the active one is.)
+//!
+//! A statement's snapshot that is not older than the copy's sees everything the copy saw, and
+//! any change of the copied tables committed after the copy was built has sent an invalidation
+//! that this call accepted before using the copy. A snapshot older than the copy (a statement
+//! running while the copy was rebuilt) gets a copy of its own, read with that snapshot, for its
+//! calls only. A statement keeps the copy its first direct call used for all its calls
 //! ([`PINNED`]), so a STABLE function gives one answer per statement even when a change commits
-//! while the statement runs.
+//! while the statement runs. Left open is the window PostgreSQL's own caches share: a commit is
+//! visible to new snapshots a moment before its invalidation is queued; a change is guaranteed
+//! to be seen by the statements that start after its COMMIT returned.
 
 use super::probe::{
     IntColumn, JsonbColumn, Key, KeyColumn, KeyKind, Probe, TextColumn, TimeColumn,
