@@ -489,10 +489,11 @@ $$;
 -- of status 'active' in `subs` (a user_subscriptions table) on one of `plans` (all of them when
 -- NULL). Which subscription counts is decided by quota.counting_plan(), with the rules of
 -- entitlements_core::subscription, as for every read: the status condition here only narrows
--- the users down, as the statements' does.
+-- the users down, as the statements' does. STABLE, not IMMUTABLE: a regclass prints as the
+-- table's name of the moment.
 CREATE FUNCTION quota.counting_subscriptions_sql(subs regclass, plans text)
 RETURNS text
-LANGUAGE sql IMMUTABLE
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT format(
@@ -512,10 +513,10 @@ $$;
 -- the caller; `storage` is the condition on `affected a` of the users whose storage quota the
 -- change can move. `target` is materialized so that the UPDATE's join computes each user's
 -- quota once. The UPDATE reads each user's old quota through a second reference to the row
--- (RETURNING shows only the new one).
+-- (RETURNING shows only the new one). STABLE for the regclass, as above.
 CREATE FUNCTION quota.resync_storage_sql(storage_table regclass, storage text)
 RETURNS text
-LANGUAGE sql IMMUTABLE
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT format(

@@ -275,7 +275,7 @@ fn get_quota_period(
 fn counting_plan(user_id: Option<i64>) -> Option<i64> {
     crate::error::guard(|| {
         let user_id = required(user_id, "counting_plan", "user_id");
-        Spi::connect(|client| quota::counting_plan(client, user_id)).or_raise()
+        Spi::connect(|client| crate::read::counting_plan(client, user_id)).or_raise()
     })
 }
 

@@ -84,11 +84,6 @@ fn check_with_period(
     Ok((QuotaStatus::evaluate(limit, usage), Some(period), catalog))
 }
 
-/// `counting_plan`: the plan of the user's subscription that counts now, `None` without one.
-pub fn counting_plan(client: &SpiClient<'_>, user_id: i64) -> Result<Option<i64>, Error> {
-    read::counting_plan(client, user_id)
-}
-
 /// `limit_source`: where the user's limit of a feature comes from now (`custom_quotas`,
 /// `plan_features` or `features.default_limit`), `None` without an active subscription or
 /// without any limit.
@@ -330,27 +325,20 @@ fn use_of<'a>(r: &Recording<'a>, ctx: &UseContext, enforce: bool) -> Result<Use<
 /// How many times a locking read of the user's active subscriptions runs while it finds none.
 const LOCKED_READS: usize = 16;
 
-/// Runs a locking read of the user's active subscriptions until `found` says it found one, at
-/// most [`LOCKED_READS`] times; `None` only when none ran. Such a read waits for a concurrent
-/// change of those rows and then sees only what its own statement's snapshot saw: after a
-/// renewal (cancel the active row and insert a new one, in one transaction) it finds the row it
-/// waited for cancelled and not the one that replaced it. Each new run is a new statement with
-/// a new snapshot, which sees what the renewal committed; it finds nothing again only when
-/// another renewal replaced that row too in the meantime, or when the user truly has no active
-/// subscription.
-fn read_again<T>(
-    mut read: impl FnMut() -> Result<T, Error>,
-    found: impl Fn(&T) -> bool,
-) -> Result<Option<T>, Error> {
-    let mut last = None;
-    for _ in 0..LOCKED_READS {
-        let result = read()?;
-        if found(&result) {
-            return Ok(Some(result));
+/// Runs a locking read of the user's active subscriptions until it finds one, at most
+/// [`LOCKED_READS`] times. Such a read waits for a concurrent change of those rows and then
+/// sees only what its own statement's snapshot saw: after a renewal (cancel the active row and
+/// insert a new one, in one transaction) it finds the row it waited for cancelled and not the
+/// one that replaced it. Each new run is a new statement with a new snapshot, which sees what
+/// the renewal committed; it finds nothing again only when another renewal replaced that row
+/// too in the meantime, or when the user truly has no active subscription.
+fn read_again<T>(mut read: impl FnMut() -> Result<Option<T>, Error>) -> Result<Option<T>, Error> {
+    for _ in 1..LOCKED_READS {
+        if let Some(found) = read()? {
+            return Ok(Some(found));
         }
-        last = Some(result);
     }
-    Ok(last)
+    read()
 }
 
 /// Counts a use judged by `ctx`, or, when the subscription changed since `ctx` was read, judged
@@ -367,9 +355,7 @@ fn count_use(
     if !matches!(applied, store::Applied::Stale) {
         return Ok(Some((applied, ctx)));
     }
-    let Some(locked) =
-        read_again(|| prepare_use(client, function, r, Read::Locked), |l| l.is_some())?.flatten()
-    else {
+    let Some(locked) = read_again(|| prepare_use(client, function, r, Read::Locked))? else {
         return Ok(None);
     };
     let applied = store::apply_use(client, use_of(r, &locked, enforce)?, locked.read)?;
@@ -487,11 +473,8 @@ pub fn adjust(
             })
         })
         .transpose()?;
-    let locked = read_again(
-        || store::lock_subscription(client, subject.user_id, &subject.feature),
-        |l| l.is_some(),
-    )?
-    .flatten();
+    let locked =
+        read_again(|| store::lock_subscription(client, subject.user_id, &subject.feature))?;
     let Some(locked) = locked else {
         return Err(Error::NoActiveSubscription { subject: subject.clone() });
     };

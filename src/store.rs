@@ -267,11 +267,6 @@ SELECT f.code FROM quota.features f WHERE f.code OPERATOR(pg_catalog.=) ANY ($1)
 
 const BINDING: &str = "SELECT st.attached_schema::pg_catalog.text FROM quota.settings st";
 
-/// The owner of the attached application's user_subscriptions table.
-const BOUND_OWNER: &str = "
-SELECT c.relowner FROM pg_catalog.pg_class c
- WHERE c.oid = pg_catalog.to_regclass(pg_catalog.quote_ident($1) || '.user_subscriptions')";
-
 struct Plans {
     /// The schema the statements are bound to (`None`: schema quota).
     binding: Option<String>,
@@ -295,7 +290,6 @@ struct Plans {
     limits_for: OwnedPreparedStatement,
     feature_codes: OwnedPreparedStatement,
     binding_lookup: OwnedPreparedStatement,
-    bound_owner: OwnedPreparedStatement,
 }
 
 thread_local! {
@@ -375,7 +369,6 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> Result<&'st
         limits_for: prepare(LIMITS_FOR, &[int8, oid(JSONBOID)], false)?,
         feature_codes: prepare(FEATURE_CODES, &[], false)?,
         binding_lookup: prepare(BINDING, &[], false)?,
-        bound_owner: prepare(BOUND_OWNER, &[text], false)?,
     }));
     PLANS.set(Some(plans));
     Ok(plans)
@@ -413,7 +406,8 @@ fn col<T: pgrx::FromDatum + pgrx::IntoDatum>(
     })
 }
 
-fn must<T>(v: Option<T>, what: &'static str) -> Result<T, Error> {
+/// A value the statement guarantees (a NOT NULL column, a row `FROM (SELECT)` always yields).
+pub(crate) fn must<T>(v: Option<T>, what: &'static str) -> Result<T, Error> {
     v.ok_or(Error::Statement { what, detail: "a value that cannot be NULL was NULL".into() })
 }
 
@@ -462,14 +456,7 @@ fn write<R>(
     let Some(schema) = plans.binding.as_deref() else {
         return statement(plans);
     };
-    let table = client
-        .select(&plans.bound_owner, Some(1), &[schema.into()])
-        .map_err(failed("owner lookup"))?;
-    let owner: Option<pg_sys::Oid> = match table.into_iter().next() {
-        Some(row) => col(&row, 1)?,
-        None => None,
-    };
-    let Some(owner) = owner else {
+    let Some(owner) = bound_owner(schema) else {
         return Err(Error::Statement {
             what: "the attached tables",
             detail: format!("{schema}.user_subscriptions does not exist; run quota.detach()"),
@@ -477,6 +464,35 @@ fn write<R>(
     };
     let _as_owner = AsOwner::switch(owner);
     statement(plans)
+}
+
+/// The owner of `schema`.user_subscriptions, from the catalog caches: no statement on a
+/// writer's path, and always the owner of the moment (an `ALTER TABLE ... OWNER TO` counts at
+/// once). `None` when there is no such table.
+fn bound_owner(schema: &str) -> Option<pg_sys::Oid> {
+    let schema = std::ffi::CString::new(schema).ok()?;
+    // SAFETY: lookups in the catalog caches by NUL-terminated names and an oid; the pg_class
+    // tuple is read while the cache holds it and released right after.
+    unsafe {
+        let namespace = pg_sys::get_namespace_oid(schema.as_ptr(), true);
+        if namespace == pg_sys::InvalidOid {
+            return None;
+        }
+        let table = pg_sys::get_relname_relid(c"user_subscriptions".as_ptr(), namespace);
+        if table == pg_sys::InvalidOid {
+            return None;
+        }
+        let tuple = pg_sys::SearchSysCache1(
+            pg_sys::SysCacheIdentifier::RELOID as i32,
+            pg_sys::Datum::from(table),
+        );
+        if tuple.is_null() {
+            return None;
+        }
+        let owner = (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tuple)).relowner;
+        pg_sys::ReleaseSysCache(tuple);
+        Some(owner)
+    }
 }
 
 /// The current user switched to a table owner until dropped.

@@ -31,18 +31,14 @@ fn int8_column(
 /// A column the row must have: `user_id`, `id`, `plan_id`. An attached application's table may
 /// let them be NULL; a trigger then refuses the row with the column named.
 fn required_int(tuple: &PgHeapTuple<'_, AllocatedByPostgres>, name: &'static str) -> i64 {
-    let value = int8_column(tuple, name).map_err(|e| Error::ColumnType {
-        what: format!("user_subscriptions.{name}"),
-        detail: e.to_string(),
-    });
-    match value {
-        Ok(Some(v)) => v,
-        Ok(None) => crate::error::raise(Error::ColumnType {
-            what: format!("user_subscriptions.{name}"),
-            detail: "a subscription needs a value here, not NULL".into(),
-        }),
-        Err(e) => crate::error::raise(e),
-    }
+    let problem =
+        |detail: String| Error::ColumnType { what: format!("user_subscriptions.{name}"), detail };
+    int8_column(tuple, name)
+        .map_err(|e| problem(e.to_string()))
+        .and_then(|v| {
+            v.ok_or_else(|| problem("a subscription needs a value here, not NULL".into()))
+        })
+        .or_raise()
 }
 
 fn user_id(tuple: &PgHeapTuple<'_, AllocatedByPostgres>) -> i64 {

@@ -32,18 +32,19 @@
 //! to be seen by the statements that start after its COMMIT returned.
 
 use super::probe::{
-    IntColumn, JsonbColumn, Key, KeyColumn, KeyKind, Probe, TextColumn, TimeColumn,
+    IntColumn, JsonbColumn, JsonbField, Key, KeyColumn, KeyKind, Probe, TextColumn, TimeColumn,
 };
 use super::{Catalog, Chosen, PlanRow};
 use crate::binding;
 use crate::time::micros;
-use entitlements_core::subscription::Candidate;
+use entitlements_core::subscription::{Candidate, ACTIVE};
 use entitlements_core::Error;
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
 use pgrx::pg_sys::{self, Oid};
 use pgrx::spi::{SpiClient, SpiHeapTupleData, SpiTupleTable};
 use pgrx::{pg_guard, GucSetting};
 use std::cell::{Cell, RefCell};
+use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
@@ -323,13 +324,13 @@ fn privileged_on(tables: &[Table]) -> Result<(), String> {
 /// `statement_timeout`, a cancel), so that a failed build cannot leave every later
 /// invalidation counted as one of the copy's.
 struct Building {
-    _flag: Flag,
+    _flag: BuildingFlag,
 }
 
 impl Building {
     /// Returns the guard and where the snapshot pushed stands.
     fn start() -> (Building, Horizon) {
-        let flag = Flag::set(&BUILDING);
+        let flag = BuildingFlag::set();
         // SAFETY: a snapshot of the newest committed rows, active for the statements of the
         // build (read-only SPI uses the active snapshot); popped by drop, or by the abort of
         // the (sub)transaction when a statement raises an ERROR.
@@ -387,26 +388,26 @@ fn rebuild(client: &SpiClient<'_>) -> Result<Rc<Config>, String> {
 /// the calls of that statement only: kept as the backend's copy, it would miss what committed
 /// after the statement began.
 fn build_for_statement(client: &SpiClient<'_>, horizon: Horizon) -> Result<Rc<Config>, String> {
-    let _building = Flag::set(&BUILDING);
+    let _building = BuildingFlag::set();
     match build(client, horizon) {
         Ok(config) => Ok(Rc::new(config)),
         Err(Refusal::Unusable(why) | Refusal::Privileges(why)) => Err(why),
     }
 }
 
-/// A thread-local flag set until dropped, also when an ERROR unwinds through.
-struct Flag(&'static std::thread::LocalKey<Cell<bool>>);
+/// [`BUILDING`] set until dropped, also when an ERROR unwinds through.
+struct BuildingFlag;
 
-impl Flag {
-    fn set(flag: &'static std::thread::LocalKey<Cell<bool>>) -> Flag {
-        flag.set(true);
-        Flag(flag)
+impl BuildingFlag {
+    fn set() -> BuildingFlag {
+        BUILDING.set(true);
+        BuildingFlag
     }
 }
 
-impl Drop for Flag {
+impl Drop for BuildingFlag {
     fn drop(&mut self) {
-        self.0.set(false);
+        BUILDING.set(false);
     }
 }
 
@@ -794,38 +795,33 @@ impl Config {
             });
         };
         let now = micros(now);
-        let mut best: Option<(Ranked, Chosen)> = None;
+        let mut best: Option<(Candidate<'static>, Chosen)> = None;
         s.probe.scan(&[Key::Int(user_id)], |row| {
             let (start, end) = (row.timestamptz(s.start), row.timestamptz(s.end));
-            let candidate = Ranked {
-                active: row.text_is(s.status, entitlements_core::subscription::ACTIVE),
+            let candidate = Candidate {
+                status: row.text_is(s.status, ACTIVE).then_some(ACTIVE),
                 start: start.map(micros),
                 end: end.map(micros),
                 id: row.int(s.id),
             };
-            let (Some(start), Some(end)) = (start, end) else {
+            // is_active() is false without both dates.
+            let (true, Some(start), Some(end)) = (candidate.is_active(now), start, end) else {
                 return Ok(true);
             };
-            if !candidate.as_core().is_active(now) {
+            if best.as_ref().is_some_and(|(b, _)| candidate.precedence(b) != Ordering::Greater) {
                 return Ok(true);
             }
-            let better = best.as_ref().is_none_or(|(b, _)| {
-                candidate.as_core().precedence(&b.as_core()) == std::cmp::Ordering::Greater
-            });
-            if better {
-                let chosen = Chosen {
-                    tid: row.tid(),
-                    id: candidate.id,
-                    plan_id: row.int(s.plan_id),
-                    start,
-                    end,
-                    anchor: row.timestamptz(s.anchor),
-                    own_cycle: row.text(s.cycle),
-                    custom: feature
-                        .map_or(super::probe::JsonbField::Absent, |f| row.jsonb_field(s.custom, f)),
-                };
-                best = Some((candidate, chosen));
-            }
+            let chosen = Chosen {
+                tid: row.tid(),
+                id: candidate.id,
+                plan_id: row.int(s.plan_id),
+                start,
+                end,
+                anchor: row.timestamptz(s.anchor),
+                own_cycle: row.text(s.cycle),
+                custom: feature.map_or(JsonbField::Absent, |f| row.jsonb_field(s.custom, f)),
+            };
+            best = Some((candidate, chosen));
             Ok(true)
         })?;
         Ok(best.map(|(_, chosen)| chosen))
@@ -888,26 +884,6 @@ impl Config {
                 (role.to_string(), by.to_owned(), detail)
             })
             .collect()
-    }
-}
-
-/// A subscription row's part in the choice of the one that counts, owned (the row's status
-/// text is not).
-struct Ranked {
-    active: bool,
-    start: Option<i64>,
-    end: Option<i64>,
-    id: Option<i64>,
-}
-
-impl Ranked {
-    fn as_core(&self) -> Candidate<'static> {
-        Candidate {
-            status: self.active.then_some(entitlements_core::subscription::ACTIVE),
-            start: self.start,
-            end: self.end,
-            id: self.id,
-        }
     }
 }
 

@@ -187,10 +187,6 @@ fn col<T: pgrx::FromDatum + pgrx::IntoDatum>(
     row.get::<T>(n).map_err(|e| Error::ColumnType { what: what.into(), detail: e.to_string() })
 }
 
-fn required<T>(value: Option<T>, what: &'static str) -> Result<T, Error> {
-    value.ok_or(Error::Statement { what, detail: "a NOT NULL value came back NULL".into() })
-}
-
 /// The columns of [`store::FEATURE`], by position.
 mod column {
     pub const CODE: usize = 1;
@@ -309,7 +305,7 @@ pub fn counting_plan(client: &SpiClient<'_>, user_id: i64) -> Result<Option<i64>
     let Some(first) = rows.first() else {
         return Ok(None);
     };
-    let now: TimestampWithTimeZone = required(col(first, column::NOW, "now()")?, "now()")?;
+    let now: TimestampWithTimeZone = store::must(col(first, column::NOW, "now()")?, "now()")?;
     match counting_candidate(&rows, now)? {
         Some(c) => col(&rows[c.row], column::PLAN_ID, "user_subscriptions.plan_id"),
         None => Ok(None),
@@ -327,9 +323,9 @@ fn parse_feature_rows(
     };
     let catalog = match col::<String>(first, CODE, "features.code")? {
         Some(_) => Some(Catalog {
-            name: required(col(first, NAME, "features.name")?, "features.name")?,
-            reset_rule: required(col(first, RESET_RULE, "reset_rule")?, "features.reset_rule")?,
-            unit: required(col(first, UNIT, "features.unit")?, "features.unit")?,
+            name: store::must(col(first, NAME, "features.name")?, "features.name")?,
+            reset_rule: store::must(col(first, RESET_RULE, "reset_rule")?, "features.reset_rule")?,
+            unit: store::must(col(first, UNIT, "features.unit")?, "features.unit")?,
             default_limit: col(first, DEFAULT_LIMIT, "features.default_limit")?,
         }),
         None => None,
@@ -337,7 +333,7 @@ fn parse_feature_rows(
     if let (Some(feature), None) = (feature, &catalog) {
         return Err(Error::UnknownFeature { user_id: Some(user_id), feature: feature.to_owned() });
     }
-    let now: TimestampWithTimeZone = required(col(first, NOW, "now()")?, "now()")?;
+    let now: TimestampWithTimeZone = store::must(col(first, NOW, "now()")?, "now()")?;
     let chosen = counting_candidate(rows, now)?;
     let subscription = match chosen {
         None => None,
@@ -360,7 +356,7 @@ fn parse_feature_rows(
                 (Some(_), None, None) => JsonbField::Absent,
             };
             let chosen = Chosen {
-                tid: required(col(row, TID, "ctid")?, "ctid")?,
+                tid: store::must(col(row, TID, "ctid")?, "ctid")?,
                 id: c.id,
                 plan_id: col(row, PLAN_ID, "user_subscriptions.plan_id")?,
                 start,
@@ -395,7 +391,7 @@ fn parse_feature_rows(
     Ok(FeatureRow {
         catalog,
         subscription,
-        time_zone: required(col(first, TIME_ZONE, "time_zone")?, "time_zone")?,
+        time_zone: store::must(col(first, TIME_ZONE, "time_zone")?, "time_zone")?,
         now,
         alert_thresholds,
     })
