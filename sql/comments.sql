@@ -71,8 +71,20 @@ COMMENT ON FUNCTION quota.validate_custom_quotas() IS
 
 COMMENT ON FUNCTION quota.sync_storage_quota() IS
     'Trigger: keeps user_storage_usage.storage_quota_bytes equal to get_user_storage_quota(user_id), '
-    'creating the row when missing, and announces changes on channels quota_updated and '
-    'storage_quota_changed (pg_notify, sent at commit only).';
+    'creating the row when missing, announces changes on channels quota_updated and '
+    'storage_quota_changed (pg_notify, sent at commit only), and carries the usage counted so far '
+    'into the current billing period when a change moves it (see quota.carry_usage).';
+
+COMMENT ON FUNCTION quota.follow_time_zone() IS
+    'Trigger on quota.settings: after a change of time_zone, carries every user''s current '
+    'billing-cycle usage into the period computed in the new zone.';
+
+COMMENT ON FUNCTION quota.carry_usage(bigint) IS
+    'Moves the user''s billing-cycle counters whose period contains now() but which another '
+    'period start names (the period a change of anchor, cycle or time zone ended) to the current '
+    'period, adding up, with their usage records. The triggers do it after every change they see; '
+    'call it after a period moved by the clock alone. With pg_entitlements.carry_usage off, those '
+    'counters end at now() instead and the current period starts empty.';
 
 COMMENT ON FUNCTION quota.attach_problems(name) IS
     'What the tables of a schema lack for quota.attach(), each with the statement that fixes it.';

@@ -859,3 +859,70 @@ ON CONFLICT (user_id, feature_code, period_start) DO UPDATE
    SET usage_count = u.usage_count + EXCLUDED.usage_count,
        alerted_percent = greatest(u.alerted_percent, EXCLUDED.alerted_percent),
        updated_at = greatest(u.updated_at, EXCLUDED.updated_at);
+
+-- A period belongs to the user's billing anchor, not to a subscription row (issue 14, items 1
+-- and 2): its start is the anniversary even when the subscription started later, and a change
+-- that moves the current period (another anchor, cycle or time zone) carries the usage counted
+-- so far into it. The trigger on user_subscriptions also watches the anchor and the cycle.
+CREATE OR REPLACE FUNCTION quota.install_triggers(subscriptions regclass)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('CREATE TRIGGER pg_entitlements_validate_custom_quotas
+                        BEFORE INSERT OR UPDATE OF custom_quotas ON %s
+                        FOR EACH ROW EXECUTE FUNCTION quota.validate_custom_quotas()',
+                   subscriptions);
+    EXECUTE format('CREATE TRIGGER pg_entitlements_sync_storage_quota
+                        AFTER INSERT OR DELETE OR UPDATE OF custom_quotas, plan_id, status,
+                              start_date, end_date, user_id, quota_reset_anchor,
+                              quota_cycle_type ON %s
+                        FOR EACH ROW EXECUTE FUNCTION quota.sync_storage_quota()',
+                   subscriptions);
+END
+$$;
+DROP TRIGGER pg_entitlements_sync_storage_quota ON quota.user_subscriptions;
+CREATE TRIGGER pg_entitlements_sync_storage_quota
+    AFTER INSERT OR DELETE OR UPDATE OF custom_quotas, plan_id, status, start_date, end_date,
+          user_id, quota_reset_anchor, quota_cycle_type ON quota.user_subscriptions
+    FOR EACH ROW EXECUTE FUNCTION quota.sync_storage_quota();
+
+CREATE FUNCTION quota.follow_time_zone() RETURNS trigger
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'follow_time_zone_wrapper';
+CREATE TRIGGER pg_entitlements_follow_time_zone
+    AFTER INSERT OR DELETE OR UPDATE OF time_zone ON quota.settings
+    FOR EACH ROW EXECUTE FUNCTION quota.follow_time_zone();
+
+CREATE FUNCTION quota.carry_usage("user_id" bigint) RETURNS void
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'carry_usage_wrapper';
+REVOKE EXECUTE ON FUNCTION quota.carry_usage(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION quota.carry_usage(bigint) TO quota_admin;
+
+COMMENT ON FUNCTION quota.sync_storage_quota() IS
+    'Trigger: keeps user_storage_usage.storage_quota_bytes equal to get_user_storage_quota(user_id), '
+    'creating the row when missing, announces changes on channels quota_updated and '
+    'storage_quota_changed (pg_notify, sent at commit only), and carries the usage counted so far '
+    'into the current billing period when a change moves it (see quota.carry_usage).';
+COMMENT ON FUNCTION quota.follow_time_zone() IS
+    'Trigger on quota.settings: after a change of time_zone, carries every user''s current '
+    'billing-cycle usage into the period computed in the new zone.';
+COMMENT ON FUNCTION quota.carry_usage(bigint) IS
+    'Moves the user''s billing-cycle counters whose period contains now() but which another '
+    'period start names (the period a change of anchor, cycle or time zone ended) to the current '
+    'period, adding up, with their usage records. The triggers do it after every change they see; '
+    'call it after a period moved by the clock alone. With pg_entitlements.carry_usage off, those '
+    'counters end at now() instead and the current period starts empty.';
+
+-- Counters of 0.2.0 are named by a period start clamped to the subscription's start_date, and
+-- those a time-zone change or a renewal left behind are still current: every user's current
+-- billing-cycle counters move to the period start of 0.3.0, adding up, with their records.
+SELECT quota.carry_usage(c.user_id)
+  FROM (SELECT DISTINCT u.user_id
+          FROM quota.user_usage u JOIN quota.features f ON f.code = u.feature_code
+         WHERE f.reset_rule = 'billing_cycle'
+           AND u.period_start <= now() AND u.period_end > now()) c;

@@ -41,9 +41,12 @@ GRANT EXECUTE ON FUNCTION
     quota.refund_usage(bigint, text)
 TO quota_app;
 
+REVOKE EXECUTE ON FUNCTION quota.carry_usage(bigint) FROM PUBLIC;
+
 GRANT EXECUTE ON FUNCTION
     quota.adjust_quota(bigint, text, bigint, text, text),
-    quota.clear_custom_quota(bigint, text, text, text)
+    quota.clear_custom_quota(bigint, text, text, text),
+    quota.carry_usage(bigint)
 TO quota_admin;
 
 -- The read functions are SECURITY INVOKER (no definer switch on the hot path): their callers

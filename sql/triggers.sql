@@ -12,7 +12,9 @@ ALTER TABLE quota.settings ADD CONSTRAINT settings_time_zone_known
 --     rejected at write time with the user, feature and value named.
 --   pg_entitlements_sync_storage_quota: user_storage_usage.storage_quota_bytes follows every
 --     change that can move the storage quota, creating the row when it is missing; every change
---     of a limit is announced with pg_notify.
+--     of a limit is announced with pg_notify; a change that moves the current billing period
+--     (a renewal with another anchor, a plan of another cycle) carries the usage counted so far
+--     into it (src/continuity.rs).
 CREATE FUNCTION quota.install_triggers(subscriptions regclass)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -25,7 +27,8 @@ BEGIN
                    subscriptions);
     EXECUTE format('CREATE TRIGGER pg_entitlements_sync_storage_quota
                         AFTER INSERT OR DELETE OR UPDATE OF custom_quotas, plan_id, status,
-                              start_date, end_date, user_id ON %s
+                              start_date, end_date, user_id, quota_reset_anchor,
+                              quota_cycle_type ON %s
                         FOR EACH ROW EXECUTE FUNCTION quota.sync_storage_quota()',
                    subscriptions);
 END
@@ -33,3 +36,9 @@ $$;
 REVOKE EXECUTE ON FUNCTION quota.install_triggers(regclass) FROM PUBLIC;
 
 SELECT quota.install_triggers('quota.user_subscriptions');
+
+-- Periods are computed in quota.settings.time_zone: a change of it moves every current billing
+-- period by the zones' difference, and the usage counted so far moves with it.
+CREATE TRIGGER pg_entitlements_follow_time_zone
+    AFTER INSERT OR DELETE OR UPDATE OF time_zone ON quota.settings
+    FOR EACH ROW EXECUTE FUNCTION quota.follow_time_zone();

@@ -201,6 +201,17 @@ fn adjust(
         .or_raise()
 }
 
+/// Carries the user's current billing-cycle usage into the current period. The triggers do it
+/// after every change of a subscription or the time zone; this is for a period that moved by
+/// the clock alone (a pre-created subscription with another anchor that has started).
+/// SECURITY INVOKER: it reads with the caller's rights; its writes run as the tables' owner.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn carry_usage(user_id: Option<i64>) {
+    let user_id = required(user_id, "carry_usage", "user_id");
+    Spi::connect(|client| crate::continuity::follow(client, user_id, None)).or_raise()
+}
+
 /// Sets one custom quota of the user's active subscription, audited in quota.quota_adjustments.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]

@@ -16,6 +16,7 @@ use pgrx::prelude::*;
 
 mod api;
 mod binding;
+mod continuity;
 mod drop_guard;
 mod error;
 mod jsonb;
@@ -32,7 +33,12 @@ extension_sql_file!(
     "../sql/triggers.sql",
     name = "triggers",
     requires =
-        [triggers::validate_custom_quotas, triggers::sync_storage_quota, api::is_valid_time_zone]
+        [
+        triggers::validate_custom_quotas,
+        triggers::sync_storage_quota,
+        triggers::follow_time_zone,
+        api::is_valid_time_zone
+    ]
 );
 extension_sql_file!(
     "../sql/cache.sql",
@@ -65,7 +71,8 @@ extension_sql_file!(
         api::refund_usage_by_id,
         api::refund_usage_by_key,
         api::adjust_quota,
-        api::clear_custom_quota
+        api::clear_custom_quota,
+        api::carry_usage
     ]
 );
 extension_sql_file!("../sql/drop_guard.sql", name = "drop_guard", requires = ["schema", "ledger"]);
@@ -90,6 +97,17 @@ pub extern "C-unwind" fn _PG_init() {
           extension's tables hold subscriptions, counters, usage records or adjustments.",
         &drop_guard::ALLOW_DROP_WITH_DATA,
         GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_entitlements.carry_usage",
+        c"Carries the usage counted so far into the period a subscription or time zone change starts.",
+        c"On (the default), a renewal, plan change or time-zone change that starts another current \
+          billing period moves the usage already counted in the period it ends into it: nothing \
+          resets. Off (SET LOCAL in the transaction of the change), that usage stays with the \
+          period the change ends, and the new period starts empty.",
+        &continuity::CARRY_USAGE,
+        GucContext::Userset,
         GucFlags::default(),
     );
 }

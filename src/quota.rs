@@ -51,7 +51,7 @@ fn take_catalog(row: &mut FeatureRow, subject: &Subject) -> Result<Catalog, Erro
     })
 }
 
-fn period_of(row: &FeatureRow, rule: ResetRule, sub: &SubscriptionRow) -> Result<Period, Error> {
+pub(crate) fn period_of(row: &FeatureRow, rule: ResetRule, sub: &SubscriptionRow) -> Result<Period, Error> {
     let subscription = Subscription {
         start: from_pg(sub.start)?,
         end: if sub.end.is_infinity() { None } else { Some(from_pg(sub.end)?) },
@@ -528,6 +528,9 @@ pub struct SubscriptionState {
     /// active subscriptions counts (latest end first).
     pub dates: (Option<i64>, Option<i64>),
     pub custom_quotas: Option<RawJsonb>,
+    /// quota_reset_anchor ([`crate::time::micros`]) and quota_cycle_type: with the plan and
+    /// the dates, what decides the billing period.
+    pub period: (Option<i64>, Option<String>),
 }
 
 impl SubscriptionState {
@@ -535,6 +538,12 @@ impl SubscriptionState {
     pub fn decides_the_same_limits_as(&self, other: &SubscriptionState) -> bool {
         let text = |s: &SubscriptionState| s.custom_quotas.as_ref().map(RawJsonb::to_text);
         self.differs_at_most_in_custom_quotas(other) && text(self) == text(other)
+    }
+
+    /// Whether `other` (the same row after an UPDATE) decides the same billing period: the
+    /// same owner, plan, activity, dates, anchor and cycle.
+    pub fn decides_the_same_period_as(&self, other: &SubscriptionState) -> bool {
+        self.differs_at_most_in_custom_quotas(other) && self.period == other.period
     }
 
     /// Whether `other` (the same row after an UPDATE) has the same owner, plan, activity and

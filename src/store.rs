@@ -262,6 +262,79 @@ ON CONFLICT (user_id) DO UPDATE
 RETURNING (SELECT old.storage_quota_bytes FROM old)";
 
 /// Which of the given codes the catalog knows.
+/// The end of the current period ($2, $3) on the user's billing-cycle counters already named by
+/// its start: a renewal or an upgrade that keeps the anchor moves the end, not the counter.
+const CARRY_END: &str = "
+UPDATE quota.user_usage u SET period_end = $3
+  FROM quota.features f
+ WHERE u.user_id = $1 AND u.period_start = $2 AND u.period_end <> $3
+   AND f.code = u.feature_code AND f.reset_rule = 'billing_cycle'";
+
+/// Moves the user's billing-cycle counters whose period contains now() but which another start
+/// than the current period's names (the period before a change of the anchor, the cycle or the
+/// time zone) to the current period ($2, $3), adding up where a counter is already there, and
+/// keeping what they remember of announced alerts. Returns each moved counter's feature and old
+/// start, for [`CARRY_RECORDS`]: the records move in a statement of their own, whose snapshot
+/// sees the records of the uses this one waited for.
+fn carry_sql(alerted_limit: bool) -> String {
+    let (column, value) = if alerted_limit {
+        (", alerted_limit", ", pg_catalog.max(m.alerted_limit)")
+    } else {
+        ("", "")
+    };
+    format!(
+        "
+WITH moved AS (
+    DELETE FROM quota.user_usage u
+     USING quota.features f
+     WHERE u.user_id = $1 AND f.code = u.feature_code AND f.reset_rule = 'billing_cycle'
+       AND u.period_start <= pg_catalog.now() AND u.period_end > pg_catalog.now()
+       AND u.period_start <> $2
+    RETURNING u.*
+), carried AS (
+    INSERT INTO quota.user_usage AS u
+           (user_id, feature_code, period_start, period_end, usage_count, alerted_percent,
+            last_reset_at, updated_at{column})
+    SELECT $1, m.feature_code, $2, $3, pg_catalog.sum(m.usage_count),
+           pg_catalog.max(m.alerted_percent), pg_catalog.min(m.last_reset_at), pg_catalog.now(){value}
+      FROM moved m
+     GROUP BY m.feature_code
+    ON CONFLICT (user_id, feature_code, period_start) DO UPDATE
+       SET usage_count = u.usage_count + EXCLUDED.usage_count,
+           period_end = EXCLUDED.period_end,
+           updated_at = EXCLUDED.updated_at
+)
+SELECT m.feature_code::pg_catalog.text, m.period_start FROM moved m"
+    )
+}
+
+/// Moves the usage records of the counters [`carry_sql`] moved ($3 features, $4 old starts) to
+/// the current period's start ($2): each (user, feature, period) keeps a counter equal to the sum
+/// of its records (quota.verify_ledger()), and a refund finds the counter its use moved to.
+const CARRY_RECORDS: &str = "
+UPDATE quota.usage_records r SET period_start = $2
+  FROM ROWS FROM (pg_catalog.unnest($3::pg_catalog.text[]),
+                  pg_catalog.unnest($4::pg_catalog.timestamptz[])) AS m (feature_code, period_start)
+ WHERE r.user_id = $1 AND r.feature_code = m.feature_code AND r.period_start = m.period_start";
+
+/// With pg_entitlements.carry_usage off: ends at now() the user's billing-cycle counters whose
+/// period contains now() but which another start than the current period's ($2) names. They
+/// stay as the history of the period the change ended; the new period starts empty.
+const CARRY_CLOSE: &str = "
+UPDATE quota.user_usage u SET period_end = pg_catalog.now()
+  FROM quota.features f
+ WHERE u.user_id = $1 AND f.code = u.feature_code AND f.reset_rule = 'billing_cycle'
+   AND u.period_start <= pg_catalog.now() AND u.period_end > pg_catalog.now()
+   AND u.period_start <> $2";
+
+/// The users with a billing-cycle counter whose period contains now(): those whose current
+/// period a change of the time zone can move.
+const USERS_WITH_CURRENT_USAGE: &str = "
+SELECT DISTINCT u.user_id::pg_catalog.int8
+  FROM quota.user_usage u JOIN quota.features f ON f.code = u.feature_code
+ WHERE f.reset_rule = 'billing_cycle'
+   AND u.period_start <= pg_catalog.now() AND u.period_end > pg_catalog.now()";
+
 const KNOWN_FEATURES: &str = "
 SELECT f.code FROM quota.features f WHERE f.code OPERATOR(pg_catalog.=) ANY ($1)";
 
@@ -290,6 +363,11 @@ struct Plans {
     limits_for: OwnedPreparedStatement,
     feature_codes: OwnedPreparedStatement,
     binding_lookup: OwnedPreparedStatement,
+    carry_end: OwnedPreparedStatement,
+    carry: OwnedPreparedStatement,
+    carry_records: OwnedPreparedStatement,
+    carry_close: OwnedPreparedStatement,
+    users_with_current_usage: OwnedPreparedStatement,
 }
 
 thread_local! {
@@ -369,6 +447,15 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> Result<&'st
         limits_for: prepare(LIMITS_FOR, &[int8, oid(JSONBOID)], false)?,
         feature_codes: prepare(FEATURE_CODES, &[], false)?,
         binding_lookup: prepare(BINDING, &[], false)?,
+        carry_end: prepare(CARRY_END, &[int8, tstz, tstz], true)?,
+        carry: prepare(&carry_sql(has_alerted_limit), &[int8, tstz, tstz], true)?,
+        carry_records: prepare(
+            CARRY_RECORDS,
+            &[int8, tstz, oid(TEXTARRAYOID), oid(TIMESTAMPTZARRAYOID)],
+            true,
+        )?,
+        carry_close: prepare(CARRY_CLOSE, &[int8, tstz], true)?,
+        users_with_current_usage: prepare(USERS_WITH_CURRENT_USAGE, &[], false)?,
     }));
     PLANS.set(Some(plans));
     Ok(plans)
@@ -526,6 +613,112 @@ impl Drop for AsOwner {
         // point, also while unwinding.
         unsafe { pg_sys::SetUserIdAndSecContext(self.user, self.context) };
     }
+}
+
+/// Runs statements that keep usage continuous on behalf of whoever changed a subscription or
+/// the settings (triggers): as the owner of the tables they write (the attached application's,
+/// or the extension's own), in a security-restricted operation, with search_path pinned to
+/// `pg_catalog, pg_temp`. The role that made the change may hold no right on the counters and
+/// the ledger (quota_admin does not), and its search_path must not choose the operators of
+/// statements that run with the owner's rights.
+fn upkeep<R>(
+    client: &SpiClient<'_>,
+    statement: impl FnOnce(&'static Plans) -> Result<R, Error>,
+) -> Result<R, Error> {
+    let plans = plans(client)?;
+    let schema = plans.binding.as_deref().unwrap_or("quota");
+    let Some(owner) = bound_owner(schema) else {
+        return Err(Error::Statement {
+            what: "the attached tables",
+            detail: format!("{schema}.user_subscriptions does not exist; run quota.detach()"),
+        });
+    };
+    let _as_owner = AsOwner::switch(owner);
+    let _path = PinnedSearchPath::set();
+    statement(plans)
+}
+
+/// search_path set to `pg_catalog, pg_temp` until dropped, as a function's `SET search_path`
+/// clause sets it (fmgr_security_definer): a new GUC nesting level, undone on drop, and by the
+/// abort of the (sub)transaction when an ERROR unwinds through.
+struct PinnedSearchPath {
+    level: i32,
+}
+
+impl PinnedSearchPath {
+    fn set() -> PinnedSearchPath {
+        // SAFETY: the GUC calls fmgr_security_definer makes for a SET clause, with constant
+        // NUL-terminated strings; an invalid value raises an ERROR (it cannot be invalid).
+        unsafe {
+            let level = pg_sys::NewGUCNestLevel();
+            pg_sys::set_config_option(
+                c"search_path".as_ptr(),
+                c"pg_catalog, pg_temp".as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            );
+            PinnedSearchPath { level }
+        }
+    }
+}
+
+impl Drop for PinnedSearchPath {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The (sub)transaction's abort restores it; no call into PostgreSQL while unwinding.
+            return;
+        }
+        // SAFETY: pops the nesting level set() pushed, restoring the previous search_path.
+        unsafe { pg_sys::AtEOXact_GUC(true, self.level) };
+    }
+}
+
+/// Keeps the user's usage continuous into the current period `[start, end)` of the billing
+/// cycle: counters of the period a change ended move there with their records (`carry`), or,
+/// with `carry` false, end at now() and stay behind.
+pub fn carry_usage(
+    client: &SpiClient<'_>,
+    user_id: i64,
+    start: TimestampWithTimeZone,
+    end: TimestampWithTimeZone,
+    carry: bool,
+) -> Result<(), Error> {
+    upkeep(client, |plans| {
+        let args: [DatumWithOid; 3] = [user_id.into(), start.into(), end.into()];
+        client.select(&plans.carry_end, None, &args).map_err(failed("carrying usage"))?;
+        if !carry {
+            let args: [DatumWithOid; 2] = [user_id.into(), start.into()];
+            client.select(&plans.carry_close, None, &args).map_err(failed("ending usage"))?;
+            return Ok(());
+        }
+        let (mut features, mut starts) = (Vec::new(), Vec::new());
+        for row in client.select(&plans.carry, None, &args).map_err(failed("carrying usage"))? {
+            features.push(must(col::<String>(&row, 1)?, "feature_code")?);
+            starts.push(must(col::<TimestampWithTimeZone>(&row, 2)?, "period_start")?);
+        }
+        if features.is_empty() {
+            return Ok(());
+        }
+        let args: [DatumWithOid; 4] =
+            [user_id.into(), start.into(), features.into(), starts.into()];
+        client
+            .select(&plans.carry_records, None, &args)
+            .map_err(failed("carrying usage records"))?;
+        Ok(())
+    })
+}
+
+/// The users whose current billing-cycle usage a change of the time zone can move.
+pub fn users_with_current_usage(client: &SpiClient<'_>) -> Result<Vec<i64>, Error> {
+    client
+        .select(&plans(client)?.users_with_current_usage, None, &[])
+        .map_err(failed("counter lookup"))?
+        .map(|row| must(col::<i64>(&row, 1)?, "user_id"))
+        .collect()
 }
 
 /// One use, as `record_feature_usage` and `consume` receive it.

@@ -1,6 +1,7 @@
 //! Trigger functions on `quota.user_subscriptions`, and the one that keeps every backend's copy
 //! of the nearly constant tables current.
 
+use crate::continuity;
 use crate::error::{guard, OrRaise};
 use crate::jsonb::RawJsonb;
 use crate::quota::{self, SubscriptionState};
@@ -80,14 +81,19 @@ fn state(
         active: candidate.is_active(micros(now)),
         dates: (start, end),
         custom_quotas: tuple.get_by_name::<RawJsonb>("custom_quotas")?,
+        period: (
+            tuple.get_by_name::<TimestampWithTimeZone>("quota_reset_anchor")?.map(micros),
+            tuple.get_by_name::<String>("quota_cycle_type")?,
+        ),
     })
 }
 
-/// AFTER INSERT, DELETE or UPDATE of the columns that decide a limit: keeps
-/// `user_storage_usage.storage_quota_bytes` equal to `get_user_storage_quota(user_id)` for
-/// the old and the new owner of the row, creating the row when it is missing, and announces
-/// the change on channels quota_updated and storage_quota_changed. It touches only rows of
-/// those users, so on a cluster sharded by user it stays on one shard.
+/// AFTER INSERT, DELETE or UPDATE of the columns that decide a limit or the billing period:
+/// keeps `user_storage_usage.storage_quota_bytes` equal to `get_user_storage_quota(user_id)` for
+/// the old and the new owner of the row, creating the row when it is missing, announces the
+/// change on channels quota_updated and storage_quota_changed, and carries the users' current
+/// usage into their current period ([`continuity::follow`]). It touches only rows of those
+/// users, so on a cluster sharded by user it stays on one shard.
 #[pg_trigger]
 fn sync_storage_quota<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
     guard(|| {
@@ -97,11 +103,15 @@ fn sync_storage_quota<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
         let now = pgrx::datum::now();
         let new_state = new.as_ref().map(|t| state(t, now)).transpose()?;
         let old_state = old.as_ref().map(|t| state(t, now)).transpose()?;
+        let (mut same_limits, mut same_period) = (false, false);
         if let (Some(o), Some(n)) = (&old_state, &new_state) {
-            if o.decides_the_same_limits_as(n) {
-                // An UPDATE that names a watched column but changes nothing that decides a
-                // limit (a bulk job rewriting custom_quotas with the same document, say): no
-                // statement.
+            // An UPDATE that names a watched column but changes nothing that decides a limit
+            // (a bulk job rewriting custom_quotas with the same document, say) announces
+            // nothing and resyncs nothing; one that changes neither a limit nor the period runs
+            // no statement at all.
+            (same_limits, same_period) =
+                (o.decides_the_same_limits_as(n), o.decides_the_same_period_as(n));
+            if same_limits && same_period {
                 return Ok(None);
             }
             if Spi::connect(|client| quota::is_feature_rename(client, o, n)).or_raise() {
@@ -120,11 +130,37 @@ fn sync_storage_quota<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
             return Ok(None);
         };
         Spi::connect_mut(|client| {
-            quota::announce_subscription_change(client, user, id, old_state, new_state).or_raise();
-            for user in users {
-                quota::sync_storage(client, user).or_raise();
+            if !same_limits {
+                quota::announce_subscription_change(client, user, id, old_state, new_state)
+                    .or_raise();
+                for &user in &users {
+                    quota::sync_storage(client, user).or_raise();
+                }
+            }
+            if !same_period {
+                for &user in &users {
+                    continuity::follow(client, user, None).or_raise();
+                }
             }
         });
+        Ok(None)
+    })
+}
+
+/// AFTER INSERT, UPDATE OF time_zone or DELETE on quota.settings: when the zone periods are
+/// computed in changes (no row means UTC), carries every user's current usage into the
+/// period of the new zone ([`continuity::follow_time_zone`]).
+#[pg_trigger]
+fn follow_time_zone<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
+    guard(|| {
+        let zone = |t: Option<PgHeapTuple<'_, AllocatedByPostgres>>| {
+            t.map(|t| t.get_by_name::<String>("time_zone")).transpose().map(Option::flatten)
+        };
+        let (old, new) = (zone(trigger.old())?, zone(trigger.new())?);
+        let (old, new) = (old.as_deref().unwrap_or("UTC"), new.as_deref().unwrap_or("UTC"));
+        if old != new {
+            Spi::connect(|client| continuity::follow_time_zone(client, new)).or_raise();
+        }
         Ok(None)
     })
 }

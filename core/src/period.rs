@@ -7,9 +7,16 @@
 //! session's), so a period starts at the same wall-clock time across daylight-saving changes;
 //! a wall-clock time that does not exist on a given day (a spring-forward gap) resolves the way
 //! PostgreSQL's own `timestamp AT TIME ZONE` does, to the later side of the gap. Periods are
-//! half-open `[start, end)` and clamped to the subscription's own `[start_date, end_date)`.
-//! Usage that never resets (`subscription` and `never` rules) has one period for good, across
-//! every subscription of the user.
+//! half-open `[start, end)`.
+//!
+//! A period belongs to the anchor, not to a subscription row: its start is the anniversary
+//! itself, even when the subscription started later, because the start is what names the
+//! period's usage counter. A renewal or upgrade written as a new row that keeps the anchor
+//! therefore continues the same period and counter, where a start clamped to the new row's
+//! `start_date` would name a fresh, empty one. Only the end is clamped, to the subscription's
+//! `end_date`: the quota in force ends with the subscription. Usage that never resets
+//! (`subscription` and `never` rules) has one period for good, across every subscription of
+//! the user.
 
 use crate::error::{Error, Result};
 use jiff::civil::DateTime;
@@ -184,7 +191,7 @@ pub fn current_period(
             let anchor = sub.anchor.unwrap_or(sub.start);
             let (start, end) = anniversary_period(anchor, sub.cycle, at, tz)?;
             Period {
-                start: Some(start.max(sub.start)),
+                start: Some(start),
                 end: Some(sub.end.map_or(end, |sub_end| end.min(sub_end))),
                 rule,
                 cycle: Some(sub.cycle),
@@ -276,7 +283,7 @@ mod tests {
     }
 
     #[test]
-    fn explicit_anchor_before_the_start_is_clamped_to_the_subscription() {
+    fn explicit_anchor_before_the_start_keeps_the_anniversary() {
         let s = sub(
             "2026-03-20T00:00:00Z",
             "2026-12-31T00:00:00Z",
@@ -285,8 +292,25 @@ mod tests {
         );
         assert_eq!(
             period(&s, "2026-03-25T00:00:00Z"),
-            (ts("2026-03-20T00:00:00Z"), ts("2026-04-05T00:00:00Z"))
+            (ts("2026-03-05T00:00:00Z"), ts("2026-04-05T00:00:00Z"))
         );
+    }
+
+    #[test]
+    fn a_renewal_that_keeps_the_anchor_continues_the_period() {
+        let old = sub("2026-01-10T08:00:00Z", "2026-03-20T00:00:00Z", None, Cycle::Monthly);
+        let renewal = sub(
+            "2026-03-20T00:00:00Z",
+            "2027-03-20T00:00:00Z",
+            Some("2026-01-10T08:00:00Z"),
+            Cycle::Monthly,
+        );
+        let before = period(&old, "2026-03-19T23:00:00Z");
+        let after = period(&renewal, "2026-03-20T01:00:00Z");
+        assert_eq!(before.0, after.0);
+        // The old row's period ended with it; the renewal's runs to the anniversary.
+        assert_eq!(before.1, ts("2026-03-20T00:00:00Z"));
+        assert_eq!(after.1, ts("2026-04-10T08:00:00Z"));
     }
 
     #[test]
@@ -303,7 +327,7 @@ mod tests {
         );
         assert_eq!(
             period(&s, "2026-01-05T00:00:00Z"),
-            (ts("2026-01-01T00:00:00Z"), ts("2026-01-10T00:00:00Z"))
+            (ts("2025-12-10T00:00:00Z"), ts("2026-01-10T00:00:00Z"))
         );
     }
 
@@ -425,8 +449,9 @@ mod tests {
     }
 
     proptest! {
-        // For any anchor, subscription and instant: the period contains the instant, lies inside
-        // the subscription, and is at most one cycle long.
+        // For any anchor, subscription and instant: the period contains the instant, ends inside
+        // the subscription, and is at most one cycle long; any other subscription with the same
+        // anchor and cycle that is current at that instant is in the same period.
         #[test]
         fn period_contains_the_instant(
             anchor in 946_684_800i64..4_102_444_800i64,
@@ -446,9 +471,12 @@ mod tests {
             let p = current_period(ResetRule::BillingCycle, &s, at, &tz).unwrap();
             let (ps, pe) = (p.start.unwrap(), p.end.unwrap());
             prop_assert!(ps <= at && at < pe);
-            prop_assert!(start <= ps && pe <= end);
+            prop_assert!(pe <= end);
             let max_days = if yearly { 367 } else { 32 };
             prop_assert!((pe.as_second() - ps.as_second()) <= max_days * 86_400);
+            let renewal = Subscription { start: at, end: None, ..s };
+            let q = current_period(ResetRule::BillingCycle, &renewal, at, &tz).unwrap();
+            prop_assert_eq!(q.start, p.start);
         }
 
         // Consecutive periods tile the subscription: the end of one is the start of the next.

@@ -231,4 +231,20 @@ for db in fresh "${dbs[@]}"; do
 done
 ok "$(grep -c . "$DIR/fresh/writes") lines of answers ($events events, $refused refusals) and the data afterwards identical; verify_ledger() empty"
 
+check "(g) usage 0.2.0 left under an old period start (a renewal, a time-zone change) counts again"
+create_at continuity 0.2.0
+sql "$DIR" "$PORT" continuity -v ON_ERROR_STOP=1 -f tests/ops/upgrade_continuity.sql >"$DIR/continuity.log" 2>&1 \
+  || { cat "$DIR/continuity.log"; fail "loading tests/ops/upgrade_continuity.sql into 0.2.0 failed"; }
+usage_of() {
+  sql_value "$DIR" "$PORT" continuity "SELECT current_usage FROM quota.check_user_quota($1, 'articles_per_month')"
+}
+update continuity 0.2.0
+[ "$(usage_of 9001)/$(usage_of 9002)" = 9/9 ] \
+  || fail "after the update, usage should be 9 and 9 (every unit of the period), found $(usage_of 9001) and $(usage_of 9002)"
+ledger=$(sql_value "$DIR" "$PORT" continuity "SELECT count(*) FROM quota.verify_ledger()")
+[ "$ledger" = 0 ] || fail "quota.verify_ledger() returns $ledger rows after the update"
+counters=$(sql_value "$DIR" "$PORT" continuity "SELECT count(*) FROM quota.user_usage WHERE period_end > now()")
+[ "$counters" = 2 ] || fail "expected one current counter per user after the update, found $counters"
+ok "9 of 10 for both users after the update, in one counter each (0.2.0 left 6 + 3 and 7 + 2 in two); verify_ledger() empty"
+
 echo "==> upgrades: all checks passed"

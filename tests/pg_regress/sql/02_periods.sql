@@ -145,12 +145,13 @@ SELECT p.period_start = s.quota_reset_anchor - interval '1 month' AS starts_one_
   FROM get_quota_period(202, 'articles_per_month') p, user_subscriptions s
  WHERE s.user_id = 202;
 
--- 203: periods are clamped to the subscription: anchored 20 days before a subscription that
--- started 5 days ago and ends in 5 days, the period is the subscription itself.
+-- 203: a period belongs to the anchor and ends with the subscription: anchored 20 days before a
+-- subscription that started 5 days ago and ends in 5 days, the period starts at the anchor
+-- (usage counted under an earlier row with that anchor continues) and ends with the row.
 INSERT INTO user_subscriptions (user_id, plan_id, start_date, end_date, quota_reset_anchor)
 VALUES (203, plan_id('free'), now() - interval '5 days', now() + interval '5 days',
         now() - interval '20 days');
-SELECT p.period_start = s.start_date AS clamped_to_start, p.period_end = s.end_date AS clamped_to_end
+SELECT p.period_start = s.quota_reset_anchor AS starts_at_anchor, p.period_end = s.end_date AS clamped_to_end
   FROM get_quota_period(203, 'articles_per_month') p, user_subscriptions s
  WHERE s.user_id = 203;
 

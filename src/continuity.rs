@@ -1,0 +1,51 @@
+//! Usage continuity: a renewal, a plan change or a change of the time zone never resets usage.
+//!
+//! A billing-cycle counter is named by the start of its period ([`entitlements_core::period`]),
+//! and a period belongs to the anchor, so a new subscription row that keeps the anchor already
+//! continues the counter. A change that moves the start of the current period (a new anchor, a
+//! yearly plan in place of a monthly one, another time zone) would leave the usage counted so
+//! far behind, under the old start, and give the limit again. The triggers on
+//! `user_subscriptions` and `quota.settings` call [`follow`] after such a change: the user's
+//! counters whose period contains now() move to the current period, adding up, with their
+//! usage records. Counters and records are never lost or duplicated: quota.verify_ledger() stays
+//! empty. A reset is asked for, never implied: `pg_entitlements.carry_usage = off` (SET LOCAL in
+//! the transaction of the change) ends those counters at the change instead.
+
+use crate::quota::period_of;
+use crate::read;
+use crate::store;
+use crate::time::to_pg;
+use entitlements_core::period::ResetRule;
+use entitlements_core::Error;
+use pgrx::spi::SpiClient;
+use pgrx::GucSetting;
+
+/// `pg_entitlements.carry_usage`: on (the default), a change that starts another current period
+/// carries the usage counted so far into it; off, the new period starts empty.
+pub static CARRY_USAGE: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+/// Carries the user's current usage into the current period of the billing cycle, computed in
+/// `time_zone` when given (the settings are being changed by the calling statement), else in
+/// the configured one. Without an active subscription there is no current period: nothing
+/// moves, and the counters stay where a later change (the insert of a renewal, say) finds them.
+pub fn follow(client: &SpiClient<'_>, user_id: i64, time_zone: Option<&str>) -> Result<(), Error> {
+    store::ensure_binding(client)?;
+    let mut row = read::feature_row(client, user_id, None)?;
+    if let Some(zone) = time_zone {
+        zone.clone_into(&mut row.time_zone);
+    }
+    let Some(sub) = row.subscription.as_ref() else {
+        return Ok(());
+    };
+    let period = period_of(&row, ResetRule::BillingCycle, sub)?;
+    let (start, end) = (to_pg(period.start, true)?, to_pg(period.end, false)?);
+    store::carry_usage(client, user_id, start, end, CARRY_USAGE.get())
+}
+
+/// After a change of the time zone: [`follow`] for every user with current usage.
+pub fn follow_time_zone(client: &SpiClient<'_>, time_zone: &str) -> Result<(), Error> {
+    for user_id in store::users_with_current_usage(client)? {
+        follow(client, user_id, Some(time_zone))?;
+    }
+    Ok(())
+}
