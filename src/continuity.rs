@@ -37,7 +37,13 @@ pub fn follow(client: &SpiClient<'_>, user_id: i64, time_zone: Option<&str>) -> 
     let Some(sub) = row.subscription.as_ref() else {
         return Ok(());
     };
-    let period = period_of(&row, ResetRule::BillingCycle, sub)?;
+    let period = match period_of(&row, ResetRule::BillingCycle, sub) {
+        // A subscription whose period falls outside the range of timestamptz (a start_date of
+        // -infinity, say) counts no usage, and every read of it says so (22008): there is no
+        // period to carry into. The change that fixes the row carries.
+        Err(Error::PeriodOutOfRange { .. }) => return Ok(()),
+        other => other?,
+    };
     let (start, end) = (to_pg(period.start, true)?, to_pg(period.end, false)?);
     store::carry_usage(client, user_id, start, end, CARRY_USAGE.get())
 }

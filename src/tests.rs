@@ -356,7 +356,9 @@ mod tests {
         let original =
             one::<String>("SELECT period_start::text FROM quota.usage_records WHERE user_id = 36")
                 .unwrap();
-        // Move the anchor: the current period is now a different one.
+        // Move the anchor, asking for a reset: the current period is now a different one, and
+        // the use stays in the period it counted toward.
+        run("SET LOCAL pg_entitlements.carry_usage = off");
         run("UPDATE quota.user_subscriptions SET quota_reset_anchor = now() - interval '1 hour' WHERE user_id = 36");
         let current = one::<String>(
             "SELECT period_start::text FROM quota.get_quota_period(36, 'articles_per_month')",
