@@ -76,8 +76,12 @@ COMMENT ON FUNCTION quota.sync_storage_quota() IS
     'into the current billing period when a change moves it (see quota.carry_usage).';
 
 COMMENT ON FUNCTION quota.follow_time_zone() IS
-    'Trigger on quota.settings: after a change of time_zone, carries every user''s current '
-    'billing-cycle usage into the period computed in the new zone.';
+    'Trigger on quota.settings: after a change of time_zone, makes sure every user''s current '
+    'billing-cycle usage is in the current period (a change applies from the next boundary).';
+
+COMMENT ON FUNCTION quota.settings_remember_zone() IS
+    'Trigger on quota.settings: remembers the zone before a change of time_zone and when it '
+    'changed, so that the period the change falls in keeps its bounds.';
 
 COMMENT ON FUNCTION quota.carry_usage(bigint) IS
     'Moves the user''s billing-cycle counters whose period contains now() but which another '
@@ -107,6 +111,13 @@ COMMENT ON COLUMN quota.settings.attached_owner IS
 COMMENT ON COLUMN quota.settings.attached_grants IS
     'Written by quota.attach() and quota.detach() only: the privileges attach() granted '
     'attached_owner in schema quota, which detach() revokes.';
+
+COMMENT ON COLUMN quota.settings.previous_time_zone IS
+    'Set by the trigger pg_entitlements_remember_zone: the zone before the last change of '
+    'time_zone. The period that change falls in keeps the bounds it had in this zone.';
+
+COMMENT ON COLUMN quota.settings.time_zone_changed_at IS
+    'Set by the trigger pg_entitlements_remember_zone: when time_zone last changed.';
 
 COMMENT ON COLUMN quota.quota_adjustments.actor IS
     'Free text the caller of adjust_quota or clear_custom_quota passed (its current_user by '

@@ -888,6 +888,34 @@ CREATE TRIGGER pg_entitlements_sync_storage_quota
           user_id, quota_reset_anchor, quota_cycle_type ON quota.user_subscriptions
     FOR EACH ROW EXECUTE FUNCTION quota.sync_storage_quota();
 
+-- A change of time zone applies from each period's next boundary: the settings remember the
+-- zone before it and when it changed.
+-- The zone of an existing row has been in force for good.
+ALTER TABLE quota.settings ADD COLUMN previous_time_zone text NOT NULL DEFAULT 'UTC',
+                           ADD COLUMN time_zone_changed_at timestamptz NOT NULL DEFAULT '-infinity';
+UPDATE quota.settings SET previous_time_zone = time_zone;
+ALTER TABLE quota.settings ADD CONSTRAINT settings_previous_time_zone_known
+    CHECK (quota.is_valid_time_zone(previous_time_zone));
+CREATE FUNCTION quota.settings_remember_zone() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        -- No row meant UTC. A row that says when its zone changed (a restored one) is kept.
+        IF NEW.time_zone_changed_at = '-infinity' AND NEW.previous_time_zone <> NEW.time_zone THEN
+            NEW.time_zone_changed_at := now();
+        END IF;
+    ELSIF NEW.time_zone IS DISTINCT FROM OLD.time_zone THEN
+        NEW.previous_time_zone := OLD.time_zone;
+        NEW.time_zone_changed_at := now();
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER pg_entitlements_remember_zone
+    BEFORE INSERT OR UPDATE OF time_zone ON quota.settings
+    FOR EACH ROW EXECUTE FUNCTION quota.settings_remember_zone();
 CREATE FUNCTION quota.follow_time_zone() RETURNS trigger
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'follow_time_zone_wrapper';
@@ -909,8 +937,20 @@ COMMENT ON FUNCTION quota.sync_storage_quota() IS
     'storage_quota_changed (pg_notify, sent at commit only), and carries the usage counted so far '
     'into the current billing period when a change moves it (see quota.carry_usage).';
 COMMENT ON FUNCTION quota.follow_time_zone() IS
-    'Trigger on quota.settings: after a change of time_zone, carries every user''s current '
-    'billing-cycle usage into the period computed in the new zone.';
+    'Trigger on quota.settings: after a change of time_zone, makes sure every user''s current '
+    'billing-cycle usage is in the current period (a change applies from the next boundary).';
+
+COMMENT ON FUNCTION quota.settings_remember_zone() IS
+    'Trigger on quota.settings: remembers the zone before a change of time_zone and when it '
+    'changed, so that the period the change falls in keeps its bounds.';
+
+COMMENT ON COLUMN quota.settings.previous_time_zone IS
+    'Set by the trigger pg_entitlements_remember_zone: the zone before the last change of '
+    'time_zone. The period that change falls in keeps the bounds it had in this zone.';
+
+COMMENT ON COLUMN quota.settings.time_zone_changed_at IS
+    'Set by the trigger pg_entitlements_remember_zone: when time_zone last changed.';
+
 COMMENT ON FUNCTION quota.carry_usage(bigint) IS
     'Moves the user''s billing-cycle counters whose period contains now() but which another '
     'period start names (the period a change of anchor, cycle or time zone ended) to the current '

@@ -19,7 +19,13 @@ CREATE TABLE quota.settings (
     -- The owner of the attached tables, as whom the writers run, and the privileges attach()
     -- granted it in schema quota, which detach() revokes (what it held before stays).
     attached_owner regrole,
-    attached_grants text[]
+    attached_grants text[],
+    -- The zone before the last change of time_zone, and when that change was made (set by the
+    -- trigger pg_entitlements_remember_zone): the period a change falls in keeps the bounds it
+    -- had, and the new zone applies from its end. previous_time_zone = time_zone: no change
+    -- in force (time_zone_changed_at is then -infinity, "always").
+    previous_time_zone text NOT NULL DEFAULT 'UTC',
+    time_zone_changed_at timestamptz NOT NULL DEFAULT '-infinity'
 );
 
 CREATE TABLE quota.features (

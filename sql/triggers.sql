@@ -5,6 +5,8 @@
 -- abbreviation such as 'PST' or a POSIX string such as 'UTC+8').
 ALTER TABLE quota.settings ADD CONSTRAINT settings_time_zone_known
     CHECK (quota.is_valid_time_zone(time_zone));
+ALTER TABLE quota.settings ADD CONSTRAINT settings_previous_time_zone_known
+    CHECK (quota.is_valid_time_zone(previous_time_zone));
 
 -- The extension's two triggers on a user_subscriptions table: the extension's own (below) and,
 -- through quota.attach(schema), an application's. One definition, so both fire alike.
@@ -37,8 +39,32 @@ REVOKE EXECUTE ON FUNCTION quota.install_triggers(regclass) FROM PUBLIC;
 
 SELECT quota.install_triggers('quota.user_subscriptions');
 
--- Periods are computed in quota.settings.time_zone: a change of it moves every current billing
--- period by the zones' difference, and the usage counted so far moves with it.
+-- Periods are computed in quota.settings.time_zone. A change of it applies from each period's
+-- next boundary: the settings remember the zone before and when it changed (the period the
+-- change falls in keeps the bounds it had), and a row inserted with a time of change (by a
+-- restore) keeps it. The trigger after the change makes sure every user's current usage is
+-- in the current period (src/continuity.rs): nothing moves unless a change still in force was
+-- forgotten (a second change within one period, or a deleted row, which means UTC at once).
+CREATE FUNCTION quota.settings_remember_zone() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        -- No row meant UTC. A row that says when its zone changed (a restored one) is kept.
+        IF NEW.time_zone_changed_at = '-infinity' AND NEW.previous_time_zone <> NEW.time_zone THEN
+            NEW.time_zone_changed_at := now();
+        END IF;
+    ELSIF NEW.time_zone IS DISTINCT FROM OLD.time_zone THEN
+        NEW.previous_time_zone := OLD.time_zone;
+        NEW.time_zone_changed_at := now();
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER pg_entitlements_remember_zone
+    BEFORE INSERT OR UPDATE OF time_zone ON quota.settings
+    FOR EACH ROW EXECUTE FUNCTION quota.settings_remember_zone();
 CREATE TRIGGER pg_entitlements_follow_time_zone
     AFTER INSERT OR DELETE OR UPDATE OF time_zone ON quota.settings
     FOR EACH ROW EXECUTE FUNCTION quota.follow_time_zone();

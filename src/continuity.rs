@@ -12,7 +12,7 @@
 //! the transaction of the change) ends those counters at the change instead.
 
 use crate::quota::period_of;
-use crate::read;
+use crate::read::{self, Zone};
 use crate::store;
 use crate::time::to_pg;
 use entitlements_core::period::ResetRule;
@@ -25,14 +25,14 @@ use pgrx::GucSetting;
 pub static CARRY_USAGE: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 /// Carries the user's current usage into the current period of the billing cycle, computed in
-/// `time_zone` when given (the settings are being changed by the calling statement), else in
-/// the configured one. Without an active subscription there is no current period: nothing
+/// `zone` when given (the settings are being changed by the calling statement), else in the
+/// configured one. Without an active subscription there is no current period: nothing
 /// moves, and the counters stay where a later change (the insert of a renewal, say) finds them.
-pub fn follow(client: &SpiClient<'_>, user_id: i64, time_zone: Option<&str>) -> Result<(), Error> {
+pub fn follow(client: &SpiClient<'_>, user_id: i64, zone: Option<&Zone>) -> Result<(), Error> {
     store::ensure_binding(client)?;
     let mut row = read::feature_row(client, user_id, None)?;
-    if let Some(zone) = time_zone {
-        zone.clone_into(&mut row.time_zone);
+    if let Some(zone) = zone {
+        row.zone = zone.clone();
     }
     let Some(sub) = row.subscription.as_ref() else {
         return Ok(());
@@ -48,10 +48,13 @@ pub fn follow(client: &SpiClient<'_>, user_id: i64, time_zone: Option<&str>) -> 
     store::carry_usage(client, user_id, start, end, CARRY_USAGE.get())
 }
 
-/// After a change of the time zone: [`follow`] for every user with current usage.
-pub fn follow_time_zone(client: &SpiClient<'_>, time_zone: &str) -> Result<(), Error> {
+/// After a change of the settings' zone: [`follow`] for every user with current usage. The
+/// change applies from each user's next boundary, so this moves nothing unless the settings
+/// forgot a change still in force (a second change within one period, or a removed settings
+/// row, which means UTC at once).
+pub fn follow_time_zone(client: &SpiClient<'_>, zone: &Zone) -> Result<(), Error> {
     for user_id in store::users_with_current_usage(client)? {
-        follow(client, user_id, Some(time_zone))?;
+        follow(client, user_id, Some(zone))?;
     }
     Ok(())
 }

@@ -32,8 +32,7 @@ extension_sql_file!("../sql/ledger.sql", name = "ledger", requires = ["schema"])
 extension_sql_file!(
     "../sql/triggers.sql",
     name = "triggers",
-    requires =
-        [
+    requires = [
         triggers::validate_custom_quotas,
         triggers::sync_storage_quota,
         triggers::follow_time_zone,

@@ -6,7 +6,7 @@ use crate::read::{self, Catalog, FeatureRow, SubscriptionRow};
 use crate::store::{self, Use};
 use crate::time::{check_range, from_pg, to_pg};
 use entitlements_core::limit::{self, LimitSources};
-use entitlements_core::period::{self, Subscription};
+use entitlements_core::period::{self, Subscription, ZoneChange};
 use entitlements_core::{alerts, keys};
 use entitlements_core::{
     units, Cycle, Error, Limit, Period, QuotaStatus, ResetRule, Resolved, Source, Subject,
@@ -51,15 +51,26 @@ fn take_catalog(row: &mut FeatureRow, subject: &Subject) -> Result<Catalog, Erro
     })
 }
 
-pub(crate) fn period_of(row: &FeatureRow, rule: ResetRule, sub: &SubscriptionRow) -> Result<Period, Error> {
+pub(crate) fn period_of(
+    row: &FeatureRow,
+    rule: ResetRule,
+    sub: &SubscriptionRow,
+) -> Result<Period, Error> {
     let subscription = Subscription {
         start: from_pg(sub.start)?,
         end: if sub.end.is_infinity() { None } else { Some(from_pg(sub.end)?) },
         anchor: sub.anchor.map(from_pg).transpose()?,
         cycle: sub.cycle.parse()?,
     };
-    let tz = period::time_zone(&row.time_zone)?;
-    let period = period::current_period(rule, &subscription, from_pg(row.now)?, &tz)?;
+    let tz = period::time_zone(&row.zone.name)?;
+    let change = match &row.zone.change {
+        Some((previous, since)) => {
+            Some(ZoneChange { previous: period::time_zone(previous)?, since: from_pg(*since)? })
+        }
+        None => None,
+    };
+    let period =
+        period::current_period(rule, &subscription, from_pg(row.now)?, &tz, change.as_ref())?;
     check_range(&period)?;
     Ok(period)
 }

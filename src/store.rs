@@ -29,8 +29,7 @@ fn feature_sql(lock: &str) -> String {
     format!(
         "
 SELECT f.code, f.reset_rule, f.unit, f.default_limit, f.alert_thresholds, f.name,
-       coalesce((SELECT st.time_zone FROM quota.settings st), 'UTC'),
-       (SELECT st.attached_schema::pg_catalog.text FROM quota.settings st), pg_catalog.now(),
+       coalesce(st.time_zone, 'UTC'), st.attached_schema::pg_catalog.text, pg_catalog.now(),
        s.ctid, s.id::pg_catalog.int8, s.plan_id::pg_catalog.int8, s.status::pg_catalog.text,
        s.start_date, s.end_date, s.quota_reset_anchor, s.quota_cycle_type::pg_catalog.text,
        CASE WHEN f.code IS NOT NULL
@@ -38,8 +37,10 @@ SELECT f.code, f.reset_rule, f.unit, f.default_limit, f.alert_thresholds, f.name
             THEN s.custom_quotas::pg_catalog.text END,
        (s.custom_quotas OPERATOR(pg_catalog.->) f.code)::pg_catalog.text,
        p.id IS NOT NULL, p.quota_cycle_type::pg_catalog.text, p.billing_cycle::pg_catalog.text,
-       pf.feature_value, pf.feature_unit::pg_catalog.text
+       pf.feature_value, pf.feature_unit::pg_catalog.text, st.previous_time_zone,
+       st.time_zone_changed_at
   FROM (SELECT) AS one
+  LEFT JOIN quota.settings st ON true
   LEFT JOIN quota.features f ON f.code OPERATOR(pg_catalog.=) $2
   LEFT JOIN LATERAL (
         SELECT us.ctid, us.id, us.plan_id, us.status, us.start_date, us.end_date,

@@ -5,6 +5,7 @@ use crate::continuity;
 use crate::error::{guard, OrRaise};
 use crate::jsonb::RawJsonb;
 use crate::quota::{self, SubscriptionState};
+use crate::read::Zone;
 use crate::time::micros;
 use entitlements_core::subscription::Candidate;
 use entitlements_core::Error;
@@ -148,18 +149,24 @@ fn sync_storage_quota<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
 }
 
 /// AFTER INSERT, UPDATE OF time_zone or DELETE on quota.settings: when the zone periods are
-/// computed in changes (no row means UTC), carries every user's current usage into the
-/// period of the new zone ([`continuity::follow_time_zone`]).
+/// computed in changes (no row means UTC), makes sure every user's current usage is in the
+/// current period ([`continuity::follow_time_zone`]).
 #[pg_trigger]
 fn follow_time_zone<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
     guard(|| {
-        let zone = |t: Option<PgHeapTuple<'_, AllocatedByPostgres>>| {
-            t.map(|t| t.get_by_name::<String>("time_zone")).transpose().map(Option::flatten)
-        };
-        let (old, new) = (zone(trigger.old())?, zone(trigger.new())?);
-        let (old, new) = (old.as_deref().unwrap_or("UTC"), new.as_deref().unwrap_or("UTC"));
-        if old != new {
-            Spi::connect(|client| continuity::follow_time_zone(client, new)).or_raise();
+        let zone =
+            |t: &Option<PgHeapTuple<'_, AllocatedByPostgres>>| -> Result<Zone, TryFromDatumError> {
+                let Some(t) = t else {
+                    return Ok(Zone::new("UTC".into(), None, None));
+                };
+                let name = t.get_by_name::<String>("time_zone")?.unwrap_or_else(|| "UTC".into());
+                let previous = t.get_by_name::<String>("previous_time_zone")?;
+                let since = t.get_by_name::<TimestampWithTimeZone>("time_zone_changed_at")?;
+                Ok(Zone::new(name, previous, since))
+            };
+        let (old, new) = (zone(&trigger.old())?, zone(&trigger.new())?);
+        if old.name != new.name {
+            Spi::connect(|client| continuity::follow_time_zone(client, &new)).or_raise();
         }
         Ok(None)
     })

@@ -165,12 +165,48 @@ pub fn anniversary_period(
     Ok((boundary(anchor_local, cycle, k, tz)?, boundary(anchor_local, cycle, k + 1, tz)?))
 }
 
-/// The period of a feature with reset rule `rule` that contains `at`, for subscription `sub`.
+/// The last change of the configured time zone (`quota.settings`): from `previous` to the zone
+/// now configured, at `since`.
+#[derive(Debug, Clone)]
+pub struct ZoneChange {
+    pub previous: TimeZone,
+    pub since: Timestamp,
+}
+
+/// After this long, every period that contained a change of zone has ended (a cycle is a year
+/// at most, and the period that contained it ended within one), so the change decides nothing.
+const ZONE_CHANGE_SETTLED: jiff::SignedDuration = jiff::SignedDuration::from_hours(24 * 800);
+
+/// The anniversary period that contains `at`, in `tz`, after `change`: a change of zone applies
+/// from the next boundary. The period that contained the change keeps the bounds it had in the
+/// previous zone, so a period that began is never cut short or lengthened; the first period in
+/// the new zone starts where that one ended (its own boundary may fall earlier).
+fn zoned_period(
+    anchor: Timestamp,
+    cycle: Cycle,
+    at: Timestamp,
+    tz: &TimeZone,
+    change: Option<&ZoneChange>,
+) -> Result<(Timestamp, Timestamp)> {
+    let Some(change) = change.filter(|c| at.duration_since(c.since) < ZONE_CHANGE_SETTLED) else {
+        return anniversary_period(anchor, cycle, at, tz);
+    };
+    let (_, switch) = anniversary_period(anchor, cycle, change.since, &change.previous)?;
+    if at < switch {
+        return anniversary_period(anchor, cycle, at, &change.previous);
+    }
+    let (start, end) = anniversary_period(anchor, cycle, at, tz)?;
+    Ok((start.max(switch), end))
+}
+
+/// The period of a feature with reset rule `rule` that contains `at`, for subscription `sub`,
+/// with periods computed in `tz` after `change`.
 pub fn current_period(
     rule: ResetRule,
     sub: &Subscription,
     at: Timestamp,
     tz: &TimeZone,
+    change: Option<&ZoneChange>,
 ) -> Result<Period> {
     let end_text = || sub.end.map_or_else(|| "infinity".to_owned(), |e| e.to_string());
     if sub.end.is_some_and(|end| sub.start >= end) {
@@ -189,7 +225,7 @@ pub fn current_period(
         }
         ResetRule::BillingCycle => {
             let anchor = sub.anchor.unwrap_or(sub.start);
-            let (start, end) = anniversary_period(anchor, sub.cycle, at, tz)?;
+            let (start, end) = zoned_period(anchor, sub.cycle, at, tz, change)?;
             Period {
                 start: Some(start),
                 end: Some(sub.end.map_or(end, |sub_end| end.min(sub_end))),
@@ -218,7 +254,7 @@ mod tests {
     }
 
     fn period(s: &Subscription, at: &str) -> (Timestamp, Timestamp) {
-        let p = current_period(ResetRule::BillingCycle, s, ts(at), &utc()).unwrap();
+        let p = current_period(ResetRule::BillingCycle, s, ts(at), &utc(), None).unwrap();
         (p.start.unwrap(), p.end.unwrap())
     }
 
@@ -359,13 +395,13 @@ mod tests {
         let ny = time_zone("America/New_York").unwrap();
         // 2026-02-10 00:30 EST (UTC-5); DST starts 2026-03-08, so Mar 10 00:30 is EDT (UTC-4).
         let s = sub("2026-02-10T05:30:00Z", "2027-02-10T05:30:00Z", None, Cycle::Monthly);
-        let p =
-            current_period(ResetRule::BillingCycle, &s, ts("2026-03-20T00:00:00Z"), &ny).unwrap();
+        let p = current_period(ResetRule::BillingCycle, &s, ts("2026-03-20T00:00:00Z"), &ny, None)
+            .unwrap();
         assert_eq!(p.start, Some(ts("2026-03-10T04:30:00Z")));
         assert_eq!(p.end, Some(ts("2026-04-10T04:30:00Z")));
         // Back to standard time in November: Nov 10 00:30 EST again.
-        let p =
-            current_period(ResetRule::BillingCycle, &s, ts("2026-11-20T00:00:00Z"), &ny).unwrap();
+        let p = current_period(ResetRule::BillingCycle, &s, ts("2026-11-20T00:00:00Z"), &ny, None)
+            .unwrap();
         assert_eq!(p.start, Some(ts("2026-11-10T05:30:00Z")));
     }
 
@@ -374,8 +410,8 @@ mod tests {
         let ny = time_zone("America/New_York").unwrap();
         // Anchor 2026-02-08 02:30 EST; 2026-03-08 02:30 does not exist in New York -> 03:30 EDT.
         let s = sub("2026-02-08T07:30:00Z", "2027-02-08T07:30:00Z", None, Cycle::Monthly);
-        let p =
-            current_period(ResetRule::BillingCycle, &s, ts("2026-03-09T00:00:00Z"), &ny).unwrap();
+        let p = current_period(ResetRule::BillingCycle, &s, ts("2026-03-09T00:00:00Z"), &ny, None)
+            .unwrap();
         assert_eq!(p.start, Some(ts("2026-03-08T07:30:00Z")));
         assert_eq!(p.end, Some(ts("2026-04-08T06:30:00Z")));
     }
@@ -386,9 +422,14 @@ mod tests {
         // January 31 clamps to February 28 local; counted in UTC, January 30 becomes February 28.
         let s = sub("2026-01-30T16:00:00Z", "2027-01-30T16:00:00Z", None, Cycle::Monthly);
         let at = ts("2026-02-28T00:00:00Z");
-        let sh =
-            current_period(ResetRule::BillingCycle, &s, at, &time_zone("Asia/Shanghai").unwrap())
-                .unwrap();
+        let sh = current_period(
+            ResetRule::BillingCycle,
+            &s,
+            at,
+            &time_zone("Asia/Shanghai").unwrap(),
+            None,
+        )
+        .unwrap();
         assert_eq!(
             (sh.start, sh.end),
             (Some(ts("2026-02-27T16:00:00Z")), Some(ts("2026-03-30T16:00:00Z")))
@@ -402,10 +443,12 @@ mod tests {
     #[test]
     fn subscription_and_never_rules() {
         let s = sub("2026-01-15T00:00:00Z", "2027-01-15T00:00:00Z", None, Cycle::Monthly);
-        let p = current_period(ResetRule::Subscription, &s, ts("2026-06-01T00:00:00Z"), &utc())
-            .unwrap();
+        let p =
+            current_period(ResetRule::Subscription, &s, ts("2026-06-01T00:00:00Z"), &utc(), None)
+                .unwrap();
         assert_eq!((p.start, p.end, p.kind()), (None, None, "subscription"));
-        let p = current_period(ResetRule::Never, &s, ts("2030-01-01T00:00:00Z"), &utc()).unwrap();
+        let p =
+            current_period(ResetRule::Never, &s, ts("2030-01-01T00:00:00Z"), &utc(), None).unwrap();
         assert_eq!((p.start, p.end, p.kind()), (None, None, "never"));
     }
 
@@ -417,8 +460,9 @@ mod tests {
             period(&s, "2040-03-20T00:00:00Z"),
             (ts("2040-03-15T00:00:00Z"), ts("2040-04-15T00:00:00Z"))
         );
-        let p = current_period(ResetRule::Subscription, &s, ts("2040-03-20T00:00:00Z"), &utc())
-            .unwrap();
+        let p =
+            current_period(ResetRule::Subscription, &s, ts("2040-03-20T00:00:00Z"), &utc(), None)
+                .unwrap();
         assert_eq!((p.start, p.end), (None, None));
     }
 
@@ -426,12 +470,12 @@ mod tests {
     fn bad_inputs_are_errors() {
         let s = sub("2026-01-15T00:00:00Z", "2026-01-15T00:00:00Z", None, Cycle::Monthly);
         assert!(matches!(
-            current_period(ResetRule::BillingCycle, &s, s.start, &utc()),
+            current_period(ResetRule::BillingCycle, &s, s.start, &utc(), None),
             Err(Error::EmptySubscription { .. })
         ));
         let s = sub("2026-01-15T00:00:00Z", "2026-02-15T00:00:00Z", None, Cycle::Monthly);
         assert!(matches!(
-            current_period(ResetRule::BillingCycle, &s, ts("2026-02-15T00:00:00Z"), &utc()),
+            current_period(ResetRule::BillingCycle, &s, ts("2026-02-15T00:00:00Z"), &utc(), None),
             Err(Error::OutsideSubscription { .. })
         ));
         assert!(matches!(time_zone("Mars/Olympus"), Err(Error::InvalidTimeZone { .. })));
@@ -443,9 +487,47 @@ mod tests {
     fn a_boundary_beyond_year_9999_is_an_error_not_a_panic() {
         let s = sub("9999-11-29T00:00:00Z", "9999-12-30T00:00:00Z", None, Cycle::Monthly);
         assert!(matches!(
-            current_period(ResetRule::BillingCycle, &s, ts("9999-12-29T12:00:00Z"), &utc()),
+            current_period(ResetRule::BillingCycle, &s, ts("9999-12-29T12:00:00Z"), &utc(), None),
             Err(Error::PeriodOutOfRange { .. })
         ));
+    }
+
+    #[test]
+    fn a_zone_change_applies_from_the_next_boundary() {
+        let ny = time_zone("America/New_York").unwrap();
+        let s = sub("2026-01-15T00:00:00Z", "2027-01-15T00:00:00Z", None, Cycle::Monthly);
+        let change = ZoneChange { previous: utc(), since: ts("2026-03-20T00:00:00Z") };
+        let at = |t: &str| {
+            let p = current_period(ResetRule::BillingCycle, &s, ts(t), &ny, Some(&change)).unwrap();
+            (p.start.unwrap(), p.end.unwrap())
+        };
+        // The period the change happened in keeps its UTC bounds, before and after the change.
+        assert_eq!(
+            at("2026-03-16T00:00:00Z"),
+            (ts("2026-03-15T00:00:00Z"), ts("2026-04-15T00:00:00Z"))
+        );
+        assert_eq!(
+            at("2026-04-14T23:30:00Z"),
+            (ts("2026-03-15T00:00:00Z"), ts("2026-04-15T00:00:00Z"))
+        );
+        // The next starts where it ended and ends on the new zone's boundary (19:00 in New York).
+        assert_eq!(
+            at("2026-04-20T00:00:00Z"),
+            (ts("2026-04-15T00:00:00Z"), ts("2026-05-14T23:00:00Z"))
+        );
+        assert_eq!(
+            at("2026-05-20T00:00:00Z"),
+            (ts("2026-05-14T23:00:00Z"), ts("2026-06-14T23:00:00Z"))
+        );
+        // An earlier period is the previous zone's.
+        assert_eq!(
+            at("2026-02-01T00:00:00Z"),
+            (ts("2026-01-15T00:00:00Z"), ts("2026-02-15T00:00:00Z"))
+        );
+        // Long after, the change no longer decides anything.
+        let later =
+            |t: &str| current_period(ResetRule::BillingCycle, &s, ts(t), &ny, None).unwrap().start;
+        assert_eq!(at("2026-09-20T00:00:00Z").0, later("2026-09-20T00:00:00Z").unwrap());
     }
 
     proptest! {
@@ -468,15 +550,45 @@ mod tests {
             prop_assume!(at < end);
             let cycle = if yearly { Cycle::Yearly } else { Cycle::Monthly };
             let s = Subscription { start, end: Some(end), anchor: Some(Timestamp::from_second(anchor).unwrap()), cycle };
-            let p = current_period(ResetRule::BillingCycle, &s, at, &tz).unwrap();
+            let p = current_period(ResetRule::BillingCycle, &s, at, &tz, None).unwrap();
             let (ps, pe) = (p.start.unwrap(), p.end.unwrap());
             prop_assert!(ps <= at && at < pe);
             prop_assert!(pe <= end);
             let max_days = if yearly { 367 } else { 32 };
             prop_assert!((pe.as_second() - ps.as_second()) <= max_days * 86_400);
             let renewal = Subscription { start: at, end: None, ..s };
-            let q = current_period(ResetRule::BillingCycle, &renewal, at, &tz).unwrap();
+            let q = current_period(ResetRule::BillingCycle, &renewal, at, &tz, None).unwrap();
             prop_assert_eq!(q.start, p.start);
+        }
+
+        // Across a change of zone, consecutive periods still tile: no instant in two periods,
+        // none in no period, and the period that contained the change keeps its old bounds.
+        #[test]
+        fn periods_tile_across_a_zone_change(
+            anchor_day in 1i8..=31,
+            since_days in 0i64..500,
+            from in prop_oneof![Just("UTC"), Just("America/New_York"), Just("Asia/Shanghai")],
+            to in prop_oneof![Just("UTC"), Just("Europe/Berlin"), Just("Australia/Lord_Howe")],
+            yearly in any::<bool>(),
+        ) {
+            let (from, to) = (time_zone(from).unwrap(), time_zone(to).unwrap());
+            let anchor = jiff::civil::date(2026, 1, anchor_day).at(6, 30, 0, 0).to_zoned(TimeZone::UTC).unwrap().timestamp();
+            let end = anchor.checked_add(jiff::SignedDuration::from_hours(24 * 1500)).unwrap();
+            let cycle = if yearly { Cycle::Yearly } else { Cycle::Monthly };
+            let s = Subscription { start: anchor, end: Some(end), anchor: None, cycle };
+            let since = anchor.checked_add(jiff::SignedDuration::from_hours(24 * since_days)).unwrap();
+            let change = ZoneChange { previous: from.clone(), since };
+            let before = current_period(ResetRule::BillingCycle, &s, since, &from, None).unwrap();
+            let mut at = anchor;
+            while at < end {
+                let p = current_period(ResetRule::BillingCycle, &s, at, &to, Some(&change)).unwrap();
+                prop_assert_eq!(p.start.unwrap(), at);
+                if p.start.unwrap() <= since && since < p.end.unwrap() {
+                    prop_assert_eq!(p, before);
+                }
+                at = p.end.unwrap();
+            }
+            prop_assert_eq!(at, end);
         }
 
         // Consecutive periods tile the subscription: the end of one is the start of the next.
@@ -489,7 +601,7 @@ mod tests {
             let s = Subscription { start: anchor, end: Some(end), anchor: None, cycle: Cycle::Monthly };
             let mut at = anchor;
             while at < end {
-                let p = current_period(ResetRule::BillingCycle, &s, at, &tz).unwrap();
+                let p = current_period(ResetRule::BillingCycle, &s, at, &tz, None).unwrap();
                 prop_assert_eq!(p.start.unwrap(), at);
                 at = p.end.unwrap();
             }

@@ -111,7 +111,7 @@ const TABLE_ROLES: [&str; 6] = [
 ];
 
 pub struct Config {
-    pub time_zone: String,
+    pub zone: super::Zone,
     /// `quota.settings.attached_schema`.
     pub binding: Option<String>,
     features: HashMap<String, FeatureEntry>,
@@ -451,7 +451,8 @@ fn select<'c>(
 }
 
 const SETTINGS: &str = "
-SELECT coalesce(st.time_zone, 'UTC'), st.attached_schema::pg_catalog.text
+SELECT coalesce(st.time_zone, 'UTC'), st.attached_schema::pg_catalog.text,
+       st.previous_time_zone, st.time_zone_changed_at
   FROM (SELECT) AS one LEFT JOIN quota.settings st ON true";
 
 const FEATURES: &str = "
@@ -556,7 +557,11 @@ fn build(client: &SpiClient<'_>, built: Horizon) -> Result<Config, Refusal> {
         .collect::<Result<_, _>>()?;
     readable(&tables)?;
     let settings = select(client, SETTINGS, &[])?.first();
-    let time_zone: String = required(settings.get(1)?, "quota.settings.time_zone")?;
+    let zone = super::Zone::new(
+        required(settings.get(1)?, "quota.settings.time_zone")?,
+        settings.get(3)?,
+        settings.get(4)?,
+    );
     let binding: Option<String> = settings.get(2)?;
     let bound = |sql: &str| binding::bind(sql, binding.as_deref());
     let schema = pgrx::spi::quote_identifier(binding.as_deref().unwrap_or("quota")).to_string();
@@ -632,7 +637,7 @@ fn build(client: &SpiClient<'_>, built: Horizon) -> Result<Config, Refusal> {
     let usage =
         probe_table(client, &tables[5], &citus, &["user_id", "feature_code", "period_start"])?
             .and_then(|t| Ok(Usage { count: t.int("usage_count")?, probe: t.probe }));
-    Ok(Config { time_zone, binding, features, plans, subscriptions, usage, tables, built })
+    Ok(Config { zone, binding, features, plans, subscriptions, usage, tables, built })
 }
 
 /// Why a table cannot be read without a statement, if it cannot.

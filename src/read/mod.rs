@@ -61,11 +61,33 @@ pub struct SubscriptionRow {
     pub plan_unit: Option<String>,
 }
 
+/// The zone periods are computed in (`quota.settings`), and the last change of it.
+#[derive(Clone)]
+pub struct Zone {
+    pub name: String,
+    /// `previous_time_zone` and `time_zone_changed_at`, when the settings remember a change.
+    pub change: Option<(String, TimestampWithTimeZone)>,
+}
+
+impl Zone {
+    /// The zone `name`, changed from `previous` at `since`; a previous zone equal to the
+    /// current one (or a change at -infinity) is no change in force.
+    pub fn new(
+        name: String,
+        previous: Option<String>,
+        since: Option<TimestampWithTimeZone>,
+    ) -> Zone {
+        let change =
+            previous.zip(since).filter(|(previous, since)| *previous != name && since.is_finite());
+        Zone { name, change }
+    }
+}
+
 pub struct FeatureRow {
     /// `None` only when no feature was asked for.
     pub catalog: Option<Catalog>,
     pub subscription: Option<SubscriptionRow>,
-    pub time_zone: String,
+    pub zone: Zone,
     pub now: TimestampWithTimeZone,
     /// `quota.features.alert_thresholds` (empty without a named feature).
     pub alert_thresholds: Vec<i32>,
@@ -173,7 +195,7 @@ fn direct_feature_row(
     Ok(Some(FeatureRow {
         catalog: entry.map(|e| e.catalog.clone()),
         subscription,
-        time_zone: config.time_zone.clone(),
+        zone: config.zone.clone(),
         now,
         alert_thresholds: entry.map(|e| e.alert_thresholds.clone()).unwrap_or_default(),
     }))
@@ -213,6 +235,8 @@ mod column {
     pub const PLAN_BILLING_CYCLE: usize = 22;
     pub const PLAN_VALUE: usize = 23;
     pub const PLAN_UNIT: usize = 24;
+    pub const PREVIOUS_TIME_ZONE: usize = 25;
+    pub const TIME_ZONE_CHANGED_AT: usize = 26;
 }
 
 /// A candidate row of the statement: one of the user's subscriptions with status 'active'.
@@ -391,7 +415,11 @@ fn parse_feature_rows(
     Ok(FeatureRow {
         catalog,
         subscription,
-        time_zone: store::must(col(first, TIME_ZONE, "time_zone")?, "time_zone")?,
+        zone: Zone::new(
+            store::must(col(first, TIME_ZONE, "time_zone")?, "time_zone")?,
+            col(first, PREVIOUS_TIME_ZONE, "previous_time_zone")?,
+            col(first, TIME_ZONE_CHANGED_AT, "time_zone_changed_at")?,
+        ),
         now,
         alert_thresholds,
     })

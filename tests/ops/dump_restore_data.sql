@@ -6,6 +6,17 @@
 SET TimeZone = 'UTC';
 
 INSERT INTO quota.settings (time_zone) VALUES ('Asia/Shanghai');
+-- In force for good, as in a database updated from a version that did not remember changes of
+-- zone (scripts/ops/upgrade.sh compares such databases with a fresh one).
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_attribute WHERE attrelid = 'quota.settings'::regclass
+                                          AND attname = 'time_zone_changed_at') THEN
+        UPDATE quota.settings SET previous_time_zone = time_zone,
+                                  time_zone_changed_at = '-infinity';
+    END IF;
+END
+$$;
 
 -- A feature of the user's own, next to the five built-in ones.
 INSERT INTO quota.features (code, name, unit, reset_rule, default_limit, alert_thresholds)

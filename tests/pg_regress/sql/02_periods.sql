@@ -195,7 +195,9 @@ SELECT p.period_start = a.period_start AND p.period_end = a.period_end AS utc_an
   CROSS JOIN anniversary_period(s.start_date, 'monthly', now(), 'UTC') a;
 -- Counted in New York: the period is the New York anniversary and always starts at 00:30 New
 -- York time, daylight saving time or not.
-INSERT INTO settings (time_zone) VALUES ('America/New_York');
+-- (A change made now applies from the next boundary, 14_continuity; this row says the zone
+-- changed to New York in 2000.)
+INSERT INTO settings (time_zone, time_zone_changed_at) VALUES ('America/New_York', '2000-01-01');
 SELECT p.period_start = a.period_start AND p.period_end = a.period_end AS new_york_anniversary,
        to_char(p.period_start AT TIME ZONE 'America/New_York', 'HH24:MI') AS new_york_time_of_day
   FROM get_quota_period(205) p

@@ -151,24 +151,51 @@ SELECT * FROM figures(1406);
 
 -- 1407: the time zone changes. A subscription anchored at 2010-01-15 00:00 UTC has its
 -- anniversaries at 00:00 UTC on the 15th; in America/Caracas (UTC-4:30 in 2010, UTC-4 since
--- 2016) the anchor was 19:30 local on the 14th, which is 23:30 UTC today: the period start moves
--- half an hour earlier. The 10 of 10 used stay 10 of 10 in the new zone's period.
+-- 2016) the anchor was 19:30 local on the 14th, which is 23:30 UTC today. A change applies from
+-- the next boundary: the period it falls in keeps its bounds and its usage, 10 of 10.
 INSERT INTO user_subscriptions (user_id, plan_id, start_date, end_date)
 VALUES (1407, plan_id('free'), '2010-01-15 00:00+00', now() + interval '1 year');
 SELECT allowed FROM consume(1407, 'articles_per_month', 10);
-SELECT period_start AS utc_period_start FROM get_quota_period(1407, 'articles_per_month') \gset
+SELECT period_start AS utc_start, period_end AS utc_end
+  FROM get_quota_period(1407, 'articles_per_month') \gset
 INSERT INTO settings (time_zone) VALUES ('America/Caracas')
     ON CONFLICT (singleton) DO UPDATE SET time_zone = EXCLUDED.time_zone;
-SELECT period_start - :'utc_period_start'::timestamptz AS moved_by
+SELECT time_zone, previous_time_zone, time_zone_changed_at > now() - interval '1 minute' AS changed_just_now FROM settings;
+SELECT period_start = :'utc_start' AS same_start, period_end = :'utc_end' AS same_end
   FROM get_quota_period(1407, 'articles_per_month');
 SELECT * FROM figures(1407);
 SELECT allowed, current_usage, quota_limit FROM consume(1407, 'articles_per_month', 1);
 SELECT * FROM verify_ledger(1407);
--- And back (no settings row means UTC): the usage follows again.
+-- As if the change had been made 40 days ago: the period after the one it fell in starts where
+-- that one ended and ends on the new zone's boundary; 80 days ago, the period is the new
+-- zone's throughout. (Only a superuser can write these two columns.)
+UPDATE settings SET time_zone_changed_at = now() - interval '40 days';
+SELECT period_start - :'utc_start' AS start_moved_by, period_end - :'utc_end' AS end_moved_by
+  FROM get_quota_period(1407, 'articles_per_month');
+UPDATE settings SET time_zone_changed_at = now() - interval '80 days';
+SELECT period_start - :'utc_start' AS start_moved_by, period_end - :'utc_end' AS end_moved_by
+  FROM get_quota_period(1407, 'articles_per_month');
+-- The usage followed the period each time (quota.carry_usage; the triggers do it after the
+-- changes they see).
+SELECT carry_usage(1407);
+SELECT * FROM figures(1407);
+-- Removing the settings row means UTC at once, with no change to remember: the period moves
+-- back to the UTC anniversaries, and the usage with it.
 DELETE FROM settings;
-SELECT period_start = :'utc_period_start'::timestamptz AS back_in_utc
+SELECT period_start = :'utc_start' AS back_in_utc
   FROM get_quota_period(1407, 'articles_per_month');
 SELECT * FROM figures(1407);
+SELECT * FROM verify_ledger(1407);
+-- A second change within the period the first fell in: the settings remember the last change
+-- only, so the period is the one of the zone before it (Caracas) at once, and the usage moves
+-- with it.
+INSERT INTO settings (time_zone) VALUES ('America/Caracas');
+UPDATE settings SET time_zone = 'Asia/Shanghai';
+SELECT period_start - :'utc_start' AS start_moved_by
+  FROM get_quota_period(1407, 'articles_per_month');
+SELECT * FROM figures(1407);
+SELECT * FROM verify_ledger(1407);
+DELETE FROM settings;
 
 -- 1408: a refund after the usage moved posts to the counter the use moved to.
 INSERT INTO user_subscriptions (user_id, plan_id, start_date, end_date)
