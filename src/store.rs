@@ -24,8 +24,10 @@ use std::panic::AssertUnwindSafe;
 /// `entitlements_core::subscription`, for this statement and the direct reads alike; the
 /// status condition only narrows the rows down (and lets the partial index of active
 /// subscriptions serve). The columns are listed, by position, in `read::column`.
-/// `lock` is appended to the subscription lookup (see [`Lock`]).
-fn feature_sql(lock: &str) -> String {
+/// `lock` is appended to the subscription lookup (see [`Lock`]); `zone_change` is the settings'
+/// two columns of the last change of zone, or two NULLs where the table lacks them (an
+/// installation whose library is newer than its SQL, before ALTER EXTENSION UPDATE).
+fn feature_sql(lock: &str, zone_change: &str) -> String {
     format!(
         "
 SELECT f.code, f.reset_rule, f.unit, f.default_limit, f.alert_thresholds, f.name,
@@ -37,8 +39,7 @@ SELECT f.code, f.reset_rule, f.unit, f.default_limit, f.alert_thresholds, f.name
             THEN s.custom_quotas::pg_catalog.text END,
        (s.custom_quotas OPERATOR(pg_catalog.->) f.code)::pg_catalog.text,
        p.id IS NOT NULL, p.quota_cycle_type::pg_catalog.text, p.billing_cycle::pg_catalog.text,
-       pf.feature_value, pf.feature_unit::pg_catalog.text, st.previous_time_zone,
-       st.time_zone_changed_at
+       pf.feature_value, pf.feature_unit::pg_catalog.text, {zone_change}
   FROM (SELECT) AS one
   LEFT JOIN quota.settings st ON true
   LEFT JOIN quota.features f ON f.code OPERATOR(pg_catalog.=) $2
@@ -88,7 +89,7 @@ SELECT u.usage_count::pg_catalog.int8 FROM quota.user_usage u
 /// queued for this statement and their commit only, not for their whole call.
 ///
 /// `alerted_limit` is the column of that name, or NULL where the table lacks it (see
-/// [`HAS_ALERTED_LIMIT`]).
+/// [`HAS_COLUMN`]).
 fn use_sql(late_lock: bool, alerted_limit: &str) -> String {
     let sub = if late_lock {
         "SELECT FROM quota.user_subscriptions us
@@ -126,7 +127,7 @@ SELECT counter.usage_count, counter.alerted_percent, EXISTS (SELECT FROM sub),
 }
 
 /// Remembers the highest alert threshold announced for a period and the limit it was judged
-/// against ($5; `set_limit` is empty where the table lacks the column, [`HAS_ALERTED_LIMIT`]).
+/// against ($5; `set_limit` is empty where the table lacks the column, [`HAS_COLUMN`]).
 /// Unconditional: the use that just counted holds the counter row's lock until it commits, so
 /// what it read in RETURNING is still the row's memory, and after a limit change the new
 /// memory may hold a lower threshold than the old one.
@@ -143,10 +144,12 @@ UPDATE quota.user_usage u SET alerted_percent = $4{set_limit}
 /// counting there meanwhile: without the column, the memory of the alerts has no limit and
 /// applies to any limit, as in 0.2.0. (An attached application's table has it: attach asks for
 /// it.) A backend keeps what it found until it prepares its statements again.
-const HAS_ALERTED_LIMIT: &str = "
+/// Whether a table ($1, a name as `bind` prints it) has a column ($2): the writers and readers
+/// work on tables an older version of the SQL created, until ALTER EXTENSION UPDATE adds it.
+const HAS_COLUMN: &str = "
 SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute a
-                WHERE a.attrelid = pg_catalog.to_regclass('quota.user_usage')
-                  AND a.attname = 'alerted_limit' AND a.attnum > 0 AND NOT a.attisdropped)";
+                WHERE a.attrelid = pg_catalog.to_regclass($1)
+                  AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped)";
 
 /// Transactional: delivered at commit, dropped on rollback.
 const NOTIFY: &str = "SELECT pg_catalog.pg_notify($1, $2)";
@@ -407,14 +410,22 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> Result<&'st
     let (int4, int8, text, tstz) = (oid(INT4OID), oid(INT8OID), oid(TEXTOID), oid(TIMESTAMPTZOID));
     let use_args =
         [int8, text, tstz, tstz, int4, int8, text, int8, oid(JSONBOID), text, oid(TIDOID)];
-    let has_alerted_limit = client
-        .select(&bind(HAS_ALERTED_LIMIT, schema), Some(1), &[])
-        .map_err(failed("column lookup"))?
-        .next()
-        .map(|row| col::<bool>(&row, 1))
-        .transpose()?
-        .flatten()
-        .unwrap_or(false);
+    let has_column = |table: &str, column: &str| -> Result<bool, Error> {
+        let args: [DatumWithOid; 2] = [bind(table, schema).as_str().into(), column.into()];
+        client
+            .select(HAS_COLUMN, Some(1), &args)
+            .map_err(failed("column lookup"))?
+            .next()
+            .map(|row| col::<bool>(&row, 1))
+            .transpose()
+            .map(|found| found.flatten().unwrap_or(false))
+    };
+    let has_alerted_limit = has_column("quota.user_usage", "alerted_limit")?;
+    let zone_change = if has_column("quota.settings", "time_zone_changed_at")? {
+        "st.previous_time_zone, st.time_zone_changed_at"
+    } else {
+        "NULL::pg_catalog.text, NULL::pg_catalog.timestamptz"
+    };
     let (alerted_limit, set_limit) = if has_alerted_limit {
         ("u.alerted_limit", ", alerted_limit = $5")
     } else {
@@ -422,14 +433,18 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> Result<&'st
     };
     let plans: &'static Plans = Box::leak(Box::new(Plans {
         binding: binding.clone(),
-        feature: prepare(&feature_sql(""), &[int8, text], false)?,
+        feature: prepare(&feature_sql("", zone_change), &[int8, text], false)?,
         // Writers lock the subscription rows (FOR NO KEY UPDATE) until they commit, here or in
         // use_late_lock: a change of its limit (adjust_quota, any UPDATE of custom_quotas,
         // plan_id, ...) waits for the use, and a use that meets such a change uncommitted waits
         // for it and then reads the new limit. Not FOR SHARE: a transaction that consumes and
         // then adjusts would have to upgrade its lock, and two such transactions deadlocked
         // (isolation spec consume_vs_adjust); one lock mode for every writer cannot.
-        feature_for_use: prepare(&feature_sql("FOR NO KEY UPDATE OF us"), &[int8, text], true)?,
+        feature_for_use: prepare(
+            &feature_sql("FOR NO KEY UPDATE OF us", zone_change),
+            &[int8, text],
+            true,
+        )?,
         usage: prepare(USAGE, &[int8, text, tstz], false)?,
         use_: prepare(&use_sql(false, alerted_limit), &use_args[..10], true)?,
         use_late_lock: prepare(&use_sql(true, alerted_limit), &use_args, true)?,

@@ -450,9 +450,12 @@ fn select<'c>(
     Ok(client.select(sql, None, args)?)
 }
 
+/// The last change of zone is read through to_jsonb: the columns are missing from a table an
+/// older version of the SQL created, until ALTER EXTENSION UPDATE adds them.
 const SETTINGS: &str = "
 SELECT coalesce(st.time_zone, 'UTC'), st.attached_schema::pg_catalog.text,
-       st.previous_time_zone, st.time_zone_changed_at
+       pg_catalog.to_jsonb(st) OPERATOR(pg_catalog.->>) 'previous_time_zone',
+       (pg_catalog.to_jsonb(st) OPERATOR(pg_catalog.->>) 'time_zone_changed_at')::pg_catalog.timestamptz
   FROM (SELECT) AS one LEFT JOIN quota.settings st ON true";
 
 const FEATURES: &str = "
