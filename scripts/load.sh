@@ -11,6 +11,10 @@
 #   (d) one user with limit 1000000, LOAD_CLIENTS clients consuming and recording for
 #       LOAD_RENEW_SECONDS while another session renews the subscription LOAD_RENEWALS times
 #       (cancel + insert, in one transaction): no refusal, no P0002, counter = records;
+#   (e) one user with limit LOAD_HOT_LIMIT, LOAD_CLIENTS clients consuming for
+#       LOAD_RENEW_SECONDS while another session renews it LOAD_RENEWALS times as a new row that
+#       starts at the renewal with an approximate anchor: the renewals continue the period, so
+#       exactly the limit is allowed in all (before 0.3.0: the limit once per renewal);
 # and quota.verify_ledger() returns no row after each part.
 # Assumes scripts/setup.sh has run.
 set -euo pipefail
@@ -140,6 +144,32 @@ expect "record_feature_usage raising P0002" "$no_sub" "0"
 expect "record_feature_usage raising anything else" "$other" "0"
 expect "counter" "$counter" "$records"
 expect "calls counted" "$records" "$calls"
+expect "verify_ledger() rows" "$(ledger_rows)" "0"
+
+echo "==> load (e): $CLIENTS clients consuming for ${RENEW_SECONDS}s while $RENEWALS renewals restart the row"
+restart_log="$DIR/pgbench-restart.log"
+"$PG_BIN/pgbench" -n -h "$DIR" -p "$PORT" -U postgres -c 1 -t "$RENEWALS" \
+  -f tests/load/restart.sql "$DB" >"$restart_log" 2>&1 &
+renewer=$!
+restart_uses_log="$DIR/pgbench-restart_use.log"
+uses_ok=true
+"$PG_BIN/pgbench" -n -h "$DIR" -p "$PORT" -U postgres -c "$CLIENTS" -j 4 -T "$RENEW_SECONDS" \
+  -f tests/load/restart_use.sql "$DB" >"$restart_uses_log" 2>&1 || uses_ok=false
+renew_ok=true
+wait "$renewer" || renew_ok=false
+$uses_ok || { cat "$restart_uses_log" >&2; fail "pgbench restart_use.sql exited with an error"; }
+$renew_ok || { cat "$restart_log" >&2; fail "pgbench restart.sql exited with an error"; }
+IFS='|' read -r calls allowed renewed usage current < <(sql -c "
+  SELECT (SELECT count(*) FROM public.load_restart_answers),
+         (SELECT count(*) FROM public.load_restart_answers WHERE allowed),
+         (SELECT count(*) FROM quota.user_subscriptions WHERE user_id = 4 AND status = 'cancelled'),
+         (SELECT current_usage FROM quota.check_user_quota(4, 'articles_per_month')),
+         (SELECT count(*) FROM quota.user_usage WHERE user_id = 4 AND period_end > now())")
+echo "    $calls calls, $renewed renewals, $allowed allowed"
+expect "renewals" "$renewed" "$RENEWALS"
+expect "uses allowed over all renewals" "$allowed" "$HOT_LIMIT"
+expect "current usage" "$usage" "$HOT_LIMIT"
+expect "current counters" "$current" "1"
 expect "verify_ledger() rows" "$(ledger_rows)" "0"
 
 if [ "$failures" -gt 0 ]; then

@@ -37,3 +37,13 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
     INSERT INTO public.load_renewal_answers VALUES ('record', false, NULL, SQLSTATE);
 END $$;
+-- Part (e): user 4 with limit :hot_limit on articles_per_month, renewed over and over as a new
+-- row that starts at the renewal and keeps the anchor only approximately, while clients
+-- consume: every renewal must continue the period, so no more than the limit is ever allowed.
+INSERT INTO quota.subscription_plans (plan_code, plan_name) VALUES ('load_restart', 'load: restarts');
+INSERT INTO quota.plan_features (plan_id, feature_code, feature_value)
+SELECT p.id, 'articles_per_month', :hot_limit FROM quota.subscription_plans p WHERE p.plan_code = 'load_restart';
+INSERT INTO quota.user_subscriptions (user_id, plan_id, start_date, end_date)
+SELECT 4, p.id, now() - interval '10 days', now() + interval '20 days'
+  FROM quota.subscription_plans p WHERE p.plan_code = 'load_restart';
+CREATE UNLOGGED TABLE public.load_restart_answers (allowed boolean NOT NULL);
