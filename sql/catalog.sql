@@ -56,7 +56,7 @@ SELECT format(
           FROM affected a WHERE %2$s
     ), moved AS (
         UPDATE %1$s s
-           SET storage_quota_bytes = t.bytes, updated_at = pg_catalog.now()
+           SET storage_quota_bytes = t.bytes, updated_at = %3$s
           FROM target t, %1$s o
          WHERE s.user_id = t.user_id AND o.user_id = t.user_id
            AND s.storage_quota_bytes IS DISTINCT FROM t.bytes
@@ -68,7 +68,15 @@ SELECT format(
                        pg_catalog.format(''{"new_bytes":%%s,"old_bytes":%%s,"user_id":%%s}'',
                                          m.new_bytes, m.old_bytes, m.user_id)))
               FROM (SELECT * FROM moved ORDER BY user_id) m)',
-    storage_table, storage)
+    storage_table, storage,
+    -- An attached application's updated_at without time zone holds its local time.
+    CASE WHEN (SELECT a.atttypid FROM pg_attribute a
+                WHERE a.attrelid = storage_table AND a.attname = 'updated_at'
+                  AND NOT a.attisdropped) = 'timestamp'::regtype
+         THEN format('(pg_catalog.now() AT TIME ZONE %L)',
+                     coalesce((SELECT to_jsonb(st) ->> 'attached_time_zone' FROM quota.settings st),
+                              'UTC'))
+         ELSE 'pg_catalog.now()' END)
 $$;
 
 -- The bound tables: the attached application's when quota.attach() ran, else quota's.

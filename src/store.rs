@@ -14,6 +14,7 @@ use pgrx::pg_sys::BuiltinOid;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData, SpiTupleTable};
 use pgrx::{pg_sys, PgOid, PgSqlErrorCode, PgTryBuilder};
 use std::cell::Cell;
+use std::ffi::{CStr, CString};
 use std::panic::AssertUnwindSafe;
 
 /// Everything a quota function needs about one user and feature, in one round trip: the
@@ -24,22 +25,24 @@ use std::panic::AssertUnwindSafe;
 /// `entitlements_core::subscription`, for this statement and the direct reads alike; the
 /// status condition only narrows the rows down (and lets the partial index of active
 /// subscriptions serve). The columns are listed, by position, in `read::column`.
-/// `lock` is appended to the subscription lookup (see [`Lock`]); `zone_change` is the settings'
-/// two columns of the last change of zone, or two NULLs where the table lacks them (an
-/// installation whose library is newer than its SQL, before ALTER EXTENSION UPDATE).
-fn feature_sql(lock: &str, zone_change: &str) -> String {
+/// `lock` is appended to the subscription lookup (see [`Lock`]); `settings` are the settings'
+/// columns of the last change of zone and the attached tables' local zone, or NULLs where the
+/// table lacks them (an installation whose library is newer than its SQL, before ALTER
+/// EXTENSION UPDATE).
+fn feature_sql(lock: &str, settings: &str) -> String {
     format!(
         "
 SELECT f.code, f.reset_rule, f.unit, f.default_limit, f.alert_thresholds, f.name,
        coalesce(st.time_zone, 'UTC'), st.attached_schema::pg_catalog.text, pg_catalog.now(),
        s.ctid, s.id::pg_catalog.int8, s.plan_id::pg_catalog.int8, s.status::pg_catalog.text,
-       s.start_date, s.end_date, s.quota_reset_anchor, s.quota_cycle_type::pg_catalog.text,
+       s.start_date::pg_catalog.timestamptz, s.end_date::pg_catalog.timestamptz,
+       s.quota_reset_anchor::pg_catalog.timestamptz, s.quota_cycle_type::pg_catalog.text,
        CASE WHEN f.code IS NOT NULL
              AND pg_catalog.jsonb_typeof(s.custom_quotas) OPERATOR(pg_catalog.<>) 'object'
             THEN s.custom_quotas::pg_catalog.text END,
        (s.custom_quotas OPERATOR(pg_catalog.->) f.code)::pg_catalog.text,
        p.id IS NOT NULL, p.quota_cycle_type::pg_catalog.text, p.billing_cycle::pg_catalog.text,
-       pf.feature_value, pf.feature_unit::pg_catalog.text, {zone_change}
+       pf.feature_value, pf.feature_unit::pg_catalog.text, {settings}
   FROM (SELECT) AS one
   LEFT JOIN quota.settings st ON true
   LEFT JOIN quota.features f ON f.code OPERATOR(pg_catalog.=) $2
@@ -193,7 +196,8 @@ SELECT r.user_id::pg_catalog.int8, r.id::pg_catalog.int8, r.refund_of::pg_catalo
  WHERE r.user_id = $1 AND r.idempotency_key = $2 FOR UPDATE";
 
 const REFUND_OF: &str = "
-SELECT r.id::pg_catalog.int8, -r.amount, r.period_start FROM quota.usage_records r
+SELECT r.id::pg_catalog.int8, -r.amount, r.period_start::pg_catalog.timestamptz
+  FROM quota.usage_records r
  WHERE r.user_id = $1 AND r.refund_of = $2";
 
 /// Posts the compensating record to the original's period (not the current one) and takes the
@@ -220,7 +224,8 @@ WITH refund AS (
        AND u.usage_count OPERATOR(pg_catalog.+) refund.amount >= 0
     RETURNING 1
 )
-SELECT refund.id::pg_catalog.int8, OPERATOR(pg_catalog.-) refund.amount, refund.period_start,
+SELECT refund.id::pg_catalog.int8, OPERATOR(pg_catalog.-) refund.amount,
+       refund.period_start::pg_catalog.timestamptz,
        EXISTS (SELECT FROM counter), refund.feature_code::pg_catalog.text
   FROM refund";
 
@@ -228,7 +233,8 @@ SELECT refund.id::pg_catalog.int8, OPERATOR(pg_catalog.-) refund.amount, refund.
 /// decides which one counts ([`entitlements_core::subscription`]) and its current custom value.
 const ADJUST_LOCK: &str = "
 SELECT us.id::pg_catalog.int8, (us.custom_quotas OPERATOR(pg_catalog.->) $2)::pg_catalog.text,
-       us.status::pg_catalog.text, us.start_date, us.end_date, pg_catalog.now(),
+       us.status::pg_catalog.text, us.start_date::pg_catalog.timestamptz,
+       us.end_date::pg_catalog.timestamptz, pg_catalog.now(),
        CASE WHEN pg_catalog.jsonb_typeof(us.custom_quotas) OPERATOR(pg_catalog.<>) 'object'
             THEN us.custom_quotas::pg_catalog.text END
   FROM quota.user_subscriptions us
@@ -308,7 +314,7 @@ WITH moved AS (
            period_end = EXCLUDED.period_end,
            updated_at = EXCLUDED.updated_at
 )
-SELECT m.feature_code::pg_catalog.text, m.period_start FROM moved m"
+SELECT m.feature_code::pg_catalog.text, m.period_start::pg_catalog.timestamptz FROM moved m"
     )
 }
 
@@ -342,11 +348,27 @@ SELECT DISTINCT u.user_id::pg_catalog.int8
 const KNOWN_FEATURES: &str = "
 SELECT f.code FROM quota.features f WHERE f.code OPERATOR(pg_catalog.=) ANY ($1)";
 
-const BINDING: &str = "SELECT st.attached_schema::pg_catalog.text FROM quota.settings st";
+/// The zone is read through to_jsonb: the column is missing from a table an older version of
+/// the SQL created, until ALTER EXTENSION UPDATE adds it.
+const BINDING: &str = "
+SELECT st.attached_schema::pg_catalog.text,
+       pg_catalog.to_jsonb(st) OPERATOR(pg_catalog.->>) 'attached_time_zone'
+  FROM quota.settings st";
+
+/// The tables the statements use, and how their times read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Binding {
+    /// `quota.settings.attached_schema` (`None`: schema quota).
+    pub schema: Option<String>,
+    /// `quota.settings.attached_time_zone`: the zone in which the attached tables' `timestamp
+    /// without time zone` columns hold local times (`None`: they are timestamptz).
+    pub local_zone: Option<String>,
+}
 
 struct Plans {
-    /// The schema the statements are bound to (`None`: schema quota).
-    binding: Option<String>,
+    binding: Binding,
+    /// `binding.local_zone`, for [`Pinned::local_zone`].
+    local_zone: Option<CString>,
     feature: OwnedPreparedStatement,
     feature_for_use: OwnedPreparedStatement,
     usage: OwnedPreparedStatement,
@@ -393,14 +415,14 @@ fn failed(what: &'static str) -> impl Fn(pgrx::spi::SpiError) -> Error {
 fn plans(client: &SpiClient<'_>) -> Result<&'static Plans, Error> {
     match PLANS.get() {
         Some(p) => Ok(p),
-        None => prepare_plans(client, None),
+        None => prepare_plans(client, Binding::default()),
     }
 }
 
 /// Prepares every statement for the tables of `binding` and keeps them for this backend.
-fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> Result<&'static Plans, Error> {
+fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Plans, Error> {
     use BuiltinOid::*;
-    let schema = binding.as_deref();
+    let schema = binding.schema.as_deref();
     let prepare = |sql: &str, args: &[PgOid], mutating: bool| {
         let sql = bind(sql, schema);
         let stmt =
@@ -426,14 +448,21 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> Result<&'st
     } else {
         "NULL::pg_catalog.text, NULL::pg_catalog.timestamptz"
     };
+    let local_zone = if has_column("quota.settings", "attached_time_zone")? {
+        "st.attached_time_zone"
+    } else {
+        "NULL::pg_catalog.text"
+    };
+    let settings = format!("{zone_change}, {local_zone}");
     let (alerted_limit, set_limit) = if has_alerted_limit {
         ("u.alerted_limit", ", alerted_limit = $5")
     } else {
         ("NULL::pg_catalog.int8", "")
     };
     let plans: &'static Plans = Box::leak(Box::new(Plans {
+        local_zone: binding.local_zone.as_deref().and_then(|z| CString::new(z).ok()),
         binding: binding.clone(),
-        feature: prepare(&feature_sql("", zone_change), &[int8, text], false)?,
+        feature: prepare(&feature_sql("", &settings), &[int8, text], false)?,
         // Writers lock the subscription rows (FOR NO KEY UPDATE) until they commit, here or in
         // use_late_lock: a change of its limit (adjust_quota, any UPDATE of custom_quotas,
         // plan_id, ...) waits for the use, and a use that meets such a change uncommitted waits
@@ -441,7 +470,7 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> Result<&'st
         // then adjusts would have to upgrade its lock, and two such transactions deadlocked
         // (isolation spec consume_vs_adjust); one lock mode for every writer cannot.
         feature_for_use: prepare(
-            &feature_sql("FOR NO KEY UPDATE OF us", zone_change),
+            &feature_sql("FOR NO KEY UPDATE OF us", &settings),
             &[int8, text],
             true,
         )?,
@@ -477,11 +506,11 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> Result<&'st
     Ok(plans)
 }
 
-/// Makes sure the statements use the tables of `binding` (quota.settings.attached_schema as a
-/// read found it), preparing them again when quota.attach() or detach() changed it.
-pub fn bind_to(client: &SpiClient<'_>, binding: Option<&str>) -> Result<(), Error> {
-    if plans(client)?.binding.as_deref() != binding {
-        prepare_plans(client, binding.map(str::to_owned))?;
+/// Makes sure the statements use the tables of `binding` (quota.settings as a read found it),
+/// preparing them again when quota.attach() or detach() changed it.
+pub fn bind_to(client: &SpiClient<'_>, binding: &Binding) -> Result<(), Error> {
+    if plans(client)?.binding != *binding {
+        prepare_plans(client, binding.clone())?;
     }
     Ok(())
 }
@@ -493,10 +522,16 @@ pub fn ensure_binding(client: &SpiClient<'_>) -> Result<(), Error> {
     let table =
         client.select(&plans.binding_lookup, Some(1), &[]).map_err(failed("binding lookup"))?;
     let binding = match table.into_iter().next() {
-        Some(row) => col::<String>(&row, 1)?,
-        None => None,
+        Some(row) => Binding { schema: col(&row, 1)?, local_zone: col(&row, 2)? },
+        None => Binding::default(),
     };
-    bind_to(client, binding.as_deref())
+    bind_to(client, &binding)
+}
+
+/// The zone of the attached tables' local times (quota.settings.attached_time_zone) now.
+pub fn local_zone(client: &SpiClient<'_>) -> Result<Option<String>, Error> {
+    ensure_binding(client)?;
+    Ok(plans(client)?.binding.local_zone.clone())
 }
 
 fn col<T: pgrx::FromDatum + pgrx::IntoDatum>(
@@ -520,12 +555,13 @@ pub fn select_feature<'c>(
     user_id: i64,
     feature: Option<&str>,
     lock: Lock,
-) -> Result<(SpiTupleTable<'c>, Option<String>), Error> {
+) -> Result<(SpiTupleTable<'c>, Binding), Error> {
     let plans = plans(client)?;
     let args: [DatumWithOid; 2] =
         [user_id.into(), feature.map_or_else(DatumWithOid::null::<&str>, Into::into)];
     // feature_for_use is prepared as a mutating statement, so it runs read-write (its row
     // locks need that) even through select().
+    let _zone = Pinned::local_zone(plans);
     let table = match lock {
         Lock::None => client.select(&plans.feature, None, &args),
         Lock::ForUse => client.select(&plans.feature_for_use, None, &args),
@@ -542,7 +578,9 @@ pub fn select_usage<'c>(
     period_start: TimestampWithTimeZone,
 ) -> Result<SpiTupleTable<'c>, Error> {
     let args: [DatumWithOid; 3] = [user_id.into(), feature.into(), period_start.into()];
-    client.select(&plans(client)?.usage, Some(1), &args).map_err(failed("usage lookup"))
+    let plans = plans(client)?;
+    let _zone = Pinned::local_zone(plans);
+    client.select(&plans.usage, Some(1), &args).map_err(failed("usage lookup"))
 }
 
 /// Runs a statement that writes (prepared as mutating, so `select` runs it read-write). When the statements are bound to an application's tables, it
@@ -556,7 +594,7 @@ fn write<R>(
     statement: impl FnOnce(&'static Plans) -> Result<R, Error>,
 ) -> Result<R, Error> {
     let plans = plans(client)?;
-    let Some(schema) = plans.binding.as_deref() else {
+    let Some(schema) = plans.binding.schema.as_deref() else {
         return statement(plans);
     };
     let Some(owner) = bound_owner(schema) else {
@@ -566,6 +604,7 @@ fn write<R>(
         });
     };
     let _as_owner = AsOwner::switch(owner);
+    let _zone = Pinned::local_zone(plans);
     statement(plans)
 }
 
@@ -642,7 +681,7 @@ fn upkeep<R>(
     statement: impl FnOnce(&'static Plans) -> Result<R, Error>,
 ) -> Result<R, Error> {
     let plans = plans(client)?;
-    let schema = plans.binding.as_deref().unwrap_or("quota");
+    let schema = plans.binding.schema.as_deref().unwrap_or("quota");
     let Some(owner) = bound_owner(schema) else {
         return Err(Error::Statement {
             what: "the attached tables",
@@ -650,26 +689,27 @@ fn upkeep<R>(
         });
     };
     let _as_owner = AsOwner::switch(owner);
-    let _path = PinnedSearchPath::set();
+    let _path = Pinned::search_path();
+    let _zone = Pinned::local_zone(plans);
     statement(plans)
 }
 
-/// search_path set to `pg_catalog, pg_temp` until dropped, as a function's `SET search_path`
-/// clause sets it (fmgr_security_definer): a new GUC nesting level, undone on drop, and by the
-/// abort of the (sub)transaction when an ERROR unwinds through.
-struct PinnedSearchPath {
+/// A setting changed until dropped, as a function's `SET` clause changes it
+/// (fmgr_security_definer): a new GUC nesting level, undone on drop, and by the abort of the
+/// (sub)transaction when an ERROR unwinds through.
+struct Pinned {
     level: i32,
 }
 
-impl PinnedSearchPath {
-    fn set() -> PinnedSearchPath {
-        // SAFETY: the GUC calls fmgr_security_definer makes for a SET clause, with constant
-        // NUL-terminated strings; an invalid value raises an ERROR (it cannot be invalid).
+impl Pinned {
+    fn set(name: &CStr, value: &CStr) -> Pinned {
+        // SAFETY: the GUC calls fmgr_security_definer makes for a SET clause, with
+        // NUL-terminated strings; an invalid value raises an ERROR.
         unsafe {
             let level = pg_sys::NewGUCNestLevel();
             pg_sys::set_config_option(
-                c"search_path".as_ptr(),
-                c"pg_catalog, pg_temp".as_ptr(),
+                name.as_ptr(),
+                value.as_ptr(),
                 pg_sys::GucContext::PGC_USERSET,
                 pg_sys::GucSource::PGC_S_SESSION,
                 pg_sys::GucAction::GUC_ACTION_SAVE,
@@ -677,18 +717,32 @@ impl PinnedSearchPath {
                 0,
                 false,
             );
-            PinnedSearchPath { level }
+            Pinned { level }
         }
+    }
+
+    /// search_path pinned to `pg_catalog, pg_temp`.
+    fn search_path() -> Pinned {
+        Pinned::set(c"search_path", c"pg_catalog, pg_temp")
+    }
+
+    /// TimeZone set to the zone of the attached tables' local times, when they have one: the
+    /// statements then read and write `timestamp without time zone` columns through
+    /// PostgreSQL's own casts, which take that zone (a read casts to timestamptz, a write of a
+    /// timestamptz into such a column and a comparison with one cast the other way).
+    fn local_zone(plans: &Plans) -> Option<Pinned> {
+        let zone = plans.local_zone.as_ref()?;
+        Some(Pinned::set(c"TimeZone", zone))
     }
 }
 
-impl Drop for PinnedSearchPath {
+impl Drop for Pinned {
     fn drop(&mut self) {
         if std::thread::panicking() {
             // The (sub)transaction's abort restores it; no call into PostgreSQL while unwinding.
             return;
         }
-        // SAFETY: pops the nesting level set() pushed, restoring the previous search_path.
+        // SAFETY: pops the nesting level set() pushed, restoring the previous value.
         unsafe { pg_sys::AtEOXact_GUC(true, self.level) };
     }
 }
@@ -788,7 +842,7 @@ pub fn apply_use(
             Some(_) => (&plans.use_late_lock, &args[..]),
             None => (&plans.use_, &args[..10]),
         };
-        let schema = plans.binding.as_deref().unwrap_or("quota");
+        let schema = plans.binding.schema.as_deref().unwrap_or("quota");
         // An attached application's usage_count may be integer: past 2147483647 its UPDATE
         // raises 22003 "integer out of range", which names neither the user nor the column.
         // Raised again with its SQLSTATE, the user, the feature and the fix.
@@ -985,9 +1039,9 @@ pub fn existing_refund(
     id: i64,
 ) -> Result<Option<Refund>, Error> {
     let args: [DatumWithOid; 2] = [user_id.into(), id.into()];
-    let table = client
-        .select(&plans(client)?.refund_of, Some(1), &args)
-        .map_err(failed("refund lookup"))?;
+    let plans = plans(client)?;
+    let _zone = Pinned::local_zone(plans);
+    let table = client.select(&plans.refund_of, Some(1), &args).map_err(failed("refund lookup"))?;
     table.into_iter().next().map(|row| refund_row(&row)).transpose()
 }
 
@@ -1030,7 +1084,9 @@ pub fn lock_subscription(
     feature: &str,
 ) -> Result<Option<LockedSubscription>, Error> {
     let args: [DatumWithOid; 2] = [user_id.into(), feature.into()];
-    let plan = &plans(client)?.adjust_lock;
+    let plans = plans(client)?;
+    let _zone = Pinned::local_zone(plans);
+    let plan = &plans.adjust_lock;
     let rows: Vec<SpiHeapTupleData<'_>> =
         client.update(plan, None, &args).map_err(failed("subscription lock"))?.collect();
     struct Row {

@@ -6,11 +6,12 @@ use crate::error::{guard, OrRaise};
 use crate::jsonb::RawJsonb;
 use crate::quota::{self, SubscriptionState};
 use crate::read::Zone;
+use crate::store;
 use crate::time::micros;
 use entitlements_core::subscription::Candidate;
 use entitlements_core::Error;
-use pgrx::datum::TimestampWithTimeZone;
 use pgrx::datum::TryFromDatumError;
+use pgrx::datum::{Timestamp, TimestampWithTimeZone};
 use pgrx::prelude::*;
 use pgrx::AllocatedByPostgres;
 
@@ -66,14 +67,42 @@ fn validate_custom_quotas<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
     })
 }
 
+/// A time column as an instant: a timestamptz as it is, a `timestamp without time zone` of an
+/// attached application's as a local time in `local_zone` (the zone quota.attach() was told),
+/// converted the way `timestamp AT TIME ZONE zone` converts it.
+fn instant(
+    tuple: &PgHeapTuple<'_, AllocatedByPostgres>,
+    name: &str,
+    local_zone: Option<&str>,
+) -> Result<Option<TimestampWithTimeZone>, TryFromDatumError> {
+    match (tuple.get_by_name::<TimestampWithTimeZone>(name), local_zone) {
+        (Err(TryFromDatumError::IncompatibleTypes { .. }), Some(zone)) => {
+            let Some(local) = tuple.get_by_name::<Timestamp>(name)? else {
+                return Ok(None);
+            };
+            // SAFETY: timestamp_zone(text, timestamp) is the function behind
+            // `timestamp AT TIME ZONE text`; both arguments are non-null datums of those types,
+            // and an unknown zone raises an ERROR (attach() checked it).
+            Ok(unsafe {
+                pgrx::direct_function_call::<TimestampWithTimeZone>(
+                    pg_sys::timestamp_zone,
+                    &[zone.into_datum(), local.into_datum()],
+                )
+            })
+        }
+        (other, _) => other,
+    }
+}
+
 /// The row as the change announcement sees it.
 fn state(
     tuple: &PgHeapTuple<'_, AllocatedByPostgres>,
     now: TimestampWithTimeZone,
+    local_zone: Option<&str>,
 ) -> Result<SubscriptionState, TryFromDatumError> {
     let status = tuple.get_by_name::<String>("status")?;
-    let start = tuple.get_by_name::<TimestampWithTimeZone>("start_date")?.map(micros);
-    let end = tuple.get_by_name::<TimestampWithTimeZone>("end_date")?.map(micros);
+    let start = instant(tuple, "start_date", local_zone)?.map(micros);
+    let end = instant(tuple, "end_date", local_zone)?.map(micros);
     let candidate = Candidate { status: status.as_deref(), start, end, id: None };
     Ok(SubscriptionState {
         user_id: user_id(tuple),
@@ -83,7 +112,7 @@ fn state(
         dates: (start, end),
         custom_quotas: tuple.get_by_name::<RawJsonb>("custom_quotas")?,
         period: (
-            tuple.get_by_name::<TimestampWithTimeZone>("quota_reset_anchor")?.map(micros),
+            instant(tuple, "quota_reset_anchor", local_zone)?.map(micros),
             tuple.get_by_name::<String>("quota_cycle_type")?,
         ),
     })
@@ -102,8 +131,9 @@ fn sync_storage_quota<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
         let mut users: Vec<i64> = new.iter().chain(old.iter()).map(user_id).collect();
         users.dedup();
         let now = pgrx::datum::now();
-        let new_state = new.as_ref().map(|t| state(t, now)).transpose()?;
-        let old_state = old.as_ref().map(|t| state(t, now)).transpose()?;
+        let zone = Spi::connect(|client| store::local_zone(&client)).or_raise();
+        let new_state = new.as_ref().map(|t| state(t, now, zone.as_deref())).transpose()?;
+        let old_state = old.as_ref().map(|t| state(t, now, zone.as_deref())).transpose()?;
         let (mut same_limits, mut same_period) = (false, false);
         if let (Some(o), Some(n)) = (&old_state, &new_state) {
             // An UPDATE that names a watched column but changes nothing that decides a limit

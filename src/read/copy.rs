@@ -112,8 +112,8 @@ const TABLE_ROLES: [&str; 6] = [
 
 pub struct Config {
     pub zone: super::Zone,
-    /// `quota.settings.attached_schema`.
-    pub binding: Option<String>,
+    /// `quota.settings.attached_schema` and `attached_time_zone`.
+    pub binding: crate::store::Binding,
     features: HashMap<String, FeatureEntry>,
     plans: HashMap<i64, Plan>,
     subscriptions: Result<Subscriptions, String>,
@@ -455,7 +455,8 @@ fn select<'c>(
 const SETTINGS: &str = "
 SELECT coalesce(st.time_zone, 'UTC'), st.attached_schema::pg_catalog.text,
        pg_catalog.to_jsonb(st) OPERATOR(pg_catalog.->>) 'previous_time_zone',
-       (pg_catalog.to_jsonb(st) OPERATOR(pg_catalog.->>) 'time_zone_changed_at')::pg_catalog.timestamptz
+       (pg_catalog.to_jsonb(st) OPERATOR(pg_catalog.->>) 'time_zone_changed_at')::pg_catalog.timestamptz,
+       pg_catalog.to_jsonb(st) OPERATOR(pg_catalog.->>) 'attached_time_zone'
   FROM (SELECT) AS one LEFT JOIN quota.settings st ON true";
 
 const FEATURES: &str = "
@@ -565,9 +566,10 @@ fn build(client: &SpiClient<'_>, built: Horizon) -> Result<Config, Refusal> {
         settings.get(3)?,
         settings.get(4)?,
     );
-    let binding: Option<String> = settings.get(2)?;
-    let bound = |sql: &str| binding::bind(sql, binding.as_deref());
-    let schema = pgrx::spi::quote_identifier(binding.as_deref().unwrap_or("quota")).to_string();
+    let binding = crate::store::Binding { schema: settings.get(2)?, local_zone: settings.get(5)? };
+    let bound = |sql: &str| binding::bind(sql, binding.schema.as_deref());
+    let schema =
+        pgrx::spi::quote_identifier(binding.schema.as_deref().unwrap_or("quota")).to_string();
     for role in &TABLE_ROLES[2..] {
         tables.push(table(client, role, &schema)?);
     }

@@ -144,7 +144,7 @@ pub fn feature_row(
     if let Some(config) = copy::direct(client).ok().filter(|c| c.can_read_subscriptions()) {
         // The statements that may still run (usage, when that table cannot be probed) must
         // use the same tables.
-        store::bind_to(client, config.binding.as_deref())?;
+        store::bind_to(client, &config.binding)?;
         if let Some(row) = direct_feature_row(&config, user_id, feature)? {
             return Ok(row);
         }
@@ -237,6 +237,7 @@ mod column {
     pub const PLAN_UNIT: usize = 24;
     pub const PREVIOUS_TIME_ZONE: usize = 25;
     pub const TIME_ZONE_CHANGED_AT: usize = 26;
+    pub const LOCAL_ZONE: usize = 27;
 }
 
 /// A candidate row of the statement: one of the user's subscriptions with status 'active'.
@@ -275,9 +276,12 @@ fn statement_rows<'c>(
         let Some(first) = rows.first() else {
             return Err(Error::Statement { what: "the quota lookup", detail: "no row".into() });
         };
-        let binding: Option<String> = col(first, column::BINDING, "attached_schema")?;
+        let binding = store::Binding {
+            schema: col(first, column::BINDING, "attached_schema")?,
+            local_zone: col(first, column::LOCAL_ZONE, "attached_time_zone")?,
+        };
         if binding != bound_to {
-            store::bind_to(client, binding.as_deref())?;
+            store::bind_to(client, &binding)?;
             continue;
         }
         return Ok(rows);
