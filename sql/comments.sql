@@ -112,6 +112,10 @@ COMMENT ON COLUMN quota.settings.attached_grants IS
     'Written by quota.attach() and quota.detach() only: the privileges attach() granted '
     'attached_owner in schema quota, which detach() revokes.';
 
+COMMENT ON COLUMN quota.settings.attached_time_zone IS
+    'Written by quota.attach() and quota.detach() only: the zone of the local times the attached '
+    'tables hold in their timestamp without time zone columns; NULL when they hold none.';
+
 COMMENT ON COLUMN quota.settings.previous_time_zone IS
     'Set by the trigger pg_entitlements_remember_zone: the zone before the last change of '
     'time_zone. The period that change falls in keeps the bounds it had in this zone.';

@@ -966,3 +966,12 @@ SELECT quota.carry_usage(c.user_id)
           FROM quota.user_usage u JOIN quota.features f ON f.code = u.feature_code
          WHERE f.reset_rule = 'billing_cycle'
            AND u.period_start <= now() AND u.period_end > now()) c;
+
+-- The zone of an attached application's local times (quota.attach(schema, local_time_zone)):
+-- NULL, as no schema is attached while this script runs.
+ALTER TABLE quota.settings ADD COLUMN attached_time_zone text;
+ALTER TABLE quota.settings ADD CONSTRAINT settings_attached_time_zone_known
+    CHECK (quota.is_valid_time_zone(attached_time_zone));
+COMMENT ON COLUMN quota.settings.attached_time_zone IS
+    'Written by quota.attach() and quota.detach() only: the zone of the local times the attached '
+    'tables hold in their timestamp without time zone columns; NULL when they hold none.';
