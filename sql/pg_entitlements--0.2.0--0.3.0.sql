@@ -74,8 +74,10 @@ DECLARE
                        WHERE c.oid = to_regclass(format('%I.user_subscriptions', target_schema)));
     -- 'table.column' of every column the checks of rows may read (present, of a type they read).
     usable text[] := '{}';
-    -- Checks of rows: {table, columns read, condition on alias t, what is wrong, what follows}.
+    -- Checks of rows: {table, columns read, condition on alias t, what is wrong, note}.
     checks text[] := '{}';
+    -- The note of a check whose rows the functions meet once attached: what follows then.
+    accept CONSTANT text := 'once attached, %s. Correct the rows, or attach with accept_bad_rows => true';
     hits record;
 BEGIN
     IF local_time_zone IS NOT NULL AND NOT quota.is_valid_time_zone(local_time_zone) THEN
@@ -296,7 +298,7 @@ BEGIN
                       FROM unnest(req.cols::text[]) c),
                    (SELECT string_agg('d.' || quote_ident(c), ', ') FROM unnest(req.cols::text[]) c)),
             format('share their (%s) with another row', array_to_string(req.cols::text[], ', ')),
-            format('the unique index on (%s) cannot be built until one row of each key is left',
+            format('the unique index on (%s) cannot be built, nor pg_entitlements attached, until one row of each key is left',
                    array_to_string(req.cols::text[], ', '))];
     END LOOP;
 
@@ -308,28 +310,28 @@ BEGIN
         'user_subscriptions', 'custom_quotas',
         't.custom_quotas IS NOT NULL AND jsonb_typeof(t.custom_quotas) <> ''object''',
         'have a custom_quotas that is not a JSON object',
-        'every quota read for the user fails (22P02)',
+        format(accept, 'every quota read for the user fails (22P02)'),
 
         'user_subscriptions', 'custom_quotas',
         'CASE WHEN jsonb_typeof(t.custom_quotas) = ''object'' THEN EXISTS (SELECT FROM jsonb_each(t.custom_quotas) e WHERE CASE WHEN e.value::text ~ ''^-?[0-9]+$'' THEN e.value::text::numeric NOT BETWEEN -1 AND 2147483647 ELSE true END) ELSE false END',
         'have a custom_quotas value that is not a whole number from -1 to 2147483647',
-        'a read of that feature for the user fails (22P02, or 22003 beyond int4)',
+        format(accept, 'a read of that feature for the user fails (22P02, or 22003 beyond int4)'),
 
         'user_subscriptions', 'custom_quotas',
         'CASE WHEN jsonb_typeof(t.custom_quotas) = ''object'' THEN EXISTS (SELECT FROM jsonb_object_keys(t.custom_quotas) k WHERE NOT EXISTS (SELECT FROM quota.features f WHERE f.code = k)) ELSE false END',
         'have a custom_quotas key that is no feature of quota.features',
-        'every later change of that custom_quotas is refused (P0002) until the key is removed or the feature added',
+        format(accept, 'every later change of that custom_quotas is refused (P0002) until the key is removed or the feature added'),
 
         'user_subscriptions', 'id,user_id,status,start_date,end_date',
         format('t.status = ''active'' AND EXISTS (SELECT FROM %I.user_subscriptions o WHERE o.user_id = t.user_id AND o.id <> t.id AND o.status = ''active'' AND o.start_date < t.end_date AND t.start_date < o.end_date)',
                target_schema),
         'are active subscriptions whose [start_date, end_date) overlaps another active one of the same user',
-        'while both are current, the one that ends later counts and the other is ignored',
+        format(accept, 'while both are current, the one that ends later counts and the other is ignored'),
 
         'user_usage', 'period_start,period_end',
         't.period_end <= t.period_start',
         'are counters whose period ends where or before it starts',
-        'no read finds them in a period: their usage counts nowhere'];
+        format(accept, 'no read finds them in a period: their usage counts nowhere')];
     checks := checks || coalesce((
         SELECT array_agg(x.v ORDER BY n.ord, x.k)
           FROM (VALUES
@@ -356,7 +358,7 @@ BEGIN
             ON a.attrelid = to_regclass(format('%I.%I', target_schema, n.tbl))
            AND a.attname = n.col AND NOT a.attisdropped AND NOT a.attnotnull
          CROSS JOIN LATERAL unnest(ARRAY[n.tbl, n.col, format('t.%I IS NULL', n.col),
-                                         format('have a NULL %I', n.col), n.effect])
+                                         format('have a NULL %I', n.col), format(accept, n.effect)])
                             WITH ORDINALITY AS x (v, k)), '{}');
 
     -- Five entries per check.
@@ -387,8 +389,7 @@ BEGIN
         problem := format('%s: %s row(s)%s %s', rel, hits.n,
                           CASE WHEN hits.users > 0 THEN format(' of %s user(s)', hits.users) ELSE '' END,
                           checks[5 * i + 4]);
-        note := format('once attached, %s. Correct the rows, or attach with accept_bad_rows => true',
-                       checks[5 * i + 5]);
+        note := checks[5 * i + 5];
         bad_rows := hits.n;
         user_ids := hits.user_ids;
         row_ids := hits.row_ids;
