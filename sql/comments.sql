@@ -90,19 +90,29 @@ COMMENT ON FUNCTION quota.carry_usage(bigint) IS
     'call it after a period moved by the clock alone. With pg_entitlements.carry_usage off, those '
     'counters end at now() instead and the current period starts empty.';
 
-COMMENT ON FUNCTION quota.attach_problems(name) IS
-    'What the tables of a schema lack for quota.attach(), each with the statement that fixes it.';
+COMMENT ON FUNCTION quota.attach_problems(name, text) IS
+    'What the tables of a schema lack for quota.attach(), each with a fix that only adds '
+    '(a nullable or constant-default column, a unique index built CONCURRENTLY), the lock it '
+    'takes and whether it reads or rewrites the table; no fix, and why, where the only one would '
+    'rewrite the table or change what its data means; and the rows the functions cannot rely on, '
+    'with their user and row ids and a query that shows them. local_time_zone: the zone of the '
+    'application''s timestamp without time zone columns, as quota.attach() takes it.';
 
-COMMENT ON FUNCTION quota.attach(name) IS
+COMMENT ON FUNCTION quota.attach(name, text, boolean) IS
     'Superusers only. Binds every quota function and the storage trigger to the application '
     'tables of a schema (user_subscriptions, subscription_plans, plan_features, user_usage, '
     'usage_records, user_storage_usage), or refuses with one message listing each problem and '
     'its fix. The writers then run as the tables'' owner, which is granted what they need in '
-    'schema quota; a NOTICE names each trigger and rule of the application''s on the tables.';
+    'schema quota; a NOTICE names each trigger and rule of the application''s on the tables. '
+    'local_time_zone is required when a time column is timestamp without time zone (never '
+    'guessed); rows the functions cannot rely on are refused unless accept_bad_rows, and then '
+    'the calls that meet them fail.';
 
 COMMENT ON FUNCTION quota.detach() IS
     'Superusers only. Binds the quota functions to the extension''s own tables again, removes '
-    'the triggers attach() installed and revokes what it granted.';
+    'the triggers attach() installed and revokes what it granted. The application''s tables keep '
+    'their rows and the columns and unique indexes added for attaching; nothing else of theirs '
+    'changed.';
 
 COMMENT ON COLUMN quota.settings.attached_owner IS
     'Written by quota.attach() and quota.detach() only: the owner of the attached tables, as '
@@ -111,6 +121,10 @@ COMMENT ON COLUMN quota.settings.attached_owner IS
 COMMENT ON COLUMN quota.settings.attached_grants IS
     'Written by quota.attach() and quota.detach() only: the privileges attach() granted '
     'attached_owner in schema quota, which detach() revokes.';
+
+COMMENT ON COLUMN quota.settings.attached_time_zone IS
+    'Written by quota.attach() and quota.detach() only: the zone of the local times the attached '
+    'tables hold in their timestamp without time zone columns; NULL when they hold none.';
 
 COMMENT ON COLUMN quota.settings.previous_time_zone IS
     'Set by the trigger pg_entitlements_remember_zone: the zone before the last change of '

@@ -35,35 +35,78 @@ ALTER TABLE quota.settings ADD COLUMN attached_owner regrole, ADD COLUMN attache
 ALTER TABLE quota.quota_adjustments ADD COLUMN session_role text NOT NULL DEFAULT session_user;
 
 -- attach_problems() refuses temporary schemas, tables that are not ordinary tables and tables
--- of another owner than user_subscriptions'; attach() and detach() are for superusers only,
--- name the application's triggers and rules, and grant and revoke what the writers need.
-CREATE OR REPLACE FUNCTION quota.attach_problems(target_schema name)
-RETURNS TABLE (problem text, fix text)
+-- of another owner than user_subscriptions', proposes only fixes that add (with the lock each
+-- takes) and reports the rows the functions cannot rely on; attach() and detach() are for
+-- superusers only, name the application's triggers and rules, grant and revoke what the
+-- writers need, and take the zone of the application's local times. Their result and
+-- arguments changed: dropped and created again.
+DROP FUNCTION quota.attach_problems(name);
+DROP FUNCTION quota.attach(name);
+
+-- What an application's tables lack for the functions, and the rows of theirs the functions
+-- cannot rely on. Attaching is for a database in use, so the only fixes proposed are the ones
+-- that add without rewriting and without changing what the data means: a column that is
+-- nullable or has a constant default (a catalog change), a unique index built CONCURRENTLY.
+-- Each row says the lock its fix takes, whether the fix reads or rewrites the table and whether
+-- it may run in a transaction block. A column of a type the functions cannot read is reported
+-- with no fix and why: converting it (ALTER COLUMN ... TYPE) rewrites the table under ACCESS
+-- EXCLUSIVE, and for timestamp without time zone would also guess the zone of its values, so
+-- the caller says the zone instead (local_time_zone) and the columns stay as they are.
+-- The checks of rows read every row of the six tables (ACCESS SHARE: writers go on). A row
+-- problem has bad_rows set, the first 20 user and row ids, and a query that shows the rows.
+CREATE FUNCTION quota.attach_problems(target_schema name, local_time_zone text DEFAULT NULL)
+RETURNS TABLE (problem text, fix text, fix_lock text, fix_scans boolean, fix_rewrites boolean,
+               fix_in_transaction boolean, note text,
+               bad_rows bigint, user_ids bigint[], row_ids bigint[], show_rows text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    tz text := coalesce((SELECT st.time_zone FROM quota.settings st), 'UTC');
+    -- ADD COLUMN without a volatile default and ALTER TABLE ... OWNER TO change the catalog
+    -- only, but wait for, and then hold up, every statement on the table while they do.
+    catalog_lock CONSTANT text := 'ACCESS EXCLUSIVE, brief (catalog only)';
+    -- CREATE INDEX CONCURRENTLY lets reads and writes go on (it waits for open transactions).
+    index_lock CONSTANT text := 'SHARE UPDATE EXCLUSIVE (reads and writes go on)';
     req record;
     col record;
     rel regclass;
     owner regrole := (SELECT c.relowner::regrole FROM pg_class c
                        WHERE c.oid = to_regclass(format('%I.user_subscriptions', target_schema)));
+    -- 'table.column' of every column the checks of rows may read (present, of a type they read).
+    usable text[] := '{}';
+    -- Checks of rows: {table, columns read, condition on alias t, what is wrong, note}.
+    checks text[] := '{}';
+    -- The note of a check whose rows the functions meet once attached: what follows then.
+    accept CONSTANT text := 'once attached, %s. Correct the rows, or attach with accept_bad_rows => true';
+    hits record;
 BEGIN
+    IF local_time_zone IS NOT NULL AND NOT quota.is_valid_time_zone(local_time_zone) THEN
+        RAISE EXCEPTION 'invalid time zone "%"', local_time_zone
+            USING ERRCODE = '22023',
+                  HINT = 'local_time_zone is the zone of the application''s local times: a name from pg_timezone_names, such as ''Asia/Shanghai''.';
+    END IF;
     -- Any role with TEMP on the database creates its own temporary schema and tables in it,
     -- and the schema ends with that role's session: never a binding. pg_temp is the alias of
     -- the caller's own; names beginning with pg_ are reserved, so these are the temporary ones.
     IF target_schema = 'pg_temp' OR target_schema ~ '^pg_(toast_)?temp_[0-9]+$' THEN
         problem := format('schema %I is a temporary schema: it belongs to one session, which any role with TEMP may open',
                           target_schema);
-        fix := NULL;
+        note := 'attach a permanent schema';
         RETURN NEXT;
         RETURN;
     END IF;
 
-    -- Every column the functions read or write: accepted types, and how to add it if missing.
+    -- Every column the functions read or write: accepted types, and how to add it if missing
+    -- (only where an added column holds what the functions expect of the rows there already:
+    -- NULL, or a constant). The time columns may hold local times (timestamp) when the caller
+    -- says their zone. usage_records.period_start names a counter's period_start, so it is
+    -- added with that column's type: the two compare without a zone.
     FOR req IN
-        SELECT * FROM (VALUES
+        SELECT r.*, (r.tbl = 'user_subscriptions' AND r.col IN ('start_date', 'end_date', 'quota_reset_anchor')
+                     OR r.tbl = 'user_usage' AND r.col IN ('period_start', 'period_end', 'last_reset_at', 'updated_at')
+                     OR r.tbl = 'usage_records' AND r.col IN ('period_start', 'created_at')
+                     OR r.tbl = 'user_storage_usage' AND r.col = 'updated_at') AS is_time
+          FROM (VALUES
             ('user_subscriptions', 'id',                 '{int4,int8}', NULL),
             ('user_subscriptions', 'user_id',            '{int4,int8}', NULL),
             ('user_subscriptions', 'plan_id',            '{int4,int8}', NULL),
@@ -92,14 +135,21 @@ BEGIN
             ('usage_records',      'id',                 '{int4,int8}', NULL),
             ('usage_records',      'user_id',            '{int4,int8}', NULL),
             ('usage_records',      'feature_code',       '{text,varchar}', NULL),
-            ('usage_records',      'period_start',       '{timestamptz}', 'timestamptz'),
+            ('usage_records',      'period_start',       '{timestamptz}',
+             coalesce((SELECT 'timestamp' FROM pg_attribute a
+                        WHERE a.attrelid = to_regclass(format('%I.user_usage', target_schema))
+                          AND a.attname = 'period_start' AND NOT a.attisdropped
+                          AND a.atttypid = 'timestamp'::regtype),
+                      'timestamptz')),
             ('usage_records',      'resource_type',      '{text,varchar}', 'varchar(50)'),
             ('usage_records',      'resource_id',        '{int4,int8}', 'bigint'),
             ('usage_records',      'amount',             '{int4}', NULL),
             ('usage_records',      'metadata',           '{jsonb}', 'jsonb'),
             ('usage_records',      'idempotency_key',    '{text,varchar}', 'text'),
             ('usage_records',      'refund_of',          '{int4,int8}', 'bigint'),
-            ('usage_records',      'created_at',         '{timestamptz}', 'timestamptz NOT NULL DEFAULT now()'),
+            -- NULL in the records from before: when they were made is not known. The
+            -- functions write it in every record they make.
+            ('usage_records',      'created_at',         '{timestamptz}', 'timestamptz'),
             ('user_storage_usage', 'user_id',            '{int4,int8}', NULL),
             ('user_storage_usage', 'storage_quota_bytes', '{int8}', 'bigint NOT NULL DEFAULT 0'),
             ('user_storage_usage', 'updated_at',         '{timestamptz}', 'timestamptz')
@@ -113,23 +163,47 @@ BEGIN
           INTO col
           FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
          WHERE a.attrelid = rel AND a.attname = req.col AND a.attnum > 0 AND NOT a.attisdropped;
+        fix := NULL; fix_lock := NULL; fix_scans := NULL; fix_rewrites := NULL;
+        fix_in_transaction := NULL; note := NULL;
         IF NOT FOUND THEN
             problem := format('%s has no column %I', rel, req.col);
-            fix := CASE WHEN req.add_type IS NULL THEN NULL
-                        ELSE format('ALTER TABLE %s ADD COLUMN %I %s', rel, req.col, req.add_type) END;
+            IF req.add_type IS NULL THEN
+                note := 'no fix proposed: the functions need the application''s own values here, which a column added now would not hold';
+            ELSE
+                fix := format('ALTER TABLE %s ADD COLUMN %I %s', rel, req.col, req.add_type);
+                fix_lock := catalog_lock;
+                fix_scans := false;
+                fix_rewrites := false;
+                fix_in_transaction := true;
+                note := CASE WHEN req.add_type LIKE '%DEFAULT%'
+                             THEN 'the rows there read the default, which is stored once, in the catalog'
+                             ELSE 'the rows there read NULL' END
+                        || '; the application''s statements need not name the column';
+            END IF;
             RETURN NEXT;
+        ELSIF col.typname = 'timestamp' AND req.is_time THEN
+            -- The checks of rows compare such a column only with columns of its table, never
+            -- with now(): they read it whether its zone is known or not.
+            usable := usable || (req.tbl || '.' || req.col);
+            IF local_time_zone IS NULL THEN
+                problem := format('%s.%I is timestamp without time zone: the application stores local times, in a zone pg_entitlements must be told',
+                                  rel, req.col);
+                note := format('no fix proposed: say which zone, quota.attach(%L, local_time_zone => ''...''). Converting the column to timestamptz would rewrite the table under ACCESS EXCLUSIVE and guess that zone; it stays as it is',
+                               target_schema);
+                RETURN NEXT;
+            END IF;
         ELSIF NOT col.typname = ANY (req.types::text[]) THEN
             problem := format('%s.%I is %s, not %s', rel, req.col, col.shown,
                               array_to_string(req.types::text[], ' or '));
-            fix := CASE
-                WHEN col.typname = 'timestamp' THEN
-                    format('ALTER TABLE %s ALTER COLUMN %I TYPE timestamptz USING %I AT TIME ZONE %L',
-                           rel, req.col, req.col, tz)
-                ELSE format('ALTER TABLE %s ALTER COLUMN %I TYPE %s', rel, req.col,
-                            (req.types::text[])[array_upper(req.types::text[], 1)]) END;
+            note := format('no fix proposed: ALTER TABLE %s ALTER COLUMN %I TYPE %s rewrites the table under ACCESS EXCLUSIVE and may change its values; where the application allows it, run it in a maintenance window',
+                           rel, req.col, (req.types::text[])[array_upper(req.types::text[], 1)]);
             RETURN NEXT;
+        ELSE
+            usable := usable || (req.tbl || '.' || req.col);
         END IF;
     END LOOP;
+    fix := NULL; fix_lock := NULL; fix_scans := NULL; fix_rewrites := NULL;
+    fix_in_transaction := NULL; note := NULL;
 
     -- The writers run their statements on these tables as the owner of user_subscriptions:
     -- each must be a plain table (a view or foreign table runs code of its own) of that owner.
@@ -141,8 +215,9 @@ BEGIN
     LOOP
         IF req.rel IS NULL THEN
             problem := format('table %I.%I does not exist', target_schema, req.tbl);
-            fix := NULL;
+            note := 'no fix proposed: the functions use the application''s own rows of all six tables';
             RETURN NEXT;
+            note := NULL;
             CONTINUE;
         END IF;
         IF req.relkind <> 'r' THEN
@@ -152,19 +227,29 @@ BEGIN
                                                WHEN 'f' THEN 'a foreign table'
                                                WHEN 'p' THEN 'a partitioned table'
                                                ELSE format('of kind %L', req.relkind) END);
-            fix := NULL;
+            note := 'no fix proposed: the writers write it with the rights of the tables'' owner, so it must hold its rows itself, with no code of its own';
             RETURN NEXT;
+            note := NULL;
         END IF;
         IF req.relowner <> owner THEN
             problem := format('%s is owned by %s, not by %s, the owner of %I.user_subscriptions, as whom the writers run',
                               req.rel, req.relowner, owner, target_schema);
             fix := format('ALTER TABLE %s OWNER TO %s', req.rel, owner);
+            fix_lock := catalog_lock;
+            fix_scans := false;
+            fix_rewrites := false;
+            fix_in_transaction := true;
+            note := format('%s keeps on the table only what is granted to it', req.relowner);
             RETURN NEXT;
+            fix := NULL; fix_lock := NULL; fix_scans := NULL; fix_rewrites := NULL;
+            fix_in_transaction := NULL; note := NULL;
         END IF;
     END LOOP;
 
     -- The unique keys ON CONFLICT and idempotency rely on. A key on a nullable column may be
-    -- partial, unique only where that column IS NOT NULL: a NULL never conflicts anyway.
+    -- partial, unique only where that column IS NOT NULL: a NULL never conflicts anyway. Only a
+    -- valid, immediate index counts: a CREATE INDEX CONCURRENTLY that failed leaves an invalid
+    -- one, and ON CONFLICT takes no deferrable index as its arbiter.
     FOR req IN
         SELECT * FROM (VALUES
             ('user_usage', '{user_id,feature_code,period_start}', NULL),
@@ -179,9 +264,9 @@ BEGIN
         rel := to_regclass(format('%I.%I', target_schema, req.tbl));
         -- Only a table has indexes; any other relation is reported as such above.
         CONTINUE WHEN rel IS NULL OR (SELECT c.relkind FROM pg_class c WHERE c.oid = rel) <> 'r';
-        IF NOT EXISTS (
+        CONTINUE WHEN EXISTS (
             SELECT FROM pg_index i
-             WHERE i.indrelid = rel AND i.indisunique
+             WHERE i.indrelid = rel AND i.indisunique AND i.indisvalid AND i.indimmediate
                AND (i.indpred IS NULL
                     OR pg_get_expr(i.indpred, i.indrelid)
                        = '(' || quote_ident(req.nullable) || ' IS NOT NULL)')
@@ -189,26 +274,149 @@ BEGIN
                AND (SELECT array_agg(a.attname::text ORDER BY a.attname)
                       FROM pg_attribute a
                      WHERE a.attrelid = rel AND a.attnum = ANY (i.indkey::int2[]))
-                   = (SELECT array_agg(c ORDER BY c) FROM unnest(req.cols::text[]) c))
-        THEN
-            problem := format('%s has no unique index on (%s)', rel,
-                              array_to_string(req.cols::text[], ', '));
-            fix := format('CREATE UNIQUE INDEX ON %s (%s)', rel,
-                          (SELECT string_agg(quote_ident(c), ', ') FROM unnest(req.cols::text[]) c))
-                   || coalesce(' WHERE ' || quote_ident(req.nullable) || ' IS NOT NULL', '');
-            RETURN NEXT;
-        END IF;
+                   = (SELECT array_agg(c ORDER BY c) FROM unnest(req.cols::text[]) c));
+        problem := format('%s has no unique index on (%s)', rel,
+                          array_to_string(req.cols::text[], ', '));
+        fix := format('CREATE UNIQUE INDEX CONCURRENTLY ON %s (%s)', rel,
+                      (SELECT string_agg(quote_ident(c), ', ') FROM unnest(req.cols::text[]) c))
+               || coalesce(' WHERE ' || quote_ident(req.nullable) || ' IS NOT NULL', '');
+        fix_lock := index_lock;
+        fix_scans := true;
+        fix_rewrites := false;
+        fix_in_transaction := false;
+        note := 'cannot run inside a transaction block: run it on its own. It reads the table twice and waits for the transactions open on it; if it fails (rows with the same key) it leaves an invalid index behind: DROP INDEX CONCURRENTLY it, correct the rows, run it again';
+        RETURN NEXT;
+        fix := NULL; fix_lock := NULL; fix_scans := NULL; fix_rewrites := NULL;
+        fix_in_transaction := NULL; note := NULL;
+        -- The rows that would make it fail, checked below with the others.
+        checks := checks || ARRAY[req.tbl, array_to_string(req.cols::text[], ','),
+            format('(%s) IN (SELECT %s FROM %s d WHERE %s GROUP BY %s HAVING count(*) > 1)',
+                   (SELECT string_agg('t.' || quote_ident(c), ', ') FROM unnest(req.cols::text[]) c),
+                   (SELECT string_agg('d.' || quote_ident(c), ', ') FROM unnest(req.cols::text[]) c),
+                   rel,
+                   (SELECT string_agg('d.' || quote_ident(c) || ' IS NOT NULL', ' AND ')
+                      FROM unnest(req.cols::text[]) c),
+                   (SELECT string_agg('d.' || quote_ident(c), ', ') FROM unnest(req.cols::text[]) c)),
+            format('share their (%s) with another row', array_to_string(req.cols::text[], ', ')),
+            format('the unique index on (%s) cannot be built, nor pg_entitlements attached, until one row of each key is left',
+                   array_to_string(req.cols::text[], ', '))];
+    END LOOP;
+
+    -- The rows. Each check reads only columns found usable above, and looks for a NULL only
+    -- where the column allows one. What follows for such a row once attached is what the
+    -- readers do with it: a read that meets it refuses with its SQLSTATE, or it counts as not
+    -- there, never a guess.
+    checks := checks || ARRAY[
+        'user_subscriptions', 'custom_quotas',
+        't.custom_quotas IS NOT NULL AND jsonb_typeof(t.custom_quotas) <> ''object''',
+        'have a custom_quotas that is not a JSON object',
+        format(accept, 'every quota read for the user fails (22P02)'),
+
+        'user_subscriptions', 'custom_quotas',
+        'CASE WHEN jsonb_typeof(t.custom_quotas) = ''object'' THEN EXISTS (SELECT FROM jsonb_each(t.custom_quotas) e WHERE CASE WHEN e.value::text ~ ''^-?[0-9]+$'' THEN e.value::text::numeric NOT BETWEEN -1 AND 2147483647 ELSE true END) ELSE false END',
+        'have a custom_quotas value that is not a whole number from -1 to 2147483647',
+        format(accept, 'a read of that feature for the user fails (22P02, or 22003 beyond int4)'),
+
+        'user_subscriptions', 'custom_quotas',
+        'CASE WHEN jsonb_typeof(t.custom_quotas) = ''object'' THEN EXISTS (SELECT FROM jsonb_object_keys(t.custom_quotas) k WHERE NOT EXISTS (SELECT FROM quota.features f WHERE f.code = k)) ELSE false END',
+        'have a custom_quotas key that is no feature of quota.features',
+        format(accept, 'every later change of that custom_quotas is refused (P0002) until the key is removed or the feature added'),
+
+        'user_subscriptions', 'id,user_id,status,start_date,end_date',
+        format('t.status = ''active'' AND EXISTS (SELECT FROM %I.user_subscriptions o WHERE o.user_id = t.user_id AND o.id <> t.id AND o.status = ''active'' AND o.start_date < t.end_date AND t.start_date < o.end_date)',
+               target_schema),
+        'are active subscriptions whose [start_date, end_date) overlaps another active one of the same user',
+        format(accept, 'while both are current, the one that ends later counts and the other is ignored'),
+
+        'user_usage', 'period_start,period_end',
+        't.period_end <= t.period_start',
+        'are counters whose period ends where or before it starts',
+        format(accept, 'no read finds them in a period: their usage counts nowhere')];
+    checks := checks || coalesce((
+        SELECT array_agg(x.v ORDER BY n.ord, x.k)
+          FROM (VALUES
+                (1, 'user_subscriptions', 'user_id', 'the subscription belongs to no user and never counts'),
+                (2, 'user_subscriptions', 'status', 'the subscription is not active'),
+                (3, 'user_subscriptions', 'start_date', 'the subscription is not active'),
+                (4, 'user_subscriptions', 'end_date', 'the subscription is not active'),
+                (5, 'user_subscriptions', 'plan_id', 'while it is active, every quota read for the user fails (23503)'),
+                (6, 'subscription_plans', 'id', 'no subscription can name the plan'),
+                (7, 'plan_features', 'plan_id', 'the value belongs to no plan'),
+                (8, 'plan_features', 'feature_code', 'the value belongs to no feature'),
+                (9, 'plan_features', 'feature_value', 'the plan counts as lacking the feature: the catalog default applies'),
+                (10, 'user_usage', 'user_id', 'the counter belongs to no user'),
+                (11, 'user_usage', 'feature_code', 'the counter belongs to no feature'),
+                (12, 'user_usage', 'period_start', 'the counter is in no period'),
+                (13, 'user_usage', 'period_end', 'the counter is in no period'),
+                (14, 'user_usage', 'usage_count', 'reads count it as 0 and every use of it is refused'),
+                (15, 'usage_records', 'user_id', 'the record belongs to no user'),
+                (16, 'usage_records', 'feature_code', 'the record belongs to no feature'),
+                (17, 'usage_records', 'amount', 'the record counts nothing in verify_ledger() and cannot be refunded'),
+                (18, 'user_storage_usage', 'user_id', 'the row belongs to no user')
+               ) AS n (ord, tbl, col, effect)
+          JOIN pg_attribute a
+            ON a.attrelid = to_regclass(format('%I.%I', target_schema, n.tbl))
+           AND a.attname = n.col AND NOT a.attisdropped AND NOT a.attnotnull
+         CROSS JOIN LATERAL unnest(ARRAY[n.tbl, n.col, format('t.%I IS NULL', n.col),
+                                         format('have a NULL %I', n.col), format(accept, n.effect)])
+                            WITH ORDINALITY AS x (v, k)), '{}');
+
+    -- Five entries per check.
+    FOR i IN 0 .. coalesce(array_length(checks, 1), 0) / 5 - 1 LOOP
+        rel := to_regclass(format('%I.%I', target_schema, checks[5 * i + 1]));
+        CONTINUE WHEN rel IS NULL
+            OR NOT (SELECT bool_and((checks[5 * i + 1] || '.' || c) = ANY (usable))
+                      FROM unnest(string_to_array(checks[5 * i + 2], ',')) c);
+        EXECUTE format($q$
+            WITH bad AS MATERIALIZED (SELECT %s AS u, %s AS r FROM %s t WHERE %s)
+            SELECT (SELECT count(*) FROM bad) AS n,
+                   (SELECT count(DISTINCT b.u) FROM bad b) AS users,
+                   (SELECT array_agg(x.u ORDER BY x.u)
+                      FROM (SELECT DISTINCT b.u FROM bad b WHERE b.u IS NOT NULL
+                             ORDER BY b.u LIMIT 20) x) AS user_ids,
+                   (SELECT array_agg(y.r ORDER BY y.r)
+                      FROM (SELECT b.r FROM bad b WHERE b.r IS NOT NULL
+                             ORDER BY b.r LIMIT 20) y) AS row_ids$q$,
+                CASE WHEN checks[5 * i + 1] || '.user_id' = ANY (usable)
+                     THEN 't.user_id::int8' ELSE 'NULL::int8' END,
+                CASE WHEN EXISTS (SELECT FROM pg_attribute a
+                                   WHERE a.attrelid = rel AND a.attname = 'id' AND NOT a.attisdropped
+                                     AND a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype))
+                     THEN 't.id::int8' ELSE 'NULL::int8' END,
+                rel, checks[5 * i + 3])
+          INTO hits;
+        CONTINUE WHEN hits.n = 0;
+        problem := format('%s: %s row(s)%s %s', rel, hits.n,
+                          CASE WHEN hits.users > 0 THEN format(' of %s user(s)', hits.users) ELSE '' END,
+                          checks[5 * i + 4]);
+        note := checks[5 * i + 5];
+        bad_rows := hits.n;
+        user_ids := hits.user_ids;
+        row_ids := hits.row_ids;
+        show_rows := format('SELECT * FROM %s t WHERE %s', rel, checks[5 * i + 3]);
+        RETURN NEXT;
     END LOOP;
 END
 $$;
 
-CREATE OR REPLACE FUNCTION quota.attach(target_schema name)
+-- Binds the functions and the storage trigger to target_schema's tables, or refuses with one
+-- message listing every problem and the statement that fixes it. Superusers only: the binding
+-- decides what the SECURITY DEFINER writers write, and the application's triggers, rules and
+-- defaults on the bound tables run in every writer's statement (as the tables' owner).
+-- local_time_zone: the zone of the application's timestamp (without time zone) columns, which
+-- the functions then read and write as local times of that zone; never guessed, so required
+-- when such a column exists. accept_bad_rows: attach although attach_problems() reports rows
+-- the functions cannot rely on; the calls that meet them then fail as the readers make them.
+CREATE FUNCTION quota.attach(target_schema name, local_time_zone text DEFAULT NULL,
+                             accept_bad_rows boolean DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     problems text;
+    bad_rows text;
+    local_columns text;
     subs regclass;
     owner regrole;
     owner_is_superuser boolean;
@@ -216,6 +424,7 @@ DECLARE
     granted text[] := '{}';
     other record;
     backfilled bigint;
+    kinds record;
 BEGIN
     -- EXECUTE is revoked from PUBLIC; this also holds for a role it was granted to.
     IF NOT coalesce((SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user), false) THEN
@@ -238,14 +447,62 @@ BEGIN
         RAISE EXCEPTION 'schema % does not exist', quote_ident(target_schema)
             USING ERRCODE = '3F000';
     END IF;
-    SELECT string_agg('- ' || p.problem || coalesce(E'\n    fix: ' || p.fix || ';', ''), E'\n'
+    IF local_time_zone IS NOT NULL AND NOT quota.is_valid_time_zone(local_time_zone) THEN
+        RAISE EXCEPTION 'invalid time zone "%"', local_time_zone
+            USING ERRCODE = '22023',
+                  HINT = 'local_time_zone is the zone of the application''s local times: a name from pg_timezone_names, such as ''Asia/Shanghai''.';
+    END IF;
+
+    -- The time columns the functions use (those of attach_problems()) that hold local times.
+    -- A period boundary is an instant: the zone of those values decides it, and a guess (the
+    -- server's, the session's, UTC) would move every boundary by the difference, silently.
+    SELECT string_agg(format('%s.%I', a.attrelid::regclass, a.attname), ', '
+                      ORDER BY a.attrelid::regclass::text, a.attname)
+      INTO local_columns
+      FROM (VALUES ('user_subscriptions', 'start_date'), ('user_subscriptions', 'end_date'),
+                   ('user_subscriptions', 'quota_reset_anchor'), ('user_usage', 'period_start'),
+                   ('user_usage', 'period_end'), ('user_usage', 'last_reset_at'),
+                   ('user_usage', 'updated_at'), ('usage_records', 'period_start'),
+                   ('usage_records', 'created_at'), ('user_storage_usage', 'updated_at')) AS c (tbl, col)
+      JOIN pg_attribute a ON a.attrelid = to_regclass(format('%I.%I', target_schema, c.tbl))
+                         AND a.attname = c.col AND NOT a.attisdropped
+     WHERE a.atttypid = 'timestamp'::regtype;
+    IF local_columns IS NOT NULL AND local_time_zone IS NULL THEN
+        RAISE EXCEPTION 'the application stores local times in schema %: in which time zone?', quote_ident(target_schema)
+            USING ERRCODE = '22023',
+                  DETAIL = format('These columns are timestamp without time zone: %s.', local_columns),
+                  HINT = format('Attach with the zone of those local times: SELECT quota.attach(%L, local_time_zone => ''...''); (a name from pg_timezone_names, such as ''Asia/Shanghai'').',
+                                target_schema);
+    END IF;
+
+    SELECT string_agg('- ' || p.problem
+                      || coalesce(E'\n    fix: ' || p.fix || ';', E'\n    ' || p.note), E'\n'
                       ORDER BY p.problem)
-      INTO problems
-      FROM quota.attach_problems(target_schema) p;
+             FILTER (WHERE p.bad_rows IS NULL),
+           string_agg(format(E'- %s\n    user ids: %s%s\n    show them: %s;', p.problem,
+                             coalesce(array_to_string(p.user_ids, ', '), '-'),
+                             CASE WHEN cardinality(p.user_ids) = 20 THEN ', ...' ELSE '' END,
+                             p.show_rows), E'\n' ORDER BY p.problem)
+             FILTER (WHERE p.bad_rows IS NOT NULL)
+      INTO problems, bad_rows
+      FROM quota.attach_problems(target_schema, local_time_zone) p;
     IF problems IS NOT NULL THEN
         RAISE EXCEPTION 'cannot attach pg_entitlements to schema %', quote_ident(target_schema)
             USING ERRCODE = '42P16', DETAIL = problems,
-                  HINT = 'Run the fixes (SELECT fix FROM quota.attach_problems(...) \gexec in psql), then attach again.';
+                  HINT = 'Run the fixes (SELECT fix FROM quota.attach_problems(...) \gexec in psql, each CONCURRENTLY one outside a transaction block), then attach again.';
+    END IF;
+    -- Rows the functions cannot rely on: refused unless the caller accepts that the calls
+    -- which meet them fail (or count them as not there), as the readers make them.
+    IF bad_rows IS NOT NULL THEN
+        IF NOT accept_bad_rows THEN
+            RAISE EXCEPTION 'cannot attach pg_entitlements to schema %: rows the functions cannot rely on', quote_ident(target_schema)
+                USING ERRCODE = '55000', DETAIL = bad_rows,
+                      HINT = format('Correct the rows, or attach anyway, knowing that the calls which meet them fail: SELECT quota.attach(%L%s, accept_bad_rows => true);',
+                                    target_schema,
+                                    coalesce(format(', local_time_zone => %L', local_time_zone), ''));
+        END IF;
+        RAISE NOTICE 'attaching with rows the functions cannot rely on (accept_bad_rows): the calls that meet them fail%',
+            E'\n' || bad_rows;
     END IF;
 
     PERFORM quota.detach();
@@ -253,7 +510,6 @@ BEGIN
     SELECT c.relowner::regrole, r.rolsuper INTO owner, owner_is_superuser
       FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
      WHERE c.oid = subs;
-
     -- Code of the application's that runs in the writers' statements: with the owner's rights.
     FOR other IN
         SELECT 'trigger' AS kind, t.tgname AS name, t.tgrelid::regclass AS rel
@@ -335,14 +591,37 @@ BEGIN
     -- The application's usage records from before name no period (the column exists for the
     -- ledger); each gets the period of the counter whose [period_start, period_end) holds its
     -- created_at, so that the ledger holds from the start and such a record can be refunded.
-    -- A record no counter holds keeps NULL and is left out of the ledger. Nothing else of the
+    -- A record no counter holds (or whose created_at is NULL: it was made before the column)
+    -- keeps NULL and is left out of the ledger. Local times are compared as the instants they
+    -- are in local_time_zone, whatever the session's TimeZone. Nothing else of the
     -- application's data is written.
+    SELECT bool_or(a.attrelid = to_regclass(format('%I.usage_records', target_schema))
+                   AND a.attname = 'created_at' AND a.atttypid = 'timestamp'::regtype) AS created_local,
+           bool_or(a.attrelid = to_regclass(format('%I.usage_records', target_schema))
+                   AND a.attname = 'period_start' AND a.atttypid = 'timestamp'::regtype) AS record_local,
+           bool_or(a.attrelid = to_regclass(format('%I.user_usage', target_schema))
+                   AND a.attname = 'period_start' AND a.atttypid = 'timestamp'::regtype) AS counter_local
+      INTO kinds
+      FROM pg_attribute a
+     WHERE a.attrelid IN (to_regclass(format('%I.usage_records', target_schema)),
+                          to_regclass(format('%I.user_usage', target_schema)))
+       AND a.attname IN ('created_at', 'period_start') AND NOT a.attisdropped;
     EXECUTE format($q$
-        UPDATE %1$I.usage_records r SET period_start = u.period_start
+        UPDATE %1$I.usage_records r SET period_start = %5$s
           FROM %1$I.user_usage u
          WHERE r.period_start IS NULL AND u.user_id = r.user_id
            AND u.feature_code = r.feature_code
-           AND r.created_at >= u.period_start AND r.created_at < u.period_end$q$, target_schema);
+           AND %2$s >= %3$s AND %2$s < %4$s$q$,
+        target_schema,
+        CASE WHEN kinds.created_local THEN format('(r.created_at AT TIME ZONE %L)', local_time_zone)
+             ELSE 'r.created_at' END,
+        CASE WHEN kinds.counter_local THEN format('(u.period_start AT TIME ZONE %L)', local_time_zone)
+             ELSE 'u.period_start' END,
+        CASE WHEN kinds.counter_local THEN format('(u.period_end AT TIME ZONE %L)', local_time_zone)
+             ELSE 'u.period_end' END,
+        -- AT TIME ZONE turns a local time into the instant, and an instant into the local time.
+        CASE WHEN kinds.record_local = kinds.counter_local THEN 'u.period_start'
+             ELSE format('(u.period_start AT TIME ZONE %L)', local_time_zone) END);
     GET DIAGNOSTICS backfilled = ROW_COUNT;
     IF backfilled > 0 THEN
         RAISE NOTICE '% usage records written before attaching now name the period of their counter',
@@ -353,15 +632,25 @@ BEGIN
     PERFORM quota.install_cache_trigger(format('%I.%I', target_schema, t)::regclass)
        FROM unnest(ARRAY['subscription_plans', 'plan_features']) AS t;
     PERFORM quota.install_plan_features_triggers(format('%I.plan_features', target_schema)::regclass);
-    INSERT INTO quota.settings (attached_schema, attached_owner, attached_grants)
-    VALUES (target_schema, owner, granted)
-    ON CONFLICT (singleton) DO UPDATE
-       SET attached_schema = EXCLUDED.attached_schema, attached_owner = EXCLUDED.attached_owner,
-           attached_grants = EXCLUDED.attached_grants;
+    IF local_columns IS NULL AND local_time_zone IS NOT NULL THEN
+        RAISE NOTICE 'no column of schema % holds local times: local_time_zone % is not kept',
+            quote_ident(target_schema), quote_literal(local_time_zone);
+    END IF;
+    -- The row is made first, with the extension's own tables still bound: its insertion runs
+    -- the trigger that follows a change of time zone, which has nothing to do in the
+    -- application's tables. The binding itself is an update no trigger follows.
+    INSERT INTO quota.settings DEFAULT VALUES ON CONFLICT (singleton) DO NOTHING;
+    UPDATE quota.settings
+       SET attached_schema = target_schema, attached_owner = owner, attached_grants = granted,
+           attached_time_zone = CASE WHEN local_columns IS NOT NULL THEN local_time_zone END;
     RAISE NOTICE 'pg_entitlements now uses the tables of schema %', quote_ident(target_schema);
 END
 $$;
 
+-- Goes back to the extension's own tables, removes the triggers attach() installed and revokes
+-- what it granted. Superusers only, as attach(). The application's tables keep what was
+-- added to them for attaching (columns and unique indexes, which its old code ignores) and
+-- every row; nothing else of theirs was changed (tests/pg_regress/sql/15_adopt.sql).
 CREATE OR REPLACE FUNCTION quota.detach()
 RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -407,20 +696,36 @@ BEGIN
         EXECUTE format('REVOKE %s FROM %s', privilege, binding.attached_owner);
     END LOOP;
     UPDATE quota.settings
-       SET attached_schema = NULL, attached_owner = NULL, attached_grants = NULL;
+       SET attached_schema = NULL, attached_owner = NULL, attached_grants = NULL,
+           attached_time_zone = NULL;
 END
 $$;
 
-COMMENT ON FUNCTION quota.attach(name) IS
+REVOKE EXECUTE ON FUNCTION quota.attach(name, text, boolean), quota.detach() FROM PUBLIC;
+
+COMMENT ON FUNCTION quota.attach_problems(name, text) IS
+    'What the tables of a schema lack for quota.attach(), each with a fix that only adds '
+    '(a nullable or constant-default column, a unique index built CONCURRENTLY), the lock it '
+    'takes and whether it reads or rewrites the table; no fix, and why, where the only one would '
+    'rewrite the table or change what its data means; and the rows the functions cannot rely on, '
+    'with their user and row ids and a query that shows them. local_time_zone: the zone of the '
+    'application''s timestamp without time zone columns, as quota.attach() takes it.';
+
+COMMENT ON FUNCTION quota.attach(name, text, boolean) IS
     'Superusers only. Binds every quota function and the storage trigger to the application '
     'tables of a schema (user_subscriptions, subscription_plans, plan_features, user_usage, '
     'usage_records, user_storage_usage), or refuses with one message listing each problem and '
     'its fix. The writers then run as the tables'' owner, which is granted what they need in '
-    'schema quota; a NOTICE names each trigger and rule of the application''s on the tables.';
+    'schema quota; a NOTICE names each trigger and rule of the application''s on the tables. '
+    'local_time_zone is required when a time column is timestamp without time zone (never '
+    'guessed); rows the functions cannot rely on are refused unless accept_bad_rows, and then '
+    'the calls that meet them fail.';
 
 COMMENT ON FUNCTION quota.detach() IS
     'Superusers only. Binds the quota functions to the extension''s own tables again, removes '
-    'the triggers attach() installed and revokes what it granted.';
+    'the triggers attach() installed and revokes what it granted. The application''s tables keep '
+    'their rows and the columns and unique indexes added for attaching; nothing else of theirs '
+    'changed.';
 
 COMMENT ON COLUMN quota.settings.attached_owner IS
     'Written by quota.attach() and quota.detach() only: the owner of the attached tables, as '
@@ -974,3 +1279,12 @@ SELECT quota.carry_usage(c.user_id)
           FROM quota.user_usage u JOIN quota.features f ON f.code = u.feature_code
          WHERE f.reset_rule = 'billing_cycle'
            AND u.period_start <= now() AND u.period_end > now()) c;
+
+-- The zone of an attached application's local times (quota.attach(schema, local_time_zone)):
+-- NULL, as no schema is attached while this script runs.
+ALTER TABLE quota.settings ADD COLUMN attached_time_zone text;
+ALTER TABLE quota.settings ADD CONSTRAINT settings_attached_time_zone_known
+    CHECK (quota.is_valid_time_zone(attached_time_zone));
+COMMENT ON COLUMN quota.settings.attached_time_zone IS
+    'Written by quota.attach() and quota.detach() only: the zone of the local times the attached '
+    'tables hold in their timestamp without time zone columns; NULL when they hold none.';

@@ -25,7 +25,11 @@ CREATE TABLE quota.settings (
     -- had, and the new zone applies from its end. previous_time_zone = time_zone: no change
     -- in force (time_zone_changed_at is then -infinity, "always").
     previous_time_zone text NOT NULL DEFAULT 'UTC',
-    time_zone_changed_at timestamptz NOT NULL DEFAULT '-infinity'
+    time_zone_changed_at timestamptz NOT NULL DEFAULT '-infinity',
+    -- Set by quota.attach(schema, local_time_zone): the zone of the local times the attached
+    -- tables hold in their timestamp (without time zone) columns; NULL when they hold none.
+    -- Written by attach() and detach() only, as the binding it belongs to.
+    attached_time_zone text
 );
 
 CREATE TABLE quota.features (

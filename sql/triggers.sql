@@ -7,6 +7,8 @@ ALTER TABLE quota.settings ADD CONSTRAINT settings_time_zone_known
     CHECK (quota.is_valid_time_zone(time_zone));
 ALTER TABLE quota.settings ADD CONSTRAINT settings_previous_time_zone_known
     CHECK (quota.is_valid_time_zone(previous_time_zone));
+ALTER TABLE quota.settings ADD CONSTRAINT settings_attached_time_zone_known
+    CHECK (quota.is_valid_time_zone(attached_time_zone));
 
 -- The extension's two triggers on a user_subscriptions table: the extension's own (below) and,
 -- through quota.attach(schema), an application's. One definition, so both fire alike.

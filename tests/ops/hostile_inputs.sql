@@ -195,10 +195,10 @@ SELECT pg_temp.sweep('quota.anniversary_period', '{timestamptz,cycle,timestamptz
                      '{ok,ok,ok,ok}');
 SELECT pg_temp.sweep('quota.is_valid_time_zone', '{zone}', ARRAY[$$'UTC'$$], '{ok}');
 -- Functions added since (binding the extension to existing tables), when present.
-SELECT pg_temp.sweep('quota.attach_problems', '{name}', ARRAY[$$'public'$$], '{}')
- WHERE to_regprocedure('quota.attach_problems(name)') IS NOT NULL;
-SELECT pg_temp.sweep('quota.attach', '{name}', ARRAY[$$'public'$$], '{}')
- WHERE to_regprocedure('quota.attach(name)') IS NOT NULL;
+SELECT pg_temp.sweep('quota.attach_problems', '{name,zone}', ARRAY[$$'public'$$, $$'UTC'$$], '{}')
+ WHERE to_regprocedure('quota.attach_problems(name, text)') IS NOT NULL;
+SELECT pg_temp.sweep('quota.attach', '{name,zone,boolean}', ARRAY[$$'public'$$, $$'UTC'$$, 'false'], '{}')
+ WHERE to_regprocedure('quota.attach(name, text, boolean)') IS NOT NULL;
 SELECT pg_temp.sweep('quota.detach', '{}', '{}', '{}')
  WHERE to_regprocedure('quota.detach()') IS NOT NULL;
 

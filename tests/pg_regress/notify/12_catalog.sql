@@ -150,6 +150,7 @@ SELECT count(*) AS users_at_20_mb FROM user_storage_usage
 -- =============================================================================================
 -- The attached application's plan_features (the seed's schema in public).
 \i tests/fixtures/seed_app.sql
+\i tests/fixtures/seed_app_timestamptz.sql
 SELECT fix FROM quota.attach_problems('public') WHERE fix IS NOT NULL ORDER BY problem \gexec
 SELECT quota.attach('public');
 SELECT tgname FROM pg_trigger WHERE tgrelid = 'public.plan_features'::regclass

@@ -65,6 +65,7 @@ $$;
 GRANT CREATE ON SCHEMA public TO tm_app_owner;
 SET ROLE tm_app_owner;
 \i tests/fixtures/seed_app.sql
+\i tests/fixtures/seed_app_timestamptz.sql
 -- A function named like pg_entitlements' with the application's argument types.
 CREATE FUNCTION public.check_user_quota(integer, varchar)
     RETURNS TABLE (has_quota boolean, current_usage integer, quota_limit integer,
@@ -88,12 +89,12 @@ SET ROLE tm_db_owner;
 CALL expect_error($$SELECT quota.attach('public')$$);
 RESET ROLE;
 -- ... not even a role EXECUTE was granted to by mistake.
-GRANT EXECUTE ON FUNCTION quota.attach(name), quota.detach() TO tm_admin;
+GRANT EXECUTE ON FUNCTION quota.attach(name, text, boolean), quota.detach() TO tm_admin;
 SET ROLE tm_admin;
 CALL expect_error($$SELECT quota.attach('public')$$);
 CALL expect_error($$SELECT quota.detach()$$);
 RESET ROLE;
-REVOKE EXECUTE ON FUNCTION quota.attach(name), quota.detach() FROM tm_admin;
+REVOKE EXECUTE ON FUNCTION quota.attach(name, text, boolean), quota.detach() FROM tm_admin;
 
 -- A temporary schema is never a binding, not even from a superuser: it belongs to one session,
 -- and any role with TEMP can make one with look-alike tables.

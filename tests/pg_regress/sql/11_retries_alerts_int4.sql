@@ -88,6 +88,7 @@ SET TimeZone = 'UTC';
 SET client_min_messages = warning;
 \set ECHO none
 \i tests/fixtures/seed_app.sql
+\i tests/fixtures/seed_app_timestamptz.sql
 \set ECHO all
 CREATE EXTENSION pg_entitlements;
 \set ECHO none
