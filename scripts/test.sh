@@ -26,6 +26,8 @@ echo "==> operations: hot standby answers reads, refuses writes with 25006"
 ./scripts/ops/standby.sh
 echo "==> operations: direct and statement reads give the same answers, also on an attached schema's unchecked rows and under concurrent catalog changes"
 ./scripts/ops/differential.sh
+echo "==> operations: a live application migrated to pg_entitlements under load, no call failed, no use lost"
+./scripts/ops/migration.sh
 echo "==> operations: hostile inputs to every function, no internal error, no crash"
 ./scripts/ops/fuzz.sh
 echo "==> all tests passed"

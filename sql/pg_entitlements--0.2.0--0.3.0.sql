@@ -1288,3 +1288,39 @@ ALTER TABLE quota.settings ADD CONSTRAINT settings_attached_time_zone_known
 COMMENT ON COLUMN quota.settings.attached_time_zone IS
     'Written by quota.attach() and quota.detach() only: the zone of the local times the attached '
     'tables hold in their timestamp without time zone columns; NULL when they hold none.';
+
+-- verify_ledger() reports an attached application's local period starts as instants.
+CREATE OR REPLACE FUNCTION quota.verify_ledger(for_user bigint DEFAULT NULL)
+RETURNS TABLE (user_id bigint, feature_code text, period_start timestamptz,
+               counter bigint, ledger bigint)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tables name := coalesce((SELECT st.attached_schema FROM quota.settings st), 'quota');
+    -- An attached application's period_start without time zone holds its local time.
+    local_zone text := (SELECT st.attached_time_zone FROM quota.settings st
+                         WHERE (SELECT a.atttypid FROM pg_attribute a
+                                 WHERE a.attrelid = to_regclass(format('%I.user_usage', tables))
+                                   AND a.attname = 'period_start' AND NOT a.attisdropped)
+                               = 'timestamp'::regtype);
+BEGIN
+    RETURN QUERY EXECUTE format($q$
+        SELECT coalesce(u.user_id, r.user_id)::bigint, coalesce(u.feature_code, r.feature_code)::text,
+               %2$s,
+               coalesce(u.usage_count, 0)::bigint, coalesce(r.total, 0)::bigint
+          FROM (SELECT x.user_id, x.feature_code, x.period_start, x.usage_count
+                  FROM %1$I.user_usage x WHERE $1 IS NULL OR x.user_id = $1) u
+          FULL JOIN (SELECT x.user_id, x.feature_code, x.period_start, sum(x.amount) AS total
+                       FROM %1$I.usage_records x
+                      WHERE ($1 IS NULL OR x.user_id = $1) AND x.period_start IS NOT NULL
+                      GROUP BY 1, 2, 3) r
+            ON u.user_id = r.user_id AND u.feature_code = r.feature_code
+           AND u.period_start = r.period_start
+         WHERE coalesce(u.usage_count, 0) IS DISTINCT FROM coalesce(r.total, 0)
+         ORDER BY 1, 2, 3$q$, tables,
+        CASE WHEN local_zone IS NULL THEN 'coalesce(u.period_start, r.period_start)::timestamptz'
+             ELSE format('coalesce(u.period_start, r.period_start) AT TIME ZONE %L', local_zone) END)
+    USING for_user;
+END
+$$;

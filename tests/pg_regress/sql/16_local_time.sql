@@ -139,7 +139,8 @@ BEGIN
                    subs, now_there, now_there, now_there, subs);
     RETURN QUERY SELECT format('after renewal %s %s', f, q)
                    FROM unnest(features) f, quota.check_user_quota(1604, f) q;
-    RETURN QUERY SELECT format('period after renewal %s', p)
+    RETURN QUERY SELECT format('period after renewal starts at the new anchor: %s',
+                               p.period_start = now() - interval '10 days')
                    FROM quota.get_quota_period(1604, 'articles_per_month') p;
     RETURN QUERY SELECT format('ledger %s %s', u, count(v.*))
                    FROM unnest(users) u LEFT JOIN LATERAL quota.verify_ledger(u) v ON true
@@ -161,7 +162,8 @@ UNION ALL
 (SELECT answer FROM lt_local EXCEPT ALL SELECT answer FROM lt_own);
 
 -- What the functions wrote is the application's local time: every counter and record equals
--- the extension's own, converted to Shanghai time.
+-- the extension's own, converted to Shanghai time (1604's renewal happened at another now() on
+-- each side: its counters are checked against its own new anchor below).
 SELECT count(*) AS counters,
        count(*) FILTER (WHERE l.period_start = o.period_start AT TIME ZONE 'Asia/Shanghai'
                           AND l.period_end = o.period_end AT TIME ZONE 'Asia/Shanghai'
@@ -170,7 +172,7 @@ SELECT count(*) AS counters,
   FULL JOIN user_usage o
     ON o.user_id = l.user_id AND o.feature_code = l.feature_code
    AND o.period_start = l.period_start AT TIME ZONE 'Asia/Shanghai'
- WHERE coalesce(l.user_id, o.user_id) BETWEEN 1600 AND 1699;
+ WHERE coalesce(l.user_id, o.user_id) BETWEEN 1600 AND 1603;
 SELECT count(*) AS records,
        count(*) FILTER (WHERE l.period_start = o.period_start AT TIME ZONE 'Asia/Shanghai'
                           AND l.amount = o.amount
@@ -180,7 +182,12 @@ SELECT count(*) AS records,
   JOIN usage_records o ON o.user_id = l.user_id AND o.feature_code = l.feature_code
    AND o.amount = l.amount AND o.idempotency_key IS NOT DISTINCT FROM l.idempotency_key
    AND (o.refund_of IS NULL) = (l.refund_of IS NULL)
- WHERE l.user_id BETWEEN 1600 AND 1699;
+ WHERE l.user_id BETWEEN 1600 AND 1603;
+SELECT l.feature_code, l.usage_count, l.period_start = s.quota_reset_anchor AS at_local_anchor
+  FROM lt.user_usage l
+  JOIN lt.user_subscriptions s ON s.user_id = l.user_id AND s.status = 'active'
+ WHERE l.user_id = 1604
+ ORDER BY 1;
 SELECT detach();
 DELETE FROM settings;
 DROP TABLE lt_own, lt_local;
