@@ -74,6 +74,11 @@ COMMENT ON FUNCTION quota.sync_storage_quota() IS
     'creating the row when missing, and announces changes on channels quota_updated and '
     'storage_quota_changed (pg_notify, sent at commit only).';
 
+COMMENT ON FUNCTION quota.wait_for_uses() IS
+    'Trigger: before a change of what decides a limit or a period of a subscription, locks the '
+    'row FOR UPDATE, so that the change waits for the user''s open uses (consume, '
+    'record_feature_usage hold the row FOR KEY SHARE) and uses that come later wait for it.';
+
 COMMENT ON FUNCTION quota.attach_problems(name) IS
     'What the tables of a schema lack for quota.attach(), each with the statement that fixes it.';
 
@@ -105,9 +110,9 @@ COMMENT ON COLUMN quota.quota_adjustments.session_role IS
     'DEFINER writer nor SET ROLE changes it, and the caller cannot choose it.';
 
 COMMENT ON FUNCTION quota.install_triggers(regclass) IS
-    'Creates the extension''s triggers pg_entitlements_validate_custom_quotas and '
-    'pg_entitlements_sync_storage_quota on a user_subscriptions table (used by CREATE EXTENSION '
-    'and quota.attach()).';
+    'Creates the extension''s triggers pg_entitlements_validate_custom_quotas, '
+    'pg_entitlements_sync_storage_quota and pg_entitlements_wait_for_uses on a '
+    'user_subscriptions table (used by CREATE EXTENSION and quota.attach()).';
 
 COMMENT ON FUNCTION quota.read_paths() IS
     'How the reading functions reach each table now, in this transaction: cache (the backend''s '

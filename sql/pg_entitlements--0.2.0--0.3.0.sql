@@ -388,6 +388,7 @@ BEGIN
     IF subs IS NOT NULL THEN
         EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_validate_custom_quotas ON %s', subs);
         EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_sync_storage_quota ON %s', subs);
+        EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_wait_for_uses ON %s', subs);
     END IF;
     FOR t IN SELECT to_regclass(format('%I.%I', binding.attached_schema, n))
                FROM unnest(ARRAY['subscription_plans', 'plan_features']) AS n
@@ -859,3 +860,63 @@ ON CONFLICT (user_id, feature_code, period_start) DO UPDATE
    SET usage_count = u.usage_count + EXCLUDED.usage_count,
        alerted_percent = greatest(u.alerted_percent, EXCLUDED.alerted_percent),
        updated_at = greatest(u.updated_at, EXCLUDED.updated_at);
+
+-- Uses hold the subscription row FOR KEY SHARE, no longer FOR NO KEY UPDATE (issue 14, item 5):
+-- an UPDATE that decides no limit, and the uses of the user's other features, no longer wait
+-- for an open use. A change of what decides a limit or a period orders with the uses through a
+-- third trigger on user_subscriptions, which locks the row FOR UPDATE before it changes
+-- (sql/triggers.sql); quota.install_triggers() creates it too, and detach() above drops it.
+CREATE FUNCTION quota.wait_for_uses()
+	RETURNS TRIGGER
+	LANGUAGE c
+	AS 'MODULE_PATHNAME', 'wait_for_uses_wrapper';
+CREATE OR REPLACE FUNCTION quota.install_triggers(subscriptions regclass)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('CREATE TRIGGER pg_entitlements_validate_custom_quotas
+                        BEFORE INSERT OR UPDATE OF custom_quotas ON %s
+                        FOR EACH ROW EXECUTE FUNCTION quota.validate_custom_quotas()',
+                   subscriptions);
+    EXECUTE format('CREATE TRIGGER pg_entitlements_sync_storage_quota
+                        AFTER INSERT OR DELETE OR UPDATE OF custom_quotas, plan_id, status,
+                              start_date, end_date, user_id ON %s
+                        FOR EACH ROW EXECUTE FUNCTION quota.sync_storage_quota()',
+                   subscriptions);
+    EXECUTE format('CREATE TRIGGER pg_entitlements_wait_for_uses
+                        BEFORE UPDATE OF custom_quotas, plan_id, status, start_date, end_date,
+                              quota_reset_anchor, quota_cycle_type, user_id ON %s
+                        FOR EACH ROW
+                        WHEN ((OLD.custom_quotas, OLD.plan_id, OLD.status, OLD.start_date,
+                               OLD.end_date, OLD.quota_reset_anchor, OLD.quota_cycle_type,
+                               OLD.user_id)
+                              IS DISTINCT FROM
+                              (NEW.custom_quotas, NEW.plan_id, NEW.status, NEW.start_date,
+                               NEW.end_date, NEW.quota_reset_anchor, NEW.quota_cycle_type,
+                               NEW.user_id))
+                        EXECUTE FUNCTION quota.wait_for_uses()',
+                   subscriptions);
+END
+$$;
+CREATE TRIGGER pg_entitlements_wait_for_uses
+    BEFORE UPDATE OF custom_quotas, plan_id, status, start_date, end_date,
+          quota_reset_anchor, quota_cycle_type, user_id ON quota.user_subscriptions
+    FOR EACH ROW
+    WHEN ((OLD.custom_quotas, OLD.plan_id, OLD.status, OLD.start_date,
+           OLD.end_date, OLD.quota_reset_anchor, OLD.quota_cycle_type,
+           OLD.user_id)
+          IS DISTINCT FROM
+          (NEW.custom_quotas, NEW.plan_id, NEW.status, NEW.start_date,
+           NEW.end_date, NEW.quota_reset_anchor, NEW.quota_cycle_type,
+           NEW.user_id))
+    EXECUTE FUNCTION quota.wait_for_uses();
+COMMENT ON FUNCTION quota.wait_for_uses() IS
+    'Trigger: before a change of what decides a limit or a period of a subscription, locks the '
+    'row FOR UPDATE, so that the change waits for the user''s open uses (consume, '
+    'record_feature_usage hold the row FOR KEY SHARE) and uses that come later wait for it.';
+COMMENT ON FUNCTION quota.install_triggers(regclass) IS
+    'Creates the extension''s triggers pg_entitlements_validate_custom_quotas, '
+    'pg_entitlements_sync_storage_quota and pg_entitlements_wait_for_uses on a '
+    'user_subscriptions table (used by CREATE EXTENSION and quota.attach()).';

@@ -57,8 +57,9 @@ SELECT f.code, f.reset_rule, f.unit, f.default_limit, f.alert_thresholds, f.name
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Lock {
     None,
-    /// Locked until the end of the transaction (`FOR NO KEY UPDATE`), waiting for a concurrent
-    /// change and reading its result: a writer whose unlocked read went stale.
+    /// Locked until the end of the transaction (`FOR KEY SHARE`), waiting for a concurrent
+    /// change of what decides a limit and reading its result: a writer whose unlocked read
+    /// went stale (see [`use_sql`] for the lock modes).
     ForUse,
 }
 
@@ -70,36 +71,56 @@ SELECT u.usage_count::pg_catalog.int8 FROM quota.user_usage u
 /// ($6), the counter moves only while `usage_count + amount <= limit`, and the record is written
 /// only when it moved: a refused use writes nothing.
 ///
-/// Why a conditional upsert and not advisory locks or SELECT ... FOR UPDATE: concurrent uses of
-/// one counter queue on its row lock, and under READ COMMITTED the waiting upsert re-evaluates
-/// its WHERE against the version the previous one committed, so the check and the increment
-/// are one atomic step with no extra lock and no extra round trip; a first use inserts through
+/// Why a conditional upsert and not advisory locks or a locking read followed by an UPDATE:
+/// concurrent uses of one counter queue on its row lock, and under READ COMMITTED the waiting
+/// upsert re-evaluates its WHERE against the version the previous one committed, so the check
+/// and the increment are one atomic step with no extra round trip; a first use inserts through
 /// speculative insertion, which sends concurrent inserts of the same key to the update branch.
 /// now() goes in the VALUES and the update takes EXCLUDED's values: an ON CONFLICT DO UPDATE on
 /// a distributed table may not call a non-immutable function.
 ///
 /// `sub` is the subscription lock. After [`feature_row_for_use`] it is already held and `sub`
 /// is one empty row. After a read without a lock ([`feature_row`]), it locks the version read
-/// ($11, its ctid) FOR NO KEY UPDATE: the lock waits for a concurrent change of the row and
-/// then follows it to the newest version, which no longer stands at $11, so `sub` comes back
+/// ($11, its ctid) FOR KEY SHARE: a change of what decides a limit or a period holds the row
+/// FOR UPDATE (adjust_quota's [`ADJUST_LOCK`]; for any other UPDATE the trigger
+/// `pg_entitlements_wait_for_uses`, sql/triggers.sql; a DELETE by itself), which the lock waits
+/// for and then follows to the newest version; that no longer stands at $11, so `sub` comes back
 /// empty, nothing is written and the last column says false. The limit the use was judged by is
-/// then stale, and the writer reads again under the lock. Locking last keeps one user's writers
-/// queued for this statement and their commit only, not for their whole call.
+/// then stale, and the writer reads again under the lock. A version replaced before the
+/// statement's snapshot is not found at all, with the same outcome. Locking last keeps one
+/// user's writers queued for this statement and their commit only, not for their whole call.
+///
+/// Why KEY SHARE: it is the one row lock that a plain UPDATE (FOR NO KEY UPDATE) neither waits
+/// for nor makes wait, so an open use holds up no use of another feature, no
+/// record_feature_usage and no UPDATE of a column that decides nothing (paused_at, say), while
+/// a change of a limit still orders with it.
+///
+/// `counter_lock` locks the period's counter first, when it exists: a second use of the same
+/// counter waits there, before it holds the subscription lock. Otherwise it would hold KEY SHARE
+/// while waiting for the first use's counter, and a first use that went on to adjust the quota
+/// in the same transaction (FOR UPDATE) would wait for it in turn: a deadlock (isolation spec
+/// consume_vs_adjust). The one-time filter on its row count makes `sub` run after it, whether
+/// or not the version read is still there; the upsert takes the same lock again at no cost.
 ///
 /// `alerted_limit` is the column of that name, or NULL where the table lacks it (see
 /// [`HAS_ALERTED_LIMIT`]).
 fn use_sql(late_lock: bool, alerted_limit: &str) -> String {
-    let sub = if late_lock {
-        "SELECT FROM quota.user_subscriptions us
-     WHERE us.ctid OPERATOR(pg_catalog.=) $11 AND us.user_id = $1 FOR NO KEY UPDATE OF us"
+    let locks = if late_lock {
+        "counter_lock AS MATERIALIZED (
+    SELECT FROM quota.user_usage u
+     WHERE u.user_id = $1 AND u.feature_code = $2 AND u.period_start = $3 FOR UPDATE OF u
+), sub AS MATERIALIZED (
+    SELECT FROM quota.user_subscriptions us
+     WHERE us.ctid OPERATOR(pg_catalog.=) $11 AND us.user_id = $1
+       AND (SELECT pg_catalog.count(*) FROM counter_lock) OPERATOR(pg_catalog.>=) 0
+       FOR KEY SHARE OF us
+)"
     } else {
-        "SELECT"
+        "sub AS MATERIALIZED (SELECT)"
     };
     format!(
         "
-WITH sub AS MATERIALIZED (
-    {sub}
-), counter AS (
+WITH {locks}, counter AS (
     INSERT INTO quota.user_usage AS u
            (user_id, feature_code, period_start, period_end, usage_count, last_reset_at,
             updated_at)
@@ -222,6 +243,10 @@ SELECT refund.id::pg_catalog.int8, OPERATOR(pg_catalog.-) refund.amount, refund.
 
 /// The user's subscriptions with status 'active', locked against concurrent changes, with what
 /// decides which one counts ([`entitlements_core::subscription`]) and its current custom value.
+/// FOR UPDATE, the lock that conflicts with the uses' FOR KEY SHARE ([`use_sql`]): the
+/// adjustment waits for the user's open uses, and uses that come later wait for it and then
+/// read the new limit. A transaction that consumed and now adjusts holds KEY SHARE itself and
+/// upgrades it; another use of that counter waits at the counter, holding nothing here.
 const ADJUST_LOCK: &str = "
 SELECT us.id::pg_catalog.int8, (us.custom_quotas OPERATOR(pg_catalog.->) $2)::pg_catalog.text,
        us.status::pg_catalog.text, us.start_date, us.end_date, pg_catalog.now(),
@@ -229,7 +254,7 @@ SELECT us.id::pg_catalog.int8, (us.custom_quotas OPERATOR(pg_catalog.->) $2)::pg
             THEN us.custom_quotas::pg_catalog.text END
   FROM quota.user_subscriptions us
  WHERE us.user_id = $1 AND us.status = 'active'
-   FOR NO KEY UPDATE";
+   FOR UPDATE";
 
 /// Sets ($4 not NULL) or removes ($4 NULL) one custom quota, with its audit row.
 const ADJUST_APPLY: &str = "
@@ -344,13 +369,13 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> Result<&'st
     let plans: &'static Plans = Box::leak(Box::new(Plans {
         binding: binding.clone(),
         feature: prepare(&feature_sql(""), &[int8, text], false)?,
-        // Writers lock the subscription rows (FOR NO KEY UPDATE) until they commit, here or in
-        // use_late_lock: a change of its limit (adjust_quota, any UPDATE of custom_quotas,
-        // plan_id, ...) waits for the use, and a use that meets such a change uncommitted waits
-        // for it and then reads the new limit. Not FOR SHARE: a transaction that consumes and
-        // then adjusts would have to upgrade its lock, and two such transactions deadlocked
-        // (isolation spec consume_vs_adjust); one lock mode for every writer cannot.
-        feature_for_use: prepare(&feature_sql("FOR NO KEY UPDATE OF us"), &[int8, text], true)?,
+        // Uses lock the subscription rows FOR KEY SHARE until they commit, here or in
+        // use_late_lock; a change of what decides a limit holds them FOR UPDATE (ADJUST_LOCK,
+        // the trigger pg_entitlements_wait_for_uses), so it waits for the uses in flight, and a
+        // use that meets it uncommitted waits for it and then reads the new limit (use_sql).
+        // This read takes the lock before the counter's, unlike use_late_lock: it runs only
+        // after a change committed under the use, and the counter is mostly locked already.
+        feature_for_use: prepare(&feature_sql("FOR KEY SHARE OF us"), &[int8, text], true)?,
         usage: prepare(USAGE, &[int8, text, tstz], false)?,
         use_: prepare(&use_sql(false, alerted_limit), &use_args[..10], true)?,
         use_late_lock: prepare(&use_sql(true, alerted_limit), &use_args, true)?,

@@ -64,6 +64,74 @@ fn validate_custom_quotas<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
     })
 }
 
+/// BEFORE UPDATE of what decides a limit or a period (custom_quotas, plan_id, status,
+/// start_date, end_date, quota_reset_anchor, quota_cycle_type, user_id), FOR EACH ROW, when one
+/// of them changes (the trigger's WHEN): locks the row FOR UPDATE before it changes. Uses hold
+/// the subscription row FOR KEY SHARE until they commit (src/store.rs, use_sql), which a plain
+/// UPDATE (FOR NO KEY UPDATE) does not wait for, so that no use holds up an UPDATE of a column
+/// that decides nothing. This lock conflicts with theirs: the change waits for the uses in
+/// flight, and the version it replaces carries the lock, so a use that comes later waits for
+/// the change and then reads what it committed. A DELETE, and an UPDATE of a key column of the
+/// extension's own table (user_id), take that lock by themselves. The lock lives in the row,
+/// as every row lock does: none in the shared lock table, whatever the number of rows a
+/// statement changes.
+#[pg_trigger]
+fn wait_for_uses<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
+    guard(|| {
+        let data = trigger.trigger_data();
+        // Installed as a row trigger on UPDATE, there is an old row; installed otherwise by
+        // hand, there is nothing to lock.
+        if !data.tg_trigtuple.is_null() {
+            // SAFETY: tg_trigtuple is the row the UPDATE is about to replace, valid while the
+            // trigger runs, and tg_relation the open relation it belongs to.
+            let tid = unsafe { (*data.tg_trigtuple).t_self };
+            lock_for_update(data.tg_relation, tid).or_raise();
+        }
+        Ok(trigger.new())
+    })
+}
+
+/// Locks row version `tid` of `relation` FOR UPDATE until the transaction ends, waiting for
+/// the transactions that hold a conflicting lock on it. The UPDATE that fires the trigger holds
+/// the row FOR NO KEY UPDATE already (nobody else can change it meanwhile); this raises the lock.
+fn lock_for_update(relation: pg_sys::Relation, tid: pg_sys::ItemPointerData) -> Result<(), Error> {
+    let mut tid = tid;
+    // SAFETY: the table access method's own lock call on an open relation, with a slot made for
+    // it and dropped right after. The snapshot only serves to follow an update chain, which
+    // these flags (0) do not ask for. An ERROR inside (deadlock, lock_timeout, cancel) unwinds
+    // to guard(); the slot's memory goes with the trigger's context and its buffer pin with
+    // the resource owner.
+    let result = unsafe {
+        let slot = pg_sys::table_slot_create(relation, std::ptr::null_mut());
+        let mut failure: pg_sys::TM_FailureData = std::mem::zeroed();
+        let snapshot = if pg_sys::ActiveSnapshotSet() {
+            pg_sys::GetActiveSnapshot()
+        } else {
+            std::ptr::null_mut()
+        };
+        let result = pg_sys::table_tuple_lock(
+            relation,
+            &mut tid,
+            snapshot,
+            slot,
+            pg_sys::GetCurrentCommandId(false),
+            pg_sys::LockTupleMode::LockTupleExclusive,
+            pg_sys::LockWaitPolicy::LockWaitBlock,
+            0,
+            &mut failure,
+        );
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        result
+    };
+    match result {
+        pg_sys::TM_Result::TM_Ok => Ok(()),
+        other => Err(Error::Statement {
+            what: "locking the subscription row before its change",
+            detail: format!("table_tuple_lock returned TM_Result {other}"),
+        }),
+    }
+}
+
 /// The row as the change announcement sees it.
 fn state(
     tuple: &PgHeapTuple<'_, AllocatedByPostgres>,
