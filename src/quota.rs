@@ -342,8 +342,10 @@ fn read_again<T>(mut read: impl FnMut() -> Result<Option<T>, Error>) -> Result<O
 }
 
 /// Counts a use judged by `ctx`, or, when the subscription changed since `ctx` was read, judged
-/// again by what a read under its lock finds (a read that cannot go stale). Returns the outcome
-/// and the context it was judged by; `None` when the locked read finds no active subscription.
+/// again by what a read under its lock finds (a read that cannot go stale). The first use of a
+/// period creates its counter first, so that it locks the counter before the subscription
+/// ([`store::Applied::NoCounter`]). Returns the outcome and the context it was judged by;
+/// `None` when the locked read finds no active subscription.
 fn count_use(
     client: &mut SpiClient<'_>,
     function: &'static str,
@@ -351,8 +353,13 @@ fn count_use(
     ctx: UseContext,
     enforce: bool,
 ) -> Result<Option<(store::Applied, UseContext)>, Error> {
-    let applied = store::apply_use(client, use_of(r, &ctx, enforce)?, ctx.read)?;
-    if !matches!(applied, store::Applied::Stale) {
+    let mut applied = store::apply_use(client, use_of(r, &ctx, enforce)?, ctx.read)?;
+    if matches!(applied, store::Applied::NoCounter) {
+        store::create_counter(client, &use_of(r, &ctx, enforce)?)?;
+        applied = store::apply_use(client, use_of(r, &ctx, enforce)?, ctx.read)?;
+    }
+    // Still no counter (deleted meanwhile by hand): the locked read below counts anyway.
+    if !matches!(applied, store::Applied::Stale | store::Applied::NoCounter) {
         return Ok(Some((applied, ctx)));
     }
     let Some(locked) = read_again(|| prepare_use(client, function, r, Read::Locked))? else {
@@ -377,10 +384,12 @@ pub fn record(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<(), Error>
             announce_thresholds(client, r.subject, &ctx, usage, announced)
         }
         // A use without a limit has no condition that can refuse it.
-        (store::Applied::Refused | store::Applied::Stale, _) => Err(Error::Statement {
-            what: "record_feature_usage",
-            detail: "a use without a limit was not counted".into(),
-        }),
+        (store::Applied::Refused | store::Applied::Stale | store::Applied::NoCounter, _) => {
+            Err(Error::Statement {
+                what: "record_feature_usage",
+                detail: "a use without a limit was not counted".into(),
+            })
+        }
     }
 }
 
@@ -409,7 +418,7 @@ pub fn consume(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<Consumed,
             announce_thresholds(client, subject, &ctx, usage, announced)?;
             Consumed { allowed: true, status: QuotaStatus::evaluate(ctx.limit, usage) }
         }
-        store::Applied::Refused | store::Applied::Stale => {
+        store::Applied::Refused | store::Applied::Stale | store::Applied::NoCounter => {
             Consumed { allowed: false, status: current(client, &ctx)? }
         }
     })

@@ -85,22 +85,29 @@ SELECT u.usage_count::pg_catalog.int8 FROM quota.user_usage u
 /// FOR UPDATE (adjust_quota's [`ADJUST_LOCK`]; for any other UPDATE the trigger
 /// `pg_entitlements_wait_for_uses`, sql/triggers.sql; a DELETE by itself), which the lock waits
 /// for and then follows to the newest version; that no longer stands at $11, so `sub` comes back
-/// empty, nothing is written and the last column says false. The limit the use was judged by is
-/// then stale, and the writer reads again under the lock. A version replaced before the
-/// statement's snapshot is not found at all, with the same outcome. Locking last keeps one
-/// user's writers queued for this statement and their commit only, not for their whole call.
+/// empty, nothing is written and the third column says false. The limit the use was judged by
+/// is then stale, and the writer reads again under the lock. A version replaced before the
+/// statement's snapshot is not found at all, with the same outcome. Locking last keeps the
+/// writers of one counter queued for this statement and their commit only, not for their whole
+/// call.
 ///
 /// Why KEY SHARE: it is the one row lock that a plain UPDATE (FOR NO KEY UPDATE) neither waits
 /// for nor makes wait, so an open use holds up no use of another feature, no
 /// record_feature_usage and no UPDATE of a column that decides nothing (paused_at, say), while
 /// a change of a limit still orders with it.
 ///
-/// `counter_lock` locks the period's counter first, when it exists: a second use of the same
-/// counter waits there, before it holds the subscription lock. Otherwise it would hold KEY SHARE
-/// while waiting for the first use's counter, and a first use that went on to adjust the quota
-/// in the same transaction (FOR UPDATE) would wait for it in turn: a deadlock (isolation spec
-/// consume_vs_adjust). The one-time filter on its row count makes `sub` run after it, whether
-/// or not the version read is still there; the upsert takes the same lock again at no cost.
+/// `counter_lock` locks the period's counter first: a second use of the same counter waits
+/// there, before it holds the subscription lock. Otherwise it would hold KEY SHARE while waiting
+/// for the first use's counter, and a first use that went on to adjust the quota in the same
+/// transaction (FOR UPDATE) would wait for it in turn: a deadlock (isolation spec
+/// consume_vs_adjust). A counter that does not exist yet cannot be locked, and the upsert would
+/// wait for a concurrent first use's insert while holding KEY SHARE: `may_lock` is then false
+/// (unless the amount is over the limit, so that the upsert inserts nothing and waits for
+/// nothing), `sub` locks nothing, nothing is written and the fifth column says false; the writer
+/// creates the counter ([`create_counter`], which waits for that first use, holding no lock
+/// here) and runs this again. The gate is a one-time filter, so `sub` runs after
+/// `counter_lock`, whether or not the version read is still there; the upsert takes the same
+/// counter lock again at no cost.
 ///
 /// `alerted_limit` is the column of that name, or NULL where the table lacks it (see
 /// [`HAS_ALERTED_LIMIT`]).
@@ -109,14 +116,17 @@ fn use_sql(late_lock: bool, alerted_limit: &str) -> String {
         "counter_lock AS MATERIALIZED (
     SELECT FROM quota.user_usage u
      WHERE u.user_id = $1 AND u.feature_code = $2 AND u.period_start = $3 FOR UPDATE OF u
+), may_lock AS MATERIALIZED (
+    SELECT EXISTS (SELECT FROM counter_lock)
+           OR coalesce($5 OPERATOR(pg_catalog.>) $6, false) AS yes
 ), sub AS MATERIALIZED (
     SELECT FROM quota.user_subscriptions us
      WHERE us.ctid OPERATOR(pg_catalog.=) $11 AND us.user_id = $1
-       AND (SELECT pg_catalog.count(*) FROM counter_lock) OPERATOR(pg_catalog.>=) 0
+       AND (SELECT may_lock.yes FROM may_lock)
        FOR KEY SHARE OF us
 )"
     } else {
-        "sub AS MATERIALIZED (SELECT)"
+        "may_lock AS (SELECT true AS yes), sub AS MATERIALIZED (SELECT)"
     };
     format!(
         "
@@ -140,10 +150,19 @@ WITH {locks}, counter AS (
     SELECT $1, $2, $3, $7, $8, $5, $9, $10, pg_catalog.now() FROM counter
 )
 SELECT counter.usage_count, counter.alerted_percent, EXISTS (SELECT FROM sub),
-       counter.alerted_limit
+       counter.alerted_limit, (SELECT may_lock.yes FROM may_lock)
   FROM (SELECT) AS one LEFT JOIN counter ON true"
     )
 }
+
+/// The period's counter at 0, for a use that found none ([`use_sql`]). When a concurrent use
+/// is inserting it, the insert waits for that use's transaction and then does nothing. The
+/// values are those the use's upsert would insert, so the counter it then moves is the same.
+const CREATE_COUNTER: &str = "
+INSERT INTO quota.user_usage AS u
+       (user_id, feature_code, period_start, period_end, usage_count, last_reset_at, updated_at)
+VALUES ($1, $2, $3, $4, 0, pg_catalog.now(), pg_catalog.now())
+ON CONFLICT (user_id, feature_code, period_start) DO NOTHING";
 
 /// Remembers the highest alert threshold announced for a period and the limit it was judged
 /// against ($5; `set_limit` is empty where the table lacks the column, [`HAS_ALERTED_LIMIT`]).
@@ -300,6 +319,7 @@ struct Plans {
     usage: OwnedPreparedStatement,
     use_: OwnedPreparedStatement,
     use_late_lock: OwnedPreparedStatement,
+    create_counter: OwnedPreparedStatement,
     lock_key: OwnedPreparedStatement,
     record_by_key: OwnedPreparedStatement,
     refund_target_by_id: OwnedPreparedStatement,
@@ -374,11 +394,13 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> Result<&'st
         // the trigger pg_entitlements_wait_for_uses), so it waits for the uses in flight, and a
         // use that meets it uncommitted waits for it and then reads the new limit (use_sql).
         // This read takes the lock before the counter's, unlike use_late_lock: it runs only
-        // after a change committed under the use, and the counter is mostly locked already.
+        // after use_late_lock came back stale, which locked the period's counter already (or
+        // found the amount over the limit); only a period moved by the change meanwhile is not.
         feature_for_use: prepare(&feature_sql("FOR KEY SHARE OF us"), &[int8, text], true)?,
         usage: prepare(USAGE, &[int8, text, tstz], false)?,
         use_: prepare(&use_sql(false, alerted_limit), &use_args[..10], true)?,
         use_late_lock: prepare(&use_sql(true, alerted_limit), &use_args, true)?,
+        create_counter: prepare(CREATE_COUNTER, &use_args[..4], true)?,
         lock_key: prepare(LOCK_KEY, &[int8, text], true)?,
         record_by_key: prepare(RECORD_BY_KEY, &[int8, text], true)?,
         refund_target_by_id: prepare(RECORD_FOR_REFUND_BY_ID, &[int8], true)?,
@@ -575,6 +597,9 @@ pub enum Applied {
     Refused,
     /// The subscription changed since it was read; nothing was written (see [`use_sql`]).
     Stale,
+    /// The period has no counter yet and the use could create one: nothing was locked or
+    /// written. Create it ([`create_counter`]) and apply the use again.
+    NoCounter,
 }
 
 /// Adds the use to its period's counter and the ledger. `read` is the subscription version the
@@ -628,14 +653,31 @@ pub fn apply_use(
     let Some(row) = table.into_iter().next() else {
         return Err(Error::Statement { what: "recording usage", detail: "no row".into() });
     };
+    let locked = must(col::<bool>(&row, 5)?, "may_lock")?;
     Ok(match (col::<i64>(&row, 1)?, must(col::<bool>(&row, 3)?, "exists")?) {
         (Some(usage), _) => Applied::Counted {
             usage,
             announced: Announced { percent: col(&row, 2)?.unwrap_or(0), limit: col(&row, 4)? },
         },
+        (None, false) if !locked => Applied::NoCounter,
         (None, false) => Applied::Stale,
         (None, true) => Applied::Refused,
     })
+}
+
+/// Creates the counter of a use's period at 0 when it does not exist ([`Applied::NoCounter`]),
+/// waiting for a concurrent use that is creating it.
+pub fn create_counter(client: &mut SpiClient<'_>, u: &Use<'_>) -> Result<(), Error> {
+    let args: [DatumWithOid; 4] = [
+        u.subject.user_id.into(),
+        u.subject.feature.as_str().into(),
+        u.period_start.into(),
+        u.period_end.into(),
+    ];
+    write(client, |plans| {
+        client.select(&plans.create_counter, None, &args).map_err(failed("creating the counter"))
+    })
+    .map(|_| ())
 }
 
 /// Remembers what was announced for the period ([`entitlements_core::alerts::crossed`]).
