@@ -76,8 +76,12 @@ COMMENT ON FUNCTION quota.sync_storage_quota() IS
 
 COMMENT ON FUNCTION quota.wait_for_uses() IS
     'Trigger: before a change of what decides a limit or a period of a subscription, locks the '
-    'row FOR UPDATE, so that the change waits for the user''s open uses (consume, '
-    'record_feature_usage hold the row FOR KEY SHARE) and uses that come later wait for it.';
+    'user''s counters of the features it can move (current periods), so that the change waits '
+    'for their open uses and uses that come while it is open wait for it.';
+
+COMMENT ON FUNCTION quota.row_is_current(oid, tid) IS
+    'Whether a row version (ctid) of a table is still the one a snapshot taken now sees; the '
+    'writers ask it of the subscription they read, once their counter is locked.';
 
 COMMENT ON FUNCTION quota.attach_problems(name) IS
     'What the tables of a schema lack for quota.attach(), each with the statement that fixes it.';

@@ -31,12 +31,8 @@ extension_sql_file!("../sql/ledger.sql", name = "ledger", requires = ["schema"])
 extension_sql_file!(
     "../sql/triggers.sql",
     name = "triggers",
-    requires = [
-        triggers::validate_custom_quotas,
-        triggers::sync_storage_quota,
-        triggers::wait_for_uses,
-        api::is_valid_time_zone
-    ]
+    requires =
+        [triggers::validate_custom_quotas, triggers::sync_storage_quota, api::is_valid_time_zone]
 );
 extension_sql_file!(
     "../sql/cache.sql",
@@ -56,8 +52,7 @@ extension_sql_file!(
         "cache",
         "catalog",
         triggers::validate_custom_quotas,
-        triggers::sync_storage_quota,
-        triggers::wait_for_uses
+        triggers::sync_storage_quota
     ]
 );
 extension_sql_file!(

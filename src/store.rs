@@ -24,10 +24,7 @@ use std::panic::AssertUnwindSafe;
 /// `entitlements_core::subscription`, for this statement and the direct reads alike; the
 /// status condition only narrows the rows down (and lets the partial index of active
 /// subscriptions serve). The columns are listed, by position, in `read::column`.
-/// `lock` is appended to the subscription lookup (see [`Lock`]).
-fn feature_sql(lock: &str) -> String {
-    format!(
-        "
+const FEATURE: &str = "
 SELECT f.code, f.reset_rule, f.unit, f.default_limit, f.alert_thresholds, f.name,
        coalesce((SELECT st.time_zone FROM quota.settings st), 'UTC'),
        (SELECT st.attached_schema::pg_catalog.text FROM quota.settings st), pg_catalog.now(),
@@ -45,22 +42,20 @@ SELECT f.code, f.reset_rule, f.unit, f.default_limit, f.alert_thresholds, f.name
         SELECT us.ctid, us.id, us.plan_id, us.status, us.start_date, us.end_date,
                us.quota_reset_anchor, us.quota_cycle_type, us.custom_quotas
           FROM quota.user_subscriptions us
-         WHERE us.user_id OPERATOR(pg_catalog.=) $1 AND us.status = 'active' {lock}) s ON true
+         WHERE us.user_id OPERATOR(pg_catalog.=) $1 AND us.status = 'active') s ON true
   LEFT JOIN quota.subscription_plans p ON p.id OPERATOR(pg_catalog.=) s.plan_id
   LEFT JOIN quota.plan_features pf
          ON pf.plan_id OPERATOR(pg_catalog.=) s.plan_id
-        AND pf.feature_code OPERATOR(pg_catalog.=) f.code"
-    )
-}
+        AND pf.feature_code OPERATOR(pg_catalog.=) f.code";
 
-/// How [`select_feature`] reads the user's subscriptions.
+/// Which snapshot [`select_feature`] reads with.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Lock {
-    None,
-    /// Locked until the end of the transaction (`FOR KEY SHARE`), waiting for a concurrent
-    /// change of what decides a limit and reading its result: a writer whose unlocked read
-    /// went stale (see [`use_sql`] for the lock modes).
-    ForUse,
+pub enum Snapshot {
+    /// The caller's: read-only SPI, which runs on a hot standby.
+    Current,
+    /// One taken when the statement starts: a writer whose first read went stale reads what
+    /// the change committed.
+    New,
 }
 
 const USAGE: &str = "
@@ -71,77 +66,57 @@ SELECT u.usage_count::pg_catalog.int8 FROM quota.user_usage u
 /// ($6), the counter moves only while `usage_count + amount <= limit`, and the record is written
 /// only when it moved: a refused use writes nothing.
 ///
-/// Why a conditional upsert and not advisory locks or a locking read followed by an UPDATE:
-/// concurrent uses of one counter queue on its row lock, and under READ COMMITTED the waiting
-/// upsert re-evaluates its WHERE against the version the previous one committed, so the check
-/// and the increment are one atomic step with no extra round trip; a first use inserts through
+/// Why a conditional upsert and not advisory locks or SELECT ... FOR UPDATE: concurrent uses of
+/// one counter queue on its row lock, and under READ COMMITTED the waiting upsert re-evaluates
+/// its WHERE against the version the previous one committed, so the check and the increment
+/// are one atomic step with no extra lock and no extra round trip; a first use inserts through
 /// speculative insertion, which sends concurrent inserts of the same key to the update branch.
 /// now() goes in the VALUES and the update takes EXCLUDED's values: an ON CONFLICT DO UPDATE on
 /// a distributed table may not call a non-immutable function.
 ///
-/// `sub` is the subscription lock. After [`feature_row_for_use`] it is already held and `sub`
-/// is one empty row. After a read without a lock ([`feature_row`]), it locks the version read
-/// ($11, its ctid) FOR KEY SHARE: a change of what decides a limit or a period holds the row
-/// FOR UPDATE (adjust_quota's [`ADJUST_LOCK`]; for any other UPDATE the trigger
-/// `pg_entitlements_wait_for_uses`, sql/triggers.sql; a DELETE by itself), which the lock waits
-/// for and then follows to the newest version; that no longer stands at $11, so `sub` comes back
-/// empty, nothing is written and the third column says false. The limit the use was judged by
-/// is then stale, and the writer reads again under the lock. A version replaced before the
-/// statement's snapshot is not found at all, with the same outcome. Locking last keeps the
-/// writers of one counter queued for this statement and their commit only, not for their whole
-/// call.
+/// A use takes one lock, its counter's row, which the upsert locks (or inserts) until the
+/// transaction ends: another use of that counter waits there, then re-checks the limit against
+/// what the first one committed. It locks nothing of the subscription, so an open use holds up
+/// no use of another feature and no UPDATE of the subscription row. What changes a limit or a
+/// period locks the counters of the features it moves first, FOR UPDATE (adjust_quota's
+/// [`LOCK_COUNTERS`]; for any UPDATE or DELETE of the row the trigger
+/// `pg_entitlements_wait_for_uses`, sql/triggers.sql): it waits for their open uses, and a use
+/// that comes while it is open waits for it at the counter.
 ///
-/// Why KEY SHARE: it is the one row lock that a plain UPDATE (FOR NO KEY UPDATE) neither waits
-/// for nor makes wait, so an open use holds up no use of another feature, no
-/// record_feature_usage and no UPDATE of a column that decides nothing (paused_at, say), while
-/// a change of a limit still orders with it.
-///
-/// `counter_lock` locks the period's counter first: a second use of the same counter waits
-/// there, before it holds the subscription lock. Otherwise it would hold KEY SHARE while waiting
-/// for the first use's counter, and a first use that went on to adjust the quota in the same
-/// transaction (FOR UPDATE) would wait for it in turn: a deadlock (isolation spec
-/// consume_vs_adjust). A counter that does not exist yet cannot be locked, and the upsert would
-/// wait for a concurrent first use's insert while holding KEY SHARE: `may_lock` is then false
-/// (unless the amount is over the limit, so that the upsert inserts nothing and waits for
-/// nothing), `sub` locks nothing, nothing is written and the fifth column says false; the writer
-/// creates the counter ([`create_counter`], which waits for that first use, holding no lock
-/// here) and runs this again. The gate is a one-time filter, so `sub` runs after
-/// `counter_lock`, whether or not the version read is still there; the upsert takes the same
-/// counter lock again at no cost.
+/// The use was judged by the subscription version it read ($11, its ctid), maybe with an older
+/// snapshot than this statement's, and this statement's snapshot may be older than the commit
+/// of a change it waited for at the counter. So `fresh` asks, once the counter is locked (it is
+/// referenced from the conflict's WHERE, which runs after the lock), whether that version is
+/// still the one a snapshot taken now sees ([`crate::read::probe::is_current`]); `ready` asks
+/// the same before a first use of the period inserts the counter, which waits for no lock.
+/// When it is not, nothing is written and the third column says false: the writer reads again
+/// and judges the use again. Once the counter is locked, a change that commits later has
+/// waited for the use; a change that locked nothing (the counter did not exist yet) and commits
+/// later comes after the use, which counted under what was committed when it counted.
 ///
 /// `alerted_limit` is the column of that name, or NULL where the table lacks it (see
 /// [`HAS_ALERTED_LIMIT`]).
-fn use_sql(late_lock: bool, alerted_limit: &str) -> String {
-    let locks = if late_lock {
-        "counter_lock AS MATERIALIZED (
-    SELECT FROM quota.user_usage u
-     WHERE u.user_id = $1 AND u.feature_code = $2 AND u.period_start = $3 FOR UPDATE OF u
-), may_lock AS MATERIALIZED (
-    SELECT EXISTS (SELECT FROM counter_lock)
-           OR coalesce($5 OPERATOR(pg_catalog.>) $6, false) AS yes
-), sub AS MATERIALIZED (
-    SELECT FROM quota.user_subscriptions us
-     WHERE us.ctid OPERATOR(pg_catalog.=) $11 AND us.user_id = $1
-       AND (SELECT may_lock.yes FROM may_lock)
-       FOR KEY SHARE OF us
-)"
-    } else {
-        "may_lock AS (SELECT true AS yes), sub AS MATERIALIZED (SELECT)"
-    };
+fn use_sql(alerted_limit: &str) -> String {
+    let current = "quota.row_is_current('quota.user_subscriptions'::pg_catalog.regclass, $11)";
     format!(
         "
-WITH {locks}, counter AS (
+WITH ready AS MATERIALIZED (
+    SELECT {current} AS yes
+), fresh AS MATERIALIZED (
+    SELECT {current} AS yes
+), counter AS (
     INSERT INTO quota.user_usage AS u
            (user_id, feature_code, period_start, period_end, usage_count, last_reset_at,
             updated_at)
-    SELECT $1, $2, $3, $4, $5, pg_catalog.now(), pg_catalog.now() FROM sub
-     WHERE $6::pg_catalog.int8 IS NULL OR $5 <= $6
+    SELECT $1, $2, $3, $4, $5, pg_catalog.now(), pg_catalog.now()
+     WHERE ($6::pg_catalog.int8 IS NULL OR $5 <= $6) AND (SELECT ready.yes FROM ready)
     ON CONFLICT (user_id, feature_code, period_start) DO UPDATE
        SET usage_count = u.usage_count OPERATOR(pg_catalog.+) EXCLUDED.usage_count,
            period_end = EXCLUDED.period_end,
            updated_at = EXCLUDED.updated_at
-     WHERE $6::pg_catalog.int8 IS NULL
-        OR u.usage_count OPERATOR(pg_catalog.+) EXCLUDED.usage_count <= $6
+     WHERE ($6::pg_catalog.int8 IS NULL
+            OR u.usage_count OPERATOR(pg_catalog.+) EXCLUDED.usage_count <= $6)
+       AND (SELECT fresh.yes FROM fresh)
     RETURNING u.usage_count::pg_catalog.int8, u.alerted_percent, {alerted_limit} AS alerted_limit
 ), rec AS (
     INSERT INTO quota.usage_records
@@ -149,20 +124,11 @@ WITH {locks}, counter AS (
             idempotency_key, created_at)
     SELECT $1, $2, $3, $7, $8, $5, $9, $10, pg_catalog.now() FROM counter
 )
-SELECT counter.usage_count, counter.alerted_percent, EXISTS (SELECT FROM sub),
-       counter.alerted_limit, (SELECT may_lock.yes FROM may_lock)
+SELECT counter.usage_count, counter.alerted_percent,
+       (SELECT ready.yes FROM ready) AND (SELECT fresh.yes FROM fresh), counter.alerted_limit
   FROM (SELECT) AS one LEFT JOIN counter ON true"
     )
 }
-
-/// The period's counter at 0, for a use that found none ([`use_sql`]). When a concurrent use
-/// is inserting it, the insert waits for that use's transaction and then does nothing. The
-/// values are those the use's upsert would insert, so the counter it then moves is the same.
-const CREATE_COUNTER: &str = "
-INSERT INTO quota.user_usage AS u
-       (user_id, feature_code, period_start, period_end, usage_count, last_reset_at, updated_at)
-VALUES ($1, $2, $3, $4, 0, pg_catalog.now(), pg_catalog.now())
-ON CONFLICT (user_id, feature_code, period_start) DO NOTHING";
 
 /// Remembers the highest alert threshold announced for a period and the limit it was judged
 /// against ($5; `set_limit` is empty where the table lacks the column, [`HAS_ALERTED_LIMIT`]).
@@ -260,12 +226,20 @@ SELECT refund.id::pg_catalog.int8, OPERATOR(pg_catalog.-) refund.amount, refund.
        EXISTS (SELECT FROM counter), refund.feature_code::pg_catalog.text
   FROM refund";
 
+/// The counters of one user's feature in their current periods, locked until the transaction
+/// ends: an adjustment of that feature takes this first, before the subscription row, so that
+/// it waits for the feature's open uses holding nothing a use could wait for (a transaction
+/// that consumed and then adjusts locks the subscription row after its counter too). A counter
+/// that does not exist yet is not created: a first use that creates it meanwhile is judged by
+/// what is committed when it counts (see [`use_sql`]). The same lock as the trigger
+/// `pg_entitlements_wait_for_uses` takes, which the adjustment's UPDATE fires as well.
+const LOCK_COUNTERS: &str = "
+SELECT FROM quota.user_usage u
+ WHERE u.user_id = $1 AND u.feature_code = $2 AND u.period_end > pg_catalog.now()
+ ORDER BY u.period_start FOR UPDATE OF u";
+
 /// The user's subscriptions with status 'active', locked against concurrent changes, with what
 /// decides which one counts ([`entitlements_core::subscription`]) and its current custom value.
-/// FOR UPDATE, the lock that conflicts with the uses' FOR KEY SHARE ([`use_sql`]): the
-/// adjustment waits for the user's open uses, and uses that come later wait for it and then
-/// read the new limit. A transaction that consumed and now adjusts holds KEY SHARE itself and
-/// upgrades it; another use of that counter waits at the counter, holding nothing here.
 const ADJUST_LOCK: &str = "
 SELECT us.id::pg_catalog.int8, (us.custom_quotas OPERATOR(pg_catalog.->) $2)::pg_catalog.text,
        us.status::pg_catalog.text, us.start_date, us.end_date, pg_catalog.now(),
@@ -273,7 +247,7 @@ SELECT us.id::pg_catalog.int8, (us.custom_quotas OPERATOR(pg_catalog.->) $2)::pg
             THEN us.custom_quotas::pg_catalog.text END
   FROM quota.user_subscriptions us
  WHERE us.user_id = $1 AND us.status = 'active'
-   FOR UPDATE";
+   FOR NO KEY UPDATE";
 
 /// Sets ($4 not NULL) or removes ($4 NULL) one custom quota, with its audit row.
 const ADJUST_APPLY: &str = "
@@ -315,17 +289,16 @@ struct Plans {
     /// The schema the statements are bound to (`None`: schema quota).
     binding: Option<String>,
     feature: OwnedPreparedStatement,
-    feature_for_use: OwnedPreparedStatement,
+    feature_new_snapshot: OwnedPreparedStatement,
     usage: OwnedPreparedStatement,
     use_: OwnedPreparedStatement,
-    use_late_lock: OwnedPreparedStatement,
-    create_counter: OwnedPreparedStatement,
     lock_key: OwnedPreparedStatement,
     record_by_key: OwnedPreparedStatement,
     refund_target_by_id: OwnedPreparedStatement,
     refund_target_by_key: OwnedPreparedStatement,
     refund_of: OwnedPreparedStatement,
     refund: OwnedPreparedStatement,
+    lock_counters: OwnedPreparedStatement,
     adjust_lock: OwnedPreparedStatement,
     adjust_apply: OwnedPreparedStatement,
     storage_upsert: OwnedPreparedStatement,
@@ -388,25 +361,18 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> Result<&'st
     };
     let plans: &'static Plans = Box::leak(Box::new(Plans {
         binding: binding.clone(),
-        feature: prepare(&feature_sql(""), &[int8, text], false)?,
-        // Uses lock the subscription rows FOR KEY SHARE until they commit, here or in
-        // use_late_lock; a change of what decides a limit holds them FOR UPDATE (ADJUST_LOCK,
-        // the trigger pg_entitlements_wait_for_uses), so it waits for the uses in flight, and a
-        // use that meets it uncommitted waits for it and then reads the new limit (use_sql).
-        // This read takes the lock before the counter's, unlike use_late_lock: it runs only
-        // after use_late_lock came back stale, which locked the period's counter already (or
-        // found the amount over the limit); only a period moved by the change meanwhile is not.
-        feature_for_use: prepare(&feature_sql("FOR KEY SHARE OF us"), &[int8, text], true)?,
+        feature: prepare(FEATURE, &[int8, text], false)?,
+        // Prepared as mutating, so that it runs read-write, which takes a new snapshot.
+        feature_new_snapshot: prepare(FEATURE, &[int8, text], true)?,
         usage: prepare(USAGE, &[int8, text, tstz], false)?,
-        use_: prepare(&use_sql(false, alerted_limit), &use_args[..10], true)?,
-        use_late_lock: prepare(&use_sql(true, alerted_limit), &use_args, true)?,
-        create_counter: prepare(CREATE_COUNTER, &use_args[..4], true)?,
+        use_: prepare(&use_sql(alerted_limit), &use_args, true)?,
         lock_key: prepare(LOCK_KEY, &[int8, text], true)?,
         record_by_key: prepare(RECORD_BY_KEY, &[int8, text], true)?,
         refund_target_by_id: prepare(RECORD_FOR_REFUND_BY_ID, &[int8], true)?,
         refund_target_by_key: prepare(RECORD_FOR_REFUND_BY_KEY, &[int8, text], true)?,
         refund_of: prepare(REFUND_OF, &[int8, int8], false)?,
         refund: prepare(REFUND, &[int8, int8], true)?,
+        lock_counters: prepare(LOCK_COUNTERS, &[int8, text], true)?,
         adjust_lock: prepare(ADJUST_LOCK, &[int8, text], true)?,
         adjust_apply: prepare(ADJUST_APPLY, &[int8, int8, text, int4, int4, text, text], true)?,
         storage_upsert: prepare(STORAGE_UPSERT, &[int8, int8], true)?,
@@ -463,16 +429,14 @@ pub fn select_feature<'c>(
     client: &'c SpiClient<'_>,
     user_id: i64,
     feature: Option<&str>,
-    lock: Lock,
+    snapshot: Snapshot,
 ) -> Result<(SpiTupleTable<'c>, Option<String>), Error> {
     let plans = plans(client)?;
     let args: [DatumWithOid; 2] =
         [user_id.into(), feature.map_or_else(DatumWithOid::null::<&str>, Into::into)];
-    // feature_for_use is prepared as a mutating statement, so it runs read-write (its row
-    // locks need that) even through select().
-    let table = match lock {
-        Lock::None => client.select(&plans.feature, None, &args),
-        Lock::ForUse => client.select(&plans.feature_for_use, None, &args),
+    let table = match snapshot {
+        Snapshot::Current => client.select(&plans.feature, None, &args),
+        Snapshot::New => client.select(&plans.feature_new_snapshot, None, &args),
     }
     .map_err(failed("the quota lookup"))?;
     Ok((table, plans.binding.clone()))
@@ -597,18 +561,14 @@ pub enum Applied {
     Refused,
     /// The subscription changed since it was read; nothing was written (see [`use_sql`]).
     Stale,
-    /// The period has no counter yet and the use could create one: nothing was locked or
-    /// written. Create it ([`create_counter`]) and apply the use again.
-    NoCounter,
 }
 
-/// Adds the use to its period's counter and the ledger. `read` is the subscription version the
-/// use was judged by, when it was read without a lock; `None` when the locked read holds the
-/// lock.
+/// Adds the use to its period's counter and the ledger, unless the subscription version it was
+/// judged by (`read`) no longer stands ([`Applied::Stale`]).
 pub fn apply_use(
     client: &mut SpiClient<'_>,
     u: Use<'_>,
-    read: Option<pg_sys::ItemPointerData>,
+    read: pg_sys::ItemPointerData,
 ) -> Result<Applied, Error> {
     let args: [DatumWithOid; 11] = [
         u.subject.user_id.into(),
@@ -621,20 +581,15 @@ pub fn apply_use(
         u.resource_id.map_or_else(DatumWithOid::null::<i64>, Into::into),
         u.metadata.map_or_else(DatumWithOid::null::<RawJsonb>, Into::into),
         u.idempotency_key.map_or_else(DatumWithOid::null::<&str>, Into::into),
-        read.map_or_else(DatumWithOid::null::<pg_sys::ItemPointerData>, Into::into),
+        read.into(),
     ];
     let table = write(client, |plans| {
-        // use_ takes no $11.
-        let (plan, args) = match read {
-            Some(_) => (&plans.use_late_lock, &args[..]),
-            None => (&plans.use_, &args[..10]),
-        };
         let schema = plans.binding.as_deref().unwrap_or("quota");
         // An attached application's usage_count may be integer: past 2147483647 its UPDATE
         // raises 22003 "integer out of range", which names neither the user nor the column.
         // Raised again with its SQLSTATE, the user, the feature and the fix.
         PgTryBuilder::new(AssertUnwindSafe(|| {
-            client.select(plan, Some(1), args).map_err(failed("recording usage"))
+            client.select(&plans.use_, Some(1), &args).map_err(failed("recording usage"))
         }))
         .catch_when(PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, |caught| {
             let detail = match &caught {
@@ -653,31 +608,14 @@ pub fn apply_use(
     let Some(row) = table.into_iter().next() else {
         return Err(Error::Statement { what: "recording usage", detail: "no row".into() });
     };
-    let locked = must(col::<bool>(&row, 5)?, "may_lock")?;
     Ok(match (col::<i64>(&row, 1)?, must(col::<bool>(&row, 3)?, "exists")?) {
         (Some(usage), _) => Applied::Counted {
             usage,
             announced: Announced { percent: col(&row, 2)?.unwrap_or(0), limit: col(&row, 4)? },
         },
-        (None, false) if !locked => Applied::NoCounter,
         (None, false) => Applied::Stale,
         (None, true) => Applied::Refused,
     })
-}
-
-/// Creates the counter of a use's period at 0 when it does not exist ([`Applied::NoCounter`]),
-/// waiting for a concurrent use that is creating it.
-pub fn create_counter(client: &mut SpiClient<'_>, u: &Use<'_>) -> Result<(), Error> {
-    let args: [DatumWithOid; 4] = [
-        u.subject.user_id.into(),
-        u.subject.feature.as_str().into(),
-        u.period_start.into(),
-        u.period_end.into(),
-    ];
-    write(client, |plans| {
-        client.select(&plans.create_counter, None, &args).map_err(failed("creating the counter"))
-    })
-    .map(|_| ())
 }
 
 /// Remembers what was announced for the period ([`entitlements_core::alerts::crossed`]).
@@ -878,6 +816,15 @@ pub struct LockedSubscription {
     pub custom: Option<String>,
     /// The whole document, when it is not a JSON object.
     pub not_object: Option<String>,
+}
+
+/// Locks the counters of `feature` of `user_id` in their current periods ([`LOCK_COUNTERS`]).
+pub fn lock_counters(client: &mut SpiClient<'_>, user_id: i64, feature: &str) -> Result<(), Error> {
+    let args: [DatumWithOid; 2] = [user_id.into(), feature.into()];
+    write(client, |plans| {
+        client.select(&plans.lock_counters, None, &args).map_err(failed("locking the counters"))
+    })
+    .map(|_| ())
 }
 
 /// Locks the user's subscriptions with status 'active' and returns the one that counts
