@@ -80,8 +80,9 @@ COMMENT ON FUNCTION quota.wait_for_uses() IS
     'for their open uses and uses that come while it is open wait for it.';
 
 COMMENT ON FUNCTION quota.row_is_current(oid, tid) IS
-    'Whether a row version (ctid) of a table is still the one a snapshot taken now sees; the '
-    'writers ask it of the subscription they read, once their counter is locked.';
+    'Whether a row version (ctid) of a table is still the committed one now, whatever the '
+    'caller''s snapshot; the writers ask it of the subscription they read, once their counter '
+    'is locked.';
 
 COMMENT ON FUNCTION quota.attach_problems(name) IS
     'What the tables of a schema lack for quota.attach(), each with the statement that fixes it.';

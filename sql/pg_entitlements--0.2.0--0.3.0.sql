@@ -954,8 +954,9 @@ COMMENT ON FUNCTION quota.wait_for_uses() IS
     'user''s counters of the features it can move (current periods), so that the change waits '
     'for their open uses and uses that come while it is open wait for it.';
 COMMENT ON FUNCTION quota.row_is_current(oid, tid) IS
-    'Whether a row version (ctid) of a table is still the one a snapshot taken now sees; the '
-    'writers ask it of the subscription they read, once their counter is locked.';
+    'Whether a row version (ctid) of a table is still the committed one now, whatever the '
+    'caller''s snapshot; the writers ask it of the subscription they read, once their counter '
+    'is locked.';
 COMMENT ON FUNCTION quota.install_triggers(regclass) IS
     'Creates the extension''s triggers pg_entitlements_validate_custom_quotas, '
     'pg_entitlements_sync_storage_quota and pg_entitlements_wait_for_uses on a '

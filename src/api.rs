@@ -289,10 +289,10 @@ fn limit_source(user_id: Option<i64>, feature_code: Option<&str>) -> Option<Stri
     })
 }
 
-/// Whether a row version (a ctid) of a table is still the one a snapshot taken now sees, not the
-/// caller's: the writers ask it of the subscription row they read once their counter is locked
-/// (src/store.rs, use_sql). VOLATILE: each call takes its own snapshot. STRICT: a NULL row
-/// version is no version. Needs SELECT on the table.
+/// Whether a row version (a ctid) of a table is still the committed one now, whatever the
+/// caller's snapshot: the writers ask it of the subscription row they read once their counter
+/// is locked (src/store.rs, use_sql). VOLATILE: each call judges the row anew. STRICT: a NULL
+/// row version is no version. Needs SELECT on the table.
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn row_is_current(rel: pg_sys::Oid, version: pg_sys::ItemPointerData) -> bool {
     crate::error::guard(|| crate::read::probe::is_current(rel, version))

@@ -87,12 +87,13 @@ SELECT u.usage_count::pg_catalog.int8 FROM quota.user_usage u
 /// snapshot than this statement's, and this statement's snapshot may be older than the commit
 /// of a change it waited for at the counter. So `fresh` asks, once the counter is locked (it is
 /// referenced from the conflict's WHERE, which runs after the lock), whether that version is
-/// still the one a snapshot taken now sees ([`crate::read::probe::is_current`]); `ready` asks
-/// the same before a first use of the period inserts the counter, which waits for no lock.
-/// When it is not, nothing is written and the third column says false: the writer reads again
-/// and judges the use again. Once the counter is locked, a change that commits later has
-/// waited for the use; a change that locked nothing (the counter did not exist yet) and commits
-/// later comes after the use, which counted under what was committed when it counted.
+/// still the committed one, whatever the snapshots ([`crate::read::probe::is_current`]);
+/// `ready` asks the same before a first use of the period inserts the counter, which waits for
+/// no lock. When it is not, nothing is written and the third column says false: the writer
+/// reads again and judges the use again. Once the counter is locked, a change that commits
+/// later has waited for the use; a change that locked nothing (the counter did not exist yet)
+/// and commits later comes after the use, which counted under what was committed when it
+/// counted.
 ///
 /// `alerted_limit` is the column of that name, or NULL where the table lacks it (see
 /// [`HAS_ALERTED_LIMIT`]).
