@@ -388,7 +388,8 @@ impl fmt::Display for Error {
             ),
             SubscriptionChanged { subject } => write!(
                 f,
-                "{subject}: the subscription changed while the use waited to count; nothing \
+                "{subject}: the subscription changed after the use read it, and the use could \
+                 not follow (the transaction reads one snapshot, or it kept changing); nothing \
                  was counted"
             ),
             Statement { what, detail } => write!(f, "pg_entitlements: {what} failed: {detail}"),
