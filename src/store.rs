@@ -95,17 +95,29 @@ SELECT u.usage_count::pg_catalog.int8 FROM quota.user_usage u
 /// and commits later comes after the use, which counted under what was committed when it
 /// counted.
 ///
+/// Where row_is_current() does not exist yet ([`HAS_ROW_IS_CURRENT`]), `ready` locks the version
+/// read FOR NO KEY UPDATE before the upsert and `fresh` is true: the lock waits for a change of
+/// the row in flight and then follows it to the newest version, which no longer stands at $11.
+///
 /// `alerted_limit` is the column of that name, or NULL where the table lacks it (see
 /// [`HAS_ALERTED_LIMIT`]).
-fn use_sql(alerted_limit: &str) -> String {
-    let current = "quota.row_is_current('quota.user_subscriptions'::pg_catalog.regclass, $11)";
+fn use_sql(row_is_current: bool, alerted_limit: &str) -> String {
+    let checks = if row_is_current {
+        "ready AS MATERIALIZED (
+    SELECT quota.row_is_current('quota.user_subscriptions'::pg_catalog.regclass, $11) AS yes
+), fresh AS MATERIALIZED (
+    SELECT quota.row_is_current('quota.user_subscriptions'::pg_catalog.regclass, $11) AS yes
+)"
+    } else {
+        "ready AS MATERIALIZED (
+    SELECT EXISTS (SELECT FROM quota.user_subscriptions us
+                    WHERE us.ctid OPERATOR(pg_catalog.=) $11 AND us.user_id = $1
+                      FOR NO KEY UPDATE OF us) AS yes
+), fresh AS MATERIALIZED (SELECT true AS yes)"
+    };
     format!(
         "
-WITH ready AS MATERIALIZED (
-    SELECT {current} AS yes
-), fresh AS MATERIALIZED (
-    SELECT {current} AS yes
-), counter AS (
+WITH {checks}, counter AS (
     INSERT INTO quota.user_usage AS u
            (user_id, feature_code, period_start, period_end, usage_count, last_reset_at,
             updated_at)
@@ -153,6 +165,14 @@ const HAS_ALERTED_LIMIT: &str = "
 SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute a
                 WHERE a.attrelid = pg_catalog.to_regclass('quota.user_usage')
                   AND a.attname = 'alerted_limit' AND a.attnum > 0 AND NOT a.attisdropped)";
+
+/// Whether quota.row_is_current() exists. The library is replaced before ALTER EXTENSION ...
+/// UPDATE creates it, with the trigger pg_entitlements_wait_for_uses, and it must keep counting
+/// meanwhile: without them, a use locks the subscription row version it read FOR NO KEY UPDATE
+/// until it commits, as 0.2.0 did, and every writer of the user waits for it ([`use_sql`]). A
+/// backend keeps what it found until it prepares its statements again.
+const HAS_ROW_IS_CURRENT: &str =
+    "SELECT pg_catalog.to_regprocedure('quota.row_is_current(oid, tid)') IS NOT NULL";
 
 /// Transactional: delivered at commit, dropped on rollback.
 const NOTIFY: &str = "SELECT pg_catalog.pg_notify($1, $2)";
@@ -347,14 +367,18 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> Result<&'st
     let (int4, int8, text, tstz) = (oid(INT4OID), oid(INT8OID), oid(TEXTOID), oid(TIMESTAMPTZOID));
     let use_args =
         [int8, text, tstz, tstz, int4, int8, text, int8, oid(JSONBOID), text, oid(TIDOID)];
-    let has_alerted_limit = client
-        .select(&bind(HAS_ALERTED_LIMIT, schema), Some(1), &[])
-        .map_err(failed("column lookup"))?
-        .next()
-        .map(|row| col::<bool>(&row, 1))
-        .transpose()?
-        .flatten()
-        .unwrap_or(false);
+    let holds = |sql: &str| -> Result<bool, Error> {
+        Ok(client
+            .select(&bind(sql, schema), Some(1), &[])
+            .map_err(failed("catalog lookup"))?
+            .next()
+            .map(|row| col::<bool>(&row, 1))
+            .transpose()?
+            .flatten()
+            .unwrap_or(false))
+    };
+    let has_alerted_limit = holds(HAS_ALERTED_LIMIT)?;
+    let has_row_is_current = holds(HAS_ROW_IS_CURRENT)?;
     let (alerted_limit, set_limit) = if has_alerted_limit {
         ("u.alerted_limit", ", alerted_limit = $5")
     } else {
@@ -366,7 +390,7 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Option<String>) -> Result<&'st
         // Prepared as mutating, so that it runs read-write, which takes a new snapshot.
         feature_new_snapshot: prepare(FEATURE, &[int8, text], true)?,
         usage: prepare(USAGE, &[int8, text, tstz], false)?,
-        use_: prepare(&use_sql(alerted_limit), &use_args, true)?,
+        use_: prepare(&use_sql(has_row_is_current, alerted_limit), &use_args, true)?,
         lock_key: prepare(LOCK_KEY, &[int8, text], true)?,
         record_by_key: prepare(RECORD_BY_KEY, &[int8, text], true)?,
         refund_target_by_id: prepare(RECORD_FOR_REFUND_BY_ID, &[int8], true)?,
