@@ -647,6 +647,7 @@ BEGIN
     IF subs IS NOT NULL THEN
         EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_validate_custom_quotas ON %s', subs);
         EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_sync_storage_quota ON %s', subs);
+        EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_wait_for_uses ON %s', subs);
     END IF;
     FOR t IN SELECT to_regclass(format('%I.%I', binding.attached_schema, n))
                FROM unnest(ARRAY['subscription_plans', 'plan_features']) AS n

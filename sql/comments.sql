@@ -79,6 +79,21 @@ COMMENT ON FUNCTION quota.follow_time_zone() IS
     'Trigger on quota.settings: after a change of time_zone, makes sure every user''s current '
     'billing-cycle usage is in the current period (a change applies from the next boundary).';
 
+COMMENT ON FUNCTION quota.wait_for_uses() IS
+    'Trigger: before a change of what decides a limit or a period of a subscription, locks the '
+    'user''s counters of the features it can move (current periods), so that the change waits '
+    'for their open uses and uses that come while it is open wait for it.';
+
+COMMENT ON FUNCTION quota.hold_current_periods(bigint) IS
+    'Internal to the trigger pg_entitlements_wait_for_uses: creates, empty, the missing counters '
+    'of the user''s current billing period, so that a change that can move the period locks them '
+    'and a first use of the period in flight is waited for.';
+
+COMMENT ON FUNCTION quota.row_is_current(oid, tid) IS
+    'Whether a row version (ctid) of a table is still the committed one now, whatever the '
+    'caller''s snapshot; the writers ask it of the subscription they read, once their counter '
+    'is locked.';
+
 COMMENT ON FUNCTION quota.settings_remember_zone() IS
     'Trigger on quota.settings: remembers the zone before a change of time_zone and when it '
     'changed, so that the period the change falls in keeps its bounds.';
@@ -142,9 +157,9 @@ COMMENT ON COLUMN quota.quota_adjustments.session_role IS
     'DEFINER writer nor SET ROLE changes it, and the caller cannot choose it.';
 
 COMMENT ON FUNCTION quota.install_triggers(regclass) IS
-    'Creates the extension''s triggers pg_entitlements_validate_custom_quotas and '
-    'pg_entitlements_sync_storage_quota on a user_subscriptions table (used by CREATE EXTENSION '
-    'and quota.attach()).';
+    'Creates the extension''s triggers pg_entitlements_validate_custom_quotas, '
+    'pg_entitlements_sync_storage_quota and pg_entitlements_wait_for_uses on a '
+    'user_subscriptions table (used by CREATE EXTENSION and quota.attach()).';
 
 COMMENT ON FUNCTION quota.read_paths() IS
     'How the reading functions reach each table now, in this transaction: cache (the backend''s '

@@ -677,6 +677,7 @@ BEGIN
     IF subs IS NOT NULL THEN
         EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_validate_custom_quotas ON %s', subs);
         EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_sync_storage_quota ON %s', subs);
+        EXECUTE format('DROP TRIGGER IF EXISTS pg_entitlements_wait_for_uses ON %s', subs);
     END IF;
     FOR t IN SELECT to_regclass(format('%I.%I', binding.attached_schema, n))
                FROM unnest(ARRAY['subscription_plans', 'plan_features']) AS n
@@ -1324,3 +1325,126 @@ BEGIN
     USING for_user;
 END
 $$;
+
+-- A use locks its counter and nothing of the subscription, no longer the subscription row
+-- FOR NO KEY UPDATE (issue 14, item 5): a use of another feature, record_feature_usage and an
+-- UPDATE of the row that decides nothing no longer wait for an open use. A change of what
+-- decides a limit or a period locks the counters of the features it can move first, through
+-- a third trigger on user_subscriptions (sql/triggers.sql), which quota.install_triggers() now
+-- creates too (detach() drops it); a use that waited for one asks row_is_current() whether the
+-- subscription it read still stands.
+CREATE FUNCTION quota.hold_current_periods("user_id" bigint) RETURNS void
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'hold_current_periods_wrapper';
+REVOKE EXECUTE ON FUNCTION quota.hold_current_periods(bigint) FROM PUBLIC;
+COMMENT ON FUNCTION quota.hold_current_periods(bigint) IS
+    'Internal to the trigger pg_entitlements_wait_for_uses: creates, empty, the missing counters '
+    'of the user''s current billing period, so that a change that can move the period locks them '
+    'and a first use of the period in flight is waited for.';
+CREATE FUNCTION quota.row_is_current("rel" oid, "version" tid) RETURNS bool
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'row_is_current_wrapper';
+CREATE FUNCTION quota.wait_for_uses()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- The features whose counters to lock; NULL: every feature.
+    features text[];
+    users bigint[] := ARRAY[OLD.user_id];
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        IF (OLD.plan_id, OLD.status, OLD.start_date, OLD.end_date, OLD.quota_reset_anchor,
+            OLD.quota_cycle_type, OLD.user_id)
+           IS NOT DISTINCT FROM
+           (NEW.plan_id, NEW.status, NEW.start_date, NEW.end_date, NEW.quota_reset_anchor,
+            NEW.quota_cycle_type, NEW.user_id) THEN
+            IF OLD.custom_quotas IS NOT DISTINCT FROM NEW.custom_quotas THEN
+                RETURN NEW;
+            END IF;
+            IF coalesce(jsonb_typeof(OLD.custom_quotas), 'object') = 'object'
+               AND coalesce(jsonb_typeof(NEW.custom_quotas), 'object') = 'object' THEN
+                SELECT coalesce(array_agg(key), '{}') INTO features
+                  FROM jsonb_each(coalesce(OLD.custom_quotas, '{}')) o
+                  FULL JOIN jsonb_each(coalesce(NEW.custom_quotas, '{}')) n USING (key)
+                 WHERE o.value IS DISTINCT FROM n.value;
+            END IF;
+        ELSIF NEW.user_id IS DISTINCT FROM OLD.user_id THEN
+            users := users || NEW.user_id::bigint;
+        END IF;
+    END IF;
+    IF features IS NULL THEN
+        -- A change that can move the period: the current period's counters must exist to be
+        -- locked, or a first use of the period in flight would count under the period before
+        -- the change, where the usage the change carries over would not find it.
+        PERFORM quota.hold_current_periods(u) FROM unnest(users) AS u;
+    END IF;
+    IF TG_TABLE_SCHEMA = 'quota' THEN
+        PERFORM FROM quota.user_usage u
+         WHERE u.user_id = ANY (users) AND (features IS NULL OR u.feature_code = ANY (features))
+           AND u.period_end > now()
+         ORDER BY u.user_id, u.feature_code, u.period_start FOR UPDATE OF u;
+    ELSE
+        -- An attached application's table: its own counters, by the same statement. Its
+        -- period_end may be a local time without zone, which now() would be compared with in
+        -- the session's zone: a day earlier takes in every current counter whatever the zone
+        -- (a few ended ones too, which no use waits for).
+        EXECUTE format(
+            'SELECT FROM %I.user_usage u
+              WHERE u.user_id = ANY ($1) AND ($2 IS NULL OR u.feature_code = ANY ($2))
+                AND u.period_end > now() - interval ''1 day''
+              ORDER BY u.user_id, u.feature_code, u.period_start FOR UPDATE OF u',
+            TG_TABLE_SCHEMA)
+        USING users, features;
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        RETURN OLD;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION quota.install_triggers(subscriptions regclass)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('CREATE TRIGGER pg_entitlements_validate_custom_quotas
+                        BEFORE INSERT OR UPDATE OF custom_quotas ON %s
+                        FOR EACH ROW EXECUTE FUNCTION quota.validate_custom_quotas()',
+                   subscriptions);
+    EXECUTE format('CREATE TRIGGER pg_entitlements_sync_storage_quota
+                        AFTER INSERT OR DELETE OR UPDATE OF custom_quotas, plan_id, status,
+                              start_date, end_date, user_id, quota_reset_anchor,
+                              quota_cycle_type ON %s
+                        FOR EACH ROW EXECUTE FUNCTION quota.sync_storage_quota()',
+                   subscriptions);
+    EXECUTE format('CREATE TRIGGER pg_entitlements_wait_for_uses
+                        BEFORE DELETE OR UPDATE OF custom_quotas, plan_id, status, start_date,
+                              end_date, quota_reset_anchor, quota_cycle_type, user_id ON %s
+                        FOR EACH ROW EXECUTE FUNCTION quota.wait_for_uses()',
+                   subscriptions);
+END
+$$;
+
+CREATE TRIGGER pg_entitlements_wait_for_uses
+    BEFORE DELETE OR UPDATE OF custom_quotas, plan_id, status, start_date,
+          end_date, quota_reset_anchor, quota_cycle_type, user_id ON quota.user_subscriptions
+    FOR EACH ROW EXECUTE FUNCTION quota.wait_for_uses();
+COMMENT ON FUNCTION quota.wait_for_uses() IS
+    'Trigger: before a change of what decides a limit or a period of a subscription, locks the '
+    'user''s counters of the features it can move (current periods), so that the change waits '
+    'for their open uses and uses that come while it is open wait for it.';
+COMMENT ON FUNCTION quota.row_is_current(oid, tid) IS
+    'Whether a row version (ctid) of a table is still the committed one now, whatever the '
+    'caller''s snapshot; the writers ask it of the subscription they read, once their counter '
+    'is locked.';
+COMMENT ON FUNCTION quota.install_triggers(regclass) IS
+    'Creates the extension''s triggers pg_entitlements_validate_custom_quotas, '
+    'pg_entitlements_sync_storage_quota and pg_entitlements_wait_for_uses on a '
+    'user_subscriptions table (used by CREATE EXTENSION and quota.attach()).';

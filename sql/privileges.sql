@@ -42,6 +42,8 @@ GRANT EXECUTE ON FUNCTION
 TO quota_app;
 
 REVOKE EXECUTE ON FUNCTION quota.carry_usage(bigint) FROM PUBLIC;
+-- Internal to the trigger pg_entitlements_wait_for_uses, which runs as the extension's owner.
+REVOKE EXECUTE ON FUNCTION quota.hold_current_periods(bigint) FROM PUBLIC;
 
 GRANT EXECUTE ON FUNCTION
     quota.adjust_quota(bigint, text, bigint, text, text),

@@ -212,6 +212,15 @@ fn carry_usage(user_id: Option<i64>) {
     Spi::connect(|client| crate::continuity::follow(client, user_id, None)).or_raise()
 }
 
+/// Internal to the trigger pg_entitlements_wait_for_uses: creates, empty, the missing counters
+/// of the user's current billing period, before a change that can move it locks them.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn hold_current_periods(user_id: Option<i64>) {
+    let user_id = required(user_id, "hold_current_periods", "user_id");
+    Spi::connect(|client| crate::continuity::hold(client, user_id)).or_raise()
+}
+
 /// Sets one custom quota of the user's active subscription, audited in quota.quota_adjustments.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
@@ -298,6 +307,15 @@ fn limit_source(user_id: Option<i64>, feature_code: Option<&str>) -> Option<Stri
         let subject = subject("limit_source", user_id, feature_code);
         Spi::connect(|client| quota::limit_source(client, &subject)).or_raise().map(str::to_owned)
     })
+}
+
+/// Whether a row version (a ctid) of a table is still the committed one now, whatever the
+/// caller's snapshot: the writers ask it of the subscription row they read once their counter
+/// is locked (src/store.rs, use_sql). VOLATILE: each call judges the row anew. STRICT: a NULL
+/// row version is no version. Needs SELECT on the table.
+#[pg_extern(volatile, strict, parallel_unsafe)]
+fn row_is_current(rel: pg_sys::Oid, version: pg_sys::ItemPointerData) -> bool {
+    crate::error::guard(|| crate::read::probe::is_current(rel, version))
 }
 
 /// Every catalog feature's figures for one user in one call.

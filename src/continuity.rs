@@ -48,6 +48,28 @@ pub fn follow(client: &SpiClient<'_>, user_id: i64, zone: Option<&Zone>) -> Resu
     store::carry_usage(client, user_id, start, end, CARRY_USAGE.get())
 }
 
+/// Before a change that can move the user's period (sql/triggers.sql, quota.wait_for_uses):
+/// makes sure the counters of the current period exist, creating them empty, so that the change
+/// can lock them. A use that reads the period before the change and creates the counter of its
+/// first use then conflicts with the change's counter: it waits for the change and reads again,
+/// or the change waits for it; either way its usage is there when the change carries the
+/// usage into a moved period. A subscription whose period cannot be computed has no counter to
+/// hold (its reads refuse): the change goes on.
+pub fn hold(client: &SpiClient<'_>, user_id: i64) -> Result<(), Error> {
+    store::ensure_binding(client)?;
+    let Ok(row) = read::feature_row(client, user_id, None) else {
+        return Ok(());
+    };
+    let Some(sub) = row.subscription.as_ref() else {
+        return Ok(());
+    };
+    let Ok(period) = period_of(&row, ResetRule::BillingCycle, sub) else {
+        return Ok(());
+    };
+    let (start, end) = (to_pg(period.start, true)?, to_pg(period.end, false)?);
+    store::hold_counters(client, user_id, start, end)
+}
+
 /// After a change of the settings' zone: [`follow`] for every user with current usage. The
 /// change applies from each user's next boundary, so this moves nothing unless the settings
 /// forgot a change still in force (a second change within one period, or a removed settings

@@ -36,7 +36,8 @@ extension_sql_file!(
         triggers::validate_custom_quotas,
         triggers::sync_storage_quota,
         triggers::follow_time_zone,
-        api::is_valid_time_zone
+        api::is_valid_time_zone,
+        api::hold_current_periods
     ]
 );
 extension_sql_file!(

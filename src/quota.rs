@@ -238,22 +238,22 @@ fn replay(client: &mut SpiClient<'_>, r: &Recording<'_>) -> Result<bool, Error> 
 }
 
 /// What a use is judged by: the limit, the period and the alert thresholds, and the
-/// subscription version they came from (`None` once that is locked).
+/// subscription version they came from.
 struct UseContext {
     limit: Option<Limit>,
     period: Period,
     alert_thresholds: Vec<i32>,
-    read: Option<pg_sys::ItemPointerData>,
+    read: pg_sys::ItemPointerData,
 }
 
-/// How [`prepare_use`] reads the subscription.
+/// How [`prepare_use`] reads the subscription. Neither locks it: the use finds out, once its
+/// counter is locked, whether the version it read still stands ([`store::apply_use`]).
 #[derive(Clone, Copy, PartialEq)]
 enum Read {
-    /// Without a lock (and without a statement where the reads allow it); the use then locks
-    /// the version it read, and finds out whether it is still the newest.
-    Optimistic,
-    /// Locked first, by a statement that waits for a concurrent change and reads its result.
-    Locked,
+    /// With the caller's snapshot, without a statement where the reads allow it.
+    First,
+    /// By a statement with a new snapshot, after the first read went stale.
+    Again,
 }
 
 fn prepare_use(
@@ -269,8 +269,8 @@ fn prepare_use(
     }
     let (user_id, feature) = (r.subject.user_id, r.subject.feature.as_str());
     let mut row = match how {
-        Read::Optimistic => read::feature_row(client, user_id, Some(feature))?,
-        Read::Locked => read::feature_row_for_use(client, user_id, feature)?,
+        Read::First => read::feature_row(client, user_id, Some(feature))?,
+        Read::Again => read::feature_row_again(client, user_id, feature)?,
     };
     let catalog = take_catalog(&mut row, r.subject)?;
     let Some(sub) = row.subscription.as_ref() else {
@@ -278,8 +278,7 @@ fn prepare_use(
     };
     let limit = resolve(r.subject, &catalog, sub)?.map(|l| l.limit);
     let period = period_of(&row, catalog.reset_rule.parse()?, sub)?;
-    let read = (how == Read::Optimistic).then_some(sub.tid);
-    Ok(Some(UseContext { limit, period, alert_thresholds: row.alert_thresholds, read }))
+    Ok(Some(UseContext { limit, period, alert_thresholds: row.alert_thresholds, read: sub.tid }))
 }
 
 /// Announces on channel quota_threshold each alert threshold this use crossed, judged against
@@ -333,7 +332,8 @@ fn use_of<'a>(r: &Recording<'a>, ctx: &UseContext, enforce: bool) -> Result<Use<
     })
 }
 
-/// How many times a locking read of the user's active subscriptions runs while it finds none.
+/// How many times a locking read of the user's active subscriptions runs while it finds none,
+/// and how many times a use is judged again while the subscription keeps changing under it.
 const LOCKED_READS: usize = 16;
 
 /// Runs a locking read of the user's active subscriptions until it finds one, at most
@@ -352,9 +352,13 @@ fn read_again<T>(mut read: impl FnMut() -> Result<Option<T>, Error>) -> Result<O
     read()
 }
 
-/// Counts a use judged by `ctx`, or, when the subscription changed since `ctx` was read, judged
-/// again by what a read under its lock finds (a read that cannot go stale). Returns the outcome
-/// and the context it was judged by; `None` when the locked read finds no active subscription.
+/// Counts a use judged by `ctx`, or, when the subscription changed since `ctx` was read,
+/// judged again by what a read with a new snapshot finds, which the change committed (a use
+/// waits at its counter for a change of its limit in flight; see [`store::apply_use`]).
+/// Returns the outcome and the context it was judged by; `None` when such a read finds no
+/// active subscription. A transaction that reads one snapshot (REPEATABLE READ, SERIALIZABLE)
+/// cannot see the change, and gets a serialization failure, as a row it updates would give it;
+/// so does a use whose subscription changed [`LOCKED_READS`] times while it was judged.
 fn count_use(
     client: &mut SpiClient<'_>,
     function: &'static str,
@@ -362,15 +366,27 @@ fn count_use(
     ctx: UseContext,
     enforce: bool,
 ) -> Result<Option<(store::Applied, UseContext)>, Error> {
-    let applied = store::apply_use(client, use_of(r, &ctx, enforce)?, ctx.read)?;
-    if !matches!(applied, store::Applied::Stale) {
-        return Ok(Some((applied, ctx)));
+    let mut ctx = ctx;
+    for _ in 0..LOCKED_READS {
+        let applied = store::apply_use(client, use_of(r, &ctx, enforce)?, ctx.read)?;
+        if !matches!(applied, store::Applied::Stale) {
+            return Ok(Some((applied, ctx)));
+        }
+        if uses_one_snapshot() {
+            break;
+        }
+        let Some(again) = prepare_use(client, function, r, Read::Again)? else {
+            return Ok(None);
+        };
+        ctx = again;
     }
-    let Some(locked) = read_again(|| prepare_use(client, function, r, Read::Locked))? else {
-        return Ok(None);
-    };
-    let applied = store::apply_use(client, use_of(r, &locked, enforce)?, locked.read)?;
-    Ok(Some((applied, locked)))
+    Err(Error::SubscriptionChanged { subject: r.subject.clone() })
+}
+
+/// Whether the transaction reads with one snapshot (REPEATABLE READ or SERIALIZABLE).
+fn uses_one_snapshot() -> bool {
+    // SAFETY: reads a backend-local variable.
+    unsafe { pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 }
 }
 
 /// `record_feature_usage`: adds the amount to the current period's counter and writes a
@@ -379,7 +395,7 @@ pub fn record(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<(), Error>
     const FUNCTION: &str = "record_feature_usage";
     let no_subscription = || Error::NoActiveSubscription { subject: r.subject.clone() };
     // The subscription check comes first, so that a use without one is an error even on retry.
-    let ctx = prepare_use(client, FUNCTION, &r, Read::Optimistic)?.ok_or_else(no_subscription)?;
+    let ctx = prepare_use(client, FUNCTION, &r, Read::First)?.ok_or_else(no_subscription)?;
     if replay(client, &r)? {
         return Ok(());
     }
@@ -400,7 +416,7 @@ pub fn record(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<(), Error>
 pub fn consume(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<Consumed, Error> {
     const FUNCTION: &str = "consume";
     let refused = Consumed { allowed: false, status: QuotaStatus::NONE };
-    let Some(ctx) = prepare_use(client, FUNCTION, &r, Read::Optimistic)? else {
+    let Some(ctx) = prepare_use(client, FUNCTION, &r, Read::First)? else {
         return Ok(refused);
     };
     let subject = r.subject;
@@ -484,6 +500,8 @@ pub fn adjust(
             })
         })
         .transpose()?;
+    // The feature's counters first, as its uses lock them (store::LOCK_COUNTERS).
+    store::lock_counters(client, subject.user_id, &subject.feature)?;
     let locked =
         read_again(|| store::lock_subscription(client, subject.user_id, &subject.feature))?;
     let Some(locked) = locked else {

@@ -25,11 +25,10 @@ use std::panic::AssertUnwindSafe;
 /// `entitlements_core::subscription`, for this statement and the direct reads alike; the
 /// status condition only narrows the rows down (and lets the partial index of active
 /// subscriptions serve). The columns are listed, by position, in `read::column`.
-/// `lock` is appended to the subscription lookup (see [`Lock`]); `settings` are the settings'
-/// columns of the last change of zone and the attached tables' local zone, or NULLs where the
-/// table lacks them (an installation whose library is newer than its SQL, before ALTER
-/// EXTENSION UPDATE).
-fn feature_sql(lock: &str, settings: &str) -> String {
+/// `settings` are the settings' columns of the last change of zone and the attached tables'
+/// local zone, or NULLs where the table lacks them (an installation whose library is newer than
+/// its SQL, before ALTER EXTENSION UPDATE).
+fn feature_sql(settings: &str) -> String {
     format!(
         "
 SELECT f.code, f.reset_rule, f.unit, f.default_limit, f.alert_thresholds, f.name,
@@ -50,7 +49,7 @@ SELECT f.code, f.reset_rule, f.unit, f.default_limit, f.alert_thresholds, f.name
         SELECT us.ctid, us.id, us.plan_id, us.status, us.start_date, us.end_date,
                us.quota_reset_anchor, us.quota_cycle_type, us.custom_quotas
           FROM quota.user_subscriptions us
-         WHERE us.user_id OPERATOR(pg_catalog.=) $1 AND us.status = 'active' {lock}) s ON true
+         WHERE us.user_id OPERATOR(pg_catalog.=) $1 AND us.status = 'active') s ON true
   LEFT JOIN quota.subscription_plans p ON p.id OPERATOR(pg_catalog.=) s.plan_id
   LEFT JOIN quota.plan_features pf
          ON pf.plan_id OPERATOR(pg_catalog.=) s.plan_id
@@ -58,13 +57,14 @@ SELECT f.code, f.reset_rule, f.unit, f.default_limit, f.alert_thresholds, f.name
     )
 }
 
-/// How [`select_feature`] reads the user's subscriptions.
+/// Which snapshot [`select_feature`] reads with.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Lock {
-    None,
-    /// Locked until the end of the transaction (`FOR NO KEY UPDATE`), waiting for a concurrent
-    /// change and reading its result: a writer whose unlocked read went stale.
-    ForUse,
+pub enum Snapshot {
+    /// The caller's: read-only SPI, which runs on a hot standby.
+    Current,
+    /// One taken when the statement starts: a writer whose first read went stale reads what
+    /// the change committed.
+    New,
 }
 
 const USAGE: &str = "
@@ -83,39 +83,62 @@ SELECT u.usage_count::pg_catalog.int8 FROM quota.user_usage u
 /// now() goes in the VALUES and the update takes EXCLUDED's values: an ON CONFLICT DO UPDATE on
 /// a distributed table may not call a non-immutable function.
 ///
-/// `sub` is the subscription lock. After [`feature_row_for_use`] it is already held and `sub`
-/// is one empty row. After a read without a lock ([`feature_row`]), it locks the version read
-/// ($11, its ctid) FOR NO KEY UPDATE: the lock waits for a concurrent change of the row and
-/// then follows it to the newest version, which no longer stands at $11, so `sub` comes back
-/// empty, nothing is written and the last column says false. The limit the use was judged by is
-/// then stale, and the writer reads again under the lock. Locking last keeps one user's writers
-/// queued for this statement and their commit only, not for their whole call.
+/// A use takes one lock, its counter's row, which the upsert locks (or inserts) until the
+/// transaction ends: another use of that counter waits there, then re-checks the limit against
+/// what the first one committed. It locks nothing of the subscription, so an open use holds up
+/// no use of another feature and no UPDATE of the subscription row. What changes a limit or a
+/// period locks the counters of the features it moves first, FOR UPDATE (adjust_quota's
+/// [`LOCK_COUNTERS`]; for any UPDATE or DELETE of the row the trigger
+/// `pg_entitlements_wait_for_uses`, sql/triggers.sql): it waits for their open uses, and a use
+/// that comes while it is open waits for it at the counter.
+///
+/// The use was judged by the subscription version it read ($11, its ctid), maybe with an older
+/// snapshot than this statement's, and this statement's snapshot may be older than the commit
+/// of a change it waited for at the counter. So `fresh` asks, once the counter is locked (it is
+/// referenced from the conflict's WHERE, which runs after the lock), whether that version is
+/// still the committed one, whatever the snapshots ([`crate::read::probe::is_current`]);
+/// `ready` asks the same before a first use of the period inserts the counter, which waits for
+/// no lock. When it is not, nothing is written and the third column says false: the writer
+/// reads again and judges the use again. Once the counter is locked, a change that commits
+/// later has waited for the use; a change that locked nothing (the counter did not exist yet)
+/// and commits later comes after the use, which counted under what was committed when it
+/// counted.
+///
+/// Where row_is_current() does not exist yet ([`HAS_ROW_IS_CURRENT`]), `ready` locks the version
+/// read FOR NO KEY UPDATE before the upsert and `fresh` is true: the lock waits for a change of
+/// the row in flight and then follows it to the newest version, which no longer stands at $11.
 ///
 /// `alerted_limit` is the column of that name, or NULL where the table lacks it (see
 /// [`HAS_COLUMN`]).
-fn use_sql(late_lock: bool, alerted_limit: &str) -> String {
-    let sub = if late_lock {
-        "SELECT FROM quota.user_subscriptions us
-     WHERE us.ctid OPERATOR(pg_catalog.=) $11 AND us.user_id = $1 FOR NO KEY UPDATE OF us"
+fn use_sql(row_is_current: bool, alerted_limit: &str) -> String {
+    let checks = if row_is_current {
+        "ready AS MATERIALIZED (
+    SELECT quota.row_is_current('quota.user_subscriptions'::pg_catalog.regclass, $11) AS yes
+), fresh AS MATERIALIZED (
+    SELECT quota.row_is_current('quota.user_subscriptions'::pg_catalog.regclass, $11) AS yes
+)"
     } else {
-        "SELECT"
+        "ready AS MATERIALIZED (
+    SELECT EXISTS (SELECT FROM quota.user_subscriptions us
+                    WHERE us.ctid OPERATOR(pg_catalog.=) $11 AND us.user_id = $1
+                      FOR NO KEY UPDATE OF us) AS yes
+), fresh AS MATERIALIZED (SELECT true AS yes)"
     };
     format!(
         "
-WITH sub AS MATERIALIZED (
-    {sub}
-), counter AS (
+WITH {checks}, counter AS (
     INSERT INTO quota.user_usage AS u
            (user_id, feature_code, period_start, period_end, usage_count, last_reset_at,
             updated_at)
-    SELECT $1, $2, $3, $4, $5, pg_catalog.now(), pg_catalog.now() FROM sub
-     WHERE $6::pg_catalog.int8 IS NULL OR $5 <= $6
+    SELECT $1, $2, $3, $4, $5, pg_catalog.now(), pg_catalog.now()
+     WHERE ($6::pg_catalog.int8 IS NULL OR $5 <= $6) AND (SELECT ready.yes FROM ready)
     ON CONFLICT (user_id, feature_code, period_start) DO UPDATE
        SET usage_count = u.usage_count OPERATOR(pg_catalog.+) EXCLUDED.usage_count,
            period_end = EXCLUDED.period_end,
            updated_at = EXCLUDED.updated_at
-     WHERE $6::pg_catalog.int8 IS NULL
-        OR u.usage_count OPERATOR(pg_catalog.+) EXCLUDED.usage_count <= $6
+     WHERE ($6::pg_catalog.int8 IS NULL
+            OR u.usage_count OPERATOR(pg_catalog.+) EXCLUDED.usage_count <= $6)
+       AND (SELECT fresh.yes FROM fresh)
     RETURNING u.usage_count::pg_catalog.int8, u.alerted_percent, {alerted_limit} AS alerted_limit
 ), rec AS (
     INSERT INTO quota.usage_records
@@ -123,8 +146,8 @@ WITH sub AS MATERIALIZED (
             idempotency_key, created_at)
     SELECT $1, $2, $3, $7, $8, $5, $9, $10, pg_catalog.now() FROM counter
 )
-SELECT counter.usage_count, counter.alerted_percent, EXISTS (SELECT FROM sub),
-       counter.alerted_limit
+SELECT counter.usage_count, counter.alerted_percent,
+       (SELECT ready.yes FROM ready) AND (SELECT fresh.yes FROM fresh), counter.alerted_limit
   FROM (SELECT) AS one LEFT JOIN counter ON true"
     )
 }
@@ -153,6 +176,14 @@ const HAS_COLUMN: &str = "
 SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute a
                 WHERE a.attrelid = pg_catalog.to_regclass($1)
                   AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped)";
+
+/// Whether quota.row_is_current() exists. The library is replaced before ALTER EXTENSION ...
+/// UPDATE creates it, with the trigger pg_entitlements_wait_for_uses, and it must keep counting
+/// meanwhile: without them, a use locks the subscription row version it read FOR NO KEY UPDATE
+/// until it commits, as 0.2.0 did, and every writer of the user waits for it ([`use_sql`]). A
+/// backend keeps what it found until it prepares its statements again.
+const HAS_ROW_IS_CURRENT: &str =
+    "SELECT pg_catalog.to_regprocedure('quota.row_is_current(oid, tid)') IS NOT NULL";
 
 /// Transactional: delivered at commit, dropped on rollback.
 const NOTIFY: &str = "SELECT pg_catalog.pg_notify($1, $2)";
@@ -229,6 +260,18 @@ SELECT refund.id::pg_catalog.int8, OPERATOR(pg_catalog.-) refund.amount,
        EXISTS (SELECT FROM counter), refund.feature_code::pg_catalog.text
   FROM refund";
 
+/// The counters of one user's feature in their current periods, locked until the transaction
+/// ends: an adjustment of that feature takes this first, before the subscription row, so that
+/// it waits for the feature's open uses holding nothing a use could wait for (a transaction
+/// that consumed and then adjusts locks the subscription row after its counter too). A counter
+/// that does not exist yet is not created: a first use that creates it meanwhile is judged by
+/// what is committed when it counts (see [`use_sql`]). The same lock as the trigger
+/// `pg_entitlements_wait_for_uses` takes, which the adjustment's UPDATE fires as well.
+const LOCK_COUNTERS: &str = "
+SELECT FROM quota.user_usage u
+ WHERE u.user_id = $1 AND u.feature_code = $2 AND u.period_end > pg_catalog.now()
+ ORDER BY u.period_start FOR UPDATE OF u";
+
 /// The user's subscriptions with status 'active', locked against concurrent changes, with what
 /// decides which one counts ([`entitlements_core::subscription`]) and its current custom value.
 const ADJUST_LOCK: &str = "
@@ -280,45 +323,48 @@ UPDATE quota.user_usage u SET period_end = $3
  WHERE u.user_id = $1 AND u.period_start = $2 AND u.period_end <> $3
    AND f.code = u.feature_code AND f.reset_rule = 'billing_cycle'";
 
-/// Moves the user's billing-cycle counters whose period contains now() but which another start
-/// than the current period's names (the period before a change of the anchor, the cycle or the
-/// time zone) to the current period ($2, $3), adding up where a counter is already there, and
-/// keeping what they remember of announced alerts. Returns each moved counter's feature and old
-/// start, for [`CARRY_RECORDS`]: the records move in a statement of their own, whose snapshot
-/// sees the records of the uses this one waited for.
-fn carry_sql(alerted_limit: bool) -> String {
-    let (column, value) = if alerted_limit {
-        (", alerted_limit", ", pg_catalog.max(m.alerted_limit)")
-    } else {
-        ("", "")
-    };
-    format!(
-        "
-WITH moved AS (
-    DELETE FROM quota.user_usage u
-     USING quota.features f
-     WHERE u.user_id = $1 AND f.code = u.feature_code AND f.reset_rule = 'billing_cycle'
-       AND u.period_start <= pg_catalog.now() AND u.period_end > pg_catalog.now()
-       AND u.period_start <> $2
-    RETURNING u.*
-), carried AS (
-    INSERT INTO quota.user_usage AS u
-           (user_id, feature_code, period_start, period_end, usage_count, alerted_percent,
-            last_reset_at, updated_at{column})
-    SELECT $1, m.feature_code, $2, $3, pg_catalog.sum(m.usage_count),
-           pg_catalog.max(m.alerted_percent), pg_catalog.min(m.last_reset_at), pg_catalog.now(){value}
-      FROM moved m
-     GROUP BY m.feature_code
-    ON CONFLICT (user_id, feature_code, period_start) DO UPDATE
-       SET usage_count = u.usage_count + EXCLUDED.usage_count,
-           period_end = EXCLUDED.period_end,
-           updated_at = EXCLUDED.updated_at
-)
-SELECT m.feature_code::pg_catalog.text, m.period_start::pg_catalog.timestamptz FROM moved m"
-    )
+/// The user's billing-cycle counters whose period contains now() but which another start than
+/// the current period's ($2) names (the period before a change of the anchor, the cycle or the
+/// time zone), locked, as they stand once the uses in flight on them have committed.
+const CARRY_LOCK: &str = "
+SELECT u.feature_code::pg_catalog.text, u.period_start::pg_catalog.timestamptz,
+       u.usage_count::pg_catalog.int8, u.alerted_percent
+  FROM quota.user_usage u JOIN quota.features f ON f.code = u.feature_code
+ WHERE u.user_id = $1 AND f.reset_rule = 'billing_cycle'
+   AND u.period_start <= pg_catalog.now() AND u.period_end > pg_catalog.now()
+   AND u.period_start <> $2
+ ORDER BY u.feature_code, u.period_start
+   FOR UPDATE OF u";
+
+/// Empties the counters [`CARRY_LOCK`] locked ($2 features, $3 starts) and ends them at now():
+/// what they counted moves to the current period ([`carry_sql`]). They stay, not deleted: a use
+/// that read the period before the change and waits for one of them then finds it changed,
+/// reads again and counts in the current period, where a deleted counter would let it create
+/// a new one under the old start.
+const CARRY_EMPTY: &str = "
+UPDATE quota.user_usage u SET usage_count = 0, period_end = pg_catalog.now()
+  FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.text[]),
+                  pg_catalog.unnest($3::pg_catalog.timestamptz[])) AS m (feature_code, period_start)
+ WHERE u.user_id = $1 AND u.feature_code = m.feature_code AND u.period_start = m.period_start";
+
+/// Adds what the emptied counters counted ($4 features, $5 amounts, $6 highest alerts
+/// announced, one per feature) to the current period's counters ($2, $3).
+fn carry_sql() -> &'static str {
+    "
+INSERT INTO quota.user_usage AS u
+       (user_id, feature_code, period_start, period_end, usage_count, alerted_percent,
+        last_reset_at, updated_at)
+SELECT $1, m.feature_code, $2, $3, m.amount, m.alerted, pg_catalog.now(), pg_catalog.now()
+  FROM ROWS FROM (pg_catalog.unnest($4::pg_catalog.text[]), pg_catalog.unnest($5::pg_catalog.int8[]),
+                  pg_catalog.unnest($6::pg_catalog.int4[])) AS m (feature_code, amount, alerted)
+ON CONFLICT (user_id, feature_code, period_start) DO UPDATE
+   SET usage_count = u.usage_count OPERATOR(pg_catalog.+) EXCLUDED.usage_count,
+       alerted_percent = GREATEST(u.alerted_percent, EXCLUDED.alerted_percent),
+       period_end = EXCLUDED.period_end,
+       updated_at = EXCLUDED.updated_at"
 }
 
-/// Moves the usage records of the counters [`carry_sql`] moved ($3 features, $4 old starts) to
+/// Moves the usage records of the counters [`CARRY_EMPTY`] emptied ($3 features, $4 old starts) to
 /// the current period's start ($2): each (user, feature, period) keeps a counter equal to the sum
 /// of its records (quota.verify_ledger()), and a refund finds the counter its use moved to.
 const CARRY_RECORDS: &str = "
@@ -336,6 +382,17 @@ UPDATE quota.user_usage u SET period_end = pg_catalog.now()
  WHERE u.user_id = $1 AND f.code = u.feature_code AND f.reset_rule = 'billing_cycle'
    AND u.period_start <= pg_catalog.now() AND u.period_end > pg_catalog.now()
    AND u.period_start <> $2";
+
+/// The counters of the current period ($2, $3) of the user's billing-cycle features, created
+/// empty where missing; an existing one is left as it is (see [`crate::continuity::hold`]).
+const HOLD: &str = "
+INSERT INTO quota.user_usage AS u
+       (user_id, feature_code, period_start, period_end, usage_count, last_reset_at, updated_at)
+SELECT $1, f.code, $2, $3, 0, pg_catalog.now(), pg_catalog.now()
+  FROM quota.features f
+ WHERE f.reset_rule = 'billing_cycle'
+ ORDER BY f.code
+ON CONFLICT (user_id, feature_code, period_start) DO NOTHING";
 
 /// The users with a billing-cycle counter whose period contains now(): those whose current
 /// period a change of the time zone can move.
@@ -370,16 +427,16 @@ struct Plans {
     /// `binding.local_zone`, for [`Pinned::local_zone`].
     local_zone: Option<CString>,
     feature: OwnedPreparedStatement,
-    feature_for_use: OwnedPreparedStatement,
+    feature_new_snapshot: OwnedPreparedStatement,
     usage: OwnedPreparedStatement,
     use_: OwnedPreparedStatement,
-    use_late_lock: OwnedPreparedStatement,
     lock_key: OwnedPreparedStatement,
     record_by_key: OwnedPreparedStatement,
     refund_target_by_id: OwnedPreparedStatement,
     refund_target_by_key: OwnedPreparedStatement,
     refund_of: OwnedPreparedStatement,
     refund: OwnedPreparedStatement,
+    lock_counters: OwnedPreparedStatement,
     adjust_lock: OwnedPreparedStatement,
     adjust_apply: OwnedPreparedStatement,
     storage_upsert: OwnedPreparedStatement,
@@ -390,10 +447,13 @@ struct Plans {
     feature_codes: OwnedPreparedStatement,
     binding_lookup: OwnedPreparedStatement,
     carry_end: OwnedPreparedStatement,
+    carry_lock: OwnedPreparedStatement,
+    carry_empty: OwnedPreparedStatement,
     carry: OwnedPreparedStatement,
     carry_records: OwnedPreparedStatement,
     carry_close: OwnedPreparedStatement,
     users_with_current_usage: OwnedPreparedStatement,
+    hold: OwnedPreparedStatement,
 }
 
 thread_local! {
@@ -443,6 +503,14 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
             .map(|found| found.flatten().unwrap_or(false))
     };
     let has_alerted_limit = has_column("quota.user_usage", "alerted_limit")?;
+    let has_row_is_current = client
+        .select(HAS_ROW_IS_CURRENT, Some(1), &[])
+        .map_err(failed("catalog lookup"))?
+        .next()
+        .map(|row| col::<bool>(&row, 1))
+        .transpose()?
+        .flatten()
+        .unwrap_or(false);
     let zone_change = if has_column("quota.settings", "time_zone_changed_at")? {
         "st.previous_time_zone, st.time_zone_changed_at"
     } else {
@@ -453,7 +521,7 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
     } else {
         "NULL::pg_catalog.text"
     };
-    let settings = format!("{zone_change}, {local_zone}");
+    let feature = feature_sql(&format!("{zone_change}, {local_zone}"));
     let (alerted_limit, set_limit) = if has_alerted_limit {
         ("u.alerted_limit", ", alerted_limit = $5")
     } else {
@@ -462,27 +530,18 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
     let plans: &'static Plans = Box::leak(Box::new(Plans {
         local_zone: binding.local_zone.as_deref().and_then(|z| CString::new(z).ok()),
         binding: binding.clone(),
-        feature: prepare(&feature_sql("", &settings), &[int8, text], false)?,
-        // Writers lock the subscription rows (FOR NO KEY UPDATE) until they commit, here or in
-        // use_late_lock: a change of its limit (adjust_quota, any UPDATE of custom_quotas,
-        // plan_id, ...) waits for the use, and a use that meets such a change uncommitted waits
-        // for it and then reads the new limit. Not FOR SHARE: a transaction that consumes and
-        // then adjusts would have to upgrade its lock, and two such transactions deadlocked
-        // (isolation spec consume_vs_adjust); one lock mode for every writer cannot.
-        feature_for_use: prepare(
-            &feature_sql("FOR NO KEY UPDATE OF us", &settings),
-            &[int8, text],
-            true,
-        )?,
+        feature: prepare(&feature, &[int8, text], false)?,
+        // Prepared as mutating, so that it runs read-write, which takes a new snapshot.
+        feature_new_snapshot: prepare(&feature, &[int8, text], true)?,
         usage: prepare(USAGE, &[int8, text, tstz], false)?,
-        use_: prepare(&use_sql(false, alerted_limit), &use_args[..10], true)?,
-        use_late_lock: prepare(&use_sql(true, alerted_limit), &use_args, true)?,
+        use_: prepare(&use_sql(has_row_is_current, alerted_limit), &use_args, true)?,
         lock_key: prepare(LOCK_KEY, &[int8, text], true)?,
         record_by_key: prepare(RECORD_BY_KEY, &[int8, text], true)?,
         refund_target_by_id: prepare(RECORD_FOR_REFUND_BY_ID, &[int8], true)?,
         refund_target_by_key: prepare(RECORD_FOR_REFUND_BY_KEY, &[int8, text], true)?,
         refund_of: prepare(REFUND_OF, &[int8, int8], false)?,
         refund: prepare(REFUND, &[int8, int8], true)?,
+        lock_counters: prepare(LOCK_COUNTERS, &[int8, text], true)?,
         adjust_lock: prepare(ADJUST_LOCK, &[int8, text], true)?,
         adjust_apply: prepare(ADJUST_APPLY, &[int8, int8, text, int4, int4, text, text], true)?,
         storage_upsert: prepare(STORAGE_UPSERT, &[int8, int8], true)?,
@@ -493,7 +552,17 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
         feature_codes: prepare(FEATURE_CODES, &[], false)?,
         binding_lookup: prepare(BINDING, &[], false)?,
         carry_end: prepare(CARRY_END, &[int8, tstz, tstz], true)?,
-        carry: prepare(&carry_sql(has_alerted_limit), &[int8, tstz, tstz], true)?,
+        carry_lock: prepare(CARRY_LOCK, &[int8, tstz], true)?,
+        carry_empty: prepare(
+            CARRY_EMPTY,
+            &[int8, oid(TEXTARRAYOID), oid(TIMESTAMPTZARRAYOID)],
+            true,
+        )?,
+        carry: prepare(
+            carry_sql(),
+            &[int8, tstz, tstz, oid(TEXTARRAYOID), oid(INT8ARRAYOID), oid(INT4ARRAYOID)],
+            true,
+        )?,
         carry_records: prepare(
             CARRY_RECORDS,
             &[int8, tstz, oid(TEXTARRAYOID), oid(TIMESTAMPTZARRAYOID)],
@@ -501,6 +570,7 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
         )?,
         carry_close: prepare(CARRY_CLOSE, &[int8, tstz], true)?,
         users_with_current_usage: prepare(USERS_WITH_CURRENT_USAGE, &[], false)?,
+        hold: prepare(HOLD, &[int8, tstz, tstz], true)?,
     }));
     PLANS.set(Some(plans));
     Ok(plans)
@@ -554,17 +624,15 @@ pub fn select_feature<'c>(
     client: &'c SpiClient<'_>,
     user_id: i64,
     feature: Option<&str>,
-    lock: Lock,
+    snapshot: Snapshot,
 ) -> Result<(SpiTupleTable<'c>, Binding), Error> {
     let plans = plans(client)?;
     let args: [DatumWithOid; 2] =
         [user_id.into(), feature.map_or_else(DatumWithOid::null::<&str>, Into::into)];
-    // feature_for_use is prepared as a mutating statement, so it runs read-write (its row
-    // locks need that) even through select().
     let _zone = Pinned::local_zone(plans);
-    let table = match lock {
-        Lock::None => client.select(&plans.feature, None, &args),
-        Lock::ForUse => client.select(&plans.feature_for_use, None, &args),
+    let table = match snapshot {
+        Snapshot::Current => client.select(&plans.feature, None, &args),
+        Snapshot::New => client.select(&plans.feature_new_snapshot, None, &args),
     }
     .map_err(failed("the quota lookup"))?;
     Ok((table, plans.binding.clone()))
@@ -765,19 +833,61 @@ pub fn carry_usage(
             client.select(&plans.carry_close, None, &args).map_err(failed("ending usage"))?;
             return Ok(());
         }
-        let (mut features, mut starts) = (Vec::new(), Vec::new());
-        for row in client.select(&plans.carry, None, &args).map_err(failed("carrying usage"))? {
-            features.push(must(col::<String>(&row, 1)?, "feature_code")?);
+        let args: [DatumWithOid; 2] = [user_id.into(), start.into()];
+        let (mut features, mut starts) = (Vec::<String>::new(), Vec::new());
+        // Per feature: what its counters of ended periods add up to, and the highest alert
+        // they announced.
+        let (mut codes, mut sums, mut alerts) =
+            (Vec::<String>::new(), Vec::<i64>::new(), Vec::new());
+        for row in
+            client.select(&plans.carry_lock, None, &args).map_err(failed("carrying usage"))?
+        {
+            let feature = must(col::<String>(&row, 1)?, "feature_code")?;
             starts.push(must(col::<TimestampWithTimeZone>(&row, 2)?, "period_start")?);
+            let amount = col::<i64>(&row, 3)?.unwrap_or(0);
+            let alerted = col::<i32>(&row, 4)?.unwrap_or(0);
+            match (codes.last(), sums.last_mut(), alerts.last_mut()) {
+                (Some(code), Some(sum), Some(alert)) if *code == feature => {
+                    *sum = i64::saturating_add(*sum, amount);
+                    *alert = i32::max(*alert, alerted);
+                }
+                _ => {
+                    codes.push(feature.clone());
+                    sums.push(amount);
+                    alerts.push(alerted);
+                }
+            }
+            features.push(feature);
         }
         if features.is_empty() {
             return Ok(());
         }
+        let args: [DatumWithOid; 3] =
+            [user_id.into(), features.clone().into(), starts.clone().into()];
+        client.select(&plans.carry_empty, None, &args).map_err(failed("carrying usage"))?;
+        let args: [DatumWithOid; 6] =
+            [user_id.into(), start.into(), end.into(), codes.into(), sums.into(), alerts.into()];
+        client.select(&plans.carry, None, &args).map_err(failed("carrying usage"))?;
         let args: [DatumWithOid; 4] =
             [user_id.into(), start.into(), features.into(), starts.into()];
         client
             .select(&plans.carry_records, None, &args)
             .map_err(failed("carrying usage records"))?;
+        Ok(())
+    })
+}
+
+/// Creates the counters of the current period `[start, end)` of the user's billing-cycle
+/// features where missing, empty, as the tables' owner.
+pub fn hold_counters(
+    client: &SpiClient<'_>,
+    user_id: i64,
+    start: TimestampWithTimeZone,
+    end: TimestampWithTimeZone,
+) -> Result<(), Error> {
+    upkeep(client, |plans| {
+        let args: [DatumWithOid; 3] = [user_id.into(), start.into(), end.into()];
+        client.select(&plans.hold, None, &args).map_err(failed("holding the counters"))?;
         Ok(())
     })
 }
@@ -815,13 +925,12 @@ pub enum Applied {
     Stale,
 }
 
-/// Adds the use to its period's counter and the ledger. `read` is the subscription version the
-/// use was judged by, when it was read without a lock; `None` when the locked read holds the
-/// lock.
+/// Adds the use to its period's counter and the ledger, unless the subscription version it was
+/// judged by (`read`) no longer stands ([`Applied::Stale`]).
 pub fn apply_use(
     client: &mut SpiClient<'_>,
     u: Use<'_>,
-    read: Option<pg_sys::ItemPointerData>,
+    read: pg_sys::ItemPointerData,
 ) -> Result<Applied, Error> {
     let args: [DatumWithOid; 11] = [
         u.subject.user_id.into(),
@@ -834,20 +943,15 @@ pub fn apply_use(
         u.resource_id.map_or_else(DatumWithOid::null::<i64>, Into::into),
         u.metadata.map_or_else(DatumWithOid::null::<RawJsonb>, Into::into),
         u.idempotency_key.map_or_else(DatumWithOid::null::<&str>, Into::into),
-        read.map_or_else(DatumWithOid::null::<pg_sys::ItemPointerData>, Into::into),
+        read.into(),
     ];
     let table = write(client, |plans| {
-        // use_ takes no $11.
-        let (plan, args) = match read {
-            Some(_) => (&plans.use_late_lock, &args[..]),
-            None => (&plans.use_, &args[..10]),
-        };
         let schema = plans.binding.schema.as_deref().unwrap_or("quota");
         // An attached application's usage_count may be integer: past 2147483647 its UPDATE
         // raises 22003 "integer out of range", which names neither the user nor the column.
         // Raised again with its SQLSTATE, the user, the feature and the fix.
         PgTryBuilder::new(AssertUnwindSafe(|| {
-            client.select(plan, Some(1), args).map_err(failed("recording usage"))
+            client.select(&plans.use_, Some(1), &args).map_err(failed("recording usage"))
         }))
         .catch_when(PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, |caught| {
             let detail = match &caught {
@@ -1074,6 +1178,15 @@ pub struct LockedSubscription {
     pub custom: Option<String>,
     /// The whole document, when it is not a JSON object.
     pub not_object: Option<String>,
+}
+
+/// Locks the counters of `feature` of `user_id` in their current periods ([`LOCK_COUNTERS`]).
+pub fn lock_counters(client: &mut SpiClient<'_>, user_id: i64, feature: &str) -> Result<(), Error> {
+    let args: [DatumWithOid; 2] = [user_id.into(), feature.into()];
+    write(client, |plans| {
+        client.select(&plans.lock_counters, None, &args).map_err(failed("locking the counters"))
+    })
+    .map(|_| ())
 }
 
 /// Locks the user's subscriptions with status 'active' and returns the one that counts

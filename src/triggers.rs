@@ -131,7 +131,7 @@ fn sync_storage_quota<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
         let mut users: Vec<i64> = new.iter().chain(old.iter()).map(user_id).collect();
         users.dedup();
         let now = pgrx::datum::now();
-        let zone = Spi::connect(|client| store::local_zone(&client)).or_raise();
+        let zone = Spi::connect(|client| store::local_zone(client)).or_raise();
         let new_state = new.as_ref().map(|t| state(t, now, zone.as_deref())).transpose()?;
         let old_state = old.as_ref().map(|t| state(t, now, zone.as_deref())).transpose()?;
         let (mut same_limits, mut same_period) = (false, false);

@@ -49,6 +49,8 @@ pub enum ErrorKind {
     ColumnType,
     /// 55000 object_not_in_prerequisite_state
     NotReady,
+    /// 40001 serialization_failure
+    SerializationFailure,
     /// XX000 internal_error: a statement of the extension failed in a way no row or argument
     /// can cause (an SPI protocol error).
     Internal,
@@ -124,6 +126,9 @@ pub enum Error {
     RecordWithoutPeriod { record_id: i64 },
     /// A refund would take a counter below zero: it was lowered outside the ledger.
     RefundBelowZero { subject: Subject, record_id: i64, amount: i64 },
+    /// The subscription a use was judged by changed before the use could count, and the
+    /// transaction cannot read what changed (its snapshot is older), or it kept changing.
+    SubscriptionChanged { subject: Subject },
     /// A statement of the extension failed at the SPI level.
     Statement { what: &'static str, detail: String },
 }
@@ -144,6 +149,7 @@ impl Error {
             PlanMissing { .. } => ErrorKind::MissingReference,
             NoCycle { .. } => ErrorKind::NullColumn,
             RefundBelowZero { .. } => ErrorKind::CheckViolation,
+            SubscriptionChanged { .. } => ErrorKind::SerializationFailure,
             IdempotencyKeyTooLong { .. } => ErrorKind::TooLong,
             ColumnType { .. } => ErrorKind::ColumnType,
             RecordWithoutPeriod { .. } | KeyRefunded { .. } => ErrorKind::NotReady,
@@ -241,6 +247,10 @@ impl Error {
                 .into(),
             RefundBelowZero { .. } => "quota.verify_ledger() lists counters that differ from \
                  their records."
+                .into(),
+            SubscriptionChanged { .. } => "Retry the transaction, as after any serialization \
+                 failure: under REPEATABLE READ or SERIALIZABLE a use cannot count under a limit \
+                 that changed after the transaction's snapshot."
                 .into(),
             Statement { .. } => "This is a bug in pg_entitlements; please report it.".into(),
         }
@@ -375,6 +385,12 @@ impl fmt::Display for Error {
                 f,
                 "{subject}: refunding usage record {record_id} (amount {amount}) would take its \
                  period's counter below zero"
+            ),
+            SubscriptionChanged { subject } => write!(
+                f,
+                "{subject}: the subscription changed after the use read it, and the use could \
+                 not follow (the transaction reads one snapshot, or it kept changing); nothing \
+                 was counted"
             ),
             Statement { what, detail } => write!(f, "pg_entitlements: {what} failed: {detail}"),
         }

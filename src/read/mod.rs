@@ -149,18 +149,17 @@ pub fn feature_row(
             return Ok(row);
         }
     }
-    statement_feature_row(client, user_id, feature, store::Lock::None)
+    statement_feature_row(client, user_id, feature, store::Snapshot::Current)
 }
 
-/// [`feature_row`] for a writer whose unlocked read went stale: the active subscription read by
-/// a statement that locks the user's active subscriptions first, until the end of the
-/// transaction, so that its limit cannot change under the use.
-pub fn feature_row_for_use(
-    client: &mut SpiClient<'_>,
+/// [`feature_row`] for a writer whose first read went stale: a statement with a snapshot of
+/// its own, taken after the change that made the first read stale committed.
+pub fn feature_row_again(
+    client: &SpiClient<'_>,
     user_id: i64,
     feature: &str,
 ) -> Result<FeatureRow, Error> {
-    statement_feature_row(client, user_id, Some(feature), store::Lock::ForUse)
+    statement_feature_row(client, user_id, Some(feature), store::Snapshot::New)
 }
 
 /// The row from the copy and the subscription index; `Ok(None)` when the copy lacks the
@@ -257,9 +256,9 @@ fn statement_feature_row(
     client: &SpiClient<'_>,
     user_id: i64,
     feature: Option<&str>,
-    lock: store::Lock,
+    snapshot: store::Snapshot,
 ) -> Result<FeatureRow, Error> {
-    parse_feature_rows(&statement_rows(client, user_id, feature, lock)?, user_id, feature)
+    parse_feature_rows(&statement_rows(client, user_id, feature, snapshot)?, user_id, feature)
 }
 
 /// The rows of [`store::select_feature`], run again when quota.attach() or detach() changed
@@ -268,10 +267,10 @@ fn statement_rows<'c>(
     client: &'c SpiClient<'_>,
     user_id: i64,
     feature: Option<&str>,
-    lock: store::Lock,
+    snapshot: store::Snapshot,
 ) -> Result<Vec<SpiHeapTupleData<'c>>, Error> {
     loop {
-        let (table, bound_to) = store::select_feature(client, user_id, feature, lock)?;
+        let (table, bound_to) = store::select_feature(client, user_id, feature, snapshot)?;
         let rows: Vec<SpiHeapTupleData<'_>> = table.collect();
         let Some(first) = rows.first() else {
             return Err(Error::Statement { what: "the quota lookup", detail: "no row".into() });
@@ -329,7 +328,7 @@ pub fn counting_plan(client: &SpiClient<'_>, user_id: i64) -> Result<Option<i64>
         let now = pgrx::datum::now();
         return Ok(config.active_subscription(user_id, None, now)?.and_then(|c| c.plan_id));
     }
-    let rows = statement_rows(client, user_id, None, store::Lock::None)?;
+    let rows = statement_rows(client, user_id, None, store::Snapshot::Current)?;
     let Some(first) = rows.first() else {
         return Ok(None);
     };

@@ -310,3 +310,48 @@ fn key_datum(key: Key<'_>, kind: KeyKind) -> Result<Option<Datum>, Error> {
         }
     })
 }
+
+/// Whether row version `tid` of table `relation` is the one committed now: false once a
+/// transaction that committed since the caller's snapshot was taken replaced or deleted it. A
+/// writer that waited for a lock asks this of the row it read before waiting, to know whether
+/// what it read still stands (src/store.rs, use_sql). Judged as SnapshotSelf judges a row (by
+/// the commit log, the way an UPDATE finds the newest version): no snapshot is taken, and a row
+/// that nothing changed is answered from its hint bits alone. The caller needs SELECT on the
+/// table, as to read the row itself.
+pub fn is_current(relation: Oid, tid: pg_sys::ItemPointerData) -> bool {
+    let mut tid = tid;
+    // SAFETY: a privilege check, then the table access method's fetch of one row version by
+    // its tid, with a slot made for it; the slot and the relation are released before
+    // returning. Only a relation with rows in storage is asked (a view or a partitioned table,
+    // which a caller may name by hand, has no table access method to ask), and only for a tid
+    // within it (a row version the caller read cannot lie beyond; a tid given by hand can). An
+    // ERROR inside unwinds, and the resource owner releases what was held.
+    unsafe {
+        let acl = pg_sys::pg_class_aclcheck(relation, pg_sys::GetUserId(), pg_sys::ACL_SELECT);
+        if acl != pg_sys::AclResult::ACLCHECK_OK {
+            pg_sys::aclcheck_error(
+                acl,
+                pg_sys::ObjectType::OBJECT_TABLE,
+                pg_sys::get_rel_name(relation),
+            );
+        }
+        let heap = pg_sys::table_open(relation, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let kind = (*(*heap).rd_rel).relkind as u8;
+        let stored = !(*heap).rd_tableam.is_null()
+            && [pg_sys::RELKIND_RELATION, pg_sys::RELKIND_MATVIEW, pg_sys::RELKIND_TOASTVALUE]
+                .contains(&kind);
+        let (block, _) = pgrx::itemptr::item_pointer_get_both(tid);
+        let found = stored
+            && block
+                < pg_sys::RelationGetNumberOfBlocksInFork(heap, pg_sys::ForkNumber::MAIN_FORKNUM)
+            && {
+                let slot = pg_sys::table_slot_create(heap, std::ptr::null_mut());
+                let snapshot = std::ptr::addr_of_mut!(pg_sys::SnapshotSelfData);
+                let found = pg_sys::table_tuple_fetch_row_version(heap, &mut tid, snapshot, slot);
+                pg_sys::ExecDropSingleTupleTableSlot(slot);
+                found
+            };
+        pg_sys::table_close(heap, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        found
+    }
+}

@@ -35,6 +35,14 @@ CALL expect_error($$INSERT INTO quota.plan_features (plan_id, feature_code, feat
 CALL expect_error($$UPDATE quota.user_usage SET usage_count = 0 WHERE user_id = 501$$);
 CALL expect_error($$DELETE FROM quota.usage_records WHERE user_id = 501$$);
 CALL expect_error($$SELECT quota.adjust_quota(501, 'articles_per_month', 1000, 'self-service')$$);
+-- row_is_current() (which the writers ask about the subscription row they read) reads a row
+-- version of a table its caller may read, and of no other.
+SELECT quota.row_is_current('quota.user_subscriptions'::regclass, ctid) AS current
+  FROM quota.user_subscriptions WHERE user_id = 501;
+CALL expect_error($$SELECT quota.row_is_current('quota.quota_adjustments'::regclass, '(0,1)')$$);
+-- A relation without rows of its own (a view) and a row version beyond the table: not current.
+SELECT quota.row_is_current('pg_catalog.pg_roles'::regclass, '(0,1)') AS view_row,
+       quota.row_is_current('quota.user_subscriptions'::regclass, '(999999,1)') AS beyond;
 
 -- A hostile search_path with hostile objects in a schema the caller owns: an operator + that
 -- always answers 0, a now() from the far future and a look-alike user_usage table. The

@@ -39,11 +39,12 @@ SELECT * FROM figures(1401);
 SELECT allowed, current_usage, quota_limit FROM consume(1401, 'platform_accounts', 3);
 SELECT allowed, current_usage, quota_limit FROM consume(1401, 'articles_per_month', 2);
 SELECT allowed, current_usage, quota_limit FROM consume(1401, 'articles_per_month', 1);
--- The period is the new anchor's; the counter and its records moved there together.
+-- The period is the new anchor's; the usage and its records moved there together (the counter
+-- of the period before stays, emptied, ending at the renewal).
 SELECT p.period_start = s.quota_reset_anchor AS starts_at_new_anchor
   FROM get_quota_period(1401, 'articles_per_month') p, user_subscriptions s
  WHERE s.user_id = 1401 AND s.status = 'active';
-SELECT count(*) AS counters, sum(usage_count) AS used
+SELECT count(*) FILTER (WHERE usage_count > 0) AS counters_in_use, sum(usage_count) AS used
   FROM user_usage WHERE user_id = 1401 AND feature_code = 'articles_per_month';
 SELECT * FROM verify_ledger(1401);
 

@@ -186,8 +186,8 @@ SELECT count(*) AS records,
 SELECT l.feature_code, l.usage_count, l.period_start = s.quota_reset_anchor AS at_local_anchor
   FROM lt.user_usage l
   JOIN lt.user_subscriptions s ON s.user_id = l.user_id AND s.status = 'active'
- WHERE l.user_id = 1604
- ORDER BY 1;
+ WHERE l.user_id = 1604 AND l.feature_code = 'articles_per_month'
+   AND l.period_end > s.quota_reset_anchor + interval '10 days';
 SELECT detach();
 DELETE FROM settings;
 DROP TABLE lt_own, lt_local;
