@@ -94,63 +94,69 @@ SELECT u.usage_count::pg_catalog.int8 FROM quota.user_usage u
 ///
 /// The use was judged by the subscription version it read ($11, its ctid), maybe with an older
 /// snapshot than this statement's, and this statement's snapshot may be older than the commit
-/// of a change it waited for at the counter. So `fresh` asks, once the counter is locked (it is
-/// referenced from the conflict's WHERE, which runs after the lock), whether that version is
-/// still the committed one, whatever the snapshots ([`crate::read::probe::is_current`]);
-/// `ready` asks the same before a first use of the period inserts the counter, which waits for
-/// no lock. When it is not, nothing is written and the third column says false: the writer
-/// reads again and judges the use again. Once the counter is locked, a change that commits
-/// later has waited for the use; a change that locked nothing (the counter did not exist yet)
-/// and commits later comes after the use, which counted under what was committed when it
-/// counted.
+/// of a change it waited for at the counter. So `current` asks, once the counter is locked,
+/// whether that version is still the committed one, whatever the snapshots
+/// ([`crate::read::probe::is_current`]): it is first referenced from the conflict's WHERE,
+/// which runs after the lock, or, for a first use of the period, which inserts the counter,
+/// from `rec`, after the insert. When it is not, the third column says false and nothing is
+/// written, but for a counter inserted by a first use, which the writer deletes again
+/// ([`Applied::Stale`]); the writer then reads again and judges the use again. Once the counter
+/// is locked, a change that commits later has waited for the use; a change that locked nothing
+/// (the counter did not exist yet) and commits later comes after the use, which counted under
+/// what was committed when it counted.
 ///
-/// Where row_is_current() does not exist yet ([`HAS_ROW_IS_CURRENT`]), `ready` locks the version
-/// read FOR NO KEY UPDATE before the upsert and `fresh` is true: the lock waits for a change of
-/// the row in flight and then follows it to the newest version, which no longer stands at $11.
+/// Where row_is_current() does not exist yet ([`HAS_ROW_IS_CURRENT`]), `current` locks the
+/// version read FOR NO KEY UPDATE instead: the lock waits for a change of the row in flight and
+/// then follows it to the newest version, which no longer stands at $11.
 ///
 /// `alerted_limit` is the column of that name, or NULL where the table lacks it (see
 /// [`HAS_COLUMN`]).
 fn use_sql(row_is_current: bool, alerted_limit: &str) -> String {
-    let checks = if row_is_current {
-        "ready AS MATERIALIZED (
-    SELECT quota.row_is_current('quota.user_subscriptions'::pg_catalog.regclass, $11) AS yes
-), fresh AS MATERIALIZED (
-    SELECT quota.row_is_current('quota.user_subscriptions'::pg_catalog.regclass, $11) AS yes
-)"
+    let current = if row_is_current {
+        "quota.row_is_current('quota.user_subscriptions'::pg_catalog.regclass, $11)"
     } else {
-        "ready AS MATERIALIZED (
-    SELECT EXISTS (SELECT FROM quota.user_subscriptions us
-                    WHERE us.ctid OPERATOR(pg_catalog.=) $11 AND us.user_id = $1
-                      FOR NO KEY UPDATE OF us) AS yes
-), fresh AS MATERIALIZED (SELECT true AS yes)"
+        "EXISTS (SELECT FROM quota.user_subscriptions us
+                  WHERE us.ctid OPERATOR(pg_catalog.=) $11 AND us.user_id = $1
+                    FOR NO KEY UPDATE OF us)"
     };
     format!(
         "
-WITH {checks}, counter AS (
+WITH current AS MATERIALIZED (
+    SELECT {current} AS yes
+), counter AS (
     INSERT INTO quota.user_usage AS u
            (user_id, feature_code, period_start, period_end, usage_count, last_reset_at,
             updated_at)
     SELECT $1, $2, $3, $4, $5, pg_catalog.now(), pg_catalog.now()
-     WHERE ($6::pg_catalog.int8 IS NULL OR $5 <= $6) AND (SELECT ready.yes FROM ready)
+     WHERE $6::pg_catalog.int8 IS NULL OR $5 <= $6
     ON CONFLICT (user_id, feature_code, period_start) DO UPDATE
        SET usage_count = u.usage_count OPERATOR(pg_catalog.+) EXCLUDED.usage_count,
            period_end = EXCLUDED.period_end,
            updated_at = EXCLUDED.updated_at
      WHERE ($6::pg_catalog.int8 IS NULL
             OR u.usage_count OPERATOR(pg_catalog.+) EXCLUDED.usage_count <= $6)
-       AND (SELECT fresh.yes FROM fresh)
+       AND (SELECT current.yes FROM current)
     RETURNING u.usage_count::pg_catalog.int8, u.alerted_percent, {alerted_limit} AS alerted_limit
 ), rec AS (
     INSERT INTO quota.usage_records
            (user_id, feature_code, period_start, resource_type, resource_id, amount, metadata,
             idempotency_key, created_at)
     SELECT $1, $2, $3, $7, $8, $5, $9, $10, pg_catalog.now() FROM counter
+     WHERE (SELECT current.yes FROM current)
 )
-SELECT counter.usage_count, counter.alerted_percent,
-       (SELECT ready.yes FROM ready) AND (SELECT fresh.yes FROM fresh), counter.alerted_limit
+SELECT counter.usage_count, counter.alerted_percent, (SELECT current.yes FROM current),
+       counter.alerted_limit
   FROM (SELECT) AS one LEFT JOIN counter ON true"
     )
 }
+
+/// Deletes the counter that a first use of its period inserted, in [`use_sql`], before it found
+/// the subscription version it was judged by no longer standing: the counter is that
+/// statement's own insert, which no other transaction can see or change, and no usage record
+/// was written for it.
+const WITHDRAW_COUNTER: &str = "
+DELETE FROM quota.user_usage u
+ WHERE u.user_id = $1 AND u.feature_code = $2 AND u.period_start = $3";
 
 /// Remembers the highest alert threshold announced for a period and the limit it was judged
 /// against ($5; `set_limit` is empty where the table lacks the column, [`HAS_COLUMN`]).
@@ -430,6 +436,7 @@ struct Plans {
     feature_new_snapshot: OwnedPreparedStatement,
     usage: OwnedPreparedStatement,
     use_: OwnedPreparedStatement,
+    withdraw_counter: OwnedPreparedStatement,
     lock_key: OwnedPreparedStatement,
     record_by_key: OwnedPreparedStatement,
     refund_target_by_id: OwnedPreparedStatement,
@@ -535,6 +542,7 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
         feature_new_snapshot: prepare(&feature, &[int8, text], true)?,
         usage: prepare(USAGE, &[int8, text, tstz], false)?,
         use_: prepare(&use_sql(has_row_is_current, alerted_limit), &use_args, true)?,
+        withdraw_counter: prepare(WITHDRAW_COUNTER, &[int8, text, tstz], true)?,
         lock_key: prepare(LOCK_KEY, &[int8, text], true)?,
         record_by_key: prepare(RECORD_BY_KEY, &[int8, text], true)?,
         refund_target_by_id: prepare(RECORD_FOR_REFUND_BY_ID, &[int8], true)?,
@@ -921,7 +929,8 @@ pub enum Applied {
     Counted { usage: i64, announced: Announced },
     /// The limit refused it; nothing was written.
     Refused,
-    /// The subscription changed since it was read; nothing was written (see [`use_sql`]).
+    /// The subscription changed since it was read; nothing was written, or what was is
+    /// withdrawn (see [`use_sql`]).
     Stale,
 }
 
@@ -932,10 +941,11 @@ pub fn apply_use(
     u: Use<'_>,
     read: pg_sys::ItemPointerData,
 ) -> Result<Applied, Error> {
+    let (subject, period_start) = (u.subject, u.period_start);
     let args: [DatumWithOid; 11] = [
-        u.subject.user_id.into(),
-        u.subject.feature.as_str().into(),
-        u.period_start.into(),
+        subject.user_id.into(),
+        subject.feature.as_str().into(),
+        period_start.into(),
         u.period_end.into(),
         u.amount.into(),
         u.limit.map_or_else(DatumWithOid::null::<i64>, Into::into),
@@ -967,14 +977,25 @@ pub fn apply_use(
         })
         .execute()
     })?;
-    let Some(row) = table.into_iter().next() else {
-        return Err(Error::Statement { what: "recording usage", detail: "no row".into() });
+    let (usage, current, announced) = {
+        let Some(row) = table.into_iter().next() else {
+            return Err(Error::Statement { what: "recording usage", detail: "no row".into() });
+        };
+        let announced = Announced { percent: col(&row, 2)?.unwrap_or(0), limit: col(&row, 4)? };
+        (col::<i64>(&row, 1)?, must(col::<bool>(&row, 3)?, "current")?, announced)
     };
-    Ok(match (col::<i64>(&row, 1)?, must(col::<bool>(&row, 3)?, "exists")?) {
-        (Some(usage), _) => Applied::Counted {
-            usage,
-            announced: Announced { percent: col(&row, 2)?.unwrap_or(0), limit: col(&row, 4)? },
-        },
+    Ok(match (usage, current) {
+        (Some(usage), true) => Applied::Counted { usage, announced },
+        (Some(_), false) => {
+            let key: [DatumWithOid; 3] =
+                [subject.user_id.into(), subject.feature.as_str().into(), period_start.into()];
+            write(client, |plans| {
+                client
+                    .select(&plans.withdraw_counter, None, &key)
+                    .map_err(failed("withdrawing a counter"))
+            })?;
+            Applied::Stale
+        }
         (None, false) => Applied::Stale,
         (None, true) => Applied::Refused,
     })
