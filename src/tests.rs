@@ -370,7 +370,7 @@ mod tests {
         assert_eq!(first, format!("{original} 3 true"));
         let second = one::<bool>("SELECT newly_refunded FROM quota.refund_usage(36, 'gen-1')");
         assert_eq!(second, Some(false));
-        assert_eq!(one::<i64>(&format!("SELECT usage_count FROM quota.user_usage WHERE user_id = 36 AND period_start = '{original}'")), Some(0));
+        assert_eq!(one::<i64>(&format!("SELECT usage_count FROM quota.user_usage WHERE user_id = 36 AND feature_code = 'articles_per_month' AND period_start = '{original}'")), Some(0));
         assert!(ledger_is_consistent());
     }
 
