@@ -164,7 +164,7 @@ IFS='|' read -r calls allowed renewed usage current < <(sql -c "
          (SELECT count(*) FROM public.load_restart_answers WHERE allowed),
          (SELECT count(*) FROM quota.user_subscriptions WHERE user_id = 4 AND status = 'cancelled'),
          (SELECT current_usage FROM quota.check_user_quota(4, 'articles_per_month')),
-         (SELECT count(*) FROM quota.user_usage WHERE user_id = 4 AND period_end > now())")
+         (SELECT count(*) FROM quota.user_usage WHERE user_id = 4 AND feature_code = 'articles_per_month' AND period_end > now())")
 echo "    $calls calls, $renewed renewals, $allowed allowed"
 expect "renewals" "$renewed" "$RENEWALS"
 expect "uses allowed over all renewals" "$allowed" "$HOT_LIMIT"
