@@ -14,6 +14,7 @@ use pgrx::datum::TryFromDatumError;
 use pgrx::datum::{Timestamp, TimestampWithTimeZone};
 use pgrx::prelude::*;
 use pgrx::AllocatedByPostgres;
+use std::cell::OnceCell;
 
 type TriggerResult<'a> = Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, TryFromDatumError>;
 
@@ -68,15 +69,21 @@ fn validate_custom_quotas<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
 }
 
 /// A time column as an instant: a timestamptz as it is, a `timestamp without time zone` of an
-/// attached application's as a local time in `local_zone` (the zone quota.attach() was told),
-/// converted the way `timestamp AT TIME ZONE zone` converts it.
+/// attached application's as a local time in the zone quota.attach() was told (looked up once,
+/// and only for such a column), converted the way `timestamp AT TIME ZONE zone` converts it.
 fn instant(
     tuple: &PgHeapTuple<'_, AllocatedByPostgres>,
     name: &str,
-    local_zone: Option<&str>,
+    local_zone: &OnceCell<Option<String>>,
 ) -> Result<Option<TimestampWithTimeZone>, TryFromDatumError> {
-    match (tuple.get_by_name::<TimestampWithTimeZone>(name), local_zone) {
-        (Err(TryFromDatumError::IncompatibleTypes { .. }), Some(zone)) => {
+    match tuple.get_by_name::<TimestampWithTimeZone>(name) {
+        Err(e @ TryFromDatumError::IncompatibleTypes { .. }) => {
+            let zone = local_zone
+                .get_or_init(|| Spi::connect(|client| store::local_zone(client)).or_raise());
+            let Some(zone) = zone else {
+                // Not attached with a zone: a column of another type is the row's error.
+                return Err(e);
+            };
             let Some(local) = tuple.get_by_name::<Timestamp>(name)? else {
                 return Ok(None);
             };
@@ -86,11 +93,11 @@ fn instant(
             Ok(unsafe {
                 pgrx::direct_function_call::<TimestampWithTimeZone>(
                     pg_sys::timestamp_zone,
-                    &[zone.into_datum(), local.into_datum()],
+                    &[zone.as_str().into_datum(), local.into_datum()],
                 )
             })
         }
-        (other, _) => other,
+        other => other,
     }
 }
 
@@ -98,7 +105,7 @@ fn instant(
 fn state(
     tuple: &PgHeapTuple<'_, AllocatedByPostgres>,
     now: TimestampWithTimeZone,
-    local_zone: Option<&str>,
+    local_zone: &OnceCell<Option<String>>,
 ) -> Result<SubscriptionState, TryFromDatumError> {
     let status = tuple.get_by_name::<String>("status")?;
     let start = instant(tuple, "start_date", local_zone)?.map(micros);
@@ -131,9 +138,9 @@ fn sync_storage_quota<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
         let mut users: Vec<i64> = new.iter().chain(old.iter()).map(user_id).collect();
         users.dedup();
         let now = pgrx::datum::now();
-        let zone = Spi::connect(|client| store::local_zone(client)).or_raise();
-        let new_state = new.as_ref().map(|t| state(t, now, zone.as_deref())).transpose()?;
-        let old_state = old.as_ref().map(|t| state(t, now, zone.as_deref())).transpose()?;
+        let zone = OnceCell::new();
+        let new_state = new.as_ref().map(|t| state(t, now, &zone)).transpose()?;
+        let old_state = old.as_ref().map(|t| state(t, now, &zone)).transpose()?;
         let (mut same_limits, mut same_period) = (false, false);
         if let (Some(o), Some(n)) = (&old_state, &new_state) {
             // An UPDATE that names a watched column but changes nothing that decides a limit
