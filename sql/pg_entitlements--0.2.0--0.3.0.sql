@@ -1177,25 +1177,8 @@ ON CONFLICT (user_id, feature_code, period_start) DO UPDATE
 -- A period belongs to the user's billing anchor, not to a subscription row (issue 14, items 1
 -- and 2): its start is the anniversary even when the subscription started later, and a change
 -- that moves the current period (another anchor, cycle or time zone) carries the usage counted
--- so far into it. The trigger on user_subscriptions also watches the anchor and the cycle.
-CREATE OR REPLACE FUNCTION quota.install_triggers(subscriptions regclass)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    EXECUTE format('CREATE TRIGGER pg_entitlements_validate_custom_quotas
-                        BEFORE INSERT OR UPDATE OF custom_quotas ON %s
-                        FOR EACH ROW EXECUTE FUNCTION quota.validate_custom_quotas()',
-                   subscriptions);
-    EXECUTE format('CREATE TRIGGER pg_entitlements_sync_storage_quota
-                        AFTER INSERT OR DELETE OR UPDATE OF custom_quotas, plan_id, status,
-                              start_date, end_date, user_id, quota_reset_anchor,
-                              quota_cycle_type ON %s
-                        FOR EACH ROW EXECUTE FUNCTION quota.sync_storage_quota()',
-                   subscriptions);
-END
-$$;
+-- so far into it. The trigger on user_subscriptions also watches the anchor and the cycle
+-- (quota.install_triggers() is replaced once, below, with the third trigger of the locks).
 DROP TRIGGER pg_entitlements_sync_storage_quota ON quota.user_subscriptions;
 CREATE TRIGGER pg_entitlements_sync_storage_quota
     AFTER INSERT OR DELETE OR UPDATE OF custom_quotas, plan_id, status, start_date, end_date,

@@ -343,7 +343,7 @@ SELECT u.feature_code::pg_catalog.text, u.period_start::pg_catalog.timestamptz,
    FOR UPDATE OF u";
 
 /// Empties the counters [`CARRY_LOCK`] locked ($2 features, $3 starts) and ends them at now():
-/// what they counted moves to the current period ([`carry_sql`]). They stay, not deleted: a use
+/// what they counted moves to the current period ([`CARRY`]). They stay, not deleted: a use
 /// that read the period before the change and waits for one of them then finds it changed,
 /// reads again and counts in the current period, where a deleted counter would let it create
 /// a new one under the old start.
@@ -355,8 +355,7 @@ UPDATE quota.user_usage u SET usage_count = 0, period_end = pg_catalog.now()
 
 /// Adds what the emptied counters counted ($4 features, $5 amounts, $6 highest alerts
 /// announced, one per feature) to the current period's counters ($2, $3).
-fn carry_sql() -> &'static str {
-    "
+const CARRY: &str = "
 INSERT INTO quota.user_usage AS u
        (user_id, feature_code, period_start, period_end, usage_count, alerted_percent,
         last_reset_at, updated_at)
@@ -367,8 +366,7 @@ ON CONFLICT (user_id, feature_code, period_start) DO UPDATE
    SET usage_count = u.usage_count OPERATOR(pg_catalog.+) EXCLUDED.usage_count,
        alerted_percent = GREATEST(u.alerted_percent, EXCLUDED.alerted_percent),
        period_end = EXCLUDED.period_end,
-       updated_at = EXCLUDED.updated_at"
-}
+       updated_at = EXCLUDED.updated_at";
 
 /// Moves the usage records of the counters [`CARRY_EMPTY`] emptied ($3 features, $4 old starts) to
 /// the current period's start ($2): each (user, feature, period) keeps a counter equal to the sum
@@ -567,7 +565,7 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
             true,
         )?,
         carry: prepare(
-            carry_sql(),
+            CARRY,
             &[int8, tstz, tstz, oid(TEXTARRAYOID), oid(INT8ARRAYOID), oid(INT4ARRAYOID)],
             true,
         )?,
