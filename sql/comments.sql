@@ -110,8 +110,10 @@ COMMENT ON FUNCTION quota.attach_problems(name, text) IS
     '(a nullable or constant-default column, a unique index built CONCURRENTLY), the lock it '
     'takes and whether it reads or rewrites the table; no fix, and why, where the only one would '
     'rewrite the table or change what its data means; and the rows the functions cannot rely on, '
-    'with their user and row ids and a query that shows them. local_time_zone: the zone of the '
-    'application''s timestamp without time zone columns, as quota.attach() takes it.';
+    'with their user and row ids and a query that shows them. needed_for names the optional '
+    'feature (idempotency_keys, refunds, alerts) a problem alone concerns: attach() goes on '
+    'without that feature. local_time_zone: the zone of the application''s timestamp without '
+    'time zone columns, as quota.attach() takes it.';
 
 COMMENT ON FUNCTION quota.attach(name, text, boolean) IS
     'Superusers only. Binds every quota function and the storage trigger to the application '
@@ -121,7 +123,8 @@ COMMENT ON FUNCTION quota.attach(name, text, boolean) IS
     'schema quota; a NOTICE names each trigger and rule of the application''s on the tables. '
     'local_time_zone is required when a time column is timestamp without time zone (never '
     'guessed); rows the functions cannot rely on are refused unless accept_bad_rows, and then '
-    'the calls that meet them fail.';
+    'the calls that meet them fail. What only an optional feature needs does not stop it: the '
+    'feature is recorded in quota.settings.attached_lacks and its calls are refused.';
 
 COMMENT ON FUNCTION quota.detach() IS
     'Superusers only. Binds the quota functions to the extension''s own tables again, removes '
@@ -140,6 +143,11 @@ COMMENT ON COLUMN quota.settings.attached_grants IS
 COMMENT ON COLUMN quota.settings.attached_time_zone IS
     'Written by quota.attach() and quota.detach() only: the zone of the local times the attached '
     'tables hold in their timestamp without time zone columns; NULL when they hold none.';
+
+COMMENT ON COLUMN quota.settings.attached_lacks IS
+    'Written by quota.attach() and quota.detach() only: the optional features (idempotency_keys, '
+    'refunds, alerts) the attached tables lack the columns of; the calls that need them are '
+    'refused (0A000).';
 
 COMMENT ON COLUMN quota.settings.previous_time_zone IS
     'Set by the trigger pg_entitlements_remember_zone: the zone before the last change of '

@@ -57,7 +57,8 @@ DROP FUNCTION quota.attach(name);
 CREATE FUNCTION quota.attach_problems(target_schema name, local_time_zone text DEFAULT NULL)
 RETURNS TABLE (problem text, fix text, fix_lock text, fix_scans boolean, fix_rewrites boolean,
                fix_in_transaction boolean, note text,
-               bad_rows bigint, user_ids bigint[], row_ids bigint[], show_rows text)
+               bad_rows bigint, user_ids bigint[], row_ids bigint[], show_rows text,
+               needed_for text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -74,7 +75,8 @@ DECLARE
                        WHERE c.oid = to_regclass(format('%I.user_subscriptions', target_schema)));
     -- 'table.column' of every column the checks of rows may read (present, of a type they read).
     usable text[] := '{}';
-    -- Checks of rows: {table, columns read, condition on alias t, what is wrong, note}.
+    -- Checks of rows: {table, columns read, condition on alias t, what is wrong, note,
+    -- the optional feature it concerns or ''}.
     checks text[] := '{}';
     -- The note of a check whose rows the functions meet once attached: what follows then.
     accept CONSTANT text := 'once attached, %s. Correct the rows, or attach with accept_bad_rows => true';
@@ -96,64 +98,65 @@ BEGIN
         RETURN;
     END IF;
 
-    -- Every column the functions read or write: accepted types, and how to add it if missing
+    -- Every column the functions read or write: accepted types, how to add it if missing
     -- (only where an added column holds what the functions expect of the rows there already:
-    -- NULL, or a constant). The time columns may hold local times (timestamp) when the caller
-    -- says their zone. usage_records.period_start names a counter's period_start, so it is
-    -- added with that column's type: the two compare without a zone.
+    -- NULL, or a constant), and the optional feature that alone needs it. The time columns may
+    -- hold local times (timestamp) when the caller says their zone. usage_records.period_start
+    -- names a counter's period_start, so it is added with that column's type: the two compare
+    -- without a zone.
     FOR req IN
         SELECT r.*, (r.tbl = 'user_subscriptions' AND r.col IN ('start_date', 'end_date', 'quota_reset_anchor')
                      OR r.tbl = 'user_usage' AND r.col IN ('period_start', 'period_end', 'last_reset_at', 'updated_at')
                      OR r.tbl = 'usage_records' AND r.col IN ('period_start', 'created_at')
                      OR r.tbl = 'user_storage_usage' AND r.col = 'updated_at') AS is_time
           FROM (VALUES
-            ('user_subscriptions', 'id',                 '{int4,int8}', NULL),
-            ('user_subscriptions', 'user_id',            '{int4,int8}', NULL),
-            ('user_subscriptions', 'plan_id',            '{int4,int8}', NULL),
-            ('user_subscriptions', 'start_date',         '{timestamptz}', NULL),
-            ('user_subscriptions', 'end_date',           '{timestamptz}', NULL),
-            ('user_subscriptions', 'status',             '{text,varchar}', NULL),
-            ('user_subscriptions', 'custom_quotas',      '{jsonb}', 'jsonb'),
-            ('user_subscriptions', 'quota_reset_anchor', '{timestamptz}', 'timestamptz'),
-            ('user_subscriptions', 'quota_cycle_type',   '{text,varchar}', 'varchar(20)'),
-            ('subscription_plans', 'id',                 '{int4,int8}', NULL),
-            ('subscription_plans', 'billing_cycle',      '{text,varchar}', 'varchar(20) NOT NULL DEFAULT ''monthly'''),
-            ('subscription_plans', 'quota_cycle_type',   '{text,varchar}', 'varchar(20)'),
-            ('plan_features',      'plan_id',            '{int4,int8}', NULL),
-            ('plan_features',      'feature_code',       '{text,varchar}', NULL),
-            ('plan_features',      'feature_value',      '{int4}', NULL),
-            ('plan_features',      'feature_unit',       '{text,varchar}', 'varchar(20)'),
-            ('user_usage',         'user_id',            '{int4,int8}', NULL),
-            ('user_usage',         'feature_code',       '{text,varchar}', NULL),
-            ('user_usage',         'period_start',       '{timestamptz}', NULL),
-            ('user_usage',         'period_end',         '{timestamptz}', NULL),
-            ('user_usage',         'usage_count',        '{int4,int8}', NULL),
-            ('user_usage',         'alerted_percent',    '{int4}', 'integer NOT NULL DEFAULT 0'),
-            ('user_usage',         'alerted_limit',      '{int8}', 'bigint'),
-            ('user_usage',         'last_reset_at',      '{timestamptz}', 'timestamptz'),
-            ('user_usage',         'updated_at',         '{timestamptz}', 'timestamptz'),
-            ('usage_records',      'id',                 '{int4,int8}', NULL),
-            ('usage_records',      'user_id',            '{int4,int8}', NULL),
-            ('usage_records',      'feature_code',       '{text,varchar}', NULL),
+            ('user_subscriptions', 'id',                 '{int4,int8}', NULL, NULL),
+            ('user_subscriptions', 'user_id',            '{int4,int8}', NULL, NULL),
+            ('user_subscriptions', 'plan_id',            '{int4,int8}', NULL, NULL),
+            ('user_subscriptions', 'start_date',         '{timestamptz}', NULL, NULL),
+            ('user_subscriptions', 'end_date',           '{timestamptz}', NULL, NULL),
+            ('user_subscriptions', 'status',             '{text,varchar}', NULL, NULL),
+            ('user_subscriptions', 'custom_quotas',      '{jsonb}', 'jsonb', NULL),
+            ('user_subscriptions', 'quota_reset_anchor', '{timestamptz}', 'timestamptz', NULL),
+            ('user_subscriptions', 'quota_cycle_type',   '{text,varchar}', 'varchar(20)', NULL),
+            ('subscription_plans', 'id',                 '{int4,int8}', NULL, NULL),
+            ('subscription_plans', 'billing_cycle',      '{text,varchar}', 'varchar(20) NOT NULL DEFAULT ''monthly''', NULL),
+            ('subscription_plans', 'quota_cycle_type',   '{text,varchar}', 'varchar(20)', NULL),
+            ('plan_features',      'plan_id',            '{int4,int8}', NULL, NULL),
+            ('plan_features',      'feature_code',       '{text,varchar}', NULL, NULL),
+            ('plan_features',      'feature_value',      '{int4}', NULL, NULL),
+            ('plan_features',      'feature_unit',       '{text,varchar}', 'varchar(20)', NULL),
+            ('user_usage',         'user_id',            '{int4,int8}', NULL, NULL),
+            ('user_usage',         'feature_code',       '{text,varchar}', NULL, NULL),
+            ('user_usage',         'period_start',       '{timestamptz}', NULL, NULL),
+            ('user_usage',         'period_end',         '{timestamptz}', NULL, NULL),
+            ('user_usage',         'usage_count',        '{int4,int8}', NULL, NULL),
+            ('user_usage',         'alerted_percent',    '{int4}', 'integer NOT NULL DEFAULT 0', 'alerts'),
+            ('user_usage',         'alerted_limit',      '{int8}', 'bigint', 'alerts'),
+            ('user_usage',         'last_reset_at',      '{timestamptz}', 'timestamptz', NULL),
+            ('user_usage',         'updated_at',         '{timestamptz}', 'timestamptz', NULL),
+            ('usage_records',      'id',                 '{int4,int8}', NULL, NULL),
+            ('usage_records',      'user_id',            '{int4,int8}', NULL, NULL),
+            ('usage_records',      'feature_code',       '{text,varchar}', NULL, NULL),
             ('usage_records',      'period_start',       '{timestamptz}',
              coalesce((SELECT 'timestamp' FROM pg_attribute a
                         WHERE a.attrelid = to_regclass(format('%I.user_usage', target_schema))
                           AND a.attname = 'period_start' AND NOT a.attisdropped
                           AND a.atttypid = 'timestamp'::regtype),
-                      'timestamptz')),
-            ('usage_records',      'resource_type',      '{text,varchar}', 'varchar(50)'),
-            ('usage_records',      'resource_id',        '{int4,int8}', 'bigint'),
-            ('usage_records',      'amount',             '{int4}', NULL),
-            ('usage_records',      'metadata',           '{jsonb}', 'jsonb'),
-            ('usage_records',      'idempotency_key',    '{text,varchar}', 'text'),
-            ('usage_records',      'refund_of',          '{int4,int8}', 'bigint'),
+                      'timestamptz'), NULL),
+            ('usage_records',      'resource_type',      '{text,varchar}', 'varchar(50)', NULL),
+            ('usage_records',      'resource_id',        '{int4,int8}', 'bigint', NULL),
+            ('usage_records',      'amount',             '{int4}', NULL, NULL),
+            ('usage_records',      'metadata',           '{jsonb}', 'jsonb', NULL),
+            ('usage_records',      'idempotency_key',    '{text,varchar}', 'text', 'idempotency_keys'),
+            ('usage_records',      'refund_of',          '{int4,int8}', 'bigint', 'refunds'),
             -- NULL in the records from before: when they were made is not known. The
             -- functions write it in every record they make.
-            ('usage_records',      'created_at',         '{timestamptz}', 'timestamptz'),
-            ('user_storage_usage', 'user_id',            '{int4,int8}', NULL),
-            ('user_storage_usage', 'storage_quota_bytes', '{int8}', 'bigint NOT NULL DEFAULT 0'),
-            ('user_storage_usage', 'updated_at',         '{timestamptz}', 'timestamptz')
-        ) AS r (tbl, col, types, add_type)
+            ('usage_records',      'created_at',         '{timestamptz}', 'timestamptz', NULL),
+            ('user_storage_usage', 'user_id',            '{int4,int8}', NULL, NULL),
+            ('user_storage_usage', 'storage_quota_bytes', '{int8}', 'bigint NOT NULL DEFAULT 0', NULL),
+            ('user_storage_usage', 'updated_at',         '{timestamptz}', 'timestamptz', NULL)
+        ) AS r (tbl, col, types, add_type, optional_for)
     LOOP
         rel := to_regclass(format('%I.%I', target_schema, req.tbl));
         IF rel IS NULL THEN
@@ -165,6 +168,7 @@ BEGIN
          WHERE a.attrelid = rel AND a.attname = req.col AND a.attnum > 0 AND NOT a.attisdropped;
         fix := NULL; fix_lock := NULL; fix_scans := NULL; fix_rewrites := NULL;
         fix_in_transaction := NULL; note := NULL;
+        needed_for := req.optional_for;
         IF NOT FOUND THEN
             problem := format('%s has no column %I', rel, req.col);
             IF req.add_type IS NULL THEN
@@ -203,7 +207,7 @@ BEGIN
         END IF;
     END LOOP;
     fix := NULL; fix_lock := NULL; fix_scans := NULL; fix_rewrites := NULL;
-    fix_in_transaction := NULL; note := NULL;
+    fix_in_transaction := NULL; note := NULL; needed_for := NULL;
 
     -- The writers run their statements on these tables as the owner of user_subscriptions:
     -- each must be a plain table (a view or foreign table runs code of its own) of that owner.
@@ -252,14 +256,14 @@ BEGIN
     -- one, and ON CONFLICT takes no deferrable index as its arbiter.
     FOR req IN
         SELECT * FROM (VALUES
-            ('user_usage', '{user_id,feature_code,period_start}', NULL),
+            ('user_usage', '{user_id,feature_code,period_start}', NULL, NULL),
             -- The direct reads keep one plan per id and one value per plan and feature.
-            ('subscription_plans', '{id}', NULL),
-            ('plan_features', '{plan_id,feature_code}', NULL),
-            ('user_storage_usage', '{user_id}', NULL),
-            ('usage_records', '{user_id,idempotency_key}', 'idempotency_key'),
-            ('usage_records', '{user_id,refund_of}', 'refund_of')
-        ) AS r (tbl, cols, nullable)
+            ('subscription_plans', '{id}', NULL, NULL),
+            ('plan_features', '{plan_id,feature_code}', NULL, NULL),
+            ('user_storage_usage', '{user_id}', NULL, NULL),
+            ('usage_records', '{user_id,idempotency_key}', 'idempotency_key', 'idempotency_keys'),
+            ('usage_records', '{user_id,refund_of}', 'refund_of', 'refunds')
+        ) AS r (tbl, cols, nullable, optional_for)
     LOOP
         rel := to_regclass(format('%I.%I', target_schema, req.tbl));
         -- Only a table has indexes; any other relation is reported as such above.
@@ -277,6 +281,7 @@ BEGIN
                    = (SELECT array_agg(c ORDER BY c) FROM unnest(req.cols::text[]) c));
         problem := format('%s has no unique index on (%s)', rel,
                           array_to_string(req.cols::text[], ', '));
+        needed_for := req.optional_for;
         fix := format('CREATE UNIQUE INDEX CONCURRENTLY ON %s (%s)', rel,
                       (SELECT string_agg(quote_ident(c), ', ') FROM unnest(req.cols::text[]) c))
                || coalesce(' WHERE ' || quote_ident(req.nullable) || ' IS NOT NULL', '');
@@ -287,7 +292,7 @@ BEGIN
         note := 'cannot run inside a transaction block: run it on its own. It reads the table twice and waits for the transactions open on it; if it fails (rows with the same key) it leaves an invalid index behind: DROP INDEX CONCURRENTLY it, correct the rows, run it again';
         RETURN NEXT;
         fix := NULL; fix_lock := NULL; fix_scans := NULL; fix_rewrites := NULL;
-        fix_in_transaction := NULL; note := NULL;
+        fix_in_transaction := NULL; note := NULL; needed_for := NULL;
         -- The rows that would make it fail, checked below with the others.
         checks := checks || ARRAY[req.tbl, array_to_string(req.cols::text[], ','),
             format('(%s) IN (SELECT %s FROM %s d WHERE %s GROUP BY %s HAVING count(*) > 1)',
@@ -298,8 +303,12 @@ BEGIN
                       FROM unnest(req.cols::text[]) c),
                    (SELECT string_agg('d.' || quote_ident(c), ', ') FROM unnest(req.cols::text[]) c)),
             format('share their (%s) with another row', array_to_string(req.cols::text[], ', ')),
-            format('the unique index on (%s) cannot be built, nor pg_entitlements attached, until one row of each key is left',
-                   array_to_string(req.cols::text[], ', '))];
+            CASE WHEN req.optional_for IS NULL
+                 THEN format('the unique index on (%s) cannot be built, nor pg_entitlements attached, until one row of each key is left',
+                             array_to_string(req.cols::text[], ', '))
+                 ELSE format('the unique index on (%s) cannot be built until one row of each key is left; until then pg_entitlements attaches without %s',
+                             array_to_string(req.cols::text[], ', '), req.optional_for) END,
+            coalesce(req.optional_for, '')];
     END LOOP;
 
     -- The rows. Each check reads only columns found usable above, and looks for a NULL only
@@ -310,28 +319,28 @@ BEGIN
         'user_subscriptions', 'custom_quotas',
         't.custom_quotas IS NOT NULL AND jsonb_typeof(t.custom_quotas) <> ''object''',
         'have a custom_quotas that is not a JSON object',
-        format(accept, 'every quota read for the user fails (22P02)'),
+        format(accept, 'every quota read for the user fails (22P02)'), '',
 
         'user_subscriptions', 'custom_quotas',
         'CASE WHEN jsonb_typeof(t.custom_quotas) = ''object'' THEN EXISTS (SELECT FROM jsonb_each(t.custom_quotas) e WHERE CASE WHEN e.value::text ~ ''^-?[0-9]+$'' THEN e.value::text::numeric NOT BETWEEN -1 AND 2147483647 ELSE true END) ELSE false END',
         'have a custom_quotas value that is not a whole number from -1 to 2147483647',
-        format(accept, 'a read of that feature for the user fails (22P02, or 22003 beyond int4)'),
+        format(accept, 'a read of that feature for the user fails (22P02, or 22003 beyond int4)'), '',
 
         'user_subscriptions', 'custom_quotas',
         'CASE WHEN jsonb_typeof(t.custom_quotas) = ''object'' THEN EXISTS (SELECT FROM jsonb_object_keys(t.custom_quotas) k WHERE NOT EXISTS (SELECT FROM quota.features f WHERE f.code = k)) ELSE false END',
         'have a custom_quotas key that is no feature of quota.features',
-        format(accept, 'every later change of that custom_quotas is refused (P0002) until the key is removed or the feature added'),
+        format(accept, 'every later change of that custom_quotas is refused (P0002) until the key is removed or the feature added'), '',
 
         'user_subscriptions', 'id,user_id,status,start_date,end_date',
         format('t.status = ''active'' AND EXISTS (SELECT FROM %I.user_subscriptions o WHERE o.user_id = t.user_id AND o.id <> t.id AND o.status = ''active'' AND o.start_date < t.end_date AND t.start_date < o.end_date)',
                target_schema),
         'are active subscriptions whose [start_date, end_date) overlaps another active one of the same user',
-        format(accept, 'while both are current, the one that ends later counts and the other is ignored'),
+        format(accept, 'while both are current, the one that ends later counts and the other is ignored'), '',
 
         'user_usage', 'period_start,period_end',
         't.period_end <= t.period_start',
         'are counters whose period ends where or before it starts',
-        format(accept, 'no read finds them in a period: their usage counts nowhere')];
+        format(accept, 'no read finds them in a period: their usage counts nowhere'), ''];
     checks := checks || coalesce((
         SELECT array_agg(x.v ORDER BY n.ord, x.k)
           FROM (VALUES
@@ -358,15 +367,16 @@ BEGIN
             ON a.attrelid = to_regclass(format('%I.%I', target_schema, n.tbl))
            AND a.attname = n.col AND NOT a.attisdropped AND NOT a.attnotnull
          CROSS JOIN LATERAL unnest(ARRAY[n.tbl, n.col, format('t.%I IS NULL', n.col),
-                                         format('have a NULL %I', n.col), format(accept, n.effect)])
+                                         format('have a NULL %I', n.col), format(accept, n.effect),
+                                         ''])
                             WITH ORDINALITY AS x (v, k)), '{}');
 
-    -- Five entries per check.
-    FOR i IN 0 .. coalesce(array_length(checks, 1), 0) / 5 - 1 LOOP
-        rel := to_regclass(format('%I.%I', target_schema, checks[5 * i + 1]));
+    -- Six entries per check.
+    FOR i IN 0 .. coalesce(array_length(checks, 1), 0) / 6 - 1 LOOP
+        rel := to_regclass(format('%I.%I', target_schema, checks[6 * i + 1]));
         CONTINUE WHEN rel IS NULL
-            OR NOT (SELECT bool_and((checks[5 * i + 1] || '.' || c) = ANY (usable))
-                      FROM unnest(string_to_array(checks[5 * i + 2], ',')) c);
+            OR NOT (SELECT bool_and((checks[6 * i + 1] || '.' || c) = ANY (usable))
+                      FROM unnest(string_to_array(checks[6 * i + 2], ',')) c);
         EXECUTE format($q$
             WITH bad AS MATERIALIZED (SELECT %s AS u, %s AS r FROM %s t WHERE %s)
             SELECT (SELECT count(*) FROM bad) AS n,
@@ -377,23 +387,24 @@ BEGIN
                    (SELECT array_agg(y.r ORDER BY y.r)
                       FROM (SELECT b.r FROM bad b WHERE b.r IS NOT NULL
                              ORDER BY b.r LIMIT 20) y) AS row_ids$q$,
-                CASE WHEN checks[5 * i + 1] || '.user_id' = ANY (usable)
+                CASE WHEN checks[6 * i + 1] || '.user_id' = ANY (usable)
                      THEN 't.user_id::int8' ELSE 'NULL::int8' END,
                 CASE WHEN EXISTS (SELECT FROM pg_attribute a
                                    WHERE a.attrelid = rel AND a.attname = 'id' AND NOT a.attisdropped
                                      AND a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype))
                      THEN 't.id::int8' ELSE 'NULL::int8' END,
-                rel, checks[5 * i + 3])
+                rel, checks[6 * i + 3])
           INTO hits;
         CONTINUE WHEN hits.n = 0;
         problem := format('%s: %s row(s)%s %s', rel, hits.n,
                           CASE WHEN hits.users > 0 THEN format(' of %s user(s)', hits.users) ELSE '' END,
-                          checks[5 * i + 4]);
-        note := checks[5 * i + 5];
+                          checks[6 * i + 4]);
+        note := checks[6 * i + 5];
         bad_rows := hits.n;
         user_ids := hits.user_ids;
         row_ids := hits.row_ids;
-        show_rows := format('SELECT * FROM %s t WHERE %s', rel, checks[5 * i + 3]);
+        show_rows := format('SELECT * FROM %s t WHERE %s', rel, checks[6 * i + 3]);
+        needed_for := nullif(checks[6 * i + 6], '');
         RETURN NEXT;
     END LOOP;
 END
@@ -416,6 +427,8 @@ AS $$
 DECLARE
     problems text;
     bad_rows text;
+    lacks text[];
+    lacking record;
     local_columns text;
     subs regclass;
     owner regrole;
@@ -478,13 +491,15 @@ BEGIN
     SELECT string_agg('- ' || p.problem
                       || coalesce(E'\n    fix: ' || p.fix || ';', E'\n    ' || p.note), E'\n'
                       ORDER BY p.problem)
-             FILTER (WHERE p.bad_rows IS NULL),
+             FILTER (WHERE p.bad_rows IS NULL AND p.needed_for IS NULL),
            string_agg(format(E'- %s\n    user ids: %s%s\n    show them: %s;', p.problem,
                              coalesce(array_to_string(p.user_ids, ', '), '-'),
                              CASE WHEN cardinality(p.user_ids) = 20 THEN ', ...' ELSE '' END,
                              p.show_rows), E'\n' ORDER BY p.problem)
-             FILTER (WHERE p.bad_rows IS NOT NULL)
-      INTO problems, bad_rows
+             FILTER (WHERE p.bad_rows IS NOT NULL AND p.needed_for IS NULL),
+           array_agg(DISTINCT p.needed_for ORDER BY p.needed_for)
+             FILTER (WHERE p.needed_for IS NOT NULL)
+      INTO problems, bad_rows, lacks
       FROM quota.attach_problems(target_schema, local_time_zone) p;
     IF problems IS NOT NULL THEN
         RAISE EXCEPTION 'cannot attach pg_entitlements to schema %', quote_ident(target_schema)
@@ -504,6 +519,18 @@ BEGIN
         RAISE NOTICE 'attaching with rows the functions cannot rely on (accept_bad_rows): the calls that meet them fail%',
             E'\n' || bad_rows;
     END IF;
+
+    FOR lacking IN
+        SELECT l.feature, CASE l.feature
+                   WHEN 'idempotency_keys' THEN 'record_feature_usage and consume with an idempotency key, and refund_usage by key, are refused'
+                   WHEN 'refunds' THEN 'refund_usage is refused'
+                   WHEN 'alerts' THEN 'no threshold alert is announced on channel quota_threshold'
+               END AS effect
+          FROM unnest(lacks) AS l (feature)
+    LOOP
+        RAISE NOTICE 'attaching without %: % (SELECT * FROM quota.attach_problems(%) WHERE needed_for = % lists what it needs; attach again once it is there)',
+            lacking.feature, lacking.effect, quote_literal(target_schema), quote_literal(lacking.feature);
+    END LOOP;
 
     PERFORM quota.detach();
     subs := format('%I.user_subscriptions', target_schema)::regclass;
@@ -642,7 +669,8 @@ BEGIN
     INSERT INTO quota.settings DEFAULT VALUES ON CONFLICT (singleton) DO NOTHING;
     UPDATE quota.settings
        SET attached_schema = target_schema, attached_owner = owner, attached_grants = granted,
-           attached_time_zone = CASE WHEN local_columns IS NOT NULL THEN local_time_zone END;
+           attached_time_zone = CASE WHEN local_columns IS NOT NULL THEN local_time_zone END,
+           attached_lacks = lacks;
     RAISE NOTICE 'pg_entitlements now uses the tables of schema %', quote_ident(target_schema);
 END
 $$;
@@ -698,7 +726,7 @@ BEGIN
     END LOOP;
     UPDATE quota.settings
        SET attached_schema = NULL, attached_owner = NULL, attached_grants = NULL,
-           attached_time_zone = NULL;
+           attached_time_zone = NULL, attached_lacks = NULL;
 END
 $$;
 
@@ -709,8 +737,10 @@ COMMENT ON FUNCTION quota.attach_problems(name, text) IS
     '(a nullable or constant-default column, a unique index built CONCURRENTLY), the lock it '
     'takes and whether it reads or rewrites the table; no fix, and why, where the only one would '
     'rewrite the table or change what its data means; and the rows the functions cannot rely on, '
-    'with their user and row ids and a query that shows them. local_time_zone: the zone of the '
-    'application''s timestamp without time zone columns, as quota.attach() takes it.';
+    'with their user and row ids and a query that shows them. needed_for names the optional '
+    'feature (idempotency_keys, refunds, alerts) a problem alone concerns: attach() goes on '
+    'without that feature. local_time_zone: the zone of the application''s timestamp without '
+    'time zone columns, as quota.attach() takes it.';
 
 COMMENT ON FUNCTION quota.attach(name, text, boolean) IS
     'Superusers only. Binds every quota function and the storage trigger to the application '
@@ -720,7 +750,8 @@ COMMENT ON FUNCTION quota.attach(name, text, boolean) IS
     'schema quota; a NOTICE names each trigger and rule of the application''s on the tables. '
     'local_time_zone is required when a time column is timestamp without time zone (never '
     'guessed); rows the functions cannot rely on are refused unless accept_bad_rows, and then '
-    'the calls that meet them fail.';
+    'the calls that meet them fail. What only an optional feature needs does not stop it: the '
+    'feature is recorded in quota.settings.attached_lacks and its calls are refused.';
 
 COMMENT ON FUNCTION quota.detach() IS
     'Superusers only. Binds the quota functions to the extension''s own tables again, removes '
@@ -1431,3 +1462,12 @@ COMMENT ON FUNCTION quota.install_triggers(regclass) IS
     'Creates the extension''s triggers pg_entitlements_validate_custom_quotas, '
     'pg_entitlements_sync_storage_quota and pg_entitlements_wait_for_uses on a '
     'user_subscriptions table (used by CREATE EXTENSION and quota.attach()).';
+
+-- The optional features an attached application's tables lack (quota.attach_problems()
+-- needed_for): NULL, as no schema is attached while this script runs.
+ALTER TABLE quota.settings ADD COLUMN attached_lacks text[]
+    CHECK (attached_lacks <@ ARRAY['idempotency_keys', 'refunds', 'alerts']);
+COMMENT ON COLUMN quota.settings.attached_lacks IS
+    'Written by quota.attach() and quota.detach() only: the optional features (idempotency_keys, '
+    'refunds, alerts) the attached tables lack the columns of; the calls that need them are '
+    'refused (0A000).';

@@ -29,7 +29,12 @@ CREATE TABLE quota.settings (
     -- Set by quota.attach(schema, local_time_zone): the zone of the local times the attached
     -- tables hold in their timestamp (without time zone) columns; NULL when they hold none.
     -- Written by attach() and detach() only, as the binding it belongs to.
-    attached_time_zone text
+    attached_time_zone text,
+    -- Set by quota.attach(schema): the optional features the attached tables lack the columns
+    -- of (attach_problems().needed_for), whose calls are refused. Written by attach() and
+    -- detach() only.
+    attached_lacks text[]
+        CHECK (attached_lacks <@ ARRAY['idempotency_keys', 'refunds', 'alerts'])
 );
 
 CREATE TABLE quota.features (

@@ -22,6 +22,7 @@ fn sqlstate(kind: ErrorKind) -> PgSqlErrorCode {
         ErrorKind::TooLong => ERRCODE_STRING_DATA_RIGHT_TRUNCATION,
         ErrorKind::ColumnType => ERRCODE_DATATYPE_MISMATCH,
         ErrorKind::NotReady => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        ErrorKind::NotSupported => ERRCODE_FEATURE_NOT_SUPPORTED,
         ErrorKind::SerializationFailure => ERRCODE_T_R_SERIALIZATION_FAILURE,
         ErrorKind::Internal => ERRCODE_INTERNAL_ERROR,
     }

@@ -208,11 +208,15 @@ pub struct Consumed {
 /// key with another feature or amount is an error, and so is a key whose use was refunded: a
 /// key names one logical use for good, and counting it again would need a second record under
 /// the key, answering as if nothing happened would give the work away for nothing.
-fn replay(client: &mut SpiClient<'_>, r: &Recording<'_>) -> Result<bool, Error> {
+fn replay(
+    client: &mut SpiClient<'_>,
+    function: &'static str,
+    r: &Recording<'_>,
+) -> Result<bool, Error> {
     let Some(key) = r.idempotency_key else {
         return Ok(false);
     };
-    match store::record_by_key(client, r.subject.user_id, key)? {
+    match store::record_by_key(client, function, r.subject.user_id, key)? {
         None => Ok(false),
         Some(rec) if rec.feature == r.subject.feature && rec.amount == r.amount => {
             match store::existing_refund(client, r.subject.user_id, rec.id)? {
@@ -288,9 +292,9 @@ fn announce_thresholds(
     subject: &Subject,
     ctx: &UseContext,
     usage: i64,
-    announced: alerts::Announced,
+    announced: Option<alerts::Announced>,
 ) -> Result<(), Error> {
-    let Some(limit) = ctx.limit else { return Ok(()) };
+    let (Some(limit), Some(announced)) = (ctx.limit, announced) else { return Ok(()) };
     let (crossed, remember) = alerts::crossed(&ctx.alert_thresholds, announced, usage, limit);
     let Some(remember) = remember else {
         return Ok(());
@@ -396,7 +400,7 @@ pub fn record(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<(), Error>
     let no_subscription = || Error::NoActiveSubscription { subject: r.subject.clone() };
     // The subscription check comes first, so that a use without one is an error even on retry.
     let ctx = prepare_use(client, FUNCTION, &r, Read::First)?.ok_or_else(no_subscription)?;
-    if replay(client, &r)? {
+    if replay(client, FUNCTION, &r)? {
         return Ok(());
     }
     match count_use(client, FUNCTION, &r, ctx, false)?.ok_or_else(no_subscription)? {
@@ -425,7 +429,7 @@ pub fn consume(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<Consumed,
         let usage = read::usage(client, subject.user_id, &subject.feature, start)?;
         Ok(QuotaStatus::evaluate(ctx.limit, usage))
     };
-    if replay(client, &r)? {
+    if replay(client, FUNCTION, &r)? {
         return Ok(Consumed { allowed: true, status: current(client, &ctx)? });
     }
     let Some((applied, ctx)) = count_use(client, FUNCTION, &r, ctx, true)? else {

@@ -6,6 +6,7 @@
 use crate::binding::bind;
 use crate::jsonb::RawJsonb;
 use entitlements_core::alerts::Announced;
+use entitlements_core::binding::{Lacks, Optional};
 use entitlements_core::subscription::{self, Candidate};
 use entitlements_core::{Error, Subject};
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
@@ -25,8 +26,8 @@ use std::panic::AssertUnwindSafe;
 /// `entitlements_core::subscription`, for this statement and the direct reads alike; the
 /// status condition only narrows the rows down (and lets the partial index of active
 /// subscriptions serve). The columns are listed, by position, in `read::column`.
-/// `settings` are the settings' columns of the last change of zone and the attached tables'
-/// local zone, or NULLs where the table lacks them (an installation whose library is newer than
+/// `settings` are the settings' columns of the last change of zone, the attached tables'
+/// local zone and the features they lack, or NULLs where the table lacks them (an installation whose library is newer than
 /// its SQL, before ALTER EXTENSION UPDATE).
 fn feature_sql(settings: &str) -> String {
     format!(
@@ -109,9 +110,10 @@ SELECT u.usage_count::pg_catalog.int8 FROM quota.user_usage u
 /// version read FOR NO KEY UPDATE instead: the lock waits for a change of the row in flight and
 /// then follows it to the newest version, which no longer stands at $11.
 ///
-/// `alerted_limit` is the column of that name, or NULL where the table lacks it (see
-/// [`HAS_COLUMN`]).
-fn use_sql(row_is_current: bool, alerted_limit: &str) -> String {
+/// `memory` is what the counter remembers of the alerts announced (the columns, or NULLs where
+/// the table lacks them: [`Memory`]); `keyed`: the records have idempotency keys ($10 is
+/// unused where they have none).
+fn use_sql(row_is_current: bool, memory: Memory, keyed: bool) -> String {
     let current = if row_is_current {
         "quota.row_is_current('quota.user_subscriptions'::pg_catalog.regclass, $11)"
     } else {
@@ -119,6 +121,8 @@ fn use_sql(row_is_current: bool, alerted_limit: &str) -> String {
                   WHERE us.ctid OPERATOR(pg_catalog.=) $11 AND us.user_id = $1
                     FOR NO KEY UPDATE OF us)"
     };
+    let (alerted_percent, alerted_limit) = memory.columns();
+    let (key_column, key) = if keyed { (", idempotency_key", ", $10") } else { ("", "") };
     format!(
         "
 WITH current AS MATERIALIZED (
@@ -136,12 +140,13 @@ WITH current AS MATERIALIZED (
      WHERE ($6::pg_catalog.int8 IS NULL
             OR u.usage_count OPERATOR(pg_catalog.+) EXCLUDED.usage_count <= $6)
        AND (SELECT current.yes FROM current)
-    RETURNING u.usage_count::pg_catalog.int8, u.alerted_percent, {alerted_limit} AS alerted_limit
+    RETURNING u.usage_count::pg_catalog.int8, {alerted_percent} AS alerted_percent,
+              {alerted_limit} AS alerted_limit
 ), rec AS (
     INSERT INTO quota.usage_records
            (user_id, feature_code, period_start, resource_type, resource_id, amount, metadata,
-            idempotency_key, created_at)
-    SELECT $1, $2, $3, $7, $8, $5, $9, $10, pg_catalog.now() FROM counter
+            created_at{key_column})
+    SELECT $1, $2, $3, $7, $8, $5, $9, pg_catalog.now(){key} FROM counter
      WHERE (SELECT current.yes FROM current)
 )
 SELECT counter.usage_count, counter.alerted_percent, (SELECT current.yes FROM current),
@@ -171,11 +176,32 @@ UPDATE quota.user_usage u SET alerted_percent = $4{set_limit}
     )
 }
 
-/// Whether user_usage has the column alerted_limit. The library is replaced before
-/// ALTER EXTENSION ... UPDATE adds it to the tables of 0.1.0 and 0.2.0, and it must keep
-/// counting there meanwhile: without the column, the memory of the alerts has no limit and
-/// applies to any limit, as in 0.2.0. (An attached application's table has it: attach asks for
-/// it.) A backend keeps what it found until it prepares its statements again.
+/// What a counter row remembers of the alerts announced in its period.
+#[derive(Clone, Copy, PartialEq)]
+enum Memory {
+    /// alerted_percent and alerted_limit.
+    Full,
+    /// alerted_percent alone: the library is replaced before ALTER EXTENSION ... UPDATE adds
+    /// alerted_limit to the tables of 0.1.0 and 0.2.0, and it must keep counting there
+    /// meanwhile. The memory then has no limit and applies to any limit, as in 0.2.0. A backend
+    /// keeps what it found until it prepares its statements again.
+    PercentOnly,
+    /// Nothing: the attached tables lack the columns ([`Optional::Alerts`]); no alert is
+    /// announced, for none could be announced only once.
+    None,
+}
+
+impl Memory {
+    /// The values of alerted_percent and alerted_limit as a statement reads them from `u`.
+    fn columns(self) -> (&'static str, &'static str) {
+        match self {
+            Memory::Full => ("u.alerted_percent", "u.alerted_limit"),
+            Memory::PercentOnly => ("u.alerted_percent", "NULL::pg_catalog.int8"),
+            Memory::None => ("NULL::pg_catalog.int4", "NULL::pg_catalog.int8"),
+        }
+    }
+}
+
 /// Whether a table ($1, a name as `bind` prints it) has a column ($2): the writers and readers
 /// work on tables an older version of the SQL created, until ALTER EXTENSION UPDATE adds it.
 const HAS_COLUMN: &str = "
@@ -332,18 +358,23 @@ UPDATE quota.user_usage u SET period_end = $3
 /// The user's billing-cycle counters whose period contains now() but which another start than
 /// the current period's ($2) names (the period before a change of the anchor, the cycle or the
 /// time zone), locked, as they stand once the uses in flight on them have committed.
-const CARRY_LOCK: &str = "
+fn carry_lock_sql(memory: Memory) -> String {
+    let (alerted_percent, _) = memory.columns();
+    format!(
+        "
 SELECT u.feature_code::pg_catalog.text, u.period_start::pg_catalog.timestamptz,
-       u.usage_count::pg_catalog.int8, u.alerted_percent
+       u.usage_count::pg_catalog.int8, {alerted_percent}
   FROM quota.user_usage u JOIN quota.features f ON f.code = u.feature_code
  WHERE u.user_id = $1 AND f.reset_rule = 'billing_cycle'
    AND u.period_start <= pg_catalog.now() AND u.period_end > pg_catalog.now()
    AND u.period_start <> $2
  ORDER BY u.feature_code, u.period_start
-   FOR UPDATE OF u";
+   FOR UPDATE OF u"
+    )
+}
 
-/// Empties the counters [`CARRY_LOCK`] locked ($2 features, $3 starts) and ends them at now():
-/// what they counted moves to the current period ([`CARRY`]). They stay, not deleted: a use
+/// Empties the counters [`carry_lock_sql`] locked ($2 features, $3 starts) and ends them at now():
+/// what they counted moves to the current period ([`carry_sql`]). They stay, not deleted: a use
 /// that read the period before the change and waits for one of them then finds it changed,
 /// reads again and counts in the current period, where a deleted counter would let it create
 /// a new one under the old start.
@@ -354,19 +385,32 @@ UPDATE quota.user_usage u SET usage_count = 0, period_end = pg_catalog.now()
  WHERE u.user_id = $1 AND u.feature_code = m.feature_code AND u.period_start = m.period_start";
 
 /// Adds what the emptied counters counted ($4 features, $5 amounts, $6 highest alerts
-/// announced, one per feature) to the current period's counters ($2, $3).
-const CARRY: &str = "
+/// announced, one per feature: unused where the counters remember none) to the current period's
+/// counters ($2, $3).
+fn carry_sql(memory: Memory) -> String {
+    let (column, value, set) = match memory {
+        Memory::None => ("", "", ""),
+        Memory::Full | Memory::PercentOnly => (
+            " alerted_percent,",
+            " m.alerted,",
+            "
+       alerted_percent = GREATEST(u.alerted_percent, EXCLUDED.alerted_percent),",
+        ),
+    };
+    format!(
+        "
 INSERT INTO quota.user_usage AS u
-       (user_id, feature_code, period_start, period_end, usage_count, alerted_percent,
+       (user_id, feature_code, period_start, period_end, usage_count,{column}
         last_reset_at, updated_at)
-SELECT $1, m.feature_code, $2, $3, m.amount, m.alerted, pg_catalog.now(), pg_catalog.now()
+SELECT $1, m.feature_code, $2, $3, m.amount,{value} pg_catalog.now(), pg_catalog.now()
   FROM ROWS FROM (pg_catalog.unnest($4::pg_catalog.text[]), pg_catalog.unnest($5::pg_catalog.int8[]),
                   pg_catalog.unnest($6::pg_catalog.int4[])) AS m (feature_code, amount, alerted)
 ON CONFLICT (user_id, feature_code, period_start) DO UPDATE
-   SET usage_count = u.usage_count OPERATOR(pg_catalog.+) EXCLUDED.usage_count,
-       alerted_percent = GREATEST(u.alerted_percent, EXCLUDED.alerted_percent),
+   SET usage_count = u.usage_count OPERATOR(pg_catalog.+) EXCLUDED.usage_count,{set}
        period_end = EXCLUDED.period_end,
-       updated_at = EXCLUDED.updated_at";
+       updated_at = EXCLUDED.updated_at"
+    )
+}
 
 /// Moves the usage records of the counters [`CARRY_EMPTY`] emptied ($3 features, $4 old starts) to
 /// the current period's start ($2): each (user, feature, period) keeps a counter equal to the sum
@@ -409,11 +453,12 @@ SELECT DISTINCT u.user_id::pg_catalog.int8
 const KNOWN_FEATURES: &str = "
 SELECT f.code FROM quota.features f WHERE f.code OPERATOR(pg_catalog.=) ANY ($1)";
 
-/// The zone is read through to_jsonb: the column is missing from a table an older version of
+/// The zone and what the tables lack are read through to_jsonb: the columns are missing from a table an older version of
 /// the SQL created, until ALTER EXTENSION UPDATE adds it.
 const BINDING: &str = "
 SELECT st.attached_schema::pg_catalog.text,
-       pg_catalog.to_jsonb(st) OPERATOR(pg_catalog.->>) 'attached_time_zone'
+       pg_catalog.to_jsonb(st) OPERATOR(pg_catalog.->>) 'attached_time_zone',
+       pg_catalog.to_jsonb(st) OPERATOR(pg_catalog.->>) 'attached_lacks'
   FROM quota.settings st";
 
 /// The tables the statements use, and how their times read.
@@ -424,6 +469,9 @@ pub struct Binding {
     /// `quota.settings.attached_time_zone`: the zone in which the attached tables' `timestamp
     /// without time zone` columns hold local times (`None`: they are timestamptz).
     pub local_zone: Option<String>,
+    /// `quota.settings.attached_lacks`: the optional features the attached tables were attached
+    /// without, whose statements are not prepared.
+    pub lacks: Lacks,
 }
 
 struct Plans {
@@ -435,18 +483,19 @@ struct Plans {
     usage: OwnedPreparedStatement,
     use_: OwnedPreparedStatement,
     withdraw_counter: OwnedPreparedStatement,
-    lock_key: OwnedPreparedStatement,
-    record_by_key: OwnedPreparedStatement,
-    refund_target_by_id: OwnedPreparedStatement,
-    refund_target_by_key: OwnedPreparedStatement,
-    refund_of: OwnedPreparedStatement,
-    refund: OwnedPreparedStatement,
+    // The statements of the optional features: `None` where the tables lack them.
+    lock_key: Option<OwnedPreparedStatement>,
+    record_by_key: Option<OwnedPreparedStatement>,
+    refund_target_by_id: Option<OwnedPreparedStatement>,
+    refund_target_by_key: Option<OwnedPreparedStatement>,
+    refund_of: Option<OwnedPreparedStatement>,
+    refund: Option<OwnedPreparedStatement>,
     lock_counters: OwnedPreparedStatement,
     adjust_lock: OwnedPreparedStatement,
     adjust_apply: OwnedPreparedStatement,
     storage_upsert: OwnedPreparedStatement,
     known_features: OwnedPreparedStatement,
-    mark_alerted: OwnedPreparedStatement,
+    mark_alerted: Option<OwnedPreparedStatement>,
     notify: OwnedPreparedStatement,
     limits_for: OwnedPreparedStatement,
     feature_codes: OwnedPreparedStatement,
@@ -526,12 +575,28 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
     } else {
         "NULL::pg_catalog.text"
     };
-    let feature = feature_sql(&format!("{zone_change}, {local_zone}"));
-    let (alerted_limit, set_limit) = if has_alerted_limit {
-        ("u.alerted_limit", ", alerted_limit = $5")
+    let lacks = if has_column("quota.settings", "attached_lacks")? {
+        "pg_catalog.to_jsonb(st.attached_lacks)::pg_catalog.text"
     } else {
-        ("NULL::pg_catalog.int8", "")
+        "NULL::pg_catalog.text"
     };
+    let feature = feature_sql(&format!("{zone_change}, {local_zone}, {lacks}"));
+    let has = |f: Optional| binding.lacks.has(f);
+    let memory = match (has(Optional::Alerts), has_alerted_limit) {
+        (false, _) => Memory::None,
+        (true, true) => Memory::Full,
+        (true, false) => Memory::PercentOnly,
+    };
+    let set_limit = if memory == Memory::Full { ", alerted_limit = $5" } else { "" };
+    let prepare_if = |f: &[Optional], sql: &str, args: &[PgOid], mutating: bool| {
+        if f.iter().all(|f| has(*f)) {
+            prepare(sql, args, mutating).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let (keys, refunds, alerts) =
+        ([Optional::IdempotencyKeys], [Optional::Refunds], [Optional::Alerts]);
     let plans: &'static Plans = Box::leak(Box::new(Plans {
         local_zone: binding.local_zone.as_deref().and_then(|z| CString::new(z).ok()),
         binding: binding.clone(),
@@ -539,33 +604,47 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
         // Prepared as mutating, so that it runs read-write, which takes a new snapshot.
         feature_new_snapshot: prepare(&feature, &[int8, text], true)?,
         usage: prepare(USAGE, &[int8, text, tstz], false)?,
-        use_: prepare(&use_sql(has_row_is_current, alerted_limit), &use_args, true)?,
+        use_: prepare(
+            &use_sql(has_row_is_current, memory, has(Optional::IdempotencyKeys)),
+            &use_args,
+            true,
+        )?,
         withdraw_counter: prepare(WITHDRAW_COUNTER, &[int8, text, tstz], true)?,
-        lock_key: prepare(LOCK_KEY, &[int8, text], true)?,
-        record_by_key: prepare(RECORD_BY_KEY, &[int8, text], true)?,
-        refund_target_by_id: prepare(RECORD_FOR_REFUND_BY_ID, &[int8], true)?,
-        refund_target_by_key: prepare(RECORD_FOR_REFUND_BY_KEY, &[int8, text], true)?,
-        refund_of: prepare(REFUND_OF, &[int8, int8], false)?,
-        refund: prepare(REFUND, &[int8, int8], true)?,
+        lock_key: prepare_if(&keys, LOCK_KEY, &[int8, text], true)?,
+        record_by_key: prepare_if(&keys, RECORD_BY_KEY, &[int8, text], true)?,
+        refund_target_by_id: prepare_if(&refunds, RECORD_FOR_REFUND_BY_ID, &[int8], true)?,
+        refund_target_by_key: prepare_if(
+            &[Optional::Refunds, Optional::IdempotencyKeys],
+            RECORD_FOR_REFUND_BY_KEY,
+            &[int8, text],
+            true,
+        )?,
+        refund_of: prepare_if(&refunds, REFUND_OF, &[int8, int8], false)?,
+        refund: prepare_if(&refunds, REFUND, &[int8, int8], true)?,
         lock_counters: prepare(LOCK_COUNTERS, &[int8, text], true)?,
         adjust_lock: prepare(ADJUST_LOCK, &[int8, text], true)?,
         adjust_apply: prepare(ADJUST_APPLY, &[int8, int8, text, int4, int4, text, text], true)?,
         storage_upsert: prepare(STORAGE_UPSERT, &[int8, int8], true)?,
         known_features: prepare(KNOWN_FEATURES, &[oid(TEXTARRAYOID)], false)?,
-        mark_alerted: prepare(&mark_alerted_sql(set_limit), &[int8, text, tstz, int4, int8], true)?,
+        mark_alerted: prepare_if(
+            &alerts,
+            &mark_alerted_sql(set_limit),
+            &[int8, text, tstz, int4, int8],
+            true,
+        )?,
         notify: prepare(NOTIFY, &[text, text], true)?,
         limits_for: prepare(LIMITS_FOR, &[int8, oid(JSONBOID)], false)?,
         feature_codes: prepare(FEATURE_CODES, &[], false)?,
         binding_lookup: prepare(BINDING, &[], false)?,
         carry_end: prepare(CARRY_END, &[int8, tstz, tstz], true)?,
-        carry_lock: prepare(CARRY_LOCK, &[int8, tstz], true)?,
+        carry_lock: prepare(&carry_lock_sql(memory), &[int8, tstz], true)?,
         carry_empty: prepare(
             CARRY_EMPTY,
             &[int8, oid(TEXTARRAYOID), oid(TIMESTAMPTZARRAYOID)],
             true,
         )?,
         carry: prepare(
-            CARRY,
+            &carry_sql(memory),
             &[int8, tstz, tstz, oid(TEXTARRAYOID), oid(INT8ARRAYOID), oid(INT4ARRAYOID)],
             true,
         )?,
@@ -598,7 +677,11 @@ pub fn ensure_binding(client: &SpiClient<'_>) -> Result<(), Error> {
     let table =
         client.select(&plans.binding_lookup, Some(1), &[]).map_err(failed("binding lookup"))?;
     let binding = match table.into_iter().next() {
-        Some(row) => Binding { schema: col(&row, 1)?, local_zone: col(&row, 2)? },
+        Some(row) => Binding {
+            schema: col(&row, 1)?,
+            local_zone: col(&row, 2)?,
+            lacks: Lacks::from_json(col::<String>(&row, 3)?.as_deref()),
+        },
         None => Binding::default(),
     };
     bind_to(client, &binding)
@@ -923,8 +1006,9 @@ pub struct Use<'a> {
 
 /// What became of a use.
 pub enum Applied {
-    /// Counted: the new counter and what the counter row remembers of the period's alerts.
-    Counted { usage: i64, announced: Announced },
+    /// Counted: the new counter and what the counter row remembers of the period's alerts
+    /// (`None`: the tables keep no such memory, and no alert is announced).
+    Counted { usage: i64, announced: Option<Announced> },
     /// The limit refused it; nothing was written.
     Refused,
     /// The subscription changed since it was read; nothing was written, or what was is
@@ -979,7 +1063,9 @@ pub fn apply_use(
         let Some(row) = table.into_iter().next() else {
             return Err(Error::Statement { what: "recording usage", detail: "no row".into() });
         };
-        let announced = Announced { percent: col(&row, 2)?.unwrap_or(0), limit: col(&row, 4)? };
+        let announced = col::<i32>(&row, 2)?
+            .map(|percent| Ok::<_, Error>(Announced { percent, limit: col(&row, 4)? }))
+            .transpose()?;
         (col::<i64>(&row, 1)?, must(col::<bool>(&row, 3)?, "current")?, announced)
     };
     Ok(match (usage, current) {
@@ -1013,10 +1099,27 @@ pub fn mark_alerted(
         announced.percent.into(),
         announced.limit.map_or_else(DatumWithOid::null::<i64>, Into::into),
     ];
-    write(client, |plans| {
-        client.select(&plans.mark_alerted, None, &args).map_err(failed("marking an alert"))
+    write(client, |plans| match &plans.mark_alerted {
+        Some(plan) => {
+            client.select(plan, None, &args).map_err(failed("marking an alert")).map(|_| ())
+        }
+        // Nothing to remember it in: apply_use announced no memory, so nothing was crossed.
+        None => Ok(()),
     })
-    .map(|_| ())
+}
+
+/// The statement of an optional feature, or the error that says the tables lack it.
+fn optional<'p>(
+    plans: &'p Plans,
+    statement: &'p Option<OwnedPreparedStatement>,
+    feature: Optional,
+    function: &'static str,
+) -> Result<&'p OwnedPreparedStatement, Error> {
+    statement.as_ref().ok_or_else(|| Error::NotAttachedFor {
+        feature,
+        schema: plans.binding.schema.clone().unwrap_or_else(|| "quota".into()),
+        function,
+    })
 }
 
 /// `pg_notify(channel, payload)`: sent at commit, never for a rolled-back change.
@@ -1074,17 +1177,20 @@ pub struct KeyedRecord {
 }
 
 /// Waits for any other transaction using the same key, then returns the key's record.
+/// `function` is the caller, for the error when the tables have no idempotency keys.
 pub fn record_by_key(
     client: &mut SpiClient<'_>,
+    function: &'static str,
     user_id: i64,
     key: &str,
 ) -> Result<Option<KeyedRecord>, Error> {
     let args: [DatumWithOid; 2] = [user_id.into(), key.into()];
     let plans = plans(client)?;
-    client.update(&plans.lock_key, None, &args).map_err(failed("idempotency lock"))?;
-    let table = client
-        .update(&plans.record_by_key, Some(1), &args)
-        .map_err(failed("idempotency lookup"))?;
+    let keys = Optional::IdempotencyKeys;
+    let lock = optional(plans, &plans.lock_key, keys, function)?;
+    let lookup = optional(plans, &plans.record_by_key, keys, function)?;
+    client.update(lock, None, &args).map_err(failed("idempotency lock"))?;
+    let table = client.update(lookup, Some(1), &args).map_err(failed("idempotency lookup"))?;
     table
         .into_iter()
         .next()
@@ -1118,11 +1224,15 @@ pub fn lock_refund_target(
     client: &mut SpiClient<'_>,
     target: &RecordRef<'_>,
 ) -> Result<Option<RefundTarget>, Error> {
+    const FUNCTION: &str = "refund_usage";
     let plans = plans(client)?;
+    let by_id = optional(plans, &plans.refund_target_by_id, Optional::Refunds, FUNCTION)?;
     let table = match *target {
-        RecordRef::Id(id) => client.update(&plans.refund_target_by_id, Some(1), &[id.into()]),
+        RecordRef::Id(id) => client.update(by_id, Some(1), &[id.into()]),
         RecordRef::Key { user_id, key } => {
-            client.update(&plans.refund_target_by_key, Some(1), &[user_id.into(), key.into()])
+            let keys = Optional::IdempotencyKeys;
+            let by_key = optional(plans, &plans.refund_target_by_key, keys, FUNCTION)?;
+            client.update(by_key, Some(1), &[user_id.into(), key.into()])
         }
     }
     .map_err(failed("usage record lookup"))?;
@@ -1155,7 +1265,7 @@ fn refund_row(row: &SpiHeapTupleData<'_>) -> Result<Refund, Error> {
     })
 }
 
-/// The refund already posted for record `id`, if any.
+/// The refund already posted for record `id`, if any (none where the tables have no refunds).
 pub fn existing_refund(
     client: &SpiClient<'_>,
     user_id: i64,
@@ -1163,8 +1273,11 @@ pub fn existing_refund(
 ) -> Result<Option<Refund>, Error> {
     let args: [DatumWithOid; 2] = [user_id.into(), id.into()];
     let plans = plans(client)?;
+    let Some(refund_of) = &plans.refund_of else {
+        return Ok(None);
+    };
     let _zone = Pinned::local_zone(plans);
-    let table = client.select(&plans.refund_of, Some(1), &args).map_err(failed("refund lookup"))?;
+    let table = client.select(refund_of, Some(1), &args).map_err(failed("refund lookup"))?;
     table.into_iter().next().map(|row| refund_row(&row)).transpose()
 }
 
@@ -1173,7 +1286,8 @@ pub fn existing_refund(
 pub fn post_refund(client: &mut SpiClient<'_>, user_id: i64, id: i64) -> Result<Refund, Error> {
     let args: [DatumWithOid; 2] = [user_id.into(), id.into()];
     let table = write(client, |plans| {
-        client.select(&plans.refund, Some(1), &args).map_err(failed("refund"))
+        let refund = optional(plans, &plans.refund, Optional::Refunds, "refund_usage")?;
+        client.select(refund, Some(1), &args).map_err(failed("refund"))
     })?;
     let Some(row) = table.into_iter().next() else {
         return Err(Error::Statement { what: "refund", detail: "no row".into() });

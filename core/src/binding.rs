@@ -1,4 +1,84 @@
-//! Re-targets the extension's SQL at an application's own tables (`quota.attach(schema)`).
+//! Re-targets the extension's SQL at an application's own tables (`quota.attach(schema)`),
+//! and names the optional features such tables may go without.
+
+use std::fmt;
+
+/// A feature of the extension that needs columns an application's tables may lack: attaching
+/// does not require them (`quota.attach_problems(...).needed_for` names the feature), and
+/// without them the calls that need the feature are refused, everything else works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Optional {
+    /// `usage_records.idempotency_key` with its unique index: uses and refunds by key.
+    IdempotencyKeys,
+    /// `usage_records.refund_of` with its unique index: `refund_usage`.
+    Refunds,
+    /// `user_usage.alerted_percent` and `alerted_limit`: the memory of the threshold alerts
+    /// announced, without which none is announced.
+    Alerts,
+}
+
+impl Optional {
+    const ALL: [Optional; 3] = [Optional::IdempotencyKeys, Optional::Refunds, Optional::Alerts];
+
+    /// The name `quota.settings.attached_lacks` and `attach_problems` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Optional::IdempotencyKeys => "idempotency_keys",
+            Optional::Refunds => "refunds",
+            Optional::Alerts => "alerts",
+        }
+    }
+}
+
+impl fmt::Display for Optional {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Optional::IdempotencyKeys => "idempotency keys",
+            Optional::Refunds => "refunds",
+            Optional::Alerts => "threshold alerts",
+        })
+    }
+}
+
+/// The optional features the bound tables go without.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lacks {
+    idempotency_keys: bool,
+    refunds: bool,
+    alerts: bool,
+}
+
+impl Lacks {
+    /// From `quota.settings.attached_lacks` as `to_jsonb` prints it (a JSON array of
+    /// [`Optional::name`]s; `None` or `null`: nothing lacking). A name it does not know (a
+    /// newer version's) lacks nothing here.
+    pub fn from_json(text: Option<&str>) -> Lacks {
+        let mut lacks = Lacks::default();
+        let Some(text) = text else { return lacks };
+        for item in text.trim().trim_start_matches('[').trim_end_matches(']').split(',') {
+            match item.trim().trim_matches('"') {
+                "idempotency_keys" => lacks.idempotency_keys = true,
+                "refunds" => lacks.refunds = true,
+                "alerts" => lacks.alerts = true,
+                _ => {}
+            }
+        }
+        lacks
+    }
+
+    pub fn has(self, feature: Optional) -> bool {
+        !match feature {
+            Optional::IdempotencyKeys => self.idempotency_keys,
+            Optional::Refunds => self.refunds,
+            Optional::Alerts => self.alerts,
+        }
+    }
+
+    /// The features lacking, in a fixed order.
+    pub fn lacking(self) -> impl Iterator<Item = Optional> {
+        Optional::ALL.into_iter().filter(move |f| !self.has(*f))
+    }
+}
 
 /// `sql` with every `quota.<table>` whose table is in `tables` replaced by
 /// `<quoted_schema>.<table>`; other names of schema quota (the catalog, settings) stay.
@@ -28,6 +108,31 @@ pub fn retarget(sql: &str, quoted_schema: &str, tables: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lacks_reads_what_to_jsonb_prints() {
+        assert_eq!(Lacks::from_json(None), Lacks::default());
+        assert_eq!(Lacks::from_json(Some("null")), Lacks::default());
+        assert_eq!(Lacks::from_json(Some("[]")), Lacks::default());
+        let some = Lacks::from_json(Some(r#"["alerts", "idempotency_keys"]"#));
+        assert!(!some.has(Optional::Alerts));
+        assert!(!some.has(Optional::IdempotencyKeys));
+        assert!(some.has(Optional::Refunds));
+        assert_eq!(
+            some.lacking().collect::<Vec<_>>(),
+            vec![Optional::IdempotencyKeys, Optional::Alerts]
+        );
+        let all = Lacks::from_json(Some(r#"["refunds","alerts","idempotency_keys","later"]"#));
+        assert_eq!(all.lacking().count(), 3);
+        for f in Optional::ALL {
+            assert_eq!(
+                Lacks::from_json(Some(&format!("[\"{}\"]", f.name())))
+                    .lacking()
+                    .collect::<Vec<_>>(),
+                vec![f]
+            );
+        }
+    }
 
     const TABLES: [&str; 2] = ["user_usage", "usage_records"];
 

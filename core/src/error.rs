@@ -49,6 +49,8 @@ pub enum ErrorKind {
     ColumnType,
     /// 55000 object_not_in_prerequisite_state
     NotReady,
+    /// 0A000 feature_not_supported
+    NotSupported,
     /// 40001 serialization_failure
     SerializationFailure,
     /// XX000 internal_error: a statement of the extension failed in a way no row or argument
@@ -129,6 +131,8 @@ pub enum Error {
     /// The subscription a use was judged by changed before the use could count, and the
     /// transaction cannot read what changed (its snapshot is older), or it kept changing.
     SubscriptionChanged { subject: Subject },
+    /// A call needs an optional feature the attached tables go without.
+    NotAttachedFor { feature: crate::binding::Optional, schema: String, function: &'static str },
     /// A statement of the extension failed at the SPI level.
     Statement { what: &'static str, detail: String },
 }
@@ -154,6 +158,7 @@ impl Error {
             ColumnType { .. } => ErrorKind::ColumnType,
             RecordWithoutPeriod { .. } | KeyRefunded { .. } => ErrorKind::NotReady,
             Statement { .. } => ErrorKind::Internal,
+            NotAttachedFor { .. } => ErrorKind::NotSupported,
             QuotaValueOutOfRange { .. } | CounterOutOfRange { .. } | BytesOverflow { .. } => {
                 ErrorKind::OutOfRange
             }
@@ -252,6 +257,12 @@ impl Error {
                  failure: under REPEATABLE READ or SERIALIZABLE a use cannot count under a limit \
                  that changed after the transaction's snapshot."
                 .into(),
+            NotAttachedFor { feature, schema, .. } => format!(
+                "SELECT * FROM quota.attach_problems({}) WHERE needed_for = '{}' lists what it \
+                 needs; add it, then run quota.attach() again.",
+                quote_literal(schema),
+                feature.name()
+            ),
             Statement { .. } => "This is a bug in pg_entitlements; please report it.".into(),
         }
     }
@@ -259,6 +270,11 @@ impl Error {
 
 /// A value as an error message shows it: whole up to 200 characters, else its start and its
 /// length (a 1 MB bad value must not become a 1 MB message and log line).
+/// `value` as an SQL string literal, for a statement a hint shows.
+fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
 fn clip(value: &str) -> std::borrow::Cow<'_, str> {
     const MAX: usize = 200;
     match value.char_indices().nth(MAX) {
@@ -391,6 +407,12 @@ impl fmt::Display for Error {
                 "{subject}: the subscription changed after the use read it, and the use could \
                  not follow (the transaction reads one snapshot, or it kept changing); nothing \
                  was counted"
+            ),
+            NotAttachedFor { feature, schema, function } => write!(
+                f,
+                "{function}: {feature} are not available: the tables of the attached schema \
+                 \"{}\" were attached without the columns they need",
+                clip(schema)
             ),
             Statement { what, detail } => write!(f, "pg_entitlements: {what} failed: {detail}"),
         }

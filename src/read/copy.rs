@@ -450,13 +450,15 @@ fn select<'c>(
     Ok(client.select(sql, None, args)?)
 }
 
-/// The last change of zone is read through to_jsonb: the columns are missing from a table an
-/// older version of the SQL created, until ALTER EXTENSION UPDATE adds them.
+/// The last change of zone, the attached zone and what the attached tables lack are read
+/// through to_jsonb: the columns are missing from a table an older version of the SQL created,
+/// until ALTER EXTENSION UPDATE adds them.
 const SETTINGS: &str = "
 SELECT coalesce(st.time_zone, 'UTC'), st.attached_schema::pg_catalog.text,
        pg_catalog.to_jsonb(st) OPERATOR(pg_catalog.->>) 'previous_time_zone',
        (pg_catalog.to_jsonb(st) OPERATOR(pg_catalog.->>) 'time_zone_changed_at')::pg_catalog.timestamptz,
-       pg_catalog.to_jsonb(st) OPERATOR(pg_catalog.->>) 'attached_time_zone'
+       pg_catalog.to_jsonb(st) OPERATOR(pg_catalog.->>) 'attached_time_zone',
+       pg_catalog.to_jsonb(st) OPERATOR(pg_catalog.->>) 'attached_lacks'
   FROM (SELECT) AS one LEFT JOIN quota.settings st ON true";
 
 const FEATURES: &str = "
@@ -566,7 +568,11 @@ fn build(client: &SpiClient<'_>, built: Horizon) -> Result<Config, Refusal> {
         settings.get(3)?,
         settings.get(4)?,
     );
-    let binding = crate::store::Binding { schema: settings.get(2)?, local_zone: settings.get(5)? };
+    let binding = crate::store::Binding {
+        schema: settings.get(2)?,
+        local_zone: settings.get(5)?,
+        lacks: entitlements_core::binding::Lacks::from_json(settings.get::<String>(6)?.as_deref()),
+    };
     let bound = |sql: &str| binding::bind(sql, binding.schema.as_deref());
     let schema =
         pgrx::spi::quote_identifier(binding.schema.as_deref().unwrap_or("quota")).to_string();

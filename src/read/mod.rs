@@ -9,6 +9,7 @@ pub mod copy;
 pub mod probe;
 
 use crate::store;
+use entitlements_core::binding::Lacks;
 use entitlements_core::subscription::{self, Candidate};
 use entitlements_core::Error;
 use pgrx::datum::TimestampWithTimeZone;
@@ -237,6 +238,7 @@ mod column {
     pub const PREVIOUS_TIME_ZONE: usize = 25;
     pub const TIME_ZONE_CHANGED_AT: usize = 26;
     pub const LOCAL_ZONE: usize = 27;
+    pub const LACKS: usize = 28;
 }
 
 /// A candidate row of the statement: one of the user's subscriptions with status 'active'.
@@ -278,6 +280,9 @@ fn statement_rows<'c>(
         let binding = store::Binding {
             schema: col(first, column::BINDING, "attached_schema")?,
             local_zone: col(first, column::LOCAL_ZONE, "attached_time_zone")?,
+            lacks: Lacks::from_json(
+                col::<String>(first, column::LACKS, "attached_lacks")?.as_deref(),
+            ),
         };
         if binding != bound_to {
             store::bind_to(client, &binding)?;
