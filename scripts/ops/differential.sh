@@ -31,6 +31,9 @@
 # by statements, and when the server log
 # shows a backend terminated by a signal, an XX000 error or a Rust backtrace (the server runs
 # with RUST_BACKTRACE=1, so that a panic shows one).
+# Last, app_db's rows as local times: copied into schema app_local with every time column
+# timestamp without time zone (Asia/Shanghai local times) and attached with local_time_zone, every
+# reading function must answer as on the timestamptz tables (tests/ops/differential_local.sql).
 # DIFFERENTIAL_SEED (default 0.4242) and DIFFERENTIAL_USERS (default 3000) change the rows.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -273,6 +276,25 @@ if [ "$bad" != 0 ]; then
   failed "$bad of $compared calls failed (above)"
 else
   ok "the two paths agree on all $compared calls; no XX000, no backtrace"
+fi
+
+# The local times of issue 15: the same rows in timestamp without time zone columns.
+LOCAL_USERS=$((USERS < 1000 ? USERS : 1000))
+check "app_db's rows as Asia/Shanghai local times (schema app_local, attached with local_time_zone): users 1-$LOCAL_USERS, every reading function answers as on the timestamptz tables"
+if ! sql "$DIR" "$PORT" app_db -v users="$LOCAL_USERS" -f tests/ops/differential_local.sql \
+    >"$DIR/local.out" 2>&1; then
+  cat "$DIR/local.out"
+  failed "comparing the local-time tables failed"
+else
+  sed 's/^/    /' "$DIR/local.out"
+  local_calls=$(((LOCAL_USERS + 3) * (3 + 2 * (features + 1))))
+  if grep -q '^DIFF ' "$DIR/local.out"; then
+    failed "answers on local times differ from those on timestamptz (above)"
+  elif ! grep -q "^compared $local_calls calls, .* 0 differ\$" "$DIR/local.out"; then
+    failed "expected $local_calls calls compared"
+  else
+    ok "the local-time tables give the timestamptz tables' answers on all $local_calls calls"
+  fi
 fi
 
 check "the server log: no backend terminated by a signal, no XX000, no Rust backtrace"
