@@ -25,7 +25,8 @@
 -- The checks of rows read every row of the six tables (ACCESS SHARE: writers go on). A row
 -- problem has bad_rows set, the first 20 user and row ids, and a query that shows the rows.
 -- A problem with needed_for set concerns only that optional feature (idempotency_keys,
--- refunds, alerts): attach() goes on without it, and the calls that need it are refused.
+-- refunds, alerts, booster_packs): attach() goes on without it, and the calls that need it are
+-- refused.
 CREATE FUNCTION quota.attach_problems(target_schema name, local_time_zone text DEFAULT NULL)
 RETURNS TABLE (problem text, fix text, fix_lock text, fix_scans boolean, fix_rewrites boolean,
                fix_in_transaction boolean, note text,
@@ -94,6 +95,9 @@ BEGIN
             ('subscription_plans', 'id',                 '{int4,int8}', NULL, NULL),
             ('subscription_plans', 'billing_cycle',      '{text,varchar}', 'varchar(20) NOT NULL DEFAULT ''monthly''', NULL),
             ('subscription_plans', 'quota_cycle_type',   '{text,varchar}', 'varchar(20)', NULL),
+            ('subscription_plans', 'plan_code',          '{text,varchar}', NULL, 'booster_packs'),
+            ('subscription_plans', 'duration_days',      '{int4}', 'integer', 'booster_packs'),
+            ('subscription_plans', 'plan_kind',          '{text,varchar}', 'varchar(20) NOT NULL DEFAULT ''base''', 'booster_packs'),
             ('plan_features',      'plan_id',            '{int4,int8}', NULL, NULL),
             ('plan_features',      'feature_code',       '{text,varchar}', NULL, NULL),
             ('plan_features',      'feature_value',      '{int4}', NULL, NULL),
@@ -500,6 +504,7 @@ BEGIN
                    WHEN 'idempotency_keys' THEN 'record_feature_usage and consume with an idempotency key, and refund_usage by key, are refused'
                    WHEN 'refunds' THEN 'refund_usage is refused'
                    WHEN 'alerts' THEN 'no threshold alert is announced on channel quota_threshold'
+                   WHEN 'booster_packs' THEN 'buy_booster is refused'
                END AS effect
           FROM unnest(lacks) AS l (feature)
     LOOP

@@ -111,9 +111,9 @@ COMMENT ON FUNCTION quota.attach_problems(name, text) IS
     'takes and whether it reads or rewrites the table; no fix, and why, where the only one would '
     'rewrite the table or change what its data means; and the rows the functions cannot rely on, '
     'with their user and row ids and a query that shows them. needed_for names the optional '
-    'feature (idempotency_keys, refunds, alerts) a problem alone concerns: attach() goes on '
-    'without that feature. local_time_zone: the zone of the application''s timestamp without '
-    'time zone columns, as quota.attach() takes it.';
+    'feature (idempotency_keys, refunds, alerts, booster_packs) a problem alone concerns: '
+    'attach() goes on without that feature. local_time_zone: the zone of the application''s '
+    'timestamp without time zone columns, as quota.attach() takes it.';
 
 COMMENT ON FUNCTION quota.attach(name, text, boolean) IS
     'Superusers only. Binds every quota function and the storage trigger to the application '
@@ -146,8 +146,8 @@ COMMENT ON COLUMN quota.settings.attached_time_zone IS
 
 COMMENT ON COLUMN quota.settings.attached_lacks IS
     'Written by quota.attach() and quota.detach() only: the optional features (idempotency_keys, '
-    'refunds, alerts) the attached tables lack the columns of; the calls that need them are '
-    'refused (0A000).';
+    'refunds, alerts, booster_packs) the attached tables lack the columns of; the calls that '
+    'need them are refused (0A000).';
 
 COMMENT ON COLUMN quota.settings.previous_time_zone IS
     'Set by the trigger pg_entitlements_remember_zone: the zone before the last change of '
@@ -208,3 +208,39 @@ COMMENT ON FUNCTION quota.features_changed() IS
 'Row trigger on quota.features: a rename rewrites custom_quotas keys (audited); a change of what decides limits is announced and resyncs storage.';
 COMMENT ON FUNCTION quota.install_plan_features_triggers(regclass) IS
 'Installs the three statement triggers that follow changes of a plan_features table.';
+
+COMMENT ON TABLE quota.grants IS
+    'Extra quota per user and feature beside the period''s allowance (top-ups, booster packs, '
+    'promotions, rollovers): a use draws from the allowance first, then from the grants that '
+    'count, lower priority first, then the one that expires soonest, then the oldest. Written '
+    'by grant_quota(), void_grant(), buy_booster() and the uses only.';
+
+COMMENT ON TABLE quota.grant_uses IS
+    'What each usage record drew from each grant (positive) and what each refund gave back '
+    '(negative): for every grant, amount - remaining is the sum of its rows (verify_grants()).';
+
+COMMENT ON FUNCTION quota.grant_counts(quota.grants) IS
+    'Whether a grant counts now: not voided, and effective_from <= now() < expires_at.';
+
+COMMENT ON FUNCTION quota.grant_event(text, quota.grants) IS
+    'Internal: sends a grant''s event (added, exhausted, voided) on channel quota_grant, '
+    'delivered at commit.';
+
+COMMENT ON FUNCTION quota.grant_quota(bigint, text, bigint, timestamptz, integer, text, text, text) IS
+    'quota_admin. Grants a user extra units of a feature, counting from now until expires_at '
+    '(NULL: never), drawn after the period''s allowance in priority order. A repeated '
+    'idempotency_key returns the grant it named and adds nothing. Announced on quota_grant.';
+
+COMMENT ON FUNCTION quota.void_grant(bigint, text) IS
+    'quota_admin. Stops what is left of a grant from counting, at once, with the reason and '
+    'the caller''s login role kept on the grant; units it gave stay used. Idempotent.';
+
+COMMENT ON FUNCTION quota.buy_booster(bigint, text, text) IS
+    'quota_app, quota_admin. Buys a booster pack (a plan of plan_kind ''booster''): one grant '
+    'per feature of the plan with a value above 0, expiring at 23:59:59 of the day '
+    'duration_days after today in the configured time zone. Needs an active base '
+    'subscription; a repeated idempotency_key returns the grants of the first purchase.';
+
+COMMENT ON FUNCTION quota.verify_grants(bigint) IS
+    'The grants whose used units (amount - remaining) differ from the sum of their rows in '
+    'quota.grant_uses; none, always.';

@@ -1,5 +1,6 @@
 -- The ledger invariant: for every (user, feature, period) the counter equals the sum of its
--- usage records. Returns the rows that disagree: none, always. It reads the tables the
+-- usage records, less what they drew from grants (quota.grant_uses; the grants' own ledger is
+-- quota.verify_grants()). Returns the rows that disagree: none, always. It reads the tables the
 -- functions use: the extension's own, or those quota.attach() bound.
 CREATE FUNCTION quota.verify_ledger(for_user bigint DEFAULT NULL)
 RETURNS TABLE (user_id bigint, feature_code text, period_start timestamptz,
@@ -22,8 +23,14 @@ BEGIN
                coalesce(u.usage_count, 0)::bigint, coalesce(r.total, 0)::bigint
           FROM (SELECT x.user_id, x.feature_code, x.period_start, x.usage_count
                   FROM %1$I.user_usage x WHERE $1 IS NULL OR x.user_id = $1) u
-          FULL JOIN (SELECT x.user_id, x.feature_code, x.period_start, sum(x.amount) AS total
+          FULL JOIN (SELECT x.user_id, x.feature_code, x.period_start,
+                            sum(x.amount) - coalesce(sum(g.drawn), 0) AS total
                        FROM %1$I.usage_records x
+                       LEFT JOIN (SELECT d.user_id, d.record_id, sum(d.amount) AS drawn
+                                    FROM quota.grant_uses d
+                                   WHERE $1 IS NULL OR d.user_id = $1
+                                   GROUP BY 1, 2) g
+                              ON g.user_id = x.user_id AND g.record_id = x.id
                       WHERE ($1 IS NULL OR x.user_id = $1) AND x.period_start IS NOT NULL
                       GROUP BY 1, 2, 3) r
             ON u.user_id = r.user_id AND u.feature_code = r.feature_code

@@ -51,10 +51,24 @@ GRANT EXECUTE ON FUNCTION
     quota.carry_usage(bigint)
 TO quota_admin;
 
+-- Grants are written by these functions only, which keep their ledger: no role writes the
+-- tables. An app server sells booster packs; admin tools also grant and void.
+REVOKE EXECUTE ON FUNCTION
+    quota.grant_quota(bigint, text, bigint, timestamptz, integer, text, text, text),
+    quota.void_grant(bigint, text),
+    quota.buy_booster(bigint, text, text)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION quota.buy_booster(bigint, text, text) TO quota_app, quota_admin;
+GRANT EXECUTE ON FUNCTION
+    quota.grant_quota(bigint, text, bigint, timestamptz, integer, text, text, text),
+    quota.void_grant(bigint, text)
+TO quota_admin;
+
 -- The read functions are SECURITY INVOKER (no definer switch on the hot path): their callers
 -- read the tables with their own rights.
 GRANT SELECT ON quota.settings, quota.features, quota.subscription_plans, quota.plan_features,
-                quota.user_subscriptions, quota.user_usage, quota.user_storage_usage
+                quota.user_subscriptions, quota.user_usage, quota.user_storage_usage,
+                quota.grants
    TO quota_app;
 GRANT SELECT ON ALL TABLES IN SCHEMA quota TO quota_reader, quota_admin;
 

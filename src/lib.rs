@@ -19,6 +19,7 @@ mod binding;
 mod continuity;
 mod drop_guard;
 mod error;
+mod grants;
 mod jsonb;
 mod one_row;
 mod quota;
@@ -66,6 +67,7 @@ extension_sql_file!(
     name = "privileges",
     requires = [
         "ledger",
+        "grants",
         api::record_feature_usage,
         api::consume,
         api::refund_usage_by_id,
@@ -75,6 +77,7 @@ extension_sql_file!(
         api::carry_usage
     ]
 );
+extension_sql_file!("../sql/grants.sql", name = "grants", requires = ["schema", "ledger"]);
 extension_sql_file!("../sql/drop_guard.sql", name = "drop_guard", requires = ["schema", "ledger"]);
 extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
 

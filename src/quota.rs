@@ -1,6 +1,7 @@
 //! The quota operations: the rules of `entitlements-core` applied to rows that [`crate::read`]
 //! reads, written through [`crate::store`].
 
+use crate::grants;
 use crate::jsonb::RawJsonb;
 use crate::read::{self, Catalog, FeatureRow, SubscriptionRow};
 use crate::store::{self, Use};
@@ -92,7 +93,8 @@ fn check_with_period(
     let limit = resolve(subject, &catalog, sub)?.map(|r| r.limit);
     let period = period_of(&row, catalog.reset_rule.parse()?, sub)?;
     let usage = read::usage(client, subject.user_id, &subject.feature, to_pg(period.start, true)?)?;
-    Ok((QuotaStatus::evaluate(limit, usage), Some(period), catalog))
+    let totals = read::grant_totals(client, subject.user_id, &subject.feature)?;
+    Ok((QuotaStatus::evaluate(limit, usage).with_grants(limit, totals), Some(period), catalog))
 }
 
 /// `limit_source`: where the user's limit of a feature comes from now (`custom_quotas`,
@@ -315,19 +317,24 @@ fn announce_thresholds(
     Ok(())
 }
 
-/// The use as [`store::apply_use`] writes it; `enforce`: within the limit of `ctx`.
-fn use_of<'a>(r: &Recording<'a>, ctx: &UseContext, enforce: bool) -> Result<Use<'a>, Error> {
-    let limit = match (enforce, ctx.limit) {
-        (false, _) | (true, Some(Limit::Unlimited)) => None,
-        // No source defines a limit: no quota, so nothing can be consumed.
-        (true, None) => Some(0),
-        (true, Some(Limit::Max(n))) => Some(i64::from(n)),
-    };
+/// The limit on the period's counter: none for unlimited, 0 where no source defines one.
+fn counter_limit(limit: Option<Limit>) -> Option<i64> {
+    match limit {
+        Some(Limit::Unlimited) => None,
+        None => Some(0),
+        Some(Limit::Max(n)) => Some(i64::from(n)),
+    }
+}
+
+/// The use as [`store::apply_use`] writes it, the counter moving by the whole amount within
+/// `limit`.
+fn use_of<'a>(r: &Recording<'a>, ctx: &UseContext, limit: Option<i64>) -> Result<Use<'a>, Error> {
     Ok(Use {
         subject: r.subject,
         period_start: to_pg(ctx.period.start, true)?,
         period_end: to_pg(ctx.period.end, false)?,
         amount: r.amount,
+        counted: r.amount,
         limit,
         resource_type: r.resource_type,
         resource_id: r.resource_id,
@@ -372,7 +379,7 @@ fn count_use(
 ) -> Result<Option<(store::Applied, UseContext)>, Error> {
     let mut ctx = ctx;
     for _ in 0..LOCKED_READS {
-        let applied = store::apply_use(client, use_of(r, &ctx, enforce)?, ctx.read)?;
+        let applied = apply(client, r, &ctx, enforce)?;
         if !matches!(applied, store::Applied::Stale) {
             return Ok(Some((applied, ctx)));
         }
@@ -385,6 +392,62 @@ fn count_use(
         ctx = again;
     }
     Err(Error::SubscriptionChanged { subject: r.subject.clone() })
+}
+
+/// Counts a use judged by `ctx`: from the period's allowance when it covers the whole amount (one
+/// statement), else split across the allowance and the active grants ([`draw`]). `enforce`:
+/// refused beyond both (`consume`); otherwise what neither covers counts on the allowance beyond
+/// its limit (`record_feature_usage`).
+fn apply(
+    client: &mut SpiClient<'_>,
+    r: &Recording<'_>,
+    ctx: &UseContext,
+    enforce: bool,
+) -> Result<store::Applied, Error> {
+    let limit = counter_limit(ctx.limit);
+    let first = store::apply_use(client, use_of(r, ctx, limit)?, ctx.read, false)?;
+    if !matches!(first, store::Applied::Refused) {
+        return Ok(first);
+    }
+    let (user_id, feature) = (r.subject.user_id, r.subject.feature.as_str());
+    if read::grant_totals(client, user_id, feature)?.left > 0 {
+        return draw(client, r, ctx, enforce);
+    }
+    if enforce {
+        return Ok(first);
+    }
+    store::apply_use(client, use_of(r, ctx, None)?, ctx.read, false)
+}
+
+/// A use the allowance alone does not cover: with the counter locked (the allowance's share is
+/// decided under it) and the grants locked, split by [`entitlements_core::grants::split`].
+fn draw(
+    client: &mut SpiClient<'_>,
+    r: &Recording<'_>,
+    ctx: &UseContext,
+    enforce: bool,
+) -> Result<store::Applied, Error> {
+    let (user_id, feature) = (r.subject.user_id, r.subject.feature.as_str());
+    let (start, end) = (to_pg(ctx.period.start, true)?, to_pg(ctx.period.end, false)?);
+    let Some(usage) = store::lock_counter(client, r.subject, start, end, ctx.read)? else {
+        return Ok(store::Applied::Stale);
+    };
+    let balances = grants::lock(client, user_id, feature)?;
+    let allowance_left = counter_limit(ctx.limit).map(|limit| limit - usage);
+    let split = entitlements_core::grants::split(i64::from(r.amount), allowance_left, &balances);
+    if enforce && split.uncovered > 0 {
+        return Ok(store::Applied::Refused);
+    }
+    let counted = split.allowance + split.uncovered;
+    let mut u = use_of(r, ctx, None)?;
+    // At most the amount, an int4.
+    u.counted = i32::try_from(counted).unwrap_or(r.amount);
+    let applied = store::apply_use(client, u, ctx.read, true)?;
+    if let store::Applied::Counted { record_id, .. } = applied {
+        let record_id = store::must(record_id, "usage_records.id")?;
+        grants::draw(client, user_id, record_id, &split.grants)?;
+    }
+    Ok(applied)
 }
 
 /// Whether the transaction reads with one snapshot (REPEATABLE READ or SERIALIZABLE).
@@ -404,7 +467,7 @@ pub fn record(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<(), Error>
         return Ok(());
     }
     match count_use(client, FUNCTION, &r, ctx, false)?.ok_or_else(no_subscription)? {
-        (store::Applied::Counted { usage, announced }, ctx) => {
+        (store::Applied::Counted { usage, announced, .. }, ctx) => {
             announce_thresholds(client, r.subject, &ctx, usage, announced)
         }
         // A use without a limit has no condition that can refuse it.
@@ -424,10 +487,14 @@ pub fn consume(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<Consumed,
         return Ok(refused);
     };
     let subject = r.subject;
+    let with_grants = |client: &SpiClient<'_>, ctx: &UseContext, usage: i64| {
+        let totals = read::grant_totals(client, subject.user_id, &subject.feature)?;
+        Ok::<_, Error>(QuotaStatus::evaluate(ctx.limit, usage).with_grants(ctx.limit, totals))
+    };
     let current = |client: &SpiClient<'_>, ctx: &UseContext| -> Result<QuotaStatus, Error> {
         let start = to_pg(ctx.period.start, true)?;
         let usage = read::usage(client, subject.user_id, &subject.feature, start)?;
-        Ok(QuotaStatus::evaluate(ctx.limit, usage))
+        with_grants(client, ctx, usage)
     };
     if replay(client, FUNCTION, &r)? {
         return Ok(Consumed { allowed: true, status: current(client, &ctx)? });
@@ -436,9 +503,9 @@ pub fn consume(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<Consumed,
         return Ok(refused);
     };
     Ok(match applied {
-        store::Applied::Counted { usage, announced } => {
+        store::Applied::Counted { usage, announced, .. } => {
             announce_thresholds(client, subject, &ctx, usage, announced)?;
-            Consumed { allowed: true, status: QuotaStatus::evaluate(ctx.limit, usage) }
+            Consumed { allowed: true, status: with_grants(client, &ctx, usage)? }
         }
         store::Applied::Refused | store::Applied::Stale => {
             Consumed { allowed: false, status: current(client, &ctx)? }
@@ -473,7 +540,53 @@ pub fn refund(
     if let Some(existing) = store::existing_refund(client, user_id, id)? {
         return Ok((existing, false));
     }
-    Ok((store::post_refund(client, user_id, id)?, true))
+    let Some(amount) = record.amount else {
+        return Err(Error::RecordWithoutAmount { record_id: id });
+    };
+    // The counter first, then the grants: the order a use locks them in.
+    store::lock_record_counter(client, user_id, id)?;
+    let parts = grants::parts(client, user_id, id)?;
+    let drawn: i64 = parts.iter().map(|p| p.amount).sum();
+    let (back, lost): (Vec<_>, Vec<_>) = parts.iter().partition(|p| p.counts);
+    let back: Vec<(i64, i64)> = back.iter().map(|p| (p.grant_id, p.amount)).collect();
+    let returned: i64 = back.iter().map(|(_, n)| n).sum();
+    // The allowance's share goes back to the counter; a grant's share to the grant, while it
+    // counts: the units of a grant that expired or was voided are not revived.
+    let counted = i64::from(amount) - drawn;
+    let given = counted + returned;
+    let lost_text = || {
+        lost.iter()
+            .map(|p| {
+                let why = match (p.voided, p.expired) {
+                    (true, _) => "voided",
+                    (false, true) => "expired",
+                    (false, false) => "not yet effective",
+                };
+                format!("{} from grant {}, {why}", p.amount, p.grant_id)
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    if given <= 0 {
+        return Err(Error::NothingToRefund { record_id: id, grants: lost_text() });
+    }
+    let (given32, counted32) = (i32::try_from(given), i32::try_from(counted));
+    let (Ok(given32), Ok(counted32)) = (given32, counted32) else {
+        return Err(Error::Statement {
+            what: "refund",
+            detail: format!("record {id}: shares {given} and {counted} beyond its int4 amount"),
+        });
+    };
+    let refund = store::post_refund(client, user_id, id, given32, counted32)?;
+    grants::give_back(client, user_id, refund.id, &back)?;
+    if !lost.is_empty() {
+        pgrx::notice!(
+            "usage record {id}: {} of its {amount} units are not given back ({})",
+            i64::from(amount) - given,
+            lost_text()
+        );
+    }
+    Ok((refund, true))
 }
 
 /// `adjust_quota` (`new_value` set) and `clear_custom_quota` (`None`): changes one key of the

@@ -72,9 +72,11 @@ const USAGE: &str = "
 SELECT u.usage_count::pg_catalog.int8 FROM quota.user_usage u
  WHERE u.user_id = $1 AND u.feature_code = $2 AND u.period_start = $3";
 
-/// Adds to the period's counter and writes the usage record, in one statement. With a limit
-/// ($6), the counter moves only while `usage_count + amount <= limit`, and the record is written
-/// only when it moved: a refused use writes nothing.
+/// Adds to the period's counter and writes the usage record, in one statement. The record
+/// holds the use's amount ($5), the counter moves by what the allowance covers ($12: the whole
+/// amount, but for a use that draws from grants, [`crate::grants`]); the last column is the
+/// record's id. With a limit ($6), the counter moves only while `usage_count + $12 <= limit`,
+/// and the record is written only when it moved: a refused use writes nothing.
 ///
 /// Why a conditional upsert and not advisory locks or SELECT ... FOR UPDATE: concurrent uses of
 /// one counter queue on its row lock, and under READ COMMITTED the waiting upsert re-evaluates
@@ -113,7 +115,10 @@ SELECT u.usage_count::pg_catalog.int8 FROM quota.user_usage u
 /// `memory` is what the counter remembers of the alerts announced (the columns, or NULLs where
 /// the table lacks them: [`Memory`]); `keyed`: the records have idempotency keys ($10 is
 /// unused where they have none).
-fn use_sql(row_is_current: bool, memory: Memory, keyed: bool) -> String {
+/// `with_id`: the last column is the record's id, which a use that draws from grants needs
+/// (RETURNING, which an application's rule on usage_records may refuse: the plain use does
+/// without it).
+fn use_sql(row_is_current: bool, memory: Memory, keyed: bool, with_id: bool) -> String {
     let current = if row_is_current {
         "quota.row_is_current('quota.user_subscriptions'::pg_catalog.regclass, $11)"
     } else {
@@ -123,6 +128,11 @@ fn use_sql(row_is_current: bool, memory: Memory, keyed: bool) -> String {
     };
     let (alerted_percent, alerted_limit) = memory.columns();
     let (key_column, key) = if keyed { (", idempotency_key", ", $10") } else { ("", "") };
+    let (returning, id) = if with_id {
+        ("\n    RETURNING id", "(SELECT rec.id::pg_catalog.int8 FROM rec)")
+    } else {
+        ("", "NULL::pg_catalog.int8")
+    };
     format!(
         "
 WITH current AS MATERIALIZED (
@@ -131,8 +141,8 @@ WITH current AS MATERIALIZED (
     INSERT INTO quota.user_usage AS u
            (user_id, feature_code, period_start, period_end, usage_count, last_reset_at,
             updated_at)
-    SELECT $1, $2, $3, $4, $5, pg_catalog.now(), pg_catalog.now()
-     WHERE $6::pg_catalog.int8 IS NULL OR $5 <= $6
+    SELECT $1, $2, $3, $4, $12, pg_catalog.now(), pg_catalog.now()
+     WHERE $6::pg_catalog.int8 IS NULL OR $12 <= $6
     ON CONFLICT (user_id, feature_code, period_start) DO UPDATE
        SET usage_count = u.usage_count OPERATOR(pg_catalog.+) EXCLUDED.usage_count,
            period_end = EXCLUDED.period_end,
@@ -147,10 +157,10 @@ WITH current AS MATERIALIZED (
            (user_id, feature_code, period_start, resource_type, resource_id, amount, metadata,
             created_at{key_column})
     SELECT $1, $2, $3, $7, $8, $5, $9, pg_catalog.now(){key} FROM counter
-     WHERE (SELECT current.yes FROM current)
+     WHERE (SELECT current.yes FROM current){returning}
 )
 SELECT counter.usage_count, counter.alerted_percent, (SELECT current.yes FROM current),
-       counter.alerted_limit
+       counter.alerted_limit, {id}
   FROM (SELECT) AS one LEFT JOIN counter ON true"
     )
 }
@@ -162,6 +172,37 @@ SELECT counter.usage_count, counter.alerted_percent, (SELECT current.yes FROM cu
 const WITHDRAW_COUNTER: &str = "
 DELETE FROM quota.user_usage u
  WHERE u.user_id = $1 AND u.feature_code = $2 AND u.period_start = $3";
+
+/// Locks the period's counter for a use that the allowance alone does not cover, creating it
+/// empty where missing, and returns its usage, once [`use_sql`]'s `current` says the
+/// subscription version the use was judged by ($5) still stands; otherwise the usage is NULL
+/// (the second column says false), and a counter this statement inserted is withdrawn as there.
+fn lock_counter_sql(row_is_current: bool) -> String {
+    let current = if row_is_current {
+        "quota.row_is_current('quota.user_subscriptions'::pg_catalog.regclass, $5)"
+    } else {
+        "EXISTS (SELECT FROM quota.user_subscriptions us
+                  WHERE us.ctid OPERATOR(pg_catalog.=) $5 AND us.user_id = $1
+                    FOR NO KEY UPDATE OF us)"
+    };
+    format!(
+        "
+WITH current AS MATERIALIZED (
+    SELECT {current} AS yes
+), counter AS (
+    INSERT INTO quota.user_usage AS u
+           (user_id, feature_code, period_start, period_end, usage_count, last_reset_at,
+            updated_at)
+    SELECT $1, $2, $3, $4, 0, pg_catalog.now(), pg_catalog.now()
+    ON CONFLICT (user_id, feature_code, period_start) DO UPDATE
+       SET period_end = EXCLUDED.period_end
+     WHERE (SELECT current.yes FROM current)
+    RETURNING u.usage_count::pg_catalog.int8
+)
+SELECT counter.usage_count, (SELECT current.yes FROM current)
+  FROM (SELECT) AS one LEFT JOIN counter ON true"
+    )
+}
 
 /// Remembers the highest alert threshold announced for a period and the limit it was judged
 /// against ($5; `set_limit` is empty where the table lacks the column, [`HAS_COLUMN`]).
@@ -249,23 +290,33 @@ SELECT r.id::pg_catalog.int8, r.feature_code::pg_catalog.text, r.amount::pg_cata
 /// A usage record to refund, locked so that two refunds of it queue.
 const RECORD_FOR_REFUND_BY_ID: &str = "
 SELECT r.user_id::pg_catalog.int8, r.id::pg_catalog.int8, r.refund_of::pg_catalog.int8,
-       r.period_start IS NOT NULL
+       r.period_start IS NOT NULL, r.amount::pg_catalog.int4
   FROM quota.usage_records r WHERE r.id = $1 FOR UPDATE";
 
 const RECORD_FOR_REFUND_BY_KEY: &str = "
 SELECT r.user_id::pg_catalog.int8, r.id::pg_catalog.int8, r.refund_of::pg_catalog.int8,
-       r.period_start IS NOT NULL
+       r.period_start IS NOT NULL, r.amount::pg_catalog.int4
   FROM quota.usage_records r
  WHERE r.user_id = $1 AND r.idempotency_key = $2 FOR UPDATE";
+
+/// The counter of the period a usage record ($2) counted toward, locked: a refund locks it
+/// before the grants the record drew from, in the order a use locks them.
+const LOCK_RECORD_COUNTER: &str = "
+SELECT FROM quota.user_usage u, quota.usage_records r
+ WHERE r.user_id = $1 AND r.id = $2
+   AND u.user_id = r.user_id AND u.feature_code = r.feature_code
+   AND u.period_start = r.period_start
+   FOR UPDATE OF u";
 
 const REFUND_OF: &str = "
 SELECT r.id::pg_catalog.int8, -r.amount, r.period_start::pg_catalog.timestamptz
   FROM quota.usage_records r
  WHERE r.user_id = $1 AND r.refund_of = $2";
 
-/// Posts the compensating record to the original's period (not the current one) and takes the
-/// amount off that period's counter, only while the counter stays at or above zero; the last
-/// column says whether it did. A counter lowered outside the ledger (an admin's UPDATE) would
+/// Posts the compensating record ($3 units given back) to the original's period (not the current
+/// one) and takes the allowance's share of them ($4: all of them, but for a use that drew from
+/// grants, [`crate::grants`]) off that period's counter, only while the counter stays at or
+/// above zero; the fourth column says whether it did. A counter lowered outside the ledger (an admin's UPDATE) would
 /// otherwise go negative, and an attached application's counter has no type that stops it.
 const REFUND: &str = "
 WITH refund AS (
@@ -273,18 +324,18 @@ WITH refund AS (
            (user_id, feature_code, period_start, resource_type, resource_id, amount, refund_of,
             created_at)
     SELECT o.user_id, o.feature_code, o.period_start, o.resource_type, o.resource_id,
-           OPERATOR(pg_catalog.-) o.amount, o.id, pg_catalog.now()
+           OPERATOR(pg_catalog.-) $3::pg_catalog.int4, o.id, pg_catalog.now()
       FROM quota.usage_records o
      WHERE o.user_id = $1 AND o.id = $2
     RETURNING id, feature_code, period_start, amount
 ), counter AS (
     UPDATE quota.user_usage u
-       SET usage_count = u.usage_count OPERATOR(pg_catalog.+) refund.amount,
+       SET usage_count = u.usage_count OPERATOR(pg_catalog.-) $4::pg_catalog.int4,
            updated_at = pg_catalog.now()
       FROM refund
      WHERE u.user_id = $1 AND u.feature_code = refund.feature_code
        AND u.period_start = refund.period_start
-       AND u.usage_count OPERATOR(pg_catalog.+) refund.amount >= 0
+       AND u.usage_count OPERATOR(pg_catalog.-) $4::pg_catalog.int4 >= 0
     RETURNING 1
 )
 SELECT refund.id::pg_catalog.int8, OPERATOR(pg_catalog.-) refund.amount,
@@ -482,6 +533,8 @@ struct Plans {
     feature_new_snapshot: OwnedPreparedStatement,
     usage: OwnedPreparedStatement,
     use_: OwnedPreparedStatement,
+    use_with_id: OwnedPreparedStatement,
+    lock_counter: OwnedPreparedStatement,
     withdraw_counter: OwnedPreparedStatement,
     // The statements of the optional features: `None` where the tables lack them.
     lock_key: Option<OwnedPreparedStatement>,
@@ -490,6 +543,7 @@ struct Plans {
     refund_target_by_key: Option<OwnedPreparedStatement>,
     refund_of: Option<OwnedPreparedStatement>,
     refund: Option<OwnedPreparedStatement>,
+    lock_record_counter: Option<OwnedPreparedStatement>,
     lock_counters: OwnedPreparedStatement,
     adjust_lock: OwnedPreparedStatement,
     adjust_apply: OwnedPreparedStatement,
@@ -545,7 +599,7 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
     };
     let (int4, int8, text, tstz) = (oid(INT4OID), oid(INT8OID), oid(TEXTOID), oid(TIMESTAMPTZOID));
     let use_args =
-        [int8, text, tstz, tstz, int4, int8, text, int8, oid(JSONBOID), text, oid(TIDOID)];
+        [int8, text, tstz, tstz, int4, int8, text, int8, oid(JSONBOID), text, oid(TIDOID), int4];
     let has_column = |table: &str, column: &str| -> Result<bool, Error> {
         let args: [DatumWithOid; 2] = [bind(table, schema).as_str().into(), column.into()];
         client
@@ -605,8 +659,18 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
         feature_new_snapshot: prepare(&feature, &[int8, text], true)?,
         usage: prepare(USAGE, &[int8, text, tstz], false)?,
         use_: prepare(
-            &use_sql(has_row_is_current, memory, has(Optional::IdempotencyKeys)),
+            &use_sql(has_row_is_current, memory, has(Optional::IdempotencyKeys), false),
             &use_args,
+            true,
+        )?,
+        use_with_id: prepare(
+            &use_sql(has_row_is_current, memory, has(Optional::IdempotencyKeys), true),
+            &use_args,
+            true,
+        )?,
+        lock_counter: prepare(
+            &lock_counter_sql(has_row_is_current),
+            &[int8, text, tstz, tstz, oid(TIDOID)],
             true,
         )?,
         withdraw_counter: prepare(WITHDRAW_COUNTER, &[int8, text, tstz], true)?,
@@ -620,7 +684,8 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
             true,
         )?,
         refund_of: prepare_if(&refunds, REFUND_OF, &[int8, int8], false)?,
-        refund: prepare_if(&refunds, REFUND, &[int8, int8], true)?,
+        refund: prepare_if(&refunds, REFUND, &[int8, int8, int4, int4], true)?,
+        lock_record_counter: prepare_if(&refunds, LOCK_RECORD_COUNTER, &[int8, int8], true)?,
         lock_counters: prepare(LOCK_COUNTERS, &[int8, text], true)?,
         adjust_lock: prepare(ADJUST_LOCK, &[int8, text], true)?,
         adjust_apply: prepare(ADJUST_APPLY, &[int8, int8, text, int4, int4, text, text], true)?,
@@ -995,8 +1060,12 @@ pub struct Use<'a> {
     pub subject: &'a Subject,
     pub period_start: TimestampWithTimeZone,
     pub period_end: TimestampWithTimeZone,
+    /// The use's amount, in its usage record.
     pub amount: i32,
-    /// Enforced limit; `None` records without enforcing (unlimited, or record_feature_usage).
+    /// What the period's counter moves by: the amount, less what grants cover.
+    pub counted: i32,
+    /// Enforced limit on the counter; `None` counts without enforcing (unlimited, or a use
+    /// whose share of the allowance was decided under the counter's lock).
     pub limit: Option<i64>,
     pub resource_type: Option<&'a str>,
     pub resource_id: Option<i64>,
@@ -1006,9 +1075,10 @@ pub struct Use<'a> {
 
 /// What became of a use.
 pub enum Applied {
-    /// Counted: the new counter and what the counter row remembers of the period's alerts
-    /// (`None`: the tables keep no such memory, and no alert is announced).
-    Counted { usage: i64, announced: Option<Announced> },
+    /// Counted: the new counter, what the counter row remembers of the period's alerts
+    /// (`None`: the tables keep no such memory, and no alert is announced) and the id of the
+    /// usage record, when asked for.
+    Counted { usage: i64, announced: Option<Announced>, record_id: Option<i64> },
     /// The limit refused it; nothing was written.
     Refused,
     /// The subscription changed since it was read; nothing was written, or what was is
@@ -1017,14 +1087,16 @@ pub enum Applied {
 }
 
 /// Adds the use to its period's counter and the ledger, unless the subscription version it was
-/// judged by (`read`) no longer stands ([`Applied::Stale`]).
+/// judged by (`read`) no longer stands ([`Applied::Stale`]). `with_id`: the usage record's id
+/// is returned.
 pub fn apply_use(
     client: &mut SpiClient<'_>,
     u: Use<'_>,
     read: pg_sys::ItemPointerData,
+    with_id: bool,
 ) -> Result<Applied, Error> {
     let (subject, period_start) = (u.subject, u.period_start);
-    let args: [DatumWithOid; 11] = [
+    let args: [DatumWithOid; 12] = [
         subject.user_id.into(),
         subject.feature.as_str().into(),
         period_start.into(),
@@ -1036,6 +1108,7 @@ pub fn apply_use(
         u.metadata.map_or_else(DatumWithOid::null::<RawJsonb>, Into::into),
         u.idempotency_key.map_or_else(DatumWithOid::null::<&str>, Into::into),
         read.into(),
+        u.counted.into(),
     ];
     let table = write(client, |plans| {
         let schema = plans.binding.schema.as_deref().unwrap_or("quota");
@@ -1043,7 +1116,8 @@ pub fn apply_use(
         // raises 22003 "integer out of range", which names neither the user nor the column.
         // Raised again with its SQLSTATE, the user, the feature and the fix.
         PgTryBuilder::new(AssertUnwindSafe(|| {
-            client.select(&plans.use_, Some(1), &args).map_err(failed("recording usage"))
+            let plan = if with_id { &plans.use_with_id } else { &plans.use_ };
+            client.select(plan, Some(1), &args).map_err(failed("recording usage"))
         }))
         .catch_when(PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, |caught| {
             let detail = match &caught {
@@ -1059,17 +1133,17 @@ pub fn apply_use(
         })
         .execute()
     })?;
-    let (usage, current, announced) = {
+    let (usage, current, announced, record_id) = {
         let Some(row) = table.into_iter().next() else {
             return Err(Error::Statement { what: "recording usage", detail: "no row".into() });
         };
         let announced = col::<i32>(&row, 2)?
             .map(|percent| Ok::<_, Error>(Announced { percent, limit: col(&row, 4)? }))
             .transpose()?;
-        (col::<i64>(&row, 1)?, must(col::<bool>(&row, 3)?, "current")?, announced)
+        (col::<i64>(&row, 1)?, must(col::<bool>(&row, 3)?, "current")?, announced, col(&row, 5)?)
     };
     Ok(match (usage, current) {
-        (Some(usage), true) => Applied::Counted { usage, announced },
+        (Some(usage), true) => Applied::Counted { usage, announced, record_id },
         (Some(_), false) => {
             let key: [DatumWithOid; 3] =
                 [subject.user_id.into(), subject.feature.as_str().into(), period_start.into()];
@@ -1083,6 +1157,42 @@ pub fn apply_use(
         (None, false) => Applied::Stale,
         (None, true) => Applied::Refused,
     })
+}
+
+/// Locks (or creates, empty) the counter of the period `[start, end)` for a use judged by the
+/// subscription version `read`, and returns its usage; `None` when that version no longer
+/// stands, and nothing stays written.
+pub fn lock_counter(
+    client: &SpiClient<'_>,
+    subject: &Subject,
+    start: TimestampWithTimeZone,
+    end: TimestampWithTimeZone,
+    read: pg_sys::ItemPointerData,
+) -> Result<Option<i64>, Error> {
+    let args: [DatumWithOid; 5] = [
+        subject.user_id.into(),
+        subject.feature.as_str().into(),
+        start.into(),
+        end.into(),
+        read.into(),
+    ];
+    let table = write(client, |plans| {
+        client.select(&plans.lock_counter, Some(1), &args).map_err(failed("locking the counter"))
+    })?;
+    let Some(row) = table.into_iter().next() else {
+        return Err(Error::Statement { what: "locking the counter", detail: "no row".into() });
+    };
+    let (usage, current) = (col::<i64>(&row, 1)?, must(col::<bool>(&row, 2)?, "current")?);
+    if let (Some(_), false) = (usage, current) {
+        let key: [DatumWithOid; 3] =
+            [subject.user_id.into(), subject.feature.as_str().into(), start.into()];
+        write(client, |plans| {
+            client
+                .select(&plans.withdraw_counter, None, &key)
+                .map_err(failed("withdrawing a counter"))
+        })?;
+    }
+    Ok(if current { usage } else { None })
 }
 
 /// Remembers what was announced for the period ([`entitlements_core::alerts::crossed`]).
@@ -1217,6 +1327,7 @@ pub struct RefundTarget {
     pub refund_of: Option<i64>,
     /// Whether the record names the period it counted toward.
     pub has_period: bool,
+    pub amount: Option<i32>,
 }
 
 /// The record to refund, locked.
@@ -1245,6 +1356,7 @@ pub fn lock_refund_target(
                 id: must(col(&row, 2)?, "id")?,
                 refund_of: col(&row, 3)?,
                 has_period: col(&row, 4)?.unwrap_or(false),
+                amount: col(&row, 5)?,
             })
         })
         .transpose()
@@ -1281,10 +1393,26 @@ pub fn existing_refund(
     table.into_iter().next().map(|row| refund_row(&row)).transpose()
 }
 
-/// Posts the refund of record `id`. Refuses when the counter it would take the amount off is
-/// below that amount: the ERROR then undoes the refund record too.
-pub fn post_refund(client: &mut SpiClient<'_>, user_id: i64, id: i64) -> Result<Refund, Error> {
+/// Locks the counter record `id` counted toward ([`LOCK_RECORD_COUNTER`]).
+pub fn lock_record_counter(client: &mut SpiClient<'_>, user_id: i64, id: i64) -> Result<(), Error> {
     let args: [DatumWithOid; 2] = [user_id.into(), id.into()];
+    write(client, |plans| {
+        let lock = optional(plans, &plans.lock_record_counter, Optional::Refunds, "refund_usage")?;
+        client.select(lock, None, &args).map_err(failed("locking the counter")).map(|_| ())
+    })
+}
+
+/// Posts the refund of record `id`: `given` units back, of which `counted` come off its period's
+/// counter. Refuses when the counter is below that: the ERROR then undoes the refund record
+/// too.
+pub fn post_refund(
+    client: &mut SpiClient<'_>,
+    user_id: i64,
+    id: i64,
+    given: i32,
+    counted: i32,
+) -> Result<Refund, Error> {
+    let args: [DatumWithOid; 4] = [user_id.into(), id.into(), given.into(), counted.into()];
     let table = write(client, |plans| {
         let refund = optional(plans, &plans.refund, Optional::Refunds, "refund_usage")?;
         client.select(refund, Some(1), &args).map_err(failed("refund"))
@@ -1298,7 +1426,7 @@ pub fn post_refund(client: &mut SpiClient<'_>, user_id: i64, id: i64) -> Result<
         return Err(Error::RefundBelowZero {
             subject: Subject { user_id, feature },
             record_id: id,
-            amount: i64::from(refund.amount),
+            amount: i64::from(counted),
         });
     }
     Ok(refund)

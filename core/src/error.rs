@@ -126,6 +126,10 @@ pub enum Error {
     ColumnType { what: String, detail: String },
     /// A usage record written without a period (before quota.attach()) cannot be refunded.
     RecordWithoutPeriod { record_id: i64 },
+    /// A usage record without an amount (an attached application's) cannot be refunded.
+    RecordWithoutAmount { record_id: i64 },
+    /// Every unit of a record came from grants that no longer count: nothing can be given back.
+    NothingToRefund { record_id: i64, grants: String },
     /// A refund would take a counter below zero: it was lowered outside the ledger.
     RefundBelowZero { subject: Subject, record_id: i64, amount: i64 },
     /// The subscription a use was judged by changed before the use could count, and the
@@ -156,7 +160,10 @@ impl Error {
             SubscriptionChanged { .. } => ErrorKind::SerializationFailure,
             IdempotencyKeyTooLong { .. } => ErrorKind::TooLong,
             ColumnType { .. } => ErrorKind::ColumnType,
-            RecordWithoutPeriod { .. } | KeyRefunded { .. } => ErrorKind::NotReady,
+            RecordWithoutPeriod { .. }
+            | RecordWithoutAmount { .. }
+            | NothingToRefund { .. }
+            | KeyRefunded { .. } => ErrorKind::NotReady,
             Statement { .. } => ErrorKind::Internal,
             NotAttachedFor { .. } => ErrorKind::NotSupported,
             QuotaValueOutOfRange { .. } | CounterOutOfRange { .. } | BytesOverflow { .. } => {
@@ -246,6 +253,12 @@ impl Error {
             ),
             ColumnType { .. } => "SELECT * FROM quota.attach_problems(schema) lists the types \
                  the extension reads."
+                .into(),
+            RecordWithoutAmount { .. } => "Correct the record's amount, or the counter in \
+                 user_usage."
+                .into(),
+            NothingToRefund { .. } => "Units of a grant that expired or was voided are not \
+                 revived; grant_quota() gives new ones."
                 .into(),
             RecordWithoutPeriod { .. } => "Records written before quota.attach() are not tied \
                  to a counter; correct the counter in user_usage instead."
@@ -392,6 +405,14 @@ impl fmt::Display for Error {
                  {MAX_IDEMPOTENCY_KEY_BYTES}"
             ),
             ColumnType { what, detail } => write!(f, "{what}: {detail}"),
+            RecordWithoutAmount { record_id } => {
+                write!(f, "usage record {record_id} has no amount: there is nothing to refund")
+            }
+            NothingToRefund { record_id, grants } => write!(
+                f,
+                "usage record {record_id}: every unit came from grants that no longer count \
+                 ({grants}): nothing is given back"
+            ),
             RecordWithoutPeriod { record_id } => write!(
                 f,
                 "usage record {record_id} has no period_start: it was written before \

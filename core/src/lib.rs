@@ -8,6 +8,7 @@
 pub mod alerts;
 pub mod binding;
 pub mod error;
+pub mod grants;
 pub mod keys;
 pub mod limit;
 pub mod period;

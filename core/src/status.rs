@@ -38,23 +38,41 @@ impl QuotaStatus {
             },
             Some(Limit::Max(n)) => {
                 let n = i64::from(n);
-                let percentage_hundredths = if n == 0 {
-                    0
-                } else {
-                    // usage * 10_000 overflows i64 near usage = 9.2e14; i128 cannot.
-                    let num = i128::from(usage) * 10_000;
-                    let den = i128::from(n);
-                    let rounded = (2 * num + den * num.signum()) / (2 * den);
-                    i64::try_from(rounded).unwrap_or(i64::MAX)
-                };
                 QuotaStatus {
                     has_quota: usage < n,
                     current_usage: usage,
                     quota_limit: n,
                     remaining: (n - usage).max(0),
-                    percentage_hundredths,
+                    percentage_hundredths: percentage(usage, n),
                 }
             }
+        }
+    }
+
+    /// The status with the active grants of the feature (`totals`) added: an unlimited
+    /// allowance stays unlimited; otherwise (no limit counts as an allowance of 0)
+    /// `quota_limit` is the allowance plus what the grants gave, `current_usage` the period's
+    /// usage plus what was drawn from them, and `remaining` what the allowance has left plus
+    /// what they have left, so `remaining = quota_limit - current_usage` while the usage is
+    /// within the allowance. Without grants, the status is unchanged.
+    pub fn with_grants(self, limit: Option<Limit>, totals: crate::grants::Totals) -> QuotaStatus {
+        if totals.granted == 0 || limit == Some(Limit::Unlimited) {
+            return self;
+        }
+        let allowance = match limit {
+            Some(Limit::Max(n)) => i64::from(n),
+            _ => 0,
+        };
+        let used = totals.granted - totals.left;
+        let quota_limit = allowance.saturating_add(totals.granted);
+        let current_usage = self.current_usage.saturating_add(used);
+        let remaining = (allowance - self.current_usage).max(0).saturating_add(totals.left);
+        QuotaStatus {
+            has_quota: remaining > 0,
+            current_usage,
+            quota_limit,
+            remaining,
+            percentage_hundredths: percentage(current_usage, quota_limit),
         }
     }
 
@@ -72,10 +90,46 @@ impl QuotaStatus {
     }
 }
 
+/// `usage` as a percentage of `limit` in hundredths of a percent, rounded half away from zero
+/// like `round(numeric, 2)`; 0 for a limit of 0.
+fn percentage(usage: i64, limit: i64) -> i64 {
+    if limit == 0 {
+        return 0;
+    }
+    // usage * 10_000 overflows i64 near usage = 9.2e14; i128 cannot.
+    let num = i128::from(usage) * 10_000;
+    let den = i128::from(limit);
+    let rounded = (2 * num + den * num.signum()) / (2 * den);
+    i64::try_from(rounded).unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn grants_add_to_the_figures() {
+        use crate::grants::Totals;
+        // The booster story: allowance 10 all used, a pack of 20 with 15 used.
+        let totals = Totals { granted: 20, left: 5 };
+        let s = QuotaStatus::evaluate(Some(Limit::Max(10)), 10)
+            .with_grants(Some(Limit::Max(10)), totals);
+        assert_eq!((s.has_quota, s.current_usage, s.quota_limit, s.remaining), (true, 25, 30, 5));
+        assert_eq!(s.remaining, s.quota_limit - s.current_usage);
+        // Unlimited stays unlimited; no grants change nothing.
+        let u = QuotaStatus::evaluate(Some(Limit::Unlimited), 3);
+        assert_eq!(u.with_grants(Some(Limit::Unlimited), totals), u);
+        let plain = QuotaStatus::evaluate(Some(Limit::Max(10)), 4);
+        assert_eq!(plain.with_grants(Some(Limit::Max(10)), Totals::default()), plain);
+        // No limit anywhere: the grants alone.
+        let none = QuotaStatus::evaluate(None, 0).with_grants(None, Totals { granted: 7, left: 7 });
+        assert_eq!((none.has_quota, none.quota_limit, none.remaining), (true, 7, 7));
+        // A spent pack leaves no quota.
+        let spent = QuotaStatus::evaluate(Some(Limit::Max(10)), 10)
+            .with_grants(Some(Limit::Max(10)), Totals { granted: 20, left: 0 });
+        assert!(!spent.has_quota);
+    }
 
     #[test]
     fn the_seed_scenario() {

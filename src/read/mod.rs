@@ -433,6 +433,15 @@ fn parse_feature_rows(
     })
 }
 
+/// What the active grants of a user's feature gave and have left.
+pub fn grant_totals(
+    client: &SpiClient<'_>,
+    user_id: i64,
+    feature: &str,
+) -> Result<entitlements_core::grants::Totals, Error> {
+    crate::grants::totals(client, user_id, feature)
+}
+
 /// The counter of one period; 0 when nothing was recorded in it yet (or the counter is NULL).
 pub fn usage(
     client: &SpiClient<'_>,

@@ -1,0 +1,258 @@
+//! Grants in the use and refund paths (sql/grants.sql): the statements on quota.grants and
+//! quota.grant_uses, prepared once per backend. These are the extension's own tables whatever
+//! quota.attach() bound, so the SECURITY DEFINER writers write them as the extension's owner.
+//! Which grant a use draws from is decided by [`entitlements_core::grants`].
+
+use crate::store::must;
+use crate::time::micros;
+use entitlements_core::grants::{Balance, Totals};
+use entitlements_core::Error;
+use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
+use pgrx::pg_sys::BuiltinOid;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData};
+use pgrx::PgOid;
+use std::cell::Cell;
+
+/// What the active grants of a user's feature gave, and what is left of them.
+const TOTALS: &str = "
+SELECT pg_catalog.sum(g.amount)::pg_catalog.int8, pg_catalog.sum(g.remaining)::pg_catalog.int8
+  FROM quota.grants g
+ WHERE g.user_id OPERATOR(pg_catalog.=) $1 AND g.feature_code OPERATOR(pg_catalog.=) $2
+   AND quota.grant_counts(g)";
+
+/// The active grants of a user's feature with something left, locked. A grant voided or
+/// expired by a change committed while the lock waited is left out (the condition is checked
+/// again on the row's newest version). Locked in id order, whatever the use order: two uses lock
+/// the same grants in the same order.
+const LOCK: &str = "
+SELECT g.id, g.remaining, g.priority, g.expires_at, g.created_at
+  FROM quota.grants g
+ WHERE g.user_id OPERATOR(pg_catalog.=) $1 AND g.feature_code OPERATOR(pg_catalog.=) $2
+   AND g.remaining OPERATOR(pg_catalog.>) 0 AND quota.grant_counts(g)
+ ORDER BY g.id
+   FOR UPDATE OF g";
+
+/// Takes what a use drew ($3 grants, $4 units) off the grants, in the ledger beside its usage
+/// record ($2); announces each grant it spent.
+const DRAW: &str = "
+WITH drawn AS (
+    UPDATE quota.grants g SET remaining = g.remaining OPERATOR(pg_catalog.-) d.amount
+      FROM ROWS FROM (pg_catalog.unnest($3::pg_catalog.int8[]),
+                      pg_catalog.unnest($4::pg_catalog.int8[])) AS d (id, amount)
+     WHERE g.user_id OPERATOR(pg_catalog.=) $1 AND g.id OPERATOR(pg_catalog.=) d.id
+    RETURNING g
+), uses AS (
+    INSERT INTO quota.grant_uses (user_id, record_id, grant_id, amount)
+    SELECT $1, $2, d.id, d.amount
+      FROM ROWS FROM (pg_catalog.unnest($3::pg_catalog.int8[]),
+                      pg_catalog.unnest($4::pg_catalog.int8[])) AS d (id, amount)
+)
+SELECT pg_catalog.count(quota.grant_event('exhausted', drawn.g))
+  FROM drawn WHERE (drawn.g).remaining OPERATOR(pg_catalog.=) 0";
+
+/// What a usage record ($2) drew from each grant, and whether that grant still counts, with
+/// the grants locked (a refund gives back to them).
+const PARTS: &str = "
+SELECT u.grant_id, u.amount, quota.grant_counts(g),
+       COALESCE(g.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now(), false),
+       g.voided_at IS NOT NULL
+  FROM quota.grant_uses u
+  JOIN quota.grants g ON g.user_id OPERATOR(pg_catalog.=) u.user_id
+                     AND g.id OPERATOR(pg_catalog.=) u.grant_id
+ WHERE u.user_id OPERATOR(pg_catalog.=) $1 AND u.record_id OPERATOR(pg_catalog.=) $2
+ ORDER BY u.grant_id
+   FOR UPDATE OF g";
+
+/// Gives units back to grants ($3 grants, $4 units) for a refund record ($2).
+const GIVE_BACK: &str = "
+WITH given AS (
+    UPDATE quota.grants g SET remaining = g.remaining OPERATOR(pg_catalog.+) d.amount
+      FROM ROWS FROM (pg_catalog.unnest($3::pg_catalog.int8[]),
+                      pg_catalog.unnest($4::pg_catalog.int8[])) AS d (id, amount)
+     WHERE g.user_id OPERATOR(pg_catalog.=) $1 AND g.id OPERATOR(pg_catalog.=) d.id
+    RETURNING g.id
+)
+INSERT INTO quota.grant_uses (user_id, record_id, grant_id, amount)
+SELECT $1, $2, d.id, OPERATOR(pg_catalog.-) d.amount
+  FROM ROWS FROM (pg_catalog.unnest($3::pg_catalog.int8[]),
+                  pg_catalog.unnest($4::pg_catalog.int8[])) AS d (id, amount)";
+
+/// Whether the grants exist: the library is replaced before ALTER EXTENSION ... UPDATE creates
+/// them, and the uses and checks must go on meanwhile, as they did without grants. Asked again
+/// by every call until they exist.
+const EXIST: &str = "
+SELECT CASE WHEN pg_catalog.to_regclass('quota.grants') IS NULL THEN false
+            ELSE pg_catalog.to_regprocedure('quota.grant_counts(quota.grants)') IS NOT NULL END";
+
+struct Plans {
+    totals: OwnedPreparedStatement,
+    lock: OwnedPreparedStatement,
+    draw: OwnedPreparedStatement,
+    parts: OwnedPreparedStatement,
+    give_back: OwnedPreparedStatement,
+}
+
+thread_local! {
+    // Prepared once per backend and kept for its life, like the statements of crate::store.
+    static PLANS: Cell<Option<&'static Plans>> = const { Cell::new(None) };
+}
+
+fn failed(what: &'static str) -> impl Fn(pgrx::spi::SpiError) -> Error {
+    move |e| Error::Statement { what, detail: e.to_string() }
+}
+
+/// The statements, or `None` while the grants do not exist yet ([`EXIST`]).
+fn plans(client: &SpiClient<'_>) -> Result<Option<&'static Plans>, Error> {
+    if let Some(p) = PLANS.get() {
+        return Ok(Some(p));
+    }
+    let exist = client
+        .select(EXIST, Some(1), &[])
+        .map_err(failed("catalog lookup"))?
+        .next()
+        .map(|row| col::<bool>(&row, 1))
+        .transpose()?
+        .flatten()
+        .unwrap_or(false);
+    if !exist {
+        return Ok(None);
+    }
+    use BuiltinOid::*;
+    let (int8, text, int8s) =
+        (PgOid::BuiltIn(INT8OID), PgOid::BuiltIn(TEXTOID), PgOid::BuiltIn(INT8ARRAYOID));
+    let prepare = |sql: &str, args: &[PgOid], mutating: bool| {
+        let stmt = if mutating { client.prepare_mut(sql, args) } else { client.prepare(sql, args) };
+        stmt.map(|s| s.keep()).map_err(failed("preparing a statement"))
+    };
+    let plans: &'static Plans = Box::leak(Box::new(Plans {
+        totals: prepare(TOTALS, &[int8, text], false)?,
+        lock: prepare(LOCK, &[int8, text], true)?,
+        draw: prepare(DRAW, &[int8, int8, int8s, int8s], true)?,
+        parts: prepare(PARTS, &[int8, int8], true)?,
+        give_back: prepare(GIVE_BACK, &[int8, int8, int8s, int8s], true)?,
+    }));
+    PLANS.set(Some(plans));
+    Ok(Some(plans))
+}
+
+fn col<T: pgrx::FromDatum + pgrx::IntoDatum>(
+    row: &SpiHeapTupleData<'_>,
+    n: usize,
+) -> Result<Option<T>, Error> {
+    row.get::<T>(n).map_err(|e| Error::ColumnType {
+        what: format!("column {n} of a pg_entitlements statement on quota.grants"),
+        detail: e.to_string(),
+    })
+}
+
+/// What the active grants of a user's feature gave and have left, by statement.
+pub fn totals(client: &SpiClient<'_>, user_id: i64, feature: &str) -> Result<Totals, Error> {
+    let Some(plans) = plans(client)? else {
+        return Ok(Totals::default());
+    };
+    let args: [DatumWithOid; 2] = [user_id.into(), feature.into()];
+    let table = client.select(&plans.totals, Some(1), &args).map_err(failed("grants"))?;
+    Ok(match table.into_iter().next() {
+        Some(row) => Totals {
+            granted: col::<i64>(&row, 1)?.unwrap_or(0),
+            left: col::<i64>(&row, 2)?.unwrap_or(0),
+        },
+        None => Totals::default(),
+    })
+}
+
+/// The active grants of a user's feature with something left, locked until the transaction
+/// ends.
+pub fn lock(client: &SpiClient<'_>, user_id: i64, feature: &str) -> Result<Vec<Balance>, Error> {
+    let Some(plans) = plans(client)? else {
+        return Ok(Vec::new());
+    };
+    let args: [DatumWithOid; 2] = [user_id.into(), feature.into()];
+    client
+        .select(&plans.lock, None, &args)
+        .map_err(failed("locking the grants"))?
+        .map(|row| {
+            Ok(Balance {
+                id: must(col(&row, 1)?, "grants.id")?,
+                remaining: must(col(&row, 2)?, "grants.remaining")?,
+                priority: must(col(&row, 3)?, "grants.priority")?,
+                expires_at: col::<TimestampWithTimeZone>(&row, 4)?.map(micros),
+                created_at: micros(must(col(&row, 5)?, "grants.created_at")?),
+            })
+        })
+        .collect()
+}
+
+fn split_parts(parts: &[(i64, i64)]) -> (Vec<i64>, Vec<i64>) {
+    parts.iter().copied().unzip()
+}
+
+/// Takes `parts` (grant id, units) off the grants, recorded beside usage record `record_id`.
+pub fn draw(
+    client: &SpiClient<'_>,
+    user_id: i64,
+    record_id: i64,
+    parts: &[(i64, i64)],
+) -> Result<(), Error> {
+    if parts.is_empty() {
+        return Ok(());
+    }
+    let Some(plans) = plans(client)? else {
+        return Err(Error::Statement { what: "drawing from grants", detail: "no grants".into() });
+    };
+    let (ids, amounts) = split_parts(parts);
+    let args: [DatumWithOid; 4] = [user_id.into(), record_id.into(), ids.into(), amounts.into()];
+    client.select(&plans.draw, None, &args).map_err(failed("drawing from grants"))?;
+    Ok(())
+}
+
+/// What a usage record drew from one grant.
+pub struct Part {
+    pub grant_id: i64,
+    pub amount: i64,
+    /// Whether the grant still counts: only then does a refund give the units back.
+    pub counts: bool,
+    pub expired: bool,
+    pub voided: bool,
+}
+
+/// What usage record `record_id` drew from grants, with those grants locked.
+pub fn parts(client: &SpiClient<'_>, user_id: i64, record_id: i64) -> Result<Vec<Part>, Error> {
+    let Some(plans) = plans(client)? else {
+        return Ok(Vec::new());
+    };
+    let args: [DatumWithOid; 2] = [user_id.into(), record_id.into()];
+    client
+        .select(&plans.parts, None, &args)
+        .map_err(failed("grant uses lookup"))?
+        .map(|row| {
+            Ok(Part {
+                grant_id: must(col(&row, 1)?, "grant_uses.grant_id")?,
+                amount: must(col(&row, 2)?, "grant_uses.amount")?,
+                counts: col(&row, 3)?.unwrap_or(false),
+                expired: col(&row, 4)?.unwrap_or(false),
+                voided: col(&row, 5)?.unwrap_or(false),
+            })
+        })
+        .collect()
+}
+
+/// Gives `parts` (grant id, units) back to the grants, recorded beside refund record
+/// `record_id`.
+pub fn give_back(
+    client: &SpiClient<'_>,
+    user_id: i64,
+    record_id: i64,
+    parts: &[(i64, i64)],
+) -> Result<(), Error> {
+    if parts.is_empty() {
+        return Ok(());
+    }
+    let Some(plans) = plans(client)? else {
+        return Err(Error::Statement { what: "refunding to grants", detail: "no grants".into() });
+    };
+    let (ids, amounts) = split_parts(parts);
+    let args: [DatumWithOid; 4] = [user_id.into(), record_id.into(), ids.into(), amounts.into()];
+    client.select(&plans.give_back, None, &args).map_err(failed("refunding to grants"))?;
+    Ok(())
+}
