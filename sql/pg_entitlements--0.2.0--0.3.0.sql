@@ -1536,6 +1536,7 @@ CREATE INDEX grant_uses_grant_idx ON quota.grant_uses (user_id, grant_id);
 
 SELECT pg_catalog.pg_extension_config_dump('quota.grants', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.grant_uses', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.grants_id_seq', '');
 
 -- A booster pack is a plan of kind 'booster': buying it grants each of its features with a
 -- value above 0 for duration_days.

@@ -23,7 +23,7 @@ echo "==> dump and restore (cluster in $DIR, port $PORT)"
 
 as_postgres "$PG_BIN/createdb" -h "$DIR" -p "$PORT" source_db
 sql "$DIR" "$PORT" source_db -c 'CREATE EXTENSION pg_entitlements'
-sql "$DIR" "$PORT" source_db -f tests/ops/dump_restore_data.sql >"$DIR/data.log" 2>&1 \
+sql "$DIR" "$PORT" source_db -v with_grants=1 -f tests/ops/dump_restore_data.sql >"$DIR/data.log" 2>&1 \
   || { cat "$DIR/data.log"; fail "loading tests/ops/dump_restore_data.sql failed"; }
 
 check "the source database has rows in every quota table"

@@ -109,3 +109,22 @@ UPDATE quota.user_storage_usage
    SET image_storage_bytes = 1048576 * user_id, document_storage_bytes = 4096,
        article_storage_bytes = 77, purchased_storage_bytes = CASE WHEN user_id = 2 THEN 1 ELSE 0 END
  WHERE user_id IN (1, 2, 3, 5);
+
+-- Grants and a booster pack, for the suites whose versions have them (psql -v with_grants=1):
+-- an update test loads this file into releases without them.
+\if :{?with_grants}
+INSERT INTO quota.subscription_plans (plan_code, plan_name, price, duration_days, plan_kind)
+VALUES ('boost', 'Booster ⚡', 9.90, 30, 'booster');
+INSERT INTO quota.plan_features (plan_id, feature_code, feature_value)
+SELECT p.id, 'articles_per_month', 20 FROM quota.subscription_plans p WHERE p.plan_code = 'boost';
+SELECT feature_code, amount FROM quota.buy_booster(6, 'boost', 'u6-payment-1');
+SELECT amount FROM quota.grant_quota(6, 'articles_per_month', 5, now() + interval '3 days', -1,
+                                     'promotion', 'welcome back 👋', 'u6-promo');
+SELECT id AS voided_grant FROM quota.grant_quota(6, 'publish_per_month', 7) \gset
+SELECT void_reason FROM quota.void_grant(:voided_grant, 'issued by mistake');
+-- User 6 (10 of a custom 25 used) uses 20 more: 15 from the allowance, 5 from the promotion;
+-- then 2 from the pack, refunded to it.
+SELECT * FROM quota.consume(6, 'articles_per_month', 20, 'u6-grants-1');
+SELECT * FROM quota.consume(6, 'articles_per_month', 2, 'u6-grants-2');
+SELECT refunded_amount FROM quota.refund_usage(6, 'u6-grants-2');
+\endif
