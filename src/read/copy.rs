@@ -37,6 +37,7 @@ use super::probe::{
 use super::{Catalog, Chosen, PlanRow};
 use crate::binding;
 use crate::time::micros;
+use entitlements_core::grants::{self, Totals};
 use entitlements_core::subscription::{Candidate, ACTIVE};
 use entitlements_core::Error;
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
@@ -88,6 +89,15 @@ struct Usage {
     count: IntColumn,
 }
 
+struct Grants {
+    probe: Probe,
+    amount: IntColumn,
+    remaining: IntColumn,
+    voided_at: TimeColumn,
+    effective_from: TimeColumn,
+    expires_at: TimeColumn,
+}
+
 /// A table a quota call reads.
 struct Table {
     role: &'static str,
@@ -100,14 +110,16 @@ struct Table {
     unreadable: Option<String>,
 }
 
-/// The tables a quota call reads, by role; the last four follow quota.attach().
-const TABLE_ROLES: [&str; 6] = [
+/// The tables a quota call reads, by role; the four after the first two follow quota.attach(),
+/// the grants are always the extension's own.
+const TABLE_ROLES: [&str; 7] = [
     "settings",
     "features",
     "subscription_plans",
     "plan_features",
     "user_subscriptions",
     "user_usage",
+    "grants",
 ];
 
 pub struct Config {
@@ -118,6 +130,7 @@ pub struct Config {
     plans: HashMap<i64, Plan>,
     subscriptions: Result<Subscriptions, String>,
     usage: Result<Usage, String>,
+    grants: Result<Grants, String>,
     tables: Vec<Table>,
     /// Where the snapshot the copy was built from stood.
     built: Horizon,
@@ -168,7 +181,7 @@ thread_local! {
     static GENERATION: Cell<u64> = const { Cell::new(0) };
     /// The oids of the tables of the copy. While a copy is being built, every invalidation
     /// counts (the oids are not known yet).
-    static WATCHED: Cell<[Oid; 6]> = const { Cell::new([pg_sys::InvalidOid; 6]) };
+    static WATCHED: Cell<[Oid; 7]> = const { Cell::new([pg_sys::InvalidOid; 7]) };
     static BUILDING: Cell<bool> = const { Cell::new(false) };
     static REGISTERED: Cell<bool> = const { Cell::new(false) };
     /// The role that passed the SELECT privilege checks on every table of the copy; reset by
@@ -370,7 +383,7 @@ fn rebuild(client: &SpiClient<'_>) -> Result<Rc<Config>, String> {
     };
     let built = match built {
         Ok(config) => {
-            let mut watched = [pg_sys::InvalidOid; 6];
+            let mut watched = [pg_sys::InvalidOid; 7];
             for (slot, t) in watched.iter_mut().zip(&config.tables) {
                 *slot = t.relid;
             }
@@ -576,8 +589,14 @@ fn build(client: &SpiClient<'_>, built: Horizon) -> Result<Config, Refusal> {
     let bound = |sql: &str| binding::bind(sql, binding.schema.as_deref());
     let schema =
         pgrx::spi::quote_identifier(binding.schema.as_deref().unwrap_or("quota")).to_string();
-    for role in &TABLE_ROLES[2..] {
+    for role in &TABLE_ROLES[2..6] {
         tables.push(table(client, role, &schema)?);
+    }
+    // Missing from the SQL of an older version, until ALTER EXTENSION UPDATE creates it: the
+    // grants are then read by statement, which finds none.
+    let grants_table = table(client, TABLE_ROLES[6], "quota")?;
+    if grants_table.relid != pg_sys::InvalidOid {
+        tables.push(grants_table);
     }
     readable(&tables)?;
     let citus = citus_tables(client)?;
@@ -648,7 +667,20 @@ fn build(client: &SpiClient<'_>, built: Horizon) -> Result<Config, Refusal> {
     let usage =
         probe_table(client, &tables[5], &citus, &["user_id", "feature_code", "period_start"])?
             .and_then(|t| Ok(Usage { count: t.int("usage_count")?, probe: t.probe }));
-    Ok(Config { zone, binding, features, plans, subscriptions, usage, tables, built })
+    let grants = match tables.get(6) {
+        Some(t) => probe_table(client, t, &citus, &["user_id", "feature_code"])?.and_then(|t| {
+            Ok(Grants {
+                amount: t.int("amount")?,
+                remaining: t.int("remaining")?,
+                voided_at: t.time("voided_at")?,
+                effective_from: t.time("effective_from")?,
+                expires_at: t.time("expires_at")?,
+                probe: t.probe,
+            })
+        }),
+        None => Err("quota.grants does not exist".into()),
+    };
+    Ok(Config { zone, binding, features, plans, subscriptions, usage, grants, tables, built })
 }
 
 /// Why a table cannot be read without a statement, if it cannot.
@@ -875,6 +907,38 @@ impl Config {
         Ok(Some(count))
     }
 
+    /// What the active grants of a user's feature gave and have left, by the rule of
+    /// [`entitlements_core::grants::counts`]; `None` when the grants cannot be probed.
+    pub fn grant_totals(
+        &self,
+        user_id: i64,
+        feature: &str,
+        now: TimestampWithTimeZone,
+    ) -> Result<Option<Totals>, Error> {
+        let Ok(g) = self.grants.as_ref() else {
+            return Ok(None);
+        };
+        let (mut totals, now) = (Totals::default(), micros(now));
+        g.probe.scan(&[Key::Int(user_id), Key::Text(feature)], |row| {
+            // Only voided_at and expires_at may be NULL (the table's constraints); a NULL
+            // elsewhere counts as a grant that does not count, as a comparison with NULL does
+            // in the statement.
+            let (Some(amount), Some(remaining), Some(from)) =
+                (row.int(g.amount), row.int(g.remaining), row.timestamptz(g.effective_from))
+            else {
+                return Ok(true);
+            };
+            let voided = row.timestamptz(g.voided_at).is_some();
+            let expires = row.timestamptz(g.expires_at).map(micros);
+            if grants::counts(voided, micros(from), expires, now) {
+                totals.granted = totals.granted.saturating_add(amount);
+                totals.left = totals.left.saturating_add(remaining);
+            }
+            Ok(true)
+        })?;
+        Ok(Some(totals))
+    }
+
     /// How each table is read: `(table, read_by, detail)`.
     pub fn paths(&self) -> Vec<(String, String, String)> {
         self.tables
@@ -883,6 +947,7 @@ impl Config {
                 let probe = match *role {
                     "user_subscriptions" => Some(self.subscriptions.as_ref().map(|s| &s.probe)),
                     "user_usage" => Some(self.usage.as_ref().map(|u| &u.probe)),
+                    "grants" => Some(self.grants.as_ref().map(|g| &g.probe)),
                     _ => None,
                 };
                 let (by, detail) = match probe {

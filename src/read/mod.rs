@@ -439,6 +439,11 @@ pub fn grant_totals(
     user_id: i64,
     feature: &str,
 ) -> Result<entitlements_core::grants::Totals, Error> {
+    if let Ok(config) = copy::direct(client) {
+        if let Some(totals) = config.grant_totals(user_id, feature, pgrx::datum::now())? {
+            return Ok(totals);
+        }
+    }
     crate::grants::totals(client, user_id, feature)
 }
 

@@ -65,3 +65,10 @@ CREATE INDEX ON public.user_subscriptions (user_id);
 -- The hostile rows are the point: attach() is told to accept them.
 SELECT quota.attach('public', accept_bad_rows => true);
 ANALYZE;
+
+INSERT INTO quota.grants (user_id, feature_code, amount, remaining, priority, effective_from,
+                          expires_at, source, voided_at, void_reason)
+SELECT user_id, feature_code, amount, remaining, priority, effective_from, expires_at, 'admin',
+       CASE WHEN voided THEN now() END, CASE WHEN voided THEN 'differential' END
+  FROM gen_grants;
+ANALYZE quota.grants;

@@ -118,3 +118,23 @@ SELECT DISTINCT ON (user_id, feature_code, period_start)
           FROM months m) p
  WHERE period_start IS NOT NULL
  ORDER BY user_id, feature_code, period_start;
+
+-- Grants (quota.grants, the extension's own in both databases): for about a third of the users,
+-- one to three of a feature, some spent, some voided, expired or not yet effective, some never
+-- expiring. What counts is decided by the clock on both paths.
+CREATE TEMP TABLE gen_grants AS
+SELECT u.user_id, f.code AS feature_code, amount, floor(r_left * (amount + 1))::bigint AS remaining,
+       (floor(r_priority * 3) - 1)::int AS priority,
+       now() + CASE WHEN r_window < 0.1 THEN interval '2 days' ELSE -interval '20 days' END AS effective_from,
+       CASE WHEN r_window < 0.3 THEN NULL
+            WHEN r_window < 0.45 THEN now() - interval '1 day'
+            ELSE now() + make_interval(days => 1 + floor(r_window * 60)::int) END AS expires_at,
+       r_void < 0.1 AS voided
+  FROM gen_users u
+ CROSS JOIN LATERAL (SELECT x.code, random() AS r_pick FROM quota.features x
+                     WHERE u.user_id IS NOT NULL) f
+ -- Each lateral subquery names the row it belongs to: an uncorrelated one runs once.
+ CROSS JOIN LATERAL (SELECT 1 + floor(random() * 50)::bigint AS amount, random() AS r_left,
+                            random() AS r_priority, random() AS r_window, random() AS r_void
+                      WHERE f.code IS NOT NULL) v
+ WHERE f.r_pick < 0.12;

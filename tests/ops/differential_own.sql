@@ -51,3 +51,10 @@ INSERT INTO quota.user_subscriptions (user_id, plan_id, start_date, end_date)
 VALUES (800003, 800001, now() - interval '3 days', now() + interval '300 days');
 
 ANALYZE;
+
+INSERT INTO quota.grants (user_id, feature_code, amount, remaining, priority, effective_from,
+                          expires_at, source, voided_at, void_reason)
+SELECT user_id, feature_code, amount, remaining, priority, effective_from, expires_at, 'admin',
+       CASE WHEN voided THEN now() END, CASE WHEN voided THEN 'differential' END
+  FROM gen_grants;
+ANALYZE quota.grants;
