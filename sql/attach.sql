@@ -571,6 +571,12 @@ BEGIN
                  EXISTS (SELECT FROM pg_class c, aclexplode(c.relacl) a
                           WHERE c.oid = 'quota.features'::regclass AND a.grantee = owner
                             AND a.privilege_type = 'SELECT')),
+                -- What a use's statement reads of the user's grants, and what the storage
+                -- quota of a changed subscription adds from them.
+                ('SELECT ON TABLE quota.grants',
+                 EXISTS (SELECT FROM pg_class c, aclexplode(c.relacl) a
+                          WHERE c.oid = 'quota.grants'::regclass AND a.grantee = owner
+                            AND a.privilege_type = 'SELECT')),
                 ('INSERT (user_id, subscription_id, feature_code, old_value, new_value, reason, actor, created_at) ON TABLE quota.quota_adjustments',
                  EXISTS (SELECT FROM pg_class c, aclexplode(c.relacl) a
                           WHERE c.oid = 'quota.quota_adjustments'::regclass AND a.grantee = owner

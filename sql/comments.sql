@@ -61,7 +61,9 @@ COMMENT ON FUNCTION quota.anniversary_period(timestamptz, text, timestamptz, tex
 
 COMMENT ON FUNCTION quota.usage_overview(bigint) IS
     'Every catalog feature of a user in one call: limit, usage, remaining, percentage, unit and '
-    'current period (has_quota false and no period without an active subscription).';
+    'current period (has_quota false and no period without an active subscription), the '
+    'grants included; allowance and allowance_used are the period''s own, and grants lists the '
+    'grants that count in use order (id, source, amount, remaining, priority, expires_at).';
 
 COMMENT ON FUNCTION quota.is_valid_time_zone(text) IS
     'Whether a time zone name can be used in quota.settings.time_zone.';
@@ -244,3 +246,8 @@ COMMENT ON FUNCTION quota.buy_booster(bigint, text, text) IS
 COMMENT ON FUNCTION quota.verify_grants(bigint) IS
     'The grants whose used units (amount - remaining) differ from the sum of their rows in '
     'quota.grant_uses; none, always.';
+
+COMMENT ON FUNCTION quota.sync_granted_storage() IS
+    'Trigger: after a storage grant is added, voided or its window or amount changes, keeps the '
+    'user''s storage_quota_bytes equal to get_user_storage_quota(), which adds the storage '
+    'grants that count.';

@@ -61,6 +61,13 @@ SELECT pg_catalog.pg_extension_config_dump('quota.grants', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.grant_uses', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.grants_id_seq', '');
 
+-- Purchased storage: a change of what decides whether a storage grant counts resyncs the user's
+-- storage_quota_bytes (src/triggers.rs, sync_granted_storage).
+CREATE TRIGGER pg_entitlements_sync_granted_storage
+    AFTER INSERT OR UPDATE OF amount, effective_from, expires_at, voided_at ON quota.grants
+    FOR EACH ROW WHEN (NEW.feature_code = 'storage_space')
+    EXECUTE FUNCTION quota.sync_granted_storage();
+
 -- A booster pack is a plan of kind 'booster': buying it grants each of its features with a
 -- value above 0 for duration_days.
 ALTER TABLE quota.subscription_plans

@@ -595,6 +595,12 @@ BEGIN
                  EXISTS (SELECT FROM pg_class c, aclexplode(c.relacl) a
                           WHERE c.oid = 'quota.features'::regclass AND a.grantee = owner
                             AND a.privilege_type = 'SELECT')),
+                -- What a use's statement reads of the user's grants, and what the storage
+                -- quota of a changed subscription adds from them.
+                ('SELECT ON TABLE quota.grants',
+                 EXISTS (SELECT FROM pg_class c, aclexplode(c.relacl) a
+                          WHERE c.oid = 'quota.grants'::regclass AND a.grantee = owner
+                            AND a.privilege_type = 'SELECT')),
                 ('INSERT (user_id, subscription_id, feature_code, old_value, new_value, reason, actor, created_at) ON TABLE quota.quota_adjustments',
                  EXISTS (SELECT FROM pg_class c, aclexplode(c.relacl) a
                           WHERE c.oid = 'quota.quota_adjustments'::regclass AND a.grantee = owner
@@ -1482,6 +1488,37 @@ COMMENT ON COLUMN quota.settings.attached_lacks IS
     'refunds, alerts, booster_packs) the attached tables lack the columns of; the calls that '
     'need them are refused (0A000).';
 
+-- usage_overview() shows the period's allowance apart and the grants that count: its result
+-- changed, so it is dropped and created again.
+DROP FUNCTION quota.usage_overview(bigint);
+CREATE FUNCTION quota.usage_overview("user_id" bigint) RETURNS TABLE (
+	"feature_code" TEXT,
+	"feature_name" TEXT,
+	"unit" TEXT,
+	"has_quota" bool,
+	"current_usage" bigint,
+	"quota_limit" bigint,
+	"remaining" bigint,
+	"percentage" NUMERIC,
+	"period_start" timestamp with time zone,
+	"period_end" timestamp with time zone,
+	"cycle" TEXT,
+	"allowance" bigint,
+	"allowance_used" bigint,
+	"grants" jsonb
+)
+STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'usage_overview_wrapper';
+COMMENT ON FUNCTION quota.usage_overview(bigint) IS
+    'Every catalog feature of a user in one call: limit, usage, remaining, percentage, unit and '
+    'current period (has_quota false and no period without an active subscription), the '
+    'grants included; allowance and allowance_used are the period''s own, and grants lists the '
+    'grants that count in use order (id, source, amount, remaining, priority, expires_at).';
+CREATE FUNCTION quota.sync_granted_storage() RETURNS trigger
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'sync_granted_storage_wrapper';
+
 -- Grants, booster packs and their ledger (sql/grants.sql), with the privileges and comments of
 -- a fresh install; verify_ledger() above subtracts what records drew from grants.
 CREATE TABLE quota.grants (
@@ -1537,6 +1574,13 @@ CREATE INDEX grant_uses_grant_idx ON quota.grant_uses (user_id, grant_id);
 SELECT pg_catalog.pg_extension_config_dump('quota.grants', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.grant_uses', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.grants_id_seq', '');
+
+-- Purchased storage: a change of what decides whether a storage grant counts resyncs the user's
+-- storage_quota_bytes (src/triggers.rs, sync_granted_storage).
+CREATE TRIGGER pg_entitlements_sync_granted_storage
+    AFTER INSERT OR UPDATE OF amount, effective_from, expires_at, voided_at ON quota.grants
+    FOR EACH ROW WHEN (NEW.feature_code = 'storage_space')
+    EXECUTE FUNCTION quota.sync_granted_storage();
 
 -- A booster pack is a plan of kind 'booster': buying it grants each of its features with a
 -- value above 0 for duration_days.
@@ -1813,3 +1857,8 @@ COMMENT ON FUNCTION quota.buy_booster(bigint, text, text) IS
 COMMENT ON FUNCTION quota.verify_grants(bigint) IS
     'The grants whose used units (amount - remaining) differ from the sum of their rows in '
     'quota.grant_uses; none, always.';
+
+COMMENT ON FUNCTION quota.sync_granted_storage() IS
+    'Trigger: after a storage grant is added, voided or its window or amount changes, keeps the '
+    'user''s storage_quota_bytes equal to get_user_storage_quota(), which adds the storage '
+    'grants that count.';

@@ -336,6 +336,9 @@ fn usage_overview(
         name!(period_start, Option<TimestampWithTimeZone>),
         name!(period_end, Option<TimestampWithTimeZone>),
         name!(cycle, Option<String>),
+        name!(allowance, i64),
+        name!(allowance_used, i64),
+        name!(grants, pgrx::JsonB),
     ),
 > {
     crate::error::guard(|| {
@@ -357,6 +360,23 @@ fn usage_overview(
                     bounds.map(|b| b.0),
                     bounds.map(|b| b.1),
                     o.period.map(|p| p.kind().to_owned()),
+                    o.allowance.quota_limit,
+                    o.allowance.current_usage,
+                    pgrx::JsonB(serde_json::Value::Array(
+                        o.grants
+                            .iter()
+                            .map(|g| {
+                                serde_json::json!({
+                                    "grant_id": g.balance.id,
+                                    "source": g.source,
+                                    "amount": g.amount,
+                                    "remaining": g.balance.remaining,
+                                    "priority": g.balance.priority,
+                                    "expires_at": g.expires_at.map(|t| t.to_iso_string()),
+                                })
+                            })
+                            .collect(),
+                    )),
                 )
             })
             .collect();

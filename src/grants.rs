@@ -20,6 +20,13 @@ SELECT pg_catalog.sum(g.amount)::pg_catalog.int8, pg_catalog.sum(g.remaining)::p
  WHERE g.user_id OPERATOR(pg_catalog.=) $1 AND g.feature_code OPERATOR(pg_catalog.=) $2
    AND quota.grant_counts(g)";
 
+/// The active grants of a user's feature, for usage_overview.
+const LIST: &str = "
+SELECT g.id, g.remaining, g.priority, g.expires_at, g.created_at, g.amount, g.source
+  FROM quota.grants g
+ WHERE g.user_id OPERATOR(pg_catalog.=) $1 AND g.feature_code OPERATOR(pg_catalog.=) $2
+   AND quota.grant_counts(g)";
+
 /// The active grants of a user's feature with something left, locked. A grant voided or
 /// expired by a change committed while the lock waited is left out (the condition is checked
 /// again on the row's newest version). Locked in id order, whatever the use order: two uses lock
@@ -80,12 +87,13 @@ SELECT $1, $2, d.id, OPERATOR(pg_catalog.-) d.amount
 /// Whether the grants exist: the library is replaced before ALTER EXTENSION ... UPDATE creates
 /// them, and the uses and checks must go on meanwhile, as they did without grants. Asked again
 /// by every call until they exist.
-const EXIST: &str = "
+pub const EXIST: &str = "
 SELECT CASE WHEN pg_catalog.to_regclass('quota.grants') IS NULL THEN false
             ELSE pg_catalog.to_regprocedure('quota.grant_counts(quota.grants)') IS NOT NULL END";
 
 struct Plans {
     totals: OwnedPreparedStatement,
+    list: OwnedPreparedStatement,
     lock: OwnedPreparedStatement,
     draw: OwnedPreparedStatement,
     parts: OwnedPreparedStatement,
@@ -126,6 +134,7 @@ fn plans(client: &SpiClient<'_>) -> Result<Option<&'static Plans>, Error> {
     };
     let plans: &'static Plans = Box::leak(Box::new(Plans {
         totals: prepare(TOTALS, &[int8, text], false)?,
+        list: prepare(LIST, &[int8, text], false)?,
         lock: prepare(LOCK, &[int8, text], true)?,
         draw: prepare(DRAW, &[int8, int8, int8s, int8s], true)?,
         parts: prepare(PARTS, &[int8, int8], true)?,
@@ -161,6 +170,46 @@ pub fn totals(client: &SpiClient<'_>, user_id: i64, feature: &str) -> Result<Tot
     })
 }
 
+fn balance(row: &SpiHeapTupleData<'_>) -> Result<Balance, Error> {
+    Ok(Balance {
+        id: must(col(row, 1)?, "grants.id")?,
+        remaining: must(col(row, 2)?, "grants.remaining")?,
+        priority: must(col(row, 3)?, "grants.priority")?,
+        expires_at: col::<TimestampWithTimeZone>(row, 4)?.map(micros),
+        created_at: micros(must(col(row, 5)?, "grants.created_at")?),
+    })
+}
+
+/// A grant that counts, as usage_overview shows it.
+pub struct Listed {
+    pub balance: Balance,
+    pub amount: i64,
+    pub source: String,
+    pub expires_at: Option<TimestampWithTimeZone>,
+}
+
+/// The grants of a user's feature that count, in use order.
+pub fn list(client: &SpiClient<'_>, user_id: i64, feature: &str) -> Result<Vec<Listed>, Error> {
+    let Some(plans) = plans(client)? else {
+        return Ok(Vec::new());
+    };
+    let args: [DatumWithOid; 2] = [user_id.into(), feature.into()];
+    let mut listed = client
+        .select(&plans.list, None, &args)
+        .map_err(failed("grants"))?
+        .map(|row| {
+            Ok(Listed {
+                balance: balance(&row)?,
+                amount: must(col(&row, 6)?, "grants.amount")?,
+                source: must(col(&row, 7)?, "grants.source")?,
+                expires_at: col(&row, 4)?,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    listed.sort_by(|a, b| entitlements_core::grants::use_order(&a.balance, &b.balance));
+    Ok(listed)
+}
+
 /// The active grants of a user's feature with something left, locked until the transaction
 /// ends.
 pub fn lock(client: &SpiClient<'_>, user_id: i64, feature: &str) -> Result<Vec<Balance>, Error> {
@@ -171,15 +220,7 @@ pub fn lock(client: &SpiClient<'_>, user_id: i64, feature: &str) -> Result<Vec<B
     client
         .select(&plans.lock, None, &args)
         .map_err(failed("locking the grants"))?
-        .map(|row| {
-            Ok(Balance {
-                id: must(col(&row, 1)?, "grants.id")?,
-                remaining: must(col(&row, 2)?, "grants.remaining")?,
-                priority: must(col(&row, 3)?, "grants.priority")?,
-                expires_at: col::<TimestampWithTimeZone>(&row, 4)?.map(micros),
-                created_at: micros(must(col(&row, 5)?, "grants.created_at")?),
-            })
-        })
+        .map(|row| balance(&row))
         .collect()
 }
 

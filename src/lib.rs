@@ -77,7 +77,11 @@ extension_sql_file!(
         api::carry_usage
     ]
 );
-extension_sql_file!("../sql/grants.sql", name = "grants", requires = ["schema", "ledger"]);
+extension_sql_file!(
+    "../sql/grants.sql",
+    name = "grants",
+    requires = ["schema", "ledger", triggers::sync_granted_storage]
+);
 extension_sql_file!("../sql/drop_guard.sql", name = "drop_guard", requires = ["schema", "ledger"]);
 extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
 

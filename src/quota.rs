@@ -78,23 +78,34 @@ pub(crate) fn period_of(
 
 /// `check_user_quota`: the limit, the current period's usage and what remains.
 pub fn check(client: &SpiClient<'_>, subject: &Subject) -> Result<QuotaStatus, Error> {
-    check_with_period(client, subject).map(|(status, _, _)| status)
+    check_with_period(client, subject).map(|c| c.status)
 }
 
-/// [`check`], with the period (`None` without an active subscription) and the catalog row.
-fn check_with_period(
-    client: &SpiClient<'_>,
-    subject: &Subject,
-) -> Result<(QuotaStatus, Option<Period>, Catalog), Error> {
+/// What [`check`] finds, with its parts.
+struct Checked {
+    /// With the grants.
+    status: QuotaStatus,
+    /// The period's allowance alone (the grants left out).
+    allowance: QuotaStatus,
+    /// `None` without an active subscription.
+    period: Option<Period>,
+    catalog: Catalog,
+}
+
+/// [`check`], with the period and the catalog row.
+fn check_with_period(client: &SpiClient<'_>, subject: &Subject) -> Result<Checked, Error> {
     let (row, catalog) = named_feature(client, subject)?;
     let Some(sub) = row.subscription.as_ref() else {
-        return Ok((QuotaStatus::NONE, None, catalog));
+        let none = QuotaStatus::NONE;
+        return Ok(Checked { status: none, allowance: none, period: None, catalog });
     };
     let limit = resolve(subject, &catalog, sub)?.map(|r| r.limit);
     let period = period_of(&row, catalog.reset_rule.parse()?, sub)?;
     let usage = read::usage(client, subject.user_id, &subject.feature, to_pg(period.start, true)?)?;
     let totals = read::grant_totals(client, subject.user_id, &subject.feature)?;
-    Ok((QuotaStatus::evaluate(limit, usage).with_grants(limit, totals), Some(period), catalog))
+    let allowance = QuotaStatus::evaluate(limit, usage);
+    let status = allowance.with_grants(limit, totals);
+    Ok(Checked { status, allowance, period: Some(period), catalog })
 }
 
 /// `limit_source`: where the user's limit of a feature comes from now (`custom_quotas`,
@@ -117,6 +128,10 @@ pub struct Overview {
     pub name: String,
     pub unit: String,
     pub status: QuotaStatus,
+    /// The period's allowance and what of it is used, the grants left out.
+    pub allowance: QuotaStatus,
+    /// The grants that count, in use order.
+    pub grants: Vec<grants::Listed>,
     pub period: Option<Period>,
 }
 
@@ -126,35 +141,47 @@ pub fn overview(client: &SpiClient<'_>, user_id: i64) -> Result<Vec<Overview>, E
         .into_iter()
         .map(|feature| {
             let subject = Subject { user_id, feature };
-            let (status, period, catalog) = check_with_period(client, &subject)?;
+            let c = check_with_period(client, &subject)?;
+            let grants = match c.period {
+                Some(_) => grants::list(client, user_id, &subject.feature)?,
+                None => Vec::new(),
+            };
             Ok(Overview {
                 feature: subject.feature,
-                name: catalog.name,
-                unit: catalog.unit,
-                status,
-                period,
+                name: c.catalog.name,
+                unit: c.catalog.unit,
+                status: c.status,
+                allowance: c.allowance,
+                grants,
+                period: c.period,
             })
         })
         .collect()
 }
 
 /// `get_user_storage_quota`: the storage limit in bytes, `-1` unlimited, 0 without an active
-/// subscription or any storage limit. Custom and default values are in the catalog's unit;
-/// a plan's value is in `plan_features.feature_unit` when that is set.
+/// subscription or any storage limit, plus the active grants of storage (purchased storage).
+/// Custom and default values and grants are in the catalog's unit; a plan's value is in
+/// `plan_features.feature_unit` when that is set.
 pub fn storage_bytes(client: &SpiClient<'_>, user_id: i64) -> Result<i64, Error> {
     let subject = Subject { user_id, feature: STORAGE_FEATURE.to_owned() };
     let (row, catalog) = named_feature(client, &subject)?;
     let Some(sub) = row.subscription.as_ref() else {
         return Ok(0);
     };
-    let Some(resolved) = resolve(&subject, &catalog, sub)? else {
-        return Ok(0);
+    let limit_bytes = match resolve(&subject, &catalog, sub)? {
+        None => 0,
+        Some(resolved) => {
+            let unit = match (resolved.source, sub.plan_unit.as_deref()) {
+                (Source::Plan, Some(plan_unit)) => plan_unit,
+                _ => catalog.unit.as_str(),
+            };
+            units::limit_to_bytes(&subject, resolved.limit, unit)?
+        }
     };
-    let unit = match (resolved.source, sub.plan_unit.as_deref()) {
-        (Source::Plan, Some(plan_unit)) => plan_unit,
-        _ => catalog.unit.as_str(),
-    };
-    units::limit_to_bytes(&subject, resolved.limit, unit)
+    // Purchased storage: the active grants of storage_space, in the catalog's unit.
+    let granted = read::grant_totals(client, user_id, STORAGE_FEATURE)?.granted;
+    units::with_granted_bytes(&subject, limit_bytes, granted, &catalog.unit)
 }
 
 /// `get_quota_period`: the period the user's usage of `feature` counts toward now, or `None`
@@ -503,9 +530,17 @@ pub fn consume(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<Consumed,
         return Ok(refused);
     };
     Ok(match applied {
-        store::Applied::Counted { usage, announced, .. } => {
+        store::Applied::Counted { usage, announced, record_id, totals } => {
             announce_thresholds(client, subject, &ctx, usage, announced)?;
-            Consumed { allowed: true, status: with_grants(client, &ctx, usage)? }
+            let status = match (record_id, totals) {
+                // A use from the allowance alone: the grants as its statement saw them.
+                (None, Some(totals)) => {
+                    QuotaStatus::evaluate(ctx.limit, usage).with_grants(ctx.limit, totals)
+                }
+                // One that drew from grants after its statement ([`draw`]): read them again.
+                _ => with_grants(client, &ctx, usage)?,
+            };
+            Consumed { allowed: true, status }
         }
         store::Applied::Refused | store::Applied::Stale => {
             Consumed { allowed: false, status: current(client, &ctx)? }

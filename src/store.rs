@@ -7,6 +7,7 @@ use crate::binding::bind;
 use crate::jsonb::RawJsonb;
 use entitlements_core::alerts::Announced;
 use entitlements_core::binding::{Lacks, Optional};
+use entitlements_core::grants::Totals;
 use entitlements_core::subscription::{self, Candidate};
 use entitlements_core::{Error, Subject};
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
@@ -115,10 +116,18 @@ SELECT u.usage_count::pg_catalog.int8 FROM quota.user_usage u
 /// `memory` is what the counter remembers of the alerts announced (the columns, or NULLs where
 /// the table lacks them: [`Memory`]); `keyed`: the records have idempotency keys ($10 is
 /// unused where they have none).
-/// `with_id`: the last column is the record's id, which a use that draws from grants needs
+/// `with_id`: the fifth column is the record's id, which a use that draws from grants needs
 /// (RETURNING, which an application's rule on usage_records may refuse: the plain use does
-/// without it).
-fn use_sql(row_is_current: bool, memory: Memory, keyed: bool, with_id: bool) -> String {
+/// without it). The last two are what the user's grants of the feature that count gave and have
+/// left (as this statement's snapshot sees them; NULL without `grants`, where the table does not
+/// exist yet), for the answer of `consume`, without a statement more.
+fn use_sql(
+    row_is_current: bool,
+    memory: Memory,
+    keyed: bool,
+    with_id: bool,
+    grants: bool,
+) -> String {
     let current = if row_is_current {
         "quota.row_is_current('quota.user_subscriptions'::pg_catalog.regclass, $11)"
     } else {
@@ -128,6 +137,17 @@ fn use_sql(row_is_current: bool, memory: Memory, keyed: bool, with_id: bool) -> 
     };
     let (alerted_percent, alerted_limit) = memory.columns();
     let (key_column, key) = if keyed { (", idempotency_key", ", $10") } else { ("", "") };
+    let totals = if grants {
+        "LEFT JOIN LATERAL (
+        SELECT pg_catalog.sum(g.amount)::pg_catalog.int8 AS granted,
+               pg_catalog.sum(g.remaining)::pg_catalog.int8 AS left_over
+          FROM quota.grants g
+         WHERE g.user_id OPERATOR(pg_catalog.=) $1 AND g.feature_code OPERATOR(pg_catalog.=) $2
+           AND quota.grant_counts(g)) AS g ON true"
+    } else {
+        "LEFT JOIN (SELECT NULL::pg_catalog.int8 AS granted, NULL::pg_catalog.int8 AS left_over)
+            AS g ON true"
+    };
     let (returning, id) = if with_id {
         ("\n    RETURNING id", "(SELECT rec.id::pg_catalog.int8 FROM rec)")
     } else {
@@ -160,8 +180,8 @@ WITH current AS MATERIALIZED (
      WHERE (SELECT current.yes FROM current){returning}
 )
 SELECT counter.usage_count, counter.alerted_percent, (SELECT current.yes FROM current),
-       counter.alerted_limit, {id}
-  FROM (SELECT) AS one LEFT JOIN counter ON true"
+       counter.alerted_limit, {id}, g.granted, g.left_over
+  FROM (SELECT) AS one LEFT JOIN counter ON true {totals}"
     )
 }
 
@@ -527,6 +547,8 @@ pub struct Binding {
 
 struct Plans {
     binding: Binding,
+    /// Whether quota.grants exists: [`use_sql`] reads it.
+    has_grants: bool,
     /// `binding.local_zone`, for [`Pinned::local_zone`].
     local_zone: Option<CString>,
     feature: OwnedPreparedStatement,
@@ -619,6 +641,16 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
         .transpose()?
         .flatten()
         .unwrap_or(false);
+    // The grants are missing from the SQL of an older version until ALTER EXTENSION UPDATE
+    // creates them ([`crate::grants`]).
+    let has_grants = client
+        .select(crate::grants::EXIST, Some(1), &[])
+        .map_err(failed("catalog lookup"))?
+        .next()
+        .map(|row| col::<bool>(&row, 1))
+        .transpose()?
+        .flatten()
+        .unwrap_or(false);
     let zone_change = if has_column("quota.settings", "time_zone_changed_at")? {
         "st.previous_time_zone, st.time_zone_changed_at"
     } else {
@@ -654,17 +686,18 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
     let plans: &'static Plans = Box::leak(Box::new(Plans {
         local_zone: binding.local_zone.as_deref().and_then(|z| CString::new(z).ok()),
         binding: binding.clone(),
+        has_grants,
         feature: prepare(&feature, &[int8, text], false)?,
         // Prepared as mutating, so that it runs read-write, which takes a new snapshot.
         feature_new_snapshot: prepare(&feature, &[int8, text], true)?,
         usage: prepare(USAGE, &[int8, text, tstz], false)?,
         use_: prepare(
-            &use_sql(has_row_is_current, memory, has(Optional::IdempotencyKeys), false),
+            &use_sql(has_row_is_current, memory, has(Optional::IdempotencyKeys), false, has_grants),
             &use_args,
             true,
         )?,
         use_with_id: prepare(
-            &use_sql(has_row_is_current, memory, has(Optional::IdempotencyKeys), true),
+            &use_sql(has_row_is_current, memory, has(Optional::IdempotencyKeys), true, has_grants),
             &use_args,
             true,
         )?,
@@ -1077,8 +1110,14 @@ pub struct Use<'a> {
 pub enum Applied {
     /// Counted: the new counter, what the counter row remembers of the period's alerts
     /// (`None`: the tables keep no such memory, and no alert is announced) and the id of the
-    /// usage record, when asked for.
-    Counted { usage: i64, announced: Option<Announced>, record_id: Option<i64> },
+    /// usage record, when asked for, and what the grants that count gave and have left as the
+    /// statement saw them, before this use (`None` where they do not exist yet).
+    Counted {
+        usage: i64,
+        announced: Option<Announced>,
+        record_id: Option<i64>,
+        totals: Option<Totals>,
+    },
     /// The limit refused it; nothing was written.
     Refused,
     /// The subscription changed since it was read; nothing was written, or what was is
@@ -1133,17 +1172,28 @@ pub fn apply_use(
         })
         .execute()
     })?;
-    let (usage, current, announced, record_id) = {
+    let (usage, current, announced, record_id, totals) = {
         let Some(row) = table.into_iter().next() else {
             return Err(Error::Statement { what: "recording usage", detail: "no row".into() });
         };
         let announced = col::<i32>(&row, 2)?
             .map(|percent| Ok::<_, Error>(Announced { percent, limit: col(&row, 4)? }))
             .transpose()?;
-        (col::<i64>(&row, 1)?, must(col::<bool>(&row, 3)?, "current")?, announced, col(&row, 5)?)
+        // No grant that counts: the sums are NULL.
+        let totals = plans(client)?.has_grants.then_some(Totals {
+            granted: col::<i64>(&row, 6)?.unwrap_or(0),
+            left: col::<i64>(&row, 7)?.unwrap_or(0),
+        });
+        (
+            col::<i64>(&row, 1)?,
+            must(col::<bool>(&row, 3)?, "current")?,
+            announced,
+            col(&row, 5)?,
+            totals,
+        )
     };
     Ok(match (usage, current) {
-        (Some(usage), true) => Applied::Counted { usage, announced, record_id },
+        (Some(usage), true) => Applied::Counted { usage, announced, record_id, totals },
         (Some(_), false) => {
             let key: [DatumWithOid; 3] =
                 [subject.user_id.into(), subject.feature.as_str().into(), period_start.into()];

@@ -523,6 +523,7 @@ mod tests {
     //   9007 two active with one end_date: the higher id wins
     //   9008 usage above a custom limit
     //   9018-9022 custom_quotas that is not a JSON object (array, string, number, true, null)
+    //   9023 grants that count and grants that do not
     extension_sql!(
         r#"
 INSERT INTO quota.subscription_plans (plan_code, plan_name, billing_cycle) VALUES
@@ -616,6 +617,22 @@ VALUES (9001, 'articles_per_month', now() - interval '70 days', now() - interval
 INSERT INTO quota.usage_records (user_id, feature_code, period_start, amount, created_at)
 VALUES (9001, 'articles_per_month', now() - interval '70 days', 99, now());
 
+-- 9023: its allowance of 10 spent, and grants of articles: two that count (5 with 3 left, and
+-- 6 that never expire) and three that do not (expired, voided, not yet effective).
+INSERT INTO quota.user_subscriptions (id, user_id, plan_id, start_date, end_date)
+SELECT 902300, 9023, p.id, now() - interval '10 days', now() + interval '355 days'
+  FROM quota.subscription_plans p WHERE p.plan_code = 'fixture_basic';
+SELECT quota.record_feature_usage(9023, 'articles_per_month', NULL, NULL, 10);
+INSERT INTO quota.grants (user_id, feature_code, amount, remaining, effective_from, expires_at,
+                          source, voided_at, void_reason)
+VALUES (9023, 'articles_per_month', 5, 3, now() - interval '1 day', now() + interval '9 days',
+        'top_up', NULL, NULL),
+       (9023, 'articles_per_month', 6, 6, now() - interval '1 day', NULL, 'promotion', NULL, NULL),
+       (9023, 'articles_per_month', 7, 7, now() - interval '9 days', now() - interval '1 day',
+        'top_up', NULL, NULL),
+       (9023, 'articles_per_month', 9, 9, now() - interval '1 day', NULL, 'admin', now(), 'test'),
+       (9023, 'articles_per_month', 4, 4, now() + interval '1 day', NULL, 'promotion', NULL, NULL);
+
 -- The rows a query returns as text, or the SQLSTATE it raises: the one way these tests catch an
 -- error without a DO block, which pgrx would run read-write and so end the direct path.
 CREATE FUNCTION tests.outcome(query text) RETURNS text
@@ -633,7 +650,7 @@ END
 $$;
 "#,
         name = "test_fixtures",
-        requires = ["privileges", "attach"]
+        requires = ["privileges", "attach", "grants"]
     );
 
     /// The features the fixture users are read for (the catalog's five).
@@ -672,8 +689,8 @@ $$;
         );
         assert_eq!(
             read_paths(),
-            "features cache, plan_features cache, settings cache, subscription_plans cache, \
-             user_subscriptions index, user_usage index"
+            "features cache, grants index, plan_features cache, settings cache, \
+             subscription_plans cache, user_subscriptions index, user_usage index"
         );
     }
 
@@ -683,7 +700,7 @@ $$;
         one::<String>("SELECT pg_catalog.set_config('pg_entitlements.direct_reads', 'off', true)");
         assert_eq!(
             read_paths(),
-            "features sql, plan_features sql, settings sql, subscription_plans sql, \
+            "features sql, grants sql, plan_features sql, settings sql, subscription_plans sql, \
              user_subscriptions sql, user_usage sql"
         );
     }
@@ -790,6 +807,9 @@ $$;
                 assert_eq!(check(user, feature), "ERROR 22P02", "user {user}: not an object");
             }
         }
+        // 10 of 10 used, and the grants that count: 11 given, 9 left.
+        assert_eq!(check(9023, "articles_per_month"), "(t,12,21,9,57.14)", "grants");
+        assert_eq!(check(9023, "publish_per_month"), "(t,0,200,200,0.00)", "no grant of it");
     }
 
     #[pg_test]
@@ -810,7 +830,7 @@ $$;
     #[pg_test]
     fn direct_reads_and_statements_agree_on_committed_rows() {
         assert_direct_reads();
-        let calls: Vec<String> = (9000..=9022).flat_map(reading_calls).collect();
+        let calls: Vec<String> = (9000..=9023).flat_map(reading_calls).collect();
         let direct: Vec<String> = calls.iter().map(|c| outcome(c)).collect();
         assert_direct_reads();
         read_by_statements();

@@ -185,6 +185,24 @@ fn sync_storage_quota<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
     })
 }
 
+/// AFTER INSERT or UPDATE of what decides whether it counts, on quota.grants, for grants of
+/// storage_space (the trigger's WHEN): keeps the user's `storage_quota_bytes` equal to
+/// `get_user_storage_quota(user_id)`, which adds the storage grants that count. A grant that
+/// expires by the clock alone is followed by the time-driven maintenance, not here.
+#[pg_trigger]
+fn sync_granted_storage<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
+    guard(|| {
+        let Some(new) = trigger.new() else {
+            return Ok(None);
+        };
+        let Some(user) = new.get_by_name::<i64>("user_id")? else {
+            return Ok(None);
+        };
+        Spi::connect_mut(|client| quota::sync_storage(client, user)).or_raise();
+        Ok(None)
+    })
+}
+
 /// AFTER INSERT, UPDATE OF time_zone or DELETE on quota.settings: when the zone periods are
 /// computed in changes (no row means UTC), makes sure every user's current usage is in the
 /// current period ([`continuity::follow_time_zone`]).

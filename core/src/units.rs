@@ -34,6 +34,19 @@ pub fn limit_to_bytes(subject: &Subject, limit: Limit, unit: &str) -> Result<i64
     }
 }
 
+/// A storage limit in bytes (`-1`: unlimited) with `granted` units of `unit` from grants added;
+/// unlimited stays unlimited.
+pub fn with_granted_bytes(subject: &Subject, bytes: i64, granted: i64, unit: &str) -> Result<i64> {
+    if bytes == -1 || granted == 0 {
+        return Ok(bytes);
+    }
+    let per = bytes_per_unit(unit)
+        .ok_or_else(|| Error::UnknownUnit { subject: subject.clone(), unit: unit.to_owned() })?;
+    granted.checked_mul(per).and_then(|g| g.checked_add(bytes)).ok_or_else(|| {
+        Error::BytesOverflow { subject: subject.clone(), value: granted, unit: unit.to_owned() }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,6 +54,16 @@ mod tests {
 
     fn subject() -> Subject {
         Subject { user_id: 3, feature: "storage_space".into() }
+    }
+
+    #[test]
+    fn granted_storage_adds_to_a_limit() {
+        let s = subject();
+        assert_eq!(with_granted_bytes(&s, 104_857_600, 50, "MB").unwrap(), 157_286_400);
+        assert_eq!(with_granted_bytes(&s, -1, 50, "MB").unwrap(), -1);
+        assert_eq!(with_granted_bytes(&s, 0, 1, "GB").unwrap(), 1_073_741_824);
+        assert!(with_granted_bytes(&s, 0, i64::MAX, "MB").is_err());
+        assert!(with_granted_bytes(&s, 5, 1, "articles").is_err());
     }
 
     #[test]

@@ -158,5 +158,41 @@ SELECT grant_quota(1806, 'articles_per_month', 1, source => 'gift');
 SELECT grant_quota(NULL, 'articles_per_month', 1);
 \set VERBOSITY default
 
+-- usage_overview: the figures with the grants, the allowance apart, and each grant that
+-- counts in use order.
+SELECT feature_code, current_usage, quota_limit, remaining, allowance, allowance_used,
+       jsonb_path_query_array(grants, '$[*].remaining') AS grants_left,
+       jsonb_path_query_array(grants, '$[*].source') AS sources
+  FROM usage_overview(1802) WHERE feature_code = 'articles_per_month';
+SELECT feature_code, allowance, allowance_used, grants
+  FROM usage_overview(1805) WHERE feature_code = 'articles_per_month';
+
+-- 1807, purchased storage: storage grants (in the catalog's unit, MB) add to the storage limit,
+-- and storage_quota_bytes follows a grant added or voided at once.
+INSERT INTO user_subscriptions (user_id, plan_id, start_date, end_date)
+VALUES (1807, plan_id('free'), now() - interval '5 days', now() + interval '25 days');
+SELECT get_user_storage_quota(1807), storage_quota_bytes FROM user_storage_usage WHERE user_id = 1807;
+SELECT id AS storage_grant FROM grant_quota(1807, 'storage_space', 50, source => 'top_up',
+                                            reason => 'purchased 50 MB') \gset
+SELECT get_user_storage_quota(1807), storage_quota_bytes FROM user_storage_usage WHERE user_id = 1807;
+SELECT remaining FROM void_grant(:storage_grant, 'refunded purchase');
+SELECT get_user_storage_quota(1807), storage_quota_bytes FROM user_storage_usage WHERE user_id = 1807;
+
 SELECT * FROM verify_ledger() WHERE user_id BETWEEN 1800 AND 1899;
 SELECT * FROM verify_grants() WHERE user_id BETWEEN 1800 AND 1899;
+
+-- Who may: grants are written by their functions only. An app server may sell a booster pack
+-- but neither grant nor void, nor write the tables; a reporting role may only read.
+SET ROLE quota_app;
+\set VERBOSITY sqlstate
+SELECT grant_quota(1801, 'articles_per_month', 1000);
+SELECT void_grant(1, 'mine now');
+UPDATE quota.grants SET remaining = amount WHERE user_id = 1801;
+INSERT INTO quota.grant_uses VALUES (1801, 1, 1, -100);
+SELECT count(*) > 0 AS app_reads_grants FROM quota.grants WHERE user_id = 1801;
+RESET ROLE;
+SET ROLE quota_reader;
+SELECT void_grant(1, 'mine now');
+SELECT buy_booster(1801, 'articles_boost', 'payment-reader');
+RESET ROLE;
+\set VERBOSITY default
