@@ -15,7 +15,10 @@
 #       LOAD_RENEW_SECONDS while another session renews it LOAD_RENEWALS times as a new row that
 #       starts at the renewal with an approximate anchor: the renewals continue the period, so
 #       exactly the limit is allowed in all (before 0.3.0: the limit once per renewal);
-# and quota.verify_ledger() returns no row after each part.
+#   (f) one user with an allowance of 100 and three grants (250 units in all): LOAD_CLIENTS clients
+#       x LOAD_GRANT_TX consumes of 3, each split across the allowance and the grants in use
+#       order: exactly 83 allowed (249 units), 1 unit left, no grant below zero;
+# and quota.verify_ledger() (and, after (f), quota.verify_grants()) returns no row after each part.
 # Assumes scripts/setup.sh has run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +37,7 @@ KEYS=${LOAD_KEYS:-50}
 KEY_TX=${LOAD_KEY_TX:-200}          # per client: 16 x 200 = 3200 calls over 50 keys
 RENEWALS=${LOAD_RENEWALS:-150}
 RENEW_SECONDS=${LOAD_RENEW_SECONDS:-5}  # the uses run this long; the renewals take about 2 s
+GRANT_TX=${LOAD_GRANT_TX:-40}       # per client: 16 x 40 = 640 attempts for 83 uses
 
 suite_cluster "$DIR" "$PORT" timezone=UTC max_connections=$((CLIENTS + 20))
 "$PG_BIN/createdb" -h "$DIR" -p "$PORT" -U postgres "$DB"
@@ -171,6 +175,25 @@ expect "uses allowed over all renewals" "$allowed" "$HOT_LIMIT"
 expect "current usage" "$usage" "$HOT_LIMIT"
 expect "current counters" "$current" "1"
 expect "verify_ledger() rows" "$(ledger_rows)" "0"
+
+echo "==> load (f): one user, allowance 100 and grants of 30, 50 and 70, $CLIENTS clients x $GRANT_TX consumes of 3"
+attempts=$(run_pgbench tests/load/consume_grants.sql "$GRANT_TX")
+IFS='|' read -r allowed counter drawn left usage remaining < <(sql -c "
+  SELECT (SELECT count(*) FROM quota.usage_records WHERE user_id = 5),
+         (SELECT sum(usage_count) FROM quota.user_usage WHERE user_id = 5),
+         (SELECT sum(amount - remaining) FROM quota.grants WHERE user_id = 5),
+         (SELECT sum(remaining) FROM quota.grants WHERE user_id = 5),
+         q.current_usage, q.remaining
+    FROM quota.check_user_quota(5, 'articles_per_month') q")
+echo "    $attempts attempts, $allowed allowed, $((attempts - allowed)) refused"
+expect "uses allowed" "$allowed" "83"
+expect "allowance used" "$counter" "100"
+expect "units drawn from grants" "$drawn" "149"
+expect "units left in grants" "$left" "1"
+expect "check_user_quota current_usage" "$usage" "249"
+expect "check_user_quota remaining" "$remaining" "1"
+expect "verify_ledger() rows" "$(ledger_rows)" "0"
+expect "verify_grants() rows" "$(sql -c "SELECT count(*) FROM quota.verify_grants()")" "0"
 
 if [ "$failures" -gt 0 ]; then
   echo "load test FAILED: $failures assertion(s)"; exit 1

@@ -47,3 +47,16 @@ INSERT INTO quota.user_subscriptions (user_id, plan_id, start_date, end_date)
 SELECT 4, p.id, now() - interval '10 days', now() + interval '20 days'
   FROM quota.subscription_plans p WHERE p.plan_code = 'load_restart';
 CREATE UNLOGGED TABLE public.load_restart_answers (allowed boolean NOT NULL);
+-- Part (f): user 5, an allowance of 100 articles_per_month and three grants (30 at priority -1,
+-- 50 expiring in 10 days, 70 that never expire): 250 units in all, which clients consuming 3 at a
+-- time split across the allowance and the grants.
+INSERT INTO quota.subscription_plans (plan_code, plan_name) VALUES ('load_grants', 'load: grants');
+INSERT INTO quota.plan_features (plan_id, feature_code, feature_value)
+SELECT p.id, 'articles_per_month', 100 FROM quota.subscription_plans p WHERE p.plan_code = 'load_grants';
+INSERT INTO quota.user_subscriptions (user_id, plan_id, start_date, end_date)
+SELECT 5, p.id, now() - interval '10 days', now() + interval '1 year'
+  FROM quota.subscription_plans p WHERE p.plan_code = 'load_grants';
+SELECT count(*) FROM (
+    SELECT quota.grant_quota(5, 'articles_per_month', 30, NULL, -1, 'promotion')
+    UNION ALL SELECT quota.grant_quota(5, 'articles_per_month', 50, now() + interval '10 days')
+    UNION ALL SELECT quota.grant_quota(5, 'articles_per_month', 70)) g;
