@@ -359,6 +359,43 @@ for impl in native; do
 done
 
 # ---------------------------------------------------------------------------------------------
+# Case 6: grants. In-server, checks of 10,000 users with three grants each (that count) against
+# 10,000 users of the same data set without any; end to end, consume of one hot user whose
+# allowance is spent, every use drawn from a grant, against case 3's hot consume from the
+# allowance.
+# ---------------------------------------------------------------------------------------------
+step "case 6: grants, 5 x 10,000 checks with and without three grants; consume drawing from a grant"
+GRANT_USER=$((USERS + 1))   # a user of its own: the hot user's plan, an allowance of 0
+sql -c "SELECT count(quota.grant_quota(u, 'articles_per_month', 1000, now() + make_interval(days => 10 * k)))
+          FROM generate_series($USERS - 9999, $USERS) u, generate_series(1, 3) k" \
+    -c "INSERT INTO quota.user_subscriptions (user_id, plan_id, start_date, end_date, custom_quotas)
+        SELECT $GRANT_USER, s.plan_id, now() - interval '1 day', now() + interval '1 year',
+               '{\"articles_per_month\": 0}'
+          FROM quota.user_subscriptions s WHERE s.user_id = $HOT_USER AND s.status = 'active' LIMIT 1" \
+    -c "SELECT quota.grant_quota($GRANT_USER, 'articles_per_month', $HOT_LIMIT)" \
+    -c "VACUUM ANALYZE quota.grants" >/dev/null
+declare -A Q6=(
+  [with]="SELECT count(*) FROM generate_series($USERS - 9999, $USERS) g, LATERAL quota.check_user_quota(g, 'articles_per_month')"
+  [without]="SELECT count(*) FROM generate_series($USERS - 19999, $USERS - 10000) g, LATERAL quota.check_user_quota(g, 'articles_per_month')"
+)
+{
+  for impl in with without; do echo "SELECT 'warmup', '$impl', bench.time_sql(\$q\$${Q6[$impl]}\$q\$);"; done
+  for run in 1 2 3 4 5; do
+    for impl in with without; do echo "SELECT 'run', '$impl', bench.time_sql(\$q\$${Q6[$impl]}\$q\$);"; done
+  done
+} >"$DIR/work/case6.sql"
+sql -F ' ' -f "$DIR/work/case6.sql" >"$DIR/work/case6.out"
+for impl in with without; do
+  R[c6_$impl]=$(awk -v i="$impl" '$1 == "run" && $2 == i {printf "%s ", $3 / 10000}' "$DIR/work/case6.out" | median)
+  echo "    checks $impl grants: ${R[c6_$impl]} µs per call"
+done
+prepare_write
+pgb c6_consume_grants_hot_off bench/pgbench/consume_grants_hot.sql 8 "$WRITE_SECS" off -D "grant_user=$GRANT_USER"
+drawn=$(sql -c "SELECT sum(amount - remaining) FROM quota.grants WHERE user_id = $GRANT_USER")
+[ "$drawn" = "${R[c6_consume_grants_hot_off_tx]}" ] \
+  || { echo "case 6: $drawn units drawn from the grant, ${R[c6_consume_grants_hot_off_tx]} uses"; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
 # Profile of case 1 (callgrind on a single-user backend; the cluster is stopped for it).
 # ---------------------------------------------------------------------------------------------
 PROFILE_MD=""
@@ -428,6 +465,9 @@ TABLE=$(
   done
   row "4 triggers" "µs per row, UPDATE custom_quotas of $N_SUBS rows, the extension's three triggers" "$(f1 "${R[c4_native]}")" "triggers disabled" "$(f1 "${R[c4_none]}")" "$(ratio "${R[c4_native]}" "${R[c4_none]}")" "–" "–"
   row "4 triggers" "µs per row, the extension's three triggers" "$(f1 "${R[c4_native]}")" "PL/pgSQL reference trigger" "$(f1 "${R[c4_plpgsql]}")" "$(ratio "${R[c4_native]}" "${R[c4_plpgsql]}")" "–" "–"
+  c6r=$(ratio "${R[c6_with]}" "${R[c6_without]}")
+  row "6 grants" "µs per check_user_quota call, a user with three grants" "$(f2 "${R[c6_with]}")" "users without grants" "$(f2 "${R[c6_without]}")" "$c6r" "≤ 1.5" "$(judge "$c6r" "<=" 1.5)"
+  row "6 grants" "consume tps, 8 clients, one hot user, every use drawn from a grant (sync off)" "$(f0 "${R[c6_consume_grants_hot_off]}")" "consume from the allowance (case 3)" "$(f0 "${R[c3_consume_native_hot_off]}")" "$(ratio "${R[c6_consume_grants_hot_off]}" "${R[c3_consume_native_hot_off]}")" "–" "–"
   row "5 memory" "VmRSS growth of one backend over 1,000,000 calls, MB (private RssAnon: $c5_anon_mb MB)" "$c5_growth_mb" "–" "–" "–" "< 5 MB" "$(judge "$c5_growth_mb" "<" 5)"
 )
 FLOORS_MD="### The 8-client targets against their floors
