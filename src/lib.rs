@@ -21,6 +21,7 @@ mod drop_guard;
 mod error;
 mod jsonb;
 mod one_row;
+mod pg_version;
 mod quota;
 mod read;
 mod store;
