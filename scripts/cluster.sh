@@ -2,11 +2,16 @@
 # Clusters run as the `postgres` user (initdb refuses root) on a port of their own, with the
 # socket inside the cluster's folder, and are stopped again by the caller's trap.
 
-PG_MAJOR=15
+source "$(dirname "${BASH_SOURCE[0]}")/envs.sh"
+# PG_MAJOR=16 (17, 18) in the environment: test that major, from where scripts/envs.sh says it
+# comes (17 and 18 only inside their roots: scripts/test.sh runs the suites there).
+PG_MAJOR=${PG_MAJOR:-15}
 # PG_BIN=... in the environment: another PostgreSQL installation (a private copy, say).
-PG_BIN=${PG_BIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
+PG_BIN=${PG_BIN:-$(pg_bin "$PG_MAJOR")}
 PG_CONFIG=$PG_BIN/pg_config
 PGXS_DIR=$("$PG_CONFIG" --pkglibdir)/pgxs
+# psql and the other client programs of the same major.
+export PATH="$PG_BIN:$PATH"
 
 as_postgres() {
   if [ "$(id -un)" = postgres ]; then "$@"; else sudo -u postgres -- "$@"; fi

@@ -74,7 +74,7 @@ in_root() {
   local pass=() name
   for name in $(compgen -e); do
     case $name in
-      PGE_*|PG_VERSIONS|CARGO_TARGET_DIR|RUST_BACKTRACE) pass+=("$name=${!name}") ;;
+      PGE_*|PG_MAJOR|PG_VERSIONS|CARGO_TARGET_DIR|RUST_BACKTRACE) pass+=("$name=${!name}") ;;
     esac
   done
   unshare --mount --propagation private -- bash -euc '

@@ -16,7 +16,7 @@ out="$DIR/out"; mkdir -p "$out"; chown postgres: "$out"
 tests=$(cd tests/pg_regress/sql && ls *.sql | sed 's/\.sql$//' | sort)
 echo "==> pg_regress: $(echo $tests | wc -w) golden-file tests"
 if ! as_postgres "$PGXS_DIR/src/test/regress/pg_regress" \
-    --host="$DIR" --port="$PORT" --use-existing --dbname=pge_regress \
+    --host="$DIR" --port="$PORT" --use-existing --dbname=pge_regress --bindir="$PG_BIN" \
     --inputdir="$PWD/tests/pg_regress" --outputdir="$out" $tests; then
   cat "$out/regression.diffs" 2>/dev/null || true
   exit 1

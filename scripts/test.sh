@@ -1,9 +1,27 @@
 #!/usr/bin/env bash
-# Every test, on a bare machine: unit and property tests of the core, the #[pg_test]s, the
-# pg_regress golden files and the Node.js client. Fails on the first failing suite.
+# Every test, on a bare machine, on every supported PostgreSQL major: on 15 every suite (unit
+# and property tests of the core, the #[pg_test]s, the pg_regress golden files, the Node.js
+# client, isolation, load and operations, the Debian package installed with dpkg); on 16, 17
+# and 18 the #[pg_test]s, pg_regress, isolation and upgrade suites (scripts/test-major.sh).
+# Fails on the first failing suite.
+#
+#   ./scripts/test.sh                  15, 16, 17 and 18
+#   PG_VERSIONS=15 ./scripts/test.sh   only those named (spaces or commas: "15 18")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+source scripts/envs.sh
+
+times=()
+# timed MAJOR COMMAND...: runs COMMAND and keeps how long it took.
+timed() {
+  local major=$1 start=$SECONDS; shift
+  "$@"
+  times+=("PostgreSQL $major: $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s")
+}
+
+test_15() {
+echo "==> PostgreSQL 15: every suite"
 echo "==> unit and property tests (entitlements-core)"
 cargo test -p entitlements-core
 echo "==> #[pg_test]s"
@@ -30,4 +48,23 @@ echo "==> operations: a live application migrated to pg_entitlements under load,
 ./scripts/ops/migration.sh
 echo "==> operations: hostile inputs to every function, no internal error, no crash"
 ./scripts/ops/fuzz.sh
-echo "==> all tests passed"
+}
+
+# test_other MAJOR: the suites of scripts/test-major.sh, with a target folder per environment
+# (a build script compiled inside a root with a newer glibc does not run outside it).
+test_other() {
+  local major=$1 kind; kind=$(env_kind "$major")
+  echo "==> PostgreSQL $major ($kind): #[pg_test]s, pg_regress, isolation, upgrades"
+  if [ "$kind" = wheel ]; then
+    CARGO_TARGET_DIR=$PWD/target/pg$major-$kind PG_MAJOR=$major ./scripts/test-major.sh
+  else
+    CARGO_TARGET_DIR=$PWD/target/pg$major-$kind PG_MAJOR=$major in_root "$kind" ./scripts/test-major.sh
+  fi
+}
+
+for major in $PG_VERSIONS; do
+  if [ "$major" = 15 ]; then timed 15 test_15; else timed "$major" test_other "$major"; fi
+done
+echo "==> time per PostgreSQL major:"
+printf '    %s\n' "${times[@]}"
+echo "==> all tests passed ($PG_VERSIONS)"
