@@ -9,7 +9,8 @@ DIR=${PGE_REGRESS_DIR:-/tmp/pg_entitlements-regress}
 PORT=${PGE_REGRESS_PORT:-55432}
 
 # The tests set the time zone they need themselves; the server's is fixed for stable output.
-suite_cluster "$DIR" "$PORT" timezone=UTC
+# A prepared transaction holds a lock without a session (10_untrusted_rows).
+suite_cluster "$DIR" "$PORT" timezone=UTC max_prepared_transactions=2
 as_postgres "$PG_BIN/createdb" -h "$DIR" -p "$PORT" pge_regress
 
 out="$DIR/out"; mkdir -p "$out"; chown postgres: "$out"

@@ -9,12 +9,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${PG_MAJOR:?PG_MAJOR=16 (17, 18) names the major to test}"
 export PG_MAJOR
-echo "==> PostgreSQL $PG_MAJOR: #[pg_test]s"
-./scripts/pgtest.sh
 echo "==> PostgreSQL $PG_MAJOR: pg_regress golden files"
 ./scripts/regress.sh
 echo "==> PostgreSQL $PG_MAJOR: isolation specs"
 ./scripts/isolation.sh
 echo "==> PostgreSQL $PG_MAJOR: ALTER EXTENSION UPDATE from every released version equals a fresh install"
 ./scripts/ops/upgrade.sh
+echo "==> PostgreSQL $PG_MAJOR: #[pg_test]s"
+./scripts/pgtest.sh
 echo "==> PostgreSQL $PG_MAJOR: all suites passed"
