@@ -27,6 +27,13 @@ install_extension() {
 # postgresql.conf (quoted there, so values such as '$libdir' need no shell escaping).
 cluster_start() {
   local dir=$1 port=$2; shift 2
+  cluster_init "$dir" "$@"
+  cluster_run "$dir" "$port"
+}
+
+# cluster_init DIR [settings...]: a fresh cluster in DIR, not started.
+cluster_init() {
+  local dir=$1; shift
   rm -rf "$dir" && mkdir -p "$dir" && chown postgres: "$dir"
   as_postgres "$PG_BIN/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
     || { cat "$dir/initdb.log"; return 1; }
@@ -34,6 +41,11 @@ cluster_start() {
   for setting in listen_addresses=localhost fsync=off "$@"; do
     printf "%s = '%s'\n" "${setting%%=*}" "${setting#*=}" >>"$dir/data/postgresql.conf"
   done
+}
+
+# cluster_run DIR PORT: starts the cluster in DIR.
+cluster_run() {
+  local dir=$1 port=$2
   # RUST_BACKTRACE=1: a Rust backtrace that leaked into an error message would then show in the
   # suites' outputs (sudo does not pass the caller's environment on).
   as_postgres env RUST_BACKTRACE=1 "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -o "-p $port -k $dir" -w start >/dev/null \

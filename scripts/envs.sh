@@ -18,6 +18,9 @@ SUPPORTED_PG_VERSIONS="15 16 17 18"
 PG_VERSIONS=${PG_VERSIONS:-$SUPPORTED_PG_VERSIONS}
 PG_VERSIONS=${PG_VERSIONS//,/ }
 
+# pg_upgrade from 15 is tested to this major, inside its root (scripts/ops/pg-upgrade.sh).
+PG_UPGRADE_TO=17
+
 # Where the prepared environments are cached between runs on one machine.
 PGE_ENVS=${PGE_ENVS:-/var/cache/pg_entitlements}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}

@@ -104,6 +104,41 @@ prepare_root() {
   touch "$marker"
 }
 
+# old_server_in_root MAJOR: the host's PostgreSQL 15 (Debian 12's packages) copied into the root
+# of MAJOR, for pg_upgrade from 15 (scripts/ops/pg-upgrade.sh). No suite reachable here carries
+# 15 beside a newer major: trixie has only 17, forky only 18 (checked with apt-cache policy
+# inside the roots). Debian 12's binaries run on the newer glibc; the few shared libraries the
+# root has under no soname of theirs (ICU 72, OpenLDAP 2.5) come from the host as well, into a
+# folder of their own on the root's library path (no soname the root has is shadowed).
+old_server_in_root() {
+  local major=$1 suite root version marker
+  suite=$(env_kind "$major"); root=$(root_dir "$suite")
+  version=$(dpkg-query -W -f='${Version}' postgresql-15)
+  marker="$root/.pge-pg15-$version"
+  [ -f "$marker" ] && return 0
+  echo "==> PostgreSQL 15 $version from the host into the $suite root, for pg_upgrade to $major"
+  rm -rf "$root/usr/lib/postgresql/15" "$root/usr/share/postgresql/15" "$root/usr/local/lib/pge-pg15"
+  # Only Debian's files (a source build may have installed pg_entitlements beside them).
+  dpkg -L postgresql-15 postgresql-client-15 | grep -E '^/usr/(lib|share)/postgresql/15/' \
+    | while read -r f; do [ -d "$f" ] || echo "${f#/}"; done \
+    | tar -C / -cf - -T - | tar -C "$root" -xf -
+  mkdir -p "$root/usr/local/lib/pge-pg15"
+  local round missing lib
+  for round in 1 2 3; do
+    missing=$(in_root "$suite" bash -c 'ldd /usr/lib/postgresql/15/bin/* /usr/lib/postgresql/15/lib/*.so 2>/dev/null' \
+                | awk '/=> not found/ {print $1}' | sort -u)
+    [ -n "$missing" ] || break
+    for lib in $missing; do
+      cp -L "$(ldconfig -p | awk -v l="$lib" '$1 == l && /x86-64/ {print $NF; exit}')" "$root/usr/local/lib/pge-pg15/$lib"
+    done
+    echo /usr/local/lib/pge-pg15 >"$root/etc/ld.so.conf.d/pge-pg15.conf"
+    in_root "$suite" ldconfig
+  done
+  [ -z "$missing" ] || { echo "PostgreSQL 15 in the $suite root still misses: $missing" >&2; return 1; }
+  in_root "$suite" /usr/lib/postgresql/15/bin/postgres --version >/dev/null
+  touch "$marker"
+}
+
 # Register the host's PostgreSQL majors with pgrx (15, and 16 from the wheel); never let it
 # download a server. `cargo pgrx init` replaces the whole list, so it names every one.
 host_pgrx_init() {
@@ -130,7 +165,10 @@ for major in $PG_VERSIONS; do
   case $(env_kind "$major") in
     host) ;;
     wheel) prepare_wheel; ready+=("$("$WHEEL_PG/bin/pg_config" --version) (wheel)") ;;
-    *) prepare_root "$major"; ready+=("PostgreSQL $major ($(env_kind "$major") root)") ;;
+    *) prepare_root "$major"; ready+=("PostgreSQL $major ($(env_kind "$major") root)")
+       if [ "$major" = "$PG_UPGRADE_TO" ]; then
+         old_server_in_root "$major"; ready+=("PostgreSQL 15 beside it for pg_upgrade")
+       fi ;;
   esac
 done
 host_pgrx_init

@@ -48,6 +48,8 @@ echo "==> operations: a live application migrated to pg_entitlements under load,
 ./scripts/ops/migration.sh
 echo "==> operations: hostile inputs to every function, no internal error, no crash"
 ./scripts/ops/fuzz.sh
+echo "==> the Debian package: built, installed with dpkg -i, the seed scenario against its files"
+./scripts/ops/package-install.sh
 }
 
 # test_other MAJOR: the suites of scripts/test-major.sh, with a target folder per environment
@@ -59,6 +61,13 @@ test_other() {
     CARGO_TARGET_DIR=$PWD/target/pg$major-$kind PG_MAJOR=$major ./scripts/test-major.sh
   else
     CARGO_TARGET_DIR=$PWD/target/pg$major-$kind PG_MAJOR=$major in_root "$kind" ./scripts/test-major.sh
+  fi
+  if [ "$major" = "$PG_UPGRADE_TO" ]; then
+    echo "==> operations: pg_upgrade from 15 to $major keeps every table, answer and the ledger"
+    # The 15 library comes from its package, unpacked beside the root's copy of 15.
+    PG_VERSIONS=15 ./scripts/package.sh
+    dpkg -x "$(ls -t target/debian/postgresql-15-pg-entitlements_*_amd64.deb | head -1)" "$(root_dir "$kind")"
+    CARGO_TARGET_DIR=$PWD/target/pg$major-$kind PG_MAJOR=$major in_root "$kind" ./scripts/ops/pg-upgrade.sh
   fi
 }
 
