@@ -97,15 +97,21 @@ cluster_run "$DIR/new" "$PORT"
 new_version=$(sql_value "$DIR/new" "$PORT" postgres "SHOW server_version")
 ok "pg_upgrade from $old_version to $new_version"
 
+# ledger_empty WHEN: verify_ledger() has no row in either database of the new cluster.
+ledger_empty() {
+  local db ledger
+  for db in app seed; do
+    ledger=$(sql_value "$DIR/new" "$PORT" $db "SELECT count(*) FROM quota.verify_ledger()")
+    [ "$ledger" = 0 ] || fail "quota.verify_ledger() returns $ledger rows in $db $1"
+  done
+}
+
 check "(b) every table and answer identical, (c) the ledger holds"
 snapshots new
 same_files "$DIR/app.old" "$DIR/app.new" "app differs after pg_upgrade (diff above: - $OLD_MAJOR, + $PG_MAJOR)"
 same_files "$DIR/seed.old" "$DIR/seed.new" "the attached seed differs after pg_upgrade (diff above: - $OLD_MAJOR, + $PG_MAJOR)"
 tables=$(snapshot_tables "$DIR/app.new")
-for db in app seed; do
-  ledger=$(sql_value "$DIR/new" "$PORT" $db "SELECT count(*) FROM quota.verify_ledger()")
-  [ "$ledger" = 0 ] || fail "quota.verify_ledger() returns $ledger rows in $db after pg_upgrade"
-done
+ledger_empty "after pg_upgrade"
 ok "app: $tables quota tables and every answer identical; seed: its tables and answers identical; verify_ledger() empty in both"
 
 check "(d) the extension keeps working on $PG_MAJOR"
@@ -129,9 +135,6 @@ fresh=$(sql_value "$DIR/new" "$PORT" seed "
   || fail "new uses after the upgrade did not count once each"
 allowed=$(sql_value "$DIR/new" "$PORT" app "SELECT allowed FROM quota.consume(1, 'articles_per_month', 1, 'after-upgrade')")
 [ "$allowed" = t ] || fail "a new use in app after the upgrade: expected allowed, got [$allowed]"
-for db in app seed; do
-  ledger=$(sql_value "$DIR/new" "$PORT" $db "SELECT count(*) FROM quota.verify_ledger()")
-  [ "$ledger" = 0 ] || fail "quota.verify_ledger() returns $ledger rows in $db after new uses"
-done
+ledger_empty "after new uses"
 ok "ALTER EXTENSION UPDATE: nothing to do; $users keyed retries counted nothing, $fresh new uses counted once; verify_ledger() empty"
 echo "==> pg_upgrade $OLD_MAJOR -> $PG_MAJOR: all checks passed"
