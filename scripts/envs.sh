@@ -74,6 +74,9 @@ in_root() {
   local suite=$1; shift
   local root; root=$(root_dir "$suite")
   [ -x "$root/usr/bin/env" ] || { echo "no root for $suite in $root: run ./scripts/setup.sh" >&2; return 1; }
+  # sudo inside looks the machine's name up (CI's machines have names of their own).
+  local host; host=$(hostname)
+  grep -qsw -- "$host" "$root/etc/hosts" || echo "127.0.1.1 $host" >>"$root/etc/hosts"
   local pass=() name
   for name in $(compgen -e); do
     case $name in
