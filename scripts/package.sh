@@ -88,7 +88,7 @@ EOF
 }
 
 if [ -n "${PGE_PACKAGE_MAJOR:-}" ]; then
-  # Inside a root (below): that major only.
+  # That major only, built in this environment (inside its root for 17 and 18: below).
   build_here "$PGE_PACKAGE_MAJOR"
   exit
 fi

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The Debian package is what is tested: scripts/package.sh builds postgresql-15-pg-entitlements,
+# The Debian package is what is tested: scripts/package.sh builds postgresql-NN-pg-entitlements,
 # `dpkg -i` installs it (after removing whatever a source build installed, so that only the
 # package's files are there), a clean cluster that loads the library from $libdir (no private
 # copy, unlike the other suites) runs the seed scenario (examples/seed_scenario.sql), and
-# `dpkg -r` removes the package and every file it installed. Runs on the host, on PostgreSQL
-# 15; assumes scripts/setup.sh has run.
+# `dpkg -r` removes the package and every file it installed. PG_MAJOR: 15 (default) on the
+# host; 17 and 18 inside their Debian root, where Debian's postgresql-17 or -18 satisfies the
+# dependency (16 has no Debian package here). Assumes scripts/setup.sh has run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-PG_MAJOR=15
+PG_MAJOR=${PG_MAJOR:-15}
 source scripts/cluster.sh
 source scripts/ops/common.sh
 
@@ -17,7 +18,8 @@ NAME=postgresql-$PG_MAJOR-pg-entitlements
 LIBDIR=$("$PG_CONFIG" --pkglibdir)
 EXTDIR=$("$PG_CONFIG" --sharedir)/extension
 
-PG_VERSIONS=$PG_MAJOR ./scripts/package.sh
+# Built here, with this environment's pg_config.
+PGE_PACKAGE_MAJOR=$PG_MAJOR ./scripts/package.sh
 deb=$(ls -t target/debian/"${NAME}"_*_amd64.deb | head -1)
 
 check "the package's metadata and files"
