@@ -2,7 +2,8 @@
 # Every test, on a bare machine, on every supported PostgreSQL major: on 15 every suite (unit
 # and property tests of the core, the #[pg_test]s, the pg_regress golden files, the Node.js
 # client, isolation, load and operations, the Debian package installed with dpkg); on 16, 17
-# and 18 the #[pg_test]s, pg_regress, isolation and upgrade suites (scripts/test-major.sh).
+# and 18 the #[pg_test]s, pg_regress, isolation and upgrade suites (scripts/test-major.sh), on
+# 17 and 18 their Debian package, and pg_upgrade from 15 to 17.
 # Fails on the first failing suite.
 #
 #   ./scripts/test.sh                  15, 16, 17 and 18
@@ -61,6 +62,8 @@ test_other() {
     CARGO_TARGET_DIR=$PWD/target/pg$major-$kind PG_MAJOR=$major ./scripts/test-major.sh
   else
     CARGO_TARGET_DIR=$PWD/target/pg$major-$kind PG_MAJOR=$major in_root "$kind" ./scripts/test-major.sh
+    echo "==> PostgreSQL $major: the Debian package, installed with dpkg -i beside Debian's postgresql-$major"
+    CARGO_TARGET_DIR=$PWD/target/pg$major-$kind PG_MAJOR=$major in_root "$kind" ./scripts/ops/package-install.sh
   fi
   if [ "$major" = "$PG_UPGRADE_TO" ]; then
     echo "==> operations: pg_upgrade from 15 to $major keeps every table, answer and the ledger"
