@@ -106,8 +106,8 @@ prepare_root() {
 
 # old_server_in_root MAJOR: the host's PostgreSQL 15 (Debian 12's packages) copied into the root
 # of MAJOR, for pg_upgrade from 15 (scripts/ops/pg-upgrade.sh). No suite reachable here carries
-# 15 beside a newer major: trixie has only 17, forky only 18 (checked with apt-cache policy
-# inside the roots). Debian 12's binaries run on the newer glibc; the few shared libraries the
+# 15 beside a newer major: trixie has only 17, forky only 18 (`apt-cache search --names-only
+# '^postgresql-1[0-9]$'` inside each root). Debian 12's binaries run on the newer glibc; the few shared libraries the
 # root has under no soname of theirs (ICU 72, OpenLDAP 2.5) come from the host as well, into a
 # folder of their own on the root's library path (no soname the root has is shadowed).
 old_server_in_root() {
