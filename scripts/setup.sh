@@ -108,7 +108,7 @@ prepare_root() {
 # of MAJOR, for pg_upgrade from 15 (scripts/ops/pg-upgrade.sh). No suite reachable here carries
 # 15 beside a newer major: trixie has only 17, forky only 18 (`apt-cache search --names-only
 # '^postgresql-1[0-9]$'` inside each root). Debian 12's binaries run on the newer glibc; the few shared libraries the
-# root has under no soname of theirs (ICU 72, OpenLDAP 2.5) come from the host as well, into a
+# root has under no soname of theirs (ICU 72, OpenLDAP 2.5, LLVM 14) come from the host as well, into a
 # folder of their own on the root's library path (no soname the root has is shadowed).
 old_server_in_root() {
   local major=$1 suite root version marker
