@@ -10,10 +10,11 @@
 #   PG_VERSIONS=15 ./scripts/test.sh   only those named (spaces or commas: "15 18")
 set -euo pipefail
 cd "$(dirname "$0")/.."
+start=$SECONDS
 ./scripts/setup.sh
 source scripts/envs.sh
+times=("setup: $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s")
 
-times=()
 # timed MAJOR COMMAND...: runs COMMAND and keeps how long it took.
 timed() {
   local major=$1 start=$SECONDS; shift
@@ -77,6 +78,6 @@ test_other() {
 for major in $PG_VERSIONS; do
   if [ "$major" = 15 ]; then timed 15 test_15; else timed "$major" test_other "$major"; fi
 done
-echo "==> time per PostgreSQL major:"
+echo "==> time per PostgreSQL major (and for scripts/setup.sh):"
 printf '    %s\n' "${times[@]}"
 echo "==> all tests passed ($PG_VERSIONS)"
