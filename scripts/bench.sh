@@ -25,6 +25,8 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 T_START=$(date +%s)
 
+# The benchmarks run on PostgreSQL 15 only: no other major's environment.
+export PG_VERSIONS=15
 # The profiles need valgrind (callgrind) and perf.
 if [ "${BENCH_PROFILE:-1}" = 1 ]; then ./scripts/setup.sh valgrind linux-perf; else ./scripts/setup.sh; fi
 source scripts/cluster.sh

@@ -3,7 +3,8 @@
 # start a throwaway cluster and run the seed application's quota story end to end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh
+# The demo runs on PostgreSQL 15: no other major's environment.
+PG_VERSIONS=15 ./scripts/setup.sh
 source scripts/cluster.sh
 
 DIR=${PGE_DEMO_DIR:-/tmp/pg_entitlements-demo}

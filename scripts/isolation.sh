@@ -26,7 +26,7 @@ specs=$(cd tests/isolation/specs && ls *.spec | sed 's/\.spec$//' | sort)
 echo "==> pg_isolation_regress: $(echo $specs | wc -w) isolation specs"
 # pg_isolation_regress runs the isolationtester installed next to it (same folder).
 if ! as_postgres "$ISOLATION_REGRESS" \
-    --host="$DIR" --port="$PORT" --use-existing --dbname="$DB" \
+    --host="$DIR" --port="$PORT" --use-existing --dbname="$DB" --bindir="$PG_BIN" \
     --inputdir="$PWD/tests/isolation" --outputdir="$out" $specs; then
   cat "$out/regression.diffs" 2>/dev/null || true
   exit 1

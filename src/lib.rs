@@ -22,6 +22,7 @@ mod error;
 mod grants;
 mod jsonb;
 mod one_row;
+mod pg_version;
 mod quota;
 mod read;
 mod store;

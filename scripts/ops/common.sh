@@ -48,3 +48,17 @@ sql_value() {
   local dir=$1 port=$2 db=$3 query=$4
   sql "$dir" "$port" "$db" -At -c "$query"
 }
+
+# empty_quota_tables DIR PORT DB: the quota tables of DB without rows, comma-separated (counted
+# by a function of the session, not with query_to_xml: a server may be built without libxml).
+empty_quota_tables() {
+  sql_value "$1" "$2" "$3" "
+    CREATE FUNCTION pg_temp.row_count(relation regclass) RETURNS bigint LANGUAGE plpgsql AS \$\$
+    DECLARE n bigint;
+    BEGIN EXECUTE format('SELECT count(*) FROM %s', relation) INTO n; RETURN n; END
+    \$\$;
+    SELECT string_agg(c.relname, ', ' ORDER BY c.relname)
+      FROM pg_class c
+     WHERE c.relnamespace = 'quota'::regnamespace AND c.relkind = 'r'
+       AND pg_temp.row_count(c.oid) = 0"
+}

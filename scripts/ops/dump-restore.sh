@@ -27,12 +27,7 @@ sql "$DIR" "$PORT" source_db -v with_grants=1 -f tests/ops/dump_restore_data.sql
   || { cat "$DIR/data.log"; fail "loading tests/ops/dump_restore_data.sql failed"; }
 
 check "the source database has rows in every quota table"
-empty=$(sql_value "$DIR" "$PORT" source_db "
-  SELECT string_agg(c.relname, ', ')
-    FROM pg_class c
-   WHERE c.relnamespace = 'quota'::regnamespace AND c.relkind = 'r'
-     AND (xpath('/row/n/text()', query_to_xml(
-            format('SELECT count(*) AS n FROM quota.%I', c.relname), false, true, '')))[1]::text = '0'")
+empty=$(empty_quota_tables "$DIR" "$PORT" source_db)
 [ -z "$empty" ] || fail "tables without rows in the source database: $empty"
 sql "$DIR" "$PORT" source_db -c "UPDATE quota.features SET default_limit = 7, name = 'Keyword distillation (edited)'
                                   WHERE code = 'keyword_distillation'" >/dev/null

@@ -89,14 +89,6 @@ load_data() {
     | sql "$DIR" "$PORT" "$db" -f - >"$DIR/$db.data.log" 2>&1 \
     || { cat "$DIR/$db.data.log"; fail "loading tests/ops/dump_restore_data.sql into $db failed"; }
 }
-empty_tables() {
-  sql_value "$DIR" "$PORT" "$1" "
-    SELECT string_agg(c.relname, ', ')
-      FROM pg_class c
-     WHERE c.relnamespace = 'quota'::regnamespace AND c.relkind = 'r'
-       AND (xpath('/row/n/text()', query_to_xml(
-              format('SELECT count(*) AS n FROM quota.%I', c.relname), false, true, '')))[1]::text = '0'"
-}
 # create_at DB [VERSION]: a new database with the extension at VERSION (default: current).
 create_at() {
   local db=$1 ver=${2:-}
@@ -160,7 +152,7 @@ for ver in "${older[@]}"; do
   db=upgraded_${ver//[.-]/_}
   create_at "$db" "$ver"
   load_data "$db"
-  empty=$(empty_tables "$db")
+  empty=$(empty_quota_tables "$DIR" "$PORT" "$db")
   [ -z "$empty" ] || fail "tables of $ver without rows after loading the data: $empty"
   update "$db" "$ver"
   ok "$db: $ver with data in every table, updated to $current"

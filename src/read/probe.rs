@@ -269,7 +269,13 @@ impl Probe {
         let scan = unsafe {
             let heap = pg_sys::table_open(self.relid, pg_sys::AccessShareLock as i32);
             let index = pg_sys::index_open(self.index, pg_sys::AccessShareLock as i32);
-            let scan = pg_sys::index_beginscan(heap, index, pg_sys::GetActiveSnapshot(), nkeys, 0);
+            let scan = crate::pg_version::index_beginscan(
+                heap,
+                index,
+                pg_sys::GetActiveSnapshot(),
+                nkeys,
+                0,
+            );
             let slot = pg_sys::table_slot_create(heap, std::ptr::null_mut());
             Scan { heap, index, scan, slot }
         };
@@ -327,7 +333,8 @@ pub fn is_current(relation: Oid, tid: pg_sys::ItemPointerData) -> bool {
     // within it (a row version the caller read cannot lie beyond; a tid given by hand can). An
     // ERROR inside unwinds, and the resource owner releases what was held.
     unsafe {
-        let acl = pg_sys::pg_class_aclcheck(relation, pg_sys::GetUserId(), pg_sys::ACL_SELECT);
+        let acl =
+            pg_sys::pg_class_aclcheck(relation, pg_sys::GetUserId(), crate::pg_version::ACL_SELECT);
         if acl != pg_sys::AclResult::ACLCHECK_OK {
             pg_sys::aclcheck_error(
                 acl,

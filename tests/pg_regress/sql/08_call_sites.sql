@@ -28,15 +28,18 @@ SELECT anniversary_period('2026-01-31 10:00+00', 'monthly', '2026-03-01 00:00+00
 
 -- In a parallel worker (force_parallel_mode runs the whole query in one), every reading
 -- function answers as in the leader: a worker cannot take the newest snapshot the backend's
--- copy is built from, so it reads through statements with the query's snapshot.
-SET force_parallel_mode = on;
+-- copy is built from, so it reads through statements with the query's snapshot. The setting
+-- is called debug_parallel_query from PostgreSQL 16 on.
+SELECT set_config(name, 'on', false) AS whole_query_in_a_worker
+  FROM pg_settings WHERE name IN ('force_parallel_mode', 'debug_parallel_query');
 SELECT c.*, (SELECT count(*) FROM usage_overview(801)) AS features,
        get_user_storage_quota(801) AS storage_bytes, p.cycle
   FROM check_user_quota(801, 'articles_per_month') c,
        get_quota_period(801, 'articles_per_month') p;
 SELECT sum(c.remaining) AS remaining_summed
   FROM generate_series(1, 3) g, LATERAL check_user_quota(801, 'articles_per_month') c;
-RESET force_parallel_mode;
+SELECT set_config(name, reset_val, false) AS whole_query_in_a_worker
+  FROM pg_settings WHERE name IN ('force_parallel_mode', 'debug_parallel_query');
 
 -- A scrollable cursor reads the row forwards and backwards.
 BEGIN;

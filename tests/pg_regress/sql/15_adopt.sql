@@ -66,6 +66,7 @@ LANGUAGE sql AS $$
     UNION ALL
     SELECT 'constraint', format('%s.%I', k.conrelid::regclass, k.conname), pg_get_constraintdef(k.oid)
       FROM pg_constraint k WHERE k.connamespace = 'public'::regnamespace
+       AND k.contype <> 'n' -- NOT NULL is in the column's line (18 keeps it as a constraint too)
     UNION ALL
     SELECT 'trigger', format('%s.%I', t.tgrelid::regclass, t.tgname),
            pg_get_triggerdef(t.oid) || ' ' || t.tgenabled::text
