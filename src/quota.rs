@@ -101,8 +101,8 @@ fn check_with_period(client: &SpiClient<'_>, subject: &Subject) -> Result<Checke
     };
     let limit = resolve(subject, &catalog, sub)?.map(|r| r.limit);
     let period = period_of(&row, catalog.reset_rule.parse()?, sub)?;
-    let usage = read::usage(client, subject.user_id, &subject.feature, to_pg(period.start, true)?)?;
-    let totals = read::grant_totals(client, subject.user_id, &subject.feature)?;
+    let start = to_pg(period.start, true)?;
+    let (usage, totals) = read::usage_and_grants(client, subject.user_id, &subject.feature, start)?;
     let allowance = QuotaStatus::evaluate(limit, usage);
     let status = allowance.with_grants(limit, totals);
     Ok(Checked { status, allowance, period: Some(period), catalog })
@@ -520,8 +520,9 @@ pub fn consume(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<Consumed,
     };
     let current = |client: &SpiClient<'_>, ctx: &UseContext| -> Result<QuotaStatus, Error> {
         let start = to_pg(ctx.period.start, true)?;
-        let usage = read::usage(client, subject.user_id, &subject.feature, start)?;
-        with_grants(client, ctx, usage)
+        let (usage, totals) =
+            read::usage_and_grants(client, subject.user_id, &subject.feature, start)?;
+        Ok(QuotaStatus::evaluate(ctx.limit, usage).with_grants(ctx.limit, totals))
     };
     if replay(client, FUNCTION, &r)? {
         return Ok(Consumed { allowed: true, status: current(client, &ctx)? });

@@ -825,7 +825,7 @@ pub fn select_feature<'c>(
     Ok((table, plans.binding.clone()))
 }
 
-/// The counter statement of `read::usage`.
+/// The counter statement of `read::usage_and_grants`.
 pub fn select_usage<'c>(
     client: &'c SpiClient<'_>,
     user_id: i64,

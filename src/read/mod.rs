@@ -10,6 +10,7 @@ pub mod probe;
 
 use crate::store;
 use entitlements_core::binding::Lacks;
+use entitlements_core::grants::Totals;
 use entitlements_core::subscription::{self, Candidate};
 use entitlements_core::Error;
 use pgrx::datum::TimestampWithTimeZone;
@@ -434,12 +435,17 @@ fn parse_feature_rows(
 }
 
 /// What the active grants of a user's feature gave and have left.
-pub fn grant_totals(
+pub fn grant_totals(client: &SpiClient<'_>, user_id: i64, feature: &str) -> Result<Totals, Error> {
+    grant_totals_with(copy::direct(client).ok().as_deref(), client, user_id, feature)
+}
+
+fn grant_totals_with(
+    config: Option<&copy::Config>,
     client: &SpiClient<'_>,
     user_id: i64,
     feature: &str,
-) -> Result<entitlements_core::grants::Totals, Error> {
-    if let Ok(config) = copy::direct(client) {
+) -> Result<Totals, Error> {
+    if let Some(config) = config {
         if let Some(totals) = config.grant_totals(user_id, feature, pgrx::datum::now())? {
             return Ok(totals);
         }
@@ -447,14 +453,14 @@ pub fn grant_totals(
     crate::grants::totals(client, user_id, feature)
 }
 
-/// The counter of one period; 0 when nothing was recorded in it yet (or the counter is NULL).
-pub fn usage(
+fn usage_with(
+    config: Option<&copy::Config>,
     client: &SpiClient<'_>,
     user_id: i64,
     feature: &str,
     period_start: TimestampWithTimeZone,
 ) -> Result<i64, Error> {
-    if let Ok(config) = copy::direct(client) {
+    if let Some(config) = config {
         if let Some(n) = config.usage(user_id, feature, period_start)? {
             return Ok(n);
         }
@@ -464,6 +470,20 @@ pub fn usage(
         Some(row) => Ok(col::<i64>(&row, 1, "user_usage.usage_count")?.unwrap_or(0)),
         None => Ok(0),
     }
+}
+
+/// The period's counter (0 when nothing was recorded in it yet, or it is NULL) and
+/// [`grant_totals`], with one look at the backend's copy: what a check reads after the
+/// subscription.
+pub fn usage_and_grants(
+    client: &SpiClient<'_>,
+    user_id: i64,
+    feature: &str,
+    period_start: TimestampWithTimeZone,
+) -> Result<(i64, Totals), Error> {
+    let config = copy::direct(client).ok();
+    let usage = usage_with(config.as_deref(), client, user_id, feature, period_start)?;
+    Ok((usage, grant_totals_with(config.as_deref(), client, user_id, feature)?))
 }
 
 pub use copy::paths;
