@@ -37,7 +37,7 @@ old_version=$(sql_value "$DIR/old" "$PORT" postgres "SHOW server_version")
 check "a $OLD_MAJOR cluster with the extension in use"
 as_postgres "$OLD_BIN/createdb" -h "$DIR/old" -p "$PORT" app
 sql "$DIR/old" "$PORT" app -c 'CREATE EXTENSION pg_entitlements'
-sql "$DIR/old" "$PORT" app -f tests/ops/dump_restore_data.sql >"$DIR/app.log" 2>&1 \
+sql "$DIR/old" "$PORT" app -v with_grants=1 -f tests/ops/dump_restore_data.sql >"$DIR/app.log" 2>&1 \
   || { cat "$DIR/app.log"; fail "loading tests/ops/dump_restore_data.sql failed"; }
 empty=$(empty_quota_tables "$DIR/old" "$PORT" app)
 [ -z "$empty" ] || fail "quota tables without rows: $empty"

@@ -195,4 +195,12 @@ SET ROLE quota_reader;
 SELECT void_grant(1, 'mine now');
 SELECT buy_booster(1801, 'articles_boost', 'payment-reader');
 RESET ROLE;
+-- An admin tool grants and voids through the functions, which keep both ledgers; it cannot
+-- write the tables either.
+SET ROLE quota_admin;
+UPDATE quota.grants SET remaining = amount WHERE user_id = 1801;
+DELETE FROM quota.grant_uses WHERE user_id = 1801;
+SELECT amount, remaining, actor = session_user AS by_session
+  FROM grant_quota(1808, 'articles_per_month', 3, reason => 'goodwill');
+RESET ROLE;
 \set VERBOSITY default
