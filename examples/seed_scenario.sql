@@ -66,11 +66,22 @@ UPDATE user_subscriptions SET custom_quotas = custom_quotas - 'storage_space' WH
 SELECT get_user_storage_quota(1001) AS quota_bytes,
        (SELECT storage_quota_bytes FROM user_storage_usage WHERE user_id = 1001) AS stored_bytes;
 
-\echo '== 8. Usage resets on the subscription anniversary, not the calendar month'
+\echo '== 8. A booster pack of 20 articles for 30 days: the allowance is used first, then the pack'
+INSERT INTO subscription_plans (plan_code, plan_name, price, duration_days, plan_kind)
+VALUES ('articles_boost', 'Article booster', 19.00, 30, 'booster');
+INSERT INTO plan_features (plan_id, feature_code, feature_value)
+SELECT id, 'articles_per_month', 20 FROM subscription_plans WHERE plan_code = 'articles_boost';
+SELECT feature_code, amount, expires_at FROM buy_booster(1001, 'articles_boost', 'payment-1001-1');
+\echo '   12 more articles: 5 from the allowance (10), 7 from the pack'
+SELECT allowed, current_usage, quota_limit, remaining FROM consume(1001, 'articles_per_month', 12);
+SELECT allowance, allowance_used, grants -> 0 ->> 'remaining' AS pack_left
+  FROM usage_overview(1001) WHERE feature_code = 'articles_per_month';
+
+\echo '== 9. Usage resets on the subscription anniversary, not the calendar month'
 SELECT period_start::date, period_end::date, cycle FROM get_quota_period(1001, 'articles_per_month');
 SELECT period_start::date, period_end::date FROM anniversary_period('2026-01-31', 'monthly', '2026-02-15');
 
-\echo '== 9. Bad input is an error with a SQLSTATE, never a silent fallback'
+\echo '== 10. Bad input is an error with a SQLSTATE, never a silent fallback'
 \set ON_ERROR_STOP off
 \set VERBOSITY verbose
 UPDATE user_subscriptions SET custom_quotas = '{"articles_per_month": "abc"}' WHERE user_id = 1001;
