@@ -433,11 +433,12 @@ fn apply(
 ) -> Result<store::Applied, Error> {
     let limit = counter_limit(ctx.limit);
     let first = store::apply_use(client, use_of(r, ctx, limit)?, ctx.read, false)?;
-    if !matches!(first, store::Applied::Refused) {
+    let store::Applied::Refused { totals } = first else {
         return Ok(first);
-    }
-    let (user_id, feature) = (r.subject.user_id, r.subject.feature.as_str());
-    if read::grant_totals(client, user_id, feature)?.left > 0 {
+    };
+    // The grants as the statement saw them: a grant committed while it waited for the counter
+    // comes after this use, as one committed after it.
+    if totals.is_some_and(|t| t.left > 0) {
         return draw(client, r, ctx, enforce);
     }
     if enforce {
@@ -463,7 +464,7 @@ fn draw(
     let allowance_left = counter_limit(ctx.limit).map(|limit| limit - usage);
     let split = entitlements_core::grants::split(i64::from(r.amount), allowance_left, &balances);
     if enforce && split.uncovered > 0 {
-        return Ok(store::Applied::Refused);
+        return Ok(store::Applied::Refused { totals: None });
     }
     let counted = split.allowance + split.uncovered;
     let mut u = use_of(r, ctx, None)?;
@@ -498,7 +499,7 @@ pub fn record(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<(), Error>
             announce_thresholds(client, r.subject, &ctx, usage, announced)
         }
         // A use without a limit has no condition that can refuse it.
-        (store::Applied::Refused | store::Applied::Stale, _) => Err(Error::Statement {
+        (store::Applied::Refused { .. } | store::Applied::Stale, _) => Err(Error::Statement {
             what: "record_feature_usage",
             detail: "a use without a limit was not counted".into(),
         }),
@@ -543,7 +544,7 @@ pub fn consume(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<Consumed,
             };
             Consumed { allowed: true, status }
         }
-        store::Applied::Refused | store::Applied::Stale => {
+        store::Applied::Refused { .. } | store::Applied::Stale => {
             Consumed { allowed: false, status: current(client, &ctx)? }
         }
     })

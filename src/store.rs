@@ -1118,8 +1118,9 @@ pub enum Applied {
         record_id: Option<i64>,
         totals: Option<Totals>,
     },
-    /// The limit refused it; nothing was written.
-    Refused,
+    /// The limit refused it; nothing was written. What the grants that count gave and have left,
+    /// as for `Counted`: whether the use may draw from them.
+    Refused { totals: Option<Totals> },
     /// The subscription changed since it was read; nothing was written, or what was is
     /// withdrawn (see [`use_sql`]).
     Stale,
@@ -1205,7 +1206,7 @@ pub fn apply_use(
             Applied::Stale
         }
         (None, false) => Applied::Stale,
-        (None, true) => Applied::Refused,
+        (None, true) => Applied::Refused { totals },
     })
 }
 
