@@ -87,7 +87,7 @@ SELECT $1, $2, d.id, OPERATOR(pg_catalog.-) d.amount
 /// Whether the grants exist: the library is replaced before ALTER EXTENSION ... UPDATE creates
 /// them, and the uses and checks must go on meanwhile, as they did without grants. Asked again
 /// by every call until they exist.
-pub const EXIST: &str = "
+const EXIST: &str = "
 SELECT CASE WHEN pg_catalog.to_regclass('quota.grants') IS NULL THEN false
             ELSE pg_catalog.to_regprocedure('quota.grant_counts(quota.grants)') IS NOT NULL END";
 
@@ -109,20 +109,24 @@ fn failed(what: &'static str) -> impl Fn(pgrx::spi::SpiError) -> Error {
     move |e| Error::Statement { what, detail: e.to_string() }
 }
 
-/// The statements, or `None` while the grants do not exist yet ([`EXIST`]).
-fn plans(client: &SpiClient<'_>) -> Result<Option<&'static Plans>, Error> {
-    if let Some(p) = PLANS.get() {
-        return Ok(Some(p));
-    }
-    let exist = client
+/// Whether the grants exist ([`EXIST`]).
+pub fn exist(client: &SpiClient<'_>) -> Result<bool, Error> {
+    Ok(client
         .select(EXIST, Some(1), &[])
         .map_err(failed("catalog lookup"))?
         .next()
         .map(|row| col::<bool>(&row, 1))
         .transpose()?
         .flatten()
-        .unwrap_or(false);
-    if !exist {
+        .unwrap_or(false))
+}
+
+/// The statements, or `None` while the grants do not exist yet ([`EXIST`]).
+fn plans(client: &SpiClient<'_>) -> Result<Option<&'static Plans>, Error> {
+    if let Some(p) = PLANS.get() {
+        return Ok(Some(p));
+    }
+    if !exist(client)? {
         return Ok(None);
     }
     use BuiltinOid::*;
@@ -224,8 +228,27 @@ pub fn lock(client: &SpiClient<'_>, user_id: i64, feature: &str) -> Result<Vec<B
         .collect()
 }
 
-fn split_parts(parts: &[(i64, i64)]) -> (Vec<i64>, Vec<i64>) {
-    parts.iter().copied().unzip()
+/// Runs `statement` ([`DRAW`] or [`GIVE_BACK`]) for `parts` (grant id, units) beside usage record
+/// `record_id`; nothing for no part.
+fn post_parts(
+    client: &SpiClient<'_>,
+    statement: fn(&Plans) -> &OwnedPreparedStatement,
+    what: &'static str,
+    user_id: i64,
+    record_id: i64,
+    parts: &[(i64, i64)],
+) -> Result<(), Error> {
+    if parts.is_empty() {
+        return Ok(());
+    }
+    // A use or a refund has parts only when it read them from the grants.
+    let Some(plans) = plans(client)? else {
+        return Err(Error::Statement { what, detail: "no grants".into() });
+    };
+    let (ids, amounts): (Vec<i64>, Vec<i64>) = parts.iter().copied().unzip();
+    let args: [DatumWithOid; 4] = [user_id.into(), record_id.into(), ids.into(), amounts.into()];
+    client.select(statement(plans), None, &args).map_err(failed(what))?;
+    Ok(())
 }
 
 /// Takes `parts` (grant id, units) off the grants, recorded beside usage record `record_id`.
@@ -235,16 +258,7 @@ pub fn draw(
     record_id: i64,
     parts: &[(i64, i64)],
 ) -> Result<(), Error> {
-    if parts.is_empty() {
-        return Ok(());
-    }
-    let Some(plans) = plans(client)? else {
-        return Err(Error::Statement { what: "drawing from grants", detail: "no grants".into() });
-    };
-    let (ids, amounts) = split_parts(parts);
-    let args: [DatumWithOid; 4] = [user_id.into(), record_id.into(), ids.into(), amounts.into()];
-    client.select(&plans.draw, None, &args).map_err(failed("drawing from grants"))?;
-    Ok(())
+    post_parts(client, |p| &p.draw, "drawing from grants", user_id, record_id, parts)
 }
 
 /// What a usage record drew from one grant.
@@ -286,14 +300,5 @@ pub fn give_back(
     record_id: i64,
     parts: &[(i64, i64)],
 ) -> Result<(), Error> {
-    if parts.is_empty() {
-        return Ok(());
-    }
-    let Some(plans) = plans(client)? else {
-        return Err(Error::Statement { what: "refunding to grants", detail: "no grants".into() });
-    };
-    let (ids, amounts) = split_parts(parts);
-    let args: [DatumWithOid; 4] = [user_id.into(), record_id.into(), ids.into(), amounts.into()];
-    client.select(&plans.give_back, None, &args).map_err(failed("refunding to grants"))?;
-    Ok(())
+    post_parts(client, |p| &p.give_back, "refunding to grants", user_id, record_id, parts)
 }

@@ -128,13 +128,7 @@ fn use_sql(
     with_id: bool,
     grants: bool,
 ) -> String {
-    let current = if row_is_current {
-        "quota.row_is_current('quota.user_subscriptions'::pg_catalog.regclass, $11)"
-    } else {
-        "EXISTS (SELECT FROM quota.user_subscriptions us
-                  WHERE us.ctid OPERATOR(pg_catalog.=) $11 AND us.user_id = $1
-                    FOR NO KEY UPDATE OF us)"
-    };
+    let current = current_sql(row_is_current, "$11");
     let (alerted_percent, alerted_limit) = memory.columns();
     let (key_column, key) = if keyed { (", idempotency_key", ", $10") } else { ("", "") };
     let totals = if grants {
@@ -185,6 +179,20 @@ SELECT counter.usage_count, counter.alerted_percent, (SELECT current.yes FROM cu
     )
 }
 
+/// Whether the subscription version a use was judged by (the ctid `tid`, of user $1) still
+/// stands, asked once the counter is locked ([`use_sql`]).
+fn current_sql(row_is_current: bool, tid: &str) -> String {
+    if row_is_current {
+        format!("quota.row_is_current('quota.user_subscriptions'::pg_catalog.regclass, {tid})")
+    } else {
+        format!(
+            "EXISTS (SELECT FROM quota.user_subscriptions us
+                  WHERE us.ctid OPERATOR(pg_catalog.=) {tid} AND us.user_id = $1
+                    FOR NO KEY UPDATE OF us)"
+        )
+    }
+}
+
 /// Deletes the counter that a first use of its period inserted, in [`use_sql`], before it found
 /// the subscription version it was judged by no longer standing: the counter is that
 /// statement's own insert, which no other transaction can see or change, and no usage record
@@ -198,13 +206,7 @@ DELETE FROM quota.user_usage u
 /// subscription version the use was judged by ($5) still stands; otherwise the usage is NULL
 /// (the second column says false), and a counter this statement inserted is withdrawn as there.
 fn lock_counter_sql(row_is_current: bool) -> String {
-    let current = if row_is_current {
-        "quota.row_is_current('quota.user_subscriptions'::pg_catalog.regclass, $5)"
-    } else {
-        "EXISTS (SELECT FROM quota.user_subscriptions us
-                  WHERE us.ctid OPERATOR(pg_catalog.=) $5 AND us.user_id = $1
-                    FOR NO KEY UPDATE OF us)"
-    };
+    let current = current_sql(row_is_current, "$5");
     format!(
         "
 WITH current AS MATERIALIZED (
@@ -643,14 +645,7 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
         .unwrap_or(false);
     // The grants are missing from the SQL of an older version until ALTER EXTENSION UPDATE
     // creates them ([`crate::grants`]).
-    let has_grants = client
-        .select(crate::grants::EXIST, Some(1), &[])
-        .map_err(failed("catalog lookup"))?
-        .next()
-        .map(|row| col::<bool>(&row, 1))
-        .transpose()?
-        .flatten()
-        .unwrap_or(false);
+    let has_grants = crate::grants::exist(client)?;
     let zone_change = if has_column("quota.settings", "time_zone_changed_at")? {
         "st.previous_time_zone, st.time_zone_changed_at"
     } else {
@@ -1196,13 +1191,7 @@ pub fn apply_use(
     Ok(match (usage, current) {
         (Some(usage), true) => Applied::Counted { usage, announced, record_id, totals },
         (Some(_), false) => {
-            let key: [DatumWithOid; 3] =
-                [subject.user_id.into(), subject.feature.as_str().into(), period_start.into()];
-            write(client, |plans| {
-                client
-                    .select(&plans.withdraw_counter, None, &key)
-                    .map_err(failed("withdrawing a counter"))
-            })?;
+            withdraw_counter(client, subject, period_start)?;
             Applied::Stale
         }
         (None, false) => Applied::Stale,
@@ -1235,15 +1224,24 @@ pub fn lock_counter(
     };
     let (usage, current) = (col::<i64>(&row, 1)?, must(col::<bool>(&row, 2)?, "current")?);
     if let (Some(_), false) = (usage, current) {
-        let key: [DatumWithOid; 3] =
-            [subject.user_id.into(), subject.feature.as_str().into(), start.into()];
-        write(client, |plans| {
-            client
-                .select(&plans.withdraw_counter, None, &key)
-                .map_err(failed("withdrawing a counter"))
-        })?;
+        withdraw_counter(client, subject, start)?;
     }
     Ok(if current { usage } else { None })
+}
+
+/// Deletes the counter a statement of this use inserted before it found the subscription
+/// version it was judged by no longer standing ([`WITHDRAW_COUNTER`]).
+fn withdraw_counter(
+    client: &SpiClient<'_>,
+    subject: &Subject,
+    period_start: TimestampWithTimeZone,
+) -> Result<(), Error> {
+    let key: [DatumWithOid; 3] =
+        [subject.user_id.into(), subject.feature.as_str().into(), period_start.into()];
+    write(client, |plans| {
+        client.select(&plans.withdraw_counter, None, &key).map_err(failed("withdrawing a counter"))
+    })
+    .map(|_| ())
 }
 
 /// Remembers what was announced for the period ([`entitlements_core::alerts::crossed`]).
