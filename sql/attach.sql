@@ -25,7 +25,7 @@
 -- The checks of rows read every row of the six tables (ACCESS SHARE: writers go on). A row
 -- problem has bad_rows set, the first 20 user and row ids, and a query that shows the rows.
 -- A problem with needed_for set concerns only that optional feature (idempotency_keys,
--- refunds, alerts, booster_packs): attach() goes on without it, and the calls that need it are
+-- refunds, alerts, booster_packs, reservations): attach() goes on without it, and the calls that need it are
 -- refused.
 CREATE FUNCTION quota.attach_problems(target_schema name, local_time_zone text DEFAULT NULL)
 RETURNS TABLE (problem text, fix text, fix_lock text, fix_scans boolean, fix_rewrites boolean,
@@ -109,6 +109,7 @@ BEGIN
             ('user_usage',         'usage_count',        '{int4,int8}', NULL, NULL),
             ('user_usage',         'alerted_percent',    '{int4}', 'integer NOT NULL DEFAULT 0', 'alerts'),
             ('user_usage',         'alerted_limit',      '{int8}', 'bigint', 'alerts'),
+            ('user_usage',         'held',               '{int8}', 'bigint NOT NULL DEFAULT 0', 'reservations'),
             ('user_usage',         'last_reset_at',      '{timestamptz}', 'timestamptz', NULL),
             ('user_usage',         'updated_at',         '{timestamptz}', 'timestamptz', NULL),
             ('usage_records',      'id',                 '{int4,int8}', NULL, NULL),
@@ -505,6 +506,7 @@ BEGIN
                    WHEN 'refunds' THEN 'refund_usage is refused'
                    WHEN 'alerts' THEN 'no threshold alert is announced on channel quota_threshold'
                    WHEN 'booster_packs' THEN 'buy_booster is refused'
+                   WHEN 'reservations' THEN 'reserve is refused'
                END AS effect
           FROM unnest(lacks) AS l (feature)
     LOOP

@@ -63,7 +63,8 @@ COMMENT ON FUNCTION quota.usage_overview(bigint) IS
     'Every catalog feature of a user in one call: limit, usage, remaining, percentage, unit and '
     'current period (has_quota false and no period without an active subscription), the '
     'grants included; allowance and allowance_used are the period''s own, and grants lists the '
-    'grants that count in use order (id, source, amount, remaining, priority, expires_at).';
+    'grants that count in use order (id, source, amount, remaining, priority, expires_at); '
+    'held is what the period''s active holds claim, part of current_usage.';
 
 COMMENT ON FUNCTION quota.is_valid_time_zone(text) IS
     'Whether a time zone name can be used in quota.settings.time_zone.';
@@ -246,6 +247,38 @@ COMMENT ON FUNCTION quota.buy_booster(bigint, text, text) IS
 COMMENT ON FUNCTION quota.verify_grants(bigint) IS
     'The grants whose used units (amount - remaining) differ from the sum of their rows in '
     'quota.grant_uses; none, always.';
+
+COMMENT ON TABLE quota.reservations IS
+    'Holds taken by reserve() before slow work: an active hold (state held, expires_at still '
+    'ahead) counts against what is left until settle(), release() or its expiry. Written by '
+    'reserve(), settle(), release() and the uses only.';
+
+COMMENT ON COLUMN quota.user_usage.held IS
+    'What the period''s holds of state held claim (quota.reservations), expired ones until a '
+    'use reclaims them; every use sees it under the counter''s lock. verify_holds() checks it.';
+
+COMMENT ON FUNCTION quota.reserve(bigint, text, integer, interval, text) IS
+    'quota_app. Holds amount units for ttl (10 minutes by default) when what is left (the '
+    'allowance, then the grants, less the active holds) covers them: (allowed, reservation_id, '
+    'remaining, expires_at). Under any concurrency the holds and uses of a period never exceed '
+    'what it allows. A repeated idempotency_key returns its hold and holds nothing more. '
+    'Announced on quota_reservation (granted).';
+
+COMMENT ON FUNCTION quota.settle(bigint, integer, text, bigint, jsonb) IS
+    'quota_app. Records the actual use of a hold as a usage record in the hold''s period and '
+    'gives the rest back: (settled, usage_record_id, released_amount). Up to the held amount it '
+    'always counts while the hold is active; beyond it, or once the hold expired, only when '
+    'what is left allows (settled false otherwise, nothing recorded). Settling again with the '
+    'same amount returns the first outcome. Announced on quota_reservation (settled).';
+
+COMMENT ON FUNCTION quota.release(bigint) IS
+    'quota_app. Gives a hold''s units back at once: true when it ended an active hold, false '
+    'for one that had expired or was settled or released. Announced on quota_reservation '
+    '(released).';
+
+COMMENT ON FUNCTION quota.verify_holds(bigint) IS
+    'The counters whose held differs from the sum of their holds of state held in '
+    'quota.reservations; none, always.';
 
 COMMENT ON FUNCTION quota.sync_granted_storage() IS
     'Trigger: after a storage grant is added, voided or its window or amount changes, keeps the '

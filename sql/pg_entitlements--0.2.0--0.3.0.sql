@@ -136,6 +136,7 @@ BEGIN
             ('user_usage',         'usage_count',        '{int4,int8}', NULL, NULL),
             ('user_usage',         'alerted_percent',    '{int4}', 'integer NOT NULL DEFAULT 0', 'alerts'),
             ('user_usage',         'alerted_limit',      '{int8}', 'bigint', 'alerts'),
+            ('user_usage',         'held',               '{int8}', 'bigint NOT NULL DEFAULT 0', 'reservations'),
             ('user_usage',         'last_reset_at',      '{timestamptz}', 'timestamptz', NULL),
             ('user_usage',         'updated_at',         '{timestamptz}', 'timestamptz', NULL),
             ('usage_records',      'id',                 '{int4,int8}', NULL, NULL),
@@ -529,6 +530,7 @@ BEGIN
                    WHEN 'refunds' THEN 'refund_usage is refused'
                    WHEN 'alerts' THEN 'no threshold alert is announced on channel quota_threshold'
                    WHEN 'booster_packs' THEN 'buy_booster is refused'
+                   WHEN 'reservations' THEN 'reserve is refused'
                END AS effect
           FROM unnest(lacks) AS l (feature)
     LOOP
@@ -1482,7 +1484,8 @@ COMMENT ON FUNCTION quota.install_triggers(regclass) IS
 -- The optional features an attached application's tables lack (quota.attach_problems()
 -- needed_for): NULL, as no schema is attached while this script runs.
 ALTER TABLE quota.settings ADD COLUMN attached_lacks text[]
-    CHECK (attached_lacks <@ ARRAY['idempotency_keys', 'refunds', 'alerts', 'booster_packs']);
+    CHECK (attached_lacks <@ ARRAY['idempotency_keys', 'refunds', 'alerts', 'booster_packs',
+                                      'reservations']);
 COMMENT ON COLUMN quota.settings.attached_lacks IS
     'Written by quota.attach() and quota.detach() only: the optional features (idempotency_keys, '
     'refunds, alerts, booster_packs) the attached tables lack the columns of; the calls that '
@@ -1505,7 +1508,8 @@ CREATE FUNCTION quota.usage_overview("user_id" bigint) RETURNS TABLE (
 	"cycle" TEXT,
 	"allowance" bigint,
 	"allowance_used" bigint,
-	"grants" jsonb
+	"grants" jsonb,
+	"held" bigint
 )
 STABLE PARALLEL SAFE
 LANGUAGE c
@@ -1514,7 +1518,8 @@ COMMENT ON FUNCTION quota.usage_overview(bigint) IS
     'Every catalog feature of a user in one call: limit, usage, remaining, percentage, unit and '
     'current period (has_quota false and no period without an active subscription), the '
     'grants included; allowance and allowance_used are the period''s own, and grants lists the '
-    'grants that count in use order (id, source, amount, remaining, priority, expires_at).';
+    'grants that count in use order (id, source, amount, remaining, priority, expires_at); '
+    'held is what the period''s active holds claim, part of current_usage.';
 CREATE FUNCTION quota.sync_granted_storage() RETURNS trigger
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'sync_granted_storage_wrapper';
@@ -1862,3 +1867,162 @@ COMMENT ON FUNCTION quota.sync_granted_storage() IS
     'Trigger: after a storage grant is added, voided or its window or amount changes, keeps the '
     'user''s storage_quota_bytes equal to get_user_storage_quota(), which adds the storage '
     'grants that count.';
+
+-- Reservations (sql/reservations.sql): reserve(), settle() and release(), the holds' table,
+-- what each counter's holds claim (user_usage.held) and its ledger check, with the privileges
+-- and comments of a fresh install.
+CREATE FUNCTION quota.reserve("user_id" bigint, "feature_code" TEXT, "amount" INT,
+                              "ttl" interval DEFAULT '10 minutes',
+                              "idempotency_key" TEXT DEFAULT NULL)
+RETURNS TABLE ("allowed" bool, "reservation_id" bigint, "remaining" INT,
+               "expires_at" timestamp with time zone)
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'reserve_wrapper';
+CREATE FUNCTION quota.settle("reservation_id" bigint, "actual_amount" INT,
+                             "resource_type" TEXT DEFAULT NULL, "resource_id" bigint DEFAULT NULL,
+                             "metadata" jsonb DEFAULT NULL)
+RETURNS TABLE ("settled" bool, "usage_record_id" bigint, "released_amount" bigint)
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'settle_wrapper';
+CREATE FUNCTION quota.release("reservation_id" bigint) RETURNS bool
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'release_wrapper';
+
+ALTER TABLE quota.user_usage
+    ADD COLUMN held bigint NOT NULL DEFAULT 0 CHECK (held >= 0);
+
+CREATE TABLE quota.reservations (
+    id bigint GENERATED ALWAYS AS IDENTITY,
+    user_id bigint NOT NULL,
+    feature_code text NOT NULL REFERENCES quota.features (code) ON UPDATE CASCADE,
+    -- The period (its counter) the hold was granted in; a settled hold counts there.
+    period_start timestamptz NOT NULL,
+    period_end timestamptz NOT NULL,
+    amount bigint NOT NULL CHECK (amount > 0),
+    expires_at timestamptz NOT NULL,
+    -- held: counts while expires_at > now(); settled, released: ended by the call; expired:
+    -- found past expires_at while still held.
+    state text NOT NULL DEFAULT 'held'
+        CHECK (state IN ('held', 'settled', 'released', 'expired')),
+    -- The actual use settle() recorded, and its usage record (none for 0).
+    settled_amount bigint CHECK (settled_amount >= 0),
+    record_id bigint,
+    idempotency_key quota.idempotency_key,
+    -- The login role of the session that reserved.
+    actor text NOT NULL DEFAULT session_user,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    ended_at timestamptz,
+    PRIMARY KEY (user_id, id),
+    CHECK (expires_at > created_at),
+    CHECK ((state = 'held') = (ended_at IS NULL)),
+    CHECK ((state = 'settled') = (settled_amount IS NOT NULL))
+);
+-- The holds a counter's uses reclaim and its reads add up.
+CREATE INDEX reservations_held_idx ON quota.reservations (user_id, feature_code, period_start)
+    WHERE state = 'held';
+-- settle(reservation_id) and release(reservation_id) find a hold by its id alone.
+CREATE INDEX reservations_id_idx ON quota.reservations (id);
+CREATE UNIQUE INDEX reservations_idempotency_key_idx
+    ON quota.reservations (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+
+SELECT pg_catalog.pg_extension_config_dump('quota.reservations', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.reservations_id_seq', '');
+
+-- The holds' ledger: for every counter, held equals the sum of the amounts of its holds of state
+-- 'held'. Returns the counters that disagree: none, always. It reads the tables the functions
+-- use: the extension's own user_usage, or the one quota.attach() bound.
+CREATE FUNCTION quota.verify_holds(for_user bigint DEFAULT NULL)
+RETURNS TABLE (user_id bigint, feature_code text, period_start timestamptz, held bigint,
+               ledger bigint)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tables name := coalesce((SELECT st.attached_schema FROM quota.settings st), 'quota');
+    -- An attached application's period_start without time zone holds its local time.
+    local_zone text := (SELECT st.attached_time_zone FROM quota.settings st
+                         WHERE (SELECT a.atttypid FROM pg_attribute a
+                                 WHERE a.attrelid = to_regclass(format('%I.user_usage', tables))
+                                   AND a.attname = 'period_start' AND NOT a.attisdropped)
+                               = 'timestamp'::regtype);
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_attribute a
+                    WHERE a.attrelid = to_regclass(format('%I.user_usage', tables))
+                      AND a.attname = 'held' AND NOT a.attisdropped) THEN
+        -- Without the column no hold is granted.
+        RETURN QUERY SELECT r.user_id, r.feature_code, r.period_start, 0::bigint, r.amount
+                       FROM quota.reservations r
+                      WHERE r.state = 'held' AND (for_user IS NULL OR r.user_id = for_user);
+        RETURN;
+    END IF;
+    RETURN QUERY EXECUTE format($q$
+        SELECT coalesce(u.user_id, r.user_id)::bigint, coalesce(u.feature_code, r.feature_code)::text,
+               coalesce(u.period_start, r.period_start)::timestamptz,
+               coalesce(u.held, 0)::bigint, coalesce(r.total, 0)::bigint
+          FROM (SELECT x.user_id, x.feature_code, %2$s AS period_start, x.held
+                  FROM %1$I.user_usage x
+                 WHERE x.held <> 0 AND ($1 IS NULL OR x.user_id = $1)) u
+          FULL JOIN (SELECT x.user_id, x.feature_code, x.period_start, sum(x.amount) AS total
+                       FROM quota.reservations x
+                      WHERE x.state = 'held' AND ($1 IS NULL OR x.user_id = $1)
+                      GROUP BY 1, 2, 3) r
+            ON u.user_id = r.user_id AND u.feature_code = r.feature_code
+           AND u.period_start = r.period_start
+         WHERE coalesce(u.held, 0) IS DISTINCT FROM coalesce(r.total, 0)
+         ORDER BY 1, 2, 3$q$, tables,
+        CASE WHEN local_zone IS NULL THEN 'x.period_start::timestamptz'
+             ELSE format('x.period_start AT TIME ZONE %L', local_zone) END)
+    USING for_user;
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION
+    quota.reserve(bigint, text, integer, interval, text),
+    quota.settle(bigint, integer, text, bigint, jsonb),
+    quota.release(bigint)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    quota.reserve(bigint, text, integer, interval, text),
+    quota.settle(bigint, integer, text, bigint, jsonb),
+    quota.release(bigint)
+TO quota_app;
+GRANT SELECT ON quota.reservations TO quota_app, quota_reader, quota_admin;
+GRANT USAGE ON SEQUENCE quota.reservations_id_seq TO quota_admin;
+
+COMMENT ON TABLE quota.reservations IS
+    'Holds taken by reserve() before slow work: an active hold (state held, expires_at still '
+    'ahead) counts against what is left until settle(), release() or its expiry. Written by '
+    'reserve(), settle(), release() and the uses only.';
+
+COMMENT ON COLUMN quota.user_usage.held IS
+    'What the period''s holds of state held claim (quota.reservations), expired ones until a '
+    'use reclaims them; every use sees it under the counter''s lock. verify_holds() checks it.';
+
+COMMENT ON FUNCTION quota.reserve(bigint, text, integer, interval, text) IS
+    'quota_app. Holds amount units for ttl (10 minutes by default) when what is left (the '
+    'allowance, then the grants, less the active holds) covers them: (allowed, reservation_id, '
+    'remaining, expires_at). Under any concurrency the holds and uses of a period never exceed '
+    'what it allows. A repeated idempotency_key returns its hold and holds nothing more. '
+    'Announced on quota_reservation (granted).';
+
+COMMENT ON FUNCTION quota.settle(bigint, integer, text, bigint, jsonb) IS
+    'quota_app. Records the actual use of a hold as a usage record in the hold''s period and '
+    'gives the rest back: (settled, usage_record_id, released_amount). Up to the held amount it '
+    'always counts while the hold is active; beyond it, or once the hold expired, only when '
+    'what is left allows (settled false otherwise, nothing recorded). Settling again with the '
+    'same amount returns the first outcome. Announced on quota_reservation (settled).';
+
+COMMENT ON FUNCTION quota.release(bigint) IS
+    'quota_app. Gives a hold''s units back at once: true when it ended an active hold, false '
+    'for one that had expired or was settled or released. Announced on quota_reservation '
+    '(released).';
+
+COMMENT ON FUNCTION quota.verify_holds(bigint) IS
+    'The counters whose held differs from the sum of their holds of state held in '
+    'quota.reservations; none, always.';

@@ -1,6 +1,7 @@
 -- Roles and privileges. Nothing that writes is executable by PUBLIC.
 --
---   quota_app     app servers: check, record, consume, refund; reads the quota tables
+--   quota_app     app servers: check, record, consume, refund, reserve, settle, release;
+--                 reads the quota tables
 --   quota_admin   admin tools: adjust quotas, manage features, plans and subscriptions, and
 --                 the time zone of quota.settings (not the binding: attach() only)
 --   quota_reader  reporting: reads every table of schema quota
@@ -64,11 +65,23 @@ GRANT EXECUTE ON FUNCTION
     quota.void_grant(bigint, text)
 TO quota_admin;
 
+-- Holds are written by these functions only, which keep user_usage.held equal to them.
+REVOKE EXECUTE ON FUNCTION
+    quota.reserve(bigint, text, integer, interval, text),
+    quota.settle(bigint, integer, text, bigint, jsonb),
+    quota.release(bigint)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    quota.reserve(bigint, text, integer, interval, text),
+    quota.settle(bigint, integer, text, bigint, jsonb),
+    quota.release(bigint)
+TO quota_app;
+
 -- The read functions are SECURITY INVOKER (no definer switch on the hot path): their callers
 -- read the tables with their own rights.
 GRANT SELECT ON quota.settings, quota.features, quota.subscription_plans, quota.plan_features,
                 quota.user_subscriptions, quota.user_usage, quota.user_storage_usage,
-                quota.grants
+                quota.grants, quota.reservations
    TO quota_app;
 GRANT SELECT ON ALL TABLES IN SCHEMA quota TO quota_reader, quota_admin;
 

@@ -32,10 +32,11 @@ CREATE TABLE quota.settings (
     attached_time_zone text,
     -- Set by quota.attach(schema): the optional features the attached tables lack the columns
     -- of (attach_problems().needed_for), whose calls are refused (idempotency keys, refunds
-    -- and booster packs) or which do not happen (alerts). Written by attach() and
+    -- booster packs and reservations) or which do not happen (alerts). Written by attach() and
     -- detach() only.
     attached_lacks text[]
-        CHECK (attached_lacks <@ ARRAY['idempotency_keys', 'refunds', 'alerts', 'booster_packs'])
+        CHECK (attached_lacks <@ ARRAY['idempotency_keys', 'refunds', 'alerts', 'booster_packs',
+                                      'reservations'])
 );
 
 CREATE TABLE quota.features (

@@ -6,9 +6,10 @@ use crate::error::OrRaise;
 use crate::jsonb::RawJsonb;
 use crate::one_row;
 use crate::quota::{self, Recording};
+use crate::reservations::{self, Reserving, Settling};
 use crate::store::RecordRef;
 use entitlements_core::{period, Error, QuotaStatus, Subject};
-use pgrx::datum::{AnyNumeric, TimestampWithTimeZone};
+use pgrx::datum::{AnyNumeric, Interval, TimestampWithTimeZone};
 use pgrx::prelude::*;
 
 fn required<T>(value: Option<T>, function: &'static str, argument: &'static str) -> T {
@@ -141,6 +142,74 @@ fn consume(
         let consumed = Spi::connect_mut(|client| quota::consume(client, recording)).or_raise();
         let (usage, limit, remaining) = consumed.status.int4_figures();
         one_row::TableIterator::once((consumed.allowed, usage, limit, remaining))
+    })
+}
+
+/// Holds units for work that runs outside any transaction, when what is left covers them: an
+/// active hold counts against every check, use and reserve until it is settled, released or
+/// expires.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn reserve(
+    user_id: Option<i64>,
+    feature_code: Option<&str>,
+    amount: Option<i32>,
+    ttl: default!(Option<Interval>, "'10 minutes'"),
+    idempotency_key: default!(Option<&str>, "NULL"),
+) -> one_row::TableIterator<(
+    name!(allowed, bool),
+    name!(reservation_id, Option<i64>),
+    name!(remaining, i32),
+    name!(expires_at, Option<TimestampWithTimeZone>),
+)> {
+    crate::error::guard(|| {
+        let subject = subject("reserve", user_id, feature_code);
+        let reserving = Reserving {
+            subject: &subject,
+            amount: required(amount, "reserve", "amount"),
+            ttl: required(ttl, "reserve", "ttl"),
+            idempotency_key,
+        };
+        let r = Spi::connect_mut(|client| reservations::reserve(client, reserving)).or_raise();
+        let (_, _, remaining) = r.status.int4_figures();
+        one_row::TableIterator::once((r.allowed, r.id, remaining, r.expires_at))
+    })
+}
+
+/// Records the actual use of a hold and gives the rest back.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn settle(
+    reservation_id: Option<i64>,
+    actual_amount: Option<i32>,
+    resource_type: default!(Option<&str>, "NULL"),
+    resource_id: default!(Option<i64>, "NULL"),
+    metadata: default!(Option<RawJsonb>, "NULL"),
+) -> one_row::TableIterator<(
+    name!(settled, bool),
+    name!(usage_record_id, Option<i64>),
+    name!(released_amount, i64),
+)> {
+    crate::error::guard(|| {
+        let settling = Settling {
+            id: required(reservation_id, "settle", "reservation_id"),
+            amount: required(actual_amount, "settle", "actual_amount"),
+            resource_type,
+            resource_id,
+            metadata,
+        };
+        let s = Spi::connect_mut(|client| reservations::settle(client, settling)).or_raise();
+        one_row::TableIterator::once((s.settled, s.record_id, s.released))
+    })
+}
+
+/// Gives a hold's units back at once: true when it ended an active hold.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn release(reservation_id: Option<i64>) -> bool {
+    crate::error::guard(|| {
+        let id = required(reservation_id, "release", "reservation_id");
+        Spi::connect_mut(|client| reservations::release(client, id)).or_raise()
     })
 }
 
@@ -339,6 +408,7 @@ fn usage_overview(
         name!(allowance, i64),
         name!(allowance_used, i64),
         name!(grants, pgrx::JsonB),
+        name!(held, i64),
     ),
 > {
     crate::error::guard(|| {
@@ -377,6 +447,7 @@ fn usage_overview(
                             })
                             .collect(),
                     )),
+                    o.held,
                 )
             })
             .collect();

@@ -20,11 +20,13 @@ mod continuity;
 mod drop_guard;
 mod error;
 mod grants;
+mod holds;
 mod jsonb;
 mod one_row;
 mod pg_version;
 mod quota;
 mod read;
+mod reservations;
 mod store;
 mod time;
 mod triggers;
@@ -69,6 +71,7 @@ extension_sql_file!(
     requires = [
         "ledger",
         "grants",
+        "reservations",
         api::record_feature_usage,
         api::consume,
         api::refund_usage_by_id,
@@ -82,6 +85,11 @@ extension_sql_file!(
     "../sql/grants.sql",
     name = "grants",
     requires = ["schema", "ledger", triggers::sync_granted_storage]
+);
+extension_sql_file!(
+    "../sql/reservations.sql",
+    name = "reservations",
+    requires = ["schema", "ledger", api::reserve, api::settle, api::release]
 );
 extension_sql_file!("../sql/drop_guard.sql", name = "drop_guard", requires = ["schema", "ledger"]);
 extension_sql_file!("../sql/comments.sql", name = "comments", finalize);

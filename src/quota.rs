@@ -2,6 +2,7 @@
 //! reads, written through [`crate::store`].
 
 use crate::grants;
+use crate::holds;
 use crate::jsonb::RawJsonb;
 use crate::read::{self, Catalog, FeatureRow, SubscriptionRow};
 use crate::store::{self, Use};
@@ -85,8 +86,10 @@ pub fn check(client: &SpiClient<'_>, subject: &Subject) -> Result<QuotaStatus, E
 struct Checked {
     /// With the grants.
     status: QuotaStatus,
-    /// The period's allowance alone (the grants left out).
+    /// The period's allowance alone (the grants and holds left out).
     allowance: QuotaStatus,
+    /// What the period's active holds claim.
+    held: i64,
     /// `None` without an active subscription.
     period: Option<Period>,
     catalog: Catalog,
@@ -97,15 +100,15 @@ fn check_with_period(client: &SpiClient<'_>, subject: &Subject) -> Result<Checke
     let (row, catalog) = named_feature(client, subject)?;
     let Some(sub) = row.subscription.as_ref() else {
         let none = QuotaStatus::NONE;
-        return Ok(Checked { status: none, allowance: none, period: None, catalog });
+        return Ok(Checked { status: none, allowance: none, held: 0, period: None, catalog });
     };
     let limit = resolve(subject, &catalog, sub)?.map(|r| r.limit);
     let period = period_of(&row, catalog.reset_rule.parse()?, sub)?;
     let start = to_pg(period.start, true)?;
-    let (usage, totals) = read::usage_and_grants(client, subject.user_id, &subject.feature, start)?;
-    let allowance = QuotaStatus::evaluate(limit, usage);
-    let status = allowance.with_grants(limit, totals);
-    Ok(Checked { status, allowance, period: Some(period), catalog })
+    let counted = read::usage_and_grants(client, subject.user_id, &subject.feature, start)?;
+    let allowance = QuotaStatus::evaluate(limit, counted.usage);
+    let status = allowance.with_grants(limit, counted.totals).with_held(counted.held);
+    Ok(Checked { status, allowance, held: counted.held, period: Some(period), catalog })
 }
 
 /// `limit_source`: where the user's limit of a feature comes from now (`custom_quotas`,
@@ -132,6 +135,8 @@ pub struct Overview {
     pub allowance: QuotaStatus,
     /// The grants that count, in use order.
     pub grants: Vec<grants::Listed>,
+    /// What the period's active holds claim.
+    pub held: i64,
     pub period: Option<Period>,
 }
 
@@ -153,6 +158,7 @@ pub fn overview(client: &SpiClient<'_>, user_id: i64) -> Result<Vec<Overview>, E
                 status: c.status,
                 allowance: c.allowance,
                 grants,
+                held: c.held,
                 period: c.period,
             })
         })
@@ -201,7 +207,7 @@ pub fn current_period(
 
 /// Writing on a standby fails deep inside the executor with a message about transaction ids;
 /// say what is wrong instead.
-fn ensure_writable(function: &'static str) -> Result<(), Error> {
+pub(crate) fn ensure_writable(function: &'static str) -> Result<(), Error> {
     // SAFETY: RecoveryInProgress only reads shared memory state.
     if unsafe { pg_sys::RecoveryInProgress() } {
         return Err(Error::ReadOnlyServer { function });
@@ -210,7 +216,7 @@ fn ensure_writable(function: &'static str) -> Result<(), Error> {
 }
 
 /// An amount of usage: at least 1.
-fn validate_amount(subject: &Subject, amount: i32) -> Result<i32, Error> {
+pub(crate) fn validate_amount(subject: &Subject, amount: i32) -> Result<i32, Error> {
     if amount < 1 {
         return Err(Error::InvalidAmount { subject: subject.clone(), amount: i64::from(amount) });
     }
@@ -272,17 +278,17 @@ fn replay(
 
 /// What a use is judged by: the limit, the period and the alert thresholds, and the
 /// subscription version they came from.
-struct UseContext {
-    limit: Option<Limit>,
-    period: Period,
+pub(crate) struct UseContext {
+    pub(crate) limit: Option<Limit>,
+    pub(crate) period: Period,
     alert_thresholds: Vec<i32>,
-    read: pg_sys::ItemPointerData,
+    pub(crate) read: pg_sys::ItemPointerData,
 }
 
 /// How [`prepare_use`] reads the subscription. Neither locks it: the use finds out, once its
 /// counter is locked, whether the version it read still stands ([`store::apply_use`]).
 #[derive(Clone, Copy, PartialEq)]
-enum Read {
+pub(crate) enum Read {
     /// With the caller's snapshot, without a statement where the reads allow it.
     First,
     /// By a statement with a new snapshot, after the first read went stale.
@@ -300,23 +306,32 @@ fn prepare_use(
     if let Some(key) = r.idempotency_key {
         keys::validate_idempotency_key(r.subject, key)?;
     }
-    let (user_id, feature) = (r.subject.user_id, r.subject.feature.as_str());
+    judge(client, r.subject, how)
+}
+
+/// What a use of `subject` is judged by now; `None` without an active subscription.
+pub(crate) fn judge(
+    client: &SpiClient<'_>,
+    subject: &Subject,
+    how: Read,
+) -> Result<Option<UseContext>, Error> {
+    let (user_id, feature) = (subject.user_id, subject.feature.as_str());
     let mut row = match how {
         Read::First => read::feature_row(client, user_id, Some(feature))?,
         Read::Again => read::feature_row_again(client, user_id, feature)?,
     };
-    let catalog = take_catalog(&mut row, r.subject)?;
+    let catalog = take_catalog(&mut row, subject)?;
     let Some(sub) = row.subscription.as_ref() else {
         return Ok(None);
     };
-    let limit = resolve(r.subject, &catalog, sub)?.map(|l| l.limit);
+    let limit = resolve(subject, &catalog, sub)?.map(|l| l.limit);
     let period = period_of(&row, catalog.reset_rule.parse()?, sub)?;
     Ok(Some(UseContext { limit, period, alert_thresholds: row.alert_thresholds, read: sub.tid }))
 }
 
 /// Announces on channel quota_threshold each alert threshold this use crossed, judged against
 /// the limit the use was judged by: once per period while that limit stays the same.
-fn announce_thresholds(
+pub(crate) fn announce_thresholds(
     client: &mut SpiClient<'_>,
     subject: &Subject,
     ctx: &UseContext,
@@ -345,7 +360,7 @@ fn announce_thresholds(
 }
 
 /// The limit on the period's counter: none for unlimited, 0 where no source defines one.
-fn counter_limit(limit: Option<Limit>) -> Option<i64> {
+pub(crate) fn counter_limit(limit: Option<Limit>) -> Option<i64> {
     match limit {
         Some(Limit::Unlimited) => None,
         None => Some(0),
@@ -404,11 +419,26 @@ fn count_use(
     ctx: UseContext,
     enforce: bool,
 ) -> Result<Option<(store::Applied, UseContext)>, Error> {
+    judged(client, function, r, ctx, |client, ctx| {
+        let applied = apply(client, r, ctx, enforce, false)?;
+        Ok((!matches!(applied, store::Applied::Stale)).then_some(applied))
+    })
+}
+
+/// Runs `step`, a write judged by `ctx`, again judged by what a read with a new snapshot finds
+/// while it says (`None`) that the subscription changed since `ctx` was read, as
+/// [`count_use`] does for a use; `None` when such a read finds no active subscription.
+pub(crate) fn judged<T>(
+    client: &mut SpiClient<'_>,
+    function: &'static str,
+    r: &Recording<'_>,
+    ctx: UseContext,
+    mut step: impl FnMut(&mut SpiClient<'_>, &UseContext) -> Result<Option<T>, Error>,
+) -> Result<Option<(T, UseContext)>, Error> {
     let mut ctx = ctx;
     for _ in 0..LOCKED_READS {
-        let applied = apply(client, r, &ctx, enforce)?;
-        if !matches!(applied, store::Applied::Stale) {
-            return Ok(Some((applied, ctx)));
+        if let Some(done) = step(client, &ctx)? {
+            return Ok(Some((done, ctx)));
         }
         if uses_one_snapshot() {
             break;
@@ -424,53 +454,117 @@ fn count_use(
 /// Counts a use judged by `ctx`: from the period's allowance when it covers the whole amount (one
 /// statement), else split across the allowance and the active grants ([`draw`]). `enforce`:
 /// refused beyond both (`consume`); otherwise what neither covers counts on the allowance beyond
-/// its limit (`record_feature_usage`).
-fn apply(
+/// its limit (`record_feature_usage`). `with_id`: the usage record's id is returned.
+pub(crate) fn apply(
     client: &mut SpiClient<'_>,
     r: &Recording<'_>,
     ctx: &UseContext,
     enforce: bool,
+    with_id: bool,
 ) -> Result<store::Applied, Error> {
     let limit = counter_limit(ctx.limit);
-    let first = store::apply_use(client, use_of(r, ctx, limit)?, ctx.read, false)?;
-    let store::Applied::Refused { totals } = first else {
+    let first = store::apply_use(client, use_of(r, ctx, limit)?, ctx.read, with_id)?;
+    let store::Applied::Refused { totals, held } = first else {
         return Ok(first);
     };
     // The grants as the statement saw them: a grant committed while it waited for the counter
-    // comes after this use, as one committed after it.
-    if totals.is_some_and(|t| t.left > 0) {
+    // comes after this use, as one committed after it. Holds: the statement counted the
+    // expired ones too.
+    if totals.is_some_and(|t| t.left > 0) || held > 0 {
         return draw(client, r, ctx, enforce);
     }
     if enforce {
         return Ok(first);
     }
-    store::apply_use(client, use_of(r, ctx, None)?, ctx.read, false)
+    store::apply_use(client, use_of(r, ctx, None)?, ctx.read, with_id)
 }
 
-/// A use the allowance alone does not cover: with the counter locked (the allowance's share is
-/// decided under it) and the grants locked, split by [`entitlements_core::grants::split`].
+/// What a use, a reserve or a settle decides by, with the counter and the grants locked.
+pub(crate) struct Locked {
+    /// The period's counter.
+    pub(crate) usage: i64,
+    /// What the active holds of the period claim, but the one left out.
+    pub(crate) held: i64,
+    pub(crate) grants: Vec<entitlements_core::grants::Balance>,
+}
+
+/// Locks (or creates) the counter of `[start, end)` for a write judged by the subscription
+/// version `read`, reclaims the units of its expired holds, and locks the active grants: the
+/// order every writer locks them in. `except`: a hold left out of what the holds claim (the one
+/// being settled). `None` when that subscription version no longer stands.
+pub(crate) fn lock_sources(
+    client: &SpiClient<'_>,
+    subject: &Subject,
+    (start, end): (TimestampWithTimeZone, TimestampWithTimeZone),
+    read: pg_sys::ItemPointerData,
+    except: Option<i64>,
+) -> Result<Option<Locked>, Error> {
+    let Some((usage, held)) = store::lock_counter(client, subject, start, end, read)? else {
+        return Ok(None);
+    };
+    sources_of_locked(client, subject, start, usage, held, except).map(Some)
+}
+
+/// [`lock_sources`] once the counter of the period starting at `start` is locked, with its
+/// usage and what its holds claim (`held`, expired ones included).
+pub(crate) fn sources_of_locked(
+    client: &SpiClient<'_>,
+    subject: &Subject,
+    start: TimestampWithTimeZone,
+    usage: i64,
+    held: i64,
+    except: Option<i64>,
+) -> Result<Locked, Error> {
+    let held = if held > 0 {
+        let (user_id, feature) = (subject.user_id, subject.feature.as_str());
+        let (reclaimed, active) = holds::reclaim(client, user_id, feature, start, except)?;
+        store::add_held(client, subject, start, -reclaimed)?;
+        active
+    } else {
+        0
+    };
+    let grants = grants::lock(client, subject.user_id, &subject.feature)?;
+    Ok(Locked { usage, held, grants })
+}
+
+/// A use the allowance alone does not cover (or that a hold's units may block): with the
+/// counter and the grants locked ([`lock_sources`]), split by
+/// [`entitlements_core::holds::split`].
 fn draw(
     client: &mut SpiClient<'_>,
     r: &Recording<'_>,
     ctx: &UseContext,
     enforce: bool,
 ) -> Result<store::Applied, Error> {
-    let (user_id, feature) = (r.subject.user_id, r.subject.feature.as_str());
     let (start, end) = (to_pg(ctx.period.start, true)?, to_pg(ctx.period.end, false)?);
-    let Some(usage) = store::lock_counter(client, r.subject, start, end, ctx.read)? else {
+    let Some(locked) = lock_sources(client, r.subject, (start, end), ctx.read, None)? else {
         return Ok(store::Applied::Stale);
     };
-    let balances = grants::lock(client, user_id, feature)?;
-    let allowance_left = counter_limit(ctx.limit).map(|limit| limit - usage);
-    let split = entitlements_core::grants::split(i64::from(r.amount), allowance_left, &balances);
+    let allowance_left = counter_limit(ctx.limit).map(|limit| limit - locked.usage);
+    let split = entitlements_core::holds::split(
+        i64::from(r.amount),
+        allowance_left,
+        locked.held,
+        &locked.grants,
+    );
     if enforce && split.uncovered > 0 {
-        return Ok(store::Applied::Refused { totals: None });
+        return Ok(store::Applied::Refused { totals: None, held: locked.held });
     }
-    let counted = split.allowance + split.uncovered;
-    let mut u = use_of(r, ctx, None)?;
+    post(client, use_of(r, ctx, None)?, ctx.read, &split)
+}
+
+/// Writes a use split under the locks of [`lock_sources`]: the counter moves by the allowance's
+/// share and what nothing covers, the grants by theirs, beside the usage record.
+pub(crate) fn post(
+    client: &mut SpiClient<'_>,
+    mut u: Use<'_>,
+    read: pg_sys::ItemPointerData,
+    split: &entitlements_core::grants::Split,
+) -> Result<store::Applied, Error> {
+    let user_id = u.subject.user_id;
     // At most the amount, an int4.
-    u.counted = i32::try_from(counted).unwrap_or(r.amount);
-    let applied = store::apply_use(client, u, ctx.read, true)?;
+    u.counted = i32::try_from(split.allowance + split.uncovered).unwrap_or(u.amount);
+    let applied = store::apply_use(client, u, read, true)?;
     if let store::Applied::Counted { record_id, .. } = applied {
         let record_id = store::must(record_id, "usage_records.id")?;
         grants::draw(client, user_id, record_id, &split.grants)?;
@@ -515,24 +609,19 @@ pub fn consume(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<Consumed,
         return Ok(refused);
     };
     let subject = r.subject;
+    let (user_id, feature) = (subject.user_id, subject.feature.as_str());
     let with_grants = |client: &SpiClient<'_>, ctx: &UseContext, usage: i64| {
-        let totals = read::grant_totals(client, subject.user_id, &subject.feature)?;
+        let totals = read::grant_totals(client, user_id, feature)?;
         Ok::<_, Error>(QuotaStatus::evaluate(ctx.limit, usage).with_grants(ctx.limit, totals))
     };
-    let current = |client: &SpiClient<'_>, ctx: &UseContext| -> Result<QuotaStatus, Error> {
-        let start = to_pg(ctx.period.start, true)?;
-        let (usage, totals) =
-            read::usage_and_grants(client, subject.user_id, &subject.feature, start)?;
-        Ok(QuotaStatus::evaluate(ctx.limit, usage).with_grants(ctx.limit, totals))
-    };
     if replay(client, FUNCTION, &r)? {
-        return Ok(Consumed { allowed: true, status: current(client, &ctx)? });
+        return Ok(Consumed { allowed: true, status: current_status(client, subject, &ctx)? });
     }
     let Some((applied, ctx)) = count_use(client, FUNCTION, &r, ctx, true)? else {
         return Ok(refused);
     };
     Ok(match applied {
-        store::Applied::Counted { usage, announced, record_id, totals } => {
+        store::Applied::Counted { usage, announced, record_id, totals, held } => {
             announce_thresholds(client, subject, &ctx, usage, announced)?;
             let status = match (record_id, totals) {
                 // A use from the allowance alone: the grants as its statement saw them.
@@ -542,12 +631,26 @@ pub fn consume(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<Consumed,
                 // One that drew from grants after its statement ([`draw`]): read them again.
                 _ => with_grants(client, &ctx, usage)?,
             };
-            Consumed { allowed: true, status }
+            let start = to_pg(ctx.period.start, true)?;
+            let held = read::active_held(client, user_id, feature, start, held)?;
+            Consumed { allowed: true, status: status.with_held(held) }
         }
         store::Applied::Refused { .. } | store::Applied::Stale => {
-            Consumed { allowed: false, status: current(client, &ctx)? }
+            Consumed { allowed: false, status: current_status(client, subject, &ctx)? }
         }
     })
+}
+
+/// The figures of a use judged by `ctx` as they stand now: the period's usage, the grants and
+/// the active holds.
+pub(crate) fn current_status(
+    client: &SpiClient<'_>,
+    subject: &Subject,
+    ctx: &UseContext,
+) -> Result<QuotaStatus, Error> {
+    let start = to_pg(ctx.period.start, true)?;
+    let c = read::usage_and_grants(client, subject.user_id, &subject.feature, start)?;
+    Ok(QuotaStatus::evaluate(ctx.limit, c.usage).with_grants(ctx.limit, c.totals).with_held(c.held))
 }
 
 /// `refund_usage`: posts a compensating record to the period the original use counted toward.

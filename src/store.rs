@@ -69,8 +69,32 @@ pub enum Snapshot {
     New,
 }
 
-const USAGE: &str = "
-SELECT u.usage_count::pg_catalog.int8 FROM quota.user_usage u
+/// The period's counter and what its holds claim (`held`, as in [`use_sql`]).
+fn usage_sql(held: &str) -> String {
+    format!(
+        "
+SELECT u.usage_count::pg_catalog.int8, {held}::pg_catalog.int8 FROM quota.user_usage u
+ WHERE u.user_id = $1 AND u.feature_code = $2 AND u.period_start = $3"
+    )
+}
+
+/// One period's counter, locked: its usage, what its holds claim and its end, for a settle or
+/// release of a hold on it, which must not move the end of a counter a change ended.
+fn lock_one_counter_sql(held: &str) -> String {
+    format!(
+        "
+SELECT u.usage_count::pg_catalog.int8, {held}::pg_catalog.int8,
+       u.period_end::pg_catalog.timestamptz
+  FROM quota.user_usage u
+ WHERE u.user_id = $1 AND u.feature_code = $2 AND u.period_start = $3
+   FOR UPDATE OF u"
+    )
+}
+
+/// Adds $4 (< 0: takes away) to what the period's holds claim, once the counter is locked
+/// ([`crate::holds`]).
+const ADD_HELD: &str = "
+UPDATE quota.user_usage u SET held = u.held OPERATOR(pg_catalog.+) $4
  WHERE u.user_id = $1 AND u.feature_code = $2 AND u.period_start = $3";
 
 /// Adds to the period's counter and writes the usage record, in one statement. The record
@@ -121,12 +145,20 @@ SELECT u.usage_count::pg_catalog.int8 FROM quota.user_usage u
 /// without it). The last two are what the user's grants of the feature that count gave and have
 /// left (as this statement's snapshot sees them; NULL without `grants`, where the table does not
 /// exist yet), for the answer of `consume`, without a statement more.
+///
+/// `held` is the counter's column of what the period's holds claim (`u.held`, or `0` where the
+/// table lacks it, [`Optional::Reservations`]): a use counts only while the usage, the holds
+/// and the use fit the limit. The column counts a hold from when it is granted until it ends or
+/// a use finds it expired ([`crate::holds`]), so this condition may refuse a use that an expired
+/// hold still blocks; the eighth column then says what the counter holds (as this statement's
+/// snapshot sees it), and the writer decides again with the expired holds reclaimed.
 fn use_sql(
     row_is_current: bool,
     memory: Memory,
     keyed: bool,
     with_id: bool,
     grants: bool,
+    held: &str,
 ) -> String {
     let current = current_sql(row_is_current, "$11");
     let (alerted_percent, alerted_limit) = memory.columns();
@@ -162,10 +194,11 @@ WITH current AS MATERIALIZED (
            period_end = EXCLUDED.period_end,
            updated_at = EXCLUDED.updated_at
      WHERE ($6::pg_catalog.int8 IS NULL
-            OR u.usage_count OPERATOR(pg_catalog.+) EXCLUDED.usage_count <= $6)
+            OR u.usage_count OPERATOR(pg_catalog.+) {held} OPERATOR(pg_catalog.+)
+               EXCLUDED.usage_count <= $6)
        AND (SELECT current.yes FROM current)
     RETURNING u.usage_count::pg_catalog.int8, {alerted_percent} AS alerted_percent,
-              {alerted_limit} AS alerted_limit
+              {alerted_limit} AS alerted_limit, {held}::pg_catalog.int8 AS held
 ), rec AS (
     INSERT INTO quota.usage_records
            (user_id, feature_code, period_start, resource_type, resource_id, amount, metadata,
@@ -174,7 +207,10 @@ WITH current AS MATERIALIZED (
      WHERE (SELECT current.yes FROM current){returning}
 )
 SELECT counter.usage_count, counter.alerted_percent, (SELECT current.yes FROM current),
-       counter.alerted_limit, {id}, g.granted, g.left_over
+       counter.alerted_limit, {id}, g.granted, g.left_over,
+       CASE WHEN counter.usage_count IS NOT NULL THEN counter.held
+            ELSE (SELECT {held}::pg_catalog.int8 FROM quota.user_usage u
+                   WHERE u.user_id = $1 AND u.feature_code = $2 AND u.period_start = $3) END
   FROM (SELECT) AS one LEFT JOIN counter ON true {totals}"
     )
 }
@@ -205,7 +241,8 @@ DELETE FROM quota.user_usage u
 /// empty where missing, and returns its usage, once [`use_sql`]'s `current` says the
 /// subscription version the use was judged by ($5) still stands; otherwise the usage is NULL
 /// (the second column says false), and a counter this statement inserted is withdrawn as there.
-fn lock_counter_sql(row_is_current: bool) -> String {
+/// The third column is what the period's holds claim (`held`, as in [`use_sql`]).
+fn lock_counter_sql(row_is_current: bool, held: &str) -> String {
     let current = current_sql(row_is_current, "$5");
     format!(
         "
@@ -219,9 +256,9 @@ WITH current AS MATERIALIZED (
     ON CONFLICT (user_id, feature_code, period_start) DO UPDATE
        SET period_end = EXCLUDED.period_end
      WHERE (SELECT current.yes FROM current)
-    RETURNING u.usage_count::pg_catalog.int8
+    RETURNING u.usage_count::pg_catalog.int8, {held}::pg_catalog.int8 AS held
 )
-SELECT counter.usage_count, (SELECT current.yes FROM current)
+SELECT counter.usage_count, (SELECT current.yes FROM current), counter.held
   FROM (SELECT) AS one LEFT JOIN counter ON true"
     )
 }
@@ -551,6 +588,8 @@ struct Plans {
     binding: Binding,
     /// Whether quota.grants exists: [`use_sql`] reads it.
     has_grants: bool,
+    /// Whether the counters keep what holds claim (`user_usage.held`, [`crate::holds`]).
+    has_held: bool,
     /// `binding.local_zone`, for [`Pinned::local_zone`].
     local_zone: Option<CString>,
     feature: OwnedPreparedStatement,
@@ -560,6 +599,8 @@ struct Plans {
     use_with_id: OwnedPreparedStatement,
     lock_counter: OwnedPreparedStatement,
     withdraw_counter: OwnedPreparedStatement,
+    add_held: Option<OwnedPreparedStatement>,
+    lock_one_counter: OwnedPreparedStatement,
     // The statements of the optional features: `None` where the tables lack them.
     lock_key: Option<OwnedPreparedStatement>,
     record_by_key: Option<OwnedPreparedStatement>,
@@ -663,6 +704,9 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
     };
     let feature = feature_sql(&format!("{zone_change}, {local_zone}, {lacks}"));
     let has = |f: Optional| binding.lacks.has(f);
+    // Missing from the tables of an older version until ALTER EXTENSION UPDATE adds it.
+    let has_held = has(Optional::Reservations) && has_column("quota.user_usage", "held")?;
+    let held = if has_held { "u.held" } else { "0" };
     let memory = match (has(Optional::Alerts), has_alerted_limit) {
         (false, _) => Memory::None,
         (true, true) => Memory::Full,
@@ -682,26 +726,47 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
         local_zone: binding.local_zone.as_deref().and_then(|z| CString::new(z).ok()),
         binding: binding.clone(),
         has_grants,
+        has_held,
         feature: prepare(&feature, &[int8, text], false)?,
         // Prepared as mutating, so that it runs read-write, which takes a new snapshot.
         feature_new_snapshot: prepare(&feature, &[int8, text], true)?,
-        usage: prepare(USAGE, &[int8, text, tstz], false)?,
+        usage: prepare(&usage_sql(held), &[int8, text, tstz], false)?,
         use_: prepare(
-            &use_sql(has_row_is_current, memory, has(Optional::IdempotencyKeys), false, has_grants),
+            &use_sql(
+                has_row_is_current,
+                memory,
+                has(Optional::IdempotencyKeys),
+                false,
+                has_grants,
+                held,
+            ),
             &use_args,
             true,
         )?,
         use_with_id: prepare(
-            &use_sql(has_row_is_current, memory, has(Optional::IdempotencyKeys), true, has_grants),
+            &use_sql(
+                has_row_is_current,
+                memory,
+                has(Optional::IdempotencyKeys),
+                true,
+                has_grants,
+                held,
+            ),
             &use_args,
             true,
         )?,
         lock_counter: prepare(
-            &lock_counter_sql(has_row_is_current),
+            &lock_counter_sql(has_row_is_current, held),
             &[int8, text, tstz, tstz, oid(TIDOID)],
             true,
         )?,
         withdraw_counter: prepare(WITHDRAW_COUNTER, &[int8, text, tstz], true)?,
+        lock_one_counter: prepare(&lock_one_counter_sql(held), &[int8, text, tstz], true)?,
+        add_held: if has_held {
+            Some(prepare(ADD_HELD, &[int8, text, tstz, int8], true)?)
+        } else {
+            None
+        },
         lock_key: prepare_if(&keys, LOCK_KEY, &[int8, text], true)?,
         record_by_key: prepare_if(&keys, RECORD_BY_KEY, &[int8, text], true)?,
         refund_target_by_id: prepare_if(&refunds, RECORD_FOR_REFUND_BY_ID, &[int8], true)?,
@@ -1112,10 +1177,14 @@ pub enum Applied {
         announced: Option<Announced>,
         record_id: Option<i64>,
         totals: Option<Totals>,
+        /// What the counter's holds claim, expired ones not yet reclaimed included.
+        held: i64,
     },
-    /// The limit refused it; nothing was written. What the grants that count gave and have left,
-    /// as for `Counted`: whether the use may draw from them.
-    Refused { totals: Option<Totals> },
+    /// The limit refused it; nothing was written. What the grants that count gave and have
+    /// left, and what the counter's holds claim, as for `Counted` (as the statement's snapshot
+    /// saw them): whether the use may draw from the grants, or from units an expired hold
+    /// claimed.
+    Refused { totals: Option<Totals>, held: i64 },
     /// The subscription changed since it was read; nothing was written, or what was is
     /// withdrawn (see [`use_sql`]).
     Stale,
@@ -1168,7 +1237,7 @@ pub fn apply_use(
         })
         .execute()
     })?;
-    let (usage, current, announced, record_id, totals) = {
+    let (usage, current, announced, record_id, totals, held) = {
         let Some(row) = table.into_iter().next() else {
             return Err(Error::Statement { what: "recording usage", detail: "no row".into() });
         };
@@ -1186,29 +1255,30 @@ pub fn apply_use(
             announced,
             col(&row, 5)?,
             totals,
+            col::<i64>(&row, 8)?.unwrap_or(0),
         )
     };
     Ok(match (usage, current) {
-        (Some(usage), true) => Applied::Counted { usage, announced, record_id, totals },
+        (Some(usage), true) => Applied::Counted { usage, announced, record_id, totals, held },
         (Some(_), false) => {
             withdraw_counter(client, subject, period_start)?;
             Applied::Stale
         }
         (None, false) => Applied::Stale,
-        (None, true) => Applied::Refused { totals },
+        (None, true) => Applied::Refused { totals, held },
     })
 }
 
 /// Locks (or creates, empty) the counter of the period `[start, end)` for a use judged by the
 /// subscription version `read`, and returns its usage; `None` when that version no longer
-/// stands, and nothing stays written.
+/// stands, and nothing stays written. With the usage: what the counter's holds claim.
 pub fn lock_counter(
     client: &SpiClient<'_>,
     subject: &Subject,
     start: TimestampWithTimeZone,
     end: TimestampWithTimeZone,
     read: pg_sys::ItemPointerData,
-) -> Result<Option<i64>, Error> {
+) -> Result<Option<(i64, i64)>, Error> {
     let args: [DatumWithOid; 5] = [
         subject.user_id.into(),
         subject.feature.as_str().into(),
@@ -1226,7 +1296,73 @@ pub fn lock_counter(
     if let (Some(_), false) = (usage, current) {
         withdraw_counter(client, subject, start)?;
     }
-    Ok(if current { usage } else { None })
+    let held = col::<i64>(&row, 3)?.unwrap_or(0);
+    Ok(if current { usage.map(|u| (u, held)) } else { None })
+}
+
+/// A period's counter as [`lock_one_counter`] finds it.
+pub struct CounterRow {
+    pub usage: i64,
+    pub held: i64,
+    pub period_end: TimestampWithTimeZone,
+}
+
+/// Locks one period's counter, as it is: `None` where it does not exist.
+pub fn lock_one_counter(
+    client: &SpiClient<'_>,
+    subject: &Subject,
+    start: TimestampWithTimeZone,
+) -> Result<Option<CounterRow>, Error> {
+    let args: [DatumWithOid; 3] =
+        [subject.user_id.into(), subject.feature.as_str().into(), start.into()];
+    let table = write(client, |plans| {
+        client
+            .select(&plans.lock_one_counter, Some(1), &args)
+            .map_err(failed("locking the counter"))
+    })?;
+    table
+        .into_iter()
+        .next()
+        .map(|row| {
+            Ok(CounterRow {
+                usage: col::<i64>(&row, 1)?.unwrap_or(0),
+                held: col::<i64>(&row, 2)?.unwrap_or(0),
+                period_end: must(col(&row, 3)?, "user_usage.period_end")?,
+            })
+        })
+        .transpose()
+}
+
+/// The schema of the tables the statements use.
+pub fn bound_schema(client: &SpiClient<'_>) -> Result<String, Error> {
+    Ok(plans(client)?.binding.schema.clone().unwrap_or_else(|| "quota".into()))
+}
+
+/// Whether the counters keep what holds claim: `reserve` needs it.
+pub fn has_held(client: &SpiClient<'_>) -> Result<bool, Error> {
+    Ok(plans(client)?.has_held)
+}
+
+/// Adds `delta` (< 0: takes away) to what the holds of a period's locked counter claim.
+pub fn add_held(
+    client: &SpiClient<'_>,
+    subject: &Subject,
+    period_start: TimestampWithTimeZone,
+    delta: i64,
+) -> Result<(), Error> {
+    if delta == 0 {
+        return Ok(());
+    }
+    let args: [DatumWithOid; 4] = [
+        subject.user_id.into(),
+        subject.feature.as_str().into(),
+        period_start.into(),
+        delta.into(),
+    ];
+    write(client, |plans| {
+        let plan = optional(plans, &plans.add_held, Optional::Reservations, "reserve")?;
+        client.select(plan, None, &args).map_err(failed("holding units")).map(|_| ())
+    })
 }
 
 /// Deletes the counter a statement of this use inserted before it found the subscription

@@ -15,10 +15,14 @@ pub enum Optional {
     /// `user_usage.alerted_percent` and `alerted_limit`: the memory of the threshold alerts
     /// announced, without which none is announced.
     Alerts,
+    /// `user_usage.held`: what the period's active holds claim, which every use must see under
+    /// the counter's lock; without it `reserve` is refused.
+    Reservations,
 }
 
 impl Optional {
-    const ALL: [Optional; 3] = [Optional::IdempotencyKeys, Optional::Refunds, Optional::Alerts];
+    const ALL: [Optional; 4] =
+        [Optional::IdempotencyKeys, Optional::Refunds, Optional::Alerts, Optional::Reservations];
 
     /// The name `quota.settings.attached_lacks` and `attach_problems` use.
     pub fn name(self) -> &'static str {
@@ -26,6 +30,7 @@ impl Optional {
             Optional::IdempotencyKeys => "idempotency_keys",
             Optional::Refunds => "refunds",
             Optional::Alerts => "alerts",
+            Optional::Reservations => "reservations",
         }
     }
 }
@@ -36,6 +41,7 @@ impl fmt::Display for Optional {
             Optional::IdempotencyKeys => "idempotency keys",
             Optional::Refunds => "refunds",
             Optional::Alerts => "threshold alerts",
+            Optional::Reservations => "reservations",
         })
     }
 }
@@ -46,6 +52,7 @@ pub struct Lacks {
     idempotency_keys: bool,
     refunds: bool,
     alerts: bool,
+    reservations: bool,
 }
 
 impl Lacks {
@@ -60,6 +67,7 @@ impl Lacks {
                 "idempotency_keys" => lacks.idempotency_keys = true,
                 "refunds" => lacks.refunds = true,
                 "alerts" => lacks.alerts = true,
+                "reservations" => lacks.reservations = true,
                 _ => {}
             }
         }
@@ -71,6 +79,7 @@ impl Lacks {
             Optional::IdempotencyKeys => self.idempotency_keys,
             Optional::Refunds => self.refunds,
             Optional::Alerts => self.alerts,
+            Optional::Reservations => self.reservations,
         }
     }
 
@@ -124,6 +133,7 @@ mod tests {
         );
         let all = Lacks::from_json(Some(r#"["refunds","alerts","idempotency_keys","later"]"#));
         assert_eq!(all.lacking().count(), 3);
+        assert!(all.has(Optional::Reservations));
         for f in Optional::ALL {
             assert_eq!(
                 Lacks::from_json(Some(&format!("[\"{}\"]", f.name())))

@@ -137,6 +137,14 @@ pub enum Error {
     SubscriptionChanged { subject: Subject },
     /// A call needs an optional feature the attached tables go without.
     NotAttachedFor { feature: crate::binding::Optional, schema: String, function: &'static str },
+    /// No reservation has this id.
+    ReservationNotFound { id: i64 },
+    /// A hold's time to live that is not positive.
+    InvalidTtl { subject: Subject, ttl: String },
+    /// A settled amount below zero.
+    InvalidSettleAmount { id: i64, amount: i64 },
+    /// A hold that was released, or settled with another amount, cannot be settled (again).
+    HoldEnded { id: i64, state: String },
     /// A statement of the extension failed at the SPI level.
     Statement { what: &'static str, detail: String },
 }
@@ -150,9 +158,10 @@ impl Error {
         use Error::*;
         match self {
             NullArgument { .. } => ErrorKind::NullValue,
-            UnknownFeature { .. } | NoActiveSubscription { .. } | UsageRecordNotFound { .. } => {
-                ErrorKind::NoData
-            }
+            UnknownFeature { .. }
+            | NoActiveSubscription { .. }
+            | UsageRecordNotFound { .. }
+            | ReservationNotFound { .. } => ErrorKind::NoData,
             IdempotencyConflict { .. } => ErrorKind::Conflict,
             PlanMissing { .. } => ErrorKind::MissingReference,
             NoCycle { .. } => ErrorKind::NullColumn,
@@ -163,6 +172,7 @@ impl Error {
             RecordWithoutPeriod { .. }
             | RecordWithoutAmount { .. }
             | NothingToRefund { .. }
+            | HoldEnded { .. }
             | KeyRefunded { .. } => ErrorKind::NotReady,
             Statement { .. } => ErrorKind::Internal,
             NotAttachedFor { .. } => ErrorKind::NotSupported,
@@ -184,6 +194,8 @@ impl Error {
             | RefundOfRefund { .. }
             | EmptyReason { .. }
             | EmptyIdempotencyKey { .. }
+            | InvalidTtl { .. }
+            | InvalidSettleAmount { .. }
             | InvalidLimit { .. } => ErrorKind::InvalidParameter,
         }
     }
@@ -276,6 +288,14 @@ impl Error {
                 quote_literal(schema),
                 feature.name()
             ),
+            ReservationNotFound { .. } => "Reservations are in quota.reservations.".into(),
+            InvalidTtl { .. } => "A hold lasts a positive interval, such as '10 minutes'.".into(),
+            InvalidSettleAmount { .. } => {
+                "Settle with what the work used, 0 or more; release() gives everything back.".into()
+            }
+            HoldEnded { .. } => {
+                "A hold is settled or released once; reserve() takes a new one.".into()
+            }
             Statement { .. } => "This is a bug in pg_entitlements; please report it.".into(),
         }
     }
@@ -435,6 +455,14 @@ impl fmt::Display for Error {
                  \"{}\" were attached without the columns they need",
                 clip(schema)
             ),
+            ReservationNotFound { id } => write!(f, "no reservation with id {id}"),
+            InvalidTtl { subject, ttl } => {
+                write!(f, "{subject}: a hold for {} is invalid, it must be positive", clip(ttl))
+            }
+            InvalidSettleAmount { id, amount } => {
+                write!(f, "reservation {id}: settling {amount} is invalid, it must be at least 0")
+            }
+            HoldEnded { id, state } => write!(f, "reservation {id} was {state}"),
             Statement { what, detail } => write!(f, "pg_entitlements: {what} failed: {detail}"),
         }
     }

@@ -2,13 +2,14 @@
 //!
 //! Everything here is plain Rust with ordinary unit and property tests: billing periods
 //! ([`period`]), limits and their precedence ([`limit`]), the quota figures a check returns
-//! ([`status`]), which subscription counts ([`subscription`]), storage units ([`units`]) and the one error type ([`error`]). The extension
+//! ([`status`]), which subscription counts ([`subscription`]), storage units ([`units`]), grants ([`grants`]) and holds ([`holds`]) and the one error type ([`error`]). The extension
 //! crate only converts PostgreSQL values into these types, calls them, and converts back.
 
 pub mod alerts;
 pub mod binding;
 pub mod error;
 pub mod grants;
+pub mod holds;
 pub mod keys;
 pub mod limit;
 pub mod period;

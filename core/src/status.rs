@@ -76,6 +76,24 @@ impl QuotaStatus {
         }
     }
 
+    /// The status with `held` units of active holds ([`crate::holds`]) counted: they are part of
+    /// `current_usage` and no longer `remaining`, so `remaining = quota_limit - current_usage`
+    /// still holds. Unlimited stays unlimited; without holds the status is unchanged.
+    pub fn with_held(self, held: i64) -> QuotaStatus {
+        if held <= 0 || self.quota_limit == -1 {
+            return self;
+        }
+        let current_usage = self.current_usage.saturating_add(held);
+        let remaining = (self.remaining - held).max(0);
+        QuotaStatus {
+            has_quota: remaining > 0,
+            current_usage,
+            remaining,
+            percentage_hundredths: percentage(current_usage, self.quota_limit),
+            ..self
+        }
+    }
+
     /// `current_usage`, `quota_limit` and `remaining` as the int4 columns of the seed's result,
     /// each saturated at 2147483647 (`usage_overview` gives the exact bigint figures). A limit
     /// is at most 2147483647, so only usage beyond it saturates (and `remaining` of an unlimited
@@ -129,6 +147,23 @@ mod tests {
         let spent = QuotaStatus::evaluate(Some(Limit::Max(10)), 10)
             .with_grants(Some(Limit::Max(10)), Totals { granted: 20, left: 0 });
         assert!(!spent.has_quota);
+    }
+
+    #[test]
+    fn holds_are_usage_until_they_end() {
+        use crate::grants::Totals;
+        // Limit 500, used 0, six holds of 75: 450 in use, 50 left.
+        let s = QuotaStatus::evaluate(Some(Limit::Max(500)), 0).with_held(450);
+        assert_eq!((s.has_quota, s.current_usage, s.remaining), (true, 450, 50));
+        assert_eq!(s.remaining, s.quota_limit - s.current_usage);
+        // With a pack of 20: the holds come off the total.
+        let g = QuotaStatus::evaluate(Some(Limit::Max(10)), 10)
+            .with_grants(Some(Limit::Max(10)), Totals { granted: 20, left: 20 })
+            .with_held(15);
+        assert_eq!((g.current_usage, g.quota_limit, g.remaining), (25, 30, 5));
+        // Unlimited stays unlimited.
+        let u = QuotaStatus::evaluate(Some(Limit::Unlimited), 3);
+        assert_eq!(u.with_held(10), u);
     }
 
     #[test]

@@ -87,6 +87,8 @@ struct Subscriptions {
 struct Usage {
     probe: Probe,
     count: IntColumn,
+    /// What the counter's holds claim; `None` where the table goes without reservations.
+    held: Option<IntColumn>,
 }
 
 struct Grants {
@@ -666,7 +668,15 @@ fn build(client: &SpiClient<'_>, built: Horizon) -> Result<Config, Refusal> {
     });
     let usage =
         probe_table(client, &tables[5], &citus, &["user_id", "feature_code", "period_start"])?
-            .and_then(|t| Ok(Usage { count: t.int("usage_count")?, probe: t.probe }));
+            .and_then(|t| {
+                // As the statements read it (crate::store::use_sql): without the feature, none.
+                let held = binding
+                    .lacks
+                    .has(entitlements_core::binding::Optional::Reservations)
+                    .then(|| t.int("held").ok())
+                    .flatten();
+                Ok(Usage { count: t.int("usage_count")?, held, probe: t.probe })
+            });
     let grants = match tables.get(6) {
         Some(t) => probe_table(client, t, &citus, &["user_id", "feature_code"])?.and_then(|t| {
             Ok(Grants {
@@ -887,24 +897,25 @@ impl Config {
         })
     }
 
-    /// The counter of one period (a NULL counter counts 0), `None` when the usage table cannot
-    /// be probed.
+    /// The counter of one period (a NULL counter counts 0) and what its holds claim, `None`
+    /// when the usage table cannot be probed.
     pub fn usage(
         &self,
         user_id: i64,
         feature: &str,
         period_start: TimestampWithTimeZone,
-    ) -> Result<Option<i64>, Error> {
+    ) -> Result<Option<(i64, i64)>, Error> {
         let Ok(u) = self.usage.as_ref() else {
             return Ok(None);
         };
-        let mut count = 0;
+        let (mut count, mut held) = (0, 0);
         let keys = [Key::Int(user_id), Key::Text(feature), Key::Timestamptz(period_start)];
         u.probe.scan(&keys, |row| {
             count = row.int(u.count).unwrap_or(0);
+            held = u.held.and_then(|c| row.int(c)).unwrap_or(0);
             Ok(false)
         })?;
-        Ok(Some(count))
+        Ok(Some((count, held)))
     }
 
     /// What the active grants of a user's feature gave and have left, by the rule of

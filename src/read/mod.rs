@@ -453,37 +453,67 @@ fn grant_totals_with(
     crate::grants::totals(client, user_id, feature)
 }
 
+/// The period's counter and what its holds claim, expired ones not yet reclaimed included.
 fn usage_with(
     config: Option<&copy::Config>,
     client: &SpiClient<'_>,
     user_id: i64,
     feature: &str,
     period_start: TimestampWithTimeZone,
-) -> Result<i64, Error> {
+) -> Result<(i64, i64), Error> {
     if let Some(config) = config {
-        if let Some(n) = config.usage(user_id, feature, period_start)? {
-            return Ok(n);
+        if let Some(found) = config.usage(user_id, feature, period_start)? {
+            return Ok(found);
         }
     }
     let table: SpiTupleTable<'_> = store::select_usage(client, user_id, feature, period_start)?;
     match table.into_iter().next() {
-        Some(row) => Ok(col::<i64>(&row, 1, "user_usage.usage_count")?.unwrap_or(0)),
-        None => Ok(0),
+        Some(row) => Ok((
+            col::<i64>(&row, 1, "user_usage.usage_count")?.unwrap_or(0),
+            col::<i64>(&row, 2, "user_usage.held")?.unwrap_or(0),
+        )),
+        None => Ok((0, 0)),
     }
 }
 
-/// The period's counter (0 when nothing was recorded in it yet, or it is NULL) and
-/// [`grant_totals`], with one look at the backend's copy: what a check reads after the
-/// subscription.
+/// What a check reads after the subscription, with one look at the backend's copy.
+pub struct Counted {
+    /// The period's counter: 0 when nothing was recorded in it yet, or it is NULL.
+    pub usage: i64,
+    /// [`grant_totals`].
+    pub totals: Totals,
+    /// What the period's active holds claim: the holds are read only when the counter says
+    /// some claim anything.
+    pub held: i64,
+}
+
+/// The period's counter, the grants and the active holds of a user's feature.
 pub fn usage_and_grants(
     client: &SpiClient<'_>,
     user_id: i64,
     feature: &str,
     period_start: TimestampWithTimeZone,
-) -> Result<(i64, Totals), Error> {
+) -> Result<Counted, Error> {
     let config = copy::direct(client).ok();
-    let usage = usage_with(config.as_deref(), client, user_id, feature, period_start)?;
-    Ok((usage, grant_totals_with(config.as_deref(), client, user_id, feature)?))
+    let (usage, held) = usage_with(config.as_deref(), client, user_id, feature, period_start)?;
+    let held = active_held(client, user_id, feature, period_start, held)?;
+    let totals = grant_totals_with(config.as_deref(), client, user_id, feature)?;
+    Ok(Counted { usage, totals, held })
+}
+
+/// What the active holds of a counter claim, when its `held` column says that some claim
+/// anything (`held`): a hold that expired stops counting at once.
+pub fn active_held(
+    client: &SpiClient<'_>,
+    user_id: i64,
+    feature: &str,
+    period_start: TimestampWithTimeZone,
+    held: i64,
+) -> Result<i64, Error> {
+    if held <= 0 {
+        return Ok(0);
+    }
+    crate::holds::active(client, user_id, feature, period_start)
 }
 
 pub use copy::paths;

@@ -42,6 +42,7 @@ SELECT quota.consume(1, 'publish_per_month', 1, idempotency_key => 'publish-1');
 SELECT quota.record_feature_usage(1, 'publish_per_month', idempotency_key => 'publish-1');
 SELECT quota.refund_usage((SELECT max(id) FROM public.usage_records));
 SELECT quota.refund_usage(1, 'publish-1');
+SELECT * FROM quota.reserve(1, 'publish_per_month', 1);
 SELECT count(*) AS publish_records FROM public.usage_records
  WHERE feature_code = 'publish_per_month';
 
@@ -65,13 +66,17 @@ SELECT count(*) AS publish_records FROM public.usage_records
  WHERE feature_code = 'publish_per_month';
 SELECT quota.refund_usage(1, 'publish-1');
 
--- Refunds and alerts: every remaining fix, one attach, and nothing is lacking.
+-- Refunds, alerts and reservations: every remaining fix, one attach, and nothing is lacking.
 SELECT fix FROM quota.attach_problems('public', 'Asia/Shanghai')
  WHERE needed_for IS NOT NULL ORDER BY fix_in_transaction DESC, problem \gexec
 SELECT quota.attach('public', local_time_zone => 'Asia/Shanghai');
 SELECT attached_lacks FROM quota.settings;
 SELECT refunded_amount, newly_refunded FROM quota.refund_usage(1, 'publish-1');
 SELECT current_usage FROM quota.check_user_quota(1, 'publish_per_month');
+-- Reservations: the counters now keep what holds claim.
+SELECT allowed, remaining FROM quota.reserve(1, 'publish_per_month', 2);
+SELECT settled FROM quota.settle((SELECT max(id) FROM quota.reservations), 0);
+SELECT * FROM quota.verify_holds();
 -- The counter remembers the alerts it announces now (psql shows a notification with the PID
 -- of the server process, so this file shows the memory instead).
 UNLISTEN quota_threshold;

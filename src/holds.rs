@@ -1,0 +1,341 @@
+//! Reservations in the use, reserve, settle and release paths (sql/reservations.sql): the
+//! statements on quota.reservations, prepared once per backend. It is the extension's own table
+//! whatever quota.attach() bound, so the SECURITY DEFINER writers write it as the extension's
+//! owner; what the holds of a counter claim (`user_usage.held`) is written by
+//! [`crate::store::add_held`] on the bound tables. What a hold lets a use take is decided by
+//! [`entitlements_core::holds`].
+
+use crate::store::must;
+use entitlements_core::Error;
+use pgrx::datum::{DatumWithOid, Interval, TimestampWithTimeZone};
+use pgrx::pg_sys::BuiltinOid;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData};
+use pgrx::PgOid;
+use std::cell::Cell;
+
+/// What the active holds of a counter ($1, $2, $3) claim.
+const ACTIVE: &str = "
+SELECT pg_catalog.sum(r.amount)::pg_catalog.int8
+  FROM quota.reservations r
+ WHERE r.user_id OPERATOR(pg_catalog.=) $1 AND r.feature_code OPERATOR(pg_catalog.=) $2
+   AND r.period_start OPERATOR(pg_catalog.=) $3 AND r.state OPERATOR(pg_catalog.=) 'held'
+   AND r.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()";
+
+/// Marks the holds of a counter found past their expiry 'expired', once the counter is locked,
+/// and returns what they claimed, and what the holds still active claim, leaving out one hold
+/// ($4, or none): the one being settled. Both as a new statement after the counter's lock sees
+/// them: every hold is granted under that lock, so none is in flight.
+const RECLAIM: &str = "
+WITH expired AS (
+    UPDATE quota.reservations r SET state = 'expired', ended_at = pg_catalog.now()
+     WHERE r.user_id OPERATOR(pg_catalog.=) $1 AND r.feature_code OPERATOR(pg_catalog.=) $2
+       AND r.period_start OPERATOR(pg_catalog.=) $3 AND r.state OPERATOR(pg_catalog.=) 'held'
+       AND r.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now()
+    RETURNING r.amount
+)
+SELECT (SELECT pg_catalog.sum(e.amount) FROM expired e)::pg_catalog.int8,
+       (SELECT pg_catalog.sum(r.amount)
+          FROM quota.reservations r
+         WHERE r.user_id OPERATOR(pg_catalog.=) $1 AND r.feature_code OPERATOR(pg_catalog.=) $2
+           AND r.period_start OPERATOR(pg_catalog.=) $3
+           AND r.state OPERATOR(pg_catalog.=) 'held'
+           AND r.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()
+           AND r.id IS DISTINCT FROM $4)::pg_catalog.int8";
+
+const INSERT: &str = "
+INSERT INTO quota.reservations
+       (user_id, feature_code, period_start, period_end, amount, expires_at, idempotency_key)
+VALUES ($1, $2, $3, $4, $5, pg_catalog.now() OPERATOR(pg_catalog.+) $6, $7)
+RETURNING id";
+
+/// The columns of a hold, as [`hold`] reads them.
+const COLUMNS: &str = "r.user_id, r.id, r.feature_code, r.period_start, r.amount,
+       r.expires_at, r.state, r.settled_amount, r.record_id,
+       r.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()";
+
+/// A hold by its id alone, unlocked: which counter to lock before it.
+fn find_sql() -> String {
+    format!("SELECT {COLUMNS} FROM quota.reservations r WHERE r.id OPERATOR(pg_catalog.=) $1")
+}
+
+/// A hold, locked until the transaction ends, once its counter is.
+fn lock_sql() -> String {
+    format!(
+        "SELECT {COLUMNS} FROM quota.reservations r
+          WHERE r.user_id OPERATOR(pg_catalog.=) $1 AND r.id OPERATOR(pg_catalog.=) $2
+            FOR UPDATE OF r"
+    )
+}
+
+/// The hold of an idempotency key, once the key's lock is taken.
+fn by_key_sql() -> String {
+    format!(
+        "SELECT {COLUMNS} FROM quota.reservations r
+          WHERE r.user_id OPERATOR(pg_catalog.=) $1
+            AND r.idempotency_key OPERATOR(pg_catalog.=) $2"
+    )
+}
+
+/// Ends a locked hold ($3 the new state, $4 what was settled, $5 its usage record) and returns
+/// the state it had: 'held' when its units still counted on its counter.
+const END: &str = "
+WITH old AS MATERIALIZED (
+    SELECT r.state FROM quota.reservations r
+     WHERE r.user_id OPERATOR(pg_catalog.=) $1 AND r.id OPERATOR(pg_catalog.=) $2
+)
+UPDATE quota.reservations r
+   SET state = $3, settled_amount = $4, record_id = $5, ended_at = pg_catalog.now()
+ WHERE r.user_id OPERATOR(pg_catalog.=) $1 AND r.id OPERATOR(pg_catalog.=) $2
+RETURNING (SELECT old.state FROM old)";
+
+/// Serializes the reserves of one idempotency key, as store::LOCK_KEY does for uses (in a
+/// space of its own: a use and a hold may have the same key).
+const LOCK_KEY: &str = "
+SELECT pg_catalog.pg_advisory_xact_lock(
+           pg_catalog.hashtextextended('reservation ' OPERATOR(pg_catalog.||) $2, $1))";
+
+/// Whether the reservations exist: the library is replaced before ALTER EXTENSION ... UPDATE
+/// creates them. Asked again by every call until they exist.
+const EXIST: &str = "SELECT pg_catalog.to_regclass('quota.reservations') IS NOT NULL";
+
+struct Plans {
+    active: OwnedPreparedStatement,
+    reclaim: OwnedPreparedStatement,
+    insert: OwnedPreparedStatement,
+    find: OwnedPreparedStatement,
+    lock: OwnedPreparedStatement,
+    by_key: OwnedPreparedStatement,
+    end: OwnedPreparedStatement,
+    lock_key: OwnedPreparedStatement,
+}
+
+thread_local! {
+    // Prepared once per backend and kept for its life, like the statements of crate::store.
+    static PLANS: Cell<Option<&'static Plans>> = const { Cell::new(None) };
+}
+
+fn failed(what: &'static str) -> impl Fn(pgrx::spi::SpiError) -> Error {
+    move |e| Error::Statement { what, detail: e.to_string() }
+}
+
+/// The statements, or `None` while the reservations do not exist yet ([`EXIST`]).
+fn plans(client: &SpiClient<'_>) -> Result<Option<&'static Plans>, Error> {
+    if let Some(p) = PLANS.get() {
+        return Ok(Some(p));
+    }
+    let exists = client
+        .select(EXIST, Some(1), &[])
+        .map_err(failed("catalog lookup"))?
+        .next()
+        .map(|row| col::<bool>(&row, 1))
+        .transpose()?
+        .flatten()
+        .unwrap_or(false);
+    if !exists {
+        return Ok(None);
+    }
+    use BuiltinOid::*;
+    let (int8, text, tstz) =
+        (PgOid::BuiltIn(INT8OID), PgOid::BuiltIn(TEXTOID), PgOid::BuiltIn(TIMESTAMPTZOID));
+    let prepare = |sql: &str, args: &[PgOid], mutating: bool| {
+        let stmt = if mutating { client.prepare_mut(sql, args) } else { client.prepare(sql, args) };
+        stmt.map(|s| s.keep()).map_err(failed("preparing a statement"))
+    };
+    let plans: &'static Plans = Box::leak(Box::new(Plans {
+        active: prepare(ACTIVE, &[int8, text, tstz], false)?,
+        reclaim: prepare(RECLAIM, &[int8, text, tstz, int8], true)?,
+        insert: prepare(
+            INSERT,
+            &[int8, text, tstz, tstz, int8, PgOid::BuiltIn(INTERVALOID), text],
+            true,
+        )?,
+        find: prepare(&find_sql(), &[int8], false)?,
+        lock: prepare(&lock_sql(), &[int8, int8], true)?,
+        by_key: prepare(&by_key_sql(), &[int8, text], true)?,
+        end: prepare(END, &[int8, int8, text, int8, int8], true)?,
+        lock_key: prepare(LOCK_KEY, &[int8, text], true)?,
+    }));
+    PLANS.set(Some(plans));
+    Ok(Some(plans))
+}
+
+/// The statements, or the error that says the reservations do not exist yet.
+fn required(client: &SpiClient<'_>) -> Result<&'static Plans, Error> {
+    plans(client)?.ok_or(Error::Statement {
+        what: "reservations",
+        detail: "quota.reservations does not exist: run ALTER EXTENSION pg_entitlements UPDATE"
+            .into(),
+    })
+}
+
+fn col<T: pgrx::FromDatum + pgrx::IntoDatum>(
+    row: &SpiHeapTupleData<'_>,
+    n: usize,
+) -> Result<Option<T>, Error> {
+    row.get::<T>(n).map_err(|e| Error::ColumnType {
+        what: format!("column {n} of a pg_entitlements statement on quota.reservations"),
+        detail: e.to_string(),
+    })
+}
+
+/// What the active holds of a counter claim, by statement (0 where there are none, or no
+/// reservations yet).
+pub fn active(
+    client: &SpiClient<'_>,
+    user_id: i64,
+    feature: &str,
+    period_start: TimestampWithTimeZone,
+) -> Result<i64, Error> {
+    let Some(plans) = plans(client)? else {
+        return Ok(0);
+    };
+    let args: [DatumWithOid; 3] = [user_id.into(), feature.into(), period_start.into()];
+    let table = client.select(&plans.active, Some(1), &args).map_err(failed("holds"))?;
+    Ok(match table.into_iter().next() {
+        Some(row) => col::<i64>(&row, 1)?.unwrap_or(0),
+        None => 0,
+    })
+}
+
+/// Marks the expired holds of a locked counter and returns `(reclaimed, active)`: what they
+/// claimed, and what the holds still active claim, `except` one.
+pub fn reclaim(
+    client: &SpiClient<'_>,
+    user_id: i64,
+    feature: &str,
+    period_start: TimestampWithTimeZone,
+    except: Option<i64>,
+) -> Result<(i64, i64), Error> {
+    let Some(plans) = plans(client)? else {
+        return Ok((0, 0));
+    };
+    let args: [DatumWithOid; 4] = [
+        user_id.into(),
+        feature.into(),
+        period_start.into(),
+        except.map_or_else(DatumWithOid::null::<i64>, Into::into),
+    ];
+    let table = client.select(&plans.reclaim, Some(1), &args).map_err(failed("holds"))?;
+    let row = table.into_iter().next();
+    let Some(row) = row else {
+        return Ok((0, 0));
+    };
+    Ok((col::<i64>(&row, 1)?.unwrap_or(0), col::<i64>(&row, 2)?.unwrap_or(0)))
+}
+
+/// A hold as the calls read it.
+pub struct Hold {
+    pub user_id: i64,
+    pub id: i64,
+    pub feature: String,
+    pub period_start: TimestampWithTimeZone,
+    pub amount: i64,
+    pub expires_at: TimestampWithTimeZone,
+    /// `held`, `settled`, `released` or `expired`.
+    pub state: String,
+    pub settled_amount: Option<i64>,
+    pub record_id: Option<i64>,
+    /// Not yet past `expires_at`.
+    pub unexpired: bool,
+}
+
+impl Hold {
+    /// Whether it counts now ([`entitlements_core::holds::counts`]).
+    pub fn counts(&self) -> bool {
+        self.state == "held" && self.unexpired
+    }
+}
+
+fn hold(row: &SpiHeapTupleData<'_>) -> Result<Hold, Error> {
+    Ok(Hold {
+        user_id: must(col(row, 1)?, "reservations.user_id")?,
+        id: must(col(row, 2)?, "reservations.id")?,
+        feature: must(col(row, 3)?, "reservations.feature_code")?,
+        period_start: must(col(row, 4)?, "reservations.period_start")?,
+        amount: must(col(row, 5)?, "reservations.amount")?,
+        expires_at: must(col(row, 6)?, "reservations.expires_at")?,
+        state: must(col(row, 7)?, "reservations.state")?,
+        settled_amount: col(row, 8)?,
+        record_id: col(row, 9)?,
+        unexpired: must(col(row, 10)?, "expiry")?,
+    })
+}
+
+fn one(
+    client: &SpiClient<'_>,
+    plan: &OwnedPreparedStatement,
+    args: &[DatumWithOid],
+) -> Result<Option<Hold>, Error> {
+    let table = client.select(plan, Some(1), args).map_err(failed("holds"))?;
+    table.into_iter().next().map(|row| hold(&row)).transpose()
+}
+
+/// A hold by its id, unlocked.
+pub fn find(client: &SpiClient<'_>, id: i64) -> Result<Option<Hold>, Error> {
+    let plans = required(client)?;
+    one(client, &plans.find, &[id.into()])
+}
+
+/// A hold, locked until the transaction ends.
+pub fn lock(client: &SpiClient<'_>, user_id: i64, id: i64) -> Result<Option<Hold>, Error> {
+    let plans = required(client)?;
+    one(client, &plans.lock, &[user_id.into(), id.into()])
+}
+
+/// The hold of an idempotency key, once the key's lock is taken: a retry that arrives while
+/// the first reserve runs waits for it, then finds its hold.
+pub fn by_key(client: &SpiClient<'_>, user_id: i64, key: &str) -> Result<Option<Hold>, Error> {
+    let plans = required(client)?;
+    let args: [DatumWithOid; 2] = [user_id.into(), key.into()];
+    client.select(&plans.lock_key, None, &args).map_err(failed("locking the key"))?;
+    one(client, &plans.by_key, &args)
+}
+
+/// Inserts a hold of `amount` for `ttl` on the counter of `[start, end)`; returns its id.
+#[allow(clippy::too_many_arguments)]
+pub fn insert(
+    client: &SpiClient<'_>,
+    user_id: i64,
+    feature: &str,
+    (start, end): (TimestampWithTimeZone, TimestampWithTimeZone),
+    amount: i64,
+    ttl: Interval,
+    key: Option<&str>,
+) -> Result<i64, Error> {
+    let plans = required(client)?;
+    let args: [DatumWithOid; 7] = [
+        user_id.into(),
+        feature.into(),
+        start.into(),
+        end.into(),
+        amount.into(),
+        ttl.into(),
+        key.map_or_else(DatumWithOid::null::<&str>, Into::into),
+    ];
+    let table = client.select(&plans.insert, Some(1), &args).map_err(failed("holding units"))?;
+    let row = table.into_iter().next();
+    let row = must(row, "the new hold")?;
+    must(col(&row, 1)?, "reservations.id")
+}
+
+/// Ends a locked hold: `settled` (with what was settled and its usage record), `released` or
+/// `expired`. Returns whether its units still counted on its counter (state `held` before).
+pub fn end(
+    client: &SpiClient<'_>,
+    hold: &Hold,
+    state: &str,
+    settled: Option<(i64, Option<i64>)>,
+) -> Result<bool, Error> {
+    let plans = required(client)?;
+    let args: [DatumWithOid; 5] = [
+        hold.user_id.into(),
+        hold.id.into(),
+        state.into(),
+        settled.map_or_else(DatumWithOid::null::<i64>, |(n, _)| n.into()),
+        settled.and_then(|(_, record)| record).map_or_else(DatumWithOid::null::<i64>, Into::into),
+    ];
+    let table = client.select(&plans.end, Some(1), &args).map_err(failed("ending a hold"))?;
+    let row = table.into_iter().next();
+    let row = must(row, "the hold ended")?;
+    Ok(col::<String>(&row, 1)?.as_deref() == Some("held"))
+}
