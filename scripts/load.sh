@@ -18,7 +18,12 @@
 #   (f) one user with an allowance of 100 and three grants (250 units in all): LOAD_CLIENTS clients
 #       x LOAD_GRANT_TX consumes of 3, each split across the allowance and the grants in use
 #       order: exactly 83 allowed (249 units), 1 unit left, no grant below zero;
-# and quota.verify_ledger() (and, after (f), quota.verify_grants()) returns no row after each part.
+#   (g) twenty clients each holding 75 of one user's 500 at once (each hold uncommitted for a
+#       moment): exactly 6 holds granted; then LOAD_CLIENTS clients x LOAD_HOLD_TX holds of 8
+#       settled with 0 to 12 beside uses of 3, against 500 and a grant of 100: never more than
+#       600 units used, no hold left, every counter's held equal to its holds;
+# and quota.verify_ledger() (and, after (f), quota.verify_grants(); after (g),
+# quota.verify_holds()) returns no row after each part.
 # Assumes scripts/setup.sh has run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +43,7 @@ KEY_TX=${LOAD_KEY_TX:-200}          # per client: 16 x 200 = 3200 calls over 50 
 RENEWALS=${LOAD_RENEWALS:-150}
 RENEW_SECONDS=${LOAD_RENEW_SECONDS:-5}  # the uses run this long; the renewals take about 2 s
 GRANT_TX=${LOAD_GRANT_TX:-40}       # per client: 16 x 40 = 640 attempts for 83 uses
+HOLD_TX=${LOAD_HOLD_TX:-40}         # per client: 16 x 40 = 640 holds, settles and uses
 
 suite_cluster "$DIR" "$PORT" timezone=UTC max_connections=$((CLIENTS + 20))
 "$PG_BIN/createdb" -h "$DIR" -p "$PORT" -U postgres "$DB"
@@ -194,6 +200,31 @@ expect "check_user_quota current_usage" "$usage" "249"
 expect "check_user_quota remaining" "$remaining" "1"
 expect "verify_ledger() rows" "$(ledger_rows)" "0"
 expect "verify_grants() rows" "$(sql -c "SELECT count(*) FROM quota.verify_grants()")" "0"
+
+echo "==> load (g): twenty holds of 75 against 500 at once"
+CLIENTS=20 run_pgbench tests/load/reserve_75.sql 1 >/dev/null
+IFS='|' read -r granted held < <(sql -c "
+  SELECT count(*), sum(amount) FROM quota.reservations WHERE user_id = 6 AND state = 'held'")
+expect "holds granted" "$granted" "6"
+expect "units held" "$held" "450"
+expect "check_user_quota remaining" \
+  "$(sql -c "SELECT remaining FROM quota.check_user_quota(6, 'articles_per_month')")" "50"
+
+echo "==> load (g): $CLIENTS clients x $HOLD_TX holds of 8 settled with 0 to 12, beside uses of 3"
+run_pgbench tests/load/reserve_settle.sql "$HOLD_TX" >/dev/null
+IFS="|" read -r used open_holds settled beyond released < <(sql -c "
+  SELECT (SELECT sum(usage_count) FROM quota.user_usage WHERE user_id = 7)
+           + (SELECT sum(amount - remaining) FROM quota.grants WHERE user_id = 7),
+         (SELECT count(*) FROM quota.reservations WHERE user_id = 7 AND state = 'held'),
+         (SELECT count(*) FROM quota.reservations WHERE user_id = 7 AND state = 'settled'),
+         (SELECT count(*) FROM quota.reservations WHERE user_id = 7 AND settled_amount > amount),
+         (SELECT count(*) FROM quota.reservations WHERE user_id = 7 AND state = 'released')")
+echo "    $settled holds settled ($beyond beyond what they held), $released released, $used units used"
+if [ "$used" -gt 600 ]; then fail "units used = $used, more than the 600 there are"; fi
+expect "holds left open" "$open_holds" "0"
+expect "verify_holds() rows" "$(sql -c "SELECT count(*) FROM quota.verify_holds()")" "0"
+expect "verify_grants() rows" "$(sql -c "SELECT count(*) FROM quota.verify_grants()")" "0"
+expect "verify_ledger() rows" "$(ledger_rows)" "0"
 
 if [ "$failures" -gt 0 ]; then
   echo "load test FAILED: $failures assertion(s)"; exit 1

@@ -94,6 +94,16 @@ const LOCK_KEY: &str = "
 SELECT pg_catalog.pg_advisory_xact_lock(
            pg_catalog.hashtextextended('reservation ' OPERATOR(pg_catalog.||) $2, $1))";
 
+/// Moves the holds of the counters a change of the billing period emptied ($4 features, $5
+/// starts) to the current period ($2, $3), with what they claim ([`crate::store::carry_usage`]).
+const CARRY: &str = "
+UPDATE quota.reservations r SET period_start = $2, period_end = $3
+  FROM ROWS FROM (pg_catalog.unnest($4::pg_catalog.text[]),
+                  pg_catalog.unnest($5::pg_catalog.timestamptz[])) AS m (feature_code, period_start)
+ WHERE r.user_id OPERATOR(pg_catalog.=) $1 AND r.state OPERATOR(pg_catalog.=) 'held'
+   AND r.feature_code OPERATOR(pg_catalog.=) m.feature_code
+   AND r.period_start OPERATOR(pg_catalog.=) m.period_start";
+
 /// Whether the reservations exist: the library is replaced before ALTER EXTENSION ... UPDATE
 /// creates them. Asked again by every call until they exist.
 const EXIST: &str = "SELECT pg_catalog.to_regclass('quota.reservations') IS NOT NULL";
@@ -107,6 +117,7 @@ struct Plans {
     by_key: OwnedPreparedStatement,
     end: OwnedPreparedStatement,
     lock_key: OwnedPreparedStatement,
+    carry: OwnedPreparedStatement,
 }
 
 thread_local! {
@@ -154,6 +165,11 @@ fn plans(client: &SpiClient<'_>) -> Result<Option<&'static Plans>, Error> {
         by_key: prepare(&by_key_sql(), &[int8, text], true)?,
         end: prepare(END, &[int8, int8, text, int8, int8], true)?,
         lock_key: prepare(LOCK_KEY, &[int8, text], true)?,
+        carry: prepare(
+            CARRY,
+            &[int8, tstz, tstz, PgOid::BuiltIn(TEXTARRAYOID), PgOid::BuiltIn(TIMESTAMPTZARRAYOID)],
+            true,
+        )?,
     }));
     PLANS.set(Some(plans));
     Ok(Some(plans))
@@ -338,4 +354,20 @@ pub fn end(
     let row = table.into_iter().next();
     let row = must(row, "the hold ended")?;
     Ok(col::<String>(&row, 1)?.as_deref() == Some("held"))
+}
+
+/// Moves the holds of the counters of `features` starting at `starts` (their periods a change
+/// ended) to the period `[start, end)`, whose counters took over what they claim.
+pub fn carry(
+    client: &SpiClient<'_>,
+    user_id: i64,
+    (start, end): (TimestampWithTimeZone, TimestampWithTimeZone),
+    features: Vec<String>,
+    starts: Vec<TimestampWithTimeZone>,
+) -> Result<(), Error> {
+    let plans = required(client)?;
+    let args: [DatumWithOid; 5] =
+        [user_id.into(), start.into(), end.into(), features.into(), starts.into()];
+    client.select(&plans.carry, None, &args).map_err(failed("carrying holds"))?;
+    Ok(())
 }

@@ -387,7 +387,7 @@ fn use_of<'a>(r: &Recording<'a>, ctx: &UseContext, limit: Option<i64>) -> Result
 
 /// How many times a locking read of the user's active subscriptions runs while it finds none,
 /// and how many times a use is judged again while the subscription keeps changing under it.
-const LOCKED_READS: usize = 16;
+pub(crate) const LOCKED_READS: usize = 16;
 
 /// Runs a locking read of the user's active subscriptions until it finds one, at most
 /// [`LOCKED_READS`] times. Such a read waits for a concurrent change of those rows and then

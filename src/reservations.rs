@@ -200,9 +200,7 @@ pub fn settle(client: &mut SpiClient<'_>, s: Settling<'_>) -> Result<Settled, Er
         resource_id: s.resource_id,
         metadata: s.metadata.clone(),
     };
-    let step = |client: &mut SpiClient<'_>, ctx: &UseContext| {
-        settle_step(client, &r, ctx, found.period_start, &s)
-    };
+    let step = |client: &mut SpiClient<'_>, ctx: &UseContext| settle_step(client, &r, ctx, &s);
     let Some(((outcome, announced), ctx)) = quota::judged(client, FUNCTION, &r, ctx, step)? else {
         return Err(Error::NoActiveSubscription { subject });
     };
@@ -215,20 +213,19 @@ pub fn settle(client: &mut SpiClient<'_>, s: Settling<'_>) -> Result<Settled, Er
 /// What a settle did, and the counter and alert memory a use in the current period left.
 type Step = (Settled, Option<(i64, Announced)>);
 
-/// One attempt of [`settle`], judged by `ctx`: `None` when the subscription changed since.
+/// One attempt of [`settle`], judged by `ctx`: `None` when the subscription changed since, or
+/// the hold moved to another period meanwhile.
 fn settle_step(
     client: &mut SpiClient<'_>,
     r: &Recording<'_>,
     ctx: &UseContext,
-    hold_start: TimestampWithTimeZone,
     s: &Settling<'_>,
 ) -> Result<Option<Step>, Error> {
     let subject = r.subject;
     let actual = i64::from(s.amount);
-    // The hold's counter, then the hold.
-    let counter = store::lock_one_counter(client, subject, hold_start)?;
-    let counter = store::must(counter, "the counter of a hold")?;
-    let hold = store::must(holds::lock(client, subject.user_id, s.id)?, "the hold")?;
+    let Some((counter, hold)) = lock_hold(client, subject, s.id)? else {
+        return Ok(None);
+    };
     match hold.state.as_str() {
         "settled" => return again(&hold, actual).map(|o| Some((o, None))),
         "released" => return Err(Error::HoldEnded { id: hold.id, state: "released".into() }),
@@ -344,6 +341,21 @@ fn settle_expired(
     }
 }
 
+/// Locks a hold's counter, then the hold: the order of the uses, which lock the counter and then
+/// reclaim its expired holds. `None` when a change of the billing period moved the hold to
+/// another counter between the two (its state is then read again).
+fn lock_hold(
+    client: &SpiClient<'_>,
+    subject: &Subject,
+    id: i64,
+) -> Result<Option<(store::CounterRow, Hold)>, Error> {
+    let found = store::must(holds::find(client, id)?, "the hold")?;
+    let counter = store::lock_one_counter(client, subject, found.period_start)?;
+    let counter = store::must(counter, "the counter of a hold")?;
+    let hold = store::must(holds::lock(client, subject.user_id, id)?, "the hold")?;
+    Ok((hold.period_start == found.period_start).then_some((counter, hold)))
+}
+
 /// `release`: gives a hold's units back at once. True when this call ended an active hold;
 /// false for a hold that had expired, or was settled or released already.
 pub fn release(client: &mut SpiClient<'_>, id: i64) -> Result<bool, Error> {
@@ -352,9 +364,17 @@ pub fn release(client: &mut SpiClient<'_>, id: i64) -> Result<bool, Error> {
     let Some(found) = holds::find(client, id)? else {
         return Err(Error::ReservationNotFound { id });
     };
-    let subject = Subject { user_id: found.user_id, feature: found.feature.clone() };
-    store::must(store::lock_one_counter(client, &subject, found.period_start)?, "the counter")?;
-    let hold = store::must(holds::lock(client, subject.user_id, id)?, "the hold")?;
+    let subject = Subject { user_id: found.user_id, feature: found.feature };
+    let mut locked = None;
+    for _ in 0..quota::LOCKED_READS {
+        locked = lock_hold(client, &subject, id)?;
+        if locked.is_some() {
+            break;
+        }
+    }
+    let Some((_, hold)) = locked else {
+        return Err(Error::SubscriptionChanged { subject });
+    };
     if hold.state != "held" {
         return Ok(false);
     }

@@ -468,12 +468,13 @@ UPDATE quota.user_usage u SET period_end = $3
 /// The user's billing-cycle counters whose period contains now() but which another start than
 /// the current period's ($2) names (the period before a change of the anchor, the cycle or the
 /// time zone), locked, as they stand once the uses in flight on them have committed.
-fn carry_lock_sql(memory: Memory) -> String {
+/// The fifth column is what their holds claim (`held`, as in [`use_sql`]).
+fn carry_lock_sql(memory: Memory, held: &str) -> String {
     let (alerted_percent, _) = memory.columns();
     format!(
         "
 SELECT u.feature_code::pg_catalog.text, u.period_start::pg_catalog.timestamptz,
-       u.usage_count::pg_catalog.int8, {alerted_percent}
+       u.usage_count::pg_catalog.int8, {alerted_percent}, {held}::pg_catalog.int8
   FROM quota.user_usage u JOIN quota.features f ON f.code = u.feature_code
  WHERE u.user_id = $1 AND f.reset_rule = 'billing_cycle'
    AND u.period_start <= pg_catalog.now() AND u.period_end > pg_catalog.now()
@@ -487,17 +488,27 @@ SELECT u.feature_code::pg_catalog.text, u.period_start::pg_catalog.timestamptz,
 /// what they counted moves to the current period ([`carry_sql`]). They stay, not deleted: a use
 /// that read the period before the change and waits for one of them then finds it changed,
 /// reads again and counts in the current period, where a deleted counter would let it create
-/// a new one under the old start.
-const CARRY_EMPTY: &str = "
-UPDATE quota.user_usage u SET usage_count = 0, period_end = pg_catalog.now()
+/// a new one under the old start. What their holds claim moves with the holds
+/// ([`crate::holds::carry`]), where the counters keep it (`held_to_zero`: `, held = 0`).
+fn carry_empty_sql(held_to_zero: &str) -> String {
+    format!(
+        "
+UPDATE quota.user_usage u SET usage_count = 0{held_to_zero}, period_end = pg_catalog.now()
   FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.text[]),
                   pg_catalog.unnest($3::pg_catalog.timestamptz[])) AS m (feature_code, period_start)
- WHERE u.user_id = $1 AND u.feature_code = m.feature_code AND u.period_start = m.period_start";
+ WHERE u.user_id = $1 AND u.feature_code = m.feature_code AND u.period_start = m.period_start"
+    )
+}
 
 /// Adds what the emptied counters counted ($4 features, $5 amounts, $6 highest alerts
-/// announced, one per feature: unused where the counters remember none) to the current period's
-/// counters ($2, $3).
-fn carry_sql(memory: Memory) -> String {
+/// announced, one per feature: unused where the counters remember none; $7 what their holds
+/// claim, unused where the counters keep no holds) to the current period's counters ($2, $3).
+fn carry_sql(memory: Memory, has_held: bool) -> String {
+    let (held_column, held_value, held_set) = if has_held {
+        (" held,", " m.held,", "\n       held = u.held OPERATOR(pg_catalog.+) EXCLUDED.held,")
+    } else {
+        ("", "", "")
+    };
     let (column, value, set) = match memory {
         Memory::None => ("", "", ""),
         Memory::Full | Memory::PercentOnly => (
@@ -510,13 +521,14 @@ fn carry_sql(memory: Memory) -> String {
     format!(
         "
 INSERT INTO quota.user_usage AS u
-       (user_id, feature_code, period_start, period_end, usage_count,{column}
+       (user_id, feature_code, period_start, period_end, usage_count,{column}{held_column}
         last_reset_at, updated_at)
-SELECT $1, m.feature_code, $2, $3, m.amount,{value} pg_catalog.now(), pg_catalog.now()
+SELECT $1, m.feature_code, $2, $3, m.amount,{value}{held_value} pg_catalog.now(), pg_catalog.now()
   FROM ROWS FROM (pg_catalog.unnest($4::pg_catalog.text[]), pg_catalog.unnest($5::pg_catalog.int8[]),
-                  pg_catalog.unnest($6::pg_catalog.int4[])) AS m (feature_code, amount, alerted)
+                  pg_catalog.unnest($6::pg_catalog.int4[]), pg_catalog.unnest($7::pg_catalog.int8[]))
+       AS m (feature_code, amount, alerted, held)
 ON CONFLICT (user_id, feature_code, period_start) DO UPDATE
-   SET usage_count = u.usage_count OPERATOR(pg_catalog.+) EXCLUDED.usage_count,{set}
+   SET usage_count = u.usage_count OPERATOR(pg_catalog.+) EXCLUDED.usage_count,{set}{held_set}
        period_end = EXCLUDED.period_end,
        updated_at = EXCLUDED.updated_at"
     )
@@ -795,15 +807,23 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
         feature_codes: prepare(FEATURE_CODES, &[], false)?,
         binding_lookup: prepare(BINDING, &[], false)?,
         carry_end: prepare(CARRY_END, &[int8, tstz, tstz], true)?,
-        carry_lock: prepare(&carry_lock_sql(memory), &[int8, tstz], true)?,
+        carry_lock: prepare(&carry_lock_sql(memory, held), &[int8, tstz], true)?,
         carry_empty: prepare(
-            CARRY_EMPTY,
+            &carry_empty_sql(if has_held { ", held = 0" } else { "" }),
             &[int8, oid(TEXTARRAYOID), oid(TIMESTAMPTZARRAYOID)],
             true,
         )?,
         carry: prepare(
-            &carry_sql(memory),
-            &[int8, tstz, tstz, oid(TEXTARRAYOID), oid(INT8ARRAYOID), oid(INT4ARRAYOID)],
+            &carry_sql(memory, has_held),
+            &[
+                int8,
+                tstz,
+                tstz,
+                oid(TEXTARRAYOID),
+                oid(INT8ARRAYOID),
+                oid(INT4ARRAYOID),
+                oid(INT8ARRAYOID),
+            ],
             true,
         )?,
         carry_records: prepare(
@@ -927,6 +947,11 @@ fn write<R>(
 /// writer's path, and always the owner of the moment (an `ALTER TABLE ... OWNER TO` counts at
 /// once). `None` when there is no such table.
 fn bound_owner(schema: &str) -> Option<pg_sys::Oid> {
+    owner_of(schema, c"user_subscriptions")
+}
+
+/// The owner of `schema`.`table`, from the catalog caches; `None` when there is no such table.
+fn owner_of(schema: &str, table: &CStr) -> Option<pg_sys::Oid> {
     let schema = std::ffi::CString::new(schema).ok()?;
     // SAFETY: lookups in the catalog caches by NUL-terminated names and an oid; the pg_class
     // tuple is read while the cache holds it and released right after.
@@ -935,7 +960,7 @@ fn bound_owner(schema: &str) -> Option<pg_sys::Oid> {
         if namespace == pg_sys::InvalidOid {
             return None;
         }
-        let table = pg_sys::get_relname_relid(c"user_subscriptions".as_ptr(), namespace);
+        let table = pg_sys::get_relname_relid(table.as_ptr(), namespace);
         if table == pg_sys::InvalidOid {
             return None;
         }
@@ -1082,10 +1107,10 @@ pub fn carry_usage(
         }
         let args: [DatumWithOid; 2] = [user_id.into(), start.into()];
         let (mut features, mut starts) = (Vec::<String>::new(), Vec::new());
-        // Per feature: what its counters of ended periods add up to, and the highest alert
-        // they announced.
-        let (mut codes, mut sums, mut alerts) =
-            (Vec::<String>::new(), Vec::<i64>::new(), Vec::new());
+        // Per feature: what its counters of ended periods add up to, the highest alert they
+        // announced, and what their holds claim.
+        let (mut codes, mut sums, mut alerts, mut helds) =
+            (Vec::<String>::new(), Vec::<i64>::new(), Vec::new(), Vec::<i64>::new());
         for row in
             client.select(&plans.carry_lock, None, &args).map_err(failed("carrying usage"))?
         {
@@ -1093,15 +1118,18 @@ pub fn carry_usage(
             starts.push(must(col::<TimestampWithTimeZone>(&row, 2)?, "period_start")?);
             let amount = col::<i64>(&row, 3)?.unwrap_or(0);
             let alerted = col::<i32>(&row, 4)?.unwrap_or(0);
-            match (codes.last(), sums.last_mut(), alerts.last_mut()) {
-                (Some(code), Some(sum), Some(alert)) if *code == feature => {
+            let held = col::<i64>(&row, 5)?.unwrap_or(0);
+            match (codes.last(), sums.last_mut(), alerts.last_mut(), helds.last_mut()) {
+                (Some(code), Some(sum), Some(alert), Some(h)) if *code == feature => {
                     *sum = i64::saturating_add(*sum, amount);
                     *alert = i32::max(*alert, alerted);
+                    *h = i64::saturating_add(*h, held);
                 }
                 _ => {
                     codes.push(feature.clone());
                     sums.push(amount);
                     alerts.push(alerted);
+                    helds.push(held);
                 }
             }
             features.push(feature);
@@ -1112,14 +1140,33 @@ pub fn carry_usage(
         let args: [DatumWithOid; 3] =
             [user_id.into(), features.clone().into(), starts.clone().into()];
         client.select(&plans.carry_empty, None, &args).map_err(failed("carrying usage"))?;
-        let args: [DatumWithOid; 6] =
-            [user_id.into(), start.into(), end.into(), codes.into(), sums.into(), alerts.into()];
+        let holds_move = plans.has_held && helds.iter().any(|h| *h > 0);
+        let args: [DatumWithOid; 7] = [
+            user_id.into(),
+            start.into(),
+            end.into(),
+            codes.into(),
+            sums.into(),
+            alerts.into(),
+            helds.into(),
+        ];
         client.select(&plans.carry, None, &args).map_err(failed("carrying usage"))?;
         let args: [DatumWithOid; 4] =
-            [user_id.into(), start.into(), features.into(), starts.into()];
+            [user_id.into(), start.into(), features.clone().into(), starts.clone().into()];
         client
             .select(&plans.carry_records, None, &args)
             .map_err(failed("carrying usage records"))?;
+        if holds_move {
+            // quota.reservations is the extension's own table, whoever owns the bound ones.
+            let Some(owner) = owner_of("quota", c"reservations") else {
+                return Err(Error::Statement {
+                    what: "carrying holds",
+                    detail: "quota.reservations does not exist".into(),
+                });
+            };
+            let _as_owner = AsOwner::switch(owner);
+            crate::holds::carry(client, user_id, (start, end), features, starts)?;
+        }
         Ok(())
     })
 }

@@ -60,3 +60,14 @@ SELECT count(*) FROM (
     SELECT quota.grant_quota(5, 'articles_per_month', 30, NULL, -1, 'promotion')
     UNION ALL SELECT quota.grant_quota(5, 'articles_per_month', 50, now() + interval '10 days')
     UNION ALL SELECT quota.grant_quota(5, 'articles_per_month', 70)) g;
+-- Part (g): user 6, 500 articles_per_month, for twenty holds of 75 at once; user 7, 500
+-- publish_per_month and a grant of 100, for holds settled with less, more or nothing beside uses.
+INSERT INTO quota.subscription_plans (plan_code, plan_name) VALUES ('load_holds', 'load: holds');
+INSERT INTO quota.plan_features (plan_id, feature_code, feature_value)
+SELECT p.id, f.code, 500 FROM quota.subscription_plans p,
+       (VALUES ('articles_per_month'), ('publish_per_month')) AS f (code)
+ WHERE p.plan_code = 'load_holds';
+INSERT INTO quota.user_subscriptions (user_id, plan_id, start_date, end_date)
+SELECT u.id, p.id, now() - interval '10 days', now() + interval '1 year'
+  FROM quota.subscription_plans p, (VALUES (6), (7)) AS u (id) WHERE p.plan_code = 'load_holds';
+SELECT count(*) FROM quota.grant_quota(7, 'publish_per_month', 100);
