@@ -136,6 +136,25 @@ SELECT count(*) AS holds FROM quota.reservations WHERE user_id = 1906;
 -- The same key with another amount is refused.
 SELECT * FROM reserve(1906, 'articles_per_month', 5, idempotency_key => 'job-1');
 
+-- 1907: a change that starts another billing period (a new anchor) carries the usage into it,
+-- and the holds with it: they keep counting, and settle there.
+INSERT INTO user_subscriptions (user_id, plan_id, start_date, end_date)
+VALUES (1907, plan_id('free'), now() - interval '5 days', now() + interval '25 days');
+SELECT allowed FROM consume(1907, 'articles_per_month', 2);
+SELECT allowed, remaining FROM reserve(1907, 'articles_per_month', 5);
+UPDATE user_subscriptions SET quota_reset_anchor = now() - interval '2 days' WHERE user_id = 1907;
+SELECT r.period_start = p.period_start AS hold_in_new_period
+  FROM quota.reservations r, get_quota_period(1907, 'articles_per_month') p
+ WHERE r.user_id = 1907;
+SELECT usage_count, held, period_start = (SELECT period_start FROM get_quota_period(1907, 'articles_per_month')) AS current
+  FROM user_usage WHERE user_id = 1907 AND feature_code = 'articles_per_month' ORDER BY period_start;
+SELECT * FROM check_user_quota(1907, 'articles_per_month');
+SELECT settled, released_amount
+  FROM settle((SELECT id FROM quota.reservations WHERE user_id = 1907), 5);
+SELECT * FROM check_user_quota(1907, 'articles_per_month');
+SELECT * FROM verify_holds(1907);
+SELECT * FROM verify_ledger(1907);
+
 -- Bad input: no hold for a user without a subscription; clear errors for the rest.
 SELECT * FROM reserve(1999, 'articles_per_month', 1);
 SELECT * FROM reserve(1901, 'articles_per_month', 0);
