@@ -119,6 +119,22 @@ SELECT DISTINCT ON (user_id, feature_code, period_start)
  WHERE period_start IS NOT NULL
  ORDER BY user_id, feature_code, period_start;
 
+-- Holds (quota.reservations): on about a tenth of the counters, one or two, some expired but not
+-- yet reclaimed, some settled or released. The counters of quota's own tables keep what the
+-- holds of state 'held' claim (user_usage.held); what counts is decided by the clock on both
+-- paths.
+CREATE TEMP TABLE gen_holds AS
+SELECT c.user_id, c.feature_code, c.period_start, c.period_end, h.amount,
+       now() + CASE WHEN h.r_expiry < 0.3 THEN -interval '1 minute'
+                    ELSE interval '10 minutes' END AS expires_at,
+       CASE WHEN h.r_state < 0.8 THEN 'held' WHEN h.r_state < 0.9 THEN 'settled'
+            ELSE 'released' END AS state
+  FROM gen_usage c
+ CROSS JOIN LATERAL (SELECT 1 + floor(random() * 30)::bigint AS amount, random() AS r_expiry,
+                            random() AS r_state, random() AS r_pick
+                       FROM generate_series(1, 2) WHERE c.user_id IS NOT NULL) h
+ WHERE h.r_pick < 0.06;
+
 -- Grants (quota.grants, the extension's own in both databases): for about a third of the users,
 -- one to three of a feature, some spent, some voided, expired or not yet effective, some never
 -- expiring. What counts is decided by the clock on both paths.

@@ -41,6 +41,18 @@ INSERT INTO quota.user_usage (user_id, feature_code, period_start, period_end, u
 SELECT user_id, feature_code, period_start, period_end, usage_count, now(), now()
   FROM gen_usage;
 
+INSERT INTO quota.reservations (user_id, feature_code, period_start, period_end, amount,
+                                expires_at, state, settled_amount, created_at, ended_at)
+SELECT user_id, feature_code, period_start, period_end, amount, expires_at, state,
+       CASE WHEN state = 'settled' THEN amount END, expires_at - interval '10 minutes',
+       CASE WHEN state <> 'held' THEN expires_at - interval '5 minutes' END
+  FROM gen_holds;
+UPDATE quota.user_usage u SET held = h.held
+  FROM (SELECT user_id, feature_code, period_start, sum(amount) AS held FROM gen_holds
+         WHERE state = 'held' GROUP BY 1, 2, 3) h
+ WHERE u.user_id = h.user_id AND u.feature_code = h.feature_code
+   AND u.period_start = h.period_start;
+
 -- The named case "a plan deleted while a statement runs": user 800003 on plan case3_old
 -- (articles 11), which another session replaces with case3_new (articles 22) and deletes.
 INSERT INTO quota.subscription_plans (id, plan_code, plan_name, billing_cycle)
