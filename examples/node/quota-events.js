@@ -2,14 +2,20 @@
 //
 // pg_entitlements announces changes itself with pg_notify, inside the transaction that makes
 // them: PostgreSQL delivers them at commit and drops them on rollback. This service holds one
-// connection that LISTENs on the three channels and forwards each event to its subscribers
+// connection that LISTENs on every channel and forwards each event to its subscribers
 // (in the seed application: the WebSocket clients of that user). There is no cache to clear:
 // every check_user_quota call reads the truth.
 'use strict';
 
 const { Client } = require('pg');
 
-const CHANNELS = ['quota_updated', 'storage_quota_changed', 'quota_threshold'];
+const CHANNELS = [
+  'quota_updated',
+  'storage_quota_changed',
+  'quota_threshold',
+  'quota_grant',
+  'quota_reservation',
+];
 
 class QuotaEvents {
   constructor(connection) {

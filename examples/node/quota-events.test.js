@@ -110,4 +110,24 @@ test('committed quota changes reach a listener at once; rolled-back ones never d
     stop();
     assert.deepEqual(alerts, [[95, 10, 10], [100, 10, 10], [80, 85, 100], [95, 100, 100], [100, 100, 100]]);
   });
+  await t.test('grants and holds are announced with a versioned payload', async () => {
+    const heard = [];
+    const stop = events.subscribe((e) => (forUser('quota_grant')(e) || forUser('quota_reservation')(e)) &&
+      heard.push([e.channel, e.payload.version, e.payload.event, e.payload.amount]));
+    await admin.query(`SELECT * FROM quota.grant_quota($1, 'articles_per_month', 5)`, [USER]);
+    const { rows } = await admin.query(
+      `SELECT reservation_id FROM quota.reserve($1, 'articles_per_month', 3)`, [USER]);
+    await admin.query(`SELECT * FROM quota.settle($1, 2)`, [rows[0].reservation_id]);
+    // A hold rolled back is never announced.
+    await admin.query('BEGIN');
+    await admin.query(`SELECT * FROM quota.reserve($1, 'articles_per_month', 1)`, [USER]);
+    await admin.query('ROLLBACK');
+    await new Promise((r) => setTimeout(r, 300));
+    stop();
+    assert.deepEqual(heard, [
+      ['quota_grant', 1, 'added', 5],
+      ['quota_reservation', 1, 'granted', 3],
+      ['quota_reservation', 1, 'settled', 3],
+    ]);
+  });
 });

@@ -166,6 +166,30 @@ SELECT * FROM settle(-1, 1);
 SELECT * FROM settle((SELECT min(id) FROM quota.reservations WHERE user_id = 1906), -1);
 SELECT release(NULL);
 
+-- Who may: holds are written by their functions only. An app server reserves, settles and
+-- releases, and reads the holds; it cannot write them, nor what a counter holds. A reporting
+-- role reads only; an admin tool cannot write them either.
+SET ROLE quota_app;
+\set VERBOSITY sqlstate
+SELECT allowed FROM reserve(1903, 'keyword_distillation', 1);
+SELECT release((SELECT max(id) FROM quota.reservations WHERE user_id = 1903));
+UPDATE quota.reservations SET state = 'released', ended_at = now() WHERE user_id = 1902;
+INSERT INTO quota.reservations (user_id, feature_code, period_start, period_end, amount, expires_at)
+VALUES (1903, 'articles_per_month', now(), now(), 1, now() + interval '1 hour');
+UPDATE quota.user_usage SET held = 0 WHERE user_id = 1903;
+SELECT count(*) > 0 AS app_reads_holds FROM quota.reservations WHERE user_id = 1903;
+RESET ROLE;
+SET ROLE quota_reader;
+SELECT reserve(1903, 'keyword_distillation', 1);
+SELECT release(1);
+SELECT settle(1, 1);
+RESET ROLE;
+SET ROLE quota_admin;
+DELETE FROM quota.reservations WHERE user_id = 1903;
+UPDATE quota.user_usage SET held = 0 WHERE user_id = 1903;
+RESET ROLE;
+\set VERBOSITY default
+
 -- Every counter's held equals its holds, every counter its records.
 SELECT * FROM verify_holds();
 SELECT * FROM verify_ledger() WHERE user_id BETWEEN 1900 AND 1999;
