@@ -25,7 +25,8 @@
 -- The checks of rows read every row of the six tables (ACCESS SHARE: writers go on). A row
 -- problem has bad_rows set, the first 20 user and row ids, and a query that shows the rows.
 -- A problem with needed_for set concerns only that optional feature (idempotency_keys,
--- refunds, alerts, booster_packs, reservations): attach() goes on without it, and the calls that need it are
+-- refunds, alerts, booster_packs, reservations,
+-- soft_limits): attach() goes on without it, and the calls that need it are
 -- refused.
 CREATE FUNCTION quota.attach_problems(target_schema name, local_time_zone text DEFAULT NULL)
 RETURNS TABLE (problem text, fix text, fix_lock text, fix_scans boolean, fix_rewrites boolean,
@@ -102,6 +103,7 @@ BEGIN
             ('plan_features',      'feature_code',       '{text,varchar}', NULL, NULL),
             ('plan_features',      'feature_value',      '{int4}', NULL, NULL),
             ('plan_features',      'feature_unit',       '{text,varchar}', 'varchar(20)', NULL),
+            ('plan_features',      'overage_limit',      '{int4}', 'integer', 'soft_limits'),
             ('user_usage',         'user_id',            '{int4,int8}', NULL, NULL),
             ('user_usage',         'feature_code',       '{text,varchar}', NULL, NULL),
             ('user_usage',         'period_start',       '{timestamptz}', NULL, NULL),
@@ -507,6 +509,7 @@ BEGIN
                    WHEN 'alerts' THEN 'no threshold alert is announced on channel quota_threshold'
                    WHEN 'booster_packs' THEN 'buy_booster is refused'
                    WHEN 'reservations' THEN 'reserve is refused'
+                   WHEN 'soft_limits' THEN 'plans give no overage of their own: the catalog''s overage_limit applies'
                END AS effect
           FROM unnest(lacks) AS l (feature)
     LOOP

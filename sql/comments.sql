@@ -64,7 +64,9 @@ COMMENT ON FUNCTION quota.usage_overview(bigint) IS
     'current period (has_quota false and no period without an active subscription), the '
     'grants included; allowance and allowance_used are the period''s own, and grants lists the '
     'grants that count in use order (id, source, amount, remaining, priority, expires_at); '
-    'held is what the period''s active holds claim, part of current_usage.';
+    'held is what the period''s active holds claim, part of current_usage; overage_limit the '
+    'overage allowed beyond the limit (NULL or 0: none, -1: unlimited) and overage_used what '
+    'the period took of it.';
 
 COMMENT ON FUNCTION quota.is_valid_time_zone(text) IS
     'Whether a time zone name can be used in quota.settings.time_zone.';
@@ -247,6 +249,19 @@ COMMENT ON FUNCTION quota.buy_booster(bigint, text, text) IS
 COMMENT ON FUNCTION quota.verify_grants(bigint) IS
     'The grants whose used units (amount - remaining) differ from the sum of their rows in '
     'quota.grant_uses; none, always.';
+
+COMMENT ON COLUMN quota.features.overage_limit IS
+    'Soft limit: the overage allowed beyond the limit each period, unless the plan feature sets '
+    'its own (NULL or 0: none, the default; -1: unlimited). Uses beyond the limit and the '
+    'grants but within it are allowed and marked in quota.overage_uses.';
+
+COMMENT ON COLUMN quota.plan_features.overage_limit IS
+    'Soft limit of this plan: the overage allowed beyond the limit each period (NULL: the '
+    'catalog''s features.overage_limit; 0: none; -1: unlimited).';
+
+COMMENT ON TABLE quota.overage_uses IS
+    'What each usage record took beyond the limit as allowed overage (positive), and what its '
+    'refund gave back of it (negative), per period: what billing charges.';
 
 COMMENT ON TABLE quota.reservations IS
     'Holds taken by reserve() before slow work: an active hold (state held, expires_at still '

@@ -129,6 +129,7 @@ BEGIN
             ('plan_features',      'feature_code',       '{text,varchar}', NULL, NULL),
             ('plan_features',      'feature_value',      '{int4}', NULL, NULL),
             ('plan_features',      'feature_unit',       '{text,varchar}', 'varchar(20)', NULL),
+            ('plan_features',      'overage_limit',      '{int4}', 'integer', 'soft_limits'),
             ('user_usage',         'user_id',            '{int4,int8}', NULL, NULL),
             ('user_usage',         'feature_code',       '{text,varchar}', NULL, NULL),
             ('user_usage',         'period_start',       '{timestamptz}', NULL, NULL),
@@ -531,6 +532,7 @@ BEGIN
                    WHEN 'alerts' THEN 'no threshold alert is announced on channel quota_threshold'
                    WHEN 'booster_packs' THEN 'buy_booster is refused'
                    WHEN 'reservations' THEN 'reserve is refused'
+                   WHEN 'soft_limits' THEN 'plans give no overage of their own: the catalog''s overage_limit applies'
                END AS effect
           FROM unnest(lacks) AS l (feature)
     LOOP
@@ -1485,7 +1487,7 @@ COMMENT ON FUNCTION quota.install_triggers(regclass) IS
 -- needed_for): NULL, as no schema is attached while this script runs.
 ALTER TABLE quota.settings ADD COLUMN attached_lacks text[]
     CHECK (attached_lacks <@ ARRAY['idempotency_keys', 'refunds', 'alerts', 'booster_packs',
-                                      'reservations']);
+                                      'reservations', 'soft_limits']);
 COMMENT ON COLUMN quota.settings.attached_lacks IS
     'Written by quota.attach() and quota.detach() only: the optional features (idempotency_keys, '
     'refunds, alerts, booster_packs) the attached tables lack the columns of; the calls that '
@@ -1509,7 +1511,9 @@ CREATE FUNCTION quota.usage_overview("user_id" bigint) RETURNS TABLE (
 	"allowance" bigint,
 	"allowance_used" bigint,
 	"grants" jsonb,
-	"held" bigint
+	"held" bigint,
+	"overage_limit" bigint,
+	"overage_used" bigint
 )
 STABLE PARALLEL SAFE
 LANGUAGE c
@@ -1519,7 +1523,9 @@ COMMENT ON FUNCTION quota.usage_overview(bigint) IS
     'current period (has_quota false and no period without an active subscription), the '
     'grants included; allowance and allowance_used are the period''s own, and grants lists the '
     'grants that count in use order (id, source, amount, remaining, priority, expires_at); '
-    'held is what the period''s active holds claim, part of current_usage.';
+    'held is what the period''s active holds claim, part of current_usage; overage_limit the '
+    'overage allowed beyond the limit (NULL or 0: none, -1: unlimited) and overage_used what '
+    'the period took of it.';
 CREATE FUNCTION quota.sync_granted_storage() RETURNS trigger
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'sync_granted_storage_wrapper';
@@ -2026,3 +2032,41 @@ COMMENT ON FUNCTION quota.release(bigint) IS
 COMMENT ON FUNCTION quota.verify_holds(bigint) IS
     'The counters whose held differs from the sum of their holds of state held in '
     'quota.reservations; none, always.';
+
+-- Soft limits (sql/soft_limits.sql), with the privileges and comments of a fresh install.
+ALTER TABLE quota.features
+    ADD COLUMN overage_limit integer CHECK (overage_limit >= -1);
+ALTER TABLE quota.plan_features
+    ADD COLUMN overage_limit integer CHECK (overage_limit >= -1);
+
+-- What each usage record took beyond the limit as overage (amount > 0), and what its refund
+-- gave back of it (< 0). record_id is the id of the usage record in the usage_records table the
+-- functions use (the extension's own, or an attached application's), so it has no foreign key.
+CREATE TABLE quota.overage_uses (
+    user_id bigint NOT NULL,
+    record_id bigint NOT NULL,
+    feature_code text NOT NULL,
+    -- The period of the counter the units counted on.
+    period_start timestamptz NOT NULL,
+    amount bigint NOT NULL CHECK (amount <> 0),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, record_id)
+);
+-- What a user's feature took as overage in a period: usage_overview and billing sum it.
+CREATE INDEX overage_uses_period_idx ON quota.overage_uses (user_id, feature_code, period_start);
+
+SELECT pg_catalog.pg_extension_config_dump('quota.overage_uses', '');
+GRANT SELECT ON quota.overage_uses TO quota_app, quota_reader, quota_admin;
+
+COMMENT ON COLUMN quota.features.overage_limit IS
+    'Soft limit: the overage allowed beyond the limit each period, unless the plan feature sets '
+    'its own (NULL or 0: none, the default; -1: unlimited). Uses beyond the limit and the '
+    'grants but within it are allowed and marked in quota.overage_uses.';
+
+COMMENT ON COLUMN quota.plan_features.overage_limit IS
+    'Soft limit of this plan: the overage allowed beyond the limit each period (NULL: the '
+    'catalog''s features.overage_limit; 0: none; -1: unlimited).';
+
+COMMENT ON TABLE quota.overage_uses IS
+    'What each usage record took beyond the limit as allowed overage (positive), and what its '
+    'refund gave back of it (negative), per period: what billing charges.';

@@ -409,6 +409,8 @@ fn usage_overview(
         name!(allowance_used, i64),
         name!(grants, pgrx::JsonB),
         name!(held, i64),
+        name!(overage_limit, Option<i64>),
+        name!(overage_used, i64),
     ),
 > {
     crate::error::guard(|| {
@@ -448,6 +450,8 @@ fn usage_overview(
                             .collect(),
                     )),
                     o.held,
+                    o.overage.map(entitlements_core::Limit::as_i64),
+                    o.overage_used,
                 )
             })
             .collect();

@@ -23,6 +23,7 @@ mod grants;
 mod holds;
 mod jsonb;
 mod one_row;
+mod overage;
 mod pg_version;
 mod quota;
 mod read;
@@ -72,6 +73,7 @@ extension_sql_file!(
         "ledger",
         "grants",
         "reservations",
+        "soft_limits",
         api::record_feature_usage,
         api::consume,
         api::refund_usage_by_id,
@@ -91,6 +93,7 @@ extension_sql_file!(
     name = "reservations",
     requires = ["schema", "ledger", api::reserve, api::settle, api::release]
 );
+extension_sql_file!("../sql/soft_limits.sql", name = "soft_limits", requires = ["schema"]);
 extension_sql_file!("../sql/drop_guard.sql", name = "drop_guard", requires = ["schema", "ledger"]);
 extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
 

@@ -35,6 +35,34 @@ fn resolve(
     )
 }
 
+/// The overage allowed beyond the limit ([`entitlements_core::overage::resolve`]).
+fn overage_of(
+    subject: &Subject,
+    catalog: &Catalog,
+    sub: &SubscriptionRow,
+) -> Result<Option<Limit>, Error> {
+    entitlements_core::overage::resolve(
+        subject,
+        sub.plan_overage.map(i64::from),
+        catalog.overage_limit.map(i64::from),
+    )
+}
+
+/// The figures of a check: the period's allowance and usage, then the grants, the allowed
+/// overage and the active holds.
+fn figures(
+    limit: Option<Limit>,
+    overage: Option<Limit>,
+    usage: i64,
+    totals: entitlements_core::grants::Totals,
+    held: i64,
+) -> QuotaStatus {
+    QuotaStatus::evaluate(limit, usage)
+        .with_grants(limit, totals)
+        .with_overage(limit, overage, usage)
+        .with_held(held)
+}
+
 /// Reads a named feature: its catalog row is then always present.
 fn named_feature(
     client: &SpiClient<'_>,
@@ -90,6 +118,8 @@ struct Checked {
     allowance: QuotaStatus,
     /// What the period's active holds claim.
     held: i64,
+    /// The overage allowed beyond the limit.
+    overage: Option<Limit>,
     /// `None` without an active subscription.
     period: Option<Period>,
     catalog: Catalog,
@@ -100,15 +130,17 @@ fn check_with_period(client: &SpiClient<'_>, subject: &Subject) -> Result<Checke
     let (row, catalog) = named_feature(client, subject)?;
     let Some(sub) = row.subscription.as_ref() else {
         let none = QuotaStatus::NONE;
-        return Ok(Checked { status: none, allowance: none, held: 0, period: None, catalog });
+        let (status, allowance, held, overage) = (none, none, 0, None);
+        return Ok(Checked { status, allowance, held, overage, period: None, catalog });
     };
     let limit = resolve(subject, &catalog, sub)?.map(|r| r.limit);
+    let overage = overage_of(subject, &catalog, sub)?;
     let period = period_of(&row, catalog.reset_rule.parse()?, sub)?;
     let start = to_pg(period.start, true)?;
-    let counted = read::usage_and_grants(client, subject.user_id, &subject.feature, start)?;
-    let allowance = QuotaStatus::evaluate(limit, counted.usage);
-    let status = allowance.with_grants(limit, counted.totals).with_held(counted.held);
-    Ok(Checked { status, allowance, held: counted.held, period: Some(period), catalog })
+    let c = read::usage_and_grants(client, subject.user_id, &subject.feature, start)?;
+    let allowance = QuotaStatus::evaluate(limit, c.usage);
+    let status = figures(limit, overage, c.usage, c.totals, c.held);
+    Ok(Checked { status, allowance, held: c.held, overage, period: Some(period), catalog })
 }
 
 /// `limit_source`: where the user's limit of a feature comes from now (`custom_quotas`,
@@ -137,6 +169,9 @@ pub struct Overview {
     pub grants: Vec<grants::Listed>,
     /// What the period's active holds claim.
     pub held: i64,
+    /// The overage allowed beyond the limit (`None`: none) and what of it the period used.
+    pub overage: Option<Limit>,
+    pub overage_used: i64,
     pub period: Option<Period>,
 }
 
@@ -147,9 +182,12 @@ pub fn overview(client: &SpiClient<'_>, user_id: i64) -> Result<Vec<Overview>, E
         .map(|feature| {
             let subject = Subject { user_id, feature };
             let c = check_with_period(client, &subject)?;
-            let grants = match c.period {
-                Some(_) => grants::list(client, user_id, &subject.feature)?,
-                None => Vec::new(),
+            let (grants, overage_used) = match &c.period {
+                Some(p) => (
+                    grants::list(client, user_id, &subject.feature)?,
+                    crate::overage::used(client, user_id, &subject.feature, to_pg(p.start, true)?)?,
+                ),
+                None => (Vec::new(), 0),
             };
             Ok(Overview {
                 feature: subject.feature,
@@ -159,6 +197,8 @@ pub fn overview(client: &SpiClient<'_>, user_id: i64) -> Result<Vec<Overview>, E
                 allowance: c.allowance,
                 grants,
                 held: c.held,
+                overage: c.overage,
+                overage_used,
                 period: c.period,
             })
         })
@@ -280,6 +320,8 @@ fn replay(
 /// subscription version they came from.
 pub(crate) struct UseContext {
     pub(crate) limit: Option<Limit>,
+    /// The overage allowed beyond the limit.
+    pub(crate) overage: Option<Limit>,
     pub(crate) period: Period,
     alert_thresholds: Vec<i32>,
     pub(crate) read: pg_sys::ItemPointerData,
@@ -325,8 +367,15 @@ pub(crate) fn judge(
         return Ok(None);
     };
     let limit = resolve(subject, &catalog, sub)?.map(|l| l.limit);
+    let overage = overage_of(subject, &catalog, sub)?;
     let period = period_of(&row, catalog.reset_rule.parse()?, sub)?;
-    Ok(Some(UseContext { limit, period, alert_thresholds: row.alert_thresholds, read: sub.tid }))
+    Ok(Some(UseContext {
+        limit,
+        overage,
+        period,
+        alert_thresholds: row.alert_thresholds,
+        read: sub.tid,
+    }))
 }
 
 /// Announces on channel quota_threshold each alert threshold this use crossed, judged against
@@ -470,7 +519,8 @@ pub(crate) fn apply(
     // The grants as the statement saw them: a grant committed while it waited for the counter
     // comes after this use, as one committed after it. Holds: the statement counted the
     // expired ones too.
-    if totals.is_some_and(|t| t.left > 0) || held > 0 {
+    let overage = !matches!(ctx.overage, None | Some(Limit::Max(0)));
+    if totals.is_some_and(|t| t.left > 0) || held > 0 || overage {
         return draw(client, r, ctx, enforce);
     }
     if enforce {
@@ -486,6 +536,22 @@ pub(crate) struct Locked {
     /// What the active holds of the period claim, but the one left out.
     pub(crate) held: i64,
     pub(crate) grants: Vec<entitlements_core::grants::Balance>,
+}
+
+impl Locked {
+    /// What a write judged by `ctx` may take from ([`entitlements_core::holds::split`]).
+    pub(crate) fn sources<'a>(&'a self, ctx: &UseContext) -> entitlements_core::holds::Sources<'a> {
+        let limit = counter_limit(ctx.limit);
+        entitlements_core::holds::Sources {
+            allowance_left: limit.map(|limit| limit - self.usage),
+            held: self.held,
+            grants: &self.grants,
+            overage_left: match limit {
+                Some(limit) => entitlements_core::overage::left(ctx.overage, limit, self.usage),
+                None => None,
+            },
+        }
+    }
 }
 
 /// Locks (or creates) the counter of `[start, end)` for a write judged by the subscription
@@ -540,34 +606,38 @@ fn draw(
     let Some(locked) = lock_sources(client, r.subject, (start, end), ctx.read, None)? else {
         return Ok(store::Applied::Stale);
     };
-    let allowance_left = counter_limit(ctx.limit).map(|limit| limit - locked.usage);
-    let split = entitlements_core::holds::split(
-        i64::from(r.amount),
-        allowance_left,
-        locked.held,
-        &locked.grants,
-    );
+    let split = entitlements_core::holds::split(i64::from(r.amount), &locked.sources(ctx));
     if enforce && split.uncovered > 0 {
         return Ok(store::Applied::Refused { totals: None, held: locked.held });
     }
-    post(client, use_of(r, ctx, None)?, ctx.read, &split)
+    let before = locked.usage;
+    post(client, use_of(r, ctx, None)?, ctx, before, &split)
 }
 
-/// Writes a use split under the locks of [`lock_sources`]: the counter moves by the allowance's
-/// share and what nothing covers, the grants by theirs, beside the usage record.
+/// Writes a use judged by `ctx` and split under the locks of [`lock_sources`], the counter at
+/// `before`: the counter moves by the allowance's share, the overage and what nothing covers,
+/// the grants by theirs, beside the usage record; what it took beyond the limit within the
+/// overage is marked as such ([`entitlements_core::overage::marked`]).
 pub(crate) fn post(
     client: &mut SpiClient<'_>,
     mut u: Use<'_>,
-    read: pg_sys::ItemPointerData,
+    ctx: &UseContext,
+    before: i64,
     split: &entitlements_core::grants::Split,
 ) -> Result<store::Applied, Error> {
-    let user_id = u.subject.user_id;
+    let (user_id, feature, start) = (u.subject.user_id, u.subject.feature.as_str(), u.period_start);
     // At most the amount, an int4.
-    u.counted = i32::try_from(split.allowance + split.uncovered).unwrap_or(u.amount);
-    let applied = store::apply_use(client, u, read, true)?;
+    let counted = split.allowance + split.overage + split.uncovered;
+    u.counted = i32::try_from(counted).unwrap_or(u.amount);
+    let applied = store::apply_use(client, u, ctx.read, true)?;
     if let store::Applied::Counted { record_id, .. } = applied {
         let record_id = store::must(record_id, "usage_records.id")?;
         grants::draw(client, user_id, record_id, &split.grants)?;
+        if let Some(limit) = counter_limit(ctx.limit) {
+            let after = before.saturating_add(counted);
+            let marked = entitlements_core::overage::marked(ctx.overage, limit, before, after);
+            crate::overage::mark(client, user_id, record_id, (feature, start), marked)?;
+        }
     }
     Ok(applied)
 }
@@ -610,10 +680,7 @@ pub fn consume(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<Consumed,
     };
     let subject = r.subject;
     let (user_id, feature) = (subject.user_id, subject.feature.as_str());
-    let with_grants = |client: &SpiClient<'_>, ctx: &UseContext, usage: i64| {
-        let totals = read::grant_totals(client, user_id, feature)?;
-        Ok::<_, Error>(QuotaStatus::evaluate(ctx.limit, usage).with_grants(ctx.limit, totals))
-    };
+    let grant_totals = |client: &SpiClient<'_>| read::grant_totals(client, user_id, feature);
     if replay(client, FUNCTION, &r)? {
         return Ok(Consumed { allowed: true, status: current_status(client, subject, &ctx)? });
     }
@@ -623,17 +690,15 @@ pub fn consume(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<Consumed,
     Ok(match applied {
         store::Applied::Counted { usage, announced, record_id, totals, held } => {
             announce_thresholds(client, subject, &ctx, usage, announced)?;
-            let status = match (record_id, totals) {
+            let totals = match (record_id, totals) {
                 // A use from the allowance alone: the grants as its statement saw them.
-                (None, Some(totals)) => {
-                    QuotaStatus::evaluate(ctx.limit, usage).with_grants(ctx.limit, totals)
-                }
+                (None, Some(totals)) => totals,
                 // One that drew from grants after its statement ([`draw`]): read them again.
-                _ => with_grants(client, &ctx, usage)?,
+                _ => grant_totals(client)?,
             };
             let start = to_pg(ctx.period.start, true)?;
             let held = read::active_held(client, user_id, feature, start, held)?;
-            Consumed { allowed: true, status: status.with_held(held) }
+            Consumed { allowed: true, status: figures(ctx.limit, ctx.overage, usage, totals, held) }
         }
         store::Applied::Refused { .. } | store::Applied::Stale => {
             Consumed { allowed: false, status: current_status(client, subject, &ctx)? }
@@ -650,7 +715,7 @@ pub(crate) fn current_status(
 ) -> Result<QuotaStatus, Error> {
     let start = to_pg(ctx.period.start, true)?;
     let c = read::usage_and_grants(client, subject.user_id, &subject.feature, start)?;
-    Ok(QuotaStatus::evaluate(ctx.limit, c.usage).with_grants(ctx.limit, c.totals).with_held(c.held))
+    Ok(figures(ctx.limit, ctx.overage, c.usage, c.totals, c.held))
 }
 
 /// `refund_usage`: posts a compensating record to the period the original use counted toward.
@@ -717,8 +782,13 @@ pub fn refund(
             detail: format!("record {id}: shares {given} and {counted} beyond its int4 amount"),
         });
     };
-    let refund = store::post_refund(client, user_id, id, given32, counted32)?;
+    let (refund, feature) = store::post_refund(client, user_id, id, given32, counted32)?;
     grants::give_back(client, user_id, refund.id, &back)?;
+    // What the counter gets back was overage first, whichever use took it: billing charges
+    // only what stays beyond the limit.
+    let (feature, start) = (feature.as_str(), refund.period_start);
+    let overage = crate::overage::used(client, user_id, feature, start)?;
+    crate::overage::mark(client, user_id, refund.id, (feature, start), -overage.min(counted))?;
     if !lost.is_empty() {
         pgrx::notice!(
             "usage record {id}: {} of its {amount} units are not given back ({})",

@@ -126,9 +126,7 @@ pub fn reserve(client: &mut SpiClient<'_>, h: Reserving<'_>) -> Result<Reserved,
         let Some(locked) = quota::lock_sources(client, subject, period, ctx.read, None)? else {
             return Ok(None);
         };
-        let allowance_left = quota::counter_limit(ctx.limit).map(|limit| limit - locked.usage);
-        let split =
-            entitlements_core::holds::split(amount, allowance_left, locked.held, &locked.grants);
+        let split = entitlements_core::holds::split(amount, &locked.sources(ctx));
         if split.uncovered > 0 {
             return Ok(Some(None));
         }
@@ -242,9 +240,7 @@ fn settle_step(
         counter.held,
         Some(hold.id),
     )?;
-    let allowance_left = quota::counter_limit(ctx.limit).map(|limit| limit - locked.usage);
-    let split =
-        entitlements_core::holds::split(actual, allowance_left, locked.held, &locked.grants);
+    let split = entitlements_core::holds::split(actual, &locked.sources(ctx));
     if actual > hold.amount && split.uncovered > 0 {
         return Ok(Some((refused(), None)));
     }
@@ -262,7 +258,7 @@ fn settle_step(
             metadata: s.metadata.clone(),
             idempotency_key: None,
         };
-        match quota::post(client, u, ctx.read, &split)? {
+        match quota::post(client, u, ctx, counter.usage, &split)? {
             store::Applied::Counted { record_id: id, usage, announced: a, .. } => {
                 record_id = id;
                 // Threshold alerts, when the hold's period is the one the use is judged in.

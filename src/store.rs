@@ -29,8 +29,9 @@ use std::panic::AssertUnwindSafe;
 /// subscriptions serve). The columns are listed, by position, in `read::column`.
 /// `settings` are the settings' columns of the last change of zone, the attached tables'
 /// local zone and the features they lack, or NULLs where the table lacks them (an installation whose library is newer than
-/// its SQL, before ALTER EXTENSION UPDATE).
-fn feature_sql(settings: &str) -> String {
+/// its SQL, before ALTER EXTENSION UPDATE); `overage` the overage limits of the catalog and
+/// the plan feature, likewise.
+fn feature_sql(settings: &str, overage: &str) -> String {
     format!(
         "
 SELECT f.code, f.reset_rule, f.unit, f.default_limit, f.alert_thresholds, f.name,
@@ -43,7 +44,7 @@ SELECT f.code, f.reset_rule, f.unit, f.default_limit, f.alert_thresholds, f.name
             THEN s.custom_quotas::pg_catalog.text END,
        (s.custom_quotas OPERATOR(pg_catalog.->) f.code)::pg_catalog.text,
        p.id IS NOT NULL, p.quota_cycle_type::pg_catalog.text, p.billing_cycle::pg_catalog.text,
-       pf.feature_value, pf.feature_unit::pg_catalog.text, {settings}
+       pf.feature_value, pf.feature_unit::pg_catalog.text, {settings}, {overage}
   FROM (SELECT) AS one
   LEFT JOIN quota.settings st ON true
   LEFT JOIN quota.features f ON f.code OPERATOR(pg_catalog.=) $2
@@ -714,7 +715,15 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
     } else {
         "NULL::pg_catalog.text"
     };
-    let feature = feature_sql(&format!("{zone_change}, {local_zone}, {lacks}"));
+    let overage = match (
+        has_column("quota.features", "overage_limit")?,
+        has_column("quota.plan_features", "overage_limit")?,
+    ) {
+        (true, true) => "f.overage_limit, pf.overage_limit",
+        (true, false) => "f.overage_limit, NULL::pg_catalog.int4",
+        (false, _) => "NULL::pg_catalog.int4, NULL::pg_catalog.int4",
+    };
+    let feature = feature_sql(&format!("{zone_change}, {local_zone}, {lacks}"), overage);
     let has = |f: Optional| binding.lacks.has(f);
     // Missing from the tables of an older version until ALTER EXTENSION UPDATE adds it.
     let has_held = has(Optional::Reservations) && has_column("quota.user_usage", "held")?;
@@ -1636,14 +1645,14 @@ pub fn lock_record_counter(client: &mut SpiClient<'_>, user_id: i64, id: i64) ->
 
 /// Posts the refund of record `id`: `given` units back, of which `counted` come off its period's
 /// counter. Refuses when the counter is below that: the ERROR then undoes the refund record
-/// too.
+/// too. With the refund: the record's feature.
 pub fn post_refund(
     client: &mut SpiClient<'_>,
     user_id: i64,
     id: i64,
     given: i32,
     counted: i32,
-) -> Result<Refund, Error> {
+) -> Result<(Refund, String), Error> {
     let args: [DatumWithOid; 4] = [user_id.into(), id.into(), given.into(), counted.into()];
     let table = write(client, |plans| {
         let refund = optional(plans, &plans.refund, Optional::Refunds, "refund_usage")?;
@@ -1653,15 +1662,15 @@ pub fn post_refund(
         return Err(Error::Statement { what: "refund", detail: "no row".into() });
     };
     let refund = refund_row(&row)?;
+    let feature: String = must(col(&row, 5)?, "feature_code")?;
     if !col::<bool>(&row, 4)?.unwrap_or(false) {
-        let feature = must(col(&row, 5)?, "feature_code")?;
         return Err(Error::RefundBelowZero {
             subject: Subject { user_id, feature },
             record_id: id,
             amount: i64::from(counted),
         });
     }
-    Ok(refund)
+    Ok((refund, feature))
 }
 
 /// The subscription an adjustment changes, locked.

@@ -18,11 +18,19 @@ pub enum Optional {
     /// `user_usage.held`: what the period's active holds claim, which every use must see under
     /// the counter's lock; without it `reserve` is refused.
     Reservations,
+    /// `plan_features.overage_limit`: an overage a plan gives; without it only the catalog's
+    /// (`features.overage_limit`) applies.
+    SoftLimits,
 }
 
 impl Optional {
-    const ALL: [Optional; 4] =
-        [Optional::IdempotencyKeys, Optional::Refunds, Optional::Alerts, Optional::Reservations];
+    const ALL: [Optional; 5] = [
+        Optional::IdempotencyKeys,
+        Optional::Refunds,
+        Optional::Alerts,
+        Optional::Reservations,
+        Optional::SoftLimits,
+    ];
 
     /// The name `quota.settings.attached_lacks` and `attach_problems` use.
     pub fn name(self) -> &'static str {
@@ -31,6 +39,7 @@ impl Optional {
             Optional::Refunds => "refunds",
             Optional::Alerts => "alerts",
             Optional::Reservations => "reservations",
+            Optional::SoftLimits => "soft_limits",
         }
     }
 }
@@ -42,6 +51,7 @@ impl fmt::Display for Optional {
             Optional::Refunds => "refunds",
             Optional::Alerts => "threshold alerts",
             Optional::Reservations => "reservations",
+            Optional::SoftLimits => "plans' soft limits",
         })
     }
 }
@@ -53,6 +63,7 @@ pub struct Lacks {
     refunds: bool,
     alerts: bool,
     reservations: bool,
+    soft_limits: bool,
 }
 
 impl Lacks {
@@ -68,6 +79,7 @@ impl Lacks {
                 "refunds" => lacks.refunds = true,
                 "alerts" => lacks.alerts = true,
                 "reservations" => lacks.reservations = true,
+                "soft_limits" => lacks.soft_limits = true,
                 _ => {}
             }
         }
@@ -80,6 +92,7 @@ impl Lacks {
             Optional::Refunds => self.refunds,
             Optional::Alerts => self.alerts,
             Optional::Reservations => self.reservations,
+            Optional::SoftLimits => self.soft_limits,
         }
     }
 

@@ -50,7 +50,10 @@ pub struct Split {
     pub allowance: i64,
     /// `(grant id, units)` in use order, each at most the grant's `remaining`, none zero.
     pub grants: Vec<(i64, i64)>,
-    /// Units neither covers: a `consume` is refused, a `record_feature_usage` counts them on
+    /// Units of the allowed overage beyond the limit ([`crate::overage`]): counted on the
+    /// allowance beyond its limit and marked as overage in the ledger.
+    pub overage: i64,
+    /// Units nothing covers: a `consume` is refused, a `record_feature_usage` counts them on
     /// the allowance beyond its limit.
     pub uncovered: i64,
 }
@@ -74,7 +77,7 @@ pub fn split(amount: i64, allowance_left: Option<i64>, grants: &[Balance]) -> Sp
         taken.push((g.id, take));
         need -= take;
     }
-    Split { allowance, grants: taken, uncovered: need }
+    Split { allowance, grants: taken, overage: 0, uncovered: need }
 }
 
 /// The active grants of a user's feature, added up: what they gave and what is left of them.
@@ -98,12 +101,12 @@ mod tests {
         // Allowance 10, used 0; a pack of 20: a use of 25 takes 10 + 15.
         let pack = grant(1, 20, 0, Some(1_000));
         let s = split(25, Some(10), std::slice::from_ref(&pack));
-        assert_eq!(s, Split { allowance: 10, grants: vec![(1, 15)], uncovered: 0 });
+        assert_eq!(s, Split { allowance: 10, grants: vec![(1, 15)], overage: 0, uncovered: 0 });
         // 5 left in the pack, allowance spent: 7 more leave 2 uncovered.
         let pack = Balance { remaining: 5, ..pack };
         assert_eq!(
             split(7, Some(0), &[pack]),
-            Split { allowance: 0, grants: vec![(1, 5)], uncovered: 2 }
+            Split { allowance: 0, grants: vec![(1, 5)], overage: 0, uncovered: 2 }
         );
     }
 
@@ -121,14 +124,14 @@ mod tests {
     #[test]
     fn unlimited_takes_nothing_from_grants() {
         let s = split(1_000, None, &[grant(1, 5, 0, None)]);
-        assert_eq!(s, Split { allowance: 1_000, grants: vec![], uncovered: 0 });
+        assert_eq!(s, Split { allowance: 1_000, grants: vec![], overage: 0, uncovered: 0 });
     }
 
     #[test]
     fn an_allowance_beyond_its_limit_covers_nothing() {
         // A lowered limit: 12 used of 10.
         let s = split(3, Some(-2), &[grant(1, 1, 0, None)]);
-        assert_eq!(s, Split { allowance: 0, grants: vec![(1, 1)], uncovered: 2 });
+        assert_eq!(s, Split { allowance: 0, grants: vec![(1, 1)], overage: 0, uncovered: 2 });
     }
 
     prop_compose! {

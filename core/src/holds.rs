@@ -15,24 +15,43 @@ pub fn counts(held: bool, expires_at: i64, now: i64) -> bool {
     held && expires_at > now
 }
 
-/// How a use of `amount` units (> 0) splits when the allowance has `allowance_left` units left
-/// (`None`: unlimited, which covers everything and ignores holds), other active holds claim
-/// `held` units, and `grants` are the active grants. What the holds claim is taken out of the
-/// allowance first and then out of the grants' total: the use gets the rest, the allowance's
-/// before the grants', the grants in use order.
-pub fn split(amount: i64, allowance_left: Option<i64>, held: i64, grants: &[Balance]) -> Split {
-    let Some(left) = allowance_left else {
-        return grants::split(amount, None, grants);
+/// What a use, a hold or a settle may take from, with the counter and the grants locked.
+#[derive(Debug, Clone, Copy)]
+pub struct Sources<'a> {
+    /// What the period's allowance has left (below zero beyond a lowered limit); `None`:
+    /// unlimited, which covers everything and ignores holds.
+    pub allowance_left: Option<i64>,
+    /// What the other active holds claim.
+    pub held: i64,
+    /// The active grants, in any order.
+    pub grants: &'a [Balance],
+    /// What is left of the allowed overage beyond the limit ([`crate::overage::left`]);
+    /// `None`: unlimited.
+    pub overage_left: Option<i64>,
+}
+
+/// How a use of `amount` units (> 0) splits. What the holds claim is taken out of the allowance
+/// first, then out of the grants' total, then out of the overage: the use gets the rest, in
+/// the same order, the grants in use order.
+pub fn split(amount: i64, sources: &Sources<'_>) -> Split {
+    let Some(left) = sources.allowance_left else {
+        return grants::split(amount, None, sources.grants);
     };
-    let (left, held) = (left.max(0), held.max(0));
+    let (left, held) = (left.max(0), sources.held.max(0));
     let free = (left - held).max(0);
     let claim_on_grants = (held - left).max(0);
-    let total: i64 = grants.iter().map(|g| g.remaining.max(0)).sum();
+    let total: i64 = sources.grants.iter().map(|g| g.remaining.max(0)).sum();
     let budget = (total - claim_on_grants).max(0);
     let allowance = amount.min(free);
     let from_grants = (amount - allowance).min(budget);
-    let mut s = grants::split(allowance + from_grants, Some(allowance), grants);
-    s.uncovered += amount - allowance - from_grants;
+    let mut s = grants::split(allowance + from_grants, Some(allowance), sources.grants);
+    let rest = amount - allowance - from_grants;
+    let claim_on_overage = (claim_on_grants - total).max(0);
+    s.overage = match sources.overage_left {
+        None => rest,
+        Some(o) => rest.min((o - claim_on_overage).max(0)),
+    };
+    s.uncovered = rest - s.overage;
     s
 }
 
@@ -45,6 +64,28 @@ mod tests {
         Balance { id, remaining, priority: 0, expires_at: None, created_at: id }
     }
 
+    fn split(amount: i64, allowance_left: Option<i64>, held: i64, grants: &[Balance]) -> Split {
+        super::split(amount, &Sources { allowance_left, held, grants, overage_left: Some(0) })
+    }
+
+    #[test]
+    fn overage_comes_after_the_grants_and_holds_claim_it_last() {
+        // 2 left of the allowance, a grant of 3, 4 of overage: 9 in all.
+        let g = [grant(1, 3)];
+        let sources =
+            Sources { allowance_left: Some(2), held: 0, grants: &g, overage_left: Some(4) };
+        let s = super::split(8, &sources);
+        assert_eq!(s, Split { allowance: 2, grants: vec![(1, 3)], overage: 3, uncovered: 0 });
+        assert_eq!(super::split(10, &sources).uncovered, 1);
+        // A hold of 7 claims the allowance, the grant and 2 of the overage: 2 are left.
+        let held = Sources { held: 7, ..sources };
+        assert_eq!(super::split(2, &held), Split { overage: 2, ..Split::default() });
+        assert_eq!(super::split(3, &held).uncovered, 1);
+        // Unlimited overage covers everything beyond.
+        let open = Sources { overage_left: None, ..held };
+        assert_eq!(super::split(1_000, &open).uncovered, 0);
+    }
+
     #[test]
     fn holds_claim_the_allowance_first() {
         // Limit 10, used 2: 8 left, 5 held. A use of 3 fits, a use of 4 does not.
@@ -53,14 +94,17 @@ mod tests {
         // With a grant of 10: the hold's claim stays on the allowance, the use takes 3 from it
         // and 1 from the grant.
         let s = split(4, Some(8), 5, &[grant(1, 10)]);
-        assert_eq!(s, Split { allowance: 3, grants: vec![(1, 1)], uncovered: 0 });
+        assert_eq!(s, Split { allowance: 3, grants: vec![(1, 1)], overage: 0, uncovered: 0 });
     }
 
     #[test]
     fn what_holds_claim_beyond_the_allowance_comes_off_the_grants() {
         // 2 left of the allowance, a hold of 7: it claims 5 of the grants' 10.
         let s = split(6, Some(2), 7, &[grant(1, 4), grant(2, 6)]);
-        assert_eq!(s, Split { allowance: 0, grants: vec![(1, 4), (2, 1)], uncovered: 1 });
+        assert_eq!(
+            s,
+            Split { allowance: 0, grants: vec![(1, 4), (2, 1)], overage: 0, uncovered: 1 }
+        );
     }
 
     #[test]
@@ -90,29 +134,37 @@ mod tests {
 
     proptest! {
         /// Holds and uses granted one after another, each only when it fits, never take more
-        /// than the allowance and the grants hold together, and every unit of a use is placed
-        /// once.
+        /// than the allowance, the grants and the overage hold together, and every unit of a
+        /// use is placed once.
         #[test]
         fn holds_and_uses_never_overspend(
-            left in 0i64..100,
+            limit in 0i64..100,
+            overage in 0i32..30,
             grants_left in prop::collection::vec(0i64..40, 0..4),
             steps in prop::collection::vec((any::<bool>(), 1i64..60), 1..20),
         ) {
             let mut balances: Vec<Balance> =
                 grants_left.iter().enumerate().map(|(i, r)| grant(i as i64 + 1, *r)).collect();
-            let total = left + grants_left.iter().sum::<i64>();
-            let (mut allowance_left, mut held, mut used) = (left, 0i64, 0i64);
+            let total = limit + grants_left.iter().sum::<i64>() + i64::from(overage);
+            let overage = Some(crate::limit::Limit::Max(overage));
+            let (mut usage, mut held, mut used) = (0i64, 0i64, 0i64);
             for (is_hold, amount) in steps {
-                let s = split(amount, Some(allowance_left), held, &balances);
+                let sources = Sources {
+                    allowance_left: Some(limit - usage),
+                    held,
+                    grants: &balances,
+                    overage_left: crate::overage::left(overage, limit, usage),
+                };
+                let s = super::split(amount, &sources);
                 let drawn: i64 = s.grants.iter().map(|(_, n)| n).sum();
-                prop_assert_eq!(s.allowance + drawn + s.uncovered, amount);
+                prop_assert_eq!(s.allowance + drawn + s.overage + s.uncovered, amount);
                 if s.uncovered > 0 {
                     continue;
                 }
                 if is_hold {
                     held += amount;
                 } else {
-                    allowance_left -= s.allowance;
+                    usage += s.allowance + s.overage;
                     for (id, n) in &s.grants {
                         let g = balances.iter_mut().find(|g| g.id == *id).unwrap();
                         prop_assert!(*n <= g.remaining);
@@ -121,7 +173,6 @@ mod tests {
                     used += amount;
                 }
                 prop_assert!(used + held <= total);
-                prop_assert!(allowance_left >= 0);
             }
         }
     }

@@ -12,6 +12,7 @@ pub mod grants;
 pub mod holds;
 pub mod keys;
 pub mod limit;
+pub mod overage;
 pub mod period;
 pub mod status;
 pub mod subscription;

@@ -129,7 +129,12 @@ pub fn limit_from_json_text(text: &str) -> std::result::Result<Limit, ValueProbl
     limit_from_json(&value)
 }
 
-fn value_error(subject: &Subject, origin: &'static str, value: String, p: ValueProblem) -> Error {
+pub(crate) fn value_error(
+    subject: &Subject,
+    origin: &'static str,
+    value: String,
+    p: ValueProblem,
+) -> Error {
     match p {
         ValueProblem::OutOfRange => {
             Error::QuotaValueOutOfRange { subject: subject.clone(), origin, value }

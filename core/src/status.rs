@@ -76,6 +76,46 @@ impl QuotaStatus {
         }
     }
 
+    /// The status with the allowed overage beyond the limit ([`crate::overage`]) added, for a
+    /// period whose counter holds `usage`: unlimited overage makes the figures those of an
+    /// unlimited feature (`consume` always allows); N units add what is left of them to
+    /// `remaining` and N to `quota_limit`, so `remaining = quota_limit - current_usage` still
+    /// holds. Without an overage, or for an unlimited allowance, the status is unchanged.
+    pub fn with_overage(
+        self,
+        limit: Option<Limit>,
+        overage: Option<Limit>,
+        usage: i64,
+    ) -> QuotaStatus {
+        let allowance = match limit {
+            Some(Limit::Unlimited) => return self,
+            Some(Limit::Max(n)) => i64::from(n),
+            None => 0,
+        };
+        match overage {
+            None | Some(Limit::Max(0)) => self,
+            Some(Limit::Unlimited) => QuotaStatus {
+                has_quota: true,
+                quota_limit: -1,
+                remaining: -1,
+                percentage_hundredths: 0,
+                ..self
+            },
+            Some(Limit::Max(n)) => {
+                let left = crate::overage::left(overage, allowance, usage).unwrap_or(0);
+                let quota_limit = self.quota_limit.saturating_add(i64::from(n));
+                let remaining = self.remaining.saturating_add(left);
+                QuotaStatus {
+                    has_quota: remaining > 0,
+                    quota_limit,
+                    remaining,
+                    percentage_hundredths: percentage(self.current_usage, quota_limit),
+                    ..self
+                }
+            }
+        }
+    }
+
     /// The status with `held` units of active holds ([`crate::holds`]) counted: they are part of
     /// `current_usage` and no longer `remaining`, so `remaining = quota_limit - current_usage`
     /// still holds. Unlimited stays unlimited; without holds the status is unchanged.
@@ -147,6 +187,29 @@ mod tests {
         let spent = QuotaStatus::evaluate(Some(Limit::Max(10)), 10)
             .with_grants(Some(Limit::Max(10)), Totals { granted: 20, left: 0 });
         assert!(!spent.has_quota);
+    }
+
+    #[test]
+    fn overage_adds_to_what_is_left() {
+        // Limit 100, 10 of overage, 104 used: 6 left of the overage.
+        let s = QuotaStatus::evaluate(Some(Limit::Max(100)), 104).with_overage(
+            Some(Limit::Max(100)),
+            Some(Limit::Max(10)),
+            104,
+        );
+        assert_eq!((s.has_quota, s.current_usage, s.quota_limit, s.remaining), (true, 104, 110, 6));
+        assert_eq!(s.remaining, s.quota_limit - s.current_usage);
+        // Unlimited overage: the figures of an unlimited feature.
+        let u = QuotaStatus::evaluate(Some(Limit::Max(100)), 500).with_overage(
+            Some(Limit::Max(100)),
+            Some(Limit::Unlimited),
+            500,
+        );
+        assert_eq!((u.has_quota, u.quota_limit, u.remaining), (true, -1, -1));
+        // No overage, or an unlimited allowance: unchanged.
+        let plain = QuotaStatus::evaluate(Some(Limit::Max(100)), 4);
+        assert_eq!(plain.with_overage(Some(Limit::Max(100)), None, 4), plain);
+        assert_eq!(plain.with_overage(Some(Limit::Max(100)), Some(Limit::Max(0)), 4), plain);
     }
 
     #[test]

@@ -62,6 +62,7 @@ pub struct FeatureEntry {
 struct PlanFeature {
     value: Option<i32>,
     unit: Option<String>,
+    overage: Option<i32>,
 }
 
 /// A plan as the copy keeps it.
@@ -476,8 +477,12 @@ SELECT coalesce(st.time_zone, 'UTC'), st.attached_schema::pg_catalog.text,
        pg_catalog.to_jsonb(st) OPERATOR(pg_catalog.->>) 'attached_lacks'
   FROM (SELECT) AS one LEFT JOIN quota.settings st ON true";
 
+/// overage_limit through to_jsonb: the column is missing from a table an older version of the SQL
+/// created, until ALTER EXTENSION UPDATE adds it (and from an attached plan_features without
+/// it, [`Optional::SoftLimits`](entitlements_core::binding::Optional)).
 const FEATURES: &str = "
-SELECT f.code, f.name, f.reset_rule, f.unit, f.default_limit, f.alert_thresholds
+SELECT f.code, f.name, f.reset_rule, f.unit, f.default_limit, f.alert_thresholds,
+       (pg_catalog.to_jsonb(f) OPERATOR(pg_catalog.->>) 'overage_limit')::pg_catalog.int4
   FROM quota.features f";
 
 const PLANS: &str = "
@@ -487,7 +492,8 @@ SELECT p.id::pg_catalog.int8, p.quota_cycle_type::pg_catalog.text,
 
 const PLAN_FEATURES: &str = "
 SELECT pf.plan_id::pg_catalog.int8, pf.feature_code::pg_catalog.text, pf.feature_value,
-       pf.feature_unit::pg_catalog.text
+       pf.feature_unit::pg_catalog.text,
+       (pg_catalog.to_jsonb(pf) OPERATOR(pg_catalog.->>) 'overage_limit')::pg_catalog.int4
   FROM quota.plan_features pf";
 
 const TABLE: &str = "
@@ -619,6 +625,7 @@ fn build(client: &SpiClient<'_>, built: Horizon) -> Result<Config, Refusal> {
             reset_rule: required(col(&row, 3)?, "features.reset_rule")?,
             unit: required(col(&row, 4)?, "features.unit")?,
             default_limit: col(&row, 5)?,
+            overage_limit: col(&row, 7)?,
         };
         let alert_thresholds =
             col::<Vec<Option<i32>>>(&row, 6)?.unwrap_or_default().into_iter().flatten().collect();
@@ -647,7 +654,8 @@ fn build(client: &SpiClient<'_>, built: Horizon) -> Result<Config, Refusal> {
         let Some(code) = col::<String>(&row, 2)? else {
             continue;
         };
-        let entry = PlanFeature { value: col(&row, 3)?, unit: col(&row, 4)? };
+        let entry =
+            PlanFeature { value: col(&row, 3)?, unit: col(&row, 4)?, overage: col(&row, 5)? };
         if plan.features.insert(code.clone(), entry).is_some() {
             return Err(Refusal::Unusable(format!("a plan has two rows for feature {code}")));
         }
@@ -894,6 +902,7 @@ impl Config {
             billing_cycle: plan.billing_cycle.clone(),
             value: pf.and_then(|pf| pf.value),
             unit: pf.and_then(|pf| pf.unit.clone()),
+            overage: pf.and_then(|pf| pf.overage),
         })
     }
 

@@ -25,6 +25,8 @@ pub struct Catalog {
     pub reset_rule: String,
     pub unit: String,
     pub default_limit: Option<i32>,
+    /// `features.overage_limit` ([`entitlements_core::overage`]).
+    pub overage_limit: Option<i32>,
 }
 
 /// The subscription that counts, as both paths read it, before any rule about its plan.
@@ -47,6 +49,8 @@ pub struct PlanRow {
     pub billing_cycle: Option<String>,
     pub value: Option<i32>,
     pub unit: Option<String>,
+    /// `plan_features.overage_limit`.
+    pub overage: Option<i32>,
 }
 
 /// The active subscription, with what its plan says about one feature.
@@ -61,6 +65,7 @@ pub struct SubscriptionRow {
     pub custom_value: Option<String>,
     pub plan_value: Option<i32>,
     pub plan_unit: Option<String>,
+    pub plan_overage: Option<i32>,
 }
 
 /// The zone periods are computed in (`quota.settings`), and the last change of it.
@@ -131,6 +136,7 @@ fn subscription_row(
         custom_value,
         plan_value: plan.value,
         plan_unit: plan.unit,
+        plan_overage: plan.overage,
     })
 }
 
@@ -240,6 +246,8 @@ mod column {
     pub const TIME_ZONE_CHANGED_AT: usize = 26;
     pub const LOCAL_ZONE: usize = 27;
     pub const LACKS: usize = 28;
+    pub const OVERAGE: usize = 29;
+    pub const PLAN_OVERAGE: usize = 30;
 }
 
 /// A candidate row of the statement: one of the user's subscriptions with status 'active'.
@@ -360,6 +368,7 @@ fn parse_feature_rows(
             reset_rule: store::must(col(first, RESET_RULE, "reset_rule")?, "features.reset_rule")?,
             unit: store::must(col(first, UNIT, "features.unit")?, "features.unit")?,
             default_limit: col(first, DEFAULT_LIMIT, "features.default_limit")?,
+            overage_limit: col(first, OVERAGE, "features.overage_limit")?,
         }),
         None => None,
     };
@@ -409,6 +418,7 @@ fn parse_feature_rows(
                     )?,
                     value: col(row, PLAN_VALUE, "plan_features.feature_value")?,
                     unit: col(row, PLAN_UNIT, "plan_features.feature_unit")?,
+                    overage: col(row, PLAN_OVERAGE, "plan_features.overage_limit")?,
                 })
             } else {
                 None

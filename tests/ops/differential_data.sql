@@ -26,9 +26,14 @@ SELECT p.id AS plan_id, f.code AS feature_code,
        CASE WHEN random() < 0.1 THEN -1 ELSE floor(random() * 1001)::int END AS feature_value,
        CASE WHEN f.code = 'storage_space'
             THEN (ARRAY[NULL, 'B', 'KB', 'MB', 'GB', 'TB'])[1 + floor(random() * 6)::int]
-            WHEN random() < 0.1 THEN f.unit END AS feature_unit
+            WHEN random() < 0.1 THEN f.unit END AS feature_unit,
+       -- Soft limits (quota's own plan_features): none, 0, N or unlimited.
+       (ARRAY[NULL, NULL, NULL, 0, 7, 250, -1])[1 + floor(random() * 7)::int] AS overage_limit
   FROM gen_plans p CROSS JOIN quota.features f
  WHERE random() < 0.7;
+-- The catalog's soft limits, which the plans' own override.
+UPDATE quota.features SET overage_limit = CASE code WHEN 'publish_per_month' THEN 5
+                                                    WHEN 'keyword_distillation' THEN -1 END;
 
 CREATE TEMP TABLE gen_users AS
 SELECT u AS user_id, floor(random() * 4)::int AS subscriptions FROM generate_series(1, :users) u;
