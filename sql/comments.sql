@@ -263,6 +263,23 @@ COMMENT ON TABLE quota.overage_uses IS
     'What each usage record took beyond the limit as allowed overage (positive), and what its '
     'refund gave back of it (negative), per period: what billing charges.';
 
+COMMENT ON COLUMN quota.features.rollover_max IS
+    'Rollover: the most of a period''s unused allowance that becomes a grant of the next '
+    'period (NULL or 0: none, the default; -1: all of it), unless the plan feature sets its own.';
+
+COMMENT ON COLUMN quota.features.rollover_periods IS
+    'How many periods a rollover grant lasts, the one it starts in included.';
+
+COMMENT ON COLUMN quota.plan_features.rollover_max IS
+    'Rollover of this plan (NULL: the catalog''s features.rollover_max; 0: none; -1: all).';
+
+COMMENT ON COLUMN quota.plan_features.rollover_periods IS
+    'How many periods this plan''s rollover grants last (NULL: the catalog''s).';
+
+COMMENT ON COLUMN quota.grants.rollover_from IS
+    'For a rollover grant: the start of the period whose unused allowance it holds; one per '
+    'user, feature and period.';
+
 COMMENT ON TABLE quota.reservations IS
     'Holds taken by reserve() before slow work: an active hold (state held, expires_at still '
     'ahead) counts against what is left until settle(), release() or its expiry. Written by '

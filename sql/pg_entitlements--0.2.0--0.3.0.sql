@@ -130,6 +130,8 @@ BEGIN
             ('plan_features',      'feature_value',      '{int4}', NULL, NULL),
             ('plan_features',      'feature_unit',       '{text,varchar}', 'varchar(20)', NULL),
             ('plan_features',      'overage_limit',      '{int4}', 'integer', 'soft_limits'),
+            ('plan_features',      'rollover_max',       '{int4}', 'integer', 'rollover'),
+            ('plan_features',      'rollover_periods',   '{int4}', 'integer', 'rollover'),
             ('user_usage',         'user_id',            '{int4,int8}', NULL, NULL),
             ('user_usage',         'feature_code',       '{text,varchar}', NULL, NULL),
             ('user_usage',         'period_start',       '{timestamptz}', NULL, NULL),
@@ -533,6 +535,7 @@ BEGIN
                    WHEN 'booster_packs' THEN 'buy_booster is refused'
                    WHEN 'reservations' THEN 'reserve is refused'
                    WHEN 'soft_limits' THEN 'plans give no overage of their own: the catalog''s overage_limit applies'
+                   WHEN 'rollover' THEN 'plans give no rollover of their own: the catalog''s rollover_max applies'
                END AS effect
           FROM unnest(lacks) AS l (feature)
     LOOP
@@ -1487,7 +1490,7 @@ COMMENT ON FUNCTION quota.install_triggers(regclass) IS
 -- needed_for): NULL, as no schema is attached while this script runs.
 ALTER TABLE quota.settings ADD COLUMN attached_lacks text[]
     CHECK (attached_lacks <@ ARRAY['idempotency_keys', 'refunds', 'alerts', 'booster_packs',
-                                      'reservations', 'soft_limits']);
+                                      'reservations', 'soft_limits', 'rollover']);
 COMMENT ON COLUMN quota.settings.attached_lacks IS
     'Written by quota.attach() and quota.detach() only: the optional features (idempotency_keys, '
     'refunds, alerts, booster_packs) the attached tables lack the columns of; the calls that '
@@ -2070,3 +2073,52 @@ COMMENT ON COLUMN quota.plan_features.overage_limit IS
 COMMENT ON TABLE quota.overage_uses IS
     'What each usage record took beyond the limit as allowed overage (positive), and what its '
     'refund gave back of it (negative), per period: what billing charges.';
+
+-- Rollover (sql/rollover.sql), with the comments of a fresh install.
+ALTER TABLE quota.features
+    ADD COLUMN rollover_max integer CHECK (rollover_max >= -1),
+    ADD COLUMN rollover_periods integer NOT NULL DEFAULT 1 CHECK (rollover_periods >= 1);
+ALTER TABLE quota.plan_features
+    ADD COLUMN rollover_max integer CHECK (rollover_max >= -1),
+    ADD COLUMN rollover_periods integer CHECK (rollover_periods >= 1);
+
+ALTER TABLE quota.grants
+    ADD COLUMN rollover_from timestamptz CHECK (rollover_from IS NULL OR source = 'rollover');
+CREATE UNIQUE INDEX grants_rollover_idx ON quota.grants (user_id, feature_code, rollover_from)
+    WHERE rollover_from IS NOT NULL;
+
+COMMENT ON COLUMN quota.features.rollover_max IS
+    'Rollover: the most of a period''s unused allowance that becomes a grant of the next '
+    'period (NULL or 0: none, the default; -1: all of it), unless the plan feature sets its own.';
+
+COMMENT ON COLUMN quota.features.rollover_periods IS
+    'How many periods a rollover grant lasts, the one it starts in included.';
+
+COMMENT ON COLUMN quota.plan_features.rollover_max IS
+    'Rollover of this plan (NULL: the catalog''s features.rollover_max; 0: none; -1: all).';
+
+COMMENT ON COLUMN quota.plan_features.rollover_periods IS
+    'How many periods this plan''s rollover grants last (NULL: the catalog''s).';
+
+COMMENT ON COLUMN quota.grants.rollover_from IS
+    'For a rollover grant: the start of the period whose unused allowance it holds; one per '
+    'user, feature and period.';
+
+-- A restored dump's edits of a built-in feature keep its soft limit and rollover too.
+CREATE OR REPLACE FUNCTION quota.features_restore_builtin() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE quota.features f
+       SET name = NEW.name, unit = NEW.unit, reset_rule = NEW.reset_rule,
+           default_limit = NEW.default_limit, alert_thresholds = NEW.alert_thresholds,
+           overage_limit = NEW.overage_limit, rollover_max = NEW.rollover_max,
+           rollover_periods = NEW.rollover_periods
+     WHERE f.code = NEW.code AND f.builtin;
+    IF FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;

@@ -36,7 +36,7 @@ CREATE TABLE quota.settings (
     -- detach() only.
     attached_lacks text[]
         CHECK (attached_lacks <@ ARRAY['idempotency_keys', 'refunds', 'alerts', 'booster_packs',
-                                      'reservations', 'soft_limits'])
+                                      'reservations', 'soft_limits', 'rollover'])
 );
 
 CREATE TABLE quota.features (

@@ -439,7 +439,7 @@ fn usage_overview(
                             .iter()
                             .map(|g| {
                                 serde_json::json!({
-                                    "grant_id": g.balance.id,
+                                    "grant_id": g.created.then_some(g.balance.id),
                                     "source": g.source,
                                     "amount": g.amount,
                                     "remaining": g.balance.remaining,

@@ -84,12 +84,43 @@ SELECT $1, $2, d.id, OPERATOR(pg_catalog.-) d.amount
   FROM ROWS FROM (pg_catalog.unnest($3::pg_catalog.int8[]),
                   pg_catalog.unnest($4::pg_catalog.int8[])) AS d (id, amount)";
 
+/// Whether the rollover grant from the period starting at $3 exists (voided or expired too).
+const ROLLOVER_EXISTS: &str = "
+SELECT EXISTS (SELECT FROM quota.grants g
+                WHERE g.user_id OPERATOR(pg_catalog.=) $1
+                  AND g.feature_code OPERATOR(pg_catalog.=) $2
+                  AND g.rollover_from OPERATOR(pg_catalog.=) $3)";
+
+/// Creates the rollover grant from the period starting at $6 ($3 units from $4 until $5), once:
+/// a second write touching the new period finds it (or waits for the first one's insert and
+/// then finds it) and adds nothing. Announced as added.
+const ROLLOVER_CREATE: &str = "
+WITH created AS (
+    INSERT INTO quota.grants AS g
+           (user_id, feature_code, amount, remaining, effective_from, expires_at, source, reason,
+            actor, rollover_from)
+    VALUES ($1, $2, $3, $3, $4, $5, 'rollover',
+            'unused allowance of the period from ' OPERATOR(pg_catalog.||) $6::pg_catalog.text,
+            'pg_entitlements', $6)
+    ON CONFLICT (user_id, feature_code, rollover_from) WHERE rollover_from IS NOT NULL
+    DO NOTHING
+    RETURNING g
+)
+SELECT pg_catalog.count(quota.grant_event('added', created.g)) FROM created";
+
 /// Whether the grants exist: the library is replaced before ALTER EXTENSION ... UPDATE creates
 /// them, and the uses and checks must go on meanwhile, as they did without grants. Asked again
 /// by every call until they exist.
 const EXIST: &str = "
 SELECT CASE WHEN pg_catalog.to_regclass('quota.grants') IS NULL THEN false
             ELSE pg_catalog.to_regprocedure('quota.grant_counts(quota.grants)') IS NOT NULL END";
+
+/// Whether the grants name the period a rollover came from (added by the same version as
+/// rollover; a library newer than its SQL goes without until ALTER EXTENSION UPDATE).
+const HAS_ROLLOVER: &str = "
+SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                WHERE a.attrelid = 'quota.grants'::pg_catalog.regclass
+                  AND a.attname = 'rollover_from' AND NOT a.attisdropped)";
 
 struct Plans {
     totals: OwnedPreparedStatement,
@@ -98,6 +129,9 @@ struct Plans {
     draw: OwnedPreparedStatement,
     parts: OwnedPreparedStatement,
     give_back: OwnedPreparedStatement,
+    /// `None` before ALTER EXTENSION UPDATE adds grants.rollover_from.
+    rollover_exists: Option<OwnedPreparedStatement>,
+    rollover_create: Option<OwnedPreparedStatement>,
 }
 
 thread_local! {
@@ -132,6 +166,15 @@ fn plans(client: &SpiClient<'_>) -> Result<Option<&'static Plans>, Error> {
     use BuiltinOid::*;
     let (int8, text, int8s) =
         (PgOid::BuiltIn(INT8OID), PgOid::BuiltIn(TEXTOID), PgOid::BuiltIn(INT8ARRAYOID));
+    let tstz = PgOid::BuiltIn(TIMESTAMPTZOID);
+    let has_rollover = client
+        .select(HAS_ROLLOVER, Some(1), &[])
+        .map_err(failed("catalog lookup"))?
+        .next()
+        .map(|row| col::<bool>(&row, 1))
+        .transpose()?
+        .flatten()
+        .unwrap_or(false);
     let prepare = |sql: &str, args: &[PgOid], mutating: bool| {
         let stmt = if mutating { client.prepare_mut(sql, args) } else { client.prepare(sql, args) };
         stmt.map(|s| s.keep()).map_err(failed("preparing a statement"))
@@ -143,6 +186,16 @@ fn plans(client: &SpiClient<'_>) -> Result<Option<&'static Plans>, Error> {
         draw: prepare(DRAW, &[int8, int8, int8s, int8s], true)?,
         parts: prepare(PARTS, &[int8, int8], true)?,
         give_back: prepare(GIVE_BACK, &[int8, int8, int8s, int8s], true)?,
+        rollover_exists: if has_rollover {
+            Some(prepare(ROLLOVER_EXISTS, &[int8, text, tstz], false)?)
+        } else {
+            None
+        },
+        rollover_create: if has_rollover {
+            Some(prepare(ROLLOVER_CREATE, &[int8, text, int8, tstz, tstz, tstz], true)?)
+        } else {
+            None
+        },
     }));
     PLANS.set(Some(plans));
     Ok(Some(plans))
@@ -190,6 +243,8 @@ pub struct Listed {
     pub amount: i64,
     pub source: String,
     pub expires_at: Option<TimestampWithTimeZone>,
+    /// False for a rollover that counts but whose grant is not created yet (it has no id).
+    pub created: bool,
 }
 
 /// The grants of a user's feature that count, in use order.
@@ -207,6 +262,7 @@ pub fn list(client: &SpiClient<'_>, user_id: i64, feature: &str) -> Result<Vec<L
                 amount: must(col(&row, 6)?, "grants.amount")?,
                 source: must(col(&row, 7)?, "grants.source")?,
                 expires_at: col(&row, 4)?,
+                created: true,
             })
         })
         .collect::<Result<Vec<_>, Error>>()?;
@@ -301,4 +357,48 @@ pub fn give_back(
     parts: &[(i64, i64)],
 ) -> Result<(), Error> {
     post_parts(client, |p| &p.give_back, "refunding to grants", user_id, record_id, parts)
+}
+
+/// Whether the rollover grant from the period starting at `from` exists: a read counts one that
+/// does not yet as if it did ([`crate::quota`]).
+pub fn rollover_exists(
+    client: &SpiClient<'_>,
+    user_id: i64,
+    feature: &str,
+    from: TimestampWithTimeZone,
+) -> Result<bool, Error> {
+    let Some(plan) = plans(client)?.and_then(|p| p.rollover_exists.as_ref()) else {
+        return Ok(true);
+    };
+    let args: [DatumWithOid; 3] = [user_id.into(), feature.into(), from.into()];
+    let table = client.select(plan, Some(1), &args).map_err(failed("rollover"))?;
+    Ok(match table.into_iter().next() {
+        Some(row) => col::<bool>(&row, 1)?.unwrap_or(false),
+        None => false,
+    })
+}
+
+/// Creates the rollover grant of `amount` units from the period starting at `from`, counting
+/// from `effective_from` until `expires_at`, unless it exists.
+pub fn create_rollover(
+    client: &SpiClient<'_>,
+    user_id: i64,
+    feature: &str,
+    amount: i64,
+    (effective_from, expires_at): (TimestampWithTimeZone, TimestampWithTimeZone),
+    from: TimestampWithTimeZone,
+) -> Result<(), Error> {
+    let Some(plan) = plans(client)?.and_then(|p| p.rollover_create.as_ref()) else {
+        return Ok(());
+    };
+    let args: [DatumWithOid; 6] = [
+        user_id.into(),
+        feature.into(),
+        amount.into(),
+        effective_from.into(),
+        expires_at.into(),
+        from.into(),
+    ];
+    client.select(plan, None, &args).map_err(failed("rollover"))?;
+    Ok(())
 }

@@ -74,6 +74,7 @@ extension_sql_file!(
         "grants",
         "reservations",
         "soft_limits",
+        "rollover",
         api::record_feature_usage,
         api::consume,
         api::refund_usage_by_id,
@@ -94,6 +95,11 @@ extension_sql_file!(
     requires = ["schema", "ledger", api::reserve, api::settle, api::release]
 );
 extension_sql_file!("../sql/soft_limits.sql", name = "soft_limits", requires = ["schema"]);
+extension_sql_file!(
+    "../sql/rollover.sql",
+    name = "rollover",
+    requires = ["schema", "grants", "soft_limits"]
+);
 extension_sql_file!("../sql/drop_guard.sql", name = "drop_guard", requires = ["schema", "ledger"]);
 extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
 

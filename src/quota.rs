@@ -81,11 +81,16 @@ fn take_catalog(row: &mut FeatureRow, subject: &Subject) -> Result<Catalog, Erro
     })
 }
 
-pub(crate) fn period_of(
-    row: &FeatureRow,
-    rule: ResetRule,
-    sub: &SubscriptionRow,
-) -> Result<Period, Error> {
+/// What the periods of a subscription are computed from: its dates and cycle, the zone and
+/// the last change of zone.
+struct PeriodInputs {
+    subscription: Subscription,
+    tz: jiff::tz::TimeZone,
+    change: Option<ZoneChange>,
+    now: jiff::Timestamp,
+}
+
+fn period_inputs(row: &FeatureRow, sub: &SubscriptionRow) -> Result<PeriodInputs, Error> {
     let subscription = Subscription {
         start: from_pg(sub.start)?,
         end: if sub.end.is_infinity() { None } else { Some(from_pg(sub.end)?) },
@@ -99,10 +104,69 @@ pub(crate) fn period_of(
         }
         None => None,
     };
-    let period =
-        period::current_period(rule, &subscription, from_pg(row.now)?, &tz, change.as_ref())?;
+    Ok(PeriodInputs { subscription, tz, change, now: from_pg(row.now)? })
+}
+
+pub(crate) fn period_of(
+    row: &FeatureRow,
+    rule: ResetRule,
+    sub: &SubscriptionRow,
+) -> Result<Period, Error> {
+    let p = period_inputs(row, sub)?;
+    let period = period::current_period(rule, &p.subscription, p.now, &p.tz, p.change.as_ref())?;
     check_range(&period)?;
     Ok(period)
+}
+
+/// The rollover a period starts with ([`entitlements_core::rollover`]): what the period before
+/// left unused, as a grant not created yet.
+pub(crate) struct Rollover {
+    /// The start of the period it comes from: it names the grant.
+    from: TimestampWithTimeZone,
+    amount: i64,
+    effective_from: TimestampWithTimeZone,
+    expires_at: TimestampWithTimeZone,
+}
+
+/// The rollover the current period `period` starts with, when the feature has a rule and the
+/// period one before it under the same subscription; `None` otherwise, or when it passes
+/// nothing on. Whether its grant exists already is the caller's question.
+fn rollover(
+    client: &SpiClient<'_>,
+    subject: &Subject,
+    (row, catalog, sub): (&FeatureRow, &Catalog, &SubscriptionRow),
+    limit: Option<Limit>,
+    period: &Period,
+) -> Result<Option<Rollover>, Error> {
+    use entitlements_core::rollover::{self as r, RuleSources};
+    let sources = RuleSources {
+        plan_max: sub.plan_rollover.0.map(i64::from),
+        plan_periods: sub.plan_rollover.1.map(i64::from),
+        catalog_max: catalog.rollover.0.map(i64::from),
+        catalog_periods: catalog.rollover.1.map(i64::from),
+    };
+    let Some(rule) = r::resolve(subject, &sources)? else {
+        return Ok(None);
+    };
+    let p = period_inputs(row, sub)?;
+    let reset: ResetRule = catalog.reset_rule.parse()?;
+    let Some(previous) = r::previous(reset, &p.subscription, period, &p.tz, p.change.as_ref())
+    else {
+        return Ok(None);
+    };
+    let from = to_pg(previous.start, true)?;
+    let usage = read::period_usage(client, subject.user_id, &subject.feature, from)?;
+    let amount = r::amount(&rule, limit, usage);
+    let expiry = r::expiry(reset, &p.subscription, period, rule.periods, &p.tz, p.change.as_ref());
+    if amount <= 0 {
+        return Ok(None);
+    }
+    Ok(Some(Rollover {
+        from,
+        amount,
+        effective_from: to_pg(period.start, true)?,
+        expires_at: to_pg(expiry, false)?,
+    }))
 }
 
 /// `check_user_quota`: the limit, the current period's usage and what remains.
@@ -120,6 +184,8 @@ struct Checked {
     held: i64,
     /// The overage allowed beyond the limit.
     overage: Option<Limit>,
+    /// The rollover the period starts with, when its grant is not created yet.
+    pending: Option<Rollover>,
     /// `None` without an active subscription.
     period: Option<Period>,
     catalog: Catalog,
@@ -130,17 +196,29 @@ fn check_with_period(client: &SpiClient<'_>, subject: &Subject) -> Result<Checke
     let (row, catalog) = named_feature(client, subject)?;
     let Some(sub) = row.subscription.as_ref() else {
         let none = QuotaStatus::NONE;
-        let (status, allowance, held, overage) = (none, none, 0, None);
-        return Ok(Checked { status, allowance, held, overage, period: None, catalog });
+        let (status, allowance, held, overage, pending) = (none, none, 0, None, None);
+        return Ok(Checked { status, allowance, held, overage, pending, period: None, catalog });
     };
     let limit = resolve(subject, &catalog, sub)?.map(|r| r.limit);
     let overage = overage_of(subject, &catalog, sub)?;
     let period = period_of(&row, catalog.reset_rule.parse()?, sub)?;
     let start = to_pg(period.start, true)?;
     let c = read::usage_and_grants(client, subject.user_id, &subject.feature, start)?;
+    // A rollover not created yet counts from the period's first instant, as it will.
+    let (user_id, feature) = (subject.user_id, subject.feature.as_str());
+    let pending = match rollover(client, subject, (&row, &catalog, sub), limit, &period)? {
+        Some(r) if !grants::rollover_exists(client, user_id, feature, r.from)? => Some(r),
+        _ => None,
+    };
+    let mut totals = c.totals;
+    if let Some(r) = &pending {
+        totals.granted = totals.granted.saturating_add(r.amount);
+        totals.left = totals.left.saturating_add(r.amount);
+    }
     let allowance = QuotaStatus::evaluate(limit, c.usage);
-    let status = figures(limit, overage, c.usage, c.totals, c.held);
-    Ok(Checked { status, allowance, held: c.held, overage, period: Some(period), catalog })
+    let status = figures(limit, overage, c.usage, totals, c.held);
+    let period = Some(period);
+    Ok(Checked { status, allowance, held: c.held, overage, pending, period, catalog })
 }
 
 /// `limit_source`: where the user's limit of a feature comes from now (`custom_quotas`,
@@ -182,13 +260,29 @@ pub fn overview(client: &SpiClient<'_>, user_id: i64) -> Result<Vec<Overview>, E
         .map(|feature| {
             let subject = Subject { user_id, feature };
             let c = check_with_period(client, &subject)?;
-            let (grants, overage_used) = match &c.period {
+            let (mut grants, overage_used) = match &c.period {
                 Some(p) => (
                     grants::list(client, user_id, &subject.feature)?,
                     crate::overage::used(client, user_id, &subject.feature, to_pg(p.start, true)?)?,
                 ),
                 None => (Vec::new(), 0),
             };
+            if let Some(r) = &c.pending {
+                grants.push(grants::Listed {
+                    balance: entitlements_core::grants::Balance {
+                        id: 0,
+                        remaining: r.amount,
+                        priority: 0,
+                        expires_at: Some(crate::time::micros(r.expires_at)),
+                        created_at: crate::time::micros(r.effective_from),
+                    },
+                    amount: r.amount,
+                    source: "rollover".into(),
+                    expires_at: Some(r.expires_at),
+                    created: false,
+                });
+                grants.sort_by(|a, b| entitlements_core::grants::use_order(&a.balance, &b.balance));
+            }
             Ok(Overview {
                 feature: subject.feature,
                 name: c.catalog.name,
@@ -369,6 +463,11 @@ pub(crate) fn judge(
     let limit = resolve(subject, &catalog, sub)?.map(|l| l.limit);
     let overage = overage_of(subject, &catalog, sub)?;
     let period = period_of(&row, catalog.reset_rule.parse()?, sub)?;
+    // A write is the first to touch the period, or finds the rollover it starts with created.
+    if let Some(r) = rollover(client, subject, (&row, &catalog, sub), limit, &period)? {
+        let window = (r.effective_from, r.expires_at);
+        grants::create_rollover(client, user_id, feature, r.amount, window, r.from)?;
+    }
     Ok(Some(UseContext {
         limit,
         overage,

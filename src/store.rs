@@ -715,15 +715,24 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
     } else {
         "NULL::pg_catalog.text"
     };
-    let overage = match (
-        has_column("quota.features", "overage_limit")?,
-        has_column("quota.plan_features", "overage_limit")?,
-    ) {
-        (true, true) => "f.overage_limit, pf.overage_limit",
-        (true, false) => "f.overage_limit, NULL::pg_catalog.int4",
-        (false, _) => "NULL::pg_catalog.int4, NULL::pg_catalog.int4",
-    };
-    let feature = feature_sql(&format!("{zone_change}, {local_zone}, {lacks}"), overage);
+    // The catalog's and the plan feature's soft limit and rollover, NULL where the table lacks
+    // the column (an attached plan_features, an installation before ALTER EXTENSION UPDATE).
+    let mut extra = Vec::new();
+    for column in ["overage_limit", "rollover_max", "rollover_periods"] {
+        for (table, alias) in [("quota.features", "f"), ("quota.plan_features", "pf")] {
+            extra.push(if has_column(table, column)? {
+                format!("{alias}.{column}")
+            } else {
+                "NULL::pg_catalog.int4".to_owned()
+            });
+        }
+    }
+    // In the order of read::column: both soft limits, then the catalog's rollover, then the
+    // plan's.
+    let overage = [&extra[0], &extra[1], &extra[2], &extra[4], &extra[3], &extra[5]]
+        .map(String::as_str)
+        .join(", ");
+    let feature = feature_sql(&format!("{zone_change}, {local_zone}, {lacks}"), &overage);
     let has = |f: Optional| binding.lacks.has(f);
     // Missing from the tables of an older version until ALTER EXTENSION UPDATE adds it.
     let has_held = has(Optional::Reservations) && has_column("quota.user_usage", "held")?;

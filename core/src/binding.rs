@@ -21,15 +21,19 @@ pub enum Optional {
     /// `plan_features.overage_limit`: an overage a plan gives; without it only the catalog's
     /// (`features.overage_limit`) applies.
     SoftLimits,
+    /// `plan_features.rollover_max` and `rollover_periods`: a rollover a plan gives; without
+    /// them only the catalog's applies.
+    Rollover,
 }
 
 impl Optional {
-    const ALL: [Optional; 5] = [
+    const ALL: [Optional; 6] = [
         Optional::IdempotencyKeys,
         Optional::Refunds,
         Optional::Alerts,
         Optional::Reservations,
         Optional::SoftLimits,
+        Optional::Rollover,
     ];
 
     /// The name `quota.settings.attached_lacks` and `attach_problems` use.
@@ -40,6 +44,7 @@ impl Optional {
             Optional::Alerts => "alerts",
             Optional::Reservations => "reservations",
             Optional::SoftLimits => "soft_limits",
+            Optional::Rollover => "rollover",
         }
     }
 }
@@ -52,6 +57,7 @@ impl fmt::Display for Optional {
             Optional::Alerts => "threshold alerts",
             Optional::Reservations => "reservations",
             Optional::SoftLimits => "plans' soft limits",
+            Optional::Rollover => "plans' rollover",
         })
     }
 }
@@ -64,6 +70,7 @@ pub struct Lacks {
     alerts: bool,
     reservations: bool,
     soft_limits: bool,
+    rollover: bool,
 }
 
 impl Lacks {
@@ -80,6 +87,7 @@ impl Lacks {
                 "alerts" => lacks.alerts = true,
                 "reservations" => lacks.reservations = true,
                 "soft_limits" => lacks.soft_limits = true,
+                "rollover" => lacks.rollover = true,
                 _ => {}
             }
         }
@@ -93,6 +101,7 @@ impl Lacks {
             Optional::Alerts => self.alerts,
             Optional::Reservations => self.reservations,
             Optional::SoftLimits => self.soft_limits,
+            Optional::Rollover => self.rollover,
         }
     }
 

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod limit;
 pub mod overage;
 pub mod period;
+pub mod rollover;
 pub mod status;
 pub mod subscription;
 pub mod units;

@@ -63,6 +63,7 @@ struct PlanFeature {
     value: Option<i32>,
     unit: Option<String>,
     overage: Option<i32>,
+    rollover: (Option<i32>, Option<i32>),
 }
 
 /// A plan as the copy keeps it.
@@ -482,7 +483,9 @@ SELECT coalesce(st.time_zone, 'UTC'), st.attached_schema::pg_catalog.text,
 /// it, [`Optional::SoftLimits`](entitlements_core::binding::Optional)).
 const FEATURES: &str = "
 SELECT f.code, f.name, f.reset_rule, f.unit, f.default_limit, f.alert_thresholds,
-       (pg_catalog.to_jsonb(f) OPERATOR(pg_catalog.->>) 'overage_limit')::pg_catalog.int4
+       (pg_catalog.to_jsonb(f) OPERATOR(pg_catalog.->>) 'overage_limit')::pg_catalog.int4,
+       (pg_catalog.to_jsonb(f) OPERATOR(pg_catalog.->>) 'rollover_max')::pg_catalog.int4,
+       (pg_catalog.to_jsonb(f) OPERATOR(pg_catalog.->>) 'rollover_periods')::pg_catalog.int4
   FROM quota.features f";
 
 const PLANS: &str = "
@@ -493,7 +496,9 @@ SELECT p.id::pg_catalog.int8, p.quota_cycle_type::pg_catalog.text,
 const PLAN_FEATURES: &str = "
 SELECT pf.plan_id::pg_catalog.int8, pf.feature_code::pg_catalog.text, pf.feature_value,
        pf.feature_unit::pg_catalog.text,
-       (pg_catalog.to_jsonb(pf) OPERATOR(pg_catalog.->>) 'overage_limit')::pg_catalog.int4
+       (pg_catalog.to_jsonb(pf) OPERATOR(pg_catalog.->>) 'overage_limit')::pg_catalog.int4,
+       (pg_catalog.to_jsonb(pf) OPERATOR(pg_catalog.->>) 'rollover_max')::pg_catalog.int4,
+       (pg_catalog.to_jsonb(pf) OPERATOR(pg_catalog.->>) 'rollover_periods')::pg_catalog.int4
   FROM quota.plan_features pf";
 
 const TABLE: &str = "
@@ -626,6 +631,7 @@ fn build(client: &SpiClient<'_>, built: Horizon) -> Result<Config, Refusal> {
             unit: required(col(&row, 4)?, "features.unit")?,
             default_limit: col(&row, 5)?,
             overage_limit: col(&row, 7)?,
+            rollover: (col(&row, 8)?, col(&row, 9)?),
         };
         let alert_thresholds =
             col::<Vec<Option<i32>>>(&row, 6)?.unwrap_or_default().into_iter().flatten().collect();
@@ -654,8 +660,12 @@ fn build(client: &SpiClient<'_>, built: Horizon) -> Result<Config, Refusal> {
         let Some(code) = col::<String>(&row, 2)? else {
             continue;
         };
-        let entry =
-            PlanFeature { value: col(&row, 3)?, unit: col(&row, 4)?, overage: col(&row, 5)? };
+        let entry = PlanFeature {
+            value: col(&row, 3)?,
+            unit: col(&row, 4)?,
+            overage: col(&row, 5)?,
+            rollover: (col(&row, 6)?, col(&row, 7)?),
+        };
         if plan.features.insert(code.clone(), entry).is_some() {
             return Err(Refusal::Unusable(format!("a plan has two rows for feature {code}")));
         }
@@ -903,6 +913,7 @@ impl Config {
             value: pf.and_then(|pf| pf.value),
             unit: pf.and_then(|pf| pf.unit.clone()),
             overage: pf.and_then(|pf| pf.overage),
+            rollover: pf.map_or((None, None), |pf| pf.rollover),
         })
     }
 

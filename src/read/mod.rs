@@ -27,6 +27,8 @@ pub struct Catalog {
     pub default_limit: Option<i32>,
     /// `features.overage_limit` ([`entitlements_core::overage`]).
     pub overage_limit: Option<i32>,
+    /// `features.rollover_max` and `rollover_periods` ([`entitlements_core::rollover`]).
+    pub rollover: (Option<i32>, Option<i32>),
 }
 
 /// The subscription that counts, as both paths read it, before any rule about its plan.
@@ -51,6 +53,8 @@ pub struct PlanRow {
     pub unit: Option<String>,
     /// `plan_features.overage_limit`.
     pub overage: Option<i32>,
+    /// `plan_features.rollover_max` and `rollover_periods`.
+    pub rollover: (Option<i32>, Option<i32>),
 }
 
 /// The active subscription, with what its plan says about one feature.
@@ -66,6 +70,7 @@ pub struct SubscriptionRow {
     pub plan_value: Option<i32>,
     pub plan_unit: Option<String>,
     pub plan_overage: Option<i32>,
+    pub plan_rollover: (Option<i32>, Option<i32>),
 }
 
 /// The zone periods are computed in (`quota.settings`), and the last change of it.
@@ -137,6 +142,7 @@ fn subscription_row(
         plan_value: plan.value,
         plan_unit: plan.unit,
         plan_overage: plan.overage,
+        plan_rollover: plan.rollover,
     })
 }
 
@@ -248,6 +254,10 @@ mod column {
     pub const LACKS: usize = 28;
     pub const OVERAGE: usize = 29;
     pub const PLAN_OVERAGE: usize = 30;
+    pub const ROLLOVER_MAX: usize = 31;
+    pub const ROLLOVER_PERIODS: usize = 32;
+    pub const PLAN_ROLLOVER_MAX: usize = 33;
+    pub const PLAN_ROLLOVER_PERIODS: usize = 34;
 }
 
 /// A candidate row of the statement: one of the user's subscriptions with status 'active'.
@@ -369,6 +379,10 @@ fn parse_feature_rows(
             unit: store::must(col(first, UNIT, "features.unit")?, "features.unit")?,
             default_limit: col(first, DEFAULT_LIMIT, "features.default_limit")?,
             overage_limit: col(first, OVERAGE, "features.overage_limit")?,
+            rollover: (
+                col(first, ROLLOVER_MAX, "features.rollover_max")?,
+                col(first, ROLLOVER_PERIODS, "features.rollover_periods")?,
+            ),
         }),
         None => None,
     };
@@ -419,6 +433,10 @@ fn parse_feature_rows(
                     value: col(row, PLAN_VALUE, "plan_features.feature_value")?,
                     unit: col(row, PLAN_UNIT, "plan_features.feature_unit")?,
                     overage: col(row, PLAN_OVERAGE, "plan_features.overage_limit")?,
+                    rollover: (
+                        col(row, PLAN_ROLLOVER_MAX, "plan_features.rollover_max")?,
+                        col(row, PLAN_ROLLOVER_PERIODS, "plan_features.rollover_periods")?,
+                    ),
                 })
             } else {
                 None
@@ -484,6 +502,18 @@ fn usage_with(
         )),
         None => Ok((0, 0)),
     }
+}
+
+/// The counter of one period (0 where it does not exist): what a rollover passes on is read
+/// from the period before the current one.
+pub fn period_usage(
+    client: &SpiClient<'_>,
+    user_id: i64,
+    feature: &str,
+    period_start: TimestampWithTimeZone,
+) -> Result<i64, Error> {
+    let config = copy::direct(client).ok();
+    Ok(usage_with(config.as_deref(), client, user_id, feature, period_start)?.0)
 }
 
 /// What a check reads after the subscription, with one look at the backend's copy.
