@@ -77,11 +77,20 @@ SELECT allowed, current_usage, quota_limit, remaining FROM consume(1001, 'articl
 SELECT allowance, allowance_used, grants -> 0 ->> 'remaining' AS pack_left
   FROM usage_overview(1001) WHERE feature_code = 'articles_per_month';
 
-\echo '== 9. Usage resets on the subscription anniversary, not the calendar month'
+\echo '== 9. A 10-minute hold before generating 5 articles, outside any transaction; 4 were made'
+SELECT allowed, remaining, expires_at > now() AS held_until_later
+  FROM reserve(1001, 'articles_per_month', 5, idempotency_key => 'job-1001-1');
+\echo '   the hold counts on every page at once; settling records 4 and gives 1 back'
+SELECT current_usage, remaining FROM check_user_quota(1001, 'articles_per_month');
+SELECT settled, released_amount
+  FROM settle((SELECT id FROM quota.reservations WHERE user_id = 1001), 4, 'article', 77);
+SELECT current_usage, remaining FROM check_user_quota(1001, 'articles_per_month');
+
+\echo '== 10. Usage resets on the subscription anniversary, not the calendar month'
 SELECT period_start::date, period_end::date, cycle FROM get_quota_period(1001, 'articles_per_month');
 SELECT period_start::date, period_end::date FROM anniversary_period('2026-01-31', 'monthly', '2026-02-15');
 
-\echo '== 10. Bad input is an error with a SQLSTATE, never a silent fallback'
+\echo '== 11. Bad input is an error with a SQLSTATE, never a silent fallback'
 \set ON_ERROR_STOP off
 \set VERBOSITY verbose
 UPDATE user_subscriptions SET custom_quotas = '{"articles_per_month": "abc"}' WHERE user_id = 1001;

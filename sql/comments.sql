@@ -263,6 +263,10 @@ COMMENT ON TABLE quota.overage_uses IS
     'What each usage record took beyond the limit as allowed overage (positive), and what its '
     'refund gave back of it (negative), per period: what billing charges.';
 
+COMMENT ON COLUMN quota.features.granted IS
+    'Whether any user was ever granted this feature: set by the first grant, never cleared. A '
+    'check of a feature nobody was granted reads no grant.';
+
 COMMENT ON COLUMN quota.features.rollover_max IS
     'Rollover: the most of a period''s unused allowance that becomes a grant of the next '
     'period (NULL or 0: none, the default; -1: all of it), unless the plan feature sets its own.';

@@ -2074,6 +2074,44 @@ COMMENT ON TABLE quota.overage_uses IS
     'What each usage record took beyond the limit as allowed overage (positive), and what its '
     'refund gave back of it (negative), per period: what billing charges.';
 
+-- Whether a feature was ever granted (sql/granted.sql): set for the features granted so far.
+ALTER TABLE quota.features ADD COLUMN granted boolean NOT NULL DEFAULT false;
+
+CREATE FUNCTION quota.mark_granted_features()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE quota.features f SET granted = true
+     WHERE NOT f.granted AND f.code IN (SELECT n.feature_code FROM new_grants n);
+    RETURN NULL;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION quota.mark_granted_features() FROM PUBLIC;
+CREATE TRIGGER pg_entitlements_mark_granted
+    AFTER INSERT ON quota.grants REFERENCING NEW TABLE AS new_grants
+    FOR EACH STATEMENT EXECUTE FUNCTION quota.mark_granted_features();
+
+CREATE FUNCTION quota.keep_granted()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    NEW.granted := OLD.granted OR NEW.granted;
+    RETURN NEW;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION quota.keep_granted() FROM PUBLIC;
+CREATE TRIGGER keep_granted BEFORE UPDATE OF granted ON quota.features
+    FOR EACH ROW EXECUTE FUNCTION quota.keep_granted();
+UPDATE quota.features f SET granted = true
+ WHERE EXISTS (SELECT FROM quota.grants g WHERE g.feature_code = f.code);
+COMMENT ON COLUMN quota.features.granted IS
+    'Whether any user was ever granted this feature: set by the first grant, never cleared. A '
+    'check of a feature nobody was granted reads no grant.';
+
 -- Rollover (sql/rollover.sql), with the comments of a fresh install.
 ALTER TABLE quota.features
     ADD COLUMN rollover_max integer CHECK (rollover_max >= -1),
@@ -2114,7 +2152,7 @@ BEGIN
        SET name = NEW.name, unit = NEW.unit, reset_rule = NEW.reset_rule,
            default_limit = NEW.default_limit, alert_thresholds = NEW.alert_thresholds,
            overage_limit = NEW.overage_limit, rollover_max = NEW.rollover_max,
-           rollover_periods = NEW.rollover_periods
+           rollover_periods = NEW.rollover_periods, granted = f.granted OR NEW.granted
      WHERE f.code = NEW.code AND f.builtin;
     IF FOUND THEN
         RETURN NULL;

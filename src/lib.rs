@@ -96,9 +96,14 @@ extension_sql_file!(
 );
 extension_sql_file!("../sql/soft_limits.sql", name = "soft_limits", requires = ["schema"]);
 extension_sql_file!(
+    "../sql/granted.sql",
+    name = "granted",
+    requires = ["schema", "grants", "soft_limits"]
+);
+extension_sql_file!(
     "../sql/rollover.sql",
     name = "rollover",
-    requires = ["schema", "grants", "soft_limits"]
+    requires = ["schema", "grants", "soft_limits", "granted"]
 );
 extension_sql_file!("../sql/drop_guard.sql", name = "drop_guard", requires = ["schema", "ledger"]);
 extension_sql_file!("../sql/comments.sql", name = "comments", finalize);

@@ -203,7 +203,8 @@ fn check_with_period(client: &SpiClient<'_>, subject: &Subject) -> Result<Checke
     let overage = overage_of(subject, &catalog, sub)?;
     let period = period_of(&row, catalog.reset_rule.parse()?, sub)?;
     let start = to_pg(period.start, true)?;
-    let c = read::usage_and_grants(client, subject.user_id, &subject.feature, start)?;
+    let feature = (subject.feature.as_str(), catalog.granted);
+    let c = read::usage_and_grants(client, subject.user_id, feature, start)?;
     // A rollover not created yet counts from the period's first instant, as it will.
     let (user_id, feature) = (subject.user_id, subject.feature.as_str());
     let pending = match rollover(client, subject, (&row, &catalog, sub), limit, &period)? {
@@ -813,7 +814,8 @@ pub(crate) fn current_status(
     ctx: &UseContext,
 ) -> Result<QuotaStatus, Error> {
     let start = to_pg(ctx.period.start, true)?;
-    let c = read::usage_and_grants(client, subject.user_id, &subject.feature, start)?;
+    let feature = (subject.feature.as_str(), true);
+    let c = read::usage_and_grants(client, subject.user_id, feature, start)?;
     Ok(figures(ctx.limit, ctx.overage, c.usage, c.totals, c.held))
 }
 

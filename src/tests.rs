@@ -524,6 +524,7 @@ mod tests {
     //   9008 usage above a custom limit
     //   9018-9022 custom_quotas that is not a JSON object (array, string, number, true, null)
     //   9023 grants that count and grants that do not
+    //   9024 a soft limit, a rollover not created yet, an active hold and an expired one
     extension_sql!(
         r#"
 INSERT INTO quota.subscription_plans (plan_code, plan_name, billing_cycle) VALUES
@@ -632,6 +633,33 @@ VALUES (9023, 'articles_per_month', 5, 3, now() - interval '1 day', now() + inte
         'top_up', NULL, NULL),
        (9023, 'articles_per_month', 9, 9, now() - interval '1 day', NULL, 'admin', now(), 'test'),
        (9023, 'articles_per_month', 4, 4, now() + interval '1 day', NULL, 'promotion', NULL, NULL);
+
+-- 9024: a plan of 10 articles with 5 of overage and up to 3 rolled over; 8 used last period (2
+-- roll over), 12 this period (2 of them overage), a hold of 1 and an expired hold of 3.
+INSERT INTO quota.subscription_plans (plan_code, plan_name, billing_cycle)
+VALUES ('fixture_soft', 'Fixture soft', 'monthly');
+INSERT INTO quota.plan_features (plan_id, feature_code, feature_value, overage_limit, rollover_max)
+SELECT p.id, 'articles_per_month', 10, 5, 3 FROM quota.subscription_plans p
+ WHERE p.plan_code = 'fixture_soft';
+INSERT INTO quota.user_subscriptions (id, user_id, plan_id, start_date, end_date)
+SELECT 902400, 9024, p.id, date_trunc('second', now()) - interval '40 days',
+       now() + interval '355 days'
+  FROM quota.subscription_plans p WHERE p.plan_code = 'fixture_soft';
+INSERT INTO quota.user_usage (user_id, feature_code, period_start, period_end, usage_count,
+                              last_reset_at, updated_at, held)
+SELECT 9024, 'articles_per_month', s.start_date + k * interval '1 month',
+       s.start_date + (k + 1) * interval '1 month', n, now(), now(), h
+  FROM quota.user_subscriptions s, (VALUES (0, 8, 0), (1, 12, 4)) AS v (k, n, h)
+ WHERE s.user_id = 9024;
+INSERT INTO quota.usage_records (user_id, feature_code, period_start, amount, created_at)
+SELECT u.user_id, u.feature_code, u.period_start, u.usage_count, now()
+  FROM quota.user_usage u WHERE u.user_id = 9024;
+INSERT INTO quota.reservations (user_id, feature_code, period_start, period_end, amount,
+                                expires_at, created_at)
+SELECT 9024, 'articles_per_month', u.period_start, u.period_end, v.amount, now() + v.ttl,
+       now() - interval '20 minutes'
+  FROM quota.user_usage u, (VALUES (1, interval '1 hour'), (3, interval '-1 minute')) AS v (amount, ttl)
+ WHERE u.user_id = 9024 AND u.usage_count = 12;
 
 -- The rows a query returns as text, or the SQLSTATE it raises: the one way these tests catch an
 -- error without a DO block, which pgrx would run read-write and so end the direct path.
@@ -810,6 +838,9 @@ $$;
         // 10 of 10 used, and the grants that count: 11 given, 9 left.
         assert_eq!(check(9023, "articles_per_month"), "(t,12,21,9,57.14)", "grants");
         assert_eq!(check(9023, "publish_per_month"), "(t,0,200,200,0.00)", "no grant of it");
+        // Limit 10 and 12 used; the rollover of 2 to come; 3 of the overage of 5 left; the
+        // active hold of 1 counts, the expired one of 3 does not: 13 of 17, 4 left.
+        assert_eq!(check(9024, "articles_per_month"), "(t,13,17,4,76.47)", "holds, overage");
     }
 
     #[pg_test]
@@ -830,7 +861,7 @@ $$;
     #[pg_test]
     fn direct_reads_and_statements_agree_on_committed_rows() {
         assert_direct_reads();
-        let calls: Vec<String> = (9000..=9023).flat_map(reading_calls).collect();
+        let calls: Vec<String> = (9000..=9024).flat_map(reading_calls).collect();
         let direct: Vec<String> = calls.iter().map(|c| outcome(c)).collect();
         assert_direct_reads();
         read_by_statements();

@@ -29,6 +29,8 @@ pub struct Catalog {
     pub overage_limit: Option<i32>,
     /// `features.rollover_max` and `rollover_periods` ([`entitlements_core::rollover`]).
     pub rollover: (Option<i32>, Option<i32>),
+    /// `features.granted`: false only when no user was ever granted the feature.
+    pub granted: bool,
 }
 
 /// The subscription that counts, as both paths read it, before any rule about its plan.
@@ -258,6 +260,7 @@ mod column {
     pub const ROLLOVER_PERIODS: usize = 32;
     pub const PLAN_ROLLOVER_MAX: usize = 33;
     pub const PLAN_ROLLOVER_PERIODS: usize = 34;
+    pub const GRANTED: usize = 35;
 }
 
 /// A candidate row of the statement: one of the user's subscriptions with status 'active'.
@@ -383,6 +386,7 @@ fn parse_feature_rows(
                 col(first, ROLLOVER_MAX, "features.rollover_max")?,
                 col(first, ROLLOVER_PERIODS, "features.rollover_periods")?,
             ),
+            granted: col(first, GRANTED, "features.granted")?.unwrap_or(true),
         }),
         None => None,
     };
@@ -527,17 +531,22 @@ pub struct Counted {
     pub held: i64,
 }
 
-/// The period's counter, the grants and the active holds of a user's feature.
+/// The period's counter, the grants and the active holds of a user's feature; the grants are
+/// read only for a feature some user was granted (`granted`, [`Catalog::granted`]).
 pub fn usage_and_grants(
     client: &SpiClient<'_>,
     user_id: i64,
-    feature: &str,
+    (feature, granted): (&str, bool),
     period_start: TimestampWithTimeZone,
 ) -> Result<Counted, Error> {
     let config = copy::direct(client).ok();
     let (usage, held) = usage_with(config.as_deref(), client, user_id, feature, period_start)?;
     let held = active_held(client, user_id, feature, period_start, held)?;
-    let totals = grant_totals_with(config.as_deref(), client, user_id, feature)?;
+    let totals = if granted {
+        grant_totals_with(config.as_deref(), client, user_id, feature)?
+    } else {
+        Totals::default()
+    };
     Ok(Counted { usage, totals, held })
 }
 

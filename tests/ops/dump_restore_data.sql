@@ -127,10 +127,10 @@ SELECT void_reason FROM quota.void_grant(:voided_grant, 'issued by mistake');
 SELECT * FROM quota.consume(6, 'articles_per_month', 20, 'u6-grants-1');
 SELECT * FROM quota.consume(6, 'articles_per_month', 2, 'u6-grants-2');
 SELECT refunded_amount FROM quota.refund_usage(6, 'u6-grants-2');
--- Articles may go 4 beyond the limit: user 6 (25 of 25 used, 20 left in the pack) uses 22, 2 of
--- them overage; then holds 1 of the 2 left, and holds and settles another.
+-- Articles may go 4 beyond the limit: user 6 (25 of 25 used, 20 left in the pack) uses 21, 1 of
+-- them overage; then holds 1 of the 3 left, and holds and settles another.
 UPDATE quota.features SET overage_limit = 4 WHERE code = 'articles_per_month';
-SELECT * FROM quota.consume(6, 'articles_per_month', 22, 'u6-overage');
+SELECT * FROM quota.consume(6, 'articles_per_month', 21, 'u6-overage');
 SELECT allowed FROM quota.reserve(6, 'articles_per_month', 1, interval '1 day', 'u6-hold');
 SELECT reservation_id AS settled_hold FROM quota.reserve(6, 'publish_per_month', 3) \gset
 SELECT settled FROM quota.settle(:settled_hold, 2, 'article', 6);

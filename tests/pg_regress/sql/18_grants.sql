@@ -204,3 +204,9 @@ SELECT amount, remaining, actor = session_user AS by_session
   FROM grant_quota(1808, 'articles_per_month', 3, reason => 'goodwill');
 RESET ROLE;
 \set VERBOSITY default
+
+-- A feature some user was granted says so, for good: a check of a feature nobody was granted
+-- reads no grant. Nobody can take the mark back while grants may exist.
+SELECT code, granted FROM quota.features WHERE code IN ('articles_per_month', 'platform_accounts') ORDER BY code;
+UPDATE quota.features SET granted = false WHERE code = 'articles_per_month';
+SELECT granted FROM quota.features WHERE code = 'articles_per_month';
