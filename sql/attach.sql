@@ -26,7 +26,7 @@
 -- problem has bad_rows set, the first 20 user and row ids, and a query that shows the rows.
 -- A problem with needed_for set concerns only that optional feature (idempotency_keys,
 -- refunds, alerts, booster_packs, reservations,
--- soft_limits, rollover): attach() goes on without it, and the calls that need it are
+-- soft_limits, rollover, windows): attach() goes on without it, and the calls that need it are
 -- refused.
 CREATE FUNCTION quota.attach_problems(target_schema name, local_time_zone text DEFAULT NULL)
 RETURNS TABLE (problem text, fix text, fix_lock text, fix_scans boolean, fix_rewrites boolean,
@@ -106,6 +106,7 @@ BEGIN
             ('plan_features',      'overage_limit',      '{int4}', 'integer', 'soft_limits'),
             ('plan_features',      'rollover_max',       '{int4}', 'integer', 'rollover'),
             ('plan_features',      'rollover_periods',   '{int4}', 'integer', 'rollover'),
+            ('plan_features',      'reset_rule',         '{text,varchar}', 'text', 'windows'),
             ('user_usage',         'user_id',            '{int4,int8}', NULL, NULL),
             ('user_usage',         'feature_code',       '{text,varchar}', NULL, NULL),
             ('user_usage',         'period_start',       '{timestamptz}', NULL, NULL),
@@ -513,6 +514,7 @@ BEGIN
                    WHEN 'reservations' THEN 'reserve is refused'
                    WHEN 'soft_limits' THEN 'plans give no overage of their own: the catalog''s overage_limit applies'
                    WHEN 'rollover' THEN 'plans give no rollover of their own: the catalog''s rollover_max applies'
+                   WHEN 'windows' THEN 'plans set no limit window of their own: the catalog''s reset_rule applies'
                END AS effect
           FROM unnest(lacks) AS l (feature)
     LOOP

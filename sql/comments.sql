@@ -267,6 +267,11 @@ COMMENT ON COLUMN quota.features.granted IS
     'Whether any user was ever granted this feature: set by the first grant, never cleared. A '
     'check of a feature nobody was granted reads no grant.';
 
+COMMENT ON COLUMN quota.plan_features.reset_rule IS
+    'When this plan''s usage of the feature resets (NULL: the catalog''s features.reset_rule): '
+    'billing_cycle, a calendar hour, day, week (ISO, from Monday), month or year in '
+    'quota.settings.time_zone, subscription or never.';
+
 COMMENT ON COLUMN quota.features.rollover_max IS
     'Rollover: the most of a period''s unused allowance that becomes a grant of the next '
     'period (NULL or 0: none, the default; -1: all of it), unless the plan feature sets its own.';

@@ -132,6 +132,7 @@ BEGIN
             ('plan_features',      'overage_limit',      '{int4}', 'integer', 'soft_limits'),
             ('plan_features',      'rollover_max',       '{int4}', 'integer', 'rollover'),
             ('plan_features',      'rollover_periods',   '{int4}', 'integer', 'rollover'),
+            ('plan_features',      'reset_rule',         '{text,varchar}', 'text', 'windows'),
             ('user_usage',         'user_id',            '{int4,int8}', NULL, NULL),
             ('user_usage',         'feature_code',       '{text,varchar}', NULL, NULL),
             ('user_usage',         'period_start',       '{timestamptz}', NULL, NULL),
@@ -536,6 +537,7 @@ BEGIN
                    WHEN 'reservations' THEN 'reserve is refused'
                    WHEN 'soft_limits' THEN 'plans give no overage of their own: the catalog''s overage_limit applies'
                    WHEN 'rollover' THEN 'plans give no rollover of their own: the catalog''s rollover_max applies'
+                   WHEN 'windows' THEN 'plans set no limit window of their own: the catalog''s reset_rule applies'
                END AS effect
           FROM unnest(lacks) AS l (feature)
     LOOP
@@ -1490,7 +1492,8 @@ COMMENT ON FUNCTION quota.install_triggers(regclass) IS
 -- needed_for): NULL, as no schema is attached while this script runs.
 ALTER TABLE quota.settings ADD COLUMN attached_lacks text[]
     CHECK (attached_lacks <@ ARRAY['idempotency_keys', 'refunds', 'alerts', 'booster_packs',
-                                      'reservations', 'soft_limits', 'rollover']);
+                                      'reservations', 'soft_limits', 'rollover',
+                                      'windows']);
 COMMENT ON COLUMN quota.settings.attached_lacks IS
     'Written by quota.attach() and quota.detach() only: the optional features (idempotency_keys, '
     'refunds, alerts, booster_packs) the attached tables lack the columns of; the calls that '
@@ -2111,6 +2114,17 @@ UPDATE quota.features f SET granted = true
 COMMENT ON COLUMN quota.features.granted IS
     'Whether any user was ever granted this feature: set by the first grant, never cleared. A '
     'check of a feature nobody was granted reads no grant.';
+
+-- Limit windows (sql/windows.sql): calendar hours, days, weeks, months and years, per feature
+-- or per plan feature.
+ALTER TABLE quota.features DROP CONSTRAINT features_reset_rule_check,
+    ADD CONSTRAINT features_reset_rule_check CHECK (reset_rule IN ('billing_cycle', 'hour', 'day', 'week', 'month', 'year', 'subscription', 'never'));
+ALTER TABLE quota.plan_features
+    ADD COLUMN reset_rule text CHECK (reset_rule IN ('billing_cycle', 'hour', 'day', 'week', 'month', 'year', 'subscription', 'never'));
+COMMENT ON COLUMN quota.plan_features.reset_rule IS
+    'When this plan''s usage of the feature resets (NULL: the catalog''s features.reset_rule): '
+    'billing_cycle, a calendar hour, day, week (ISO, from Monday), month or year in '
+    'quota.settings.time_zone, subscription or never.';
 
 -- Rollover (sql/rollover.sql), with the comments of a fresh install.
 ALTER TABLE quota.features

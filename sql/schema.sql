@@ -36,7 +36,8 @@ CREATE TABLE quota.settings (
     -- detach() only.
     attached_lacks text[]
         CHECK (attached_lacks <@ ARRAY['idempotency_keys', 'refunds', 'alerts', 'booster_packs',
-                                      'reservations', 'soft_limits', 'rollover'])
+                                      'reservations', 'soft_limits', 'rollover',
+                                      'windows'])
 );
 
 CREATE TABLE quota.features (
@@ -47,7 +48,7 @@ CREATE TABLE quota.features (
     -- billing_cycle: resets on each anniversary; subscription: once per subscription;
     -- never: one counter for the user's whole life.
     reset_rule text NOT NULL DEFAULT 'billing_cycle'
-        CHECK (reset_rule IN ('billing_cycle', 'subscription', 'never')),
+        CHECK (reset_rule IN ('billing_cycle', 'hour', 'day', 'week', 'month', 'year', 'subscription', 'never')),
     -- Limit for subscriptions whose plan lacks the feature; NULL = no quota; -1 = unlimited.
     default_limit integer CHECK (default_limit >= -1),
     -- Percentages of the limit whose crossing is announced on channel quota_threshold,

@@ -466,6 +466,23 @@ fn is_valid_time_zone(time_zone: &str) -> bool {
     crate::error::guard(|| period::time_zone(time_zone).is_ok())
 }
 
+/// The pure window arithmetic, for previews and tests: the calendar window (`hour`, `day`,
+/// `week`, `month` or `year`) containing `at`, in local time of `time_zone`. IMMUTABLE like
+/// [`anniversary_period`].
+#[pg_extern(immutable, parallel_safe, strict)]
+fn calendar_window(
+    window: &str,
+    at: TimestampWithTimeZone,
+    time_zone: default!(&str, "'UTC'"),
+) -> one_row::TableIterator<(
+    name!(window_start, TimestampWithTimeZone),
+    name!(window_end, TimestampWithTimeZone),
+)> {
+    crate::error::guard(|| {
+        one_row::TableIterator::once(quota::calendar_window(window, at, time_zone).or_raise())
+    })
+}
+
 /// The pure period arithmetic, for previews and tests: the anniversary period of `anchor`
 /// containing `at`, before clamping to a subscription. IMMUTABLE like PostgreSQL's own
 /// time zone conversions (it depends only on its arguments and the time zone database).

@@ -101,9 +101,14 @@ extension_sql_file!(
     requires = ["schema", "grants", "soft_limits"]
 );
 extension_sql_file!(
+    "../sql/windows.sql",
+    name = "windows",
+    requires = ["schema", "soft_limits", "granted"]
+);
+extension_sql_file!(
     "../sql/rollover.sql",
     name = "rollover",
-    requires = ["schema", "grants", "soft_limits", "granted"]
+    requires = ["schema", "grants", "soft_limits", "granted", "windows"]
 );
 extension_sql_file!("../sql/drop_guard.sql", name = "drop_guard", requires = ["schema", "ledger"]);
 extension_sql_file!("../sql/comments.sql", name = "comments", finalize);

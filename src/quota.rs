@@ -35,6 +35,11 @@ fn resolve(
     )
 }
 
+/// When the usage resets: the plan feature's own window when it sets one, else the catalog's.
+fn reset_rule_of(catalog: &Catalog, sub: &SubscriptionRow) -> Result<ResetRule, Error> {
+    sub.plan_reset_rule.as_deref().unwrap_or(&catalog.reset_rule).parse()
+}
+
 /// The overage allowed beyond the limit ([`entitlements_core::overage::resolve`]).
 fn overage_of(
     subject: &Subject,
@@ -149,7 +154,7 @@ fn rollover(
         return Ok(None);
     };
     let p = period_inputs(row, sub)?;
-    let reset: ResetRule = catalog.reset_rule.parse()?;
+    let reset = reset_rule_of(catalog, sub)?;
     let Some(previous) = r::previous(reset, &p.subscription, period, &p.tz, p.change.as_ref())
     else {
         return Ok(None);
@@ -201,7 +206,7 @@ fn check_with_period(client: &SpiClient<'_>, subject: &Subject) -> Result<Checke
     };
     let limit = resolve(subject, &catalog, sub)?.map(|r| r.limit);
     let overage = overage_of(subject, &catalog, sub)?;
-    let period = period_of(&row, catalog.reset_rule.parse()?, sub)?;
+    let period = period_of(&row, reset_rule_of(&catalog, sub)?, sub)?;
     let start = to_pg(period.start, true)?;
     let feature = (subject.feature.as_str(), catalog.granted);
     let c = read::usage_and_grants(client, subject.user_id, feature, start)?;
@@ -333,11 +338,14 @@ pub fn current_period(
     feature: Option<&str>,
 ) -> Result<Option<Period>, Error> {
     let row = read::feature_row(client, user_id, feature)?;
+    let Some(sub) = row.subscription.as_ref() else {
+        return Ok(None);
+    };
     let rule = match &row.catalog {
-        Some(c) => c.reset_rule.parse()?,
+        Some(c) => reset_rule_of(c, sub)?,
         None => ResetRule::BillingCycle,
     };
-    row.subscription.as_ref().map(|sub| period_of(&row, rule, sub)).transpose()
+    period_of(&row, rule, sub).map(Some)
 }
 
 /// Writing on a standby fails deep inside the executor with a message about transaction ids;
@@ -463,7 +471,7 @@ pub(crate) fn judge(
     };
     let limit = resolve(subject, &catalog, sub)?.map(|l| l.limit);
     let overage = overage_of(subject, &catalog, sub)?;
-    let period = period_of(&row, catalog.reset_rule.parse()?, sub)?;
+    let period = period_of(&row, reset_rule_of(&catalog, sub)?, sub)?;
     // A write is the first to touch the period, or finds the rollover it starts with created.
     if let Some(r) = rollover(client, subject, (&row, &catalog, sub), limit, &period)? {
         let window = (r.effective_from, r.expires_at);
@@ -1122,6 +1130,23 @@ pub fn validate_custom_quotas(
 }
 
 /// `anniversary_period`: the pure period arithmetic on SQL values.
+/// `calendar_window`: the pure window arithmetic on SQL values.
+pub fn calendar_window(
+    window: &str,
+    at: TimestampWithTimeZone,
+    time_zone: &str,
+) -> Result<(TimestampWithTimeZone, TimestampWithTimeZone), Error> {
+    let rule: ResetRule = window.parse()?;
+    let ResetRule::Calendar(w) = rule else {
+        return Err(Error::InvalidResetRule { value: window.to_owned() });
+    };
+    let tz = period::time_zone(time_zone)?;
+    let (start, end) = period::calendar_window(w, from_pg(at)?, &tz)?;
+    let p = Period { start: Some(start), end: Some(end), rule, cycle: None };
+    check_range(&p)?;
+    period_bounds(&p)
+}
+
 pub fn anniversary(
     anchor: TimestampWithTimeZone,
     cycle: &str,

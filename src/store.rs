@@ -730,11 +730,18 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
     // In the order of read::column: both soft limits, then the catalog's rollover, then the
     // plan's.
     let granted = if has_column("quota.features", "granted")? { "f.granted" } else { "true" };
+    let plan_rule = if has_column("quota.plan_features", "reset_rule")? {
+        "pf.reset_rule::pg_catalog.text"
+    } else {
+        "NULL::pg_catalog.text"
+    };
     let overage = [&extra[0], &extra[1], &extra[2], &extra[4], &extra[3], &extra[5]]
         .map(String::as_str)
         .join(", ")
         + ", "
-        + granted;
+        + granted
+        + ", "
+        + plan_rule;
     let feature = feature_sql(&format!("{zone_change}, {local_zone}, {lacks}"), &overage);
     let has = |f: Optional| binding.lacks.has(f);
     // Missing from the tables of an older version until ALTER EXTENSION UPDATE adds it.

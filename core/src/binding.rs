@@ -24,16 +24,20 @@ pub enum Optional {
     /// `plan_features.rollover_max` and `rollover_periods`: a rollover a plan gives; without
     /// them only the catalog's applies.
     Rollover,
+    /// `plan_features.reset_rule`: a window a plan sets for a feature; without it the
+    /// catalog's applies.
+    Windows,
 }
 
 impl Optional {
-    const ALL: [Optional; 6] = [
+    const ALL: [Optional; 7] = [
         Optional::IdempotencyKeys,
         Optional::Refunds,
         Optional::Alerts,
         Optional::Reservations,
         Optional::SoftLimits,
         Optional::Rollover,
+        Optional::Windows,
     ];
 
     /// The name `quota.settings.attached_lacks` and `attach_problems` use.
@@ -45,6 +49,7 @@ impl Optional {
             Optional::Reservations => "reservations",
             Optional::SoftLimits => "soft_limits",
             Optional::Rollover => "rollover",
+            Optional::Windows => "windows",
         }
     }
 }
@@ -58,6 +63,7 @@ impl fmt::Display for Optional {
             Optional::Reservations => "reservations",
             Optional::SoftLimits => "plans' soft limits",
             Optional::Rollover => "plans' rollover",
+            Optional::Windows => "plans' limit windows",
         })
     }
 }
@@ -71,6 +77,7 @@ pub struct Lacks {
     reservations: bool,
     soft_limits: bool,
     rollover: bool,
+    windows: bool,
 }
 
 impl Lacks {
@@ -88,6 +95,7 @@ impl Lacks {
                 "reservations" => lacks.reservations = true,
                 "soft_limits" => lacks.soft_limits = true,
                 "rollover" => lacks.rollover = true,
+                "windows" => lacks.windows = true,
                 _ => {}
             }
         }
@@ -102,6 +110,7 @@ impl Lacks {
             Optional::Reservations => self.reservations,
             Optional::SoftLimits => self.soft_limits,
             Optional::Rollover => self.rollover,
+            Optional::Windows => self.windows,
         }
     }
 

@@ -227,7 +227,9 @@ impl Error {
             BytesOverflow { .. } => "Use -1 for unlimited storage.".into(),
             InvalidCycle { .. } => "A quota cycle is 'monthly' or 'yearly'.".into(),
             InvalidResetRule { .. } => {
-                "A reset rule is 'billing_cycle', 'subscription' or 'never'.".into()
+                "A reset rule is 'billing_cycle', a calendar window ('hour', 'day', 'week', \
+                 'month', 'year'), 'subscription' or 'never'."
+                    .into()
             }
             InvalidTimeZone { .. } => "Use a name from pg_timezone_names, such as \
                  'UTC' or 'Asia/Shanghai', in quota.settings.time_zone."

@@ -58,11 +58,14 @@ impl FromStr for Cycle {
     }
 }
 
-/// When a feature's usage counter starts again from zero (`quota.features.reset_rule`).
+/// When a feature's usage counter starts again from zero (`quota.features.reset_rule`, or a
+/// plan feature's own `reset_rule`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResetRule {
     /// Every billing cycle, on the anniversary of the anchor.
     BillingCycle,
+    /// Every calendar hour, day, ISO week, month or year in the configured time zone.
+    Calendar(Window),
     /// Storage and connected platform accounts: like `Never`, one counter for good, kept
     /// across every subscription of the user (the name is the seed application's).
     Subscription,
@@ -70,13 +73,34 @@ pub enum ResetRule {
     Never,
 }
 
+/// A calendar window, in local time of the configured zone: an hour, a day from midnight, an
+/// ISO week from Monday's midnight, a month from the 1st, a year from January 1st.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    Hour,
+    Day,
+    Week,
+    Month,
+    Year,
+}
+
 impl ResetRule {
     pub fn as_str(self) -> &'static str {
         match self {
             ResetRule::BillingCycle => "billing_cycle",
+            ResetRule::Calendar(Window::Hour) => "hour",
+            ResetRule::Calendar(Window::Day) => "day",
+            ResetRule::Calendar(Window::Week) => "week",
+            ResetRule::Calendar(Window::Month) => "month",
+            ResetRule::Calendar(Window::Year) => "year",
             ResetRule::Subscription => "subscription",
             ResetRule::Never => "never",
         }
+    }
+
+    /// Whether the usage resets at all (a period before the current one exists).
+    pub fn resets(self) -> bool {
+        matches!(self, ResetRule::BillingCycle | ResetRule::Calendar(_))
     }
 }
 
@@ -85,6 +109,11 @@ impl FromStr for ResetRule {
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "billing_cycle" => Ok(ResetRule::BillingCycle),
+            "hour" => Ok(ResetRule::Calendar(Window::Hour)),
+            "day" => Ok(ResetRule::Calendar(Window::Day)),
+            "week" => Ok(ResetRule::Calendar(Window::Week)),
+            "month" => Ok(ResetRule::Calendar(Window::Month)),
+            "year" => Ok(ResetRule::Calendar(Window::Year)),
             "subscription" => Ok(ResetRule::Subscription),
             "never" => Ok(ResetRule::Never),
             _ => Err(Error::InvalidResetRule { value: s.to_owned() }),
@@ -165,6 +194,45 @@ pub fn anniversary_period(
     Ok((boundary(anchor_local, cycle, k, tz)?, boundary(anchor_local, cycle, k + 1, tz)?))
 }
 
+/// The calendar window `[start, end)` of `window` that contains `at`, in local time of `tz`. A
+/// local time that does not exist (a spring-forward gap) resolves to the later side of the
+/// gap and one that exists twice (a fall-back fold) to the earlier, as PostgreSQL does: a day
+/// of a daylight-saving change lasts 23 or 25 hours, and the windows tile time without gaps or
+/// overlaps.
+pub fn calendar_window(
+    window: Window,
+    at: Timestamp,
+    tz: &TimeZone,
+) -> Result<(Timestamp, Timestamp)> {
+    use jiff::civil::Time;
+    let local = tz.to_datetime(at);
+    let date = local.date();
+    let midnight = |d: jiff::civil::Date| d.to_datetime(Time::midnight());
+    let (start, end) = match window {
+        Window::Hour => {
+            let start = date.to_datetime(Time::new(local.hour(), 0, 0, 0).map_err(out_of_range)?);
+            (start, start.checked_add(1.hour()).map_err(out_of_range)?)
+        }
+        Window::Day => (midnight(date), midnight(date.tomorrow().map_err(out_of_range)?)),
+        Window::Week => {
+            let back = i64::from(date.weekday().to_monday_zero_offset());
+            let monday = date.checked_sub(back.days()).map_err(out_of_range)?;
+            (midnight(monday), midnight(monday.checked_add(7.days()).map_err(out_of_range)?))
+        }
+        Window::Month => {
+            let first = date.first_of_month();
+            (midnight(first), midnight(first.checked_add(1.month()).map_err(out_of_range)?))
+        }
+        Window::Year => {
+            let first = date.first_of_year();
+            (midnight(first), midnight(first.checked_add(1.year()).map_err(out_of_range)?))
+        }
+    };
+    let instant =
+        |local: DateTime| tz.to_ambiguous_timestamp(local).compatible().map_err(out_of_range);
+    Ok((instant(start)?, instant(end)?))
+}
+
 /// The last change of the configured time zone (`quota.settings`): from `previous` to the zone
 /// now configured, at `since`.
 #[derive(Debug, Clone)]
@@ -181,21 +249,21 @@ const ZONE_CHANGE_SETTLED: jiff::SignedDuration = jiff::SignedDuration::from_hou
 /// from the next boundary. The period that contained the change keeps the bounds it had in the
 /// previous zone, so a period that began is never cut short or lengthened; the first period in
 /// the new zone starts where that one ended (its own boundary may fall earlier).
+/// A calendar window changes zone the same way.
 fn zoned_period(
-    anchor: Timestamp,
-    cycle: Cycle,
+    bounds: impl Fn(Timestamp, &TimeZone) -> Result<(Timestamp, Timestamp)>,
     at: Timestamp,
     tz: &TimeZone,
     change: Option<&ZoneChange>,
 ) -> Result<(Timestamp, Timestamp)> {
     let Some(change) = change.filter(|c| at.duration_since(c.since) < ZONE_CHANGE_SETTLED) else {
-        return anniversary_period(anchor, cycle, at, tz);
+        return bounds(at, tz);
     };
-    let (_, switch) = anniversary_period(anchor, cycle, change.since, &change.previous)?;
+    let (_, switch) = bounds(change.since, &change.previous)?;
     if at < switch {
-        return anniversary_period(anchor, cycle, at, &change.previous);
+        return bounds(at, &change.previous);
     }
-    let (start, end) = anniversary_period(anchor, cycle, at, tz)?;
+    let (start, end) = bounds(at, tz)?;
     Ok((start.max(switch), end))
 }
 
@@ -225,12 +293,24 @@ pub fn current_period(
         }
         ResetRule::BillingCycle => {
             let anchor = sub.anchor.unwrap_or(sub.start);
-            let (start, end) = zoned_period(anchor, sub.cycle, at, tz, change)?;
+            let bounds = |at, tz: &TimeZone| anniversary_period(anchor, sub.cycle, at, tz);
+            let (start, end) = zoned_period(bounds, at, tz, change)?;
             Period {
                 start: Some(start),
                 end: Some(sub.end.map_or(end, |sub_end| end.min(sub_end))),
                 rule,
                 cycle: Some(sub.cycle),
+            }
+        }
+        // Like a billing period, a window is named by its start and ends with the subscription.
+        ResetRule::Calendar(window) => {
+            let bounds = |at, tz: &TimeZone| calendar_window(window, at, tz);
+            let (start, end) = zoned_period(bounds, at, tz, change)?;
+            Period {
+                start: Some(start),
+                end: Some(sub.end.map_or(end, |sub_end| end.min(sub_end))),
+                rule,
+                cycle: None,
             }
         }
     })
@@ -243,6 +323,59 @@ mod tests {
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
+    }
+
+    fn window(w: Window, at: &str, zone: &str) -> (Timestamp, Timestamp) {
+        calendar_window(w, ts(at), &time_zone(zone).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn days_of_a_daylight_saving_change_last_23_and_25_hours() {
+        let ny = "America/New_York";
+        let (s, e) = window(Window::Day, "2026-03-08T12:00:00Z", ny);
+        assert_eq!((s, e), (ts("2026-03-08T05:00:00Z"), ts("2026-03-09T04:00:00Z")));
+        assert_eq!(e.duration_since(s).as_hours(), 23);
+        let (s, e) = window(Window::Day, "2026-11-01T12:00:00Z", ny);
+        assert_eq!((s, e), (ts("2026-11-01T04:00:00Z"), ts("2026-11-02T05:00:00Z")));
+        assert_eq!(e.duration_since(s).as_hours(), 25);
+        // The repeated hour 01:00-02:00 of the fall-back day is one window of two hours.
+        let (s, e) = window(Window::Hour, "2026-11-01T06:30:00Z", ny);
+        assert_eq!((s, e), (ts("2026-11-01T05:00:00Z"), ts("2026-11-01T07:00:00Z")));
+    }
+
+    #[test]
+    fn weeks_are_iso_weeks_from_monday_and_months_and_years_calendar_ones() {
+        let sh = "Asia/Shanghai";
+        // 2026 has an ISO week 53: Monday 28 December 2026 to Monday 4 January 2027.
+        let (s, e) = window(Window::Week, "2027-01-02T12:00:00Z", sh);
+        assert_eq!((s, e), (ts("2026-12-27T16:00:00Z"), ts("2027-01-03T16:00:00Z")));
+        let (s, e) = window(Window::Month, "2026-02-28T17:00:00Z", sh);
+        assert_eq!((s, e), (ts("2026-02-28T16:00:00Z"), ts("2026-03-31T16:00:00Z")));
+        let (s, e) = window(Window::Year, "2026-12-31T16:30:00Z", sh);
+        assert_eq!((s, e), (ts("2026-12-31T16:00:00Z"), ts("2027-12-31T16:00:00Z")));
+    }
+
+    proptest! {
+        /// Every instant falls in exactly one window of each kind, in zones with daylight-saving
+        /// changes of an hour, of half an hour, and at midnight: the window that contains it
+        /// starts where the one before it ends and ends where the next one starts.
+        #[test]
+        fn windows_tile_time(
+            secs in 1_577_836_800i64..1_893_456_000,
+            w in prop::sample::select(vec![Window::Hour, Window::Day, Window::Week, Window::Month, Window::Year]),
+            zone in prop::sample::select(vec![
+                "UTC", "America/New_York", "Europe/Berlin", "Australia/Lord_Howe",
+                "America/Santiago", "Asia/Kathmandu", "Pacific/Chatham",
+            ]),
+        ) {
+            let tz = time_zone(zone).unwrap();
+            let at = Timestamp::from_second(secs).unwrap();
+            let (start, end) = calendar_window(w, at, &tz).unwrap();
+            prop_assert!(start <= at && at < end, "{at} not in [{start}, {end})");
+            prop_assert_eq!(calendar_window(w, end, &tz).unwrap().0, end);
+            let before = start - jiff::SignedDuration::from_nanos(1);
+            prop_assert_eq!(calendar_window(w, before, &tz).unwrap().1, start);
+        }
     }
 
     fn utc() -> TimeZone {

@@ -72,7 +72,7 @@ pub fn previous(
     tz: &TimeZone,
     change: Option<&ZoneChange>,
 ) -> Option<Period> {
-    if rule != ResetRule::BillingCycle {
+    if !rule.resets() {
         return None;
     }
     let before = current.start?.checked_sub(jiff::SignedDuration::from_micros(1)).ok()?;

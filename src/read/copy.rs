@@ -64,6 +64,7 @@ struct PlanFeature {
     unit: Option<String>,
     overage: Option<i32>,
     rollover: (Option<i32>, Option<i32>),
+    reset_rule: Option<String>,
 }
 
 /// A plan as the copy keeps it.
@@ -499,7 +500,8 @@ SELECT pf.plan_id::pg_catalog.int8, pf.feature_code::pg_catalog.text, pf.feature
        pf.feature_unit::pg_catalog.text,
        (pg_catalog.to_jsonb(pf) OPERATOR(pg_catalog.->>) 'overage_limit')::pg_catalog.int4,
        (pg_catalog.to_jsonb(pf) OPERATOR(pg_catalog.->>) 'rollover_max')::pg_catalog.int4,
-       (pg_catalog.to_jsonb(pf) OPERATOR(pg_catalog.->>) 'rollover_periods')::pg_catalog.int4
+       (pg_catalog.to_jsonb(pf) OPERATOR(pg_catalog.->>) 'rollover_periods')::pg_catalog.int4,
+       pg_catalog.to_jsonb(pf) OPERATOR(pg_catalog.->>) 'reset_rule'
   FROM quota.plan_features pf";
 
 const TABLE: &str = "
@@ -668,6 +670,7 @@ fn build(client: &SpiClient<'_>, built: Horizon) -> Result<Config, Refusal> {
             unit: col(&row, 4)?,
             overage: col(&row, 5)?,
             rollover: (col(&row, 6)?, col(&row, 7)?),
+            reset_rule: col(&row, 8)?,
         };
         if plan.features.insert(code.clone(), entry).is_some() {
             return Err(Refusal::Unusable(format!("a plan has two rows for feature {code}")));
@@ -917,6 +920,7 @@ impl Config {
             unit: pf.and_then(|pf| pf.unit.clone()),
             overage: pf.and_then(|pf| pf.overage),
             rollover: pf.map_or((None, None), |pf| pf.rollover),
+            reset_rule: pf.and_then(|pf| pf.reset_rule.clone()),
         })
     }
 

@@ -57,6 +57,8 @@ pub struct PlanRow {
     pub overage: Option<i32>,
     /// `plan_features.rollover_max` and `rollover_periods`.
     pub rollover: (Option<i32>, Option<i32>),
+    /// `plan_features.reset_rule`: the plan's own window (NULL: the catalog's).
+    pub reset_rule: Option<String>,
 }
 
 /// The active subscription, with what its plan says about one feature.
@@ -73,6 +75,7 @@ pub struct SubscriptionRow {
     pub plan_unit: Option<String>,
     pub plan_overage: Option<i32>,
     pub plan_rollover: (Option<i32>, Option<i32>),
+    pub plan_reset_rule: Option<String>,
 }
 
 /// The zone periods are computed in (`quota.settings`), and the last change of it.
@@ -145,6 +148,7 @@ fn subscription_row(
         plan_unit: plan.unit,
         plan_overage: plan.overage,
         plan_rollover: plan.rollover,
+        plan_reset_rule: plan.reset_rule,
     })
 }
 
@@ -261,6 +265,7 @@ mod column {
     pub const PLAN_ROLLOVER_MAX: usize = 33;
     pub const PLAN_ROLLOVER_PERIODS: usize = 34;
     pub const GRANTED: usize = 35;
+    pub const PLAN_RESET_RULE: usize = 36;
 }
 
 /// A candidate row of the statement: one of the user's subscriptions with status 'active'.
@@ -441,6 +446,7 @@ fn parse_feature_rows(
                         col(row, PLAN_ROLLOVER_MAX, "plan_features.rollover_max")?,
                         col(row, PLAN_ROLLOVER_PERIODS, "plan_features.rollover_periods")?,
                     ),
+                    reset_rule: col(row, PLAN_RESET_RULE, "plan_features.reset_rule")?,
                 })
             } else {
                 None
