@@ -68,6 +68,10 @@ COMMENT ON FUNCTION quota.usage_overview(bigint) IS
     'overage allowed beyond the limit (NULL or 0: none, -1: unlimited) and overage_used what '
     'the period took of it.';
 
+COMMENT ON FUNCTION quota.calendar_window(text, timestamptz, text) IS
+    'The calendar window (hour, day, ISO week from Monday, month or year) that contains at, in '
+    'local time of time_zone: the windows a reset_rule of that name counts usage in.';
+
 COMMENT ON FUNCTION quota.is_valid_time_zone(text) IS
     'Whether a time zone name can be used in quota.settings.time_zone.';
 
@@ -271,6 +275,13 @@ COMMENT ON COLUMN quota.plan_features.reset_rule IS
     'When this plan''s usage of the feature resets (NULL: the catalog''s features.reset_rule): '
     'billing_cycle, a calendar hour, day, week (ISO, from Monday), month or year in '
     'quota.settings.time_zone, subscription or never.';
+
+COMMENT ON FUNCTION quota.mark_granted_features() IS
+    'Trigger: marks the features of new grants as granted (quota.features.granted).';
+
+COMMENT ON FUNCTION quota.keep_granted() IS
+    'Trigger: keeps quota.features.granted set once it is: a feature marked as never granted '
+    'while it has grants would hide them from the checks.';
 
 COMMENT ON COLUMN quota.features.rollover_max IS
     'Rollover: the most of a period''s unused allowance that becomes a grant of the next '

@@ -2115,8 +2115,25 @@ COMMENT ON COLUMN quota.features.granted IS
     'Whether any user was ever granted this feature: set by the first grant, never cleared. A '
     'check of a feature nobody was granted reads no grant.';
 
+COMMENT ON FUNCTION quota.mark_granted_features() IS
+    'Trigger: marks the features of new grants as granted (quota.features.granted).';
+
+COMMENT ON FUNCTION quota.keep_granted() IS
+    'Trigger: keeps quota.features.granted set once it is: a feature marked as never granted '
+    'while it has grants would hide them from the checks.';
+
 -- Limit windows (sql/windows.sql): calendar hours, days, weeks, months and years, per feature
--- or per plan feature.
+-- or per plan feature, and their arithmetic alone.
+CREATE FUNCTION quota.calendar_window("window" TEXT, "at" timestamp with time zone,
+                                      "time_zone" TEXT DEFAULT 'UTC')
+RETURNS TABLE ("window_start" timestamp with time zone, "window_end" timestamp with time zone)
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'calendar_window_wrapper';
+COMMENT ON FUNCTION quota.calendar_window(text, timestamptz, text) IS
+    'The calendar window (hour, day, ISO week from Monday, month or year) that contains at, in '
+    'local time of time_zone: the windows a reset_rule of that name counts usage in.';
+
 ALTER TABLE quota.features DROP CONSTRAINT features_reset_rule_check,
     ADD CONSTRAINT features_reset_rule_check CHECK (reset_rule IN ('billing_cycle', 'hour', 'day', 'week', 'month', 'year', 'subscription', 'never'));
 ALTER TABLE quota.plan_features
