@@ -28,7 +28,10 @@ SELECT p.id AS plan_id, f.code AS feature_code,
             THEN (ARRAY[NULL, 'B', 'KB', 'MB', 'GB', 'TB'])[1 + floor(random() * 6)::int]
             WHEN random() < 0.1 THEN f.unit END AS feature_unit,
        -- Soft limits (quota's own plan_features): none, 0, N or unlimited.
-       (ARRAY[NULL, NULL, NULL, 0, 7, 250, -1])[1 + floor(random() * 7)::int] AS overage_limit
+       (ARRAY[NULL, NULL, NULL, 0, 7, 250, -1])[1 + floor(random() * 7)::int] AS overage_limit,
+       -- Limit windows of the plan's own (quota's own plan_features), mostly none.
+       (ARRAY[NULL, NULL, NULL, NULL, 'hour', 'day', 'week', 'month', 'year', 'never'])
+           [1 + floor(random() * 10)::int] AS reset_rule
   FROM gen_plans p CROSS JOIN quota.features f
  WHERE random() < 0.7;
 -- The catalog's soft limits, which the plans' own override.

@@ -8,8 +8,10 @@
 
 INSERT INTO quota.subscription_plans (id, plan_code, plan_name, billing_cycle, quota_cycle_type)
 SELECT id, plan_code, plan_code, billing_cycle, quota_cycle_type FROM gen_plans ORDER BY id;
-INSERT INTO quota.plan_features (plan_id, feature_code, feature_value, feature_unit, overage_limit)
-SELECT plan_id, feature_code, feature_value, feature_unit, overage_limit FROM gen_plan_features;
+INSERT INTO quota.plan_features (plan_id, feature_code, feature_value, feature_unit, overage_limit,
+                                 reset_rule)
+SELECT plan_id, feature_code, feature_value, feature_unit, overage_limit, reset_rule
+  FROM gen_plan_features;
 -- Plans deleted before any subscription named them: gaps in the copy of the plans.
 DELETE FROM quota.subscription_plans p USING gen_plans g WHERE g.id = p.id AND g.deleted;
 
