@@ -300,6 +300,22 @@ COMMENT ON COLUMN quota.grants.rollover_from IS
     'For a rollover grant: the start of the period whose unused allowance it holds; one per '
     'user, feature and period.';
 
+COMMENT ON COLUMN quota.features.kind IS
+    'metered (the default): uses counted per period; gauge: a running count (seats, connected '
+    'accounts) that goes up with the uses and down with release_usage, never resets, and is '
+    'checked on the way up only.';
+
+COMMENT ON FUNCTION quota.release_usage(bigint, text, integer, text, text, bigint, jsonb) IS
+    'quota_app. Counts a running count (a feature of kind gauge) down by amount, never below '
+    'zero, with a usage record of the units released (negative): (released, current_usage, '
+    'quota_limit, remaining). A retry with the same idempotency_key returns what its release '
+    'released and releases nothing more.';
+
+COMMENT ON TABLE quota.releases IS
+    'What release_usage took off a running count (kind gauge), with its key and resource: for '
+    'every counter, usage_count = its usage records - what they drew from grants - its '
+    'releases (verify_ledger()).';
+
 COMMENT ON TABLE quota.reservations IS
     'Holds taken by reserve() before slow work: an active hold (state held, expires_at still '
     'ahead) counts against what is left until settle(), release() or its expiry. Written by '

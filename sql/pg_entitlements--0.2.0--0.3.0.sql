@@ -1345,22 +1345,30 @@ BEGIN
                coalesce(u.usage_count, 0)::bigint, coalesce(r.total, 0)::bigint
           FROM (SELECT x.user_id, x.feature_code, x.period_start, x.usage_count
                   FROM %1$I.user_usage x WHERE $1 IS NULL OR x.user_id = $1) u
-          FULL JOIN (SELECT x.user_id, x.feature_code, x.period_start,
-                            sum(x.amount) - coalesce(sum(g.drawn), 0) AS total
-                       FROM %1$I.usage_records x
-                       LEFT JOIN (SELECT d.user_id, d.record_id, sum(d.amount) AS drawn
-                                    FROM quota.grant_uses d
-                                   WHERE $1 IS NULL OR d.user_id = $1
-                                   GROUP BY 1, 2) g
-                              ON g.user_id = x.user_id AND g.record_id = x.id
-                      WHERE ($1 IS NULL OR x.user_id = $1) AND x.period_start IS NOT NULL
+          FULL JOIN (SELECT e.user_id, e.feature_code, e.period_start, sum(e.amount) AS total
+                       FROM (SELECT x.user_id::bigint AS user_id, x.feature_code::text AS feature_code,
+                                    x.period_start, x.amount - coalesce(g.drawn, 0) AS amount
+                               FROM %1$I.usage_records x
+                               LEFT JOIN (SELECT d.user_id, d.record_id, sum(d.amount) AS drawn
+                                            FROM quota.grant_uses d
+                                           WHERE $1 IS NULL OR d.user_id = $1
+                                           GROUP BY 1, 2) g
+                                      ON g.user_id = x.user_id AND g.record_id = x.id
+                              WHERE ($1 IS NULL OR x.user_id = $1) AND x.period_start IS NOT NULL
+                             UNION ALL
+                             SELECT l.user_id, l.feature_code, %3$s, -l.amount
+                               FROM quota.releases l
+                              WHERE $1 IS NULL OR l.user_id = $1) e
                       GROUP BY 1, 2, 3) r
             ON u.user_id = r.user_id AND u.feature_code = r.feature_code
            AND u.period_start = r.period_start
          WHERE coalesce(u.usage_count, 0) IS DISTINCT FROM coalesce(r.total, 0)
          ORDER BY 1, 2, 3$q$, tables,
         CASE WHEN local_zone IS NULL THEN 'coalesce(u.period_start, r.period_start)::timestamptz'
-             ELSE format('coalesce(u.period_start, r.period_start) AT TIME ZONE %L', local_zone) END)
+             ELSE format('coalesce(u.period_start, r.period_start) AT TIME ZONE %L', local_zone) END,
+        -- A release's period as the bound tables hold it.
+        CASE WHEN local_zone IS NULL THEN 'l.period_start'
+             ELSE format('l.period_start AT TIME ZONE %L', local_zone) END)
     USING for_user;
 END
 $$;
@@ -2143,6 +2151,65 @@ COMMENT ON COLUMN quota.plan_features.reset_rule IS
     'billing_cycle, a calendar hour, day, week (ISO, from Monday), month or year in '
     'quota.settings.time_zone, subscription or never.';
 
+-- Feature kinds (sql/kinds.sql): running counts, counted down by release_usage.
+ALTER TABLE quota.features
+    ADD COLUMN kind text NOT NULL DEFAULT 'metered' CHECK (kind IN ('metered', 'gauge'));
+
+-- What release_usage took off a running count: a row of its own, as in the ledger a negative
+-- amount is a refund and only that. For every counter, usage_count equals its usage records,
+-- less what they drew from grants, less its releases (quota.verify_ledger()). Here also when
+-- an application's tables are attached.
+CREATE TABLE quota.releases (
+    id bigint GENERATED ALWAYS AS IDENTITY,
+    user_id bigint NOT NULL,
+    feature_code text NOT NULL REFERENCES quota.features (code) ON UPDATE CASCADE,
+    -- The period of the counter it counted down (-infinity for a running count).
+    period_start timestamptz NOT NULL,
+    amount bigint NOT NULL CHECK (amount > 0),
+    idempotency_key quota.idempotency_key,
+    resource_type text,
+    resource_id bigint,
+    metadata jsonb,
+    -- The login role of the session that released.
+    actor text NOT NULL DEFAULT session_user,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, id)
+);
+CREATE INDEX releases_counter_idx ON quota.releases (user_id, feature_code, period_start);
+CREATE UNIQUE INDEX releases_idempotency_key_idx
+    ON quota.releases (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+
+SELECT pg_catalog.pg_extension_config_dump('quota.releases', '');
+SELECT pg_catalog.pg_extension_config_dump('quota.releases_id_seq', '');
+GRANT SELECT ON quota.releases TO quota_reader, quota_admin;
+GRANT USAGE ON SEQUENCE quota.releases_id_seq TO quota_admin;
+CREATE FUNCTION quota.release_usage("user_id" bigint, "feature_code" TEXT, "amount" INT DEFAULT 1,
+                                    "idempotency_key" TEXT DEFAULT NULL,
+                                    "resource_type" TEXT DEFAULT NULL,
+                                    "resource_id" bigint DEFAULT NULL, "metadata" jsonb DEFAULT NULL)
+RETURNS TABLE ("released" bigint, "current_usage" INT, "quota_limit" INT, "remaining" INT)
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'release_usage_wrapper';
+REVOKE EXECUTE ON FUNCTION quota.release_usage(bigint, text, integer, text, text, bigint, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION quota.release_usage(bigint, text, integer, text, text, bigint, jsonb) TO quota_app;
+COMMENT ON COLUMN quota.features.kind IS
+    'metered (the default): uses counted per period; gauge: a running count (seats, connected '
+    'accounts) that goes up with the uses and down with release_usage, never resets, and is '
+    'checked on the way up only.';
+
+COMMENT ON FUNCTION quota.release_usage(bigint, text, integer, text, text, bigint, jsonb) IS
+    'quota_app. Counts a running count (a feature of kind gauge) down by amount, never below '
+    'zero, with a usage record of the units released (negative): (released, current_usage, '
+    'quota_limit, remaining). A retry with the same idempotency_key returns what its release '
+    'released and releases nothing more.';
+
+COMMENT ON TABLE quota.releases IS
+    'What release_usage took off a running count (kind gauge), with its key and resource: for '
+    'every counter, usage_count = its usage records - what they drew from grants - its '
+    'releases (verify_ledger()).';
+
 -- Rollover (sql/rollover.sql), with the comments of a fresh install.
 ALTER TABLE quota.features
     ADD COLUMN rollover_max integer CHECK (rollover_max >= -1),
@@ -2183,7 +2250,8 @@ BEGIN
        SET name = NEW.name, unit = NEW.unit, reset_rule = NEW.reset_rule,
            default_limit = NEW.default_limit, alert_thresholds = NEW.alert_thresholds,
            overage_limit = NEW.overage_limit, rollover_max = NEW.rollover_max,
-           rollover_periods = NEW.rollover_periods, granted = f.granted OR NEW.granted
+           rollover_periods = NEW.rollover_periods, granted = f.granted OR NEW.granted,
+           kind = NEW.kind
      WHERE f.code = NEW.code AND f.builtin;
     IF FOUND THEN
         RETURN NULL;

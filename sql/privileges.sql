@@ -1,6 +1,7 @@
 -- Roles and privileges. Nothing that writes is executable by PUBLIC.
 --
---   quota_app     app servers: check, record, consume, refund, reserve, settle, release;
+--   quota_app     app servers: check, record, consume, refund, reserve, settle, release,
+--                 release_usage;
 --                 reads the quota tables
 --   quota_admin   admin tools: adjust quotas, manage features, plans and subscriptions, and
 --                 the time zone of quota.settings (not the binding: attach() only)
@@ -64,6 +65,10 @@ GRANT EXECUTE ON FUNCTION
     quota.grant_quota(bigint, text, bigint, timestamptz, integer, text, text, text),
     quota.void_grant(bigint, text)
 TO quota_admin;
+
+-- Running counts (kind gauge) count down through release_usage only.
+REVOKE EXECUTE ON FUNCTION quota.release_usage(bigint, text, integer, text, text, bigint, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION quota.release_usage(bigint, text, integer, text, text, bigint, jsonb) TO quota_app;
 
 -- Holds are written by these functions only, which keep user_usage.held equal to them.
 REVOKE EXECUTE ON FUNCTION

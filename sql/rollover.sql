@@ -27,7 +27,8 @@ BEGIN
        SET name = NEW.name, unit = NEW.unit, reset_rule = NEW.reset_rule,
            default_limit = NEW.default_limit, alert_thresholds = NEW.alert_thresholds,
            overage_limit = NEW.overage_limit, rollover_max = NEW.rollover_max,
-           rollover_periods = NEW.rollover_periods, granted = f.granted OR NEW.granted
+           rollover_periods = NEW.rollover_periods, granted = f.granted OR NEW.granted,
+           kind = NEW.kind
      WHERE f.code = NEW.code AND f.builtin;
     IF FOUND THEN
         RETURN NULL;

@@ -213,6 +213,40 @@ fn release(reservation_id: Option<i64>) -> bool {
     })
 }
 
+/// Counts a running count (a feature of kind gauge) down, never below zero, ledgered.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::too_many_arguments)]
+fn release_usage(
+    user_id: Option<i64>,
+    feature_code: Option<&str>,
+    amount: default!(Option<i32>, 1),
+    idempotency_key: default!(Option<&str>, "NULL"),
+    resource_type: default!(Option<&str>, "NULL"),
+    resource_id: default!(Option<i64>, "NULL"),
+    metadata: default!(Option<RawJsonb>, "NULL"),
+) -> one_row::TableIterator<(
+    name!(released, i64),
+    name!(current_usage, i32),
+    name!(quota_limit, i32),
+    name!(remaining, i32),
+)> {
+    crate::error::guard(|| {
+        let subject = subject("release_usage", user_id, feature_code);
+        let recording = Recording {
+            subject: &subject,
+            amount: required(amount, "release_usage", "amount"),
+            idempotency_key,
+            resource_type,
+            resource_id,
+            metadata,
+        };
+        let r = Spi::connect_mut(|client| quota::release(client, recording)).or_raise();
+        let (usage, limit, remaining) = r.status.int4_figures();
+        one_row::TableIterator::once((r.released, usage, limit, remaining))
+    })
+}
+
 fn refund(target: RecordRef<'_>) -> (i64, i32, TimestampWithTimeZone, bool) {
     let (r, newly) = Spi::connect_mut(|client| quota::refund(client, target)).or_raise();
     (r.id, r.amount, r.period_start, newly)

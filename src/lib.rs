@@ -27,6 +27,7 @@ mod overage;
 mod pg_version;
 mod quota;
 mod read;
+mod releases;
 mod reservations;
 mod store;
 mod time;
@@ -76,6 +77,7 @@ extension_sql_file!(
         "soft_limits",
         "rollover",
         api::record_feature_usage,
+        api::release_usage,
         api::consume,
         api::refund_usage_by_id,
         api::refund_usage_by_key,
@@ -105,10 +107,11 @@ extension_sql_file!(
     name = "windows",
     requires = ["schema", "soft_limits", "granted"]
 );
+extension_sql_file!("../sql/kinds.sql", name = "kinds", requires = ["schema", "windows"]);
 extension_sql_file!(
     "../sql/rollover.sql",
     name = "rollover",
-    requires = ["schema", "grants", "soft_limits", "granted", "windows"]
+    requires = ["schema", "grants", "soft_limits", "granted", "windows", "kinds"]
 );
 extension_sql_file!("../sql/drop_guard.sql", name = "drop_guard", requires = ["schema", "ledger"]);
 extension_sql_file!("../sql/comments.sql", name = "comments", finalize);

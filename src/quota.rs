@@ -35,8 +35,12 @@ fn resolve(
     )
 }
 
-/// When the usage resets: the plan feature's own window when it sets one, else the catalog's.
+/// When the usage resets: never for a running count (kind gauge), else the plan feature's own
+/// window when it sets one, else the catalog's.
 fn reset_rule_of(catalog: &Catalog, sub: &SubscriptionRow) -> Result<ResetRule, Error> {
+    if catalog.kind == "gauge" {
+        return Ok(ResetRule::Never);
+    }
     sub.plan_reset_rule.as_deref().unwrap_or(&catalog.reset_rule).parse()
 }
 
@@ -425,6 +429,8 @@ pub(crate) struct UseContext {
     pub(crate) limit: Option<Limit>,
     /// The overage allowed beyond the limit.
     pub(crate) overage: Option<Limit>,
+    /// A running count (kind gauge), which `release_usage` counts down.
+    gauge: bool,
     pub(crate) period: Period,
     alert_thresholds: Vec<i32>,
     pub(crate) read: pg_sys::ItemPointerData,
@@ -480,6 +486,7 @@ pub(crate) fn judge(
     Ok(Some(UseContext {
         limit,
         overage,
+        gauge: catalog.kind == "gauge",
         period,
         alert_thresholds: row.alert_thresholds,
         read: sub.tid,
@@ -812,6 +819,75 @@ pub fn consume(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<Consumed,
             Consumed { allowed: false, status: current_status(client, subject, &ctx)? }
         }
     })
+}
+
+/// The answer of `release_usage`.
+pub struct Released {
+    /// What was taken off the count: the amount asked, or what the count held when it held less.
+    pub released: i64,
+    pub status: QuotaStatus,
+}
+
+/// `release_usage`: counts a running count (kind gauge) down by `amount`, never below zero,
+/// in the caller's transaction, with a row in quota.releases ([`crate::releases`]). A retried
+/// key returns what its release released, releasing nothing more; a release of nothing writes
+/// nothing, so its key stays free.
+pub fn release(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<Released, Error> {
+    const FUNCTION: &str = "release_usage";
+    let subject = r.subject;
+    let no_subscription = || Error::NoActiveSubscription { subject: subject.clone() };
+    let ctx = prepare_use(client, FUNCTION, &r, Read::First)?.ok_or_else(no_subscription)?;
+    if !ctx.gauge {
+        return Err(Error::NotGauge { subject: subject.clone() });
+    }
+    if let Some(key) = r.idempotency_key {
+        if let Some((feature, amount)) = crate::releases::by_key(client, subject.user_id, key)? {
+            if feature != subject.feature {
+                return Err(Error::IdempotencyConflict {
+                    subject: subject.clone(),
+                    key: key.to_owned(),
+                    original: format!("a release of {amount} of feature \"{feature}\""),
+                    amount: i64::from(r.amount),
+                });
+            }
+            let status = current_status(client, subject, &ctx)?;
+            return Ok(Released { released: amount, status });
+        }
+    }
+    let step = |client: &mut SpiClient<'_>, ctx: &UseContext| {
+        let period = (to_pg(ctx.period.start, true)?, to_pg(ctx.period.end, false)?);
+        let Some((usage, _)) = store::lock_counter(client, subject, period.0, period.1, ctx.read)?
+        else {
+            return Ok(None);
+        };
+        let released = i64::from(r.amount).min(usage.max(0));
+        if released == 0 {
+            return Ok(Some(0));
+        }
+        // The counter is locked and holds at least `released`: the release counts.
+        if !store::count_down(client, subject, period.0, released)? {
+            return Err(Error::Statement {
+                what: "release_usage",
+                detail: "a locked count held less than it did".into(),
+            });
+        }
+        crate::releases::insert(
+            client,
+            crate::releases::Release {
+                user_id: subject.user_id,
+                feature: &subject.feature,
+                period_start: period.0,
+                amount: released,
+                idempotency_key: r.idempotency_key,
+                resource_type: r.resource_type,
+                resource_id: r.resource_id,
+                metadata: r.metadata.clone(),
+            },
+        )?;
+        Ok(Some(released))
+    };
+    let (released, ctx) = judged(client, FUNCTION, &r, ctx, step)?.ok_or_else(no_subscription)?;
+    Ok(Released { released, status: current_status(client, subject, &ctx)? })
 }
 
 /// The figures of a use judged by `ctx` as they stand now: the period's usage, the grants and

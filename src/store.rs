@@ -92,6 +92,15 @@ SELECT u.usage_count::pg_catalog.int8, {held}::pg_catalog.int8,
     )
 }
 
+/// Counts a running count down by $4 units once its counter is locked ([`lock_counter`]), never
+/// below zero: no row when the count holds less. The release's row is in quota.releases
+/// ([`crate::releases`]).
+const COUNT_DOWN: &str = "
+UPDATE quota.user_usage u
+   SET usage_count = u.usage_count OPERATOR(pg_catalog.-) $4, updated_at = pg_catalog.now()
+ WHERE u.user_id = $1 AND u.feature_code = $2 AND u.period_start = $3 AND u.usage_count >= $4
+RETURNING u.usage_count::pg_catalog.int8";
+
 /// Adds $4 (< 0: takes away) to what the period's holds claim, once the counter is locked
 /// ([`crate::holds`]).
 const ADD_HELD: &str = "
@@ -614,6 +623,7 @@ struct Plans {
     withdraw_counter: OwnedPreparedStatement,
     add_held: Option<OwnedPreparedStatement>,
     lock_one_counter: OwnedPreparedStatement,
+    count_down: OwnedPreparedStatement,
     // The statements of the optional features: `None` where the tables lack them.
     lock_key: Option<OwnedPreparedStatement>,
     record_by_key: Option<OwnedPreparedStatement>,
@@ -735,13 +745,17 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
     } else {
         "NULL::pg_catalog.text"
     };
+    let kind =
+        if has_column("quota.features", "kind")? { "f.kind" } else { "'metered'::pg_catalog.text" };
     let overage = [&extra[0], &extra[1], &extra[2], &extra[4], &extra[3], &extra[5]]
         .map(String::as_str)
         .join(", ")
         + ", "
         + granted
         + ", "
-        + plan_rule;
+        + plan_rule
+        + ", "
+        + kind;
     let feature = feature_sql(&format!("{zone_change}, {local_zone}, {lacks}"), &overage);
     let has = |f: Optional| binding.lacks.has(f);
     // Missing from the tables of an older version until ALTER EXTENSION UPDATE adds it.
@@ -802,6 +816,7 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
         )?,
         withdraw_counter: prepare(WITHDRAW_COUNTER, &[int8, text, tstz], true)?,
         lock_one_counter: prepare(&lock_one_counter_sql(held), &[int8, text, tstz], true)?,
+        count_down: prepare(COUNT_DOWN, &[int8, text, tstz, int8], true)?,
         add_held: if has_held {
             Some(prepare(ADD_HELD, &[int8, text, tstz, int8], true)?)
         } else {
@@ -1373,6 +1388,22 @@ pub fn lock_counter(
     }
     let held = col::<i64>(&row, 3)?.unwrap_or(0);
     Ok(if current { usage.map(|u| (u, held)) } else { None })
+}
+
+/// Counts a running count down by `n` units (> 0) on its locked counter ([`COUNT_DOWN`]);
+/// false when the count holds less.
+pub fn count_down(
+    client: &SpiClient<'_>,
+    subject: &Subject,
+    period_start: TimestampWithTimeZone,
+    n: i64,
+) -> Result<bool, Error> {
+    let args: [DatumWithOid; 4] =
+        [subject.user_id.into(), subject.feature.as_str().into(), period_start.into(), n.into()];
+    let table = write(client, |plans| {
+        client.select(&plans.count_down, Some(1), &args).map_err(failed("releasing usage"))
+    })?;
+    Ok(table.into_iter().next().is_some())
 }
 
 /// A period's counter as [`lock_one_counter`] finds it.

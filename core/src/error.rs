@@ -137,6 +137,8 @@ pub enum Error {
     SubscriptionChanged { subject: Subject },
     /// A call needs an optional feature the attached tables go without.
     NotAttachedFor { feature: crate::binding::Optional, schema: String, function: &'static str },
+    /// `release_usage` of a feature that is not a running count.
+    NotGauge { subject: Subject },
     /// No reservation has this id.
     ReservationNotFound { id: i64 },
     /// A hold's time to live that is not positive.
@@ -195,6 +197,7 @@ impl Error {
             | EmptyReason { .. }
             | EmptyIdempotencyKey { .. }
             | InvalidTtl { .. }
+            | NotGauge { .. }
             | InvalidSettleAmount { .. }
             | InvalidLimit { .. } => ErrorKind::InvalidParameter,
         }
@@ -291,6 +294,9 @@ impl Error {
                 feature.name()
             ),
             ReservationNotFound { .. } => "Reservations are in quota.reservations.".into(),
+            NotGauge { .. } => "Only a feature of kind 'gauge' (quota.features.kind) counts down; \
+                 refund_usage gives back a metered use."
+                .into(),
             InvalidTtl { .. } => "A hold lasts a positive interval, such as '10 minutes'.".into(),
             InvalidSettleAmount { .. } => {
                 "Settle with what the work used, 0 or more; release() gives everything back.".into()
@@ -458,6 +464,9 @@ impl fmt::Display for Error {
                 clip(schema)
             ),
             ReservationNotFound { id } => write!(f, "no reservation with id {id}"),
+            NotGauge { subject } => {
+                write!(f, "{subject}: release_usage counts down running counts only (kind gauge)")
+            }
             InvalidTtl { subject, ttl } => {
                 write!(f, "{subject}: a hold for {} is invalid, it must be positive", clip(ttl))
             }

@@ -487,7 +487,8 @@ SELECT f.code, f.name, f.reset_rule, f.unit, f.default_limit, f.alert_thresholds
        (pg_catalog.to_jsonb(f) OPERATOR(pg_catalog.->>) 'overage_limit')::pg_catalog.int4,
        (pg_catalog.to_jsonb(f) OPERATOR(pg_catalog.->>) 'rollover_max')::pg_catalog.int4,
        (pg_catalog.to_jsonb(f) OPERATOR(pg_catalog.->>) 'rollover_periods')::pg_catalog.int4,
-       (pg_catalog.to_jsonb(f) OPERATOR(pg_catalog.->>) 'granted')::pg_catalog.bool
+       (pg_catalog.to_jsonb(f) OPERATOR(pg_catalog.->>) 'granted')::pg_catalog.bool,
+       coalesce(pg_catalog.to_jsonb(f) OPERATOR(pg_catalog.->>) 'kind', 'metered')
   FROM quota.features f";
 
 const PLANS: &str = "
@@ -637,6 +638,7 @@ fn build(client: &SpiClient<'_>, built: Horizon) -> Result<Config, Refusal> {
             rollover: (col(&row, 8)?, col(&row, 9)?),
             // Unknown (a table of an older version): read the grants.
             granted: col::<bool>(&row, 10)?.unwrap_or(true),
+            kind: required(col(&row, 11)?, "features.kind")?,
         };
         let alert_thresholds =
             col::<Vec<Option<i32>>>(&row, 6)?.unwrap_or_default().into_iter().flatten().collect();

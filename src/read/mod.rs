@@ -31,6 +31,8 @@ pub struct Catalog {
     pub rollover: (Option<i32>, Option<i32>),
     /// `features.granted`: false only when no user was ever granted the feature.
     pub granted: bool,
+    /// `features.kind`: `metered` or `gauge`.
+    pub kind: String,
 }
 
 /// The subscription that counts, as both paths read it, before any rule about its plan.
@@ -266,6 +268,7 @@ mod column {
     pub const PLAN_ROLLOVER_PERIODS: usize = 34;
     pub const GRANTED: usize = 35;
     pub const PLAN_RESET_RULE: usize = 36;
+    pub const KIND: usize = 37;
 }
 
 /// A candidate row of the statement: one of the user's subscriptions with status 'active'.
@@ -392,6 +395,7 @@ fn parse_feature_rows(
                 col(first, ROLLOVER_PERIODS, "features.rollover_periods")?,
             ),
             granted: col(first, GRANTED, "features.granted")?.unwrap_or(true),
+            kind: store::must(col(first, KIND, "features.kind")?, "features.kind")?,
         }),
         None => None,
     };

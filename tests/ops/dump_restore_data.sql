@@ -134,4 +134,8 @@ SELECT * FROM quota.consume(6, 'articles_per_month', 21, 'u6-overage');
 SELECT allowed FROM quota.reserve(6, 'articles_per_month', 1, interval '1 day', 'u6-hold');
 SELECT reservation_id AS settled_hold FROM quota.reserve(6, 'publish_per_month', 3) \gset
 SELECT settled FROM quota.settle(:settled_hold, 2, 'article', 6);
+-- Connected accounts are a running count: user 2 connects a second one and removes it.
+UPDATE quota.features SET kind = 'gauge' WHERE code = 'platform_accounts';
+SELECT allowed FROM quota.consume(2, 'platform_accounts', 1, 'u2-acct-2', 'account', 2);
+SELECT released FROM quota.release_usage(2, 'platform_accounts', 1, 'u2-acct-2-removed', 'account', 2);
 \endif
