@@ -37,6 +37,9 @@ SELECT p.id AS plan_id, f.code AS feature_code,
 -- The catalog's soft limits, which the plans' own override.
 UPDATE quota.features SET overage_limit = CASE code WHEN 'publish_per_month' THEN 5
                                                     WHEN 'keyword_distillation' THEN -1 END;
+-- A running count, whose one counter for good both paths must find.
+UPDATE quota.features SET kind = CASE code WHEN 'keyword_distillation' THEN 'gauge'
+                                           ELSE 'metered' END;
 
 CREATE TEMP TABLE gen_users AS
 SELECT u AS user_id, floor(random() * 4)::int AS subscriptions FROM generate_series(1, :users) u;
