@@ -66,7 +66,8 @@ COMMENT ON FUNCTION quota.usage_overview(bigint) IS
     'grants that count in use order (id, source, amount, remaining, priority, expires_at); '
     'held is what the period''s active holds claim, part of current_usage; overage_limit the '
     'overage allowed beyond the limit (NULL or 0: none, -1: unlimited) and overage_used what '
-    'the period took of it.';
+    'the period took of it; kind is metered or gauge, next_reset when the usage starts again '
+    'from zero (the end of the period in force; NULL when it never resets).';
 
 COMMENT ON FUNCTION quota.calendar_window(text, timestamptz, text) IS
     'The calendar window (hour, day, ISO week from Monday, month or year) that contains at, in '

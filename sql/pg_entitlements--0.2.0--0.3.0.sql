@@ -1527,7 +1527,9 @@ CREATE FUNCTION quota.usage_overview("user_id" bigint) RETURNS TABLE (
 	"grants" jsonb,
 	"held" bigint,
 	"overage_limit" bigint,
-	"overage_used" bigint
+	"overage_used" bigint,
+	"kind" TEXT,
+	"next_reset" timestamp with time zone
 )
 STABLE PARALLEL SAFE
 LANGUAGE c
@@ -1539,7 +1541,8 @@ COMMENT ON FUNCTION quota.usage_overview(bigint) IS
     'grants that count in use order (id, source, amount, remaining, priority, expires_at); '
     'held is what the period''s active holds claim, part of current_usage; overage_limit the '
     'overage allowed beyond the limit (NULL or 0: none, -1: unlimited) and overage_used what '
-    'the period took of it.';
+    'the period took of it; kind is metered or gauge, next_reset when the usage starts again '
+    'from zero (the end of the period in force; NULL when it never resets).';
 CREATE FUNCTION quota.sync_granted_storage() RETURNS trigger
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'sync_granted_storage_wrapper';

@@ -445,6 +445,8 @@ fn usage_overview(
         name!(held, i64),
         name!(overage_limit, Option<i64>),
         name!(overage_used, i64),
+        name!(kind, String),
+        name!(next_reset, Option<TimestampWithTimeZone>),
     ),
 > {
     crate::error::guard(|| {
@@ -486,6 +488,9 @@ fn usage_overview(
                     o.held,
                     o.overage.map(entitlements_core::Limit::as_i64),
                     o.overage_used,
+                    o.kind,
+                    // When the usage starts again from zero: the end of a period that resets.
+                    o.period.filter(|p| p.rule.resets()).and(bounds).map(|b| b.1),
                 )
             })
             .collect();

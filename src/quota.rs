@@ -250,6 +250,8 @@ pub struct Overview {
     pub feature: String,
     pub name: String,
     pub unit: String,
+    /// `features.kind`: `metered` or `gauge`.
+    pub kind: String,
     pub status: QuotaStatus,
     /// The period's allowance and what of it is used, the grants left out.
     pub allowance: QuotaStatus,
@@ -296,6 +298,7 @@ pub fn overview(client: &SpiClient<'_>, user_id: i64) -> Result<Vec<Overview>, E
             Ok(Overview {
                 feature: subject.feature,
                 name: c.catalog.name,
+                kind: c.catalog.kind,
                 unit: c.catalog.unit,
                 status: c.status,
                 allowance: c.allowance,

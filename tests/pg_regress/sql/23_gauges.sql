@@ -47,3 +47,10 @@ SELECT * FROM release_usage(2301, 'platform_accounts', 1);
 RESET ROLE;
 
 UPDATE quota.features SET kind = 'metered', reset_rule = 'subscription' WHERE code = 'platform_accounts';
+
+-- The overview says what each feature is and when it starts again from zero.
+UPDATE quota.features SET kind = 'gauge' WHERE code = 'platform_accounts';
+SELECT feature_code, kind, cycle, next_reset IS NOT NULL AS resets,
+       next_reset = period_end AS at_period_end
+  FROM usage_overview(2301) ORDER BY feature_code;
+UPDATE quota.features SET kind = 'metered' WHERE code = 'platform_accounts';
