@@ -3,6 +3,7 @@
 //! quota.attach() bound, so the SECURITY DEFINER writers write them as the extension's owner.
 //! Which grant a use draws from is decided by [`entitlements_core::grants`].
 
+use crate::spi::{self, failed};
 use crate::store::must;
 use crate::time::micros;
 use entitlements_core::grants::{Balance, Totals};
@@ -139,20 +140,9 @@ thread_local! {
     static PLANS: Cell<Option<&'static Plans>> = const { Cell::new(None) };
 }
 
-fn failed(what: &'static str) -> impl Fn(pgrx::spi::SpiError) -> Error {
-    move |e| Error::Statement { what, detail: e.to_string() }
-}
-
 /// Whether the grants exist ([`EXIST`]).
 pub fn exist(client: &SpiClient<'_>) -> Result<bool, Error> {
-    Ok(client
-        .select(EXIST, Some(1), &[])
-        .map_err(failed("catalog lookup"))?
-        .next()
-        .map(|row| col::<bool>(&row, 1))
-        .transpose()?
-        .flatten()
-        .unwrap_or(false))
+    spi::ask(client, EXIST, &[])
 }
 
 /// The statements, or `None` while the grants do not exist yet ([`EXIST`]).
@@ -167,18 +157,9 @@ fn plans(client: &SpiClient<'_>) -> Result<Option<&'static Plans>, Error> {
     let (int8, text, int8s) =
         (PgOid::BuiltIn(INT8OID), PgOid::BuiltIn(TEXTOID), PgOid::BuiltIn(INT8ARRAYOID));
     let tstz = PgOid::BuiltIn(TIMESTAMPTZOID);
-    let has_rollover = client
-        .select(HAS_ROLLOVER, Some(1), &[])
-        .map_err(failed("catalog lookup"))?
-        .next()
-        .map(|row| col::<bool>(&row, 1))
-        .transpose()?
-        .flatten()
-        .unwrap_or(false);
-    let prepare = |sql: &str, args: &[PgOid], mutating: bool| {
-        let stmt = if mutating { client.prepare_mut(sql, args) } else { client.prepare(sql, args) };
-        stmt.map(|s| s.keep()).map_err(failed("preparing a statement"))
-    };
+    let has_rollover = spi::ask(client, HAS_ROLLOVER, &[])?;
+    let prepare =
+        |sql: &str, args: &[PgOid], mutating: bool| spi::keep(client, sql, args, mutating);
     let plans: &'static Plans = Box::leak(Box::new(Plans {
         totals: prepare(TOTALS, &[int8, text], false)?,
         list: prepare(LIST, &[int8, text], false)?,
@@ -205,10 +186,7 @@ fn col<T: pgrx::FromDatum + pgrx::IntoDatum>(
     row: &SpiHeapTupleData<'_>,
     n: usize,
 ) -> Result<Option<T>, Error> {
-    row.get::<T>(n).map_err(|e| Error::ColumnType {
-        what: format!("column {n} of a pg_entitlements statement on quota.grants"),
-        detail: e.to_string(),
-    })
+    spi::column(row, n, " on quota.grants")
 }
 
 /// What the active grants of a user's feature gave and have left, by statement.

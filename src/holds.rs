@@ -5,7 +5,9 @@
 //! [`crate::store::add_held`] on the bound tables. What a hold lets a use take is decided by
 //! [`entitlements_core::holds`].
 
+use crate::spi::{self, failed};
 use crate::store::must;
+use crate::time::micros;
 use entitlements_core::Error;
 use pgrx::datum::{DatumWithOid, Interval, TimestampWithTimeZone};
 use pgrx::pg_sys::BuiltinOid;
@@ -42,16 +44,20 @@ SELECT (SELECT pg_catalog.sum(e.amount) FROM expired e)::pg_catalog.int8,
            AND r.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()
            AND r.id IS DISTINCT FROM $4)::pg_catalog.int8";
 
-const INSERT: &str = "
-INSERT INTO quota.reservations
-       (user_id, feature_code, period_start, period_end, amount, expires_at, idempotency_key)
-VALUES ($1, $2, $3, $4, $5, pg_catalog.now() OPERATOR(pg_catalog.+) $6, $7)
-RETURNING id";
-
 /// The columns of a hold, as [`hold`] reads them.
 const COLUMNS: &str = "r.user_id, r.id, r.feature_code, r.period_start, r.amount,
-       r.expires_at, r.state, r.settled_amount, r.record_id,
-       r.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()";
+       r.expires_at, r.state, r.settled_amount, r.record_id";
+
+/// A new hold, returned as [`hold`] reads it.
+fn insert_sql() -> String {
+    format!(
+        "INSERT INTO quota.reservations AS r
+                (user_id, feature_code, period_start, period_end, amount, expires_at,
+                 idempotency_key)
+         VALUES ($1, $2, $3, $4, $5, pg_catalog.now() OPERATOR(pg_catalog.+) $6, $7)
+         RETURNING {COLUMNS}"
+    )
+}
 
 /// A hold by its id alone, unlocked: which counter to lock before it.
 fn find_sql() -> String {
@@ -125,38 +131,24 @@ thread_local! {
     static PLANS: Cell<Option<&'static Plans>> = const { Cell::new(None) };
 }
 
-fn failed(what: &'static str) -> impl Fn(pgrx::spi::SpiError) -> Error {
-    move |e| Error::Statement { what, detail: e.to_string() }
-}
-
 /// The statements, or `None` while the reservations do not exist yet ([`EXIST`]).
 fn plans(client: &SpiClient<'_>) -> Result<Option<&'static Plans>, Error> {
     if let Some(p) = PLANS.get() {
         return Ok(Some(p));
     }
-    let exists = client
-        .select(EXIST, Some(1), &[])
-        .map_err(failed("catalog lookup"))?
-        .next()
-        .map(|row| col::<bool>(&row, 1))
-        .transpose()?
-        .flatten()
-        .unwrap_or(false);
-    if !exists {
+    if !spi::ask(client, EXIST, &[])? {
         return Ok(None);
     }
     use BuiltinOid::*;
     let (int8, text, tstz) =
         (PgOid::BuiltIn(INT8OID), PgOid::BuiltIn(TEXTOID), PgOid::BuiltIn(TIMESTAMPTZOID));
-    let prepare = |sql: &str, args: &[PgOid], mutating: bool| {
-        let stmt = if mutating { client.prepare_mut(sql, args) } else { client.prepare(sql, args) };
-        stmt.map(|s| s.keep()).map_err(failed("preparing a statement"))
-    };
+    let prepare =
+        |sql: &str, args: &[PgOid], mutating: bool| spi::keep(client, sql, args, mutating);
     let plans: &'static Plans = Box::leak(Box::new(Plans {
         active: prepare(ACTIVE, &[int8, text, tstz], false)?,
         reclaim: prepare(RECLAIM, &[int8, text, tstz, int8], true)?,
         insert: prepare(
-            INSERT,
+            &insert_sql(),
             &[int8, text, tstz, tstz, int8, PgOid::BuiltIn(INTERVALOID), text],
             true,
         )?,
@@ -188,10 +180,7 @@ fn col<T: pgrx::FromDatum + pgrx::IntoDatum>(
     row: &SpiHeapTupleData<'_>,
     n: usize,
 ) -> Result<Option<T>, Error> {
-    row.get::<T>(n).map_err(|e| Error::ColumnType {
-        what: format!("column {n} of a pg_entitlements statement on quota.reservations"),
-        detail: e.to_string(),
-    })
+    spi::column(row, n, " on quota.reservations")
 }
 
 /// What the active holds of a counter claim, by statement (0 where there are none, or no
@@ -251,14 +240,14 @@ pub struct Hold {
     pub state: String,
     pub settled_amount: Option<i64>,
     pub record_id: Option<i64>,
-    /// Not yet past `expires_at`.
-    pub unexpired: bool,
 }
 
 impl Hold {
-    /// Whether it counts now ([`entitlements_core::holds::counts`]).
+    /// Whether it counts now ([`entitlements_core::holds::counts`]): now() is the
+    /// transaction's start, as in the statements that add the active holds up.
     pub fn counts(&self) -> bool {
-        self.state == "held" && self.unexpired
+        let now = micros(pgrx::datum::now());
+        entitlements_core::holds::counts(self.state == "held", micros(self.expires_at), now)
     }
 }
 
@@ -273,7 +262,6 @@ fn hold(row: &SpiHeapTupleData<'_>) -> Result<Hold, Error> {
         state: must(col(row, 7)?, "reservations.state")?,
         settled_amount: col(row, 8)?,
         record_id: col(row, 9)?,
-        unexpired: must(col(row, 10)?, "expiry")?,
     })
 }
 
@@ -307,7 +295,7 @@ pub fn by_key(client: &SpiClient<'_>, user_id: i64, key: &str) -> Result<Option<
     one(client, &plans.by_key, &args)
 }
 
-/// Inserts a hold of `amount` for `ttl` on the counter of `[start, end)`; returns its id.
+/// Inserts a hold of `amount` for `ttl` on the counter of `[start, end)`.
 #[allow(clippy::too_many_arguments)]
 pub fn insert(
     client: &SpiClient<'_>,
@@ -317,7 +305,7 @@ pub fn insert(
     amount: i64,
     ttl: Interval,
     key: Option<&str>,
-) -> Result<i64, Error> {
+) -> Result<Hold, Error> {
     let plans = required(client)?;
     let args: [DatumWithOid; 7] = [
         user_id.into(),
@@ -330,8 +318,7 @@ pub fn insert(
     ];
     let table = client.select(&plans.insert, Some(1), &args).map_err(failed("holding units"))?;
     let row = table.into_iter().next();
-    let row = must(row, "the new hold")?;
-    must(col(&row, 1)?, "reservations.id")
+    hold(&must(row, "the new hold")?)
 }
 
 /// Ends a locked hold: `settled` (with what was settled and its usage record), `released` or

@@ -29,6 +29,7 @@ mod quota;
 mod read;
 mod releases;
 mod reservations;
+mod spi;
 mod store;
 mod time;
 mod triggers;

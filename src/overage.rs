@@ -3,6 +3,7 @@
 //! quota.attach() bound, so the SECURITY DEFINER writers write it as the extension's owner.
 //! How much of a use is overage is decided by [`entitlements_core::holds::split`].
 
+use crate::spi::{self, failed};
 use entitlements_core::Error;
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
 use pgrx::pg_sys::BuiltinOid;
@@ -36,18 +37,11 @@ thread_local! {
     static PLANS: Cell<Option<&'static Plans>> = const { Cell::new(None) };
 }
 
-fn failed(what: &'static str) -> impl Fn(pgrx::spi::SpiError) -> Error {
-    move |e| Error::Statement { what, detail: e.to_string() }
-}
-
 fn col<T: pgrx::FromDatum + pgrx::IntoDatum>(
     row: &SpiHeapTupleData<'_>,
     n: usize,
 ) -> Result<Option<T>, Error> {
-    row.get::<T>(n).map_err(|e| Error::ColumnType {
-        what: format!("column {n} of a pg_entitlements statement on quota.overage_uses"),
-        detail: e.to_string(),
-    })
+    spi::column(row, n, " on quota.overage_uses")
 }
 
 /// The statements, or `None` while the table does not exist yet ([`EXIST`]).
@@ -55,24 +49,14 @@ fn plans(client: &SpiClient<'_>) -> Result<Option<&'static Plans>, Error> {
     if let Some(p) = PLANS.get() {
         return Ok(Some(p));
     }
-    let exists = client
-        .select(EXIST, Some(1), &[])
-        .map_err(failed("catalog lookup"))?
-        .next()
-        .map(|row| col::<bool>(&row, 1))
-        .transpose()?
-        .flatten()
-        .unwrap_or(false);
-    if !exists {
+    if !spi::ask(client, EXIST, &[])? {
         return Ok(None);
     }
     use BuiltinOid::*;
     let (int8, text, tstz) =
         (PgOid::BuiltIn(INT8OID), PgOid::BuiltIn(TEXTOID), PgOid::BuiltIn(TIMESTAMPTZOID));
-    let prepare = |sql: &str, args: &[PgOid], mutating: bool| {
-        let stmt = if mutating { client.prepare_mut(sql, args) } else { client.prepare(sql, args) };
-        stmt.map(|s| s.keep()).map_err(failed("preparing a statement"))
-    };
+    let prepare =
+        |sql: &str, args: &[PgOid], mutating: bool| spi::keep(client, sql, args, mutating);
     let plans: &'static Plans = Box::leak(Box::new(Plans {
         mark: prepare(MARK, &[int8, int8, text, tstz, int8], true)?,
         used: prepare(USED, &[int8, text, tstz], false)?,

@@ -6,6 +6,7 @@
 //! is a refund, and only a refund.
 
 use crate::jsonb::RawJsonb;
+use crate::spi::{self, failed};
 use crate::store::must;
 use entitlements_core::Error;
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
@@ -41,18 +42,11 @@ thread_local! {
     static PLANS: Cell<Option<&'static Plans>> = const { Cell::new(None) };
 }
 
-fn failed(what: &'static str) -> impl Fn(pgrx::spi::SpiError) -> Error {
-    move |e| Error::Statement { what, detail: e.to_string() }
-}
-
 fn col<T: pgrx::FromDatum + pgrx::IntoDatum>(
     row: &SpiHeapTupleData<'_>,
     n: usize,
 ) -> Result<Option<T>, Error> {
-    row.get::<T>(n).map_err(|e| Error::ColumnType {
-        what: format!("column {n} of a pg_entitlements statement on quota.releases"),
-        detail: e.to_string(),
-    })
+    spi::column(row, n, " on quota.releases")
 }
 
 fn plans(client: &SpiClient<'_>) -> Result<&'static Plans, Error> {
@@ -62,9 +56,7 @@ fn plans(client: &SpiClient<'_>) -> Result<&'static Plans, Error> {
     use BuiltinOid::*;
     let (int8, text, tstz) =
         (PgOid::BuiltIn(INT8OID), PgOid::BuiltIn(TEXTOID), PgOid::BuiltIn(TIMESTAMPTZOID));
-    let prepare = |sql: &str, args: &[PgOid]| {
-        client.prepare_mut(sql, args).map(|s| s.keep()).map_err(failed("preparing a statement"))
-    };
+    let prepare = |sql: &str, args: &[PgOid]| spi::keep(client, sql, args, true);
     let plans: &'static Plans = Box::leak(Box::new(Plans {
         lock_key: prepare(LOCK_KEY, &[int8, text])?,
         by_key: prepare(BY_KEY, &[int8, text])?,

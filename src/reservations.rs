@@ -149,9 +149,13 @@ pub fn reserve(client: &mut SpiClient<'_>, h: Reserving<'_>) -> Result<Reserved,
     let Some(granted) = granted else {
         return Ok(Reserved { status, ..refused });
     };
-    let hold = store::must(holds::lock(client, subject.user_id, granted)?, "the new hold")?;
-    announce(client, "granted", &hold, None)?;
-    Ok(Reserved { allowed: true, id: Some(hold.id), status, expires_at: Some(hold.expires_at) })
+    announce(client, "granted", &granted, None)?;
+    Ok(Reserved {
+        allowed: true,
+        id: Some(granted.id),
+        status,
+        expires_at: Some(granted.expires_at),
+    })
 }
 
 /// What `settle` gives the work to record.

@@ -5,6 +5,7 @@
 
 use crate::binding::bind;
 use crate::jsonb::RawJsonb;
+use crate::spi::failed;
 use entitlements_core::alerts::Announced;
 use entitlements_core::binding::{Lacks, Optional};
 use entitlements_core::grants::Totals;
@@ -664,10 +665,6 @@ fn oid(o: BuiltinOid) -> PgOid {
     PgOid::BuiltIn(o)
 }
 
-fn failed(what: &'static str) -> impl Fn(pgrx::spi::SpiError) -> Error {
-    move |e| Error::Statement { what, detail: e.to_string() }
-}
-
 fn plans(client: &SpiClient<'_>) -> Result<&'static Plans, Error> {
     match PLANS.get() {
         Some(p) => Ok(p),
@@ -680,33 +677,17 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
     use BuiltinOid::*;
     let schema = binding.schema.as_deref();
     let prepare = |sql: &str, args: &[PgOid], mutating: bool| {
-        let sql = bind(sql, schema);
-        let stmt =
-            if mutating { client.prepare_mut(&sql, args) } else { client.prepare(&sql, args) };
-        stmt.map(|s| s.keep()).map_err(failed("preparing a statement"))
+        crate::spi::keep(client, &bind(sql, schema), args, mutating)
     };
     let (int4, int8, text, tstz) = (oid(INT4OID), oid(INT8OID), oid(TEXTOID), oid(TIMESTAMPTZOID));
     let use_args =
         [int8, text, tstz, tstz, int4, int8, text, int8, oid(JSONBOID), text, oid(TIDOID), int4];
     let has_column = |table: &str, column: &str| -> Result<bool, Error> {
         let args: [DatumWithOid; 2] = [bind(table, schema).as_str().into(), column.into()];
-        client
-            .select(HAS_COLUMN, Some(1), &args)
-            .map_err(failed("column lookup"))?
-            .next()
-            .map(|row| col::<bool>(&row, 1))
-            .transpose()
-            .map(|found| found.flatten().unwrap_or(false))
+        crate::spi::ask(client, HAS_COLUMN, &args)
     };
     let has_alerted_limit = has_column("quota.user_usage", "alerted_limit")?;
-    let has_row_is_current = client
-        .select(HAS_ROW_IS_CURRENT, Some(1), &[])
-        .map_err(failed("catalog lookup"))?
-        .next()
-        .map(|row| col::<bool>(&row, 1))
-        .transpose()?
-        .flatten()
-        .unwrap_or(false);
+    let has_row_is_current = crate::spi::ask(client, HAS_ROW_IS_CURRENT, &[])?;
     // The grants are missing from the SQL of an older version until ALTER EXTENSION UPDATE
     // creates them ([`crate::grants`]).
     let has_grants = crate::grants::exist(client)?;
@@ -918,10 +899,7 @@ fn col<T: pgrx::FromDatum + pgrx::IntoDatum>(
     row: &SpiHeapTupleData<'_>,
     n: usize,
 ) -> Result<Option<T>, Error> {
-    row.get::<T>(n).map_err(|e| Error::ColumnType {
-        what: format!("column {n} of a pg_entitlements statement"),
-        detail: e.to_string(),
-    })
+    crate::spi::column(row, n, "")
 }
 
 /// A value the statement guarantees (a NOT NULL column, a row `FROM (SELECT)` always yields).
