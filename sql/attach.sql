@@ -107,6 +107,7 @@ BEGIN
             ('plan_features',      'rollover_max',       '{int4}', 'integer', 'rollover'),
             ('plan_features',      'rollover_periods',   '{int4}', 'integer', 'rollover'),
             ('plan_features',      'reset_rule',         '{text,varchar}', 'text', 'windows'),
+            ('plan_features',      'config_value',       '{jsonb}', 'jsonb', 'config_values'),
             ('user_usage',         'user_id',            '{int4,int8}', NULL, NULL),
             ('user_usage',         'feature_code',       '{text,varchar}', NULL, NULL),
             ('user_usage',         'period_start',       '{timestamptz}', NULL, NULL),
@@ -304,8 +305,8 @@ BEGIN
         format(accept, 'every quota read for the user fails (22P02)'), '',
 
         'user_subscriptions', 'custom_quotas',
-        'CASE WHEN jsonb_typeof(t.custom_quotas) = ''object'' THEN EXISTS (SELECT FROM jsonb_each(t.custom_quotas) e WHERE CASE WHEN e.value::text ~ ''^-?[0-9]+$'' THEN e.value::text::numeric NOT BETWEEN -1 AND 2147483647 ELSE true END) ELSE false END',
-        'have a custom_quotas value that is not a whole number from -1 to 2147483647',
+        'CASE WHEN jsonb_typeof(t.custom_quotas) = ''object'' THEN EXISTS (SELECT FROM jsonb_each(t.custom_quotas) e JOIN quota.features f ON f.code = e.key WHERE CASE f.kind WHEN ''config'' THEN false WHEN ''boolean'' THEN e.value::text NOT IN (''true'', ''false'', ''1'', ''0'') ELSE CASE WHEN e.value::text ~ ''^-?[0-9]+$'' THEN e.value::text::numeric NOT BETWEEN -1 AND 2147483647 ELSE true END END) ELSE false END',
+        'have a custom_quotas value that does not suit its feature''s kind (a whole number from -1 to 2147483647; true, false, 1 or 0 for a boolean feature)',
         format(accept, 'a read of that feature for the user fails (22P02, or 22003 beyond int4)'), '',
 
         'user_subscriptions', 'custom_quotas',
@@ -515,6 +516,7 @@ BEGIN
                    WHEN 'soft_limits' THEN 'plans give no overage of their own: the catalog''s overage_limit applies'
                    WHEN 'rollover' THEN 'plans give no rollover of their own: the catalog''s rollover_max applies'
                    WHEN 'windows' THEN 'plans set no limit window of their own: the catalog''s reset_rule applies'
+                   WHEN 'config_values' THEN 'plans give config features no value of their own: the catalog''s default_value applies'
                END AS effect
           FROM unnest(lacks) AS l (feature)
     LOOP

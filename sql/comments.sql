@@ -66,8 +66,10 @@ COMMENT ON FUNCTION quota.usage_overview(bigint) IS
     'grants that count in use order (id, source, amount, remaining, priority, expires_at); '
     'held is what the period''s active holds claim, part of current_usage; overage_limit the '
     'overage allowed beyond the limit (NULL or 0: none, -1: unlimited) and overage_used what '
-    'the period took of it; kind is metered or gauge, next_reset when the usage starts again '
-    'from zero (the end of the period in force; NULL when it never resets).';
+    'the period took of it; kind is metered, gauge, boolean or config, next_reset when the '
+    'usage starts again from zero (the end of the period in force; NULL when it never resets), '
+    'value a boolean feature''s true or false or a config feature''s JSON value (has_quota: on, '
+    'or a value other than JSON null; no period).';
 
 COMMENT ON FUNCTION quota.calendar_window(text, timestamptz, text) IS
     'The calendar window (hour, day, ISO week from Monday, month or year) that contains at, in '
@@ -304,7 +306,26 @@ COMMENT ON COLUMN quota.grants.rollover_from IS
 COMMENT ON COLUMN quota.features.kind IS
     'metered (the default): uses counted per period; gauge: a running count (seats, connected '
     'accounts) that goes up with the uses and down with release_usage, never resets, and is '
-    'checked on the way up only.';
+    'checked on the way up only; boolean: on or off (has_feature; a plan''s feature_value or '
+    'default_limit 0 is off, any other value on; custom_quotas true/false or 1/0); config: a '
+    'JSON value (feature_value; plan_features.config_value, features.default_value, any JSON '
+    'in custom_quotas). Boolean and config features are not used up.';
+
+COMMENT ON COLUMN quota.features.default_value IS
+    'The value of a config feature for subscriptions whose plan sets none (NULL or JSON null: none).';
+
+COMMENT ON COLUMN quota.plan_features.config_value IS
+    'The value this plan gives a config feature (NULL or JSON null: the catalog''s default_value).';
+
+COMMENT ON FUNCTION quota.has_feature(bigint, text) IS
+    'Whether the user has the feature now: a boolean feature that is on, a config feature whose '
+    'value is not JSON null, a metered or gauge feature whose limit is not 0 (used up or not). '
+    'False without an active subscription.';
+
+COMMENT ON FUNCTION quota.feature_value(bigint, text) IS
+    'The user''s value of a feature now, by custom_quotas, then the plan, then the catalog: a '
+    'config feature''s JSON value, a boolean feature''s true or false, a metered or gauge '
+    'feature''s limit (-1: unlimited). NULL without an active subscription or any value.';
 
 COMMENT ON FUNCTION quota.release_usage(bigint, text, integer, text, text, bigint, jsonb) IS
     'quota_app. Counts a running count (a feature of kind gauge) down by amount, never below '

@@ -121,6 +121,15 @@ BEGIN
             USING ERRCODE = 'P0002',
                   HINT = 'Known features are listed in quota.features; add the feature there first.';
     END IF;
+    -- Only what is used up can be granted: a boolean or config feature has a value instead.
+    IF (SELECT f.kind FROM quota.features f WHERE f.code = grant_quota.feature_code)
+       NOT IN ('metered', 'gauge') THEN
+        RAISE EXCEPTION 'user % feature "%" is of kind %: it is not used up, nothing can be granted',
+                        user_id, feature_code,
+                        (SELECT f.kind FROM quota.features f WHERE f.code = grant_quota.feature_code)
+            USING ERRCODE = '22023',
+                  HINT = 'Give a user a boolean or config feature in custom_quotas.';
+    END IF;
     IF amount <= 0 THEN
         RAISE EXCEPTION 'user % feature "%": a grant of % units: a grant gives at least 1', user_id, feature_code, amount
             USING ERRCODE = '22023';

@@ -1,9 +1,16 @@
 -- Feature kinds (quota.features.kind): 'metered' (the default) counts uses per period;
 -- 'gauge' is a running count (seats, connected accounts) that goes up with the uses and down
 -- with release_usage, never resets (one counter for good, whatever reset_rule says) and is
--- checked on the way up only.
+-- checked on the way up only; 'boolean' is on or off (has_feature), 'config' a JSON value
+-- (feature_value). Each kind has the same precedence, custom_quotas, then the plan, then the
+-- catalog (entitlements_core::kind); neither boolean nor config features are used up.
 ALTER TABLE quota.features
-    ADD COLUMN kind text NOT NULL DEFAULT 'metered' CHECK (kind IN ('metered', 'gauge'));
+    ADD COLUMN kind text NOT NULL DEFAULT 'metered'
+        CHECK (kind IN ('metered', 'gauge', 'boolean', 'config')),
+    -- The value of a feature of kind config for subscriptions whose plan sets none (NULL: none).
+    ADD COLUMN default_value jsonb;
+-- The value a plan gives a feature of kind config (NULL: the catalog's default_value).
+ALTER TABLE quota.plan_features ADD COLUMN config_value jsonb;
 
 -- What release_usage took off a running count: a row of its own, as in the ledger a negative
 -- amount is a refund and only that. For every counter, usage_count equals its usage records,

@@ -133,6 +133,7 @@ BEGIN
             ('plan_features',      'rollover_max',       '{int4}', 'integer', 'rollover'),
             ('plan_features',      'rollover_periods',   '{int4}', 'integer', 'rollover'),
             ('plan_features',      'reset_rule',         '{text,varchar}', 'text', 'windows'),
+            ('plan_features',      'config_value',       '{jsonb}', 'jsonb', 'config_values'),
             ('user_usage',         'user_id',            '{int4,int8}', NULL, NULL),
             ('user_usage',         'feature_code',       '{text,varchar}', NULL, NULL),
             ('user_usage',         'period_start',       '{timestamptz}', NULL, NULL),
@@ -330,8 +331,8 @@ BEGIN
         format(accept, 'every quota read for the user fails (22P02)'), '',
 
         'user_subscriptions', 'custom_quotas',
-        'CASE WHEN jsonb_typeof(t.custom_quotas) = ''object'' THEN EXISTS (SELECT FROM jsonb_each(t.custom_quotas) e WHERE CASE WHEN e.value::text ~ ''^-?[0-9]+$'' THEN e.value::text::numeric NOT BETWEEN -1 AND 2147483647 ELSE true END) ELSE false END',
-        'have a custom_quotas value that is not a whole number from -1 to 2147483647',
+        'CASE WHEN jsonb_typeof(t.custom_quotas) = ''object'' THEN EXISTS (SELECT FROM jsonb_each(t.custom_quotas) e JOIN quota.features f ON f.code = e.key WHERE CASE f.kind WHEN ''config'' THEN false WHEN ''boolean'' THEN e.value::text NOT IN (''true'', ''false'', ''1'', ''0'') ELSE CASE WHEN e.value::text ~ ''^-?[0-9]+$'' THEN e.value::text::numeric NOT BETWEEN -1 AND 2147483647 ELSE true END END) ELSE false END',
+        'have a custom_quotas value that does not suit its feature''s kind (a whole number from -1 to 2147483647; true, false, 1 or 0 for a boolean feature)',
         format(accept, 'a read of that feature for the user fails (22P02, or 22003 beyond int4)'), '',
 
         'user_subscriptions', 'custom_quotas',
@@ -538,6 +539,7 @@ BEGIN
                    WHEN 'soft_limits' THEN 'plans give no overage of their own: the catalog''s overage_limit applies'
                    WHEN 'rollover' THEN 'plans give no rollover of their own: the catalog''s rollover_max applies'
                    WHEN 'windows' THEN 'plans set no limit window of their own: the catalog''s reset_rule applies'
+                   WHEN 'config_values' THEN 'plans give config features no value of their own: the catalog''s default_value applies'
                END AS effect
           FROM unnest(lacks) AS l (feature)
     LOOP
@@ -1501,7 +1503,7 @@ COMMENT ON FUNCTION quota.install_triggers(regclass) IS
 ALTER TABLE quota.settings ADD COLUMN attached_lacks text[]
     CHECK (attached_lacks <@ ARRAY['idempotency_keys', 'refunds', 'alerts', 'booster_packs',
                                       'reservations', 'soft_limits', 'rollover',
-                                      'windows']);
+                                      'windows', 'config_values']);
 COMMENT ON COLUMN quota.settings.attached_lacks IS
     'Written by quota.attach() and quota.detach() only: the optional features (idempotency_keys, '
     'refunds, alerts, booster_packs) the attached tables lack the columns of; the calls that '
@@ -1529,7 +1531,8 @@ CREATE FUNCTION quota.usage_overview("user_id" bigint) RETURNS TABLE (
 	"overage_limit" bigint,
 	"overage_used" bigint,
 	"kind" TEXT,
-	"next_reset" timestamp with time zone
+	"next_reset" timestamp with time zone,
+	"value" jsonb
 )
 STABLE PARALLEL SAFE
 LANGUAGE c
@@ -1541,8 +1544,10 @@ COMMENT ON FUNCTION quota.usage_overview(bigint) IS
     'grants that count in use order (id, source, amount, remaining, priority, expires_at); '
     'held is what the period''s active holds claim, part of current_usage; overage_limit the '
     'overage allowed beyond the limit (NULL or 0: none, -1: unlimited) and overage_used what '
-    'the period took of it; kind is metered or gauge, next_reset when the usage starts again '
-    'from zero (the end of the period in force; NULL when it never resets).';
+    'the period took of it; kind is metered, gauge, boolean or config, next_reset when the '
+    'usage starts again from zero (the end of the period in force; NULL when it never resets), '
+    'value a boolean feature''s true or false or a config feature''s JSON value (has_quota: on, '
+    'or a value other than JSON null; no period).';
 CREATE FUNCTION quota.sync_granted_storage() RETURNS trigger
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'sync_granted_storage_wrapper';
@@ -1662,6 +1667,15 @@ BEGIN
         RAISE EXCEPTION 'user % feature "%": no such feature', user_id, feature_code
             USING ERRCODE = 'P0002',
                   HINT = 'Known features are listed in quota.features; add the feature there first.';
+    END IF;
+    -- Only what is used up can be granted: a boolean or config feature has a value instead.
+    IF (SELECT f.kind FROM quota.features f WHERE f.code = grant_quota.feature_code)
+       NOT IN ('metered', 'gauge') THEN
+        RAISE EXCEPTION 'user % feature "%" is of kind %: it is not used up, nothing can be granted',
+                        user_id, feature_code,
+                        (SELECT f.kind FROM quota.features f WHERE f.code = grant_quota.feature_code)
+            USING ERRCODE = '22023',
+                  HINT = 'Give a user a boolean or config feature in custom_quotas.';
     END IF;
     IF amount <= 0 THEN
         RAISE EXCEPTION 'user % feature "%": a grant of % units: a grant gives at least 1', user_id, feature_code, amount
@@ -2156,7 +2170,12 @@ COMMENT ON COLUMN quota.plan_features.reset_rule IS
 
 -- Feature kinds (sql/kinds.sql): running counts, counted down by release_usage.
 ALTER TABLE quota.features
-    ADD COLUMN kind text NOT NULL DEFAULT 'metered' CHECK (kind IN ('metered', 'gauge'));
+    ADD COLUMN kind text NOT NULL DEFAULT 'metered'
+        CHECK (kind IN ('metered', 'gauge', 'boolean', 'config')),
+    -- The value of a feature of kind config for subscriptions whose plan sets none (NULL: none).
+    ADD COLUMN default_value jsonb;
+-- The value a plan gives a feature of kind config (NULL: the catalog's default_value).
+ALTER TABLE quota.plan_features ADD COLUMN config_value jsonb;
 
 -- What release_usage took off a running count: a row of its own, as in the ledger a negative
 -- amount is a refund and only that. For every counter, usage_count equals its usage records,
@@ -2197,10 +2216,37 @@ LANGUAGE c
 AS 'MODULE_PATHNAME', 'release_usage_wrapper';
 REVOKE EXECUTE ON FUNCTION quota.release_usage(bigint, text, integer, text, text, bigint, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION quota.release_usage(bigint, text, integer, text, text, bigint, jsonb) TO quota_app;
+CREATE FUNCTION quota.has_feature("user_id" bigint, "feature_code" TEXT) RETURNS bool
+STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'has_feature_wrapper';
+CREATE FUNCTION quota.feature_value("user_id" bigint, "feature_code" TEXT) RETURNS jsonb
+STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'feature_value_wrapper';
 COMMENT ON COLUMN quota.features.kind IS
     'metered (the default): uses counted per period; gauge: a running count (seats, connected '
     'accounts) that goes up with the uses and down with release_usage, never resets, and is '
-    'checked on the way up only.';
+    'checked on the way up only; boolean: on or off (has_feature; a plan''s feature_value or '
+    'default_limit 0 is off, any other value on; custom_quotas true/false or 1/0); config: a '
+    'JSON value (feature_value; plan_features.config_value, features.default_value, any JSON '
+    'in custom_quotas). Boolean and config features are not used up.';
+
+COMMENT ON COLUMN quota.features.default_value IS
+    'The value of a config feature for subscriptions whose plan sets none (NULL or JSON null: none).';
+
+COMMENT ON COLUMN quota.plan_features.config_value IS
+    'The value this plan gives a config feature (NULL or JSON null: the catalog''s default_value).';
+
+COMMENT ON FUNCTION quota.has_feature(bigint, text) IS
+    'Whether the user has the feature now: a boolean feature that is on, a config feature whose '
+    'value is not JSON null, a metered or gauge feature whose limit is not 0 (used up or not). '
+    'False without an active subscription.';
+
+COMMENT ON FUNCTION quota.feature_value(bigint, text) IS
+    'The user''s value of a feature now, by custom_quotas, then the plan, then the catalog: a '
+    'config feature''s JSON value, a boolean feature''s true or false, a metered or gauge '
+    'feature''s limit (-1: unlimited). NULL without an active subscription or any value.';
 
 COMMENT ON FUNCTION quota.release_usage(bigint, text, integer, text, text, bigint, jsonb) IS
     'quota_app. Counts a running count (a feature of kind gauge) down by amount, never below '
@@ -2254,7 +2300,7 @@ BEGIN
            default_limit = NEW.default_limit, alert_thresholds = NEW.alert_thresholds,
            overage_limit = NEW.overage_limit, rollover_max = NEW.rollover_max,
            rollover_periods = NEW.rollover_periods, granted = f.granted OR NEW.granted,
-           kind = NEW.kind
+           kind = NEW.kind, default_value = NEW.default_value
      WHERE f.code = NEW.code AND f.builtin;
     IF FOUND THEN
         RETURN NULL;

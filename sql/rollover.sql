@@ -28,7 +28,7 @@ BEGIN
            default_limit = NEW.default_limit, alert_thresholds = NEW.alert_thresholds,
            overage_limit = NEW.overage_limit, rollover_max = NEW.rollover_max,
            rollover_periods = NEW.rollover_periods, granted = f.granted OR NEW.granted,
-           kind = NEW.kind
+           kind = NEW.kind, default_value = NEW.default_value
      WHERE f.code = NEW.code AND f.builtin;
     IF FOUND THEN
         RETURN NULL;

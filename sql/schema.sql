@@ -37,7 +37,7 @@ CREATE TABLE quota.settings (
     attached_lacks text[]
         CHECK (attached_lacks <@ ARRAY['idempotency_keys', 'refunds', 'alerts', 'booster_packs',
                                       'reservations', 'soft_limits', 'rollover',
-                                      'windows'])
+                                      'windows', 'config_values'])
 );
 
 CREATE TABLE quota.features (

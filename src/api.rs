@@ -63,6 +63,30 @@ fn check_user_quota(
     })
 }
 
+/// Whether the user has the feature now: a boolean feature that is on, a config feature with a
+/// value other than JSON null, a metered or gauge feature whose limit is not 0 (however much
+/// of it is used). False without an active subscription. Reads as [`check_user_quota`] does.
+#[pg_extern(stable, parallel_safe)]
+fn has_feature(user_id: Option<i64>, feature_code: Option<&str>) -> bool {
+    crate::error::guard(|| {
+        let subject = subject("has_feature", user_id, feature_code);
+        let value = Spi::connect(|client| quota::entitlement_of(client, &subject)).or_raise();
+        value.is_some_and(|e| e.is_on())
+    })
+}
+
+/// The user's value of a feature now, by the precedence of its kind: a config feature's JSON
+/// value, a boolean feature's true or false, a metered or gauge feature's limit (-1:
+/// unlimited). NULL without an active subscription or where no source gives a value.
+#[pg_extern(stable, parallel_safe)]
+fn feature_value(user_id: Option<i64>, feature_code: Option<&str>) -> Option<pgrx::JsonB> {
+    crate::error::guard(|| {
+        let subject = subject("feature_value", user_id, feature_code);
+        let value = Spi::connect(|client| quota::entitlement_of(client, &subject)).or_raise();
+        value.map(|e| pgrx::JsonB(e.to_json()))
+    })
+}
+
 /// How the reading functions reach each table at this point of this transaction: `cache` (the
 /// backend's copy), `index` (read through an index, no statement) or `sql` (a statement), with
 /// the reason.
@@ -447,6 +471,7 @@ fn usage_overview(
         name!(overage_used, i64),
         name!(kind, String),
         name!(next_reset, Option<TimestampWithTimeZone>),
+        name!(value, Option<pgrx::JsonB>),
     ),
 > {
     crate::error::guard(|| {
@@ -488,9 +513,10 @@ fn usage_overview(
                     o.held,
                     o.overage.map(entitlements_core::Limit::as_i64),
                     o.overage_used,
-                    o.kind,
+                    o.kind.as_str().to_owned(),
                     // When the usage starts again from zero: the end of a period that resets.
                     o.period.filter(|p| p.rule.resets()).and(bounds).map(|b| b.1),
+                    o.value.map(pgrx::JsonB),
                 )
             })
             .collect();

@@ -7,11 +7,13 @@ use crate::jsonb::RawJsonb;
 use crate::read::{self, Catalog, FeatureRow, SubscriptionRow};
 use crate::store::{self, Use};
 use crate::time::{check_range, from_pg, to_pg};
+use entitlements_core::kind::{self, ValueSources};
 use entitlements_core::limit::{self, LimitSources};
 use entitlements_core::period::{self, Subscription, ZoneChange};
 use entitlements_core::{alerts, keys};
 use entitlements_core::{
-    units, Cycle, Error, Limit, Period, QuotaStatus, ResetRule, Resolved, Source, Subject,
+    units, Cycle, Entitlement, Error, Kind, Limit, Period, QuotaStatus, ResetRule, Resolved,
+    Source, Subject,
 };
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
@@ -20,11 +22,31 @@ use pgrx::spi::SpiClient;
 /// The feature whose limit `get_user_storage_quota` converts to bytes.
 pub const STORAGE_FEATURE: &str = "storage_space";
 
+/// What the precedence gives the user, whatever the feature's kind.
+fn entitlement(
+    subject: &Subject,
+    catalog: &Catalog,
+    sub: &SubscriptionRow,
+) -> Result<Option<(Entitlement, Source)>, Error> {
+    let sources = ValueSources {
+        custom: sub.custom_value.as_deref(),
+        plan: sub.plan_value.map(i64::from),
+        plan_config: sub.plan_config.as_deref(),
+        default: catalog.default_limit.map(i64::from),
+        default_config: catalog.default_value.as_deref(),
+    };
+    kind::resolve(subject, catalog.kind, &sources)
+}
+
+/// The limit of a feature that is used up (kind metered or gauge); the others have none.
 fn resolve(
     subject: &Subject,
     catalog: &Catalog,
     sub: &SubscriptionRow,
 ) -> Result<Option<Resolved>, Error> {
+    if !catalog.kind.is_counted() {
+        return Err(Error::NotCounted { subject: subject.clone(), kind: catalog.kind.as_str() });
+    }
     limit::resolve(
         subject,
         &LimitSources {
@@ -35,10 +57,10 @@ fn resolve(
     )
 }
 
-/// When the usage resets: never for a running count (kind gauge), else the plan feature's own
-/// window when it sets one, else the catalog's.
+/// When the usage resets: never for a running count (kind gauge) nor for what is not used up,
+/// else the plan feature's own window when it sets one, else the catalog's.
 fn reset_rule_of(catalog: &Catalog, sub: &SubscriptionRow) -> Result<ResetRule, Error> {
-    if catalog.kind == "gauge" {
+    if catalog.kind != Kind::Metered {
         return Ok(ResetRule::Never);
     }
     sub.plan_reset_rule.as_deref().unwrap_or(&catalog.reset_rule).parse()
@@ -195,9 +217,11 @@ struct Checked {
     overage: Option<Limit>,
     /// The rollover the period starts with, when its grant is not created yet.
     pending: Option<Rollover>,
-    /// `None` without an active subscription.
+    /// `None` without an active subscription, or for a feature that is not used up.
     period: Option<Period>,
     catalog: Catalog,
+    /// A boolean or config feature's value.
+    value: Option<serde_json::Value>,
 }
 
 /// [`check`], with the period and the catalog row.
@@ -206,8 +230,16 @@ fn check_with_period(client: &SpiClient<'_>, subject: &Subject) -> Result<Checke
     let Some(sub) = row.subscription.as_ref() else {
         let none = QuotaStatus::NONE;
         let (status, allowance, held, overage, pending) = (none, none, 0, None, None);
-        return Ok(Checked { status, allowance, held, overage, pending, period: None, catalog });
+        let (period, value) = (None, None);
+        return Ok(Checked { status, allowance, held, overage, pending, period, catalog, value });
     };
+    if !catalog.kind.is_counted() {
+        let value = entitlement(subject, &catalog, sub)?.map(|(e, _)| e);
+        let status = QuotaStatus::of_switch(value.as_ref().is_some_and(Entitlement::is_on));
+        let (allowance, held, overage, pending, period) = (status, 0, None, None, None);
+        let value = value.map(|e| e.to_json());
+        return Ok(Checked { status, allowance, held, overage, pending, period, catalog, value });
+    }
     let limit = resolve(subject, &catalog, sub)?.map(|r| r.limit);
     let overage = overage_of(subject, &catalog, sub)?;
     let period = period_of(&row, reset_rule_of(&catalog, sub)?, sub)?;
@@ -227,8 +259,8 @@ fn check_with_period(client: &SpiClient<'_>, subject: &Subject) -> Result<Checke
     }
     let allowance = QuotaStatus::evaluate(limit, c.usage);
     let status = figures(limit, overage, c.usage, totals, c.held);
-    let period = Some(period);
-    Ok(Checked { status, allowance, held: c.held, overage, pending, period, catalog })
+    let (period, value) = (Some(period), None);
+    Ok(Checked { status, allowance, held: c.held, overage, pending, period, catalog, value })
 }
 
 /// `limit_source`: where the user's limit of a feature comes from now (`custom_quotas`,
@@ -242,7 +274,23 @@ pub fn limit_source(
     let Some(sub) = row.subscription.as_ref() else {
         return Ok(None);
     };
-    Ok(resolve(subject, &catalog, sub)?.map(|r| r.source.as_str()))
+    Ok(entitlement(subject, &catalog, sub)?.map(|(_, source)| match (catalog.kind, source) {
+        (Kind::Config, Source::Default) => "features.default_value",
+        (_, source) => source.as_str(),
+    }))
+}
+
+/// `has_feature` and `feature_value`: what the precedence of the feature's kind gives the user
+/// now; `None` without an active subscription or where no source says anything.
+pub fn entitlement_of(
+    client: &SpiClient<'_>,
+    subject: &Subject,
+) -> Result<Option<Entitlement>, Error> {
+    let (row, catalog) = named_feature(client, subject)?;
+    let Some(sub) = row.subscription.as_ref() else {
+        return Ok(None);
+    };
+    Ok(entitlement(subject, &catalog, sub)?.map(|(e, _)| e))
 }
 
 /// One line of `usage_overview`.
@@ -250,8 +298,9 @@ pub struct Overview {
     pub feature: String,
     pub name: String,
     pub unit: String,
-    /// `features.kind`: `metered` or `gauge`.
-    pub kind: String,
+    pub kind: Kind,
+    /// A boolean or config feature's value.
+    pub value: Option<serde_json::Value>,
     pub status: QuotaStatus,
     /// The period's allowance and what of it is used, the grants left out.
     pub allowance: QuotaStatus,
@@ -299,6 +348,7 @@ pub fn overview(client: &SpiClient<'_>, user_id: i64) -> Result<Vec<Overview>, E
                 feature: subject.feature,
                 name: c.catalog.name,
                 kind: c.catalog.kind,
+                value: c.value,
                 unit: c.catalog.unit,
                 status: c.status,
                 allowance: c.allowance,
@@ -489,7 +539,7 @@ pub(crate) fn judge(
     Ok(Some(UseContext {
         limit,
         overage,
-        gauge: catalog.kind == "gauge",
+        gauge: catalog.kind == Kind::Gauge,
         period,
         alert_thresholds: row.alert_thresholds,
         read: sub.tid,
@@ -1001,8 +1051,17 @@ pub fn adjust(
     if reason.trim().is_empty() {
         return Err(Error::EmptyReason { subject: subject.clone() });
     }
-    // The feature must exist; a bad value is refused before anything is locked.
-    read::feature_row(client, subject.user_id, Some(&subject.feature))?;
+    // The feature must exist; a bad value is refused before anything is locked. A boolean
+    // feature's value is 1 or 0 (on or off); a config feature's JSON value is no integer, it
+    // is set in custom_quotas itself.
+    let (_, catalog) = named_feature(client, subject)?;
+    let kind = catalog.kind;
+    if kind == Kind::Config {
+        return Err(Error::NotCounted { subject: subject.clone(), kind: kind.as_str() });
+    }
+    if let (Kind::Boolean, Some(n)) = (kind, new_value) {
+        kind::validate_custom_value(subject, kind, &n.into())?;
+    }
     let new = new_value
         .map(|n| {
             limit::limit_from_i64(n).map_err(|p| match p {
@@ -1028,7 +1087,16 @@ pub fn adjust(
     let (subscription_id, old_text) = (locked.id, locked.custom);
     let old = old_text
         .map(|t| {
-            limit::limit_from_json_text(&t).map_err(|_| Error::InvalidQuotaValue {
+            let old = match kind {
+                // Audited as 1 (on) or 0 (off).
+                Kind::Boolean => serde_json::from_str(&t)
+                    .ok()
+                    .and_then(|v| kind::switch_from_json(&v).ok())
+                    .map(|on| Limit::Max(i32::from(on)))
+                    .ok_or(limit::ValueProblem::NotASwitch),
+                _ => limit::limit_from_json_text(&t),
+            };
+            old.map_err(|_| Error::InvalidQuotaValue {
                 subject: subject.clone(),
                 origin: "custom_quotas",
                 value: t.clone(),
@@ -1123,14 +1191,16 @@ pub fn is_feature_rename(
         return Ok(false);
     };
     let known = store::known_features(client, vec![from.clone(), to.clone()])?;
-    Ok(!known.contains(&from) && known.contains(&to))
+    let is_known = |code: &str| known.iter().any(|(k, _)| k == code);
+    Ok(!is_known(&from) && is_known(&to))
 }
 
-/// Each feature's effective limit under one subscription row (`None`: no quota from it).
+/// Each feature's entitlement under one subscription row (`None`: nothing from it): a limit,
+/// a switch or a configuration value, by the feature's kind.
 fn limits_under(
     client: &SpiClient<'_>,
     state: Option<SubscriptionState>,
-) -> Result<Vec<(String, Option<Limit>)>, Error> {
+) -> Result<Vec<(String, Option<Entitlement>)>, Error> {
     let Some((state, plan_id)) =
         state.filter(|s| s.active).and_then(|s| Some((s.plan_id?, s))).map(|(p, s)| (s, p))
     else {
@@ -1140,13 +1210,15 @@ fn limits_under(
         .into_iter()
         .map(|f| {
             let subject = Subject { user_id: state.user_id, feature: f.code };
-            let sources = LimitSources {
+            let sources = ValueSources {
                 custom: f.custom.as_deref(),
                 plan: f.plan.map(i64::from),
+                plan_config: f.plan_config.as_deref(),
                 default: f.default.map(i64::from),
+                default_config: f.default_config.as_deref(),
             };
-            let limit = limit::resolve(&subject, &sources)?.map(|r| r.limit);
-            Ok((subject.feature, limit))
+            let value = kind::resolve(&subject, f.kind, &sources)?.map(|(e, _)| e);
+            Ok((subject.feature, value))
         })
         .collect()
 }
@@ -1162,8 +1234,8 @@ pub fn announce_subscription_change(
 ) -> Result<(), Error> {
     let before = limits_under(client, old)?;
     let after = limits_under(client, new)?;
-    let lookup = |list: &[(String, Option<Limit>)], code: &str| {
-        list.iter().find(|(c, _)| c == code).and_then(|(_, l)| *l)
+    let lookup = |list: &[(String, Option<Entitlement>)], code: &str| {
+        list.iter().find(|(c, _)| c == code).and_then(|(_, l)| l.clone())
     };
     let mut codes: Vec<&str> = before.iter().chain(after.iter()).map(|(c, _)| c.as_str()).collect();
     codes.sort_unstable();
@@ -1174,8 +1246,9 @@ pub fn announce_subscription_change(
         let (was, is) = (lookup(&before, code), lookup(&after, code));
         if was != is {
             changed.push(code);
-            old_limits.insert(code.to_owned(), was.map(Limit::as_i64).into());
-            new_limits.insert(code.to_owned(), is.map(Limit::as_i64).into());
+            old_limits
+                .insert(code.to_owned(), was.map_or(serde_json::Value::Null, |e| e.to_json()));
+            new_limits.insert(code.to_owned(), is.map_or(serde_json::Value::Null, |e| e.to_json()));
         }
     }
     if changed.is_empty() {
@@ -1205,7 +1278,9 @@ pub fn validate_custom_quotas(
         _ => Vec::new(),
     };
     let known = if keys.is_empty() { Vec::new() } else { store::known_features(client, keys)? };
-    limit::validate_custom_quotas(user_id, &value, |f| known.iter().any(|k| k == f)).map(|_| ())
+    kind::validate_custom_quotas(user_id, &value, |f| {
+        known.iter().find(|(k, _)| k == f).map(|(_, kind)| *kind)
+    })
 }
 
 /// `anniversary_period`: the pure period arithmetic on SQL values.

@@ -10,7 +10,7 @@ use entitlements_core::alerts::Announced;
 use entitlements_core::binding::{Lacks, Optional};
 use entitlements_core::grants::Totals;
 use entitlements_core::subscription::{self, Candidate};
-use entitlements_core::{Error, Subject};
+use entitlements_core::{Error, Kind, Subject};
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::pg_sys::BuiltinOid;
@@ -331,13 +331,18 @@ const HAS_ROW_IS_CURRENT: &str =
 /// Transactional: delivered at commit, dropped on rollback.
 const NOTIFY: &str = "SELECT pg_catalog.pg_notify($1, $2)";
 
-/// The limit sources of every feature for a plan and a custom_quotas document.
-const LIMITS_FOR: &str = "
+/// The value sources of every feature for a plan and a custom_quotas document; `kind` and
+/// `plan_config` as in [`feature_sql`].
+fn limits_for_sql(kind: &str, plan_config: &str) -> String {
+    format!(
+        "
 SELECT f.code, ($2 OPERATOR(pg_catalog.->) f.code)::pg_catalog.text, pf.feature_value,
-       f.default_limit
+       f.default_limit, {kind}, {plan_config}
   FROM quota.features f
   LEFT JOIN quota.plan_features pf ON pf.plan_id = $1 AND pf.feature_code = f.code
- ORDER BY f.code";
+ ORDER BY f.code"
+    )
+}
 
 const FEATURE_CODES: &str = "SELECT f.code FROM quota.features f ORDER BY f.code";
 
@@ -566,14 +571,20 @@ UPDATE quota.user_usage u SET period_end = pg_catalog.now()
 
 /// The counters of the current period ($2, $3) of the user's billing-cycle features, created
 /// empty where missing; an existing one is left as it is (see [`crate::continuity::hold`]).
-const HOLD: &str = "
+/// `metered` is the condition on `f` of the features counted per period: the other kinds have
+/// no billing-cycle counter.
+fn hold_sql(metered: &str) -> String {
+    format!(
+        "
 INSERT INTO quota.user_usage AS u
        (user_id, feature_code, period_start, period_end, usage_count, last_reset_at, updated_at)
 SELECT $1, f.code, $2, $3, 0, pg_catalog.now(), pg_catalog.now()
   FROM quota.features f
- WHERE f.reset_rule = 'billing_cycle'
+ WHERE f.reset_rule = 'billing_cycle' AND {metered}
  ORDER BY f.code
-ON CONFLICT (user_id, feature_code, period_start) DO NOTHING";
+ON CONFLICT (user_id, feature_code, period_start) DO NOTHING"
+    )
+}
 
 /// The users with a billing-cycle counter whose period contains now(): those whose current
 /// period a change of the time zone can move.
@@ -583,8 +594,12 @@ SELECT DISTINCT u.user_id::pg_catalog.int8
  WHERE f.reset_rule = 'billing_cycle'
    AND u.period_start <= pg_catalog.now() AND u.period_end > pg_catalog.now()";
 
-const KNOWN_FEATURES: &str = "
-SELECT f.code FROM quota.features f WHERE f.code OPERATOR(pg_catalog.=) ANY ($1)";
+/// `kind` as in [`feature_sql`] (its first column).
+fn known_features_sql(kind: &str) -> String {
+    format!(
+        "SELECT f.code, {kind} FROM quota.features f WHERE f.code OPERATOR(pg_catalog.=) ANY ($1)"
+    )
+}
 
 /// The zone and what the tables lack are read through to_jsonb: the columns are missing from a table an older version of
 /// the SQL created, until ALTER EXTENSION UPDATE adds it.
@@ -726,8 +741,23 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
     } else {
         "NULL::pg_catalog.text"
     };
-    let kind =
-        if has_column("quota.features", "kind")? { "f.kind" } else { "'metered'::pg_catalog.text" };
+    // A JSON null in the catalog or a plan is no value, as the copy reads it (to_jsonb cannot
+    // tell it from SQL NULL); in custom_quotas it is the user's value.
+    let has_kind = has_column("quota.features", "kind")?;
+    let kind = if has_kind {
+        "f.kind, CASE WHEN pg_catalog.jsonb_typeof(f.default_value) OPERATOR(pg_catalog.<>) 'null'
+                      THEN f.default_value::pg_catalog.text END"
+    } else {
+        "'metered'::pg_catalog.text, NULL::pg_catalog.text"
+    };
+    // An attached plan_features without it gives config features no value of their own
+    // (Optional::ConfigValues): the catalog's default_value applies.
+    let plan_config = if has_column("quota.plan_features", "config_value")? {
+        "CASE WHEN pg_catalog.jsonb_typeof(pf.config_value) OPERATOR(pg_catalog.<>) 'null'
+              THEN pf.config_value::pg_catalog.text END"
+    } else {
+        "NULL::pg_catalog.text"
+    };
     let overage = [&extra[0], &extra[1], &extra[2], &extra[4], &extra[3], &extra[5]]
         .map(String::as_str)
         .join(", ")
@@ -736,7 +766,9 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
         + ", "
         + plan_rule
         + ", "
-        + kind;
+        + kind
+        + ", "
+        + plan_config;
     let feature = feature_sql(&format!("{zone_change}, {local_zone}, {lacks}"), &overage);
     let has = |f: Optional| binding.lacks.has(f);
     // Missing from the tables of an older version until ALTER EXTENSION UPDATE adds it.
@@ -819,7 +851,7 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
         adjust_lock: prepare(ADJUST_LOCK, &[int8, text], true)?,
         adjust_apply: prepare(ADJUST_APPLY, &[int8, int8, text, int4, int4, text, text], true)?,
         storage_upsert: prepare(STORAGE_UPSERT, &[int8, int8], true)?,
-        known_features: prepare(KNOWN_FEATURES, &[oid(TEXTARRAYOID)], false)?,
+        known_features: prepare(&known_features_sql(kind), &[oid(TEXTARRAYOID)], false)?,
         mark_alerted: prepare_if(
             &alerts,
             &mark_alerted_sql(set_limit),
@@ -827,7 +859,7 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
             true,
         )?,
         notify: prepare(NOTIFY, &[text, text], true)?,
-        limits_for: prepare(LIMITS_FOR, &[int8, oid(JSONBOID)], false)?,
+        limits_for: prepare(&limits_for_sql(kind, plan_config), &[int8, oid(JSONBOID)], false)?,
         feature_codes: prepare(FEATURE_CODES, &[], false)?,
         binding_lookup: prepare(BINDING, &[], false)?,
         carry_end: prepare(CARRY_END, &[int8, tstz, tstz], true)?,
@@ -857,7 +889,11 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
         )?,
         carry_close: prepare(CARRY_CLOSE, &[int8, tstz], true)?,
         users_with_current_usage: prepare(USERS_WITH_CURRENT_USAGE, &[], false)?,
-        hold: prepare(HOLD, &[int8, tstz, tstz], true)?,
+        hold: prepare(
+            &hold_sql(if has_kind { "f.kind = 'metered'" } else { "true" }),
+            &[int8, tstz, tstz],
+            true,
+        )?,
     }));
     PLANS.set(Some(plans));
     Ok(plans)
@@ -1512,9 +1548,12 @@ pub fn notify(client: &mut SpiClient<'_>, channel: &str, payload: &str) -> Resul
 /// One feature's limit sources for a plan and a custom_quotas document.
 pub struct FeatureSources {
     pub code: String,
+    pub kind: Kind,
     pub custom: Option<String>,
     pub plan: Option<i32>,
+    pub plan_config: Option<String>,
     pub default: Option<i32>,
+    pub default_config: Option<String>,
 }
 
 /// The limit sources of every catalog feature for `plan_id` and `custom_quotas`.
@@ -1529,11 +1568,15 @@ pub fn limits_for(
         .select(&plans(client)?.limits_for, None, &args)
         .map_err(failed("limit lookup"))?
         .map(|row| {
+            let kind: String = must(col(&row, 5)?, "kind")?;
             Ok(FeatureSources {
                 code: must(col(&row, 1)?, "code")?,
+                kind: kind.parse()?,
                 custom: col(&row, 2)?,
                 plan: col(&row, 3)?,
                 default: col(&row, 4)?,
+                default_config: col(&row, 6)?,
+                plan_config: col(&row, 7)?,
             })
         })
         .collect()
@@ -1806,11 +1849,17 @@ pub fn upsert_storage_quota(
 }
 
 /// The subset of `codes` that `quota.features` knows.
-pub fn known_features(client: &SpiClient<'_>, codes: Vec<String>) -> Result<Vec<String>, Error> {
+pub fn known_features(
+    client: &SpiClient<'_>,
+    codes: Vec<String>,
+) -> Result<Vec<(String, Kind)>, Error> {
     let args: [DatumWithOid; 1] = [codes.into()];
     client
         .select(&plans(client)?.known_features, None, &args)
         .map_err(failed("feature lookup"))?
-        .map(|row| must(col::<String>(&row, 1)?, "code"))
+        .map(|row| {
+            let kind: String = must(col(&row, 2)?, "kind")?;
+            Ok((must(col::<String>(&row, 1)?, "code")?, kind.parse()?))
+        })
         .collect()
 }

@@ -27,10 +27,13 @@ pub enum Optional {
     /// `plan_features.reset_rule`: a window a plan sets for a feature; without it the
     /// catalog's applies.
     Windows,
+    /// `plan_features.config_value`: the value a plan gives a config feature; without it the
+    /// catalog's `default_value` applies.
+    ConfigValues,
 }
 
 impl Optional {
-    const ALL: [Optional; 7] = [
+    const ALL: [Optional; 8] = [
         Optional::IdempotencyKeys,
         Optional::Refunds,
         Optional::Alerts,
@@ -38,6 +41,7 @@ impl Optional {
         Optional::SoftLimits,
         Optional::Rollover,
         Optional::Windows,
+        Optional::ConfigValues,
     ];
 
     /// The name `quota.settings.attached_lacks` and `attach_problems` use.
@@ -50,6 +54,7 @@ impl Optional {
             Optional::SoftLimits => "soft_limits",
             Optional::Rollover => "rollover",
             Optional::Windows => "windows",
+            Optional::ConfigValues => "config_values",
         }
     }
 }
@@ -64,6 +69,7 @@ impl fmt::Display for Optional {
             Optional::SoftLimits => "plans' soft limits",
             Optional::Rollover => "plans' rollover",
             Optional::Windows => "plans' limit windows",
+            Optional::ConfigValues => "plans' config values",
         })
     }
 }
@@ -78,6 +84,7 @@ pub struct Lacks {
     soft_limits: bool,
     rollover: bool,
     windows: bool,
+    config_values: bool,
 }
 
 impl Lacks {
@@ -96,6 +103,7 @@ impl Lacks {
                 "soft_limits" => lacks.soft_limits = true,
                 "rollover" => lacks.rollover = true,
                 "windows" => lacks.windows = true,
+                "config_values" => lacks.config_values = true,
                 _ => {}
             }
         }
@@ -111,6 +119,7 @@ impl Lacks {
             Optional::SoftLimits => self.soft_limits,
             Optional::Rollover => self.rollover,
             Optional::Windows => self.windows,
+            Optional::ConfigValues => self.config_values,
         }
     }
 

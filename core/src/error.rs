@@ -139,6 +139,10 @@ pub enum Error {
     NotAttachedFor { feature: crate::binding::Optional, schema: String, function: &'static str },
     /// `release_usage` of a feature that is not a running count.
     NotGauge { subject: Subject },
+    /// A use, grant or hold of a feature that is not counted (kind boolean or config).
+    NotCounted { subject: Subject, kind: &'static str },
+    /// A feature kind that is not metered, gauge, boolean or config.
+    InvalidKind { value: String },
     /// No reservation has this id.
     ReservationNotFound { id: i64 },
     /// A hold's time to live that is not positive.
@@ -198,6 +202,8 @@ impl Error {
             | EmptyIdempotencyKey { .. }
             | InvalidTtl { .. }
             | NotGauge { .. }
+            | NotCounted { .. }
+            | InvalidKind { .. }
             | InvalidSettleAmount { .. }
             | InvalidLimit { .. } => ErrorKind::InvalidParameter,
         }
@@ -214,7 +220,9 @@ impl Error {
                  whose start_date <= now() < end_date."
                 .into(),
             InvalidQuotaValue { .. } | QuotaValueOutOfRange { .. } | InvalidLimit { .. } => {
-                "A quota is a whole number from -1 (unlimited) to 2147483647.".into()
+                "A quota is a whole number from -1 (unlimited) to 2147483647; a boolean feature \
+                 is true or false (or 1 or 0); a config feature any JSON value."
+                    .into()
             }
             CustomQuotasNotObject { .. } | CustomQuotasUnreadable { .. } => {
                 "custom_quotas is a JSON object such as {\"articles_per_month\": 10}.".into()
@@ -297,6 +305,12 @@ impl Error {
             NotGauge { .. } => "Only a feature of kind 'gauge' (quota.features.kind) counts down; \
                  refund_usage gives back a metered use."
                 .into(),
+            NotCounted { .. } => "Ask has_feature() about a boolean feature and feature_value() \
+                 about a config feature; only metered and gauge features are used up."
+                .into(),
+            InvalidKind { .. } => {
+                "A feature kind is 'metered', 'gauge', 'boolean' or 'config'.".into()
+            }
             InvalidTtl { .. } => "A hold lasts a positive interval, such as '10 minutes'.".into(),
             InvalidSettleAmount { .. } => {
                 "Settle with what the work used, 0 or more; release() gives everything back.".into()
@@ -467,6 +481,10 @@ impl fmt::Display for Error {
             NotGauge { subject } => {
                 write!(f, "{subject}: release_usage counts down running counts only (kind gauge)")
             }
+            NotCounted { subject, kind } => {
+                write!(f, "{subject} is of kind {kind}: it is not used up, it has a value")
+            }
+            InvalidKind { value } => write!(f, "invalid feature kind \"{}\"", clip(value)),
             InvalidTtl { subject, ttl } => {
                 write!(f, "{subject}: a hold for {} is invalid, it must be positive", clip(ttl))
             }

@@ -2,7 +2,7 @@
 //!
 //! Everything here is plain Rust with ordinary unit and property tests: billing periods
 //! ([`period`]), limits and their precedence ([`limit`]), the quota figures a check returns
-//! ([`status`]), which subscription counts ([`subscription`]), storage units ([`units`]), grants ([`grants`]) and holds ([`holds`]) and the one error type ([`error`]). The extension
+//! ([`status`]), feature kinds ([`kind`]), which subscription counts ([`subscription`]), storage units ([`units`]), grants ([`grants`]) and holds ([`holds`]) and the one error type ([`error`]). The extension
 //! crate only converts PostgreSQL values into these types, calls them, and converts back.
 
 pub mod alerts;
@@ -11,6 +11,7 @@ pub mod error;
 pub mod grants;
 pub mod holds;
 pub mod keys;
+pub mod kind;
 pub mod limit;
 pub mod overage;
 pub mod period;
@@ -20,6 +21,7 @@ pub mod subscription;
 pub mod units;
 
 pub use error::{Error, ErrorKind, Subject};
+pub use kind::{Entitlement, Kind};
 pub use limit::{Limit, Resolved, Source};
 pub use period::{Cycle, Period, ResetRule};
 pub use status::QuotaStatus;

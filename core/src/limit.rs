@@ -70,6 +70,8 @@ pub enum ValueProblem {
     Negative,
     /// Beyond int4.
     OutOfRange,
+    /// Not `true`, `false`, `1` or `0` (a boolean feature's value).
+    NotASwitch,
 }
 
 impl ValueProblem {
@@ -84,6 +86,7 @@ impl ValueProblem {
             ValueProblem::NotWhole => "not a whole number",
             ValueProblem::Negative => "negative limits other than -1 (unlimited) are not allowed",
             ValueProblem::OutOfRange => "out of range for integer",
+            ValueProblem::NotASwitch => "a boolean feature is true or false (or 1 or 0)",
         }
     }
 }
@@ -175,29 +178,6 @@ pub fn resolve(subject: &Subject, sources: &LimitSources<'_>) -> Result<Option<R
         }
     }
     Ok(None)
-}
-
-/// Checks a whole `custom_quotas` document: an object (SQL NULL is the caller's to allow) whose
-/// keys are known features (`is_known`) and whose values are limits. Returns the first problem.
-pub fn validate_custom_quotas(
-    user_id: i64,
-    value: &Value,
-    is_known: impl Fn(&str) -> bool,
-) -> Result<Vec<(String, Limit)>> {
-    let Value::Object(map) = value else {
-        return Err(Error::CustomQuotasNotObject { user_id, value: value.to_string() });
-    };
-    let mut limits = Vec::with_capacity(map.len());
-    for (feature, v) in map {
-        if !is_known(feature) {
-            return Err(Error::UnknownFeature { user_id: Some(user_id), feature: feature.clone() });
-        }
-        let subject = Subject { user_id, feature: feature.clone() };
-        let limit = limit_from_json(v)
-            .map_err(|p| value_error(&subject, "custom_quotas", v.to_string(), p))?;
-        limits.push((feature.clone(), limit));
-    }
-    Ok(limits)
 }
 
 /// When `new` is the object `old` with exactly one key renamed (its value unchanged, every
@@ -331,34 +311,6 @@ mod tests {
     }
 
     #[test]
-    fn validate_custom_quotas_checks_shape_keys_and_values() {
-        let known = |f: &str| f == "articles_per_month" || f == "storage_space";
-        let v = |t: &str| serde_json::from_str::<Value>(t).unwrap();
-        assert_eq!(
-            validate_custom_quotas(
-                1,
-                &v(r#"{"articles_per_month": 10, "storage_space": -1}"#),
-                known
-            )
-            .unwrap()
-            .len(),
-            2
-        );
-        assert!(matches!(
-            validate_custom_quotas(1, &v("[1,2]"), known),
-            Err(Error::CustomQuotasNotObject { .. })
-        ));
-        assert!(matches!(
-            validate_custom_quotas(1, &v(r#"{"nope": 1}"#), known),
-            Err(Error::UnknownFeature { .. })
-        ));
-        assert!(matches!(
-            validate_custom_quotas(1, &v(r#"{"storage_space": "abc"}"#), known),
-            Err(Error::InvalidQuotaValue { .. })
-        ));
-    }
-
-    #[test]
     fn allows_respects_the_limit_and_never_overflows() {
         assert!(Limit::Max(10).allows(7, 3));
         assert!(!Limit::Max(10).allows(8, 3));
@@ -381,9 +333,6 @@ mod tests {
         #[test]
         fn arbitrary_text_never_panics(text in ".{0,64}") {
             let _ = limit_from_json_text(&text);
-            if let Ok(v) = serde_json::from_str::<Value>(&text) {
-                let _ = validate_custom_quotas(1, &v, |_| true);
-            }
         }
 
         #[test]

@@ -25,6 +25,17 @@ impl QuotaStatus {
         percentage_hundredths: 0,
     };
 
+    /// The status of a feature that is not used up (kind boolean or config, `on` as
+    /// [`crate::Entitlement::is_on`] says): on answers as an unlimited quota with no usage, off
+    /// as no quota.
+    pub fn of_switch(on: bool) -> QuotaStatus {
+        if on {
+            QuotaStatus::evaluate(Some(Limit::Unlimited), 0)
+        } else {
+            QuotaStatus::NONE
+        }
+    }
+
     /// The status for a limit (`None`: no source defines one) and the usage of the period.
     pub fn evaluate(limit: Option<Limit>, usage: i64) -> QuotaStatus {
         match limit {
@@ -165,6 +176,14 @@ fn percentage(usage: i64, limit: i64) -> i64 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_switch_answers_as_unlimited_or_no_quota() {
+        let on = QuotaStatus::of_switch(true);
+        assert!(on.has_quota);
+        assert_eq!((on.quota_limit, on.remaining, on.current_usage), (-1, -1, 0));
+        assert_eq!(QuotaStatus::of_switch(false), QuotaStatus::NONE);
+    }
 
     #[test]
     fn grants_add_to_the_figures() {

@@ -65,6 +65,7 @@ struct PlanFeature {
     overage: Option<i32>,
     rollover: (Option<i32>, Option<i32>),
     reset_rule: Option<String>,
+    config: Option<String>,
 }
 
 /// A plan as the copy keeps it.
@@ -488,7 +489,10 @@ SELECT f.code, f.name, f.reset_rule, f.unit, f.default_limit, f.alert_thresholds
        (pg_catalog.to_jsonb(f) OPERATOR(pg_catalog.->>) 'rollover_max')::pg_catalog.int4,
        (pg_catalog.to_jsonb(f) OPERATOR(pg_catalog.->>) 'rollover_periods')::pg_catalog.int4,
        (pg_catalog.to_jsonb(f) OPERATOR(pg_catalog.->>) 'granted')::pg_catalog.bool,
-       coalesce(pg_catalog.to_jsonb(f) OPERATOR(pg_catalog.->>) 'kind', 'metered')
+       coalesce(pg_catalog.to_jsonb(f) OPERATOR(pg_catalog.->>) 'kind', 'metered'),
+       CASE WHEN pg_catalog.jsonb_typeof(pg_catalog.to_jsonb(f) OPERATOR(pg_catalog.->) 'default_value')
+                 OPERATOR(pg_catalog.<>) 'null'
+            THEN (pg_catalog.to_jsonb(f) OPERATOR(pg_catalog.->) 'default_value')::pg_catalog.text END
   FROM quota.features f";
 
 const PLANS: &str = "
@@ -502,7 +506,10 @@ SELECT pf.plan_id::pg_catalog.int8, pf.feature_code::pg_catalog.text, pf.feature
        (pg_catalog.to_jsonb(pf) OPERATOR(pg_catalog.->>) 'overage_limit')::pg_catalog.int4,
        (pg_catalog.to_jsonb(pf) OPERATOR(pg_catalog.->>) 'rollover_max')::pg_catalog.int4,
        (pg_catalog.to_jsonb(pf) OPERATOR(pg_catalog.->>) 'rollover_periods')::pg_catalog.int4,
-       pg_catalog.to_jsonb(pf) OPERATOR(pg_catalog.->>) 'reset_rule'
+       pg_catalog.to_jsonb(pf) OPERATOR(pg_catalog.->>) 'reset_rule',
+       CASE WHEN pg_catalog.jsonb_typeof(pg_catalog.to_jsonb(pf) OPERATOR(pg_catalog.->) 'config_value')
+                 OPERATOR(pg_catalog.<>) 'null'
+            THEN (pg_catalog.to_jsonb(pf) OPERATOR(pg_catalog.->) 'config_value')::pg_catalog.text END
   FROM quota.plan_features pf";
 
 const TABLE: &str = "
@@ -638,7 +645,10 @@ fn build(client: &SpiClient<'_>, built: Horizon) -> Result<Config, Refusal> {
             rollover: (col(&row, 8)?, col(&row, 9)?),
             // Unknown (a table of an older version): read the grants.
             granted: col::<bool>(&row, 10)?.unwrap_or(true),
-            kind: required(col(&row, 11)?, "features.kind")?,
+            kind: required::<String>(col(&row, 11)?, "features.kind")?
+                .parse()
+                .map_err(|e: entitlements_core::Error| Refusal::Unusable(e.to_string()))?,
+            default_value: col(&row, 12)?,
         };
         let alert_thresholds =
             col::<Vec<Option<i32>>>(&row, 6)?.unwrap_or_default().into_iter().flatten().collect();
@@ -673,6 +683,7 @@ fn build(client: &SpiClient<'_>, built: Horizon) -> Result<Config, Refusal> {
             overage: col(&row, 5)?,
             rollover: (col(&row, 6)?, col(&row, 7)?),
             reset_rule: col(&row, 8)?,
+            config: col(&row, 9)?,
         };
         if plan.features.insert(code.clone(), entry).is_some() {
             return Err(Refusal::Unusable(format!("a plan has two rows for feature {code}")));
@@ -923,6 +934,7 @@ impl Config {
             overage: pf.and_then(|pf| pf.overage),
             rollover: pf.map_or((None, None), |pf| pf.rollover),
             reset_rule: pf.and_then(|pf| pf.reset_rule.clone()),
+            config: pf.and_then(|pf| pf.config.clone()),
         })
     }
 

@@ -12,7 +12,7 @@ use crate::store;
 use entitlements_core::binding::Lacks;
 use entitlements_core::grants::Totals;
 use entitlements_core::subscription::{self, Candidate};
-use entitlements_core::Error;
+use entitlements_core::{Error, Kind};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys;
 use pgrx::spi::{SpiClient, SpiHeapTupleData, SpiTupleTable};
@@ -31,8 +31,10 @@ pub struct Catalog {
     pub rollover: (Option<i32>, Option<i32>),
     /// `features.granted`: false only when no user was ever granted the feature.
     pub granted: bool,
-    /// `features.kind`: `metered` or `gauge`.
-    pub kind: String,
+    /// `features.kind`.
+    pub kind: Kind,
+    /// `features.default_value` as JSON text: a config feature's value without a plan's.
+    pub default_value: Option<String>,
 }
 
 /// The subscription that counts, as both paths read it, before any rule about its plan.
@@ -61,6 +63,8 @@ pub struct PlanRow {
     pub rollover: (Option<i32>, Option<i32>),
     /// `plan_features.reset_rule`: the plan's own window (NULL: the catalog's).
     pub reset_rule: Option<String>,
+    /// `plan_features.config_value` as JSON text.
+    pub config: Option<String>,
 }
 
 /// The active subscription, with what its plan says about one feature.
@@ -78,6 +82,7 @@ pub struct SubscriptionRow {
     pub plan_overage: Option<i32>,
     pub plan_rollover: (Option<i32>, Option<i32>),
     pub plan_reset_rule: Option<String>,
+    pub plan_config: Option<String>,
 }
 
 /// The zone periods are computed in (`quota.settings`), and the last change of it.
@@ -151,6 +156,7 @@ fn subscription_row(
         plan_overage: plan.overage,
         plan_rollover: plan.rollover,
         plan_reset_rule: plan.reset_rule,
+        plan_config: plan.config,
     })
 }
 
@@ -269,6 +275,8 @@ mod column {
     pub const GRANTED: usize = 35;
     pub const PLAN_RESET_RULE: usize = 36;
     pub const KIND: usize = 37;
+    pub const DEFAULT_VALUE: usize = 38;
+    pub const PLAN_CONFIG: usize = 39;
 }
 
 /// A candidate row of the statement: one of the user's subscriptions with status 'active'.
@@ -395,7 +403,9 @@ fn parse_feature_rows(
                 col(first, ROLLOVER_PERIODS, "features.rollover_periods")?,
             ),
             granted: col(first, GRANTED, "features.granted")?.unwrap_or(true),
-            kind: store::must(col(first, KIND, "features.kind")?, "features.kind")?,
+            kind: store::must::<String>(col(first, KIND, "features.kind")?, "features.kind")?
+                .parse()?,
+            default_value: col(first, DEFAULT_VALUE, "features.default_value")?,
         }),
         None => None,
     };
@@ -451,6 +461,7 @@ fn parse_feature_rows(
                         col(row, PLAN_ROLLOVER_PERIODS, "plan_features.rollover_periods")?,
                     ),
                     reset_rule: col(row, PLAN_RESET_RULE, "plan_features.reset_rule")?,
+                    config: col(row, PLAN_CONFIG, "plan_features.config_value")?,
                 })
             } else {
                 None
