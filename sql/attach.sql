@@ -108,6 +108,7 @@ BEGIN
             ('plan_features',      'rollover_periods',   '{int4}', 'integer', 'rollover'),
             ('plan_features',      'reset_rule',         '{text,varchar}', 'text', 'windows'),
             ('plan_features',      'config_value',       '{jsonb}', 'jsonb', 'config_values'),
+            ('plan_features',      'window_limits',      '{jsonb}', 'jsonb', 'window_limits'),
             ('user_usage',         'user_id',            '{int4,int8}', NULL, NULL),
             ('user_usage',         'feature_code',       '{text,varchar}', NULL, NULL),
             ('user_usage',         'period_start',       '{timestamptz}', NULL, NULL),
@@ -517,6 +518,7 @@ BEGIN
                    WHEN 'rollover' THEN 'plans give no rollover of their own: the catalog''s rollover_max applies'
                    WHEN 'windows' THEN 'plans set no limit window of their own: the catalog''s reset_rule applies'
                    WHEN 'config_values' THEN 'plans give config features no value of their own: the catalog''s default_value applies'
+                   WHEN 'window_limits' THEN 'plans set no further limits of their own: the catalog''s window_limits apply'
                END AS effect
           FROM unnest(lacks) AS l (feature)
     LOOP

@@ -69,7 +69,9 @@ COMMENT ON FUNCTION quota.usage_overview(bigint) IS
     'the period took of it; kind is metered, gauge, boolean or config, next_reset when the '
     'usage starts again from zero (the end of the period in force; NULL when it never resets), '
     'value a boolean feature''s true or false or a config feature''s JSON value (has_quota: on, '
-    'or a value other than JSON null; no period).';
+    'or a value other than JSON null; no period). limits lists every limit of the feature, the '
+    'main one first, then the further windows (window, limit, used, remaining, window_start, '
+    'next_reset); with several, the figures of the row are the tightest''s.';
 
 COMMENT ON FUNCTION quota.calendar_window(text, timestamptz, text) IS
     'The calendar window (hour, day, ISO week from Monday, month or year) that contains at, in '
@@ -316,6 +318,23 @@ COMMENT ON COLUMN quota.features.default_value IS
 
 COMMENT ON COLUMN quota.plan_features.config_value IS
     'The value this plan gives a config feature (NULL or JSON null: the catalog''s default_value).';
+
+COMMENT ON COLUMN quota.features.window_limits IS
+    'Further limits of a metered feature over other windows, for plans that set none: a JSON '
+    'object from window (hour, day, week, month, year, billing_cycle) to limit, such as '
+    '{"day": 100}. A use must fit every limit; check_user_quota reports the tightest.';
+
+COMMENT ON COLUMN quota.plan_features.window_limits IS
+    'This plan''s further limits of the feature over other windows (NULL: the catalog''s '
+    'features.window_limits), such as {"day": 100} beside 1000 per billing month.';
+
+COMMENT ON TABLE quota.window_usage IS
+    'What each further window of a feature with several limits counted, per user and window '
+    'start; uses count in it, refunds of uses made in the window give back.';
+
+COMMENT ON FUNCTION quota.valid_window_limits(jsonb) IS
+    'The CHECK of window_limits: true for an object from windows to limits, an error naming '
+    'the problem otherwise.';
 
 COMMENT ON FUNCTION quota.has_feature(bigint, text) IS
     'Whether the user has the feature now: a boolean feature that is on, a config feature whose '

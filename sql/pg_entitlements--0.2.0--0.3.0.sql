@@ -134,6 +134,7 @@ BEGIN
             ('plan_features',      'rollover_periods',   '{int4}', 'integer', 'rollover'),
             ('plan_features',      'reset_rule',         '{text,varchar}', 'text', 'windows'),
             ('plan_features',      'config_value',       '{jsonb}', 'jsonb', 'config_values'),
+            ('plan_features',      'window_limits',      '{jsonb}', 'jsonb', 'window_limits'),
             ('user_usage',         'user_id',            '{int4,int8}', NULL, NULL),
             ('user_usage',         'feature_code',       '{text,varchar}', NULL, NULL),
             ('user_usage',         'period_start',       '{timestamptz}', NULL, NULL),
@@ -540,6 +541,7 @@ BEGIN
                    WHEN 'rollover' THEN 'plans give no rollover of their own: the catalog''s rollover_max applies'
                    WHEN 'windows' THEN 'plans set no limit window of their own: the catalog''s reset_rule applies'
                    WHEN 'config_values' THEN 'plans give config features no value of their own: the catalog''s default_value applies'
+                   WHEN 'window_limits' THEN 'plans set no further limits of their own: the catalog''s window_limits apply'
                END AS effect
           FROM unnest(lacks) AS l (feature)
     LOOP
@@ -1503,7 +1505,8 @@ COMMENT ON FUNCTION quota.install_triggers(regclass) IS
 ALTER TABLE quota.settings ADD COLUMN attached_lacks text[]
     CHECK (attached_lacks <@ ARRAY['idempotency_keys', 'refunds', 'alerts', 'booster_packs',
                                       'reservations', 'soft_limits', 'rollover',
-                                      'windows', 'config_values']);
+                                      'windows', 'config_values',
+                                      'window_limits']);
 COMMENT ON COLUMN quota.settings.attached_lacks IS
     'Written by quota.attach() and quota.detach() only: the optional features (idempotency_keys, '
     'refunds, alerts, booster_packs) the attached tables lack the columns of; the calls that '
@@ -1532,7 +1535,8 @@ CREATE FUNCTION quota.usage_overview("user_id" bigint) RETURNS TABLE (
 	"overage_used" bigint,
 	"kind" TEXT,
 	"next_reset" timestamp with time zone,
-	"value" jsonb
+	"value" jsonb,
+	"limits" jsonb
 )
 STABLE PARALLEL SAFE
 LANGUAGE c
@@ -1547,7 +1551,9 @@ COMMENT ON FUNCTION quota.usage_overview(bigint) IS
     'the period took of it; kind is metered, gauge, boolean or config, next_reset when the '
     'usage starts again from zero (the end of the period in force; NULL when it never resets), '
     'value a boolean feature''s true or false or a config feature''s JSON value (has_quota: on, '
-    'or a value other than JSON null; no period).';
+    'or a value other than JSON null; no period). limits lists every limit of the feature, the '
+    'main one first, then the further windows (window, limit, used, remaining, window_start, '
+    'next_reset); with several, the figures of the row are the tightest''s.';
 CREATE FUNCTION quota.sync_granted_storage() RETURNS trigger
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'sync_granted_storage_wrapper';
@@ -2167,6 +2173,44 @@ COMMENT ON COLUMN quota.plan_features.reset_rule IS
     'When this plan''s usage of the feature resets (NULL: the catalog''s features.reset_rule): '
     'billing_cycle, a calendar hour, day, week (ISO, from Monday), month or year in '
     'quota.settings.time_zone, subscription or never.';
+
+-- Several limits on one feature (sql/windows.sql).
+CREATE FUNCTION quota.valid_window_limits("window_limits" jsonb) RETURNS bool
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'valid_window_limits_wrapper';
+ALTER TABLE quota.features
+    ADD COLUMN window_limits jsonb CHECK (quota.valid_window_limits(window_limits));
+ALTER TABLE quota.plan_features
+    ADD COLUMN window_limits jsonb CHECK (quota.valid_window_limits(window_limits));
+CREATE TABLE quota.window_usage (
+    user_id bigint NOT NULL,
+    feature_code text NOT NULL REFERENCES quota.features (code) ON UPDATE CASCADE,
+    window_name text NOT NULL CHECK (window_name IN ('hour', 'day', 'week', 'month', 'year', 'billing_cycle')),
+    window_start timestamptz NOT NULL,
+    window_end timestamptz NOT NULL,
+    usage_count bigint NOT NULL DEFAULT 0 CHECK (usage_count >= 0),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, feature_code, window_name, window_start)
+);
+SELECT pg_catalog.pg_extension_config_dump('quota.window_usage', '');
+GRANT SELECT ON quota.window_usage TO quota_app, quota_reader, quota_admin;
+COMMENT ON COLUMN quota.features.window_limits IS
+    'Further limits of a metered feature over other windows, for plans that set none: a JSON '
+    'object from window (hour, day, week, month, year, billing_cycle) to limit, such as '
+    '{"day": 100}. A use must fit every limit; check_user_quota reports the tightest.';
+
+COMMENT ON COLUMN quota.plan_features.window_limits IS
+    'This plan''s further limits of the feature over other windows (NULL: the catalog''s '
+    'features.window_limits), such as {"day": 100} beside 1000 per billing month.';
+
+COMMENT ON TABLE quota.window_usage IS
+    'What each further window of a feature with several limits counted, per user and window '
+    'start; uses count in it, refunds of uses made in the window give back.';
+
+COMMENT ON FUNCTION quota.valid_window_limits(jsonb) IS
+    'The CHECK of window_limits: true for an object from windows to limits, an error naming '
+    'the problem otherwise.';
 
 -- Feature kinds (sql/kinds.sql): running counts, counted down by release_usage.
 ALTER TABLE quota.features

@@ -86,7 +86,7 @@ TO quota_app;
 -- read the tables with their own rights.
 GRANT SELECT ON quota.settings, quota.features, quota.subscription_plans, quota.plan_features,
                 quota.user_subscriptions, quota.user_usage, quota.user_storage_usage,
-                quota.grants, quota.reservations, quota.overage_uses
+                quota.grants, quota.reservations, quota.overage_uses, quota.window_usage
    TO quota_app;
 GRANT SELECT ON ALL TABLES IN SCHEMA quota TO quota_reader, quota_admin;
 

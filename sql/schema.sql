@@ -37,7 +37,8 @@ CREATE TABLE quota.settings (
     attached_lacks text[]
         CHECK (attached_lacks <@ ARRAY['idempotency_keys', 'refunds', 'alerts', 'booster_packs',
                                       'reservations', 'soft_limits', 'rollover',
-                                      'windows', 'config_values'])
+                                      'windows', 'config_values',
+                                      'window_limits'])
 );
 
 CREATE TABLE quota.features (

@@ -472,6 +472,7 @@ fn usage_overview(
         name!(kind, String),
         name!(next_reset, Option<TimestampWithTimeZone>),
         name!(value, Option<pgrx::JsonB>),
+        name!(limits, pgrx::JsonB),
     ),
 > {
     crate::error::guard(|| {
@@ -481,6 +482,7 @@ fn usage_overview(
             .into_iter()
             .map(|o| {
                 let bounds = o.period.as_ref().map(quota::period_bounds).transpose().or_raise();
+                let limits = quota::limits_json(&o).or_raise();
                 (
                     o.feature,
                     o.name,
@@ -517,6 +519,7 @@ fn usage_overview(
                     // When the usage starts again from zero: the end of a period that resets.
                     o.period.filter(|p| p.rule.resets()).and(bounds).map(|b| b.1),
                     o.value.map(pgrx::JsonB),
+                    pgrx::JsonB(limits),
                 )
             })
             .collect();
@@ -529,6 +532,17 @@ fn usage_overview(
 #[pg_extern(immutable, parallel_safe, strict)]
 fn is_valid_time_zone(time_zone: &str) -> bool {
     crate::error::guard(|| period::time_zone(time_zone).is_ok())
+}
+
+/// The CHECK of `window_limits` in quota.features and quota.plan_features: true for a document
+/// of windows and limits ([`entitlements_core::windows::parse`]), the reason as an error
+/// otherwise (a CHECK that only failed would not say what is wrong). STRICT: NULL sets none.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn valid_window_limits(window_limits: RawJsonb) -> bool {
+    crate::error::guard(|| {
+        entitlements_core::windows::parse("window_limits", &window_limits.to_text()).or_raise();
+        true
+    })
 }
 
 /// The pure window arithmetic, for previews and tests: the calendar window (`hour`, `day`,

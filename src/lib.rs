@@ -33,6 +33,7 @@ mod spi;
 mod store;
 mod time;
 mod triggers;
+mod windows;
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/ledger.sql", name = "ledger", requires = ["schema"]);
@@ -106,7 +107,7 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/windows.sql",
     name = "windows",
-    requires = ["schema", "soft_limits", "granted"]
+    requires = ["schema", "soft_limits", "granted", api::valid_window_limits]
 );
 extension_sql_file!("../sql/kinds.sql", name = "kinds", requires = ["schema", "windows"]);
 extension_sql_file!(

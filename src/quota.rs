@@ -79,6 +79,72 @@ fn overage_of(
     )
 }
 
+/// One further limit of a feature with several ([`entitlements_core::windows`]), with the
+/// bounds of its window now.
+#[derive(Clone)]
+pub(crate) struct WindowNow {
+    pub(crate) limit: Limit,
+    pub(crate) period: Period,
+}
+
+impl WindowNow {
+    fn counter<'a>(&self, subject: &'a Subject) -> Result<crate::windows::Counter<'a>, Error> {
+        Ok(crate::windows::Counter {
+            user_id: subject.user_id,
+            feature: &subject.feature,
+            window: self.period.rule.as_str(),
+            start: to_pg(self.period.start, true)?,
+            end: to_pg(self.period.end, false)?,
+        })
+    }
+}
+
+/// The further limits of the feature for the subscription, each with its window now.
+fn windows_now(
+    row: &FeatureRow,
+    catalog: &Catalog,
+    sub: &SubscriptionRow,
+) -> Result<Vec<WindowNow>, Error> {
+    let metered = catalog.kind == Kind::Metered;
+    let plan = sub.plan_window_limits.as_deref();
+    entitlements_core::windows::resolve(metered, plan, catalog.window_limits.as_deref())?
+        .into_iter()
+        .map(|w| Ok(WindowNow { limit: w.limit, period: period_of(row, w.window, sub)? }))
+        .collect()
+}
+
+/// Each further window's figures now, from its counter (none yet: nothing used).
+fn window_figures(
+    client: &SpiClient<'_>,
+    subject: &Subject,
+    windows: &[WindowNow],
+    now: TimestampWithTimeZone,
+) -> Result<Vec<QuotaStatus>, Error> {
+    if windows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let counted = crate::windows::usage(client, subject.user_id, &subject.feature, now)?;
+    windows
+        .iter()
+        .map(|w| {
+            let start = to_pg(w.period.start, true)?;
+            let name = w.period.rule.as_str();
+            let usage = counted
+                .iter()
+                .find(|(n, s, _)| n == name && *s == start)
+                .map_or(0, |(_, _, usage)| *usage);
+            Ok(QuotaStatus::evaluate(Some(w.limit), usage))
+        })
+        .collect()
+}
+
+/// The figures a check reports for a feature with several limits: the tightest of the main
+/// limit's and the windows' ([`entitlements_core::windows::tightest`]).
+fn tightest(main: QuotaStatus, windows: &[QuotaStatus]) -> QuotaStatus {
+    let all: Vec<QuotaStatus> = std::iter::once(main).chain(windows.iter().copied()).collect();
+    all[entitlements_core::windows::tightest(&all)]
+}
+
 /// The figures of a check: the period's allowance and usage, then the grants, the allowed
 /// overage and the active holds.
 fn figures(
@@ -222,6 +288,10 @@ struct Checked {
     catalog: Catalog,
     /// A boolean or config feature's value.
     value: Option<serde_json::Value>,
+    /// The further limits, each with its figures now.
+    windows: Vec<(WindowNow, QuotaStatus)>,
+    /// The main limit's figures (`status` is the tightest of them and the windows').
+    main: QuotaStatus,
 }
 
 /// [`check`], with the period and the catalog row.
@@ -230,15 +300,37 @@ fn check_with_period(client: &SpiClient<'_>, subject: &Subject) -> Result<Checke
     let Some(sub) = row.subscription.as_ref() else {
         let none = QuotaStatus::NONE;
         let (status, allowance, held, overage, pending) = (none, none, 0, None, None);
-        let (period, value) = (None, None);
-        return Ok(Checked { status, allowance, held, overage, pending, period, catalog, value });
+        let (period, value, windows, main) = (None, None, Vec::new(), status);
+        return Ok(Checked {
+            main,
+            status,
+            allowance,
+            held,
+            overage,
+            pending,
+            period,
+            catalog,
+            value,
+            windows,
+        });
     };
     if !catalog.kind.is_counted() {
         let value = entitlement(subject, &catalog, sub)?.map(|(e, _)| e);
         let status = QuotaStatus::of_switch(value.as_ref().is_some_and(Entitlement::is_on));
         let (allowance, held, overage, pending, period) = (status, 0, None, None, None);
-        let value = value.map(|e| e.to_json());
-        return Ok(Checked { status, allowance, held, overage, pending, period, catalog, value });
+        let (value, windows, main) = (value.map(|e| e.to_json()), Vec::new(), status);
+        return Ok(Checked {
+            main,
+            status,
+            allowance,
+            held,
+            overage,
+            pending,
+            period,
+            catalog,
+            value,
+            windows,
+        });
     }
     let limit = resolve(subject, &catalog, sub)?.map(|r| r.limit);
     let overage = overage_of(subject, &catalog, sub)?;
@@ -258,9 +350,13 @@ fn check_with_period(client: &SpiClient<'_>, subject: &Subject) -> Result<Checke
         totals.left = totals.left.saturating_add(r.amount);
     }
     let allowance = QuotaStatus::evaluate(limit, c.usage);
-    let status = figures(limit, overage, c.usage, totals, c.held);
-    let (period, value) = (Some(period), None);
-    Ok(Checked { status, allowance, held: c.held, overage, pending, period, catalog, value })
+    let main = figures(limit, overage, c.usage, totals, c.held);
+    let windows = windows_now(&row, &catalog, sub)?;
+    let window_status = window_figures(client, subject, &windows, row.now)?;
+    let status = tightest(main, &window_status);
+    let windows = windows.into_iter().zip(window_status).collect();
+    let (period, value, held) = (Some(period), None, c.held);
+    Ok(Checked { main, status, allowance, held, overage, pending, period, catalog, value, windows })
 }
 
 /// `limit_source`: where the user's limit of a feature comes from now (`custom_quotas`,
@@ -312,6 +408,10 @@ pub struct Overview {
     pub overage: Option<Limit>,
     pub overage_used: i64,
     pub period: Option<Period>,
+    /// The further limits with their figures now.
+    pub windows: Vec<(WindowNow, QuotaStatus)>,
+    /// The main limit's figures (`status` is the tightest of them and the windows').
+    pub main: QuotaStatus,
 }
 
 /// `usage_overview`: every catalog feature's figures and period for one user.
@@ -357,9 +457,36 @@ pub fn overview(client: &SpiClient<'_>, user_id: i64) -> Result<Vec<Overview>, E
                 overage: c.overage,
                 overage_used,
                 period: c.period,
+                windows: c.windows,
+                main: c.main,
             })
         })
         .collect()
+}
+
+/// Every limit of an overview line, the main one first, then the further windows shortest
+/// first: each with its window, limit, usage, remaining, start and next reset (NULL where it
+/// never resets). Empty without a period (no active subscription, or nothing used up).
+pub fn limits_json(o: &Overview) -> Result<serde_json::Value, Error> {
+    let Some(period) = &o.period else {
+        return Ok(serde_json::Value::Array(Vec::new()));
+    };
+    let entry = |p: &Period, s: &QuotaStatus| -> Result<serde_json::Value, Error> {
+        let (start, end) = period_bounds(p)?;
+        Ok(serde_json::json!({
+            "window": p.rule.as_str(),
+            "limit": s.quota_limit,
+            "used": s.current_usage,
+            "remaining": s.remaining,
+            "window_start": p.start.map(|_| start.to_iso_string()),
+            "next_reset": p.rule.resets().then(|| end.to_iso_string()),
+        }))
+    };
+    let mut all = vec![entry(period, &o.main)?];
+    for (w, s) in &o.windows {
+        all.push(entry(&w.period, s)?);
+    }
+    Ok(serde_json::Value::Array(all))
 }
 
 /// `get_user_storage_quota`: the storage limit in bytes, `-1` unlimited, 0 without an active
@@ -485,6 +612,8 @@ pub(crate) struct UseContext {
     /// A running count (kind gauge), which `release_usage` counts down.
     gauge: bool,
     pub(crate) period: Period,
+    /// The further limits, each over its window ([`entitlements_core::windows`]).
+    pub(crate) windows: Vec<WindowNow>,
     alert_thresholds: Vec<i32>,
     pub(crate) read: pg_sys::ItemPointerData,
 }
@@ -531,6 +660,7 @@ pub(crate) fn judge(
     let limit = resolve(subject, &catalog, sub)?.map(|l| l.limit);
     let overage = overage_of(subject, &catalog, sub)?;
     let period = period_of(&row, reset_rule_of(&catalog, sub)?, sub)?;
+    let windows = windows_now(&row, &catalog, sub)?;
     // A write is the first to touch the period, or finds the rollover it starts with created.
     if let Some(r) = rollover(client, subject, (&row, &catalog, sub), limit, &period)? {
         let window = (r.effective_from, r.expires_at);
@@ -541,6 +671,7 @@ pub(crate) fn judge(
         overage,
         gauge: catalog.kind == Kind::Gauge,
         period,
+        windows,
         alert_thresholds: row.alert_thresholds,
         read: sub.tid,
     }))
@@ -668,11 +799,53 @@ pub(crate) fn judged<T>(
     Err(Error::SubscriptionChanged { subject: r.subject.clone() })
 }
 
-/// Counts a use judged by `ctx`: from the period's allowance when it covers the whole amount (one
-/// statement), else split across the allowance and the active grants ([`draw`]). `enforce`:
-/// refused beyond both (`consume`); otherwise what neither covers counts on the allowance beyond
-/// its limit (`record_feature_usage`). `with_id`: the usage record's id is returned.
+/// Counts a use judged by `ctx` in its period ([`apply_in_period`]) and in every further window
+/// of the feature: with the period's counter locked first, then each window's counter, shortest
+/// window first (the order every writer locks them in), a use that `enforce`s is refused
+/// unless it fits every window; counted, it counts in each.
 pub(crate) fn apply(
+    client: &mut SpiClient<'_>,
+    r: &Recording<'_>,
+    ctx: &UseContext,
+    enforce: bool,
+    with_id: bool,
+) -> Result<store::Applied, Error> {
+    if ctx.windows.is_empty() {
+        return apply_in_period(client, r, ctx, enforce, with_id);
+    }
+    let (start, end) = (to_pg(ctx.period.start, true)?, to_pg(ctx.period.end, false)?);
+    if store::lock_counter(client, r.subject, start, end, ctx.read)?.is_none() {
+        return Ok(store::Applied::Stale);
+    }
+    let mut counters = Vec::with_capacity(ctx.windows.len());
+    let mut counted = Vec::with_capacity(ctx.windows.len());
+    for w in &ctx.windows {
+        let counter = w.counter(r.subject)?;
+        let usage = crate::windows::lock(client, &counter)?;
+        let limit =
+            entitlements_core::windows::WindowLimit { window: w.period.rule, limit: w.limit };
+        counters.push(counter);
+        counted.push((limit, usage));
+    }
+    let amount = i64::from(r.amount);
+    if enforce && !entitlements_core::windows::fits(&counted, amount) {
+        return Ok(store::Applied::Refused { totals: None, held: 0 });
+    }
+    let applied = apply_in_period(client, r, ctx, enforce, with_id)?;
+    if let store::Applied::Counted { .. } = applied {
+        for counter in &counters {
+            crate::windows::count(client, counter, amount)?;
+        }
+    }
+    Ok(applied)
+}
+
+/// Counts a use judged by `ctx` in its period: from the period's allowance when it covers the
+/// whole amount (one statement), else split across the allowance and the active grants
+/// ([`draw`]). `enforce`: refused beyond both (`consume`); otherwise what neither covers counts
+/// on the allowance beyond its limit (`record_feature_usage`). `with_id`: the usage record's id
+/// is returned.
+fn apply_in_period(
     client: &mut SpiClient<'_>,
     r: &Recording<'_>,
     ctx: &UseContext,
@@ -866,7 +1039,9 @@ pub fn consume(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<Consumed,
             };
             let start = to_pg(ctx.period.start, true)?;
             let held = read::active_held(client, user_id, feature, start, held)?;
-            Consumed { allowed: true, status: figures(ctx.limit, ctx.overage, usage, totals, held) }
+            let main = figures(ctx.limit, ctx.overage, usage, totals, held);
+            let windows = window_figures(client, subject, &ctx.windows, pgrx::datum::now())?;
+            Consumed { allowed: true, status: tightest(main, &windows) }
         }
         store::Applied::Refused { .. } | store::Applied::Stale => {
             Consumed { allowed: false, status: current_status(client, subject, &ctx)? }
@@ -953,7 +1128,9 @@ pub(crate) fn current_status(
     let start = to_pg(ctx.period.start, true)?;
     let feature = (subject.feature.as_str(), true);
     let c = read::usage_and_grants(client, subject.user_id, feature, start)?;
-    Ok(figures(ctx.limit, ctx.overage, c.usage, c.totals, c.held))
+    let main = figures(ctx.limit, ctx.overage, c.usage, c.totals, c.held);
+    let windows = window_figures(client, subject, &ctx.windows, pgrx::datum::now())?;
+    Ok(tightest(main, &windows))
 }
 
 /// `refund_usage`: posts a compensating record to the period the original use counted toward.
@@ -986,8 +1163,11 @@ pub fn refund(
     let Some(amount) = record.amount else {
         return Err(Error::RecordWithoutAmount { record_id: id });
     };
-    // The counter first, then the grants: the order a use locks them in.
+    // The counter first, then the windows, then the grants: the order a use locks them in.
     store::lock_record_counter(client, user_id, id)?;
+    if let Some((at, feature)) = &record.made {
+        crate::windows::uncount(client, user_id, feature, *at, i64::from(amount))?;
+    }
     let parts = grants::parts(client, user_id, id)?;
     let drawn: i64 = parts.iter().map(|p| p.amount).sum();
     let (back, lost): (Vec<_>, Vec<_>) = parts.iter().partition(|p| p.counts);

@@ -91,6 +91,10 @@ pub fn reserve(client: &mut SpiClient<'_>, h: Reserving<'_>) -> Result<Reserved,
     let Some(ctx) = quota::judge(client, subject, Read::First)? else {
         return Ok(refused);
     };
+    // A hold claims units of one limit; the windows of a feature with several have no holds.
+    if !ctx.windows.is_empty() {
+        return Err(Error::SeveralLimits { subject: subject.clone(), function: FUNCTION });
+    }
     if !store::has_held(client)? {
         return Err(Error::NotAttachedFor {
             feature: Optional::Reservations,
@@ -194,6 +198,10 @@ pub fn settle(client: &mut SpiClient<'_>, s: Settling<'_>) -> Result<Settled, Er
     let Some(ctx) = quota::judge(client, &subject, Read::First)? else {
         return Err(Error::NoActiveSubscription { subject });
     };
+    // A hold made before the feature got further limits: its use would escape them.
+    if !ctx.windows.is_empty() {
+        return Err(Error::SeveralLimits { subject, function: FUNCTION });
+    }
     let r = Recording {
         subject: &subject,
         amount: s.amount.max(1),

@@ -365,12 +365,14 @@ SELECT r.id::pg_catalog.int8, r.feature_code::pg_catalog.text, r.amount::pg_cata
 /// A usage record to refund, locked so that two refunds of it queue.
 const RECORD_FOR_REFUND_BY_ID: &str = "
 SELECT r.user_id::pg_catalog.int8, r.id::pg_catalog.int8, r.refund_of::pg_catalog.int8,
-       r.period_start IS NOT NULL, r.amount::pg_catalog.int4
+       r.period_start IS NOT NULL, r.amount::pg_catalog.int4,
+       r.created_at::pg_catalog.timestamptz, r.feature_code::pg_catalog.text
   FROM quota.usage_records r WHERE r.id = $1 FOR UPDATE";
 
 const RECORD_FOR_REFUND_BY_KEY: &str = "
 SELECT r.user_id::pg_catalog.int8, r.id::pg_catalog.int8, r.refund_of::pg_catalog.int8,
-       r.period_start IS NOT NULL, r.amount::pg_catalog.int4
+       r.period_start IS NOT NULL, r.amount::pg_catalog.int4,
+       r.created_at::pg_catalog.timestamptz, r.feature_code::pg_catalog.text
   FROM quota.usage_records r
  WHERE r.user_id = $1 AND r.idempotency_key = $2 FOR UPDATE";
 
@@ -750,6 +752,21 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
     } else {
         "'metered'::pg_catalog.text, NULL::pg_catalog.text"
     };
+    // The catalog's and the plan's further limits ([`entitlements_core::windows`]), NULL where
+    // the table lacks the column (an attached plan_features without it,
+    // Optional::WindowLimits).
+    let mut limits = Vec::new();
+    for (table, alias) in [("quota.features", "f"), ("quota.plan_features", "pf")] {
+        limits.push(if has_column(table, "window_limits")? {
+            format!(
+                "CASE WHEN pg_catalog.jsonb_typeof({alias}.window_limits) OPERATOR(pg_catalog.<>) 'null'
+                      THEN {alias}.window_limits::pg_catalog.text END"
+            )
+        } else {
+            "NULL::pg_catalog.text".to_owned()
+        });
+    }
+    let window_limits = limits.join(", ");
     // An attached plan_features without it gives config features no value of their own
     // (Optional::ConfigValues): the catalog's default_value applies.
     let plan_config = if has_column("quota.plan_features", "config_value")? {
@@ -768,7 +785,9 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
         + ", "
         + kind
         + ", "
-        + plan_config;
+        + plan_config
+        + ", "
+        + &window_limits;
     let feature = feature_sql(&format!("{zone_change}, {local_zone}, {lacks}"), &overage);
     let has = |f: Optional| binding.lacks.has(f);
     // Missing from the tables of an older version until ALTER EXTENSION UPDATE adds it.
@@ -1640,6 +1659,8 @@ pub struct RefundTarget {
     /// Whether the record names the period it counted toward.
     pub has_period: bool,
     pub amount: Option<i32>,
+    /// When the use was made, and of which feature: the windows that counted it.
+    pub made: Option<(TimestampWithTimeZone, String)>,
 }
 
 /// The record to refund, locked.
@@ -1650,6 +1671,8 @@ pub fn lock_refund_target(
     const FUNCTION: &str = "refund_usage";
     let plans = plans(client)?;
     let by_id = optional(plans, &plans.refund_target_by_id, Optional::Refunds, FUNCTION)?;
+    // An attached application's created_at without time zone holds its local time.
+    let _zone = Pinned::local_zone(plans);
     let table = match *target {
         RecordRef::Id(id) => client.update(by_id, Some(1), &[id.into()]),
         RecordRef::Key { user_id, key } => {
@@ -1669,6 +1692,7 @@ pub fn lock_refund_target(
                 refund_of: col(&row, 3)?,
                 has_period: col(&row, 4)?.unwrap_or(false),
                 amount: col(&row, 5)?,
+                made: col::<TimestampWithTimeZone>(&row, 6)?.zip(col::<String>(&row, 7)?),
             })
         })
         .transpose()

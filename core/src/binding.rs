@@ -30,10 +30,13 @@ pub enum Optional {
     /// `plan_features.config_value`: the value a plan gives a config feature; without it the
     /// catalog's `default_value` applies.
     ConfigValues,
+    /// `plan_features.window_limits`: further limits a plan sets for a feature; without it the
+    /// catalog's `window_limits` apply.
+    WindowLimits,
 }
 
 impl Optional {
-    const ALL: [Optional; 8] = [
+    const ALL: [Optional; 9] = [
         Optional::IdempotencyKeys,
         Optional::Refunds,
         Optional::Alerts,
@@ -42,6 +45,7 @@ impl Optional {
         Optional::Rollover,
         Optional::Windows,
         Optional::ConfigValues,
+        Optional::WindowLimits,
     ];
 
     /// The name `quota.settings.attached_lacks` and `attach_problems` use.
@@ -55,6 +59,7 @@ impl Optional {
             Optional::Rollover => "rollover",
             Optional::Windows => "windows",
             Optional::ConfigValues => "config_values",
+            Optional::WindowLimits => "window_limits",
         }
     }
 }
@@ -70,6 +75,7 @@ impl fmt::Display for Optional {
             Optional::Rollover => "plans' rollover",
             Optional::Windows => "plans' limit windows",
             Optional::ConfigValues => "plans' config values",
+            Optional::WindowLimits => "plans' further limits",
         })
     }
 }
@@ -85,6 +91,7 @@ pub struct Lacks {
     rollover: bool,
     windows: bool,
     config_values: bool,
+    window_limits: bool,
 }
 
 impl Lacks {
@@ -104,6 +111,7 @@ impl Lacks {
                 "rollover" => lacks.rollover = true,
                 "windows" => lacks.windows = true,
                 "config_values" => lacks.config_values = true,
+                "window_limits" => lacks.window_limits = true,
                 _ => {}
             }
         }
@@ -120,6 +128,7 @@ impl Lacks {
             Optional::Rollover => self.rollover,
             Optional::Windows => self.windows,
             Optional::ConfigValues => self.config_values,
+            Optional::WindowLimits => self.window_limits,
         }
     }
 

@@ -143,6 +143,10 @@ pub enum Error {
     NotCounted { subject: Subject, kind: &'static str },
     /// A feature kind that is not metered, gauge, boolean or config.
     InvalidKind { value: String },
+    /// A `window_limits` document that is not an object from windows to limits.
+    InvalidWindowLimits { origin: &'static str, value: String, reason: &'static str },
+    /// A call that does not support a feature with several limits.
+    SeveralLimits { subject: Subject, function: &'static str },
     /// No reservation has this id.
     ReservationNotFound { id: i64 },
     /// A hold's time to live that is not positive.
@@ -181,7 +185,7 @@ impl Error {
             | HoldEnded { .. }
             | KeyRefunded { .. } => ErrorKind::NotReady,
             Statement { .. } => ErrorKind::Internal,
-            NotAttachedFor { .. } => ErrorKind::NotSupported,
+            NotAttachedFor { .. } | SeveralLimits { .. } => ErrorKind::NotSupported,
             QuotaValueOutOfRange { .. } | CounterOutOfRange { .. } | BytesOverflow { .. } => {
                 ErrorKind::OutOfRange
             }
@@ -204,6 +208,7 @@ impl Error {
             | NotGauge { .. }
             | NotCounted { .. }
             | InvalidKind { .. }
+            | InvalidWindowLimits { .. }
             | InvalidSettleAmount { .. }
             | InvalidLimit { .. } => ErrorKind::InvalidParameter,
         }
@@ -311,6 +316,12 @@ impl Error {
             InvalidKind { .. } => {
                 "A feature kind is 'metered', 'gauge', 'boolean' or 'config'.".into()
             }
+            InvalidWindowLimits { .. } => "Window limits map windows (hour, day, week, month, \
+                 year, billing_cycle) to limits: {\"day\": 100, \"hour\": 20}."
+                .into(),
+            SeveralLimits { .. } => "Use consume() for a feature limited over several windows; \
+                 reservations hold units of one limit only."
+                .into(),
             InvalidTtl { .. } => "A hold lasts a positive interval, such as '10 minutes'.".into(),
             InvalidSettleAmount { .. } => {
                 "Settle with what the work used, 0 or more; release() gives everything back.".into()
@@ -485,6 +496,12 @@ impl fmt::Display for Error {
                 write!(f, "{subject} is of kind {kind}: it is not used up, it has a value")
             }
             InvalidKind { value } => write!(f, "invalid feature kind \"{}\"", clip(value)),
+            InvalidWindowLimits { origin, value, reason } => {
+                write!(f, "invalid window limits {} in {origin}: {reason}", clip(value))
+            }
+            SeveralLimits { subject, function } => {
+                write!(f, "{subject}: {function} does not support a feature with several limits")
+            }
             InvalidTtl { subject, ttl } => {
                 write!(f, "{subject}: a hold for {} is invalid, it must be positive", clip(ttl))
             }

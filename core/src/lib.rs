@@ -2,7 +2,7 @@
 //!
 //! Everything here is plain Rust with ordinary unit and property tests: billing periods
 //! ([`period`]), limits and their precedence ([`limit`]), the quota figures a check returns
-//! ([`status`]), feature kinds ([`kind`]), which subscription counts ([`subscription`]), storage units ([`units`]), grants ([`grants`]) and holds ([`holds`]) and the one error type ([`error`]). The extension
+//! ([`status`]), feature kinds ([`kind`]), several limits on one feature ([`windows`]), which subscription counts ([`subscription`]), storage units ([`units`]), grants ([`grants`]) and holds ([`holds`]) and the one error type ([`error`]). The extension
 //! crate only converts PostgreSQL values into these types, calls them, and converts back.
 
 pub mod alerts;
@@ -19,6 +19,7 @@ pub mod rollover;
 pub mod status;
 pub mod subscription;
 pub mod units;
+pub mod windows;
 
 pub use error::{Error, ErrorKind, Subject};
 pub use kind::{Entitlement, Kind};

@@ -75,7 +75,7 @@ pub enum ValueProblem {
 }
 
 impl ValueProblem {
-    fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             ValueProblem::NotJson => "not valid JSON",
             ValueProblem::NotANumber("string") => "a string is not a number",

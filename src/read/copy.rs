@@ -66,6 +66,7 @@ struct PlanFeature {
     rollover: (Option<i32>, Option<i32>),
     reset_rule: Option<String>,
     config: Option<String>,
+    window_limits: Option<String>,
 }
 
 /// A plan as the copy keeps it.
@@ -492,7 +493,10 @@ SELECT f.code, f.name, f.reset_rule, f.unit, f.default_limit, f.alert_thresholds
        coalesce(pg_catalog.to_jsonb(f) OPERATOR(pg_catalog.->>) 'kind', 'metered'),
        CASE WHEN pg_catalog.jsonb_typeof(pg_catalog.to_jsonb(f) OPERATOR(pg_catalog.->) 'default_value')
                  OPERATOR(pg_catalog.<>) 'null'
-            THEN (pg_catalog.to_jsonb(f) OPERATOR(pg_catalog.->) 'default_value')::pg_catalog.text END
+            THEN (pg_catalog.to_jsonb(f) OPERATOR(pg_catalog.->) 'default_value')::pg_catalog.text END,
+       CASE WHEN pg_catalog.jsonb_typeof(pg_catalog.to_jsonb(f) OPERATOR(pg_catalog.->) 'window_limits')
+                 OPERATOR(pg_catalog.<>) 'null'
+            THEN (pg_catalog.to_jsonb(f) OPERATOR(pg_catalog.->) 'window_limits')::pg_catalog.text END
   FROM quota.features f";
 
 const PLANS: &str = "
@@ -509,7 +513,10 @@ SELECT pf.plan_id::pg_catalog.int8, pf.feature_code::pg_catalog.text, pf.feature
        pg_catalog.to_jsonb(pf) OPERATOR(pg_catalog.->>) 'reset_rule',
        CASE WHEN pg_catalog.jsonb_typeof(pg_catalog.to_jsonb(pf) OPERATOR(pg_catalog.->) 'config_value')
                  OPERATOR(pg_catalog.<>) 'null'
-            THEN (pg_catalog.to_jsonb(pf) OPERATOR(pg_catalog.->) 'config_value')::pg_catalog.text END
+            THEN (pg_catalog.to_jsonb(pf) OPERATOR(pg_catalog.->) 'config_value')::pg_catalog.text END,
+       CASE WHEN pg_catalog.jsonb_typeof(pg_catalog.to_jsonb(pf) OPERATOR(pg_catalog.->) 'window_limits')
+                 OPERATOR(pg_catalog.<>) 'null'
+            THEN (pg_catalog.to_jsonb(pf) OPERATOR(pg_catalog.->) 'window_limits')::pg_catalog.text END
   FROM quota.plan_features pf";
 
 const TABLE: &str = "
@@ -649,6 +656,7 @@ fn build(client: &SpiClient<'_>, built: Horizon) -> Result<Config, Refusal> {
                 .parse()
                 .map_err(|e: entitlements_core::Error| Refusal::Unusable(e.to_string()))?,
             default_value: col(&row, 12)?,
+            window_limits: col(&row, 13)?,
         };
         let alert_thresholds =
             col::<Vec<Option<i32>>>(&row, 6)?.unwrap_or_default().into_iter().flatten().collect();
@@ -684,6 +692,7 @@ fn build(client: &SpiClient<'_>, built: Horizon) -> Result<Config, Refusal> {
             rollover: (col(&row, 6)?, col(&row, 7)?),
             reset_rule: col(&row, 8)?,
             config: col(&row, 9)?,
+            window_limits: col(&row, 10)?,
         };
         if plan.features.insert(code.clone(), entry).is_some() {
             return Err(Refusal::Unusable(format!("a plan has two rows for feature {code}")));
@@ -935,6 +944,7 @@ impl Config {
             rollover: pf.map_or((None, None), |pf| pf.rollover),
             reset_rule: pf.and_then(|pf| pf.reset_rule.clone()),
             config: pf.and_then(|pf| pf.config.clone()),
+            window_limits: pf.and_then(|pf| pf.window_limits.clone()),
         })
     }
 

@@ -35,6 +35,8 @@ pub struct Catalog {
     pub kind: Kind,
     /// `features.default_value` as JSON text: a config feature's value without a plan's.
     pub default_value: Option<String>,
+    /// `features.window_limits` as JSON text ([`entitlements_core::windows`]).
+    pub window_limits: Option<String>,
 }
 
 /// The subscription that counts, as both paths read it, before any rule about its plan.
@@ -65,6 +67,8 @@ pub struct PlanRow {
     pub reset_rule: Option<String>,
     /// `plan_features.config_value` as JSON text.
     pub config: Option<String>,
+    /// `plan_features.window_limits` as JSON text.
+    pub window_limits: Option<String>,
 }
 
 /// The active subscription, with what its plan says about one feature.
@@ -83,6 +87,7 @@ pub struct SubscriptionRow {
     pub plan_rollover: (Option<i32>, Option<i32>),
     pub plan_reset_rule: Option<String>,
     pub plan_config: Option<String>,
+    pub plan_window_limits: Option<String>,
 }
 
 /// The zone periods are computed in (`quota.settings`), and the last change of it.
@@ -157,6 +162,7 @@ fn subscription_row(
         plan_rollover: plan.rollover,
         plan_reset_rule: plan.reset_rule,
         plan_config: plan.config,
+        plan_window_limits: plan.window_limits,
     })
 }
 
@@ -277,6 +283,8 @@ mod column {
     pub const KIND: usize = 37;
     pub const DEFAULT_VALUE: usize = 38;
     pub const PLAN_CONFIG: usize = 39;
+    pub const WINDOW_LIMITS: usize = 40;
+    pub const PLAN_WINDOW_LIMITS: usize = 41;
 }
 
 /// A candidate row of the statement: one of the user's subscriptions with status 'active'.
@@ -406,6 +414,7 @@ fn parse_feature_rows(
             kind: store::must::<String>(col(first, KIND, "features.kind")?, "features.kind")?
                 .parse()?,
             default_value: col(first, DEFAULT_VALUE, "features.default_value")?,
+            window_limits: col(first, WINDOW_LIMITS, "features.window_limits")?,
         }),
         None => None,
     };
@@ -462,6 +471,7 @@ fn parse_feature_rows(
                     ),
                     reset_rule: col(row, PLAN_RESET_RULE, "plan_features.reset_rule")?,
                     config: col(row, PLAN_CONFIG, "plan_features.config_value")?,
+                    window_limits: col(row, PLAN_WINDOW_LIMITS, "plan_features.window_limits")?,
                 })
             } else {
                 None
