@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Differential test of the two read paths. The reading functions (check_user_quota,
-# get_user_storage_quota, get_quota_period with and without a feature, usage_overview) read
+# get_user_storage_quota, get_quota_period with and without a feature, usage_overview,
+# has_feature, feature_value) read
 # either through SQL statements or directly (a per-backend copy of the catalog and btree
 # probes), switched by pg_entitlements.direct_reads. Both must give the same rows or the same
 # SQLSTATE for every row the tables can hold, in two databases:
@@ -200,10 +201,10 @@ changed_mid_statement app_db \
 : >"$DIR/compare.tsv"
 compare own_db "1-$USERS" 800003-800003
 compare app_db "1-$USERS" 900001-900003
-# Per user: storage, period and overview, and per feature (and one unknown code) a check and
-# a period.
+# Per user: storage, period and overview, and per feature (and one unknown code) a check, a
+# period, and has_feature with feature_value.
 features=$(sql_value "$DIR" "$PORT" own_db "SELECT count(*) FROM quota.features")
-expected_calls=$(((2 * USERS + 4) * (3 + 2 * (features + 1))))
+expected_calls=$(((2 * USERS + 4) * (3 + 3 * (features + 1))))
 
 check "the answers ($DIR/compare.tsv, loaded into own_db's diff.answers)"
 sql "$DIR" "$PORT" own_db \
@@ -287,7 +288,7 @@ if ! sql "$DIR" "$PORT" app_db -v users="$LOCAL_USERS" -f tests/ops/differential
   failed "comparing the local-time tables failed"
 else
   sed 's/^/    /' "$DIR/local.out"
-  local_calls=$(((LOCAL_USERS + 3) * (3 + 2 * (features + 1))))
+  local_calls=$(((LOCAL_USERS + 3) * (3 + 3 * (features + 1))))
   if grep -q '^DIFF ' "$DIR/local.out"; then
     failed "answers on local times differ from those on timestamptz (above)"
   elif ! grep -q "^compared $local_calls calls, .* 0 differ\$" "$DIR/local.out"; then

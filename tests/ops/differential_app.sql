@@ -77,3 +77,7 @@ SELECT user_id, feature_code, amount, remaining, priority, effective_from, expir
   FROM gen_grants;
 ALTER TABLE quota.grants ENABLE TRIGGER pg_entitlements_sync_granted_storage;
 ANALYZE quota.grants;
+INSERT INTO quota.window_usage (user_id, feature_code, window_name, window_start, window_end,
+                                usage_count)
+SELECT user_id, feature_code, window_name, window_start, window_end, usage_count
+  FROM gen_windows;

@@ -31,15 +31,20 @@ SELECT p.id AS plan_id, f.code AS feature_code,
        (ARRAY[NULL, NULL, NULL, 0, 7, 250, -1])[1 + floor(random() * 7)::int] AS overage_limit,
        -- Limit windows of the plan's own (quota's own plan_features), mostly none.
        (ARRAY[NULL, NULL, NULL, NULL, 'hour', 'day', 'week', 'month', 'year', 'never'])
-           [1 + floor(random() * 10)::int] AS reset_rule
+           [1 + floor(random() * 10)::int] AS reset_rule,
+       -- Further limits of the plan's own (quota's own plan_features), mostly none.
+       (ARRAY[NULL, NULL, NULL, NULL, '{}', '{"day": 30}', '{"hour": 5, "week": 200}',
+              '{"billing_cycle": -1, "day": 0}'])[1 + floor(random() * 8)::int]::jsonb AS window_limits,
+       -- A configuration value of the plan's own (quota's own plan_features; config features).
+       (ARRAY[NULL, '"large"', '{"max_resolution": "4k"}', '50', 'null'])
+           [1 + floor(random() * 5)::int]::jsonb AS config_value
   FROM gen_plans p CROSS JOIN quota.features f
  WHERE random() < 0.7;
 -- The catalog's soft limits, which the plans' own override.
 UPDATE quota.features SET overage_limit = CASE code WHEN 'publish_per_month' THEN 5
                                                     WHEN 'keyword_distillation' THEN -1 END;
 -- A running count, whose one counter for good both paths must find.
-UPDATE quota.features SET kind = CASE code WHEN 'keyword_distillation' THEN 'gauge'
-                                           ELSE 'metered' END;
+UPDATE quota.features SET kind = 'gauge' WHERE code = 'keyword_distillation';
 
 CREATE TEMP TABLE gen_users AS
 SELECT u AS user_id, floor(random() * 4)::int AS subscriptions FROM generate_series(1, :users) u;
@@ -94,10 +99,12 @@ SELECT id, user_id,
                         '{"platform_accounts": -5}', '{"api_calls": "10"}',
                         '{"articles_per_month": null}', '{"unknown_feature": 5}',
                         '{"storage_space": 2147483648}'])[1 + floor(r_custom_pick * 16)::int]::jsonb
-            ELSE (SELECT coalesce(jsonb_object_agg(f.code, CASE WHEN r < 0.1 THEN -1
-                                                                WHEN r < 0.15 THEN 2147483647
-                                                                ELSE floor(r * 1000)::int END), '{}')
-                    FROM (SELECT code, random() AS r, random() AS pick FROM quota.features
+            ELSE (SELECT coalesce(jsonb_object_agg(f.code, CASE WHEN f.kind = 'boolean' THEN to_jsonb(r < 0.5)
+                                                                WHEN f.kind = 'config' THEN to_jsonb('custom-' || floor(r * 9))
+                                                                WHEN r < 0.1 THEN to_jsonb(-1)
+                                                                WHEN r < 0.15 THEN to_jsonb(2147483647)
+                                                                ELSE to_jsonb(floor(r * 1000)::int) END), '{}')
+                    FROM (SELECT code, kind, random() AS r, random() AS pick FROM quota.features
                            WHERE d.id IS NOT NULL) f
                    WHERE f.pick < 0.4) END AS custom_quotas
   FROM dated d;
@@ -165,3 +172,18 @@ SELECT u.user_id, f.code AS feature_code, amount, floor(r_left * (amount + 1))::
                             random() AS r_priority, random() AS r_window, random() AS r_void
                       WHERE f.code IS NOT NULL) v
  WHERE f.r_pick < 0.12;
+
+-- Window counters (quota.window_usage, the extension's own in both databases): for about half
+-- of the users' counters, the current UTC hour's and day's, and yesterday's, which no read may
+-- count.
+CREATE TEMP TABLE gen_windows AS
+SELECT DISTINCT ON (c.user_id, c.feature_code, w.name, w.start)
+       c.user_id, c.feature_code, w.name AS window_name, w.start AS window_start,
+       w.start + w.length AS window_end, floor(random() * 60)::bigint AS usage_count
+  FROM gen_usage c
+ CROSS JOIN LATERAL (VALUES ('hour', date_trunc('hour', now()), interval '1 hour'),
+                            ('day', date_trunc('day', now()), interval '1 day'),
+                            ('day', date_trunc('day', now()) - interval '1 day', interval '1 day'))
+       AS w (name, start, length)
+ WHERE c.user_id IS NOT NULL AND random() < 0.5
+ ORDER BY c.user_id, c.feature_code, w.name, w.start;

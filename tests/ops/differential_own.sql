@@ -9,8 +9,9 @@
 INSERT INTO quota.subscription_plans (id, plan_code, plan_name, billing_cycle, quota_cycle_type)
 SELECT id, plan_code, plan_code, billing_cycle, quota_cycle_type FROM gen_plans ORDER BY id;
 INSERT INTO quota.plan_features (plan_id, feature_code, feature_value, feature_unit, overage_limit,
-                                 reset_rule)
-SELECT plan_id, feature_code, feature_value, feature_unit, overage_limit, reset_rule
+                                 reset_rule, window_limits, config_value)
+SELECT plan_id, feature_code, feature_value, feature_unit, overage_limit, reset_rule,
+       window_limits, config_value
   FROM gen_plan_features;
 -- Plans deleted before any subscription named them: gaps in the copy of the plans.
 DELETE FROM quota.subscription_plans p USING gen_plans g WHERE g.id = p.id AND g.deleted;
@@ -72,3 +73,7 @@ SELECT user_id, feature_code, amount, remaining, priority, effective_from, expir
        CASE WHEN voided THEN now() END, CASE WHEN voided THEN 'differential' END
   FROM gen_grants;
 ANALYZE quota.grants;
+INSERT INTO quota.window_usage (user_id, feature_code, window_name, window_start, window_end,
+                                usage_count)
+SELECT user_id, feature_code, window_name, window_start, window_end, usage_count
+  FROM gen_windows;

@@ -5,12 +5,16 @@
 \set ON_ERROR_STOP 1
 SET client_min_messages = warning;
 
--- Beside the five built-in features: a count without any default, one that never resets and is
--- unlimited by default, and one counted once per subscription.
-INSERT INTO quota.features (code, name, unit, reset_rule, default_limit) VALUES
-    ('image_generation', 'Image generation', 'images', 'billing_cycle', NULL),
-    ('video_minutes', 'Video minutes', 'minutes', 'never', -1),
-    ('api_calls', 'API calls', 'calls', 'subscription', 5000);
+-- Beside the five built-in features: a count without any default (limited a day too, where
+-- the plan says nothing else), one that never resets and is unlimited by default, one counted
+-- once per subscription, a switch (off by default) and a configuration value.
+INSERT INTO quota.features (code, name, unit, reset_rule, default_limit, window_limits) VALUES
+    ('image_generation', 'Image generation', 'images', 'billing_cycle', NULL, '{"day": 40}'),
+    ('video_minutes', 'Video minutes', 'minutes', 'never', -1, NULL),
+    ('api_calls', 'API calls', 'calls', 'subscription', 5000, NULL);
+INSERT INTO quota.features (code, name, kind, default_limit, default_value) VALUES
+    ('sso', 'Single sign-on', 'boolean', 0, NULL),
+    ('ai_model', 'AI model', 'config', NULL, '"small"');
 
 CREATE SCHEMA diff;
 
@@ -74,7 +78,8 @@ BEGIN
         FOR f IN SELECT code FROM quota.features UNION ALL VALUES ('no_such_feature') ORDER BY 1 LOOP
             calls := calls
                 || format('SELECT q::text FROM quota.check_user_quota(%s, %L) q', u, f)
-                || format('SELECT string_agg(p::text, '' '') FROM quota.get_quota_period(%s, %L) p', u, f);
+                || format('SELECT string_agg(p::text, '' '') FROM quota.get_quota_period(%s, %L) p', u, f)
+                || format('SELECT quota.has_feature(%s, %L)::text || '' '' || coalesce(quota.feature_value(%s, %L)::text, ''NULL'')', u, f, u, f);
         END LOOP;
         FOREACH call IN ARRAY calls LOOP
             SELECT * INTO d FROM diff.answer(call, true);
