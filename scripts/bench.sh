@@ -398,6 +398,40 @@ drawn=$(sql -c "SELECT sum(amount - remaining) FROM quota.grants WHERE user_id =
   || { echo "case 6: $drawn units drawn from the grant, ${R[c6_consume_grants_hot_off_tx]} uses"; exit 1; }
 
 # ---------------------------------------------------------------------------------------------
+# Case 7: feature kinds and several limits. In-server, has_feature of a boolean feature and a
+# check of a feature limited per billing month and per day, against case 1's one-window check
+# over the same users; end to end, consume of that two-window feature by case 3's hot user
+# against case 3's one-window hot consume.
+# ---------------------------------------------------------------------------------------------
+step "case 7: has_feature and a two-window check, 5 x 10,000 calls; a two-window consume"
+sql -c "INSERT INTO quota.features (code, name, kind, default_limit) VALUES ('sso', 'Single sign-on', 'boolean', 0)" \
+    -c "INSERT INTO quota.features (code, name, default_limit, window_limits)
+        VALUES ('searches', 'Searches', 2000000000, '{\"day\": 2000000000}')" \
+    -c "INSERT INTO quota.plan_features (plan_id, feature_code, feature_value)
+        SELECT id, 'sso', 1 FROM quota.subscription_plans" >/dev/null
+declare -A Q7=(
+  [has_feature]="SELECT count(*) FROM generate_series(1, 10000) g WHERE quota.has_feature(g, 'sso')"
+  [two_windows]="SELECT count(*) FROM generate_series(1, 10000) g, LATERAL quota.check_user_quota(g, 'searches')"
+  [one_window]="SELECT count(*) FROM generate_series(1, 10000) g, LATERAL quota.check_user_quota(g, 'articles_per_month')"
+)
+{
+  for impl in has_feature two_windows one_window; do echo "SELECT 'warmup', '$impl', bench.time_sql(\$q\$${Q7[$impl]}\$q\$);"; done
+  for run in 1 2 3 4 5; do
+    for impl in has_feature two_windows one_window; do echo "SELECT 'run', '$impl', bench.time_sql(\$q\$${Q7[$impl]}\$q\$);"; done
+  done
+} >"$DIR/work/case7.sql"
+sql -F ' ' -f "$DIR/work/case7.sql" >"$DIR/work/case7.out"
+for impl in has_feature two_windows one_window; do
+  R[c7_$impl]=$(awk -v i="$impl" '$1 == "run" && $2 == i {printf "%s ", $3 / 10000}' "$DIR/work/case7.out" | median)
+  echo "    $impl: ${R[c7_$impl]} µs per call"
+done
+prepare_write
+pgb c7_consume_two_windows_hot_off bench/pgbench/consume_two_windows_hot.sql 8 "$WRITE_SECS" off "${HOT[@]}"
+counted=$(sql -c "SELECT sum(usage_count) FROM quota.window_usage WHERE user_id = $HOT_USER AND feature_code = 'searches'")
+[ "$counted" = "${R[c7_consume_two_windows_hot_off_tx]}" ] \
+  || { echo "case 7: the day's window counted $counted, ${R[c7_consume_two_windows_hot_off_tx]} uses"; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
 # Profile of case 1 (callgrind on a single-user backend; the cluster is stopped for it).
 # ---------------------------------------------------------------------------------------------
 PROFILE_MD=""
@@ -470,6 +504,9 @@ TABLE=$(
   c6r=$(ratio "${R[c6_with]}" "${R[c6_without]}")
   row "6 grants" "µs per check_user_quota call, a user with three grants" "$(f2 "${R[c6_with]}")" "users without grants" "$(f2 "${R[c6_without]}")" "$c6r" "≤ 1.5" "$(judge "$c6r" "<=" 1.5)"
   row "6 grants" "consume tps, 8 clients, one hot user, every use drawn from a grant (sync off)" "$(f0 "${R[c6_consume_grants_hot_off]}")" "consume from the allowance (case 3)" "$(f0 "${R[c3_consume_native_hot_off]}")" "$(ratio "${R[c6_consume_grants_hot_off]}" "${R[c3_consume_native_hot_off]}")" "–" "–"
+  row "7 kinds" "µs per has_feature call, a boolean feature" "$(f2 "${R[c7_has_feature]}")" "check_user_quota, one window, same users" "$(f2 "${R[c7_one_window]}")" "$(ratio "${R[c7_has_feature]}" "${R[c7_one_window]}")" "–" "–"
+  row "7 windows" "µs per check_user_quota call, a feature limited per month and per day" "$(f2 "${R[c7_two_windows]}")" "one window, same users" "$(f2 "${R[c7_one_window]}")" "$(ratio "${R[c7_two_windows]}" "${R[c7_one_window]}")" "–" "–"
+  row "7 windows" "consume tps, 8 clients, one hot user, two windows (sync off)" "$(f0 "${R[c7_consume_two_windows_hot_off]}")" "one window (case 3)" "$(f0 "${R[c3_consume_native_hot_off]}")" "$(ratio "${R[c7_consume_two_windows_hot_off]}" "${R[c3_consume_native_hot_off]}")" "–" "–"
   row "5 memory" "VmRSS growth of one backend over 1,000,000 calls, MB (private RssAnon: $c5_anon_mb MB)" "$c5_growth_mb" "–" "–" "–" "< 5 MB" "$(judge "$c5_growth_mb" "<" 5)"
 )
 FLOORS_MD="### The 8-client targets against their floors
