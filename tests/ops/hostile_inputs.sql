@@ -194,6 +194,11 @@ SELECT pg_temp.sweep('quota.anniversary_period', '{timestamptz,cycle,timestamptz
                            $$'2026-02-15 00:00:00+00'$$, $$'UTC'$$],
                      '{ok,ok,ok,ok}');
 SELECT pg_temp.sweep('quota.is_valid_time_zone', '{zone}', ARRAY[$$'UTC'$$], '{ok}');
+SELECT pg_temp.sweep('quota.has_feature', '{bigint,text}',
+                     ARRAY['1', $$'articles_per_month'$$], '{22004,22004}');
+SELECT pg_temp.sweep('quota.feature_value', '{bigint,text}',
+                     ARRAY['1', $$'articles_per_month'$$], '{22004,22004}');
+SELECT pg_temp.sweep('quota.valid_window_limits', '{jsonb}', ARRAY[$$'{"day": 5}'$$], '{ok}');
 -- Functions added since (binding the extension to existing tables), when present.
 SELECT pg_temp.sweep('quota.attach_problems', '{name,zone}', ARRAY[$$'public'$$, $$'UTC'$$], '{}')
  WHERE to_regprocedure('quota.attach_problems(name, text)') IS NOT NULL;
@@ -239,6 +244,32 @@ SELECT 'settings.time_zone',
        || string_to_array(format(p.call, u), '; ')
   FROM hostile z, probes p, (VALUES (1), (3), (5)) u(u)
  WHERE z.type = 'zone';
+
+-- Catalog and plan documents of every hostile JSON value: window limits of a metered
+-- feature, the value of a config feature and of a boolean one, each read and used by every
+-- probe and by has_feature and feature_value (a value the CHECK refuses is refused there).
+INSERT INTO cases (family, calls)
+SELECT 'kinds and windows',
+       ARRAY[d.setup, format(p.call, u),
+             format($$SELECT quota.has_feature(%s, %L), quota.feature_value(%s, %L)$$, u, d.code, u, d.code)]
+  FROM (SELECT format($$UPDATE quota.features SET window_limits = %s WHERE code = 'articles_per_month'$$, j.v),
+               'articles_per_month'
+          FROM hostile j WHERE j.type = 'jsonb'
+        UNION ALL
+        SELECT format($$UPDATE quota.plan_features SET window_limits = %s WHERE feature_code = 'articles_per_month'$$, j.v),
+               'articles_per_month'
+          FROM hostile j WHERE j.type = 'jsonb'
+        UNION ALL
+        SELECT format($$UPDATE quota.features SET kind = 'config', default_value = %s WHERE code = 'zz_never'$$, j.v),
+               'zz_never'
+          FROM hostile j WHERE j.type = 'jsonb'
+        UNION ALL
+        SELECT format($$UPDATE quota.features SET kind = 'boolean' WHERE code = 'articles_per_month';
+                        UPDATE quota.user_subscriptions SET custom_quotas = jsonb_build_object('articles_per_month', %s)$$, j.v),
+               'articles_per_month'
+          FROM hostile j WHERE j.type = 'jsonb' AND j.v <> 'NULL') d (setup, code),
+       probes p, (VALUES (1), (3)) u(u)
+ WHERE p.ord IN (1, 8, 9, 11, 12);
 
 -- Subscriptions with extreme dates, anchors and cycles, in a few zones.
 INSERT INTO cases (family, calls)
