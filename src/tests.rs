@@ -426,7 +426,8 @@ mod tests {
     fn usage_overview_lists_every_feature() {
         subscribe(41, "free", "'{\"keyword_distillation\": 2}'");
         consume(41, 3, "");
-        assert_eq!(one::<i64>("SELECT count(*) FROM quota.usage_overview(41)"), Some(5));
+        // The catalog's five features and the fixtures' three.
+        assert_eq!(one::<i64>("SELECT count(*) FROM quota.usage_overview(41)"), Some(8));
         assert_eq!(
             one::<String>("SELECT quota_limit || '/' || current_usage || ' ' || unit || ' ' || cycle
                              FROM quota.usage_overview(41) WHERE feature_code = 'articles_per_month'"),
@@ -525,8 +526,46 @@ mod tests {
     //   9018-9022 custom_quotas that is not a JSON object (array, string, number, true, null)
     //   9023 grants that count and grants that do not
     //   9024 a soft limit, a rollover not created yet, an active hold and an expired one
+    //   9025 a switch on and a configuration value of the user's own; a feature limited per
+    //        month and per day, the day the tighter
+    //   9026 the switch off and the configuration value of the plan
     extension_sql!(
         r#"
+-- First, as a new feature resyncs every user and the rows of 9012-9022 would stop it.
+-- 9025 and 9026: a switch on by the plan, off by 9026's custom value; a configuration value of
+-- the plan, 9025's own instead; searches limited to 20 a month and 3 a day, 9025 used 5 this
+-- period, 2 of them today (the window counter of the UTC day).
+INSERT INTO quota.features (code, name, kind, default_limit, default_value) VALUES
+    ('fixture_sso', 'Fixture SSO', 'boolean', 0, NULL),
+    ('fixture_model', 'Fixture model', 'config', NULL, '"small"');
+INSERT INTO quota.features (code, name, default_limit, window_limits)
+VALUES ('fixture_searches', 'Fixture searches', 20, '{"day": 3}');
+INSERT INTO quota.subscription_plans (plan_code, plan_name, billing_cycle)
+VALUES ('fixture_kinds', 'Fixture kinds', 'monthly');
+INSERT INTO quota.plan_features (plan_id, feature_code, feature_value, config_value)
+SELECT p.id, v.code, 1, v.config
+  FROM quota.subscription_plans p,
+       (VALUES ('fixture_sso', NULL::jsonb), ('fixture_model', '"large"')) AS v (code, config)
+ WHERE p.plan_code = 'fixture_kinds';
+INSERT INTO quota.user_subscriptions (id, user_id, plan_id, start_date, end_date, custom_quotas)
+SELECT v.id, v.user_id, p.id, date_trunc('second', now()) - interval '10 days',
+       now() + interval '355 days', v.custom
+  FROM quota.subscription_plans p,
+       (VALUES (902500, 9025, '{"fixture_model": {"name": "o3"}}'::jsonb),
+               (902600, 9026, '{"fixture_sso": false}')) AS v (id, user_id, custom)
+ WHERE p.plan_code = 'fixture_kinds';
+INSERT INTO quota.user_usage (user_id, feature_code, period_start, period_end, usage_count,
+                              last_reset_at, updated_at)
+SELECT 9025, 'fixture_searches', s.start_date, s.start_date + interval '1 month', 5, now(), now()
+  FROM quota.user_subscriptions s WHERE s.user_id = 9025;
+INSERT INTO quota.usage_records (user_id, feature_code, period_start, amount, created_at)
+SELECT u.user_id, u.feature_code, u.period_start, u.usage_count, now()
+  FROM quota.user_usage u WHERE u.user_id = 9025;
+INSERT INTO quota.window_usage (user_id, feature_code, window_name, window_start, window_end,
+                                usage_count)
+SELECT 9025, 'fixture_searches', 'day', d, d + interval '1 day', 2
+  FROM (SELECT pg_catalog.date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') AS t (d);
+
 INSERT INTO quota.subscription_plans (plan_code, plan_name, billing_cycle) VALUES
     ('fixture_basic', 'Fixture basic', 'monthly'),
     ('fixture_team', 'Fixture team', 'yearly');
@@ -681,13 +720,16 @@ $$;
         requires = ["privileges", "attach", "grants"]
     );
 
-    /// The features the fixture users are read for (the catalog's five).
-    const FEATURES: [&str; 5] = [
+    /// The features the fixture users are read for (the catalog's five and the fixtures' three).
+    const FEATURES: [&str; 8] = [
         "articles_per_month",
         "keyword_distillation",
         "platform_accounts",
         "publish_per_month",
         "storage_space",
+        "fixture_sso",
+        "fixture_model",
+        "fixture_searches",
     ];
 
     /// The rows `query` returns as text (`no rows` for none), or `ERROR` and the SQLSTATE it
@@ -741,6 +783,9 @@ $$;
                 [
                     format!("SELECT * FROM quota.check_user_quota({user}, '{f}')"),
                     format!("SELECT * FROM quota.get_quota_period({user}, '{f}')"),
+                    format!(
+                        "SELECT quota.has_feature({user}, '{f}'), quota.feature_value({user}, '{f}')"
+                    ),
                 ]
             })
             .collect();
@@ -794,7 +839,7 @@ $$;
                 outcome(&format!(
                     "SELECT count(*), bool_or(has_quota) FROM quota.usage_overview({user})"
                 )),
-                "(5,f)"
+                "(8,f)"
             );
         }
         // Storage in bytes: a plan's value in its own unit, a custom value in the catalog's (MB).
@@ -841,6 +886,20 @@ $$;
         // Limit 10 and 12 used; the rollover of 2 to come; 3 of the overage of 5 left; the
         // active hold of 1 counts, the expired one of 3 does not: 13 of 17, 4 left.
         assert_eq!(check(9024, "articles_per_month"), "(t,13,17,4,76.47)", "holds, overage");
+        let value = |user: i64, feature: &str| {
+            outcome(&format!(
+                "SELECT quota.has_feature({user}, '{feature}'), quota.feature_value({user}, '{feature}')"
+            ))
+        };
+        assert_eq!(check(9025, "fixture_sso"), "(t,0,-1,-1,0.00)", "a switch on: unlimited");
+        assert_eq!(check(9026, "fixture_sso"), "(f,0,0,0,0.00)", "off by the custom value");
+        assert_eq!(value(9026, "fixture_sso"), "(f,false)", "off by the custom value");
+        assert_eq!(value(9025, "fixture_model"), r#"(t,"{""name"": ""o3""}")"#, "the user's own");
+        assert_eq!(value(9026, "fixture_model"), r#"(t,"""large""")"#, "the plan's value");
+        assert_eq!(value(9025, "fixture_searches"), "(t,20)", "a limit is a metered value");
+        // 5 of 20 this month, 2 of 3 today: the day is the tightest.
+        assert_eq!(check(9025, "fixture_searches"), "(t,2,3,1,66.67)", "two windows");
+        assert_eq!(check(9026, "fixture_searches"), "(t,0,3,3,0.00)", "nothing used");
     }
 
     #[pg_test]
@@ -861,7 +920,7 @@ $$;
     #[pg_test]
     fn direct_reads_and_statements_agree_on_committed_rows() {
         assert_direct_reads();
-        let calls: Vec<String> = (9000..=9024).flat_map(reading_calls).collect();
+        let calls: Vec<String> = (9000..=9026).flat_map(reading_calls).collect();
         let direct: Vec<String> = calls.iter().map(|c| outcome(c)).collect();
         assert_direct_reads();
         read_by_statements();
