@@ -9,7 +9,6 @@ use crate::time::micros;
 use entitlements_core::grants::{Balance, Totals};
 use entitlements_core::Error;
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
-use pgrx::pg_sys::BuiltinOid;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData};
 use pgrx::PgOid;
 use std::cell::Cell;
@@ -147,39 +146,27 @@ pub fn exist(client: &SpiClient<'_>) -> Result<bool, Error> {
 
 /// The statements, or `None` while the grants do not exist yet ([`EXIST`]).
 fn plans(client: &SpiClient<'_>) -> Result<Option<&'static Plans>, Error> {
-    if let Some(p) = PLANS.get() {
-        return Ok(Some(p));
-    }
-    if !exist(client)? {
-        return Ok(None);
-    }
-    use BuiltinOid::*;
-    let (int8, text, int8s) =
-        (PgOid::BuiltIn(INT8OID), PgOid::BuiltIn(TEXTOID), PgOid::BuiltIn(INT8ARRAYOID));
-    let tstz = PgOid::BuiltIn(TIMESTAMPTZOID);
-    let has_rollover = spi::ask(client, HAS_ROLLOVER, &[])?;
-    let prepare =
-        |sql: &str, args: &[PgOid], mutating: bool| spi::keep(client, sql, args, mutating);
-    let plans: &'static Plans = Box::leak(Box::new(Plans {
-        totals: prepare(TOTALS, &[int8, text], false)?,
-        list: prepare(LIST, &[int8, text], false)?,
-        lock: prepare(LOCK, &[int8, text], true)?,
-        draw: prepare(DRAW, &[int8, int8, int8s, int8s], true)?,
-        parts: prepare(PARTS, &[int8, int8], true)?,
-        give_back: prepare(GIVE_BACK, &[int8, int8, int8s, int8s], true)?,
-        rollover_exists: if has_rollover {
-            Some(prepare(ROLLOVER_EXISTS, &[int8, text, tstz], false)?)
-        } else {
-            None
-        },
-        rollover_create: if has_rollover {
-            Some(prepare(ROLLOVER_CREATE, &[int8, text, int8, tstz, tstz, tstz], true)?)
-        } else {
-            None
-        },
-    }));
-    PLANS.set(Some(plans));
-    Ok(Some(plans))
+    use spi::oid::{INT8, INT8S, TEXT, TSTZ};
+    spi::kept(&PLANS, client, Some(EXIST), |prepare| {
+        let has_rollover = spi::ask(client, HAS_ROLLOVER, &[])?;
+        let if_rollover = |sql: &str, args: &[PgOid], mutating: bool| {
+            has_rollover.then(|| prepare(sql, args, mutating)).transpose()
+        };
+        Ok(Plans {
+            totals: prepare(TOTALS, &[INT8, TEXT], false)?,
+            list: prepare(LIST, &[INT8, TEXT], false)?,
+            lock: prepare(LOCK, &[INT8, TEXT], true)?,
+            draw: prepare(DRAW, &[INT8, INT8, INT8S, INT8S], true)?,
+            parts: prepare(PARTS, &[INT8, INT8], true)?,
+            give_back: prepare(GIVE_BACK, &[INT8, INT8, INT8S, INT8S], true)?,
+            rollover_exists: if_rollover(ROLLOVER_EXISTS, &[INT8, TEXT, TSTZ], false)?,
+            rollover_create: if_rollover(
+                ROLLOVER_CREATE,
+                &[INT8, TEXT, INT8, TSTZ, TSTZ, TSTZ],
+                true,
+            )?,
+        })
+    })
 }
 
 fn col<T: pgrx::FromDatum + pgrx::IntoDatum>(

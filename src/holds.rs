@@ -10,9 +10,7 @@ use crate::store::must;
 use crate::time::micros;
 use entitlements_core::Error;
 use pgrx::datum::{DatumWithOid, Interval, TimestampWithTimeZone};
-use pgrx::pg_sys::BuiltinOid;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData};
-use pgrx::PgOid;
 use std::cell::Cell;
 
 /// What the active holds of a counter ($1, $2, $3) claim.
@@ -133,38 +131,20 @@ thread_local! {
 
 /// The statements, or `None` while the reservations do not exist yet ([`EXIST`]).
 fn plans(client: &SpiClient<'_>) -> Result<Option<&'static Plans>, Error> {
-    if let Some(p) = PLANS.get() {
-        return Ok(Some(p));
-    }
-    if !spi::ask(client, EXIST, &[])? {
-        return Ok(None);
-    }
-    use BuiltinOid::*;
-    let (int8, text, tstz) =
-        (PgOid::BuiltIn(INT8OID), PgOid::BuiltIn(TEXTOID), PgOid::BuiltIn(TIMESTAMPTZOID));
-    let prepare =
-        |sql: &str, args: &[PgOid], mutating: bool| spi::keep(client, sql, args, mutating);
-    let plans: &'static Plans = Box::leak(Box::new(Plans {
-        active: prepare(ACTIVE, &[int8, text, tstz], false)?,
-        reclaim: prepare(RECLAIM, &[int8, text, tstz, int8], true)?,
-        insert: prepare(
-            &insert_sql(),
-            &[int8, text, tstz, tstz, int8, PgOid::BuiltIn(INTERVALOID), text],
-            true,
-        )?,
-        find: prepare(&find_sql(), &[int8], false)?,
-        lock: prepare(&lock_sql(), &[int8, int8], true)?,
-        by_key: prepare(&by_key_sql(), &[int8, text], true)?,
-        end: prepare(END, &[int8, int8, text, int8, int8], true)?,
-        lock_key: prepare(LOCK_KEY, &[int8, text], true)?,
-        carry: prepare(
-            CARRY,
-            &[int8, tstz, tstz, PgOid::BuiltIn(TEXTARRAYOID), PgOid::BuiltIn(TIMESTAMPTZARRAYOID)],
-            true,
-        )?,
-    }));
-    PLANS.set(Some(plans));
-    Ok(Some(plans))
+    use spi::oid::{INT8, INTERVAL, TEXT, TEXTS, TSTZ, TSTZS};
+    spi::kept(&PLANS, client, Some(EXIST), |prepare| {
+        Ok(Plans {
+            active: prepare(ACTIVE, &[INT8, TEXT, TSTZ], false)?,
+            reclaim: prepare(RECLAIM, &[INT8, TEXT, TSTZ, INT8], true)?,
+            insert: prepare(&insert_sql(), &[INT8, TEXT, TSTZ, TSTZ, INT8, INTERVAL, TEXT], true)?,
+            find: prepare(&find_sql(), &[INT8], false)?,
+            lock: prepare(&lock_sql(), &[INT8, INT8], true)?,
+            by_key: prepare(&by_key_sql(), &[INT8, TEXT], true)?,
+            end: prepare(END, &[INT8, INT8, TEXT, INT8, INT8], true)?,
+            lock_key: prepare(LOCK_KEY, &[INT8, TEXT], true)?,
+            carry: prepare(CARRY, &[INT8, TSTZ, TSTZ, TEXTS, TSTZS], true)?,
+        })
+    })
 }
 
 /// The statements, or the error that says the reservations do not exist yet.

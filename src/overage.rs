@@ -6,9 +6,7 @@
 use crate::spi::{self, failed};
 use entitlements_core::Error;
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
-use pgrx::pg_sys::BuiltinOid;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData};
-use pgrx::PgOid;
 use std::cell::Cell;
 
 /// Marks $5 units of usage record $2 (of feature $3, period $4) as overage; a refund record
@@ -46,23 +44,13 @@ fn col<T: pgrx::FromDatum + pgrx::IntoDatum>(
 
 /// The statements, or `None` while the table does not exist yet ([`EXIST`]).
 fn plans(client: &SpiClient<'_>) -> Result<Option<&'static Plans>, Error> {
-    if let Some(p) = PLANS.get() {
-        return Ok(Some(p));
-    }
-    if !spi::ask(client, EXIST, &[])? {
-        return Ok(None);
-    }
-    use BuiltinOid::*;
-    let (int8, text, tstz) =
-        (PgOid::BuiltIn(INT8OID), PgOid::BuiltIn(TEXTOID), PgOid::BuiltIn(TIMESTAMPTZOID));
-    let prepare =
-        |sql: &str, args: &[PgOid], mutating: bool| spi::keep(client, sql, args, mutating);
-    let plans: &'static Plans = Box::leak(Box::new(Plans {
-        mark: prepare(MARK, &[int8, int8, text, tstz, int8], true)?,
-        used: prepare(USED, &[int8, text, tstz], false)?,
-    }));
-    PLANS.set(Some(plans));
-    Ok(Some(plans))
+    use spi::oid::{INT8, TEXT, TSTZ};
+    spi::kept(&PLANS, client, Some(EXIST), |prepare| {
+        Ok(Plans {
+            mark: prepare(MARK, &[INT8, INT8, TEXT, TSTZ, INT8], true)?,
+            used: prepare(USED, &[INT8, TEXT, TSTZ], false)?,
+        })
+    })
 }
 
 /// Marks `amount` units of a usage record as overage (< 0: a refund's record gives them back).

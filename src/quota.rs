@@ -294,43 +294,39 @@ struct Checked {
     main: QuotaStatus,
 }
 
+impl Checked {
+    /// What a check finds without a period: no active subscription, or a feature that is not
+    /// used up (its `value`).
+    fn without_usage(
+        status: QuotaStatus,
+        catalog: Catalog,
+        value: Option<serde_json::Value>,
+    ) -> Checked {
+        Checked {
+            main: status,
+            status,
+            allowance: status,
+            held: 0,
+            overage: None,
+            pending: None,
+            period: None,
+            catalog,
+            value,
+            windows: Vec::new(),
+        }
+    }
+}
+
 /// [`check`], with the period and the catalog row.
 fn check_with_period(client: &SpiClient<'_>, subject: &Subject) -> Result<Checked, Error> {
     let (row, catalog) = named_feature(client, subject)?;
     let Some(sub) = row.subscription.as_ref() else {
-        let none = QuotaStatus::NONE;
-        let (status, allowance, held, overage, pending) = (none, none, 0, None, None);
-        let (period, value, windows, main) = (None, None, Vec::new(), status);
-        return Ok(Checked {
-            main,
-            status,
-            allowance,
-            held,
-            overage,
-            pending,
-            period,
-            catalog,
-            value,
-            windows,
-        });
+        return Ok(Checked::without_usage(QuotaStatus::NONE, catalog, None));
     };
     if !catalog.kind.is_counted() {
         let value = entitlement(subject, &catalog, sub)?.map(|(e, _)| e);
         let status = QuotaStatus::of_switch(value.as_ref().is_some_and(Entitlement::is_on));
-        let (allowance, held, overage, pending, period) = (status, 0, None, None, None);
-        let (value, windows, main) = (value.map(|e| e.to_json()), Vec::new(), status);
-        return Ok(Checked {
-            main,
-            status,
-            allowance,
-            held,
-            overage,
-            pending,
-            period,
-            catalog,
-            value,
-            windows,
-        });
+        return Ok(Checked::without_usage(status, catalog, value.map(|e| e.to_json())));
     }
     let limit = resolve(subject, &catalog, sub)?.map(|r| r.limit);
     let overage = overage_of(subject, &catalog, sub)?;

@@ -10,9 +10,7 @@ use crate::spi::{self, failed};
 use crate::store::must;
 use entitlements_core::Error;
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
-use pgrx::pg_sys::BuiltinOid;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData};
-use pgrx::PgOid;
 use std::cell::Cell;
 
 /// Serializes the releases of one idempotency key (in a space of its own).
@@ -49,24 +47,24 @@ fn col<T: pgrx::FromDatum + pgrx::IntoDatum>(
     spi::column(row, n, " on quota.releases")
 }
 
+/// Whether the table exists: the library is replaced before ALTER EXTENSION ... UPDATE creates
+/// it. Asked again by every call until it exists.
+const EXIST: &str = "SELECT pg_catalog.to_regclass('quota.releases') IS NOT NULL";
+
+/// The statements, or the error that says the table does not exist yet ([`EXIST`]).
 fn plans(client: &SpiClient<'_>) -> Result<&'static Plans, Error> {
-    if let Some(p) = PLANS.get() {
-        return Ok(p);
-    }
-    use BuiltinOid::*;
-    let (int8, text, tstz) =
-        (PgOid::BuiltIn(INT8OID), PgOid::BuiltIn(TEXTOID), PgOid::BuiltIn(TIMESTAMPTZOID));
-    let prepare = |sql: &str, args: &[PgOid]| spi::keep(client, sql, args, true);
-    let plans: &'static Plans = Box::leak(Box::new(Plans {
-        lock_key: prepare(LOCK_KEY, &[int8, text])?,
-        by_key: prepare(BY_KEY, &[int8, text])?,
-        insert: prepare(
-            INSERT,
-            &[int8, text, tstz, int8, text, text, int8, PgOid::BuiltIn(JSONBOID)],
-        )?,
-    }));
-    PLANS.set(Some(plans));
-    Ok(plans)
+    use spi::oid::{INT8, JSONB, TEXT, TSTZ};
+    let plans = spi::kept(&PLANS, client, Some(EXIST), |prepare| {
+        Ok(Plans {
+            lock_key: prepare(LOCK_KEY, &[INT8, TEXT], true)?,
+            by_key: prepare(BY_KEY, &[INT8, TEXT], true)?,
+            insert: prepare(INSERT, &[INT8, TEXT, TSTZ, INT8, TEXT, TEXT, INT8, JSONB], true)?,
+        })
+    })?;
+    plans.ok_or(Error::Statement {
+        what: "releases",
+        detail: "quota.releases does not exist: run ALTER EXTENSION pg_entitlements UPDATE".into(),
+    })
 }
 
 /// The feature and amount of the release of an idempotency key, after waiting for any other

@@ -53,3 +53,46 @@ pub(crate) fn keep(
     let stmt = if mutating { client.prepare_mut(sql, args) } else { client.prepare(sql, args) };
     stmt.map(|s| s.keep()).map_err(failed("preparing a statement"))
 }
+
+/// The argument types of the extension's statements.
+pub(crate) mod oid {
+    use pgrx::pg_sys::BuiltinOid;
+    use pgrx::PgOid;
+
+    pub(crate) const INT8: PgOid = PgOid::BuiltIn(BuiltinOid::INT8OID);
+    pub(crate) const TEXT: PgOid = PgOid::BuiltIn(BuiltinOid::TEXTOID);
+    pub(crate) const TSTZ: PgOid = PgOid::BuiltIn(BuiltinOid::TIMESTAMPTZOID);
+    pub(crate) const JSONB: PgOid = PgOid::BuiltIn(BuiltinOid::JSONBOID);
+    pub(crate) const INTERVAL: PgOid = PgOid::BuiltIn(BuiltinOid::INTERVALOID);
+    pub(crate) const INT8S: PgOid = PgOid::BuiltIn(BuiltinOid::INT8ARRAYOID);
+    pub(crate) const TEXTS: PgOid = PgOid::BuiltIn(BuiltinOid::TEXTARRAYOID);
+    pub(crate) const TSTZS: PgOid = PgOid::BuiltIn(BuiltinOid::TIMESTAMPTZARRAYOID);
+}
+
+/// Prepares statements with [`keep`]: `sql`, its argument types, whether it writes.
+pub(crate) type Prepare<'a> =
+    dyn Fn(&str, &[PgOid], bool) -> Result<OwnedPreparedStatement, Error> + 'a;
+
+/// A module's statements, prepared by `build` the first time the backend needs them and kept
+/// for its life (in `cell`, the module's thread-local). `exist`: the yes-or-no question whether
+/// the table they need exists yet (the library is replaced before ALTER EXTENSION ... UPDATE
+/// creates it); `None` while it does not, asked again by every call until it does.
+pub(crate) fn kept<P: 'static>(
+    cell: &'static std::thread::LocalKey<std::cell::Cell<Option<&'static P>>>,
+    client: &SpiClient<'_>,
+    exist: Option<&str>,
+    build: impl FnOnce(&Prepare<'_>) -> Result<P, Error>,
+) -> Result<Option<&'static P>, Error> {
+    if let Some(p) = cell.get() {
+        return Ok(Some(p));
+    }
+    if let Some(question) = exist {
+        if !ask(client, question, &[])? {
+            return Ok(None);
+        }
+    }
+    let prepare = |sql: &str, args: &[PgOid], mutating: bool| keep(client, sql, args, mutating);
+    let plans: &'static P = Box::leak(Box::new(build(&prepare)?));
+    cell.set(Some(plans));
+    Ok(Some(plans))
+}

@@ -7,9 +7,7 @@
 use crate::spi::{self, failed};
 use entitlements_core::Error;
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
-use pgrx::pg_sys::BuiltinOid;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData};
-use pgrx::PgOid;
 use std::cell::Cell;
 
 /// Creates the counter of window $3 starting at $4 where missing and locks it until the
@@ -68,25 +66,15 @@ fn col<T: pgrx::FromDatum + pgrx::IntoDatum>(
 
 /// The statements, or `None` while the table does not exist yet ([`EXIST`]).
 fn plans(client: &SpiClient<'_>) -> Result<Option<&'static Plans>, Error> {
-    if let Some(p) = PLANS.get() {
-        return Ok(Some(p));
-    }
-    if !spi::ask(client, EXIST, &[])? {
-        return Ok(None);
-    }
-    use BuiltinOid::*;
-    let (int8, text, tstz) =
-        (PgOid::BuiltIn(INT8OID), PgOid::BuiltIn(TEXTOID), PgOid::BuiltIn(TIMESTAMPTZOID));
-    let prepare =
-        |sql: &str, args: &[PgOid], mutating: bool| spi::keep(client, sql, args, mutating);
-    let plans: &'static Plans = Box::leak(Box::new(Plans {
-        lock: prepare(LOCK, &[int8, text, text, tstz, tstz], true)?,
-        count: prepare(COUNT, &[int8, text, text, tstz, int8], true)?,
-        usage: prepare(USAGE, &[int8, text, tstz], false)?,
-        uncount: prepare(UNCOUNT, &[int8, text, tstz, int8], true)?,
-    }));
-    PLANS.set(Some(plans));
-    Ok(Some(plans))
+    use spi::oid::{INT8, TEXT, TSTZ};
+    spi::kept(&PLANS, client, Some(EXIST), |prepare| {
+        Ok(Plans {
+            lock: prepare(LOCK, &[INT8, TEXT, TEXT, TSTZ, TSTZ], true)?,
+            count: prepare(COUNT, &[INT8, TEXT, TEXT, TSTZ, INT8], true)?,
+            usage: prepare(USAGE, &[INT8, TEXT, TSTZ], false)?,
+            uncount: prepare(UNCOUNT, &[INT8, TEXT, TSTZ, INT8], true)?,
+        })
+    })
 }
 
 fn missing() -> Error {
