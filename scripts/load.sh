@@ -22,6 +22,10 @@
 #       moment): exactly 6 holds granted; then LOAD_CLIENTS clients x LOAD_HOLD_TX holds of 8
 #       settled with 0 to 12 beside uses of 3, against 500 and a grant of 100: never more than
 #       600 units used, no hold left, every counter's held equal to its holds;
+#   (h) one user limited to 10000 a billing month and 300 a day, with a grant of 50: LOAD_CLIENTS
+#       clients x LOAD_WINDOW_TX uses of 1 to 3, one in eight with a refund of the client's last
+#       use: the day's counter ends at most 300 and equal to what the records (refunds
+#       deducted) add up to, as does the month's; nothing is drawn from the grant;
 # and quota.verify_ledger() (and, after (f), quota.verify_grants(); after (g),
 # quota.verify_holds()) returns no row after each part.
 # Assumes scripts/setup.sh has run.
@@ -44,6 +48,7 @@ RENEWALS=${LOAD_RENEWALS:-150}
 RENEW_SECONDS=${LOAD_RENEW_SECONDS:-5}  # the uses run this long; the renewals take about 2 s
 GRANT_TX=${LOAD_GRANT_TX:-40}       # per client: 16 x 40 = 640 attempts for 83 uses
 HOLD_TX=${LOAD_HOLD_TX:-40}         # per client: 16 x 40 = 640 holds, settles and uses
+WINDOW_TX=${LOAD_WINDOW_TX:-60}     # per client: 16 x 60 = 960 uses of 1 to 3 for the day's 300
 
 suite_cluster "$DIR" "$PORT" timezone=UTC max_connections=$((CLIENTS + 20))
 "$PG_BIN/createdb" -h "$DIR" -p "$PORT" -U postgres "$DB"
@@ -224,6 +229,23 @@ if [ "$used" -gt 600 ]; then fail "units used = $used, more than the 600 there a
 expect "holds left open" "$open_holds" "0"
 expect "verify_holds() rows" "$(sql -c "SELECT count(*) FROM quota.verify_holds()")" "0"
 expect "verify_grants() rows" "$(sql -c "SELECT count(*) FROM quota.verify_grants()")" "0"
+expect "verify_ledger() rows" "$(ledger_rows)" "0"
+
+echo "==> load (h): two windows (10000 a month, 300 a day), $CLIENTS clients x $WINDOW_TX uses and refunds"
+run_pgbench tests/load/consume_two_windows.sql "$WINDOW_TX" >/dev/null
+IFS='|' read -r day_count records month drawn remaining < <(sql -c "
+  SELECT (SELECT sum(usage_count) FROM quota.window_usage
+           WHERE user_id = 8 AND window_name = 'day' AND window_end > now()),
+         (SELECT sum(amount) FROM quota.usage_records WHERE user_id = 8),
+         (SELECT sum(usage_count) FROM quota.user_usage WHERE user_id = 8),
+         (SELECT sum(amount - remaining) FROM quota.grants WHERE user_id = 8),
+         q.remaining
+    FROM quota.check_user_quota(8, 'searches') q")
+echo "    the day counted $day_count, the records add up to $records, $remaining left today"
+if [ "$day_count" -gt 300 ]; then fail "the day counted $day_count, more than its 300"; fi
+expect "the day's counter against the records" "$day_count" "$records"
+expect "the month's counter against the records" "$month" "$records"
+expect "units drawn from the grant (the month had room)" "$drawn" "0"
 expect "verify_ledger() rows" "$(ledger_rows)" "0"
 
 if [ "$failures" -gt 0 ]; then

@@ -71,3 +71,12 @@ INSERT INTO quota.user_subscriptions (user_id, plan_id, start_date, end_date)
 SELECT u.id, p.id, now() - interval '10 days', now() + interval '1 year'
   FROM quota.subscription_plans p, (VALUES (6), (7)) AS u (id) WHERE p.plan_code = 'load_holds';
 SELECT count(*) FROM quota.grant_quota(7, 'publish_per_month', 100);
+-- Part (h): user 8, searches limited to 10000 a billing month and 300 a day, with a grant of 50
+-- (to the month's limit only), for uses of 1 to 3 and refunds racing at the day's edge.
+INSERT INTO quota.features (code, name, default_limit, window_limits)
+VALUES ('searches', 'Searches', 10000, '{"day": 300}');
+INSERT INTO quota.subscription_plans (plan_code, plan_name) VALUES ('load_windows', 'load: windows');
+INSERT INTO quota.user_subscriptions (user_id, plan_id, start_date, end_date)
+SELECT 8, p.id, now() - interval '10 days', now() + interval '1 year'
+  FROM quota.subscription_plans p WHERE p.plan_code = 'load_windows';
+SELECT count(*) FROM quota.grant_quota(8, 'searches', 50);
