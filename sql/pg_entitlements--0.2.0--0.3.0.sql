@@ -947,21 +947,31 @@ BEGIN
         -- feature rename (quota.features code, ON UPDATE CASCADE) moves a row from the old
         -- code, no longer in the catalog, to the new one with the same value: no limit moves,
         -- and quota.features_changed announces the rename.
+        -- A configuration value and further limits decide too; to_jsonb reads them as NULL on
+        -- both sides from an attached plan_features without the columns.
         WITH gone AS (
             SELECT o.plan_id::bigint AS plan_id, o.feature_code::text AS feature_code,
-                   o.feature_value, o.feature_unit::text AS feature_unit FROM old_rows o
+                   o.feature_value, o.feature_unit::text AS feature_unit,
+                   to_jsonb(o) -> 'config_value' AS config_value,
+                   to_jsonb(o) -> 'window_limits' AS window_limits FROM old_rows o
             EXCEPT
-            SELECT n.plan_id, n.feature_code, n.feature_value, n.feature_unit FROM new_rows n
+            SELECT n.plan_id, n.feature_code, n.feature_value, n.feature_unit,
+                   to_jsonb(n) -> 'config_value', to_jsonb(n) -> 'window_limits' FROM new_rows n
         ), came AS (
             SELECT n.plan_id::bigint AS plan_id, n.feature_code::text AS feature_code,
-                   n.feature_value, n.feature_unit::text AS feature_unit FROM new_rows n
+                   n.feature_value, n.feature_unit::text AS feature_unit,
+                   to_jsonb(n) -> 'config_value' AS config_value,
+                   to_jsonb(n) -> 'window_limits' AS window_limits FROM new_rows n
             EXCEPT
-            SELECT o.plan_id, o.feature_code, o.feature_value, o.feature_unit FROM old_rows o
+            SELECT o.plan_id, o.feature_code, o.feature_value, o.feature_unit,
+                   to_jsonb(o) -> 'config_value', to_jsonb(o) -> 'window_limits' FROM old_rows o
         ), renamed AS (
             SELECT g.plan_id, g.feature_code AS old_code, c.feature_code AS new_code
               FROM gone g JOIN came c
                 ON c.plan_id = g.plan_id AND c.feature_value = g.feature_value
                AND c.feature_unit IS NOT DISTINCT FROM g.feature_unit
+               AND c.config_value IS NOT DISTINCT FROM g.config_value
+               AND c.window_limits IS NOT DISTINCT FROM g.window_limits
              WHERE NOT EXISTS (SELECT FROM quota.features f WHERE f.code = g.feature_code)
         )
         SELECT jsonb_agg(jsonb_build_object('plan_id', x.plan_id, 'feature_code', x.feature_code))
@@ -1054,8 +1064,9 @@ CREATE TRIGGER pg_entitlements_features_delete_guard
 --     quota.quota_adjustments (one row per subscription, reason 'feature renamed'), so that a
 --     custom limit keeps applying under the new code (counters and plan rows follow by ON
 --     UPDATE CASCADE);
---   * a change of what decides limits (code, unit, default_limit, reset_rule), an insert or a
---     delete announces quota_updated with the number of users whose limit it decides, and, for
+--   * a change of what decides limits (code, unit, default_limit, reset_rule, kind,
+--     default_value, window_limits), an insert or a delete announces quota_updated with the
+--     number of users whose limit or value it decides, and, for
 --     storage_space, resyncs their storage_quota_bytes.
 -- The restore path (features_restore_builtin turns a dump's INSERT of a built-in feature into
 -- an UPDATE) fires it only when the dump's row differs, and then touches storage rows that
@@ -1069,13 +1080,16 @@ DECLARE
     code text := CASE WHEN TG_OP = 'DELETE' THEN OLD.code ELSE NEW.code END;
     t regclass;
     -- Which users the change decides (see `affected` below).
-    default_moved boolean := TG_OP <> 'UPDATE' OR OLD.default_limit IS DISTINCT FROM NEW.default_limit;
+    default_moved boolean := TG_OP <> 'UPDATE' OR OLD.default_limit IS DISTINCT FROM NEW.default_limit
+                             OR OLD.default_value IS DISTINCT FROM NEW.default_value;
     unit_moved boolean := TG_OP = 'UPDATE' AND OLD.unit IS DISTINCT FROM NEW.unit;
     -- A deleted feature had no custom value and no plan row left (the delete guard and the
     -- plan rows' foreign key see to it): it decided every user's limit by its default.
     all_moved boolean := TG_OP = 'DELETE'
                          OR (TG_OP = 'UPDATE' AND (OLD.code <> NEW.code
-                                                   OR OLD.reset_rule IS DISTINCT FROM NEW.reset_rule));
+                                                   OR OLD.reset_rule IS DISTINCT FROM NEW.reset_rule
+                                                   OR OLD.kind IS DISTINCT FROM NEW.kind
+                                                   OR OLD.window_limits IS DISTINCT FROM NEW.window_limits));
 BEGIN
     IF TG_OP = 'UPDATE' AND OLD.code <> NEW.code THEN
         -- The row trigger pg_entitlements_sync_storage_quota recognises a document whose only
@@ -1115,7 +1129,8 @@ BEGIN
                LEFT JOIN %2$s pf
                       ON pf.plan_id::pg_catalog.int8 = c.plan_id AND pf.feature_code = $1
               WHERE $4
-                 OR ($2 AND quota.limit_source(c.user_id, $1) = ''features.default_limit'')
+                 OR ($2 AND quota.limit_source(c.user_id, $1) IN (''features.default_limit'',
+                                                                  ''features.default_value''))
                  OR ($3 AND (quota.limit_source(c.user_id, $1) <> ''plan_features''
                              OR pf.feature_unit IS NULL))
          ), announce AS (

@@ -86,6 +86,9 @@ SELECT feature_code, kind, has_quota, quota_limit, cycle, next_reset IS NOT NULL
 -- of its own: a notification shows the sending backend's PID, which changes from run to run).
 \! psql -X -q -d pge_regress -c 'LISTEN quota_updated' -c "UPDATE quota.user_subscriptions SET custom_quotas = '{\"sso\": false, \"ai_model\": \"o4\"}' WHERE user_id = 2401" 2>&1 | sed -E 's/server process with PID [0-9]+/server process with PID N/'
 
+-- So is a change of a plan's or the catalog's value, to the users whose value it decides.
+\! psql -X -q -d pge_regress -c 'LISTEN quota_updated' -c "UPDATE quota.plan_features SET config_value = '\"gpt-4.1\"' WHERE feature_code = 'ai_model'" -c "UPDATE quota.features SET default_value = '\"nano\"' WHERE code = 'ai_model'" -c "UPDATE quota.plan_features SET config_value = '\"gpt-4o\"' WHERE feature_code = 'ai_model'" 2>&1 | sed -E 's/server process with PID [0-9]+/server process with PID N/'
+
 -- Both read paths give the same answers (07_read_paths compares the rest).
 SET pg_entitlements.direct_reads = off;
 SELECT u, f, has_feature(u, f), feature_value(u, f)

@@ -93,6 +93,10 @@ UPDATE quota.features SET window_limits = '[100]' WHERE code = 'searches';
 UPDATE quota.plan_features SET window_limits = '{"day": "100"}' WHERE feature_code = 'searches';
 UPDATE quota.features SET window_limits = '{"week": 30, "day": -1}' WHERE code = 'searches'
 RETURNING window_limits;
+-- A change of further limits is announced, for a plan's users and for the catalog's (in a psql
+-- of its own: a notification shows the sending backend's PID).
+\! psql -X -q -d pge_regress -c 'LISTEN quota_updated' -c "UPDATE quota.plan_features SET window_limits = '{\"day\": 6, \"hour\": 3}' WHERE feature_code = 'searches'" -c "UPDATE quota.features SET window_limits = '{\"week\": 30}' WHERE code = 'searches'" 2>&1 | sed -E 's/server process with PID [0-9]+/server process with PID N/'
+
 -- Only metered features have further windows: a running count never resets.
 UPDATE quota.features SET kind = 'gauge' WHERE code = 'searches';
 SELECT * FROM pg_temp.limits(2501);
