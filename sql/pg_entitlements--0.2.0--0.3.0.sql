@@ -1840,6 +1840,7 @@ BEGIN
         EXECUTE format('SELECT pf.feature_code::text AS code, pf.feature_value AS value
                           FROM %I.plan_features pf JOIN quota.features f ON f.code = pf.feature_code
                          WHERE pf.plan_id = $1 AND pf.feature_value > 0
+                           AND f.kind IN (''metered'', ''gauge'')
                          ORDER BY pf.feature_code', tables)
         USING pack.id
     LOOP

@@ -68,6 +68,13 @@ SELECT * FROM adjust_quota(2402, 'ai_model', 1, 'not a value');
 SELECT feature_code, old_value, new_value, reason FROM quota_adjustments
  WHERE user_id = 2402 ORDER BY id;
 
+-- A booster pack grants what is used up only: its switch is left out.
+INSERT INTO subscription_plans (plan_code, plan_name, plan_kind, duration_days)
+VALUES ('kinds_pack', 'Pack', 'booster', 30);
+INSERT INTO plan_features (plan_id, feature_code, feature_value)
+VALUES (plan_id('kinds_pack'), 'sso', 1), (plan_id('kinds_pack'), 'articles_per_month', 5);
+SELECT feature_code, amount, source FROM buy_booster(2402, 'kinds_pack', 'kinds-pack-1');
+
 -- A metered feature has the feature while its limit is not 0, used up or not, and its value
 -- is its limit.
 SELECT has_feature(2401, 'articles_per_month'), feature_value(2401, 'articles_per_month'),
@@ -106,6 +113,8 @@ SET ROLE quota_app;
 SELECT has_feature(2402, 'api_access'), feature_value(2402, 'ai_model');
 RESET ROLE;
 
+DELETE FROM quota.grants WHERE user_id = 2402;
+DELETE FROM subscription_plans WHERE plan_code = 'kinds_pack';
 DELETE FROM user_subscriptions WHERE user_id IN (2401, 2402);
 DELETE FROM quota_adjustments WHERE user_id IN (2401, 2402);
 DELETE FROM plan_features WHERE feature_code IN ('sso', 'api_access', 'ai_model', 'export_options');
