@@ -2675,7 +2675,9 @@ DECLARE
     progress quota.tick_state;
     last_t timestamptz;
     last_id bigint;
+    -- Rows a statement announced (each row of its audit, pulled so that every event is sent).
     n integer;
+    trials integer;
     users bigint[];
 BEGIN
     IF tick.at IS NULL THEN
@@ -2767,11 +2769,13 @@ BEGIN
                       LEFT JOIN prior p ON p.user_id = st.user_id
                      ORDER BY 1, 7) x
             RETURNING c AS entry
+        ), announced AS (
+            SELECT quota.subscription_event(o.entry)
+              FROM (SELECT a.entry FROM audit a ORDER BY (a.entry).id) o
         )
         SELECT (SELECT count(*) FROM applied),
                (SELECT count(*) FROM prior WHERE prior.trial),
-               (SELECT count(quota.subscription_event(o.entry))
-                  FROM (SELECT a.entry FROM audit a ORDER BY (a.entry).id) o)
+               (SELECT count(*) FROM announced)
           INTO plan_changes, trials_ended, n;
 
         -- 2. Expiries, and the fallback. A user whose change is due by the end waits for step 1.
@@ -2819,14 +2823,16 @@ BEGIN
                       FROM started st JOIN latest l ON l.user_id = st.user_id
                      ORDER BY 5, 1, 7, 2) x
             RETURNING c AS entry
+        ), announced AS (
+            SELECT quota.subscription_event(o.entry)
+              FROM (SELECT a.entry FROM audit a ORDER BY (a.entry).id) o
         )
         SELECT (SELECT count(*) FILTER (WHERE NOT e.trial) FROM ended e),
                (SELECT count(*) FILTER (WHERE e.trial) FROM ended e),
                (SELECT count(*) FROM started),
-               (SELECT count(quota.subscription_event(o.entry))
-                  FROM (SELECT a.entry FROM audit a ORDER BY (a.entry).id) o)
-          INTO expired, n, fallbacks, n;
-        trials_ended := trials_ended + n;
+               (SELECT count(*) FROM announced)
+          INTO expired, trials, fallbacks, n;
+        trials_ended := trials_ended + trials;
 
         -- 3. Holds past their expiry. Their counters are locked first, in the order a use
         -- locks them, so that no use is between reading held and its hold's state; then the
@@ -2860,10 +2866,12 @@ BEGIN
                AND u.period_start = e.period_start
             RETURNING u.user_id
         )
-        SELECT count(pg_notify('quota_reservation', json_build_object(
-                   'version', 1, 'event', 'expired', 'reservation_id', e.id,
-                   'user_id', e.user_id, 'feature_code', e.feature_code, 'amount', e.amount,
-                   'expires_at', e.expires_at)::text))
+        -- The payload of the hold's other events (src/reservations.rs): keys in serde_json's
+        -- order, expires_at as PostgreSQL prints it.
+        SELECT count(pg_notify('quota_reservation', format(
+                   '{"amount":%s,"event":"expired","expires_at":%s,"feature_code":%s,"reservation_id":%s,"user_id":%s,"version":1}',
+                   e.amount, to_json(e.expires_at::text), to_json(e.feature_code), e.id,
+                   e.user_id)))
           INTO reservations_expired
           FROM (SELECT (x.r).* FROM ended x ORDER BY (x.r).expires_at, (x.r).user_id, (x.r).id) e;
     END IF;
@@ -2884,25 +2892,35 @@ BEGIN
         SELECT d.user_id, d.id, 'expiring', tick.at FROM due d
         ON CONFLICT DO NOTHING
         RETURNING x.user_id, x.grant_id
+    ), sent AS (
+        SELECT quota.grant_event('expiring', o.g)
+          FROM (SELECT g FROM quota.grants g
+                  JOIN noted ON noted.user_id = g.user_id AND noted.grant_id = g.id
+                 ORDER BY g.expires_at, g.user_id, g.id) o
     )
-    SELECT count(quota.grant_event('expiring', o.g))
-      INTO grants_warned
-      FROM (SELECT g FROM quota.grants g
-              JOIN noted ON noted.user_id = g.user_id AND noted.grant_id = g.id
-             ORDER BY g.expires_at, g.user_id, g.id) o;
+    SELECT count(*) INTO grants_warned FROM sent;
     -- Every grant expires once, at expires_at, which lies after its creation: the grants
     -- past (grants_expired_to, grants_expired_id) and up to at are the ones not announced yet.
-    SELECT count(quota.grant_event('expired', o.g)), max((o.g).expires_at),
-           (array_agg((o.g).id ORDER BY (o.g).expires_at DESC, (o.g).id DESC))[1]
+    WITH due AS (
+        SELECT g FROM quota.grants g
+         WHERE g.expires_at <= tick.at AND g.voided_at IS NULL
+           AND (g.expires_at, g.id) > (progress.grants_expired_to, progress.grants_expired_id)
+         ORDER BY g.expires_at, g.id
+         LIMIT lim
+    ), sent AS (
+        SELECT d.g, quota.grant_event('expired', d.g) FROM due d
+    )
+    SELECT count(*), max((s.g).expires_at),
+           (array_agg((s.g).id ORDER BY (s.g).expires_at DESC, (s.g).id DESC))[1]
       INTO grants_expired, last_t, last_id
-      FROM (SELECT g FROM quota.grants g
-             WHERE g.expires_at <= tick.at AND g.voided_at IS NULL
-               AND (g.expires_at, g.id) > (progress.grants_expired_to, progress.grants_expired_id)
-             ORDER BY g.expires_at, g.id
-             LIMIT lim) o;
-    IF grants_expired > 0 THEN
-        UPDATE quota.tick_state t SET grants_expired_to = last_t, grants_expired_id = last_id;
+      FROM sent s;
+    -- A batch that was not full took every grant expired up to at: the next starts after at.
+    IF grants_expired < lim THEN
+        last_t := tick.at;
+        last_id := 9223372036854775807;
     END IF;
+    UPDATE quota.tick_state t SET grants_expired_to = last_t, grants_expired_id = last_id
+     WHERE (last_t, last_id) > (t.grants_expired_to, t.grants_expired_id);
 
     IF own THEN
         -- 5. The instants that move a storage quota by the clock alone, past
@@ -2928,15 +2946,18 @@ BEGIN
                  ), announce AS (SELECT NULL::text AS payload WHERE false)%s',
                 quota.resync_storage_sql('quota.user_storage_usage', 'true'))
               INTO n, storage_resynced USING users;
-            UPDATE quota.tick_state t SET storage_synced_to = last_t, storage_synced_user = last_id;
         END IF;
+        -- A batch that was not full took every instant up to at: the next starts after at.
+        IF coalesce(cardinality(users), 0) < lim THEN
+            last_t := tick.at;
+            last_id := 9223372036854775807;
+        END IF;
+        UPDATE quota.tick_state t SET storage_synced_to = last_t, storage_synced_user = last_id
+         WHERE (last_t, last_id) > (t.storage_synced_to, t.storage_synced_user);
     END IF;
 
     UPDATE quota.tick_state t SET ticked_at = tick.at;
-    SELECT * INTO progress FROM quota.tick_state;
-    more := EXISTS (SELECT FROM quota.grants g
-                     WHERE g.expires_at <= tick.at AND g.voided_at IS NULL
-                       AND (g.expires_at, g.id) > (progress.grants_expired_to, progress.grants_expired_id))
+    more := grants_expired >= lim
          OR EXISTS (SELECT FROM quota.grants g
                      WHERE g.expires_at > tick.at AND g.expires_at <= tick.at + warn
                        AND g.voided_at IS NULL AND g.remaining > 0
@@ -2950,8 +2971,7 @@ BEGIN
                          WHERE s.status = 'active' AND s.end_date <= tick.at)
              OR EXISTS (SELECT FROM quota.reservations r
                          WHERE r.state = 'held' AND r.expires_at <= tick.at)
-             OR storage_resynced IS NOT NULL AND users IS NOT NULL
-                AND cardinality(users) >= lim;
+             OR coalesce(cardinality(users), 0) >= lim;
     END IF;
     RETURN NEXT;
 END
