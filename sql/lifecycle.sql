@@ -674,18 +674,21 @@ BEGIN
     IF own THEN
         -- 5. The instants that move a storage quota by the clock alone, past
         -- (storage_synced_to, storage_synced_user): a subscription that starts, a storage
-        -- grant that starts or ends. The users whose quota they moved get it written.
+        -- grant that starts or ends. The users whose quota they moved get it written. An
+        -- instant that came before its row was written (a subscription inserted once started,
+        -- as the tick's own are) was synced by the row's trigger.
         SELECT array_agg(x.user_id), max(x.t), (array_agg(x.user_id ORDER BY x.t DESC, x.user_id DESC))[1]
           INTO users, last_t, last_id
           FROM (SELECT y.t, y.user_id
                   FROM (SELECT s.start_date AS t, s.user_id FROM quota.user_subscriptions s
                          WHERE s.status = 'active' AND s.start_date <= tick.at
                            AND s.start_date >= progress.storage_synced_to
+                           AND s.created_at < s.start_date
                         UNION
                         SELECT b.t, g.user_id
                           FROM quota.grants g, LATERAL (VALUES (g.effective_from), (g.expires_at)) b (t)
                          WHERE g.feature_code = 'storage_space' AND b.t <= tick.at
-                           AND b.t >= progress.storage_synced_to) y
+                           AND b.t >= progress.storage_synced_to AND g.created_at < b.t) y
                  WHERE (y.t, y.user_id) > (progress.storage_synced_to, progress.storage_synced_user)
                  ORDER BY y.t, y.user_id
                  LIMIT lim) x;
