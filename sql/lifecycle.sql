@@ -137,9 +137,10 @@ REVOKE EXECUTE ON FUNCTION quota.subscription_event(quota.subscription_changes) 
 -- billing_cycle), counted in the configured zone from start, so month ends clamp without drift.
 -- A fallback that starts long ago (a tick after downtime) thus lasts past the tick, instead of
 -- a chain of ended subscriptions.
+-- STRICT: a NULL argument gives NULL rather than a loop that never ends.
 CREATE FUNCTION quota.cycle_end(plan bigint, start timestamptz, after timestamptz)
 RETURNS timestamptz
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql STABLE STRICT
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -155,6 +156,10 @@ BEGIN
       INTO span FROM quota.subscription_plans p WHERE p.id = plan;
     IF span IS NULL THEN
         RAISE EXCEPTION 'no plan with id %', plan USING ERRCODE = 'P0002';
+    END IF;
+    IF NOT (isfinite(start) AND isfinite(after)) THEN
+        RAISE EXCEPTION 'cycle_end: no cycle of plan % ends after % counting from %', plan, after, start
+            USING ERRCODE = '22008';
     END IF;
     -- Months are 28 to 31 days: start a little below the estimate and step up to the first.
     n := greatest(1, floor(extract(epoch FROM after - start)
