@@ -266,8 +266,9 @@ $$;
 
 -- Resumes the user's paused subscriptions: status 'active' again. With extend_end_date (the
 -- default) each gets the time it was paused added to its end_date, and one that had not
--- started when it was paused to its start_date too, so renewals keep their order; without it
--- the dates stay, and one that ended meanwhile is expired by the next tick.
+-- started when it was paused to its start_date too, so renewals keep their order, and a plan
+-- change pending for after the pause moves with them (the tick leaves it alone while paused);
+-- without it the dates stay, and what fell due meanwhile is applied by the next tick.
 CREATE FUNCTION quota.resume_subscription(user_id bigint, extend_end_date boolean DEFAULT true,
                                           actor text DEFAULT current_user)
 RETURNS SETOF quota.user_subscriptions
@@ -276,12 +277,16 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n integer;
+    -- When the pause began (pause_subscription pauses all of a user's subscriptions at once).
+    since timestamptz;
 BEGIN
     IF user_id IS NULL OR extend_end_date IS NULL OR actor IS NULL THEN
         RAISE EXCEPTION 'resume_subscription: user_id, extend_end_date and actor must not be NULL'
             USING ERRCODE = '22004';
     END IF;
     PERFORM quota.require_own_subscriptions('resume_subscription');
+    SELECT min(s.paused_at) INTO since FROM quota.user_subscriptions s
+     WHERE s.user_id = resume_subscription.user_id AND s.status = 'paused';
     RETURN QUERY
     WITH before AS (
         SELECT s.user_id, s.id, s.paused_at, now() - s.paused_at AS paused_for
@@ -316,6 +321,11 @@ BEGIN
     IF n = 0 THEN
         RAISE EXCEPTION 'resume_subscription: user % has no paused subscription', user_id
             USING ERRCODE = 'P0002';
+    END IF;
+    IF extend_end_date THEN
+        UPDATE quota.scheduled_changes c SET due_at = c.due_at + (now() - since)
+         WHERE c.user_id = resume_subscription.user_id AND c.state = 'pending'
+           AND c.due_at > since;
     END IF;
 END
 $$;
@@ -472,10 +482,13 @@ BEGIN
         -- before it, not ended before it; the latest end, then the highest id, as
         -- entitlements_core::subscription orders them) ends there; the new one runs until its
         -- end, or for a cycle of the new plan when it ended at due_at (or none counted).
+        -- A paused user's change waits for the resume, which moves it with the end date.
         WITH due AS (
             SELECT c.user_id, c.id, c.plan_id, c.due_at
               FROM quota.scheduled_changes c
              WHERE c.state = 'pending' AND c.due_at <= tick.at
+               AND NOT EXISTS (SELECT FROM quota.user_subscriptions p
+                                WHERE p.user_id = c.user_id AND p.status = 'paused')
              ORDER BY c.due_at, c.user_id
              LIMIT lim
                FOR UPDATE OF c
@@ -723,7 +736,9 @@ BEGIN
     IF own THEN
         more := more
              OR EXISTS (SELECT FROM quota.scheduled_changes c
-                         WHERE c.state = 'pending' AND c.due_at <= tick.at)
+                         WHERE c.state = 'pending' AND c.due_at <= tick.at
+                           AND NOT EXISTS (SELECT FROM quota.user_subscriptions p
+                                            WHERE p.user_id = c.user_id AND p.status = 'paused'))
              OR EXISTS (SELECT FROM quota.user_subscriptions s
                          WHERE s.status = 'active' AND s.end_date <= tick.at)
              OR EXISTS (SELECT FROM quota.reservations r

@@ -131,8 +131,8 @@ SELECT * FROM storage(2401);
 SET ROLE quota_admin;
 SELECT * FROM pause_subscription(2401, 'again');
 SELECT * FROM pause_subscription(2401, ' ');
--- The tick leaves a paused subscription alone.
-SELECT expired, fallbacks FROM tick();
+-- The tick leaves a paused subscription alone, and her pending change too.
+SELECT expired, fallbacks, plan_changes FROM tick();
 RESET ROLE;
 -- Three hours of pause (paused_at set back as if she had paused then).
 UPDATE user_subscriptions SET paused_at = now() - interval '3 hours' WHERE user_id = 2401 AND status = 'paused';
@@ -144,6 +144,9 @@ SELECT r.status, r.start_date = b.start_date AS same_start,
   FROM resume_subscription(2401) r JOIN before_resume b USING (id);
 SELECT * FROM resume_subscription(2401);
 RESET ROLE;
+-- Her downgrade, pending since before the pause, moved with her period's end.
+SELECT date_trunc('minute', due_at - t('0')) AS due FROM scheduled_changes
+ WHERE user_id = 2401 AND state = 'pending';
 SELECT has_quota, quota_limit FROM check_user_quota(2401, 'articles_per_month');
 SELECT * FROM storage(2401);
 SELECT * FROM changes(2401);
