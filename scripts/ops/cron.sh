@@ -14,7 +14,7 @@ source scripts/cluster.sh
 source scripts/ops/common.sh
 
 DIR=/tmp/pg_entitlements-ops-cron
-PORT=55458
+PORT=55471
 DB=cron_db
 
 [ -f "$("$PG_CONFIG" --pkglibdir)/pg_cron.so" ] \

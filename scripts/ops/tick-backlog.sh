@@ -17,7 +17,7 @@ source scripts/cluster.sh
 source scripts/ops/common.sh
 
 DIR=/tmp/pg_entitlements-ops-tick
-PORT=55459
+PORT=55472
 DB=tick_db
 USERS=${TICK_USERS:-100000}
 
