@@ -8,6 +8,8 @@ SET TimeZone = 'UTC';
 SET DateStyle = 'ISO, YMD';
 SET IntervalStyle = 'postgres';
 SET client_min_messages = warning;
+-- Errors without the PL/pgSQL line they were raised at.
+\set SHOW_CONTEXT never
 CREATE EXTENSION pg_entitlements;
 SET search_path = quota, public;
 CREATE TABLE public.clock AS SELECT now() AS t0;
@@ -235,6 +237,27 @@ SET ROLE quota_admin;
 DELETE FROM subscription_changes;
 INSERT INTO scheduled_changes (user_id, plan_id, due_at, actor) VALUES (1, 1, now(), 'x');
 RESET ROLE;
+
+-- With an application's tables attached, its own jobs keep its subscriptions: the functions
+-- that write them refuse, and the tick leaves them alone (it announces grants only).
+\set ECHO none
+\i tests/fixtures/seed_app.sql
+SELECT fix FROM quota.attach_problems('public', 'Asia/Shanghai')
+ WHERE needed_for IS NULL AND fix IS NOT NULL ORDER BY fix_in_transaction DESC, problem \gexec
+\set ECHO all
+SELECT quota.attach('public', local_time_zone => 'Asia/Shanghai');
+INSERT INTO public.users (id, username) VALUES (2410, 'ed');
+INSERT INTO public.subscription_plans (plan_code, plan_name) VALUES ('app_pro', 'Pro');
+INSERT INTO public.user_subscriptions (user_id, plan_id, start_date, end_date)
+SELECT 2410, id, now() - interval '40 days', now() - interval '10 days'
+  FROM public.subscription_plans WHERE plan_code = 'app_pro';
+SET ROLE quota_admin;
+SELECT * FROM pause_subscription(2410, 'x');
+SELECT * FROM schedule_plan_change(2410, 'free', now() + interval '1 day');
+SELECT ran, expired, fallbacks, grants_expired FROM tick();
+RESET ROLE;
+SELECT status FROM public.user_subscriptions WHERE user_id = 2410;
+SELECT quota.detach();
 UNLISTEN *;
 \c pge_regress
 DROP DATABASE lifecycle;
