@@ -359,7 +359,8 @@ COMMENT ON FUNCTION quota.tick(timestamptz, integer) IS
     'quota_admin; run every minute by pg_cron. Applies what became due up to at (default now(), '
     'never later): scheduled plan changes, expiries (status expired, trial_ended for a trial) '
     'with the fallback plan of quota.settings, holds past their expiry, grant warnings '
-    'grant_warning_days ahead and expiries, and storage_quota_bytes moved by the clock; at '
+    'grant_warning_days ahead and expiries, rollover grants due from the periods that ended, '
+    'and storage_quota_bytes moved by the clock; at '
     'most batch_size rows of each kind (default quota.settings.tick_batch_size). One runner at '
     'a time (ran false: another was running); idempotent; more true: rows due remain.';
 
@@ -381,6 +382,11 @@ COMMENT ON FUNCTION quota.schedule_plan_change(bigint, text, timestamptz, text) 
 COMMENT ON FUNCTION quota.cancel_scheduled_change(bigint, text) IS
     'quota_admin. Cancels the user''s pending plan change and returns it (NULL: none). '
     'Announced on quota_subscription (change_cancelled).';
+
+COMMENT ON FUNCTION quota.create_due_rollover(bigint, text) IS
+    'Internal to quota.tick(): creates the rollover grant the user''s current period of the '
+    'feature starts with, when one is due and not created yet, as the period''s first write '
+    'would.';
 
 COMMENT ON FUNCTION quota.cycle_end(bigint, timestamptz, timestamptz) IS
     'The first end after a given instant of a subscription on a plan started at start: start '

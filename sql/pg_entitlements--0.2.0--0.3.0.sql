@@ -2264,6 +2264,13 @@ END
 $$;
 
 -- Time-driven lifecycle (issue 18; sql/lifecycle.sql), with the comments of a fresh install.
+-- The rollover grants the tick creates, as the first write of a period would (src/api.rs).
+CREATE FUNCTION quota.create_due_rollover("user_id" bigint, "feature_code" TEXT) RETURNS void
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'create_due_rollover_wrapper';
+
 -- Settings of the tick. fallback_plan_code: the plan (of kind 'base') a user whose subscription
 -- ended without another one gets from that instant (NULL: none, the user has no subscription);
 -- grant_warning_days: how long before a grant expires its 'expiring' event is sent;
@@ -2349,9 +2356,9 @@ CREATE TABLE quota.grant_notices (
 );
 
 -- How far the tick got in the things it finds by their instant alone, without a row of its
--- own to mark: the grants that expired (announced up to (grants_expired_to, grants_expired_id))
--- and the instants that move a storage quota (resynced up to (storage_synced_to,
--- storage_synced_user)). No row: nothing yet, so the first tick after an install or a restore
+-- own to mark: the grants that expired (announced up to (grants_expired_to, grants_expired_id)),
+-- the instants that move a storage quota (resynced up to (storage_synced_to,
+-- storage_synced_user)) and the ends of periods a rollover may come from. No row: nothing yet, so the first tick after an install or a restore
 -- resyncs every storage row, in batches.
 CREATE TABLE quota.tick_state (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
@@ -2359,6 +2366,10 @@ CREATE TABLE quota.tick_state (
     grants_expired_id bigint NOT NULL DEFAULT 0,
     storage_synced_to timestamptz NOT NULL DEFAULT '-infinity',
     storage_synced_user bigint NOT NULL DEFAULT -9223372036854775808,
+    -- The counters whose period's end was looked at for a rollover due from it.
+    rollover_checked_to timestamptz NOT NULL DEFAULT '-infinity',
+    rollover_checked_user bigint NOT NULL DEFAULT -9223372036854775808,
+    rollover_checked_feature text NOT NULL DEFAULT '',
     -- The at of the last tick that ran.
     ticked_at timestamptz
 );
@@ -2670,13 +2681,16 @@ $$;
 --   3. holds past expires_at: 'expired', their units given back to their counter;
 --   4. grants: the 'expiring' warning grant_warning_days before expires_at (once per grant,
 --      quota.grant_notices), and 'expired' once at expires_at;
---   5. storage_quota_bytes of the users whose storage quota the clock alone moved (a
+--   5. rollover grants due from the periods that ended (for the users who used the feature in
+--      them: the others' at their next write; every read counts them before);
+--   6. storage_quota_bytes of the users whose storage quota the clock alone moved (a
 --      pre-created subscription that started, a storage grant that started or expired); the
 --      changes of steps 1 and 2 are resynced by the subscription triggers as they are written.
 CREATE FUNCTION quota.tick(at timestamptz DEFAULT now(), batch_size integer DEFAULT NULL)
 RETURNS TABLE (ran boolean, plan_changes integer, expired integer, trials_ended integer,
                fallbacks integer, reservations_expired integer, grants_warned integer,
-               grants_expired integer, storage_resynced integer, more boolean)
+               grants_expired integer, rollovers integer, storage_resynced integer,
+               more boolean)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -2694,6 +2708,10 @@ DECLARE
     n integer;
     trials integer;
     users bigint[];
+    -- The (user, feature) pairs whose period ended, for the rollover step.
+    ended_periods jsonb;
+    candidates integer;
+    last_feature text;
 BEGIN
     IF tick.at IS NULL THEN
         RAISE EXCEPTION 'tick: at must not be NULL' USING ERRCODE = '22004';
@@ -2708,7 +2726,8 @@ BEGIN
         RAISE EXCEPTION 'tick: batch_size % is below 1', lim USING ERRCODE = '22023';
     END IF;
     ran := false; plan_changes := 0; expired := 0; trials_ended := 0; fallbacks := 0;
-    reservations_expired := 0; grants_warned := 0; grants_expired := 0; storage_resynced := 0;
+    reservations_expired := 0; grants_warned := 0; grants_expired := 0; rollovers := 0;
+    storage_resynced := 0;
     more := false;
     -- One runner at a time, until its transaction ends; the other does not wait.
     IF NOT pg_try_advisory_xact_lock(hashtextextended('pg_entitlements tick', 0)) THEN
@@ -2941,7 +2960,56 @@ BEGIN
      WHERE (last_t, last_id) > (t.grants_expired_to, t.grants_expired_id);
 
     IF own THEN
-        -- 5. The instants that move a storage quota by the clock alone, past
+        -- 5. Rollover grants: a counter whose period ended, of a feature with a rollover rule
+        -- (the catalog's or a plan's), may leave a grant to the period after it. Each is
+        -- created as the period's first write would create it (quota.create_due_rollover);
+        -- the reads count it from the period's first instant before it exists. A period
+        -- without a counter (nothing used) gets its grant at its first write.
+        SELECT jsonb_agg(jsonb_build_object('user_id', x.user_id, 'feature_code', x.feature_code)
+                         ORDER BY x.period_end, x.user_id, x.feature_code),
+               (array_agg(x.period_end ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1],
+               (array_agg(x.user_id ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1],
+               (array_agg(x.feature_code ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1],
+               count(*)
+          INTO ended_periods, last_t, last_id, last_feature, candidates
+          FROM (SELECT u.user_id, u.feature_code, u.period_end
+                  FROM quota.user_usage u
+                 WHERE u.period_end <= tick.at AND u.period_end >= progress.rollover_checked_to
+                   AND (u.period_end, u.user_id, u.feature_code)
+                       > (progress.rollover_checked_to, progress.rollover_checked_user,
+                          progress.rollover_checked_feature)
+                   AND (EXISTS (SELECT FROM quota.features f
+                                 WHERE f.code = u.feature_code AND f.rollover_max <> 0)
+                        OR EXISTS (SELECT FROM quota.plan_features pf
+                                    WHERE pf.feature_code = u.feature_code
+                                      AND pf.rollover_max <> 0))
+                 ORDER BY u.period_end, u.user_id, u.feature_code
+                 LIMIT lim) x;
+        IF ended_periods IS NOT NULL THEN
+            SELECT count(*) INTO rollovers
+              FROM jsonb_to_recordset(ended_periods) AS c (user_id bigint, feature_code text)
+              JOIN quota.grants g ON g.user_id = c.user_id AND g.feature_code = c.feature_code
+             WHERE g.source = 'rollover';
+            PERFORM quota.create_due_rollover(c.user_id, c.feature_code)
+               FROM jsonb_to_recordset(ended_periods) AS c (user_id bigint, feature_code text);
+            SELECT count(*) - rollovers INTO rollovers
+              FROM jsonb_to_recordset(ended_periods) AS c (user_id bigint, feature_code text)
+              JOIN quota.grants g ON g.user_id = c.user_id AND g.feature_code = c.feature_code
+             WHERE g.source = 'rollover';
+        END IF;
+        -- A batch that was not full took every period ended up to at: the next starts after at.
+        IF candidates < lim THEN
+            last_t := tick.at;
+            last_id := 9223372036854775807;
+            last_feature := '';
+        END IF;
+        UPDATE quota.tick_state t
+           SET rollover_checked_to = last_t, rollover_checked_user = last_id,
+               rollover_checked_feature = last_feature
+         WHERE (last_t, last_id, last_feature)
+               > (t.rollover_checked_to, t.rollover_checked_user, t.rollover_checked_feature);
+
+        -- 6. The instants that move a storage quota by the clock alone, past
         -- (storage_synced_to, storage_synced_user): a subscription that starts, a storage
         -- grant that starts or ends. The users whose quota they moved get it written. An
         -- instant that came before its row was written (a subscription inserted once started,
@@ -2994,6 +3062,7 @@ BEGIN
                          WHERE s.status = 'active' AND s.end_date <= tick.at)
              OR EXISTS (SELECT FROM quota.reservations r
                          WHERE r.state = 'held' AND r.expires_at <= tick.at)
+             OR coalesce(candidates, 0) >= lim
              OR coalesce(cardinality(users), 0) >= lim;
     END IF;
     RETURN NEXT;
@@ -3004,6 +3073,7 @@ $$;
 -- work: quota_admin, and the role a scheduler runs the tick as (pg_cron: the job's owner).
 REVOKE EXECUTE ON FUNCTION
     quota.tick(timestamptz, integer),
+    quota.create_due_rollover(bigint, text),
     quota.pause_subscription(bigint, text, text),
     quota.resume_subscription(bigint, boolean, text),
     quota.schedule_plan_change(bigint, text, timestamptz, text),
@@ -3031,7 +3101,8 @@ COMMENT ON FUNCTION quota.tick(timestamptz, integer) IS
     'quota_admin; run every minute by pg_cron. Applies what became due up to at (default now(), '
     'never later): scheduled plan changes, expiries (status expired, trial_ended for a trial) '
     'with the fallback plan of quota.settings, holds past their expiry, grant warnings '
-    'grant_warning_days ahead and expiries, and storage_quota_bytes moved by the clock; at '
+    'grant_warning_days ahead and expiries, rollover grants due from the periods that ended, '
+    'and storage_quota_bytes moved by the clock; at '
     'most batch_size rows of each kind (default quota.settings.tick_batch_size). One runner at '
     'a time (ran false: another was running); idempotent; more true: rows due remain.';
 
@@ -3053,6 +3124,11 @@ COMMENT ON FUNCTION quota.schedule_plan_change(bigint, text, timestamptz, text) 
 COMMENT ON FUNCTION quota.cancel_scheduled_change(bigint, text) IS
     'quota_admin. Cancels the user''s pending plan change and returns it (NULL: none). '
     'Announced on quota_subscription (change_cancelled).';
+
+COMMENT ON FUNCTION quota.create_due_rollover(bigint, text) IS
+    'Internal to quota.tick(): creates the rollover grant the user''s current period of the '
+    'feature starts with, when one is due and not created yet, as the period''s first write '
+    'would.';
 
 COMMENT ON FUNCTION quota.cycle_end(bigint, timestamptz, timestamptz) IS
     'The first end after a given instant of a subscription on a plan started at start: start '

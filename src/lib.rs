@@ -126,7 +126,8 @@ extension_sql_file!(
         "reservations",
         "privileges",
         api::get_quota_period,
-        api::get_user_storage_quota
+        api::get_user_storage_quota,
+        api::create_due_rollover
     ]
 );
 extension_sql_file!("../sql/comments.sql", name = "comments", finalize);

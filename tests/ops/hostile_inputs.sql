@@ -218,6 +218,9 @@ SELECT pg_temp.sweep('quota.schedule_plan_change', '{bigint,text,timestamptz,tex
 SELECT pg_temp.sweep('quota.cancel_scheduled_change', '{bigint,text}', ARRAY['1', $$'ops'$$],
                      '{22004,22004}')
  WHERE to_regprocedure('quota.cancel_scheduled_change(bigint, text)') IS NOT NULL;
+SELECT pg_temp.sweep('quota.create_due_rollover', '{bigint,text}',
+                     ARRAY['1', $$'articles_per_month'$$], '{22004,22004}')
+ WHERE to_regprocedure('quota.create_due_rollover(bigint, text)') IS NOT NULL;
 SELECT pg_temp.sweep('quota.cycle_end', '{bigint,timestamptz,timestamptz}',
                      ARRAY[$$(SELECT min(id) FROM quota.subscription_plans)$$,
                            $$'2026-01-31 00:00:00+00'$$, $$'2026-03-01 00:00:00+00'$$],

@@ -199,13 +199,32 @@ SET ROLE quota_admin;
 SELECT grants_warned, grants_expired FROM tick();
 SELECT grants_warned, grants_expired FROM tick();
 RESET ROLE;
+-- 2411 Fay: articles roll over (at most 5); her periods start on an anchor a second from now,
+-- and she used 3 of her 100 articles in the period that ends there (its counter and record,
+-- as the uses wrote them).
+UPDATE features SET rollover_max = 5 WHERE code = 'articles_per_month';
+INSERT INTO user_subscriptions (user_id, plan_id, start_date, end_date, quota_reset_anchor)
+VALUES (2411, plan_id('professional'), now() - interval '40 days', now() + interval '300 days',
+        now() + interval '1 second');
+INSERT INTO user_usage (user_id, feature_code, period_start, period_end, usage_count,
+                        last_reset_at, updated_at)
+SELECT 2411, 'articles_per_month', p.period_start, p.period_end, 3, now(), now()
+  FROM user_subscriptions s,
+       anniversary_period(s.quota_reset_anchor, 'monthly', s.quota_reset_anchor - interval '1 second') p
+ WHERE s.user_id = 2411;
+INSERT INTO usage_records (user_id, feature_code, period_start, amount, created_at)
+SELECT 2411, 'articles_per_month', u.period_start, 3, now()
+  FROM user_usage u WHERE u.user_id = 2411;
 SELECT pg_sleep(2.1);
--- Expired: the storage grant (the column drops back to 1 GB) and the hold.
+-- Expired: the storage grant (the column drops back to 1 GB) and the hold. Fay's second
+-- month began: the tick creates her rollover grant, once.
 SELECT * FROM storage(2404);
 SET ROLE quota_admin;
-SELECT reservations_expired, grants_expired, storage_resynced FROM tick();
-SELECT reservations_expired, grants_expired, storage_resynced FROM tick();
+SELECT reservations_expired, grants_expired, rollovers, storage_resynced FROM tick();
+SELECT reservations_expired, grants_expired, rollovers, storage_resynced FROM tick();
 RESET ROLE;
+SELECT source, amount, remaining FROM grants WHERE user_id = 2411;
+SELECT * FROM verify_ledger(2411);
 SELECT * FROM storage(2404);
 SELECT state FROM reservations WHERE user_id = 2404;
 SELECT * FROM verify_holds(2404);
