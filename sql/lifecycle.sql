@@ -706,27 +706,33 @@ BEGIN
         -- (the catalog's or a plan's), may leave a grant to the period after it. Each is
         -- created as the period's first write would create it (quota.create_due_rollover);
         -- the reads count it from the period's first instant before it exists. A period
-        -- without a counter (nothing used) gets its grant at its first write.
-        SELECT jsonb_agg(jsonb_build_object('user_id', x.user_id, 'feature_code', x.feature_code)
-                         ORDER BY x.period_end, x.user_id, x.feature_code),
-               (array_agg(x.period_end ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1],
-               (array_agg(x.user_id ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1],
-               (array_agg(x.feature_code ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1],
-               count(*)
-          INTO ended_periods, last_t, last_id, last_feature, candidates
-          FROM (SELECT u.user_id, u.feature_code, u.period_end
-                  FROM quota.user_usage u
-                 WHERE u.period_end <= tick.at AND u.period_end >= progress.rollover_checked_to
-                   AND (u.period_end, u.user_id, u.feature_code)
-                       > (progress.rollover_checked_to, progress.rollover_checked_user,
-                          progress.rollover_checked_feature)
-                   AND (EXISTS (SELECT FROM quota.features f
-                                 WHERE f.code = u.feature_code AND f.rollover_max <> 0)
-                        OR EXISTS (SELECT FROM quota.plan_features pf
-                                    WHERE pf.feature_code = u.feature_code
-                                      AND pf.rollover_max <> 0))
-                 ORDER BY u.period_end, u.user_id, u.feature_code
-                 LIMIT lim) x;
+        -- without a counter (nothing used) gets its grant at its first write. Without any
+        -- rollover rule the step reads no counter; with one, it reads the counters (no index
+        -- on period_end: it would cost every new counter of every use an index entry).
+        candidates := 0;
+        IF EXISTS (SELECT FROM quota.features f WHERE f.rollover_max <> 0)
+           OR EXISTS (SELECT FROM quota.plan_features pf WHERE pf.rollover_max <> 0) THEN
+            SELECT jsonb_agg(jsonb_build_object('user_id', x.user_id, 'feature_code', x.feature_code)
+                             ORDER BY x.period_end, x.user_id, x.feature_code),
+                   (array_agg(x.period_end ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1],
+                   (array_agg(x.user_id ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1],
+                   (array_agg(x.feature_code ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1],
+                   count(*)
+              INTO ended_periods, last_t, last_id, last_feature, candidates
+              FROM (SELECT u.user_id, u.feature_code, u.period_end
+                      FROM quota.user_usage u
+                     WHERE u.period_end <= tick.at AND u.period_end >= progress.rollover_checked_to
+                       AND (u.period_end, u.user_id, u.feature_code)
+                           > (progress.rollover_checked_to, progress.rollover_checked_user,
+                              progress.rollover_checked_feature)
+                       AND (EXISTS (SELECT FROM quota.features f
+                                     WHERE f.code = u.feature_code AND f.rollover_max <> 0)
+                            OR EXISTS (SELECT FROM quota.plan_features pf
+                                        WHERE pf.feature_code = u.feature_code
+                                          AND pf.rollover_max <> 0))
+                     ORDER BY u.period_end, u.user_id, u.feature_code
+                     LIMIT lim) x;
+        END IF;
         IF ended_periods IS NOT NULL THEN
             SELECT count(*) INTO rollovers
               FROM jsonb_to_recordset(ended_periods) AS c (user_id bigint, feature_code text)
