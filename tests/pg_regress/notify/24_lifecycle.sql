@@ -184,14 +184,14 @@ SELECT * FROM story(2403);
 SELECT * FROM storage(2403);
 
 -- 2404 Di: professional, buys a booster pack (2 days: inside the 3-day warning), tops up her
--- storage by 500 MB for 2 seconds and holds 5 articles for 1 second.
+-- storage by 500 MB for 3 seconds and holds 5 articles for 1 second.
 INSERT INTO user_subscriptions (user_id, plan_id, start_date, end_date)
 VALUES (2404, plan_id('professional'), t('-1 day'), t('29 days'));
 SET ROLE quota_app;
 SELECT feature_code, amount FROM buy_booster(2404, 'boost', 'order-1');
 SELECT allowed FROM reserve(2404, 'articles_per_month', 5, interval '1 second');
 SET ROLE quota_admin;
-SELECT feature_code, amount FROM grant_quota(2404, 'storage_space', 500, now() + interval '2 seconds');
+SELECT feature_code, amount FROM grant_quota(2404, 'storage_space', 500, now() + interval '3 seconds');
 RESET ROLE;
 SELECT * FROM storage(2404);
 SET ROLE quota_admin;
@@ -215,7 +215,7 @@ SELECT 2411, 'articles_per_month', p.period_start, p.period_end, 3, now(), now()
 INSERT INTO usage_records (user_id, feature_code, period_start, amount, created_at)
 SELECT 2411, 'articles_per_month', u.period_start, 3, now()
   FROM user_usage u WHERE u.user_id = 2411;
-SELECT pg_sleep(2.1);
+SELECT pg_sleep(3.1);
 -- Expired: the storage grant (the column drops back to 1 GB) and the hold. Fay's second
 -- month began: the tick creates her rollover grant, once.
 SELECT * FROM storage(2404);
