@@ -18,6 +18,8 @@ PGRX_VERSION=0.18.1
 
 need_pkgs=()
 pkgs="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang sudo"
+# pg_cron, the scheduler that runs quota.tick() every minute (scripts/ops/cron.sh).
+pkgs="$pkgs postgresql-$PG_MAJOR-cron"
 # The Node.js client example (examples/node) needs node and npm; most machines have them.
 command -v npm >/dev/null || pkgs="$pkgs nodejs npm"
 # The packages of 16 to 18's environments: debootstrap for the roots, unzip for the wheel.

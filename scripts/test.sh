@@ -41,6 +41,8 @@ echo "==> operations: pg_dump and pg_restore keep every table and answer"
 ./scripts/ops/dump-restore.sh
 echo "==> operations: ALTER EXTENSION UPDATE from every released version equals a fresh install"
 ./scripts/ops/upgrade.sh
+echo "==> operations: pg_cron runs quota.tick() every minute; an ended subscription is expired and announced within 75 s"
+./scripts/ops/cron.sh
 echo "==> operations: SIGKILL of the postmaster under load, crash recovery, invariants"
 ./scripts/ops/crash.sh
 echo "==> operations: hot standby answers reads, refuses writes with 25006"

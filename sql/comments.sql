@@ -393,3 +393,81 @@ COMMENT ON FUNCTION quota.sync_granted_storage() IS
     'Trigger: after a storage grant is added, voided or its window or amount changes, keeps the '
     'user''s storage_quota_bytes equal to get_user_storage_quota(), which adds the storage '
     'grants that count.';
+
+-- Time-driven lifecycle (sql/lifecycle.sql).
+COMMENT ON FUNCTION quota.tick(timestamptz, integer) IS
+    'quota_admin; run every minute by pg_cron. Applies what became due up to at (default now(), '
+    'never later): scheduled plan changes, expiries (status expired, trial_ended for a trial) '
+    'with the fallback plan of quota.settings, holds past their expiry, grant warnings '
+    'grant_warning_days ahead and expiries, rollover grants due from the periods that ended, '
+    'and storage_quota_bytes moved by the clock; at '
+    'most batch_size rows of each kind (default quota.settings.tick_batch_size). One runner at '
+    'a time (ran false: another was running); idempotent; more true: rows due remain.';
+
+COMMENT ON FUNCTION quota.pause_subscription(bigint, text, text) IS
+    'quota_admin. Pauses the user''s active subscriptions that have not ended (status paused, '
+    'paused_at now()): no quota while paused, usage, gauges and grants kept. Audited in '
+    'quota.subscription_changes and announced on quota_subscription (paused).';
+
+COMMENT ON FUNCTION quota.resume_subscription(bigint, boolean, text) IS
+    'quota_admin. Resumes the user''s paused subscriptions; extend_end_date (default true) adds '
+    'the paused time to end_date (and to the start of one that had not started). Audited and '
+    'announced on quota_subscription (resumed).';
+
+COMMENT ON FUNCTION quota.schedule_plan_change(bigint, text, timestamptz, text) IS
+    'quota_admin. Schedules the user''s move to a base plan at at (default: the end of the '
+    'current billing period), applied by quota.tick(); replaces a pending change. Announced on '
+    'quota_subscription (change_scheduled).';
+
+COMMENT ON FUNCTION quota.cancel_scheduled_change(bigint, text) IS
+    'quota_admin. Cancels the user''s pending plan change and returns it (NULL: none). '
+    'Announced on quota_subscription (change_cancelled).';
+
+COMMENT ON FUNCTION quota.create_due_rollover(bigint, text) IS
+    'Internal to quota.tick(): creates the rollover grant the user''s current period of the '
+    'feature starts with, when one is due and not created yet, as the period''s first write '
+    'would.';
+
+COMMENT ON FUNCTION quota.cycle_end(bigint, timestamptz, timestamptz) IS
+    'The first end after a given instant of a subscription on a plan started at start: start '
+    'plus whole cycles of the plan (duration_days, else a month or a year), in the configured '
+    'time zone.';
+
+COMMENT ON FUNCTION quota.require_own_subscriptions(text) IS
+    'Refuses (0A000) the lifecycle functions while an application''s tables are attached.';
+
+COMMENT ON FUNCTION quota.subscription_event(quota.subscription_changes) IS
+    'Sends one change of quota.subscription_changes on channel quota_subscription (version 1).';
+
+COMMENT ON FUNCTION quota.subscription_changed(bigint, bigint, text, bigint, timestamptz, jsonb, text) IS
+    'Audits one change of a subscription in quota.subscription_changes and announces it.';
+
+COMMENT ON TABLE quota.scheduled_changes IS
+    'Plan changes scheduled by schedule_plan_change(), at most one pending per user; the tick '
+    'applies them at due_at (state applied, subscription_id the subscription it started).';
+
+COMMENT ON TABLE quota.subscription_changes IS
+    'Audit of the lifecycle: pauses, resumes, scheduled and applied plan changes, expiries, '
+    'trial ends and fallbacks, with who (actor, session_role; quota.tick for the tick) and '
+    'when it took effect; each row is the event sent on quota_subscription.';
+
+COMMENT ON TABLE quota.grant_notices IS
+    'The expiring warnings the tick sent: once per grant.';
+
+COMMENT ON TABLE quota.tick_state IS
+    'How far quota.tick() got in the instants it has no row to mark: grant expiries announced '
+    'and storage quotas resynced (no row: nothing yet).';
+
+COMMENT ON COLUMN quota.user_subscriptions.trial IS
+    'A trial: counts as an active subscription; at its end the tick sends trial_ended and '
+    'moves the user to the plan scheduled for then, or to the fallback plan.';
+
+COMMENT ON COLUMN quota.settings.fallback_plan_code IS
+    'The base plan a user gets from the instant a subscription of theirs expires with no other '
+    'one counting (NULL: none).';
+
+COMMENT ON COLUMN quota.settings.grant_warning_days IS
+    'Days before a grant expires that the tick sends its expiring event (default 3).';
+
+COMMENT ON COLUMN quota.settings.tick_batch_size IS
+    'The most rows of each kind one quota.tick() call handles (default 1000).';

@@ -348,6 +348,16 @@ fn hold_current_periods(user_id: Option<i64>) {
     Spi::connect(|client| crate::continuity::hold(client, user_id)).or_raise()
 }
 
+/// Internal to quota.tick(): creates the rollover grant the user's current period of a feature
+/// starts with, when one is due and not created yet, as the period's first write would
+/// (`quota::judge`); nothing otherwise, nor without an active subscription.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn create_due_rollover(user_id: Option<i64>, feature_code: Option<&str>) {
+    let subject = subject("create_due_rollover", user_id, feature_code);
+    Spi::connect(|client| quota::judge(client, &subject, quota::Read::First).map(|_| ())).or_raise()
+}
+
 /// Sets one custom quota of the user's active subscription, audited in quota.quota_adjustments.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]

@@ -116,6 +116,21 @@ extension_sql_file!(
     requires = ["schema", "grants", "soft_limits", "granted", "windows", "kinds"]
 );
 extension_sql_file!("../sql/drop_guard.sql", name = "drop_guard", requires = ["schema", "ledger"]);
+extension_sql_file!(
+    "../sql/lifecycle.sql",
+    name = "lifecycle",
+    requires = [
+        "schema",
+        "triggers",
+        "catalog",
+        "grants",
+        "reservations",
+        "privileges",
+        api::get_quota_period,
+        api::get_user_storage_quota,
+        api::create_due_rollover
+    ]
+);
 extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
 
 #[pg_guard]

@@ -15,6 +15,9 @@ const CHANNELS = [
   'quota_threshold',
   'quota_grant',
   'quota_reservation',
+  // The lifecycle: pauses, resumes, scheduled plan changes, and what quota.tick() applies when
+  // the clock makes it due (expiries, trial ends, fallbacks, plan changes).
+  'quota_subscription',
 ];
 
 class QuotaEvents {

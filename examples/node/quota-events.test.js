@@ -130,4 +130,21 @@ test('committed quota changes reach a listener at once; rolled-back ones never d
       ['quota_reservation', 1, 'settled', 3],
     ]);
   });
+
+  await t.test('the lifecycle: a pause, a resume and what the tick applies are announced', async () => {
+    const heard = [];
+    const stop = events.subscribe((e) => forUser('quota_subscription')(e) &&
+      heard.push([e.payload.version, e.payload.event]));
+    await admin.query(`SELECT * FROM quota.pause_subscription($1, 'holiday')`, [USER]);
+    await admin.query(`SELECT * FROM quota.resume_subscription($1)`, [USER]);
+    // A subscription that ended a minute ago, which the next tick expires.
+    await admin.query(`
+      UPDATE quota.user_subscriptions SET end_date = now() - interval '1 minute'
+       WHERE user_id = $1 AND status = 'active'`, [USER]);
+    const { rows } = await admin.query('SELECT ran, expired FROM quota.tick()');
+    await new Promise((r) => setTimeout(r, 300));
+    stop();
+    assert.deepEqual(rows, [{ ran: true, expired: 1 }]);
+    assert.deepEqual(heard, [[1, 'paused'], [1, 'resumed'], [1, 'expired']]);
+  });
 });

@@ -138,4 +138,14 @@ SELECT settled FROM quota.settle(:settled_hold, 2, 'article', 6);
 UPDATE quota.features SET kind = 'gauge' WHERE code = 'platform_accounts';
 SELECT allowed FROM quota.consume(2, 'platform_accounts', 1, 'u2-acct-2', 'account', 2);
 SELECT released FROM quota.release_usage(2, 'platform_accounts', 1, 'u2-acct-2-removed', 'account', 2);
+-- The lifecycle, where it exists: user 6's move to the first base plan at the end of the
+-- period, scheduled; a top-up that expires in 2 days, which a tick warns of.
+SELECT to_regprocedure('quota.tick(timestamptz, integer)') IS NOT NULL AS with_lifecycle \gset
+\if :with_lifecycle
+SELECT amount FROM quota.grant_quota(6, 'publish_per_month', 3, now() + interval '2 days', 0,
+                                     'top_up', 'weekend offer', 'u6-weekend');
+SELECT state FROM quota.schedule_plan_change(6, (SELECT plan_code FROM quota.subscription_plans
+                                                  WHERE plan_kind = 'base' ORDER BY id LIMIT 1));
+SELECT ran, grants_warned FROM quota.tick();
+\endif
 \endif

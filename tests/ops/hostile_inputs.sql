@@ -206,6 +206,31 @@ SELECT pg_temp.sweep('quota.attach', '{name,zone,boolean}', ARRAY[$$'public'$$, 
  WHERE to_regprocedure('quota.attach(name, text, boolean)') IS NOT NULL;
 SELECT pg_temp.sweep('quota.detach', '{}', '{}', '{}')
  WHERE to_regprocedure('quota.detach()') IS NOT NULL;
+-- The time-driven lifecycle, when present.
+SELECT pg_temp.sweep('quota.tick', '{timestamptz,integer}', ARRAY['now()', '10'], '{22004,ok}')
+ WHERE to_regprocedure('quota.tick(timestamptz, integer)') IS NOT NULL;
+SELECT pg_temp.sweep('quota.pause_subscription', '{bigint,text,text}',
+                     ARRAY['1', $$'fuzz'$$, $$'ops'$$], '{22004,22023,22004}')
+ WHERE to_regprocedure('quota.pause_subscription(bigint, text, text)') IS NOT NULL;
+SELECT pg_temp.sweep('quota.resume_subscription', '{bigint,boolean,text}',
+                     ARRAY['1', 'true', $$'ops'$$], '{22004,22004,22004}')
+ WHERE to_regprocedure('quota.resume_subscription(bigint, boolean, text)') IS NOT NULL;
+SELECT pg_temp.sweep('quota.schedule_plan_change', '{bigint,text,timestamptz,text}',
+                     ARRAY['1', $$(SELECT plan_code FROM quota.subscription_plans ORDER BY id LIMIT 1)$$,
+                           $$now() + interval '1 day'$$, $$'ops'$$],
+                     ARRAY['22004', '22004', NULL, '22004'])
+ WHERE to_regprocedure('quota.schedule_plan_change(bigint, text, timestamptz, text)') IS NOT NULL;
+SELECT pg_temp.sweep('quota.cancel_scheduled_change', '{bigint,text}', ARRAY['1', $$'ops'$$],
+                     '{22004,22004}')
+ WHERE to_regprocedure('quota.cancel_scheduled_change(bigint, text)') IS NOT NULL;
+SELECT pg_temp.sweep('quota.create_due_rollover', '{bigint,text}',
+                     ARRAY['1', $$'articles_per_month'$$], '{22004,22004}')
+ WHERE to_regprocedure('quota.create_due_rollover(bigint, text)') IS NOT NULL;
+SELECT pg_temp.sweep('quota.cycle_end', '{bigint,timestamptz,timestamptz}',
+                     ARRAY[$$(SELECT min(id) FROM quota.subscription_plans)$$,
+                           $$'2026-01-31 00:00:00+00'$$, $$'2026-03-01 00:00:00+00'$$],
+                     '{ok,ok,ok}')
+ WHERE to_regprocedure('quota.cycle_end(bigint, timestamptz, timestamptz)') IS NOT NULL;
 
 -- anniversary_period over every anchor, moment, cycle and zone together.
 INSERT INTO cases (family, calls)
