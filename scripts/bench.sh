@@ -633,5 +633,7 @@ $E2E_MD
 $FLOORS_MD
 
 $(cat bench/optimisations.md)
+
+$(cat bench/tick_backlog.md)
 EOF
 step "done: $PASSES targets PASS, $FAILS FAIL; report in $OUT"

@@ -10,7 +10,8 @@
 #     its end; every storage_quota_bytes equals get_user_storage_quota(); one expired and one
 #     fallback_started row per user in quota.subscription_changes;
 #   * a tick after that finds nothing.
-# Prints how long each call took (min, median, p95, max, total), which BENCHMARKS.md records.
+# Prints how long each call took (min, median, p95, max, total), which bench/tick_backlog.md records
+# (scripts/bench.sh copies it into BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/cluster.sh
