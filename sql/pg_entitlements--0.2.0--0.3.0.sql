@@ -2501,11 +2501,11 @@ $$;
 REVOKE EXECUTE ON FUNCTION quota.subscription_event(quota.subscription_changes) FROM PUBLIC;
 
 -- The first end of a subscription on `plan` started at `start` that lies after `after`: start
--- plus one or more of the plan's cycles (duration_days, else a month or a year by its
--- billing_cycle), counted in the configured zone from start, so month ends clamp without drift.
--- A fallback that starts long ago (a tick after downtime) thus lasts past the tick, instead of
--- a chain of ended subscriptions.
--- STRICT: a NULL argument gives NULL rather than a loop that never ends.
+-- plus one or more of the plan's cycles. A monthly or yearly plan's cycles are its anniversary
+-- periods from start in the configured zone (quota.anniversary_period, the rule of every
+-- billing period: month ends clamp without drift); a plan of duration_days, whole spans of that
+-- many local days. A fallback that starts long ago (a tick after downtime) thus lasts past the
+-- tick, instead of a chain of ended subscriptions.
 CREATE FUNCTION quota.cycle_end(plan bigint, start timestamptz, after timestamptz)
 RETURNS timestamptz
 LANGUAGE plpgsql STABLE STRICT
@@ -2513,35 +2513,27 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     zone text := coalesce((SELECT st.time_zone FROM quota.settings st), 'UTC');
-    span interval;
+    days integer;
+    cycle text;
     local timestamp := start AT TIME ZONE zone;
-    n integer;
-    e timestamptz;
+    since interval;
 BEGIN
-    SELECT CASE WHEN p.duration_days IS NOT NULL THEN make_interval(days => p.duration_days)
-                WHEN p.billing_cycle = 'yearly' THEN interval '1 year'
-                ELSE interval '1 month' END
-      INTO span FROM quota.subscription_plans p WHERE p.id = plan;
-    IF span IS NULL THEN
+    SELECT p.duration_days, CASE WHEN p.billing_cycle = 'yearly' THEN 'yearly' ELSE 'monthly' END
+      INTO days, cycle FROM quota.subscription_plans p WHERE p.id = plan;
+    IF cycle IS NULL THEN
         RAISE EXCEPTION 'no plan with id %', plan USING ERRCODE = 'P0002';
     END IF;
     IF NOT (isfinite(start) AND isfinite(after)) THEN
         RAISE EXCEPTION 'cycle_end: no cycle of plan % ends after % counting from %', plan, after, start
             USING ERRCODE = '22008';
     END IF;
-    -- Months are 28 to 31 days: start a little below the estimate and step up to the first.
-    n := greatest(1, floor(extract(epoch FROM after - start)
-                           / extract(epoch FROM (local + span) - local))::integer - 2);
-    LOOP
-        e := (local + span * n) AT TIME ZONE zone;
-        EXIT WHEN e > after;
-        n := n + 1;
-    END LOOP;
-    WHILE n > 1 AND ((local + span * (n - 1)) AT TIME ZONE zone) > after LOOP
-        n := n - 1;
-        e := (local + span * n) AT TIME ZONE zone;
-    END LOOP;
-    RETURN e;
+    IF days IS NULL THEN
+        RETURN (SELECT a.period_end
+                  FROM quota.anniversary_period(start, cycle, greatest(start, after), zone) a);
+    END IF;
+    since := (greatest(start, after) AT TIME ZONE zone) - local;
+    RETURN (local + make_interval(days => days * (floor(extract(epoch FROM since) / 86400 / days)::integer + 1)))
+           AT TIME ZONE zone;
 END
 $$;
 
