@@ -32,8 +32,9 @@ empty=$(empty_quota_tables "$DIR" "$PORT" source_db)
 sql "$DIR" "$PORT" source_db -c "UPDATE quota.features SET default_limit = 7, name = 'Keyword distillation (edited)'
                                   WHERE code = 'keyword_distillation'" >/dev/null
 custom=$(sql_value "$DIR" "$PORT" source_db "SELECT count(*) FROM quota.features WHERE NOT builtin")
-[ "$custom" = 1 ] || fail "expected 1 user-added feature in the source database, found $custom"
-ok "every quota table has rows; 1 user-added feature next to the built-in ones"
+# One of the data set's own, then a switch, a configuration value and a feature with two limits.
+[ "$custom" = 4 ] || fail "expected 4 user-added features in the source database, found $custom"
+ok "every quota table has rows; 4 user-added features next to the built-in ones"
 
 check "pg_dump -Fc, then pg_restore into a new database"
 as_postgres "$PG_BIN/pg_dump" -h "$DIR" -p "$PORT" -U postgres -Fc -f "$DIR/source.dump" source_db \

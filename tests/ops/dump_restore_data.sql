@@ -138,6 +138,18 @@ SELECT settled FROM quota.settle(:settled_hold, 2, 'article', 6);
 UPDATE quota.features SET kind = 'gauge' WHERE code = 'platform_accounts';
 SELECT allowed FROM quota.consume(2, 'platform_accounts', 1, 'u2-acct-2', 'account', 2);
 SELECT released FROM quota.release_usage(2, 'platform_accounts', 1, 'u2-acct-2-removed', 'account', 2);
+-- Kinds and several limits: a switch user 1 has by a custom value, a configuration value of
+-- the catalog's, and searches limited per billing month and per day, which user 1 uses.
+INSERT INTO quota.features (code, name, kind, default_limit, default_value) VALUES
+    ('sso', 'Single sign-on', 'boolean', 0, NULL),
+    ('ai_model', 'AI model ✨', 'config', NULL, '{"name": "small", "max_tokens": 4096}');
+INSERT INTO quota.features (code, name, default_limit, window_limits)
+VALUES ('searches', 'Searches', 100, '{"day": 10}');
+UPDATE quota.user_subscriptions SET custom_quotas = coalesce(custom_quotas, '{}') || '{"sso": true}'
+ WHERE user_id = 1 AND status = 'active';
+SELECT allowed FROM quota.consume(1, 'searches', 4, 'u1-search-1');
+SELECT allowed FROM quota.consume(1, 'searches', 2, 'u1-search-2');
+SELECT refunded_amount FROM quota.refund_usage(1, 'u1-search-2');
 -- The lifecycle, where it exists: user 6's move to the first base plan at the end of the
 -- period, scheduled; a top-up that expires in 2 days, which a tick warns of.
 SELECT to_regprocedure('quota.tick(timestamptz, integer)') IS NOT NULL AS with_lifecycle \gset
