@@ -175,12 +175,16 @@ fn use_sql(
     let (alerted_percent, alerted_limit) = memory.columns();
     let (key_column, key) = if keyed { (", idempotency_key", ", $10") } else { ("", "") };
     let totals = if grants {
-        "LEFT JOIN LATERAL (
+        concat!(
+            "LEFT JOIN LATERAL (
         SELECT pg_catalog.sum(g.amount)::pg_catalog.int8 AS granted,
                pg_catalog.sum(g.remaining)::pg_catalog.int8 AS left_over
           FROM quota.grants g
          WHERE g.user_id OPERATOR(pg_catalog.=) $1 AND g.feature_code OPERATOR(pg_catalog.=) $2
-           AND quota.grant_counts(g)) AS g ON true"
+           AND ",
+            crate::grants::grant_counts!(),
+            ") AS g ON true"
+        )
     } else {
         "LEFT JOIN (SELECT NULL::pg_catalog.int8 AS granted, NULL::pg_catalog.int8 AS left_over)
             AS g ON true"
