@@ -141,9 +141,10 @@ SELECT allowed FROM quota.consume($RACER, 'articles_per_month', 1);
 SQL
 pgbench -n -c 16 -j 4 -t 60 -f "$WORK/race.sql" >"$WORK/race.log" 2>&1 \
   || fail "the race ran" "$(tail -3 "$WORK/race.log")"
-check "exactly the limit counted" "$LIMIT|$LIMIT" "
-SELECT (quota.check_user_quota($RACER, 'articles_per_month')).current_usage,
-       (SELECT count(*) FROM quota.usage_records WHERE user_id = $RACER AND feature_code = 'articles_per_month')"
+check "exactly the limit counted" "$LIMIT" "
+SELECT q.current_usage FROM quota.check_user_quota($RACER, 'articles_per_month') q"
+check "one usage record per unit counted" "$LIMIT" "
+SELECT count(*) FROM quota.usage_records WHERE user_id = $RACER AND feature_code = 'articles_per_month'"
 check "verify_ledger() is empty" "0" "SELECT count(*) FROM quota.verify_ledger()"
 
 echo "==> throughput: delegated calls against a single node on the same machine"
