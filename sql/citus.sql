@@ -1,12 +1,12 @@
 -- Scale-out with Citus (docs/scaling.md): the extension's tables and functions laid out over a
 -- Citus cluster by one call, quota.distribute().
 
--- A restored dump's edits of a built-in feature replace that feature's settings. The UPDATE
--- names the table the trigger fires on (TG_RELID): on one server that is quota.features; on a
--- Citus cluster, where quota.features is a reference table, the trigger fires on each copy
--- (shard) of it, and an UPDATE of the distributed table from there would be a distributed
--- query from a query on a shard, which Citus refuses, and would fight the copy Citus makes
--- of the table while it distributes it.
+-- A restored dump's edits of a built-in feature replace that feature's settings, its further
+-- limits (window_limits) included. The UPDATE names the table the trigger fires on (TG_RELID):
+-- on one server that is quota.features; on a Citus cluster, where quota.features is a
+-- reference table, the trigger fires on each copy (shard) of it, and an UPDATE of the
+-- distributed table from there would be a distributed query from a query on a shard, which
+-- Citus refuses, and would fight the copy Citus makes of the table while it distributes it.
 CREATE OR REPLACE FUNCTION quota.features_restore_builtin() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -20,7 +20,8 @@ BEGIN
                 default_limit = $1.default_limit, alert_thresholds = $1.alert_thresholds,
                 overage_limit = $1.overage_limit, rollover_max = $1.rollover_max,
                 rollover_periods = $1.rollover_periods, granted = f.granted OR $1.granted,
-                kind = $1.kind, default_value = $1.default_value
+                kind = $1.kind, default_value = $1.default_value,
+                window_limits = $1.window_limits
           WHERE f.code OPERATOR(pg_catalog.=) $1.code AND f.builtin',
         TG_RELID::pg_catalog.regclass)
         USING NEW;

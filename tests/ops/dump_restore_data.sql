@@ -138,4 +138,8 @@ SELECT settled FROM quota.settle(:settled_hold, 2, 'article', 6);
 UPDATE quota.features SET kind = 'gauge' WHERE code = 'platform_accounts';
 SELECT allowed FROM quota.consume(2, 'platform_accounts', 1, 'u2-acct-2', 'account', 2);
 SELECT released FROM quota.release_usage(2, 'platform_accounts', 1, 'u2-acct-2-removed', 'account', 2);
+-- Publishing is also limited to 50 a day (a built-in feature's further limit, which the restore
+-- keeps): user 2 publishes one.
+UPDATE quota.features SET window_limits = '{"day": 50}' WHERE code = 'publish_per_month';
+SELECT allowed FROM quota.consume(2, 'publish_per_month', 1);
 \endif
