@@ -7,11 +7,12 @@
 #
 #   ./scripts/citus-check.sh -h HOST -p PORT -U USER -d DATABASE
 #
-# The options name the coordinator (any left out: libpq's environment, PGHOST, PGPORT, ...). The database must have citus created and its workers
-# registered (citus_add_node), and the pg_entitlements build installed on every node; the user
-# must be a superuser, who may create the database <DATABASE>_single for the baseline.
-# Without Citus (no server answers, or it does not offer the extension citus) the script says
-# "skipped" and exits 0. Otherwise it prints one line per check and exits 1 when one failed.
+# The options name the coordinator (any left out: libpq's environment, PGHOST, PGPORT, ...).
+# Its workers must be registered (citus_add_node) and the pg_entitlements build installed on
+# every node; the user must be a superuser, who may create the database <DATABASE>_single for
+# the baseline. Without Citus (the server does not offer the extension citus, or, when no
+# option names one, no server answers) the script says "skipped" and exits 0. Otherwise it
+# prints one line per check and exits 1 when one failed.
 #
 # Environment: CITUS_CHECK_SECONDS=5 (pgbench duration of each throughput run).
 set -uo pipefail
@@ -30,10 +31,14 @@ export PGOPTIONS="${PGOPTIONS:-} -c client_min_messages=warning"
 PSQL=(psql -X -q -At -v ON_ERROR_STOP=1)
 
 # The checks run in the database given; the baseline gets a database of its own next to it.
-DB=$("${PSQL[@]}" -c 'SELECT current_database()' 2>/dev/null) || {
-  echo "citus-check: skipped (no PostgreSQL server answers at the given coordinator)"
+if ! DB=$("${PSQL[@]}" -c 'SELECT current_database()' 2>&1); then
+  if [ "$OPTIND" -gt 1 ]; then
+    echo "citus-check: FAILED: the coordinator named does not answer: $DB" >&2
+    exit 1
+  fi
+  echo "citus-check: skipped (no coordinator named, and no PostgreSQL server answers by default)"
   exit 0
-}
+fi
 if [ "$("${PSQL[@]}" -c "SELECT count(*) FROM pg_available_extensions WHERE name = 'citus'")" != 1 ]; then
   echo "citus-check: skipped (Citus is not installed on this server)"
   exit 0
