@@ -464,7 +464,7 @@ INSERT INTO quota.quota_adjustments
 SELECT $1, changed.id, $3, $5, $4, $6, $7, pg_catalog.now() FROM changed";
 
 /// Locks the user's storage row, if there is one, and reads its quota before
-/// [`STORAGE_UPSERT`] changes it. Two single-table statements filtered by user_id, not one with
+/// [`STORAGE_UPSERT`] changes it (which it skips when the quota is already the one to write). Two single-table statements filtered by user_id, not one with
 /// a CTE: Citus routes each to the user's shard, while the one statement it replaces, whose
 /// RETURNING read a CTE, failed there with `relation "old" does not exist`.
 const STORAGE_LOCK: &str = "
@@ -1882,6 +1882,10 @@ pub fn upsert_storage_quota(
             .map(|row| col::<i64>(&row, 1))
             .transpose()?
             .flatten();
+        // The row, locked, already holds the quota: nothing to write, one statement in all.
+        if previous == Some(bytes) {
+            return Ok(None);
+        }
         let changed = !client
             .select(&plans.storage_upsert, None, &args)
             .map_err(failed("syncing the storage quota"))?
