@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test, on a bare machine, on every supported PostgreSQL major: on 15 every suite (unit
 # and property tests of the core, the #[pg_test]s, the pg_regress golden files, the Node.js
-# client, isolation, load and operations, the Debian package installed with dpkg); on 16, 17
+# client, isolation, load and operations, the Debian package installed with dpkg, and the
+# Citus check, which skips without a Citus coordinator); on 16, 17
 # and 18 the #[pg_test]s, pg_regress, isolation and upgrade suites (scripts/test-major.sh), on
 # 17 and 18 their Debian package, and pg_upgrade from 15 to 17.
 # Fails on the first failing suite.
@@ -55,6 +56,8 @@ echo "==> operations: hostile inputs to every function, no internal error, no cr
 ./scripts/ops/fuzz.sh
 echo "==> the Debian package: built, installed with dpkg -i, the seed scenario against its files"
 ./scripts/ops/package-install.sh
+echo "==> Citus: the layout and the checks of docs/scaling.md on the coordinator libpq's environment names (skipped without Citus)"
+./scripts/citus-check.sh
 }
 
 # test_other MAJOR: the suites of scripts/test-major.sh, with a target folder per environment

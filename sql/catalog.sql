@@ -262,6 +262,12 @@ DECLARE
                                                    OR OLD.kind IS DISTINCT FROM NEW.kind
                                                    OR OLD.window_limits IS DISTINCT FROM NEW.window_limits));
 BEGIN
+    -- On a Citus cluster the trigger also fires on every node's copy (shard) of the reference
+    -- table, where these statements would be distributed queries from a query on a shard:
+    -- there it does nothing (docs/scaling.md).
+    IF TG_RELID <> 'quota.features'::regclass THEN
+        RETURN NULL;
+    END IF;
     IF TG_OP = 'UPDATE' AND OLD.code <> NEW.code THEN
         -- The row trigger pg_entitlements_sync_storage_quota recognises a document whose only
         -- change is this rename (quota.is_feature_rename in src/quota.rs): it decides the same

@@ -471,3 +471,9 @@ COMMENT ON COLUMN quota.settings.grant_warning_days IS
 
 COMMENT ON COLUMN quota.settings.tick_batch_size IS
     'The most rows of each kind one quota.tick() call handles (default 1000).';
+COMMENT ON FUNCTION quota.distribute() IS
+    'Citus: lays the extension out over the cluster, on the coordinator, idempotently: tables '
+    'without user_id as reference tables, those with user_id distributed by it in one '
+    'colocation group, every function whose first argument is user_id delegated to the node '
+    'holding that user (writers with force_delegation), and a range of row ids of its own for '
+    'each node. Run it again after adding a node. Without Citus it raises 55000.';

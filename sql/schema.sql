@@ -2,8 +2,8 @@
 --
 -- Every per-user table keys on user_id (a plain bigint, no foreign key to any application
 -- table) and every primary key or unique constraint of a per-user table includes user_id, so
--- the tables can later be distributed by user_id (docs: SCALE-OUT rules 3 and 4). Row ids are
--- bigint identity columns, never serial.
+-- the tables can be distributed by user_id (quota.distribute(), docs/scaling.md). Row ids are
+-- bigint identity columns, never serial; on Citus each node gives ids from a range of its own.
 
 -- One row at most; no row means the defaults. Kept without a default row so that pg_dump can
 -- dump the whole table and a restore does not collide with rows CREATE EXTENSION inserted.

@@ -13,31 +13,53 @@ use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData};
 use pgrx::PgOid;
 use std::cell::Cell;
 
+/// Whether grant `g` counts now: the condition of the SQL function quota.grant_counts(grants),
+/// written out. A statement calling that function with the whole row fails on a Citus cluster,
+/// where the routed statement names the shard and its row type (`function
+/// quota.grant_counts(quota.grants_102255) does not exist`).
+macro_rules! grant_counts {
+    () => {
+        "(g.voided_at IS NULL AND g.effective_from OPERATOR(pg_catalog.<=) pg_catalog.now()
+     AND (g.expires_at IS NULL OR g.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()))"
+    };
+}
+pub(crate) use grant_counts;
+
 /// What the active grants of a user's feature gave, and what is left of them.
-const TOTALS: &str = "
+const TOTALS: &str = concat!(
+    "
 SELECT pg_catalog.sum(g.amount)::pg_catalog.int8, pg_catalog.sum(g.remaining)::pg_catalog.int8
   FROM quota.grants g
  WHERE g.user_id OPERATOR(pg_catalog.=) $1 AND g.feature_code OPERATOR(pg_catalog.=) $2
-   AND quota.grant_counts(g)";
+   AND ",
+    grant_counts!()
+);
 
 /// The active grants of a user's feature, for usage_overview.
-const LIST: &str = "
+const LIST: &str = concat!(
+    "
 SELECT g.id, g.remaining, g.priority, g.expires_at, g.created_at, g.amount, g.source
   FROM quota.grants g
  WHERE g.user_id OPERATOR(pg_catalog.=) $1 AND g.feature_code OPERATOR(pg_catalog.=) $2
-   AND quota.grant_counts(g)";
+   AND ",
+    grant_counts!()
+);
 
 /// The active grants of a user's feature with something left, locked. A grant voided or
 /// expired by a change committed while the lock waited is left out (the condition is checked
 /// again on the row's newest version). Locked in id order, whatever the use order: two uses lock
 /// the same grants in the same order.
-const LOCK: &str = "
+const LOCK: &str = concat!(
+    "
 SELECT g.id, g.remaining, g.priority, g.expires_at, g.created_at
   FROM quota.grants g
  WHERE g.user_id OPERATOR(pg_catalog.=) $1 AND g.feature_code OPERATOR(pg_catalog.=) $2
-   AND g.remaining OPERATOR(pg_catalog.>) 0 AND quota.grant_counts(g)
+   AND g.remaining OPERATOR(pg_catalog.>) 0 AND ",
+    grant_counts!(),
+    "
  ORDER BY g.id
-   FOR UPDATE OF g";
+   FOR UPDATE OF g"
+);
 
 /// Takes what a use drew ($3 grants, $4 units) off the grants, in the ledger beside its usage
 /// record ($2); announces each grant it spent.
@@ -59,8 +81,11 @@ SELECT pg_catalog.count(quota.grant_event('exhausted', drawn.g))
 
 /// What a usage record ($2) drew from each grant, and whether that grant still counts, with
 /// the grants locked (a refund gives back to them).
-const PARTS: &str = "
-SELECT u.grant_id, u.amount, quota.grant_counts(g),
+const PARTS: &str = concat!(
+    "
+SELECT u.grant_id, u.amount, ",
+    grant_counts!(),
+    ",
        COALESCE(g.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now(), false),
        g.voided_at IS NOT NULL
   FROM quota.grant_uses u
@@ -68,7 +93,8 @@ SELECT u.grant_id, u.amount, quota.grant_counts(g),
                      AND g.id OPERATOR(pg_catalog.=) u.grant_id
  WHERE u.user_id OPERATOR(pg_catalog.=) $1 AND u.record_id OPERATOR(pg_catalog.=) $2
  ORDER BY u.grant_id
-   FOR UPDATE OF g";
+   FOR UPDATE OF g"
+);
 
 /// Gives units back to grants ($3 grants, $4 units) for a refund record ($2).
 const GIVE_BACK: &str = "

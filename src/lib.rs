@@ -115,6 +115,11 @@ extension_sql_file!(
     name = "rollover",
     requires = ["schema", "grants", "soft_limits", "granted", "windows", "kinds"]
 );
+extension_sql_file!(
+    "../sql/citus.sql",
+    name = "citus",
+    requires = ["schema", "grants", "reservations", "windows", "kinds", "rollover"]
+);
 extension_sql_file!("../sql/drop_guard.sql", name = "drop_guard", requires = ["schema", "ledger"]);
 extension_sql_file!(
     "../sql/lifecycle.sql",

@@ -175,12 +175,16 @@ fn use_sql(
     let (alerted_percent, alerted_limit) = memory.columns();
     let (key_column, key) = if keyed { (", idempotency_key", ", $10") } else { ("", "") };
     let totals = if grants {
-        "LEFT JOIN LATERAL (
+        concat!(
+            "LEFT JOIN LATERAL (
         SELECT pg_catalog.sum(g.amount)::pg_catalog.int8 AS granted,
                pg_catalog.sum(g.remaining)::pg_catalog.int8 AS left_over
           FROM quota.grants g
          WHERE g.user_id OPERATOR(pg_catalog.=) $1 AND g.feature_code OPERATOR(pg_catalog.=) $2
-           AND quota.grant_counts(g)) AS g ON true"
+           AND ",
+            crate::grants::grant_counts!(),
+            ") AS g ON true"
+        )
     } else {
         "LEFT JOIN (SELECT NULL::pg_catalog.int8 AS granted, NULL::pg_catalog.int8 AS left_over)
             AS g ON true"
@@ -459,20 +463,22 @@ INSERT INTO quota.quota_adjustments
        (user_id, subscription_id, feature_code, old_value, new_value, reason, actor, created_at)
 SELECT $1, changed.id, $3, $5, $4, $6, $7, pg_catalog.now() FROM changed";
 
+/// Locks the user's storage row, if there is one, and reads its quota before
+/// [`STORAGE_UPSERT`] changes it (which it skips when the quota is already the one to write). Two single-table statements filtered by user_id, not one with
+/// a CTE: Citus routes each to the user's shard, while the one statement it replaces, whose
+/// RETURNING read a CTE, failed there with `relation "old" does not exist`.
+const STORAGE_LOCK: &str = "
+SELECT s.storage_quota_bytes FROM quota.user_storage_usage s WHERE s.user_id = $1 FOR UPDATE";
+
 /// Creates the storage row when missing; touches it only when the quota really changes, and
-/// then returns the previous quota (NULL for a new row). `old` is read (and locked) by the
-/// INSERT's source before the row changes: read only from RETURNING, the CTE would run after
-/// the update and no longer see the row.
+/// then returns a row.
 const STORAGE_UPSERT: &str = "
-WITH old AS MATERIALIZED (
-    SELECT s.storage_quota_bytes FROM quota.user_storage_usage s WHERE s.user_id = $1 FOR UPDATE
-)
 INSERT INTO quota.user_storage_usage AS s (user_id, storage_quota_bytes, updated_at)
-SELECT $1, $2, pg_catalog.now() FROM (SELECT pg_catalog.count(*) FROM old) AS read_first
+VALUES ($1, $2, pg_catalog.now())
 ON CONFLICT (user_id) DO UPDATE
    SET storage_quota_bytes = EXCLUDED.storage_quota_bytes, updated_at = EXCLUDED.updated_at
  WHERE s.storage_quota_bytes IS DISTINCT FROM EXCLUDED.storage_quota_bytes
-RETURNING (SELECT old.storage_quota_bytes FROM old)";
+RETURNING true";
 
 /// Which of the given codes the catalog knows.
 /// The end of the current period ($2, $3) on the user's billing-cycle counters already named by
@@ -653,6 +659,7 @@ struct Plans {
     lock_counters: OwnedPreparedStatement,
     adjust_lock: OwnedPreparedStatement,
     adjust_apply: OwnedPreparedStatement,
+    storage_lock: OwnedPreparedStatement,
     storage_upsert: OwnedPreparedStatement,
     known_features: OwnedPreparedStatement,
     mark_alerted: Option<OwnedPreparedStatement>,
@@ -869,6 +876,7 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
         lock_counters: prepare(LOCK_COUNTERS, &[int8, text], true)?,
         adjust_lock: prepare(ADJUST_LOCK, &[int8, text], true)?,
         adjust_apply: prepare(ADJUST_APPLY, &[int8, int8, text, int4, int4, text, text], true)?,
+        storage_lock: prepare(STORAGE_LOCK, &[int8], true)?,
         storage_upsert: prepare(STORAGE_UPSERT, &[int8, int8], true)?,
         known_features: prepare(&known_features_sql(kind), &[oid(TEXTARRAYOID)], false)?,
         mark_alerted: prepare_if(
@@ -1863,13 +1871,27 @@ pub fn upsert_storage_quota(
     user_id: i64,
     bytes: i64,
 ) -> Result<Option<Option<i64>>, Error> {
+    let lock: [DatumWithOid; 1] = [user_id.into()];
     let args: [DatumWithOid; 2] = [user_id.into(), bytes.into()];
-    let table = write(client, |plans| {
-        client
+    write(client, |plans| {
+        let previous = client
+            .select(&plans.storage_lock, None, &lock)
+            .map_err(failed("locking the storage quota"))?
+            .into_iter()
+            .next()
+            .map(|row| col::<i64>(&row, 1))
+            .transpose()?
+            .flatten();
+        // The row, locked, already holds the quota: nothing to write, one statement in all.
+        if previous == Some(bytes) {
+            return Ok(None);
+        }
+        let changed = !client
             .select(&plans.storage_upsert, None, &args)
-            .map_err(failed("syncing the storage quota"))
-    })?;
-    table.into_iter().next().map(|row| col::<i64>(&row, 1)).transpose()
+            .map_err(failed("syncing the storage quota"))?
+            .is_empty();
+        Ok(changed.then_some(previous))
+    })
 }
 
 /// The subset of `codes` that `quota.features` knows.

@@ -160,4 +160,8 @@ SELECT state FROM quota.schedule_plan_change(6, (SELECT plan_code FROM quota.sub
                                                   WHERE plan_kind = 'base' ORDER BY id LIMIT 1));
 SELECT ran, grants_warned FROM quota.tick();
 \endif
+-- Publishing is also limited to 50 a day (a built-in feature's further limit, which the restore
+-- keeps): user 2 publishes one.
+UPDATE quota.features SET window_limits = '{"day": 50}' WHERE code = 'publish_per_month';
+SELECT allowed FROM quota.consume(2, 'publish_per_month', 1);
 \endif

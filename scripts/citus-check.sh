@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# pg_entitlements on an existing Citus cluster (docs/scaling.md): quota.distribute(), the seed
+# scenario on 1,000 users spread over the workers, row ids unique across nodes, a 16-client
+# consume race on one user (exactly the limit succeeds, verify_ledger() empty), the storage
+# trigger, grants and reservations, and the throughput of delegated calls against the same
+# calls in a database of the coordinator that is not distributed (a single node, same machine).
+#
+#   ./scripts/citus-check.sh -h HOST -p PORT -U USER -d DATABASE
+#
+# The options name the coordinator (any left out: libpq's environment, PGHOST, PGPORT, ...).
+# Its workers must be registered (citus_add_node) and the pg_entitlements build installed on
+# every node; the user must be a superuser, who may create the database <DATABASE>_single for
+# the baseline. Without Citus (the server does not offer the extension citus, or, when no
+# option names one, no server answers) the script says "skipped" and exits 0. Otherwise it
+# prints one line per check and exits 1 when one failed.
+#
+# Environment: CITUS_CHECK_SECONDS=5 (pgbench duration of each throughput run).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_PER_RUN=${CITUS_CHECK_SECONDS:-5}
+while getopts h:p:U:d: option; do
+  case $option in
+    h) export PGHOST=$OPTARG ;;
+    p) export PGPORT=$OPTARG ;;
+    U) export PGUSER=$OPTARG ;;
+    d) export PGDATABASE=$OPTARG ;;
+    *) echo "usage: $0 [-h HOST] [-p PORT] [-U USER] [-d DATABASE]" >&2; exit 2 ;;
+  esac
+done
+export PGOPTIONS="${PGOPTIONS:-} -c client_min_messages=warning"
+PSQL=(psql -X -q -At -v ON_ERROR_STOP=1)
+
+# The checks run in the database given; the baseline gets a database of its own next to it.
+if ! DB=$("${PSQL[@]}" -c 'SELECT current_database()' 2>&1); then
+  if [ "$OPTIND" -gt 1 ]; then
+    echo "citus-check: FAILED: the coordinator named does not answer: $DB" >&2
+    exit 1
+  fi
+  echo "citus-check: skipped (no coordinator named, and no PostgreSQL server answers by default)"
+  exit 0
+fi
+if [ "$("${PSQL[@]}" -c "SELECT count(*) FROM pg_available_extensions WHERE name = 'citus'")" != 1 ]; then
+  echo "citus-check: skipped (Citus is not installed on this server)"
+  exit 0
+fi
+SINGLE=${DB}_single
+failed=0
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+pass() { echo "ok    $1"; }
+fail() { echo "FAIL  $1"; shift; [ $# -gt 0 ] && echo "      $*"; failed=1; }
+
+# check NAME EXPECTED SQL: passes when the last line the SQL prints equals EXPECTED.
+check() {
+  local name=$1 expected=$2 sql=$3 got
+  if got=$("${PSQL[@]}" -c "$sql" 2>&1) && [ "$(tail -1 <<<"$got")" = "$expected" ]; then
+    pass "$name"
+  else
+    fail "$name" "expected [$expected], got [$got]"
+  fi
+}
+
+# The users of the seed scenario and the feature of the race, far from an application's ids.
+FIRST=7000001
+LAST=7001000
+RACER=7000500
+LIMIT=200
+
+echo "==> layout"
+check "the extensions are there" "t" "
+CREATE EXTENSION IF NOT EXISTS citus;
+CREATE EXTENSION IF NOT EXISTS pg_entitlements;
+SELECT count(*) >= 1 FROM pg_dist_node WHERE groupid <> 0 AND noderole = 'primary'"
+check "quota.distribute() lays every table out" "t" "
+SELECT quota.distribute();
+SELECT quota.distribute();  -- again: idempotent
+SELECT bool_and(p.logicalrelid IS NOT NULL)
+  FROM pg_depend d
+  JOIN pg_class c ON c.oid = d.objid AND c.relkind = 'r'
+  LEFT JOIN pg_dist_partition p ON p.logicalrelid = c.oid
+ WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pg_entitlements')
+   AND d.deptype = 'e' AND d.classid = 'pg_class'::regclass"
+check "the per-user functions are delegated" "t" "
+SELECT count(*) >= 10 AND bool_and(colocationid = (SELECT colocationid FROM pg_dist_partition
+                                                    WHERE logicalrelid = 'quota.user_subscriptions'::regclass))
+  FROM pg_dist_object WHERE classid = 'pg_proc'::regclass AND distribution_argument_index = 0"
+
+echo "==> seed scenario on 1,000 users"
+# One statement per user, as an application subscribes them: each runs on one worker. (One
+# statement or transaction for several users' subscriptions fails on Citus, docs/scaling.md.)
+"${PSQL[@]}" >/dev/null <<SQL
+INSERT INTO quota.subscription_plans (plan_code, plan_name, price)
+VALUES ('citus_check', 'Citus check', 0) ON CONFLICT (plan_code) DO NOTHING;
+INSERT INTO quota.plan_features (plan_id, feature_code, feature_value)
+SELECT p.id, f.code, CASE f.code WHEN 'articles_per_month' THEN $LIMIT ELSE 1000 END
+  FROM quota.subscription_plans p CROSS JOIN quota.features f
+ WHERE p.plan_code = 'citus_check' AND f.builtin
+ON CONFLICT (plan_id, feature_code) DO NOTHING;
+SQL
+if [ "$("${PSQL[@]}" -c "SELECT count(*) FROM quota.user_subscriptions WHERE user_id BETWEEN $FIRST AND $LAST")" = 0 ]; then
+  plan=$("${PSQL[@]}" -c "SELECT id FROM quota.subscription_plans WHERE plan_code = 'citus_check'")
+  for u in $(seq "$FIRST" "$LAST"); do
+    echo "INSERT INTO quota.user_subscriptions (user_id, plan_id, start_date, end_date)
+          VALUES ($u, $plan, now() - interval '1 day', now() + interval '1 year');"
+  done >"$WORK/subscribe.sql"
+  "${PSQL[@]}" -f "$WORK/subscribe.sql" >"$WORK/subscribe.log" 2>&1 \
+    || fail "subscribing 1,000 users" "$(head -3 "$WORK/subscribe.log")"
+fi
+check "1,000 subscriptions and their storage rows" "1000|1000" "
+SELECT (SELECT count(*) FROM quota.user_subscriptions WHERE user_id BETWEEN $FIRST AND $LAST),
+       (SELECT count(*) FROM quota.user_storage_usage WHERE user_id BETWEEN $FIRST AND $LAST)"
+check "the users are spread over every worker" "t" "
+SELECT count(DISTINCT n.nodeid) = (SELECT count(*) FROM pg_dist_node WHERE groupid <> 0 AND noderole = 'primary')
+  FROM generate_series($FIRST, $LAST) u
+  JOIN pg_dist_placement pl ON pl.shardid = get_shard_id_for_distribution_column('quota.user_subscriptions', u)
+  JOIN pg_dist_node n ON n.groupid = pl.groupid"
+check "subscription ids are unique across nodes" "t" "
+SELECT count(DISTINCT id) = count(*) FROM quota.user_subscriptions"
+check "check_user_quota, delegated, for every user" "1000" "
+SELECT count(*) FROM generate_series($FIRST, $LAST) u,
+       LATERAL quota.check_user_quota(u, 'articles_per_month') q
+ WHERE q.has_quota AND q.quota_limit = $LIMIT AND q.remaining = $LIMIT"
+check "a use per user, then verify_ledger() empty" "1000|0" "
+SELECT count(*) FILTER (WHERE quota.record_feature_usage(u, 'publish_per_month'))
+  FROM generate_series($FIRST, $LAST) u;
+SELECT count(*) FROM quota.verify_ledger()"
+check "usage record ids are unique across nodes" "t" "
+SELECT count(DISTINCT id) = count(*) FROM quota.usage_records"
+
+echo "==> the storage trigger"
+check "a limit change reaches user_storage_usage" "2147483648" "
+SELECT quota.adjust_quota($FIRST, 'storage_space', 2048, 'citus check', 'citus-check');
+SELECT s.storage_quota_bytes FROM quota.user_storage_usage s WHERE s.user_id = $FIRST"
+
+echo "==> grants and reservations"
+check "a grant adds to the allowance" "t" "
+SELECT (quota.grant_quota($((FIRST + 1)), 'articles_per_month', 5)).id IS NOT NULL"
+check "a reservation holds, then settles" "t" "
+SELECT quota.settle((SELECT reservation_id FROM quota.reserve($((FIRST + 2)), 'articles_per_month', 3)), 2)
+       IS NOT NULL"
+
+echo "==> 16 clients consume one user's last $LIMIT units"
+cat >"$WORK/race.sql" <<SQL
+SELECT allowed FROM quota.consume($RACER, 'articles_per_month', 1);
+SQL
+pgbench -n -c 16 -j 4 -t 60 -f "$WORK/race.sql" >"$WORK/race.log" 2>&1 \
+  || fail "the race ran" "$(tail -3 "$WORK/race.log")"
+check "exactly the limit counted" "$LIMIT" "
+SELECT q.current_usage FROM quota.check_user_quota($RACER, 'articles_per_month') q"
+check "one usage record per unit counted" "$LIMIT" "
+SELECT count(*) FROM quota.usage_records WHERE user_id = $RACER AND feature_code = 'articles_per_month'"
+check "verify_ledger() is empty" "0" "SELECT count(*) FROM quota.verify_ledger()"
+
+echo "==> throughput: delegated calls against a single node on the same machine"
+"${PSQL[@]}" -c "DROP DATABASE IF EXISTS $SINGLE" -c "CREATE DATABASE $SINGLE" >/dev/null
+PGDATABASE=$SINGLE "${PSQL[@]}" >/dev/null <<SQL
+CREATE EXTENSION pg_entitlements;
+INSERT INTO quota.subscription_plans (plan_code, plan_name) VALUES ('citus_check', 'Citus check');
+INSERT INTO quota.plan_features (plan_id, feature_code, feature_value)
+SELECT p.id, f.code, 1000000 FROM quota.subscription_plans p CROSS JOIN quota.features f WHERE f.builtin;
+INSERT INTO quota.user_subscriptions (user_id, plan_id, start_date, end_date)
+SELECT u, (SELECT id FROM quota.subscription_plans), now() - interval '1 day', now() + interval '1 year'
+  FROM generate_series($FIRST, $LAST) u;
+SQL
+cat >"$WORK/check.sql" <<SQL
+\set u random($FIRST, $LAST)
+SELECT has_quota FROM quota.check_user_quota(:u, 'keyword_distillation');
+SQL
+cat >"$WORK/consume.sql" <<SQL
+\set u random($FIRST, $LAST)
+SELECT allowed FROM quota.consume(:u, 'platform_accounts', 1);
+SQL
+# tps FILE DATABASE: the transactions per second of 8 clients, or nothing when a call failed.
+tps() {
+  PGDATABASE=$2 pgbench -n -c 8 -j 2 -T "$SECONDS_PER_RUN" -f "$1" 2>/dev/null \
+    | awk '/^tps/ { print int($3) }' | head -1
+}
+for call in check consume; do
+  single=$(tps "$WORK/$call.sql" "$SINGLE")
+  delegated=$(tps "$WORK/$call.sql" "$DB")
+  single=${single:-0} delegated=${delegated:-0}
+  if [ "$single" -gt 0 ] && [ "$delegated" -gt 0 ]; then
+    ratio=$(awk -v d="$delegated" -v s="$single" 'BEGIN { printf "%.2f", d / s }')
+    pass "$call: $delegated tps delegated, $single tps on a single node: ratio $ratio"
+  else
+    fail "$call: $delegated tps delegated, $single tps on a single node (a call failed)"
+  fi
+done
+"${PSQL[@]}" -c "DROP DATABASE IF EXISTS $SINGLE" >/dev/null
+
+if [ "$failed" = 0 ]; then echo "citus-check: every check passed"; else echo "citus-check: FAILED"; fi
+exit "$failed"
