@@ -70,6 +70,9 @@ BEGIN
     -- instead of becoming Citus local tables, which the extension's sequences would forbid.
     PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
     PERFORM pg_catalog.set_config('citus.enable_local_reference_table_foreign_keys', 'off', true);
+    -- A grant made on a worker cannot mark its feature (quota.mark_granted_features): every
+    -- feature is marked now, so that every check reads the user's grants.
+    UPDATE quota.features f SET granted = true WHERE NOT f.granted;
 
     -- The tables of the extension in an order where every table comes after those it references.
     FOR t IN

@@ -10,6 +10,11 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- On a Citus cluster the trigger fires on a shard of the grants, from where the catalog (a
+    -- reference table) cannot be written; quota.distribute() marks every feature instead.
+    IF TG_RELID <> 'quota.grants'::regclass THEN
+        RETURN NULL;
+    END IF;
     UPDATE quota.features f SET granted = true
      WHERE NOT f.granted AND f.code IN (SELECT n.feature_code FROM new_grants n);
     RETURN NULL;

@@ -2139,6 +2139,11 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- On a Citus cluster the trigger fires on a shard of the grants, from where the catalog (a
+    -- reference table) cannot be written; quota.distribute() marks every feature instead.
+    IF TG_RELID <> 'quota.grants'::regclass THEN
+        RETURN NULL;
+    END IF;
     UPDATE quota.features f SET granted = true
      WHERE NOT f.granted AND f.code IN (SELECT n.feature_code FROM new_grants n);
     RETURN NULL;
@@ -3354,6 +3359,9 @@ BEGIN
     -- instead of becoming Citus local tables, which the extension's sequences would forbid.
     PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
     PERFORM pg_catalog.set_config('citus.enable_local_reference_table_foreign_keys', 'off', true);
+    -- A grant made on a worker cannot mark its feature (quota.mark_granted_features): every
+    -- feature is marked now, so that every check reads the user's grants.
+    UPDATE quota.features f SET granted = true WHERE NOT f.granted;
 
     -- The tables of the extension in an order where every table comes after those it references.
     FOR t IN
