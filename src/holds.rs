@@ -149,11 +149,7 @@ fn plans(client: &SpiClient<'_>) -> Result<Option<&'static Plans>, Error> {
 
 /// The statements, or the error that says the reservations do not exist yet.
 fn required(client: &SpiClient<'_>) -> Result<&'static Plans, Error> {
-    plans(client)?.ok_or(Error::Statement {
-        what: "reservations",
-        detail: "quota.reservations does not exist: run ALTER EXTENSION pg_entitlements UPDATE"
-            .into(),
-    })
+    plans(client)?.ok_or(Error::UpdatePending { table: "quota.reservations" })
 }
 
 fn col<T: pgrx::FromDatum + pgrx::IntoDatum>(

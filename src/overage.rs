@@ -65,11 +65,7 @@ pub fn mark(
         return Ok(());
     }
     let Some(plans) = plans(client)? else {
-        return Err(Error::Statement {
-            what: "soft limits",
-            detail: "quota.overage_uses does not exist: run ALTER EXTENSION pg_entitlements UPDATE"
-                .into(),
-        });
+        return Err(Error::UpdatePending { table: "quota.overage_uses" });
     };
     let args: [DatumWithOid; 5] =
         [user_id.into(), record_id.into(), feature.into(), period_start.into(), amount.into()];

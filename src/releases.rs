@@ -61,10 +61,7 @@ fn plans(client: &SpiClient<'_>) -> Result<&'static Plans, Error> {
             insert: prepare(INSERT, &[INT8, TEXT, TSTZ, INT8, TEXT, TEXT, INT8, JSONB], true)?,
         })
     })?;
-    plans.ok_or(Error::Statement {
-        what: "releases",
-        detail: "quota.releases does not exist: run ALTER EXTENSION pg_entitlements UPDATE".into(),
-    })
+    plans.ok_or(Error::UpdatePending { table: "quota.releases" })
 }
 
 /// The feature and amount of the release of an idempotency key, after waiting for any other

@@ -5,6 +5,7 @@
 //! names the user, so a sharded installation routes it to the user's shard.
 
 use crate::spi::{self, failed};
+use crate::store::must;
 use entitlements_core::Error;
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData};
@@ -78,11 +79,7 @@ fn plans(client: &SpiClient<'_>) -> Result<Option<&'static Plans>, Error> {
 }
 
 fn missing() -> Error {
-    Error::Statement {
-        what: "several limits",
-        detail: "quota.window_usage does not exist: run ALTER EXTENSION pg_entitlements UPDATE"
-            .into(),
-    }
+    Error::UpdatePending { table: "quota.window_usage" }
 }
 
 /// One window counter: the user, the feature, the window's name and bounds.
@@ -101,14 +98,12 @@ pub fn lock(client: &SpiClient<'_>, c: &Counter<'_>) -> Result<i64, Error> {
         [c.user_id.into(), c.feature.into(), c.window.into(), c.start.into(), c.end.into()];
     let table =
         client.select(&plans.lock, Some(1), &args).map_err(failed("locking a window counter"))?;
+    // INSERT ... ON CONFLICT DO UPDATE returns its row, whose usage_count is NOT NULL.
     let usage = match table.into_iter().next() {
         Some(row) => col::<i64>(&row, 1)?,
         None => None,
     };
-    usage.ok_or_else(|| Error::Statement {
-        what: "locking a window counter",
-        detail: "no row".into(),
-    })
+    must(usage, "window_usage.usage_count")
 }
 
 /// Counts `amount` units in a window counter locked by [`lock`].
@@ -136,12 +131,10 @@ pub fn usage(
     table
         .into_iter()
         .map(|row| {
-            let what =
-                |n: &str| Error::Statement { what: "window usage", detail: format!("{n} is NULL") };
             Ok((
-                col::<String>(&row, 1)?.ok_or_else(|| what("window_name"))?,
-                col::<TimestampWithTimeZone>(&row, 2)?.ok_or_else(|| what("window_start"))?,
-                col::<i64>(&row, 3)?.ok_or_else(|| what("usage_count"))?,
+                must(col(&row, 1)?, "window_usage.window_name")?,
+                must(col(&row, 2)?, "window_usage.window_start")?,
+                must(col(&row, 3)?, "window_usage.usage_count")?,
             ))
         })
         .collect()

@@ -155,6 +155,9 @@ pub enum Error {
     InvalidSettleAmount { id: i64, amount: i64 },
     /// A hold that was released, or settled with another amount, cannot be settled (again).
     HoldEnded { id: i64, state: String },
+    /// A table of the installed version is missing: the library was replaced and
+    /// ALTER EXTENSION ... UPDATE has not created it yet.
+    UpdatePending { table: &'static str },
     /// A statement of the extension failed at the SPI level.
     Statement { what: &'static str, detail: String },
 }
@@ -183,7 +186,8 @@ impl Error {
             | RecordWithoutAmount { .. }
             | NothingToRefund { .. }
             | HoldEnded { .. }
-            | KeyRefunded { .. } => ErrorKind::NotReady,
+            | KeyRefunded { .. }
+            | UpdatePending { .. } => ErrorKind::NotReady,
             Statement { .. } => ErrorKind::Internal,
             NotAttachedFor { .. } | SeveralLimits { .. } => ErrorKind::NotSupported,
             QuotaValueOutOfRange { .. } | CounterOutOfRange { .. } | BytesOverflow { .. } => {
@@ -290,6 +294,7 @@ impl Error {
             NothingToRefund { .. } => "Units of a grant that expired or was voided are not \
                  revived; grant_quota() gives new ones."
                 .into(),
+            UpdatePending { .. } => "Run ALTER EXTENSION pg_entitlements UPDATE.".into(),
             RecordWithoutPeriod { .. } => "Records written before quota.attach() are not tied \
                  to a counter; correct the counter in user_usage instead."
                 .into(),
@@ -465,6 +470,10 @@ impl fmt::Display for Error {
                 f,
                 "usage record {record_id}: every unit came from grants that no longer count \
                  ({grants}): nothing is given back"
+            ),
+            UpdatePending { table } => write!(
+                f,
+                "{table} does not exist yet: the library is newer than the extension's SQL objects"
             ),
             RecordWithoutPeriod { record_id } => write!(
                 f,
