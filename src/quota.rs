@@ -762,10 +762,10 @@ fn count_use(
     r: &Recording<'_>,
     ctx: UseContext,
     enforce: bool,
-) -> Result<Option<(store::Applied, UseContext)>, Error> {
+) -> Result<Option<((store::Applied, Vec<QuotaStatus>), UseContext)>, Error> {
     judged(client, function, r, ctx, |client, ctx| {
-        let applied = apply(client, r, ctx, enforce, false)?;
-        Ok((!matches!(applied, store::Applied::Stale)).then_some(applied))
+        let (applied, windows) = apply(client, r, ctx, enforce, false)?;
+        Ok((!matches!(applied, store::Applied::Stale)).then_some((applied, windows)))
     })
 }
 
@@ -798,20 +798,21 @@ pub(crate) fn judged<T>(
 /// Counts a use judged by `ctx` in its period ([`apply_in_period`]) and in every further window
 /// of the feature: with the period's counter locked first, then each window's counter, shortest
 /// window first (the order every writer locks them in), a use that `enforce`s is refused
-/// unless it fits every window; counted, it counts in each.
+/// unless it fits every window; counted, it counts in each. With the outcome, each window's
+/// figures after it, as the locks held them (none without further windows).
 pub(crate) fn apply(
     client: &mut SpiClient<'_>,
     r: &Recording<'_>,
     ctx: &UseContext,
     enforce: bool,
     with_id: bool,
-) -> Result<store::Applied, Error> {
+) -> Result<(store::Applied, Vec<QuotaStatus>), Error> {
     if ctx.windows.is_empty() {
-        return apply_in_period(client, r, ctx, enforce, with_id);
+        return Ok((apply_in_period(client, r, ctx, enforce, with_id)?, Vec::new()));
     }
     let (start, end) = (to_pg(ctx.period.start, true)?, to_pg(ctx.period.end, false)?);
     if store::lock_counter(client, r.subject, start, end, ctx.read)?.is_none() {
-        return Ok(store::Applied::Stale);
+        return Ok((store::Applied::Stale, Vec::new()));
     }
     let mut counters = Vec::with_capacity(ctx.windows.len());
     let mut counted = Vec::with_capacity(ctx.windows.len());
@@ -824,16 +825,23 @@ pub(crate) fn apply(
         counted.push((limit, usage));
     }
     let amount = i64::from(r.amount);
+    let after = |added: i64| -> Vec<QuotaStatus> {
+        counted
+            .iter()
+            .map(|(w, usage)| QuotaStatus::evaluate(Some(w.limit), usage + added))
+            .collect()
+    };
     if enforce && !entitlements_core::windows::fits(&counted, amount) {
-        return Ok(store::Applied::Refused { totals: None, held: 0 });
+        return Ok((store::Applied::Refused { totals: None, held: 0 }, after(0)));
     }
     let applied = apply_in_period(client, r, ctx, enforce, with_id)?;
-    if let store::Applied::Counted { .. } = applied {
-        for counter in &counters {
-            crate::windows::count(client, counter, amount)?;
-        }
+    if !matches!(applied, store::Applied::Counted { .. }) {
+        return Ok((applied, after(0)));
     }
-    Ok(applied)
+    for counter in &counters {
+        crate::windows::count(client, counter, amount)?;
+    }
+    Ok((applied, after(amount)))
 }
 
 /// Counts a use judged by `ctx` in its period: from the period's allowance when it covers the
@@ -996,11 +1004,11 @@ pub fn record(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<(), Error>
         return Ok(());
     }
     match count_use(client, FUNCTION, &r, ctx, false)?.ok_or_else(no_subscription)? {
-        (store::Applied::Counted { usage, announced, .. }, ctx) => {
+        ((store::Applied::Counted { usage, announced, .. }, _), ctx) => {
             announce_thresholds(client, r.subject, &ctx, usage, announced)
         }
         // A use without a limit has no condition that can refuse it.
-        (store::Applied::Refused { .. } | store::Applied::Stale, _) => Err(Error::Statement {
+        ((store::Applied::Refused { .. } | store::Applied::Stale, _), _) => Err(Error::Statement {
             what: "record_feature_usage",
             detail: "a use without a limit was not counted".into(),
         }),
@@ -1021,7 +1029,7 @@ pub fn consume(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<Consumed,
     if replay(client, FUNCTION, &r)? {
         return Ok(Consumed { allowed: true, status: current_status(client, subject, &ctx)? });
     }
-    let Some((applied, ctx)) = count_use(client, FUNCTION, &r, ctx, true)? else {
+    let Some(((applied, windows), ctx)) = count_use(client, FUNCTION, &r, ctx, true)? else {
         return Ok(refused);
     };
     Ok(match applied {
@@ -1036,11 +1044,12 @@ pub fn consume(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<Consumed,
             let start = to_pg(ctx.period.start, true)?;
             let held = read::active_held(client, user_id, feature, start, held)?;
             let main = figures(ctx.limit, ctx.overage, usage, totals, held);
-            let windows = window_figures(client, subject, &ctx.windows, pgrx::datum::now())?;
             Consumed { allowed: true, status: tightest(main, &windows) }
         }
+        // The windows as the use found them under their locks.
         store::Applied::Refused { .. } | store::Applied::Stale => {
-            Consumed { allowed: false, status: current_status(client, subject, &ctx)? }
+            let main = current_main(client, subject, &ctx)?;
+            Consumed { allowed: false, status: tightest(main, &windows) }
         }
     })
 }
@@ -1115,8 +1124,19 @@ pub fn release(client: &mut SpiClient<'_>, r: Recording<'_>) -> Result<Released,
 }
 
 /// The figures of a use judged by `ctx` as they stand now: the period's usage, the grants and
-/// the active holds.
+/// the active holds; with further limits, the tightest of those and the windows' (read again).
 pub(crate) fn current_status(
+    client: &SpiClient<'_>,
+    subject: &Subject,
+    ctx: &UseContext,
+) -> Result<QuotaStatus, Error> {
+    let main = current_main(client, subject, ctx)?;
+    let windows = window_figures(client, subject, &ctx.windows, pgrx::datum::now())?;
+    Ok(tightest(main, &windows))
+}
+
+/// The main limit's figures now, judged by `ctx`.
+fn current_main(
     client: &SpiClient<'_>,
     subject: &Subject,
     ctx: &UseContext,
@@ -1124,9 +1144,7 @@ pub(crate) fn current_status(
     let start = to_pg(ctx.period.start, true)?;
     let feature = (subject.feature.as_str(), true);
     let c = read::usage_and_grants(client, subject.user_id, feature, start)?;
-    let main = figures(ctx.limit, ctx.overage, c.usage, c.totals, c.held);
-    let windows = window_figures(client, subject, &ctx.windows, pgrx::datum::now())?;
-    Ok(tightest(main, &windows))
+    Ok(figures(ctx.limit, ctx.overage, c.usage, c.totals, c.held))
 }
 
 /// `refund_usage`: posts a compensating record to the period the original use counted toward.

@@ -334,7 +334,8 @@ fn settle_expired(
         finish(client, subject, &hold, 0, None)?;
         return Ok(Some(Settled { settled: true, record_id: None, released: hold.amount }));
     }
-    match quota::apply(client, r, ctx, true, true)? {
+    // A feature with several limits has no holds: no window figures come back.
+    match quota::apply(client, r, ctx, true, true)?.0 {
         store::Applied::Stale => Ok(None),
         store::Applied::Refused { .. } => {
             if holds::end(client, &hold, "expired", None)? {
