@@ -762,7 +762,7 @@ fn count_use(
     r: &Recording<'_>,
     ctx: UseContext,
     enforce: bool,
-) -> Result<Option<((store::Applied, Vec<QuotaStatus>), UseContext)>, Error> {
+) -> Result<Option<(Applied, UseContext)>, Error> {
     judged(client, function, r, ctx, |client, ctx| {
         let (applied, windows) = apply(client, r, ctx, enforce, false)?;
         Ok((!matches!(applied, store::Applied::Stale)).then_some((applied, windows)))
@@ -795,6 +795,9 @@ pub(crate) fn judged<T>(
     Err(Error::SubscriptionChanged { subject: r.subject.clone() })
 }
 
+/// What [`apply`] did, with each further window's figures after it.
+pub(crate) type Applied = (store::Applied, Vec<QuotaStatus>);
+
 /// Counts a use judged by `ctx` in its period ([`apply_in_period`]) and in every further window
 /// of the feature: with the period's counter locked first, then each window's counter, shortest
 /// window first (the order every writer locks them in), a use that `enforce`s is refused
@@ -806,7 +809,7 @@ pub(crate) fn apply(
     ctx: &UseContext,
     enforce: bool,
     with_id: bool,
-) -> Result<(store::Applied, Vec<QuotaStatus>), Error> {
+) -> Result<Applied, Error> {
     if ctx.windows.is_empty() {
         return Ok((apply_in_period(client, r, ctx, enforce, with_id)?, Vec::new()));
     }
