@@ -5,12 +5,14 @@
 use crate::error::OrRaise;
 use crate::jsonb::RawJsonb;
 use crate::one_row;
+use crate::placement::{self, Access};
 use crate::quota::{self, Recording};
 use crate::reservations::{self, Reserving, Settling};
 use crate::store::RecordRef;
 use entitlements_core::{period, Error, QuotaStatus, Subject};
 use pgrx::datum::{AnyNumeric, Interval, TimestampWithTimeZone};
 use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
 
 fn required<T>(value: Option<T>, function: &'static str, argument: &'static str) -> T {
     value.ok_or(Error::NullArgument { function, argument }).or_raise()
@@ -36,6 +38,30 @@ fn subject(function: &'static str, user_id: Option<i64>, feature: Option<&str>) 
     }
 }
 
+/// `f` with SPI at the place of `user_id`'s rows ([`crate::placement`]), for a call that reads.
+fn reading<R>(
+    user_id: i64,
+    function: &'static str,
+    f: impl FnOnce(&SpiClient<'_>) -> Result<R, Error>,
+) -> Result<R, Error> {
+    Spi::connect(|client| {
+        let _here = placement::enter(client, user_id, Access::Read, function)?;
+        f(client)
+    })
+}
+
+/// `f` with SPI at the place of `user_id`'s rows, for a call that writes.
+fn writing<R>(
+    user_id: i64,
+    function: &'static str,
+    f: impl FnOnce(&mut SpiClient<'_>) -> Result<R, Error>,
+) -> Result<R, Error> {
+    Spi::connect_mut(|client| {
+        let _here = placement::enter(client, user_id, Access::Write, function)?;
+        f(client)
+    })
+}
+
 /// Reads only (read-only SPI, no transaction id), so it is STABLE, PARALLEL SAFE and works on
 /// a hot standby.
 #[pg_extern(stable, parallel_safe)]
@@ -51,7 +77,9 @@ fn check_user_quota(
 )> {
     crate::error::guard(|| {
         let subject = subject("check_user_quota", user_id, feature_code);
-        let status = Spi::connect(|client| quota::check(client, &subject)).or_raise();
+        let status =
+            reading(subject.user_id, "check_user_quota", |client| quota::check(client, &subject))
+                .or_raise();
         let (usage, limit, remaining) = status.int4_figures();
         one_row::TableIterator::once((
             status.has_quota,
@@ -70,7 +98,10 @@ fn check_user_quota(
 fn has_feature(user_id: Option<i64>, feature_code: Option<&str>) -> bool {
     crate::error::guard(|| {
         let subject = subject("has_feature", user_id, feature_code);
-        let value = Spi::connect(|client| quota::entitlement_of(client, &subject)).or_raise();
+        let value = reading(subject.user_id, "has_feature", |client| {
+            quota::entitlement_of(client, &subject)
+        })
+        .or_raise();
         value.is_some_and(|e| e.is_on())
     })
 }
@@ -82,7 +113,10 @@ fn has_feature(user_id: Option<i64>, feature_code: Option<&str>) -> bool {
 fn feature_value(user_id: Option<i64>, feature_code: Option<&str>) -> Option<pgrx::JsonB> {
     crate::error::guard(|| {
         let subject = subject("feature_value", user_id, feature_code);
-        let value = Spi::connect(|client| quota::entitlement_of(client, &subject)).or_raise();
+        let value = reading(subject.user_id, "feature_value", |client| {
+            quota::entitlement_of(client, &subject)
+        })
+        .or_raise();
         value.map(|e| pgrx::JsonB(e.to_json()))
     })
 }
@@ -102,7 +136,8 @@ fn read_paths() -> TableIterator<
 fn get_user_storage_quota(user_id: Option<i64>) -> i64 {
     crate::error::guard(|| {
         let user_id = required(user_id, "get_user_storage_quota", "user_id");
-        Spi::connect(|client| quota::storage_bytes(client, user_id)).or_raise()
+        reading(user_id, "get_user_storage_quota", |client| quota::storage_bytes(client, user_id))
+            .or_raise()
     })
 }
 
@@ -130,7 +165,8 @@ fn record_feature_usage(
             resource_id,
             metadata,
         };
-        Spi::connect_mut(|client| quota::record(client, recording)).or_raise();
+        writing(subject.user_id, "record_feature_usage", |client| quota::record(client, recording))
+            .or_raise();
         true
     })
 }
@@ -163,7 +199,9 @@ fn consume(
             resource_id,
             metadata,
         };
-        let consumed = Spi::connect_mut(|client| quota::consume(client, recording)).or_raise();
+        let consumed =
+            writing(subject.user_id, "consume", |client| quota::consume(client, recording))
+                .or_raise();
         let (usage, limit, remaining) = consumed.status.int4_figures();
         one_row::TableIterator::once((consumed.allowed, usage, limit, remaining))
     })
@@ -194,7 +232,9 @@ fn reserve(
             ttl: required(ttl, "reserve", "ttl"),
             idempotency_key,
         };
-        let r = Spi::connect_mut(|client| reservations::reserve(client, reserving)).or_raise();
+        let r =
+            writing(subject.user_id, "reserve", |client| reservations::reserve(client, reserving))
+                .or_raise();
         let (_, _, remaining) = r.status.int4_figures();
         one_row::TableIterator::once((r.allowed, r.id, remaining, r.expires_at))
     })
@@ -265,14 +305,22 @@ fn release_usage(
             resource_id,
             metadata,
         };
-        let r = Spi::connect_mut(|client| quota::release(client, recording)).or_raise();
+        let r =
+            writing(subject.user_id, "release_usage", |client| quota::release(client, recording))
+                .or_raise();
         let (usage, limit, remaining) = r.status.int4_figures();
         one_row::TableIterator::once((r.released, usage, limit, remaining))
     })
 }
 
 fn refund(target: RecordRef<'_>) -> (i64, i32, TimestampWithTimeZone, bool) {
-    let (r, newly) = Spi::connect_mut(|client| quota::refund(client, target)).or_raise();
+    let refund = |client: &mut SpiClient<'_>| quota::refund(client, target);
+    let (r, newly) = match target {
+        RecordRef::Key { user_id, .. } => writing(user_id, "refund_usage", refund),
+        // By id alone: no user to place the call by, so it reads the tables by their names.
+        RecordRef::Id(_) => Spi::connect_mut(refund),
+    }
+    .or_raise();
     (r.id, r.amount, r.period_start, newly)
 }
 
@@ -324,8 +372,10 @@ fn adjust(
     let subject = subject(function, user_id, feature_code);
     let reason = required(reason, function, "reason");
     let actor = required(actor, function, "actor");
-    Spi::connect_mut(|client| quota::adjust(client, function, &subject, new_value, reason, actor))
-        .or_raise()
+    writing(subject.user_id, function, |client| {
+        quota::adjust(client, function, &subject, new_value, reason, actor)
+    })
+    .or_raise()
 }
 
 /// Carries the user's current billing-cycle usage into the current period. The triggers do it
@@ -336,7 +386,8 @@ fn adjust(
 #[search_path(pg_catalog, pg_temp)]
 fn carry_usage(user_id: Option<i64>) {
     let user_id = required(user_id, "carry_usage", "user_id");
-    Spi::connect(|client| crate::continuity::follow(client, user_id, None)).or_raise()
+    writing(user_id, "carry_usage", |client| crate::continuity::follow(client, user_id, None))
+        .or_raise()
 }
 
 /// Internal to the trigger pg_entitlements_wait_for_uses: creates, empty, the missing counters
@@ -345,7 +396,8 @@ fn carry_usage(user_id: Option<i64>) {
 #[search_path(pg_catalog, pg_temp)]
 fn hold_current_periods(user_id: Option<i64>) {
     let user_id = required(user_id, "hold_current_periods", "user_id");
-    Spi::connect(|client| crate::continuity::hold(client, user_id)).or_raise()
+    writing(user_id, "hold_current_periods", |client| crate::continuity::hold(client, user_id))
+        .or_raise()
 }
 
 /// Internal to quota.tick(): creates the rollover grant the user's current period of a feature
@@ -355,7 +407,10 @@ fn hold_current_periods(user_id: Option<i64>) {
 #[search_path(pg_catalog, pg_temp)]
 fn create_due_rollover(user_id: Option<i64>, feature_code: Option<&str>) {
     let subject = subject("create_due_rollover", user_id, feature_code);
-    Spi::connect(|client| quota::judge(client, &subject, quota::Read::First).map(|_| ())).or_raise()
+    writing(subject.user_id, "create_due_rollover", |client| {
+        quota::judge(client, &subject, quota::Read::First).map(|_| ())
+    })
+    .or_raise()
 }
 
 /// Sets one custom quota of the user's active subscription, audited in quota.quota_adjustments.
@@ -416,8 +471,10 @@ fn get_quota_period(
 > {
     crate::error::guard(|| {
         let user_id = required(user_id, "get_quota_period", "user_id");
-        let period =
-            Spi::connect(|client| quota::current_period(client, user_id, feature_code)).or_raise();
+        let period = reading(user_id, "get_quota_period", |client| {
+            quota::current_period(client, user_id, feature_code)
+        })
+        .or_raise();
         let row = period
             .map(|p| quota::period_bounds(&p).map(|(start, end)| (start, end, p.kind().to_owned())))
             .transpose()
@@ -432,7 +489,8 @@ fn get_quota_period(
 fn counting_plan(user_id: Option<i64>) -> Option<i64> {
     crate::error::guard(|| {
         let user_id = required(user_id, "counting_plan", "user_id");
-        Spi::connect(|client| crate::read::counting_plan(client, user_id)).or_raise()
+        reading(user_id, "counting_plan", |client| crate::read::counting_plan(client, user_id))
+            .or_raise()
     })
 }
 
@@ -442,7 +500,9 @@ fn counting_plan(user_id: Option<i64>) -> Option<i64> {
 fn limit_source(user_id: Option<i64>, feature_code: Option<&str>) -> Option<String> {
     crate::error::guard(|| {
         let subject = subject("limit_source", user_id, feature_code);
-        Spi::connect(|client| quota::limit_source(client, &subject)).or_raise().map(str::to_owned)
+        reading(subject.user_id, "limit_source", |client| quota::limit_source(client, &subject))
+            .or_raise()
+            .map(str::to_owned)
     })
 }
 
@@ -487,7 +547,8 @@ fn usage_overview(
 > {
     crate::error::guard(|| {
         let user_id = required(user_id, "usage_overview", "user_id");
-        let lines = Spi::connect(|client| quota::overview(client, user_id)).or_raise();
+        let lines = reading(user_id, "usage_overview", |client| quota::overview(client, user_id))
+            .or_raise();
         let rows: Vec<_> = lines
             .into_iter()
             .map(|o| {

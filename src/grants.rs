@@ -11,7 +11,6 @@ use entitlements_core::Error;
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData};
 use pgrx::PgOid;
-use std::cell::Cell;
 
 /// Whether grant `g` counts now: the condition of the SQL function quota.grant_counts(grants),
 /// written out. A statement calling that function with the whole row fails on a Citus cluster,
@@ -63,7 +62,9 @@ SELECT g.id, g.remaining, g.priority, g.expires_at, g.created_at
 
 /// Takes what a use drew ($3 grants, $4 units) off the grants, in the ledger beside its usage
 /// record ($2); announces each grant it spent.
-const DRAW: &str = "
+fn draw_sql() -> String {
+    format!(
+        "
 WITH drawn AS (
     UPDATE quota.grants g SET remaining = g.remaining OPERATOR(pg_catalog.-) d.amount
       FROM ROWS FROM (pg_catalog.unnest($3::pg_catalog.int8[]),
@@ -76,8 +77,11 @@ WITH drawn AS (
       FROM ROWS FROM (pg_catalog.unnest($3::pg_catalog.int8[]),
                       pg_catalog.unnest($4::pg_catalog.int8[])) AS d (id, amount)
 )
-SELECT pg_catalog.count(quota.grant_event('exhausted', drawn.g))
-  FROM drawn WHERE (drawn.g).remaining OPERATOR(pg_catalog.=) 0";
+SELECT pg_catalog.count(quota.grant_event('exhausted', {}))
+  FROM drawn WHERE (drawn.g).remaining OPERATOR(pg_catalog.=) 0",
+        as_grant("drawn.g")
+    )
+}
 
 /// What a usage record ($2) drew from each grant, and whether that grant still counts, with
 /// the grants locked (a refund gives back to them).
@@ -120,19 +124,32 @@ SELECT EXISTS (SELECT FROM quota.grants g
 /// Creates the rollover grant from the period starting at $6 ($3 units from $4 until $5), once:
 /// a second write touching the new period finds it (or waits for the first one's insert and
 /// then finds it) and adds nothing. Announced as added.
-const ROLLOVER_CREATE: &str = "
+fn rollover_create_sql() -> String {
+    let (id_column, id_value) = crate::placement::identity("grants");
+    format!(
+        "
 WITH created AS (
     INSERT INTO quota.grants AS g
-           (user_id, feature_code, amount, remaining, effective_from, expires_at, source, reason,
-            actor, rollover_from)
-    VALUES ($1, $2, $3, $3, $4, $5, 'rollover',
+           ({id_column}user_id, feature_code, amount, remaining, effective_from, expires_at,
+            source, reason, actor, rollover_from)
+    VALUES ({id_value}$1, $2, $3, $3, $4, $5, 'rollover',
             'unused allowance of the period from ' OPERATOR(pg_catalog.||) $6::pg_catalog.text,
             'pg_entitlements', $6)
     ON CONFLICT (user_id, feature_code, rollover_from) WHERE rollover_from IS NOT NULL
     DO NOTHING
     RETURNING g
 )
-SELECT pg_catalog.count(quota.grant_event('added', created.g)) FROM created";
+SELECT pg_catalog.count(quota.grant_event('added', {})) FROM created",
+        as_grant("created.g")
+    )
+}
+
+/// The grant row `g` as the type `quota.grant_event` takes. On a Citus worker the statements
+/// name the user's shard of quota.grants, whose rows are of the shard's own row type; the type
+/// is written quoted so that [`crate::placement::bind`] leaves it the extension's.
+fn as_grant(g: &str) -> String {
+    format!("ROW(({g}).*)::quota.\"grants\"")
+}
 
 /// Whether the grants exist: the library is replaced before ALTER EXTENSION ... UPDATE creates
 /// them, and the uses and checks must go on meanwhile, as they did without grants. Asked again
@@ -162,7 +179,7 @@ struct Plans {
 
 thread_local! {
     // Prepared once per backend and kept for its life, like the statements of crate::store.
-    static PLANS: Cell<Option<&'static Plans>> = const { Cell::new(None) };
+    static PLANS: spi::Kept<Plans> = const { spi::Kept::new() };
 }
 
 /// Whether the grants exist ([`EXIST`]).
@@ -182,12 +199,12 @@ fn plans(client: &SpiClient<'_>) -> Result<Option<&'static Plans>, Error> {
             totals: prepare(TOTALS, &[INT8, TEXT], false)?,
             list: prepare(LIST, &[INT8, TEXT], false)?,
             lock: prepare(LOCK, &[INT8, TEXT], true)?,
-            draw: prepare(DRAW, &[INT8, INT8, INT8S, INT8S], true)?,
+            draw: prepare(&draw_sql(), &[INT8, INT8, INT8S, INT8S], true)?,
             parts: prepare(PARTS, &[INT8, INT8], true)?,
             give_back: prepare(GIVE_BACK, &[INT8, INT8, INT8S, INT8S], true)?,
             rollover_exists: if_rollover(ROLLOVER_EXISTS, &[INT8, TEXT, TSTZ], false)?,
             rollover_create: if_rollover(
-                ROLLOVER_CREATE,
+                &rollover_create_sql(),
                 &[INT8, TEXT, INT8, TSTZ, TSTZ, TSTZ],
                 true,
             )?,
@@ -275,7 +292,7 @@ pub fn lock(client: &SpiClient<'_>, user_id: i64, feature: &str) -> Result<Vec<B
         .collect()
 }
 
-/// Runs `statement` ([`DRAW`] or [`GIVE_BACK`]) for `parts` (grant id, units) beside usage record
+/// Runs `statement` ([`draw_sql`] or [`GIVE_BACK`]) for `parts` (grant id, units) beside usage record
 /// `record_id`; nothing for no part.
 fn post_parts(
     client: &SpiClient<'_>,

@@ -11,7 +11,6 @@ use crate::time::micros;
 use entitlements_core::Error;
 use pgrx::datum::{DatumWithOid, Interval, TimestampWithTimeZone};
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData};
-use std::cell::Cell;
 
 /// What the active holds of a counter ($1, $2, $3) claim.
 const ACTIVE: &str = "
@@ -48,11 +47,12 @@ const COLUMNS: &str = "r.user_id, r.id, r.feature_code, r.period_start, r.amount
 
 /// A new hold, returned as [`hold`] reads it.
 fn insert_sql() -> String {
+    let (id_column, id_value) = crate::placement::identity("reservations");
     format!(
         "INSERT INTO quota.reservations AS r
-                (user_id, feature_code, period_start, period_end, amount, expires_at,
+                ({id_column}user_id, feature_code, period_start, period_end, amount, expires_at,
                  idempotency_key)
-         VALUES ($1, $2, $3, $4, $5, pg_catalog.now() OPERATOR(pg_catalog.+) $6, $7)
+         VALUES ({id_value}$1, $2, $3, $4, $5, pg_catalog.now() OPERATOR(pg_catalog.+) $6, $7)
          RETURNING {COLUMNS}"
     )
 }
@@ -126,7 +126,7 @@ struct Plans {
 
 thread_local! {
     // Prepared once per backend and kept for its life, like the statements of crate::store.
-    static PLANS: Cell<Option<&'static Plans>> = const { Cell::new(None) };
+    static PLANS: spi::Kept<Plans> = const { spi::Kept::new() };
 }
 
 /// The statements, or `None` while the reservations do not exist yet ([`EXIST`]).

@@ -25,6 +25,7 @@ mod jsonb;
 mod one_row;
 mod overage;
 mod pg_version;
+mod placement;
 mod quota;
 mod read;
 mod releases;

@@ -7,7 +7,6 @@ use crate::spi::{self, failed};
 use entitlements_core::Error;
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData};
-use std::cell::Cell;
 
 /// Marks $5 units of usage record $2 (of feature $3, period $4) as overage; a refund record
 /// gives back with $5 < 0.
@@ -32,7 +31,7 @@ struct Plans {
 
 thread_local! {
     // Prepared once per backend and kept for its life, like the statements of crate::store.
-    static PLANS: Cell<Option<&'static Plans>> = const { Cell::new(None) };
+    static PLANS: spi::Kept<Plans> = const { spi::Kept::new() };
 }
 
 fn col<T: pgrx::FromDatum + pgrx::IntoDatum>(

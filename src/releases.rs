@@ -11,7 +11,6 @@ use crate::store::must;
 use entitlements_core::Error;
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData};
-use std::cell::Cell;
 
 /// Serializes the releases of one idempotency key (in a space of its own).
 const LOCK_KEY: &str = "
@@ -23,11 +22,16 @@ const BY_KEY: &str = "
 SELECT r.feature_code, r.amount FROM quota.releases r
  WHERE r.user_id OPERATOR(pg_catalog.=) $1 AND r.idempotency_key OPERATOR(pg_catalog.=) $2";
 
-const INSERT: &str = "
+fn insert_sql() -> String {
+    let (id_column, id_value) = crate::placement::identity("releases");
+    format!(
+        "
 INSERT INTO quota.releases
-       (user_id, feature_code, period_start, amount, idempotency_key, resource_type, resource_id,
-        metadata)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+       ({id_column}user_id, feature_code, period_start, amount, idempotency_key, resource_type,
+        resource_id, metadata)
+VALUES ({id_value}$1, $2, $3, $4, $5, $6, $7, $8)"
+    )
+}
 
 struct Plans {
     lock_key: OwnedPreparedStatement,
@@ -37,7 +41,7 @@ struct Plans {
 
 thread_local! {
     // Prepared once per backend and kept for its life, like the statements of crate::store.
-    static PLANS: Cell<Option<&'static Plans>> = const { Cell::new(None) };
+    static PLANS: spi::Kept<Plans> = const { spi::Kept::new() };
 }
 
 fn col<T: pgrx::FromDatum + pgrx::IntoDatum>(
@@ -58,7 +62,11 @@ fn plans(client: &SpiClient<'_>) -> Result<&'static Plans, Error> {
         Ok(Plans {
             lock_key: prepare(LOCK_KEY, &[INT8, TEXT], true)?,
             by_key: prepare(BY_KEY, &[INT8, TEXT], true)?,
-            insert: prepare(INSERT, &[INT8, TEXT, TSTZ, INT8, TEXT, TEXT, INT8, JSONB], true)?,
+            insert: prepare(
+                &insert_sql(),
+                &[INT8, TEXT, TSTZ, INT8, TEXT, TEXT, INT8, JSONB],
+                true,
+            )?,
         })
     })?;
     plans.ok_or(Error::UpdatePending { table: "quota.releases" })

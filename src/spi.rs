@@ -6,6 +6,7 @@ use entitlements_core::Error;
 use pgrx::datum::DatumWithOid;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData};
 use pgrx::PgOid;
+use std::cell::RefCell;
 
 /// The error of a statement `what` that failed at the SPI level.
 pub(crate) fn failed(what: &'static str) -> impl Fn(pgrx::spi::SpiError) -> Error {
@@ -73,17 +74,57 @@ pub(crate) mod oid {
 pub(crate) type Prepare<'a> =
     dyn Fn(&str, &[PgOid], bool) -> Result<OwnedPreparedStatement, Error> + 'a;
 
-/// A module's statements, prepared by `build` the first time the backend needs them and kept
-/// for its life (in `cell`, the module's thread-local). `exist`: the yes-or-no question whether
-/// the table they need exists yet (the library is replaced before ALTER EXTENSION ... UPDATE
-/// creates it); `None` while it does not, asked again by every call until it does.
+/// A module's statements for each place a call ran in ([`crate::placement`]: the tables by
+/// their names, or one user's shards on a Citus worker), each set prepared the first time a call
+/// there needs it and kept for the backend's life. A backend is single-threaded: the module's
+/// thread-local holds it.
+pub(crate) struct Kept<P: 'static>(RefCell<Vec<(i64, &'static P)>>);
+
+impl<P> Kept<P> {
+    pub(crate) const fn new() -> Self {
+        Kept(RefCell::new(Vec::new()))
+    }
+
+    /// The set of the place the call runs in, if prepared.
+    pub(crate) fn get(&self) -> Option<&'static P> {
+        let key = crate::placement::key();
+        self.0.borrow().iter().find(|(k, _)| *k == key).map(|(_, p)| *p)
+    }
+
+    /// Keeps `plans` as the set of the place the call runs in, in place of an older one. The
+    /// older set is leaked, not freed: a `&'static` to it may still be in use up the stack.
+    pub(crate) fn set(&self, plans: P) -> &'static P {
+        let key = crate::placement::key();
+        let plans: &'static P = Box::leak(Box::new(plans));
+        let mut sets = self.0.borrow_mut();
+        sets.retain(|(k, _)| *k != key);
+        sets.push((key, plans));
+        plans
+    }
+}
+
+/// `sql`, naming the tables of the place the call runs in, prepared with [`keep`].
+pub(crate) fn keep_here(
+    client: &SpiClient<'_>,
+    sql: &str,
+    args: &[PgOid],
+    mutating: bool,
+) -> Result<OwnedPreparedStatement, Error> {
+    keep(client, &crate::placement::bind(sql), args, mutating)
+}
+
+/// A module's statements, prepared by `build` the first time the backend needs them in the
+/// place the call runs in and kept for its life (in `kept`, the module's thread-local).
+/// `exist`: the yes-or-no question whether the table they need exists yet (the library is
+/// replaced before ALTER EXTENSION ... UPDATE creates it); `None` while it does not, asked
+/// again by every call until it does.
 pub(crate) fn kept<P: 'static>(
-    cell: &'static std::thread::LocalKey<std::cell::Cell<Option<&'static P>>>,
+    kept: &'static std::thread::LocalKey<Kept<P>>,
     client: &SpiClient<'_>,
     exist: Option<&str>,
     build: impl FnOnce(&Prepare<'_>) -> Result<P, Error>,
 ) -> Result<Option<&'static P>, Error> {
-    if let Some(p) = cell.get() {
+    if let Some(p) = kept.with(Kept::get) {
         return Ok(Some(p));
     }
     if let Some(question) = exist {
@@ -91,8 +132,8 @@ pub(crate) fn kept<P: 'static>(
             return Ok(None);
         }
     }
-    let prepare = |sql: &str, args: &[PgOid], mutating: bool| keep(client, sql, args, mutating);
-    let plans: &'static P = Box::leak(Box::new(build(&prepare)?));
-    cell.set(Some(plans));
-    Ok(Some(plans))
+    let prepare =
+        |sql: &str, args: &[PgOid], mutating: bool| keep_here(client, sql, args, mutating);
+    let plans = build(&prepare)?;
+    Ok(Some(kept.with(|k| k.set(plans))))
 }

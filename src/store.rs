@@ -16,7 +16,6 @@ use pgrx::pg_sys::panic::CaughtError;
 use pgrx::pg_sys::BuiltinOid;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData, SpiTupleTable};
 use pgrx::{pg_sys, PgOid, PgSqlErrorCode, PgTryBuilder};
-use std::cell::Cell;
 use std::ffi::{CStr, CString};
 use std::panic::AssertUnwindSafe;
 
@@ -189,6 +188,7 @@ fn use_sql(
         "LEFT JOIN (SELECT NULL::pg_catalog.int8 AS granted, NULL::pg_catalog.int8 AS left_over)
             AS g ON true"
     };
+    let (id_column, id_value) = crate::placement::identity("usage_records");
     let (returning, id) = if with_id {
         ("\n    RETURNING id", "(SELECT rec.id::pg_catalog.int8 FROM rec)")
     } else {
@@ -216,9 +216,9 @@ WITH current AS MATERIALIZED (
               {alerted_limit} AS alerted_limit, {held}::pg_catalog.int8 AS held
 ), rec AS (
     INSERT INTO quota.usage_records
-           (user_id, feature_code, period_start, resource_type, resource_id, amount, metadata,
-            created_at{key_column})
-    SELECT $1, $2, $3, $7, $8, $5, $9, pg_catalog.now(){key} FROM counter
+           ({id_column}user_id, feature_code, period_start, resource_type, resource_id, amount,
+            metadata, created_at{key_column})
+    SELECT {id_value}$1, $2, $3, $7, $8, $5, $9, pg_catalog.now(){key} FROM counter
      WHERE (SELECT current.yes FROM current){returning}
 )
 SELECT counter.usage_count, counter.alerted_percent, (SELECT current.yes FROM current),
@@ -399,12 +399,15 @@ SELECT r.id::pg_catalog.int8, -r.amount, r.period_start::pg_catalog.timestamptz
 /// grants, [`crate::grants`]) off that period's counter, only while the counter stays at or
 /// above zero; the fourth column says whether it did. A counter lowered outside the ledger (an admin's UPDATE) would
 /// otherwise go negative, and an attached application's counter has no type that stops it.
-const REFUND: &str = "
+fn refund_sql() -> String {
+    let (id_column, id_value) = crate::placement::identity("usage_records");
+    format!(
+        "
 WITH refund AS (
     INSERT INTO quota.usage_records
-           (user_id, feature_code, period_start, resource_type, resource_id, amount, refund_of,
-            created_at)
-    SELECT o.user_id, o.feature_code, o.period_start, o.resource_type, o.resource_id,
+           ({id_column}user_id, feature_code, period_start, resource_type, resource_id, amount,
+            refund_of, created_at)
+    SELECT {id_value}o.user_id, o.feature_code, o.period_start, o.resource_type, o.resource_id,
            OPERATOR(pg_catalog.-) $3::pg_catalog.int4, o.id, pg_catalog.now()
       FROM quota.usage_records o
      WHERE o.user_id = $1 AND o.id = $2
@@ -422,7 +425,9 @@ WITH refund AS (
 SELECT refund.id::pg_catalog.int8, OPERATOR(pg_catalog.-) refund.amount,
        refund.period_start::pg_catalog.timestamptz,
        EXISTS (SELECT FROM counter), refund.feature_code::pg_catalog.text
-  FROM refund";
+  FROM refund"
+    )
+}
 
 /// The counters of one user's feature in their current periods, locked until the transaction
 /// ends: an adjustment of that feature takes this first, before the subscription row, so that
@@ -449,19 +454,25 @@ SELECT us.id::pg_catalog.int8, (us.custom_quotas OPERATOR(pg_catalog.->) $2)::pg
    FOR NO KEY UPDATE";
 
 /// Sets ($4 not NULL) or removes ($4 NULL) one custom quota, with its audit row.
-const ADJUST_APPLY: &str = "
+fn adjust_apply_sql() -> String {
+    let (id_column, id_value) = crate::placement::identity("quota_adjustments");
+    format!(
+        "
 WITH changed AS (
     UPDATE quota.user_subscriptions us
        SET custom_quotas = CASE WHEN $4::pg_catalog.int4 IS NULL
                THEN us.custom_quotas OPERATOR(pg_catalog.-) $3::pg_catalog.text
-               ELSE coalesce(us.custom_quotas, '{}'::pg_catalog.jsonb)
+               ELSE coalesce(us.custom_quotas, '{{}}'::pg_catalog.jsonb)
                     OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object($3, $4) END
      WHERE us.user_id = $1 AND us.id = $2
     RETURNING us.id::pg_catalog.int8 AS id
 )
 INSERT INTO quota.quota_adjustments
-       (user_id, subscription_id, feature_code, old_value, new_value, reason, actor, created_at)
-SELECT $1, changed.id, $3, $5, $4, $6, $7, pg_catalog.now() FROM changed";
+       ({id_column}user_id, subscription_id, feature_code, old_value, new_value, reason, actor,
+        created_at)
+SELECT {id_value}$1, changed.id, $3, $5, $4, $6, $7, pg_catalog.now() FROM changed"
+    )
+}
 
 /// Locks the user's storage row, if there is one, and reads its quota before
 /// [`STORAGE_UPSERT`] changes it (which it skips when the quota is already the one to write). Two single-table statements filtered by user_id, not one with
@@ -682,7 +693,7 @@ thread_local! {
     // or quota.detach() a backend prepares a new set and leaks the old one (a few hundred kB
     // at most, once per attach): freeing it would need every &'static handed out to be gone,
     // for a saving that does not matter.
-    static PLANS: Cell<Option<&'static Plans>> = const { Cell::new(None) };
+    static PLANS: crate::spi::Kept<Plans> = const { crate::spi::Kept::new() };
 }
 
 fn oid(o: BuiltinOid) -> PgOid {
@@ -690,7 +701,7 @@ fn oid(o: BuiltinOid) -> PgOid {
 }
 
 fn plans(client: &SpiClient<'_>) -> Result<&'static Plans, Error> {
-    match PLANS.get() {
+    match PLANS.with(crate::spi::Kept::get) {
         Some(p) => Ok(p),
         None => prepare_plans(client, Binding::default()),
     }
@@ -701,7 +712,7 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
     use BuiltinOid::*;
     let schema = binding.schema.as_deref();
     let prepare = |sql: &str, args: &[PgOid], mutating: bool| {
-        crate::spi::keep(client, &bind(sql, schema), args, mutating)
+        crate::spi::keep_here(client, &bind(sql, schema), args, mutating)
     };
     let (int4, int8, text, tstz) = (oid(INT4OID), oid(INT8OID), oid(TEXTOID), oid(TIMESTAMPTZOID));
     let use_args =
@@ -815,7 +826,7 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
     };
     let (keys, refunds, alerts) =
         ([Optional::IdempotencyKeys], [Optional::Refunds], [Optional::Alerts]);
-    let plans: &'static Plans = Box::leak(Box::new(Plans {
+    let plans = Plans {
         local_zone: binding.local_zone.as_deref().and_then(|z| CString::new(z).ok()),
         binding: binding.clone(),
         has_grants,
@@ -871,11 +882,15 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
             true,
         )?,
         refund_of: prepare_if(&refunds, REFUND_OF, &[int8, int8], false)?,
-        refund: prepare_if(&refunds, REFUND, &[int8, int8, int4, int4], true)?,
+        refund: prepare_if(&refunds, &refund_sql(), &[int8, int8, int4, int4], true)?,
         lock_record_counter: prepare_if(&refunds, LOCK_RECORD_COUNTER, &[int8, int8], true)?,
         lock_counters: prepare(LOCK_COUNTERS, &[int8, text], true)?,
         adjust_lock: prepare(ADJUST_LOCK, &[int8, text], true)?,
-        adjust_apply: prepare(ADJUST_APPLY, &[int8, int8, text, int4, int4, text, text], true)?,
+        adjust_apply: prepare(
+            &adjust_apply_sql(),
+            &[int8, int8, text, int4, int4, text, text],
+            true,
+        )?,
         storage_lock: prepare(STORAGE_LOCK, &[int8], true)?,
         storage_upsert: prepare(STORAGE_UPSERT, &[int8, int8], true)?,
         known_features: prepare(&known_features_sql(kind), &[oid(TEXTARRAYOID)], false)?,
@@ -921,9 +936,8 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
             &[int8, tstz, tstz],
             true,
         )?,
-    }));
-    PLANS.set(Some(plans));
-    Ok(plans)
+    };
+    Ok(PLANS.with(|kept| kept.set(plans)))
 }
 
 /// Makes sure the statements use the tables of `binding` (quota.settings as a read found it),
@@ -1654,6 +1668,7 @@ pub fn record_by_key(
 }
 
 /// How a refund names the record it refunds.
+#[derive(Clone, Copy)]
 pub enum RecordRef<'a> {
     Id(i64),
     Key { user_id: i64, key: &'a str },

@@ -4,6 +4,7 @@
 use crate::continuity;
 use crate::error::{guard, OrRaise};
 use crate::jsonb::RawJsonb;
+use crate::placement::{self, Access};
 use crate::quota::{self, SubscriptionState};
 use crate::read::Zone;
 use crate::store;
@@ -62,7 +63,11 @@ fn validate_custom_quotas<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
         if let Some(document) = new.get_by_name::<RawJsonb>("custom_quotas")? {
             let user_id = user_id(&new);
             let text = document.to_text();
-            Spi::connect(|client| quota::validate_custom_quotas(client, user_id, &text)).or_raise();
+            Spi::connect(|client| {
+                let _here = placement::enter(client, user_id, Access::Read, "custom_quotas")?;
+                quota::validate_custom_quotas(client, user_id, &text)
+            })
+            .or_raise();
         }
         Ok(Some(new))
     })
@@ -168,6 +173,10 @@ fn sync_storage_quota<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
             return Ok(None);
         };
         Spi::connect_mut(|client| {
+            // On a Citus worker the row is in the user's shard, and so are the rows the
+            // trigger writes (the user id, the distribution column, cannot change).
+            let _here =
+                placement::enter(client, user, Access::Read, "sync_storage_quota").or_raise();
             if !same_limits {
                 quota::announce_subscription_change(client, user, id, old_state, new_state)
                     .or_raise();
@@ -198,7 +207,11 @@ fn sync_granted_storage<'a>(trigger: &'a PgTrigger<'a>) -> TriggerResult<'a> {
         let Some(user) = new.get_by_name::<i64>("user_id")? else {
             return Ok(None);
         };
-        Spi::connect_mut(|client| quota::sync_storage(client, user)).or_raise();
+        Spi::connect_mut(|client| {
+            let _here = placement::enter(client, user, Access::Read, "sync_granted_storage")?;
+            quota::sync_storage(client, user)
+        })
+        .or_raise();
         Ok(None)
     })
 }

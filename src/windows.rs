@@ -9,7 +9,6 @@ use crate::store::must;
 use entitlements_core::Error;
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData};
-use std::cell::Cell;
 
 /// Creates the counter of window $3 starting at $4 where missing and locks it until the
 /// transaction ends: what it counted, as the last committed use left it.
@@ -55,7 +54,7 @@ struct Plans {
 
 thread_local! {
     // Prepared once per backend and kept for its life, like the statements of crate::store.
-    static PLANS: Cell<Option<&'static Plans>> = const { Cell::new(None) };
+    static PLANS: spi::Kept<Plans> = const { spi::Kept::new() };
 }
 
 fn col<T: pgrx::FromDatum + pgrx::IntoDatum>(

@@ -141,6 +141,13 @@ impl Lacks {
 /// `sql` with every `quota.<table>` whose table is in `tables` replaced by
 /// `<quoted_schema>.<table>`; other names of schema quota (the catalog, settings) stay.
 pub fn retarget(sql: &str, quoted_schema: &str, tables: &[&str]) -> String {
+    rename(sql, |table| tables.contains(&table).then(|| format!("{quoted_schema}.{table}")))
+}
+
+/// `sql` with every whole name `quota.<table>` for which `to` gives a name replaced by it (a
+/// qualified, quoted name); the others stay. Names inside string literals move too, so
+/// `'quota.user_subscriptions'::regclass` names the same table as the statement around it.
+pub fn rename(sql: &str, to: impl Fn(&str) -> Option<String>) -> String {
     let mut out = String::with_capacity(sql.len() + 64);
     let mut rest = sql;
     while let Some(at) = rest.find("quota.") {
@@ -150,13 +157,13 @@ pub fn retarget(sql: &str, quoted_schema: &str, tables: &[&str]) -> String {
         let len =
             name.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(name.len());
         let table = &name[..len];
-        if tables.contains(&table) {
-            out.push_str(quoted_schema);
-            out.push('.');
-        } else {
-            out.push_str("quota.");
+        match to(table) {
+            Some(renamed) => out.push_str(&renamed),
+            None => {
+                out.push_str("quota.");
+                out.push_str(table);
+            }
         }
-        out.push_str(table);
         rest = &name[len..];
     }
     out.push_str(rest);
@@ -213,5 +220,17 @@ mod tests {
             "SELECT pg_catalog.now()"
         );
         assert_eq!(retarget("quota.", "public", &TABLES), "quota.");
+    }
+
+    #[test]
+    fn rename_gives_each_table_its_own_name() {
+        let sql = "UPDATE quota.user_usage u SET n = 1 FROM quota.features f
+                   WHERE quota.row_is_current('quota.user_usage'::regclass, $1)";
+        let shard = |t: &str| (t == "user_usage").then(|| "quota.user_usage_102008".to_owned());
+        assert_eq!(
+            rename(sql, shard),
+            "UPDATE quota.user_usage_102008 u SET n = 1 FROM quota.features f
+                   WHERE quota.row_is_current('quota.user_usage_102008'::regclass, $1)"
+        );
     }
 }

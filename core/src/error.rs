@@ -158,6 +158,9 @@ pub enum Error {
     /// A table of the installed version is missing: the library was replaced and
     /// ALTER EXTENSION ... UPDATE has not created it yet.
     UpdatePending { table: &'static str },
+    /// A call that writes ran on a node of a Citus cluster that does not hold the user's
+    /// shards: Citus routes a writer whole only when it delegates the call.
+    NotOnShard { function: &'static str, user_id: i64 },
     /// A statement of the extension failed at the SPI level.
     Statement { what: &'static str, detail: String },
 }
@@ -189,7 +192,9 @@ impl Error {
             | KeyRefunded { .. }
             | UpdatePending { .. } => ErrorKind::NotReady,
             Statement { .. } => ErrorKind::Internal,
-            NotAttachedFor { .. } | SeveralLimits { .. } => ErrorKind::NotSupported,
+            NotAttachedFor { .. } | SeveralLimits { .. } | NotOnShard { .. } => {
+                ErrorKind::NotSupported
+            }
             QuotaValueOutOfRange { .. } | CounterOutOfRange { .. } | BytesOverflow { .. } => {
                 ErrorKind::OutOfRange
             }
@@ -295,6 +300,11 @@ impl Error {
                  revived; grant_quota() gives new ones."
                 .into(),
             UpdatePending { .. } => "Run ALTER EXTENSION pg_entitlements UPDATE.".into(),
+            NotOnShard { function, .. } => format!(
+                "Call it on its own on the coordinator, as SELECT quota.{function}(...) with the \
+                 user id a constant or a parameter, so that Citus sends it to that worker; \
+                 docs/scaling.md."
+            ),
             RecordWithoutPeriod { .. } => "Records written before quota.attach() are not tied \
                  to a counter; correct the counter in user_usage instead."
                 .into(),
@@ -474,6 +484,10 @@ impl fmt::Display for Error {
             UpdatePending { table } => write!(
                 f,
                 "{table} does not exist yet: the library is newer than the extension's SQL objects"
+            ),
+            NotOnShard { function, user_id } => write!(
+                f,
+                "{function} for user {user_id} ran on a node that does not hold the user's rows"
             ),
             RecordWithoutPeriod { record_id } => write!(
                 f,

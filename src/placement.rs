@@ -1,0 +1,269 @@
+//! Where one user's rows are read and written, decided once per call.
+//!
+//! On one server: in the tables of schema quota (or an attached application's,
+//! [`crate::binding`]). On a Citus cluster laid out by `quota.distribute()`, the per-user tables
+//! are split into shards by `user_id` and the catalog is copied to every node. A call that runs
+//! on the node holding the user's shards (the worker a delegated call is sent to) prepares its
+//! statements against those shards and the node's copies of the catalog, under their own names:
+//! PostgreSQL plans them as on one server and Citus has nothing to plan or route. A call that
+//! runs elsewhere (the coordinator, a worker without the user) names the distributed tables and
+//! Citus plans each statement: reading works that way; writing is refused with a hint, for
+//! Citus routes a writer whole only when it delegates the call (docs/scaling.md).
+//!
+//! [`enter`] sets the place for the call and puts it back when the call ends; the modules that
+//! keep statements ([`crate::spi::kept`], [`crate::store`]) keep one set per place and name
+//! tables through [`bind`].
+
+use crate::spi::{self, failed};
+use entitlements_core::Error;
+use pgrx::pg_sys::{self, Oid};
+use pgrx::spi::SpiClient;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+/// One user's shards on this node: the names every statement uses in place of the tables.
+pub struct Shard {
+    /// The id of the user's shard of `quota.user_subscriptions`: which statements are theirs.
+    key: i64,
+    /// Each table of schema quota that Citus knows, and the qualified name of its shard here
+    /// (the user's shard, or the node's copy of a reference table).
+    names: Vec<(String, String)>,
+    /// Each per-user table with an identity column, and that column's sequence. A shard has no
+    /// identity: Citus fills the column on the distributed table, so a statement on the shard
+    /// draws the id itself ([`identity`]).
+    sequences: Vec<(String, Oid)>,
+}
+
+/// What the catalog of Citus says about this node, as far as the extension's tables go.
+struct Layout {
+    /// Whether the per-user tables are distributed at all.
+    distributed: bool,
+    /// The hash ranges whose shards of every per-user table are on this node and nowhere else.
+    local: Vec<(i32, i32, &'static Shard)>,
+}
+
+thread_local! {
+    static LAYOUT: RefCell<Option<Rc<Layout>>> = const { RefCell::new(None) };
+    /// The oid of quota.user_subscriptions: Citus invalidates its relcache entry whenever a
+    /// shard of its colocation group is created, moved, split or dropped, and so does
+    /// `quota.distribute()`.
+    static WATCHED: Cell<Oid> = const { Cell::new(pg_sys::InvalidOid) };
+    static REGISTERED: Cell<bool> = const { Cell::new(false) };
+    /// The place of the call running, `None`: the tables by their names.
+    static HERE: Cell<Option<&'static Shard>> = const { Cell::new(None) };
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn relcache_invalidated(_arg: pg_sys::Datum, relid: Oid) {
+    if relid == pg_sys::InvalidOid || relid == WATCHED.get() {
+        LAYOUT.with_borrow_mut(|l| *l = None);
+    }
+}
+
+/// Whether Citus is installed in this database (its catalog exists).
+const HAS_CITUS: &str = "
+SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL
+   AND pg_catalog.to_regproc('pg_catalog.shard_name') IS NOT NULL";
+
+const WATCHED_TABLE: &str =
+    "SELECT pg_catalog.to_regclass('quota.user_subscriptions')::pg_catalog.oid";
+
+/// Every shard of the extension's Citus tables: the table, whether it is distributed by hash
+/// (else a reference table), the shard's hash range and qualified name, how many nodes hold it,
+/// whether this node does, and the table's identity sequence.
+const SHARDS: &str = "
+SELECT c.relname::pg_catalog.text, p.partmethod OPERATOR(pg_catalog.=) 'h', s.shardid,
+       s.shardminvalue::pg_catalog.int4, s.shardmaxvalue::pg_catalog.int4,
+       pg_catalog.shard_name(p.logicalrelid, s.shardid),
+       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_dist_placement a
+         WHERE a.shardid OPERATOR(pg_catalog.=) s.shardid),
+       EXISTS (SELECT FROM pg_catalog.pg_dist_placement a, pg_catalog.pg_dist_local_group l
+                WHERE a.shardid OPERATOR(pg_catalog.=) s.shardid
+                  AND a.groupid OPERATOR(pg_catalog.=) l.groupid),
+       (SELECT pg_catalog.pg_get_serial_sequence(
+                   pg_catalog.format('%I.%I', 'quota', c.relname), a.attname)::pg_catalog.regclass
+                   ::pg_catalog.oid
+          FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid AND a.attidentity OPERATOR(pg_catalog.<>) ''
+           AND a.attname OPERATOR(pg_catalog.=) 'id')
+  FROM pg_catalog.pg_dist_partition p
+  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) p.logicalrelid
+  JOIN pg_catalog.pg_dist_shard s ON s.logicalrelid OPERATOR(pg_catalog.=) p.logicalrelid
+ WHERE c.relnamespace OPERATOR(pg_catalog.=) 'quota'::pg_catalog.regnamespace";
+
+struct ShardRow {
+    table: String,
+    hashed: bool,
+    key: i64,
+    range: Option<(i32, i32)>,
+    name: String,
+    placements: i64,
+    here: bool,
+    sequence: Option<Oid>,
+}
+
+fn layout(client: &SpiClient<'_>) -> Result<Rc<Layout>, Error> {
+    if let Some(l) = LAYOUT.with_borrow(|l| l.clone()) {
+        return Ok(l);
+    }
+    if !REGISTERED.replace(true) {
+        // SAFETY: registered once per backend, for its lifetime; the callback only clears a
+        // thread-local.
+        unsafe {
+            pg_sys::CacheRegisterRelcacheCallback(
+                Some(relcache_invalidated),
+                pg_sys::Datum::from(0),
+            );
+        }
+    }
+    let watched = client
+        .select(WATCHED_TABLE, Some(1), &[])
+        .map_err(failed("placement lookup"))?
+        .next()
+        .map(|row| spi::column::<Oid>(&row, 1, ""))
+        .transpose()?
+        .flatten()
+        .unwrap_or(pg_sys::InvalidOid);
+    WATCHED.set(watched);
+    let layout = if spi::ask(client, HAS_CITUS, &[])? {
+        let mut rows = Vec::new();
+        for row in client.select(SHARDS, None, &[]).map_err(failed("placement lookup"))? {
+            let text = |n| spi::column::<String>(&row, n, " on pg_dist_shard");
+            let (min, max) = (
+                spi::column::<i32>(&row, 4, " on pg_dist_shard")?,
+                spi::column::<i32>(&row, 5, " on pg_dist_shard")?,
+            );
+            rows.push(ShardRow {
+                table: text(1)?.unwrap_or_default(),
+                hashed: spi::column::<bool>(&row, 2, "")?.unwrap_or(false),
+                key: spi::column::<i64>(&row, 3, "")?.unwrap_or(0),
+                range: min.zip(max),
+                name: text(6)?.unwrap_or_default(),
+                placements: spi::column::<i64>(&row, 7, "")?.unwrap_or(0),
+                here: spi::column::<bool>(&row, 8, "")?.unwrap_or(false),
+                sequence: spi::column::<Oid>(&row, 9, "")?,
+            });
+        }
+        arrange(&rows)
+    } else {
+        Layout { distributed: false, local: Vec::new() }
+    };
+    let layout = Rc::new(layout);
+    LAYOUT.with_borrow_mut(|l| *l = Some(layout.clone()));
+    Ok(layout)
+}
+
+/// The ranges this node can serve on its own: every per-user table has its shard of the range
+/// here and only here (a shard kept on several nodes is written through Citus, which writes
+/// them all), and every reference table has its copy here.
+fn arrange(rows: &[ShardRow]) -> Layout {
+    let hashed: Vec<&ShardRow> = rows.iter().filter(|r| r.hashed).collect();
+    let reference: Vec<&ShardRow> = rows.iter().filter(|r| !r.hashed).collect();
+    let tables: std::collections::BTreeSet<&str> =
+        hashed.iter().map(|r| r.table.as_str()).collect();
+    let distributed = !tables.is_empty();
+    let copies_here = reference.iter().all(|r| r.here);
+    let mut local = Vec::new();
+    let anchors = hashed.iter().filter(|r| r.table == "user_subscriptions");
+    for anchor in anchors {
+        let Some(range) = anchor.range else { continue };
+        let in_range: Vec<&&ShardRow> = hashed.iter().filter(|r| r.range == Some(range)).collect();
+        let whole =
+            in_range.len() == tables.len() && in_range.iter().all(|r| r.here && r.placements == 1);
+        if !(whole && copies_here) {
+            continue;
+        }
+        let shard: &'static Shard = Box::leak(Box::new(Shard {
+            key: anchor.key,
+            names: in_range
+                .iter()
+                .map(|r| (r.table.clone(), r.name.clone()))
+                .chain(reference.iter().map(|r| (r.table.clone(), r.name.clone())))
+                .collect(),
+            sequences: in_range
+                .iter()
+                .filter_map(|r| r.sequence.map(|s| (r.table.clone(), s)))
+                .collect(),
+        }));
+        local.push((range.0, range.1, shard));
+    }
+    Layout { distributed, local }
+}
+
+/// The hash Citus places a `bigint` user id by: PostgreSQL's `hashint8`.
+fn hash(user_id: i64) -> Result<i32, Error> {
+    use pgrx::IntoDatum;
+    // SAFETY: hashint8 reads its one non-NULL int8 argument and returns an int4.
+    unsafe { pgrx::direct_function_call::<i32>(pg_sys::hashint8, &[user_id.into_datum()]) }
+        .ok_or(Error::Statement { what: "hashing a user id", detail: "NULL".into() })
+}
+
+/// Whether the call writes: a writer cannot run away from the user's shards.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// The place of a call, until it is dropped.
+pub struct Here {
+    before: Option<&'static Shard>,
+}
+
+impl Drop for Here {
+    fn drop(&mut self) {
+        HERE.set(self.before);
+    }
+}
+
+/// Sets where the call for `user_id` reads and writes, until the returned guard is dropped.
+/// `function` names the call in the error of a writer that runs away from the user's shards.
+pub fn enter(
+    client: &SpiClient<'_>,
+    user_id: i64,
+    access: Access,
+    function: &'static str,
+) -> Result<Here, Error> {
+    let layout = layout(client)?;
+    let here = if layout.distributed {
+        let h = hash(user_id)?;
+        let found = layout.local.iter().find(|(min, max, _)| *min <= h && h <= *max);
+        match (found, access) {
+            (Some((_, _, shard)), _) => Some(*shard),
+            (None, Access::Read) => None,
+            (None, Access::Write) => return Err(Error::NotOnShard { function, user_id }),
+        }
+    } else {
+        None
+    };
+    Ok(Here { before: HERE.replace(here) })
+}
+
+/// The key of the statements of the place the call runs in (0: the tables by their names).
+pub fn key() -> i64 {
+    HERE.get().map_or(0, |s| s.key)
+}
+
+/// `sql` naming the tables of the place the call runs in.
+pub fn bind(sql: &str) -> String {
+    match HERE.get() {
+        None => sql.to_owned(),
+        Some(shard) => entitlements_core::binding::rename(sql, |table| {
+            shard.names.iter().find(|(t, _)| t == table).map(|(_, name)| name.clone())
+        }),
+    }
+}
+
+/// For an INSERT into `table`: the column list's start and the values' start that give the
+/// identity column its value where the place's table has no identity (a shard), or nothing.
+pub fn identity(table: &str) -> (&'static str, String) {
+    let sequence =
+        HERE.get().and_then(|s| s.sequences.iter().find(|(t, _)| t == table).map(|(_, seq)| *seq));
+    match sequence {
+        None => ("", String::new()),
+        Some(seq) => (
+            "id, ",
+            format!("pg_catalog.nextval({}::pg_catalog.oid::pg_catalog.regclass), ", seq.to_u32()),
+        ),
+    }
+}
