@@ -36,6 +36,10 @@ COMMENT ON FUNCTION quota.refund_usage(bigint) IS
 COMMENT ON FUNCTION quota.refund_usage(bigint, text) IS
     'Refunds the usage a user recorded under an idempotency key; see refund_usage(bigint).';
 
+COMMENT ON FUNCTION quota.refund_usage(bigint, bigint) IS
+    'Refunds one usage record of the user named, by its id; see refund_usage(bigint). Naming '
+    'the user lets a Citus cluster send the call to the user''s worker.';
+
 COMMENT ON FUNCTION quota.adjust_quota(bigint, text, bigint, text, text) IS
     'Sets one custom quota (integer >= -1) of the user''s active subscription, with an audit '
     'row in quota.quota_adjustments (actor, reason, old and new value). Takes effect at once; a '
@@ -384,6 +388,16 @@ COMMENT ON FUNCTION quota.release(bigint) IS
     'quota_app. Gives a hold''s units back at once: true when it ended an active hold, false '
     'for one that had expired or was settled or released. Announced on quota_reservation '
     '(released).';
+
+COMMENT ON FUNCTION quota.settle(bigint, bigint, integer, text, bigint, jsonb) IS
+    'quota_app. settle(reservation_id, ...) of a hold of the user named (user_id first); a hold '
+    'of another user is not found. Naming the user lets a Citus cluster send the call to the '
+    'user''s worker.';
+
+COMMENT ON FUNCTION quota.release(bigint, bigint) IS
+    'quota_app. release(reservation_id) of a hold of the user named (user_id first); a hold of '
+    'another user is not found. Naming the user lets a Citus cluster send the call to the '
+    'user''s worker.';
 
 COMMENT ON FUNCTION quota.verify_holds(bigint) IS
     'The counters whose held differs from the sum of their holds of state held in '

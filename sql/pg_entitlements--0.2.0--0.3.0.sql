@@ -1958,6 +1958,26 @@ VOLATILE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'release_wrapper';
+CREATE FUNCTION quota.settle("user_id" bigint, "reservation_id" bigint, "actual_amount" INT,
+                             "resource_type" TEXT DEFAULT NULL, "resource_id" bigint DEFAULT NULL,
+                             "metadata" jsonb DEFAULT NULL)
+RETURNS TABLE ("settled" bool, "usage_record_id" bigint, "released_amount" bigint)
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'settle_of_user_wrapper';
+CREATE FUNCTION quota.release("user_id" bigint, "reservation_id" bigint) RETURNS bool
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'release_of_user_wrapper';
+CREATE FUNCTION quota.refund_usage("user_id" bigint, "usage_record_id" bigint)
+RETURNS TABLE ("refund_id" bigint, "refunded_amount" INT,
+               "period_start" timestamp with time zone, "newly_refunded" bool)
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'refund_usage_of_user_wrapper';
 
 ALTER TABLE quota.user_usage
     ADD COLUMN held bigint NOT NULL DEFAULT 0 CHECK (held >= 0);
@@ -2050,12 +2070,18 @@ $$;
 REVOKE EXECUTE ON FUNCTION
     quota.reserve(bigint, text, integer, interval, text),
     quota.settle(bigint, integer, text, bigint, jsonb),
-    quota.release(bigint)
+    quota.release(bigint),
+    quota.settle(bigint, bigint, integer, text, bigint, jsonb),
+    quota.release(bigint, bigint),
+    quota.refund_usage(bigint, bigint)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     quota.reserve(bigint, text, integer, interval, text),
     quota.settle(bigint, integer, text, bigint, jsonb),
-    quota.release(bigint)
+    quota.release(bigint),
+    quota.settle(bigint, bigint, integer, text, bigint, jsonb),
+    quota.release(bigint, bigint),
+    quota.refund_usage(bigint, bigint)
 TO quota_app;
 GRANT SELECT ON quota.reservations TO quota_app, quota_reader, quota_admin;
 GRANT USAGE ON SEQUENCE quota.reservations_id_seq TO quota_admin;
@@ -2087,6 +2113,20 @@ COMMENT ON FUNCTION quota.release(bigint) IS
     'quota_app. Gives a hold''s units back at once: true when it ended an active hold, false '
     'for one that had expired or was settled or released. Announced on quota_reservation '
     '(released).';
+
+COMMENT ON FUNCTION quota.refund_usage(bigint, bigint) IS
+    'Refunds one usage record of the user named, by its id; see refund_usage(bigint). Naming '
+    'the user lets a Citus cluster send the call to the user''s worker.';
+
+COMMENT ON FUNCTION quota.settle(bigint, bigint, integer, text, bigint, jsonb) IS
+    'quota_app. settle(reservation_id, ...) of a hold of the user named (user_id first); a hold '
+    'of another user is not found. Naming the user lets a Citus cluster send the call to the '
+    'user''s worker.';
+
+COMMENT ON FUNCTION quota.release(bigint, bigint) IS
+    'quota_app. release(reservation_id) of a hold of the user named (user_id first); a hold of '
+    'another user is not found. Naming the user lets a Citus cluster send the call to the '
+    'user''s worker.';
 
 COMMENT ON FUNCTION quota.verify_holds(bigint) IS
     'The counters whose held differs from the sum of their holds of state held in '

@@ -32,6 +32,7 @@ REVOKE EXECUTE ON FUNCTION
     quota.consume(bigint, text, integer, text, text, bigint, jsonb),
     quota.refund_usage(bigint),
     quota.refund_usage(bigint, text),
+    quota.refund_usage(bigint, bigint),
     quota.adjust_quota(bigint, text, bigint, text, text),
     quota.clear_custom_quota(bigint, text, text, text)
 FROM PUBLIC;
@@ -40,7 +41,8 @@ GRANT EXECUTE ON FUNCTION
     quota.record_feature_usage(bigint, text, text, bigint, integer, jsonb, text),
     quota.consume(bigint, text, integer, text, text, bigint, jsonb),
     quota.refund_usage(bigint),
-    quota.refund_usage(bigint, text)
+    quota.refund_usage(bigint, text),
+    quota.refund_usage(bigint, bigint)
 TO quota_app;
 
 REVOKE EXECUTE ON FUNCTION quota.carry_usage(bigint) FROM PUBLIC;
@@ -74,12 +76,16 @@ GRANT EXECUTE ON FUNCTION quota.release_usage(bigint, text, integer, text, text,
 REVOKE EXECUTE ON FUNCTION
     quota.reserve(bigint, text, integer, interval, text),
     quota.settle(bigint, integer, text, bigint, jsonb),
-    quota.release(bigint)
+    quota.release(bigint),
+    quota.settle(bigint, bigint, integer, text, bigint, jsonb),
+    quota.release(bigint, bigint)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     quota.reserve(bigint, text, integer, interval, text),
     quota.settle(bigint, integer, text, bigint, jsonb),
-    quota.release(bigint)
+    quota.release(bigint),
+    quota.settle(bigint, bigint, integer, text, bigint, jsonb),
+    quota.release(bigint, bigint)
 TO quota_app;
 
 -- The read functions are SECURITY INVOKER (no definer switch on the hot path): their callers

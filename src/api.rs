@@ -256,6 +256,7 @@ fn settle(
 )> {
     crate::error::guard(|| {
         let settling = Settling {
+            user: None,
             id: required(reservation_id, "settle", "reservation_id"),
             amount: required(actual_amount, "settle", "actual_amount"),
             resource_type,
@@ -273,7 +274,52 @@ fn settle(
 fn release(reservation_id: Option<i64>) -> bool {
     crate::error::guard(|| {
         let id = required(reservation_id, "release", "reservation_id");
-        Spi::connect_mut(|client| reservations::release(client, id)).or_raise()
+        Spi::connect_mut(|client| reservations::release(client, None, id)).or_raise()
+    })
+}
+
+/// settle(reservation_id, ...) of a hold of the user named, so that a Citus cluster sends the
+/// call to the user's worker.
+#[pg_extern(volatile, parallel_unsafe, security_definer, name = "settle")]
+#[search_path(pg_catalog, pg_temp)]
+fn settle_of_user(
+    user_id: Option<i64>,
+    reservation_id: Option<i64>,
+    actual_amount: Option<i32>,
+    resource_type: default!(Option<&str>, "NULL"),
+    resource_id: default!(Option<i64>, "NULL"),
+    metadata: default!(Option<RawJsonb>, "NULL"),
+) -> one_row::TableIterator<(
+    name!(settled, bool),
+    name!(usage_record_id, Option<i64>),
+    name!(released_amount, i64),
+)> {
+    crate::error::guard(|| {
+        let user_id = required(user_id, "settle", "user_id");
+        let settling = Settling {
+            user: Some(user_id),
+            id: required(reservation_id, "settle", "reservation_id"),
+            amount: required(actual_amount, "settle", "actual_amount"),
+            resource_type,
+            resource_id,
+            metadata,
+        };
+        let s =
+            writing(user_id, "settle", |client| reservations::settle(client, settling)).or_raise();
+        one_row::TableIterator::once((s.settled, s.record_id, s.released))
+    })
+}
+
+/// release(reservation_id) of a hold of the user named, so that a Citus cluster sends the call
+/// to the user's worker.
+#[pg_extern(volatile, parallel_unsafe, security_definer, name = "release")]
+#[search_path(pg_catalog, pg_temp)]
+fn release_of_user(user_id: Option<i64>, reservation_id: Option<i64>) -> bool {
+    crate::error::guard(|| {
+        let user_id = required(user_id, "release", "user_id");
+        let id = required(reservation_id, "release", "reservation_id");
+        writing(user_id, "release", |client| reservations::release(client, Some(user_id), id))
+            .or_raise()
     })
 }
 
@@ -316,9 +362,11 @@ fn release_usage(
 fn refund(target: RecordRef<'_>) -> (i64, i32, TimestampWithTimeZone, bool) {
     let refund = |client: &mut SpiClient<'_>| quota::refund(client, target);
     let (r, newly) = match target {
-        RecordRef::Key { user_id, .. } => writing(user_id, "refund_usage", refund),
-        // By id alone: no user to place the call by, so it reads the tables by their names.
-        RecordRef::Id(_) => Spi::connect_mut(refund),
+        RecordRef::Key { user_id, .. } | RecordRef::Id { user_id: Some(user_id), .. } => {
+            writing(user_id, "refund_usage", refund)
+        }
+        // By id alone: no user to place the call by, so it names the tables (one server).
+        RecordRef::Id { user_id: None, .. } => Spi::connect_mut(refund),
     }
     .or_raise();
     (r.id, r.amount, r.period_start, newly)
@@ -337,7 +385,28 @@ fn refund_usage_by_id(
 )> {
     crate::error::guard(|| {
         let id = required(usage_record_id, "refund_usage", "usage_record_id");
-        one_row::TableIterator::once(refund(RecordRef::Id(id)))
+        one_row::TableIterator::once(refund(RecordRef::Id { user_id: None, id }))
+    })
+}
+
+/// Refunds one usage record of a user, by its id: as refund_usage(usage_record_id), with the
+/// user named, so that a Citus cluster sends the call to the user's worker.
+#[pg_extern(volatile, parallel_unsafe, security_definer, name = "refund_usage")]
+#[search_path(pg_catalog, pg_temp)]
+fn refund_usage_of_user(
+    user_id: Option<i64>,
+    usage_record_id: Option<i64>,
+) -> one_row::TableIterator<(
+    name!(refund_id, i64),
+    name!(refunded_amount, i32),
+    name!(period_start, TimestampWithTimeZone),
+    name!(newly_refunded, bool),
+)> {
+    crate::error::guard(|| {
+        one_row::TableIterator::once(refund(RecordRef::Id {
+            user_id: Some(required(user_id, "refund_usage", "user_id")),
+            id: required(usage_record_id, "refund_usage", "usage_record_id"),
+        }))
     })
 }
 

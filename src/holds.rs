@@ -57,9 +57,13 @@ fn insert_sql() -> String {
     )
 }
 
-/// A hold by its id alone, unlocked: which counter to lock before it.
+/// A hold by its id, of user $2 when it is not NULL, unlocked: which counter to lock before it.
 fn find_sql() -> String {
-    format!("SELECT {COLUMNS} FROM quota.reservations r WHERE r.id OPERATOR(pg_catalog.=) $1")
+    format!(
+        "SELECT {COLUMNS} FROM quota.reservations r
+          WHERE r.id OPERATOR(pg_catalog.=) $1
+            AND ($2::pg_catalog.int8 IS NULL OR r.user_id OPERATOR(pg_catalog.=) $2)"
+    )
 }
 
 /// A hold, locked until the transaction ends, once its counter is.
@@ -137,7 +141,7 @@ fn plans(client: &SpiClient<'_>) -> Result<Option<&'static Plans>, Error> {
             active: prepare(ACTIVE, &[INT8, TEXT, TSTZ], false)?,
             reclaim: prepare(RECLAIM, &[INT8, TEXT, TSTZ, INT8], true)?,
             insert: prepare(&insert_sql(), &[INT8, TEXT, TSTZ, TSTZ, INT8, INTERVAL, TEXT], true)?,
-            find: prepare(&find_sql(), &[INT8], false)?,
+            find: prepare(&find_sql(), &[INT8, INT8], false)?,
             lock: prepare(&lock_sql(), &[INT8, INT8], true)?,
             by_key: prepare(&by_key_sql(), &[INT8, TEXT], true)?,
             end: prepare(END, &[INT8, INT8, TEXT, INT8, INT8], true)?,
@@ -251,9 +255,9 @@ fn one(
 }
 
 /// A hold by its id, unlocked.
-pub fn find(client: &SpiClient<'_>, id: i64) -> Result<Option<Hold>, Error> {
+pub fn find(client: &SpiClient<'_>, user: Option<i64>, id: i64) -> Result<Option<Hold>, Error> {
     let plans = required(client)?;
-    one(client, &plans.find, &[id.into()])
+    one(client, &plans.find, &[id.into(), user.into()])
 }
 
 /// A hold, locked until the transaction ends.

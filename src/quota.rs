@@ -1160,7 +1160,10 @@ pub fn refund(
     store::ensure_binding(client)?;
     let Some(record) = store::lock_refund_target(client, &target)? else {
         let what = match target {
-            store::RecordRef::Id(id) => format!("with id {id}"),
+            store::RecordRef::Id { user_id: None, id } => format!("with id {id}"),
+            store::RecordRef::Id { user_id: Some(user_id), id } => {
+                format!("of user {user_id} with id {id}")
+            }
             store::RecordRef::Key { user_id, key } => {
                 format!("of user {user_id} with idempotency key \"{key}\"")
             }

@@ -164,6 +164,8 @@ pub fn reserve(client: &mut SpiClient<'_>, h: Reserving<'_>) -> Result<Reserved,
 
 /// What `settle` gives the work to record.
 pub struct Settling<'a> {
+    /// The user the hold must be of, when the call names one.
+    pub user: Option<i64>,
     pub id: i64,
     pub amount: i32,
     pub resource_type: Option<&'a str>,
@@ -191,7 +193,7 @@ pub fn settle(client: &mut SpiClient<'_>, s: Settling<'_>) -> Result<Settled, Er
     if s.amount < 0 {
         return Err(Error::InvalidSettleAmount { id: s.id, amount: i64::from(s.amount) });
     }
-    let Some(found) = holds::find(client, s.id)? else {
+    let Some(found) = holds::find(client, s.user, s.id)? else {
         return Err(Error::ReservationNotFound { id: s.id });
     };
     let subject = Subject { user_id: found.user_id, feature: found.feature.clone() };
@@ -358,7 +360,7 @@ fn lock_hold(
     subject: &Subject,
     id: i64,
 ) -> Result<Option<(store::CounterRow, Hold)>, Error> {
-    let found = store::must(holds::find(client, id)?, "the hold")?;
+    let found = store::must(holds::find(client, Some(subject.user_id), id)?, "the hold")?;
     let counter = store::lock_one_counter(client, subject, found.period_start)?;
     let counter = store::must(counter, "the counter of a hold")?;
     let hold = store::must(holds::lock(client, subject.user_id, id)?, "the hold")?;
@@ -367,10 +369,10 @@ fn lock_hold(
 
 /// `release`: gives a hold's units back at once. True when this call ended an active hold;
 /// false for a hold that had expired, or was settled or released already.
-pub fn release(client: &mut SpiClient<'_>, id: i64) -> Result<bool, Error> {
+pub fn release(client: &mut SpiClient<'_>, user: Option<i64>, id: i64) -> Result<bool, Error> {
     quota::ensure_writable("release")?;
     store::ensure_binding(client)?;
-    let Some(found) = holds::find(client, id)? else {
+    let Some(found) = holds::find(client, user, id)? else {
         return Err(Error::ReservationNotFound { id });
     };
     let subject = Subject { user_id: found.user_id, feature: found.feature };

@@ -371,7 +371,9 @@ const RECORD_FOR_REFUND_BY_ID: &str = "
 SELECT r.user_id::pg_catalog.int8, r.id::pg_catalog.int8, r.refund_of::pg_catalog.int8,
        r.period_start IS NOT NULL, r.amount::pg_catalog.int4,
        r.created_at::pg_catalog.timestamptz, r.feature_code::pg_catalog.text
-  FROM quota.usage_records r WHERE r.id = $1 FOR UPDATE";
+  FROM quota.usage_records r
+ WHERE r.id = $1 AND ($2::pg_catalog.int8 IS NULL OR r.user_id = $2)
+   FOR UPDATE";
 
 const RECORD_FOR_REFUND_BY_KEY: &str = "
 SELECT r.user_id::pg_catalog.int8, r.id::pg_catalog.int8, r.refund_of::pg_catalog.int8,
@@ -874,7 +876,7 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
         },
         lock_key: prepare_if(&keys, LOCK_KEY, &[int8, text], true)?,
         record_by_key: prepare_if(&keys, RECORD_BY_KEY, &[int8, text], true)?,
-        refund_target_by_id: prepare_if(&refunds, RECORD_FOR_REFUND_BY_ID, &[int8], true)?,
+        refund_target_by_id: prepare_if(&refunds, RECORD_FOR_REFUND_BY_ID, &[int8, int8], true)?,
         refund_target_by_key: prepare_if(
             &[Optional::Refunds, Optional::IdempotencyKeys],
             RECORD_FOR_REFUND_BY_KEY,
@@ -1670,8 +1672,15 @@ pub fn record_by_key(
 /// How a refund names the record it refunds.
 #[derive(Clone, Copy)]
 pub enum RecordRef<'a> {
-    Id(i64),
-    Key { user_id: i64, key: &'a str },
+    /// By its id, of a user when one is named.
+    Id {
+        user_id: Option<i64>,
+        id: i64,
+    },
+    Key {
+        user_id: i64,
+        key: &'a str,
+    },
 }
 
 /// A record to refund, locked.
@@ -1697,7 +1706,9 @@ pub fn lock_refund_target(
     // An attached application's created_at without time zone holds its local time.
     let _zone = Pinned::local_zone(plans);
     let table = match *target {
-        RecordRef::Id(id) => client.update(by_id, Some(1), &[id.into()]),
+        RecordRef::Id { user_id, id } => {
+            client.update(by_id, Some(1), &[id.into(), user_id.into()])
+        }
         RecordRef::Key { user_id, key } => {
             let keys = Optional::IdempotencyKeys;
             let by_key = optional(plans, &plans.refund_target_by_key, keys, FUNCTION)?;

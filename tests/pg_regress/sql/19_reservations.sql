@@ -155,6 +155,28 @@ SELECT * FROM check_user_quota(1907, 'articles_per_month');
 SELECT * FROM verify_holds(1907);
 SELECT * FROM verify_ledger(1907);
 
+-- The same calls with the user named first (what a Citus cluster routes by): a hold is found
+-- only under its own user. 1908, free plan: a hold of 3 settled at 2, a hold of 1 released.
+INSERT INTO user_subscriptions (user_id, plan_id, start_date, end_date)
+VALUES (1908, plan_id('free'), now() - interval '5 days', now() + interval '25 days');
+SELECT allowed, remaining FROM reserve(1908, 'articles_per_month', 3);
+SELECT * FROM settle(1901, (SELECT id FROM quota.reservations WHERE user_id = 1908), 2);
+SELECT settled, usage_record_id IS NOT NULL AS recorded, released_amount
+  FROM settle(1908, (SELECT id FROM quota.reservations WHERE user_id = 1908), 2);
+SELECT allowed, remaining FROM reserve(1908, 'articles_per_month', 1);
+SELECT release(1901, (SELECT max(id) FROM quota.reservations WHERE user_id = 1908));
+SELECT release(1908, (SELECT max(id) FROM quota.reservations WHERE user_id = 1908));
+SELECT release(1908, (SELECT max(id) FROM quota.reservations WHERE user_id = 1908));
+-- A refund by record id with the user named: another user's record is not found.
+SELECT * FROM refund_usage(1901, (SELECT max(id) FROM quota.usage_records WHERE user_id = 1908));
+SELECT refunded_amount, newly_refunded
+  FROM refund_usage(1908, (SELECT max(id) FROM quota.usage_records WHERE user_id = 1908));
+SELECT current_usage, remaining FROM check_user_quota(1908, 'articles_per_month');
+SELECT * FROM settle(NULL, 1, 1);
+SELECT release(1908, NULL);
+SELECT * FROM verify_holds(1908);
+SELECT * FROM verify_ledger(1908);
+
 -- Bad input: no hold for a user without a subscription; clear errors for the rest.
 SELECT * FROM reserve(1999, 'articles_per_month', 1);
 SELECT * FROM reserve(1901, 'articles_per_month', 0);
