@@ -51,10 +51,11 @@ trap 'rm -rf "$WORK"' EXIT
 pass() { echo "ok    $1"; }
 fail() { echo "FAIL  $1"; shift; [ $# -gt 0 ] && echo "      $*"; failed=1; }
 
-# check NAME EXPECTED SQL: passes when the last line the SQL prints equals EXPECTED.
+# check NAME EXPECTED SQL: passes when the last line the SQL prints equals EXPECTED (the SQL
+# goes to psql's input: it may use psql's variables).
 check() {
   local name=$1 expected=$2 sql=$3 got
-  if got=$("${PSQL[@]}" -c "$sql" 2>&1) && [ "$(tail -1 <<<"$got")" = "$expected" ]; then
+  if got=$("${PSQL[@]}" <<<"$sql" 2>&1) && [ "$(tail -1 <<<"$got")" = "$expected" ]; then
     pass "$name"
   else
     fail "$name" "expected [$expected], got [$got]"
@@ -121,10 +122,21 @@ check "check_user_quota, delegated, for every user" "1000" "
 SELECT count(*) FROM generate_series($FIRST, $LAST) u,
        LATERAL quota.check_user_quota(u, 'articles_per_month') q
  WHERE q.has_quota AND q.quota_limit = $LIMIT AND q.remaining = $LIMIT"
+# One call per statement, as an application makes them: Citus sends each to the user's worker.
+for u in $(seq "$FIRST" "$LAST"); do
+  echo "SELECT quota.record_feature_usage($u, 'publish_per_month');"
+done >"$WORK/record.sql"
+"${PSQL[@]}" -f "$WORK/record.sql" >"$WORK/record.log" 2>&1 \
+  || fail "a use per user" "$(head -3 "$WORK/record.log")"
 check "a use per user, then verify_ledger() empty" "1000|0" "
+SELECT (SELECT count(DISTINCT user_id) FROM quota.usage_records
+         WHERE user_id BETWEEN $FIRST AND $LAST AND feature_code = 'publish_per_month'),
+       (SELECT count(*) FROM quota.verify_ledger())"
+check "a writer inside a query on the coordinator is refused, naming the way" "0A000" "
+\\set ON_ERROR_STOP 0
 SELECT count(*) FILTER (WHERE quota.record_feature_usage(u, 'publish_per_month'))
-  FROM generate_series($FIRST, $LAST) u;
-SELECT count(*) FROM quota.verify_ledger()"
+  FROM generate_series($FIRST, $FIRST + 1) u;
+\\echo :LAST_ERROR_SQLSTATE"
 check "usage record ids are unique across nodes" "t" "
 SELECT count(DISTINCT id) = count(*) FROM quota.usage_records"
 
@@ -136,9 +148,39 @@ SELECT s.storage_quota_bytes FROM quota.user_storage_usage s WHERE s.user_id = $
 echo "==> grants and reservations"
 check "a grant adds to the allowance" "t" "
 SELECT (quota.grant_quota($((FIRST + 1)), 'articles_per_month', 5)).id IS NOT NULL"
-check "a reservation holds, then settles" "t" "
-SELECT quota.settle((SELECT reservation_id FROM quota.reserve($((FIRST + 2)), 'articles_per_month', 3)), 2)
-       IS NOT NULL"
+check "a reservation holds, then settles" "t|1" "
+SELECT reservation_id AS hold FROM quota.reserve($((FIRST + 2)), 'articles_per_month', 3) \\gset
+SELECT settled, released_amount FROM quota.settle($((FIRST + 2)), :hold, 2)"
+check "a reservation holds, then is released" "t" "
+SELECT reservation_id AS hold FROM quota.reserve($((FIRST + 2)), 'articles_per_month', 1) \\gset
+SELECT quota.release($((FIRST + 2)), :hold)"
+check "holds match the counters" "0" "SELECT count(*) FROM quota.verify_holds()"
+
+echo "==> refunds and custom limits"
+check "refund_usage by user and record id" "1|t" "
+SELECT max(id) AS record FROM quota.usage_records WHERE user_id = $((FIRST + 3)) \\gset
+SELECT refunded_amount, newly_refunded FROM quota.refund_usage($((FIRST + 3)), :record)"
+check "refund_usage by user and idempotency key" "1|t" "
+SELECT quota.record_feature_usage($((FIRST + 4)), 'articles_per_month', idempotency_key => 'citus-check');
+SELECT refunded_amount, newly_refunded FROM quota.refund_usage($((FIRST + 4)), 'citus-check')"
+check "adjust_quota, then clear_custom_quota" "7|$LIMIT" "
+SELECT quota.adjust_quota($((FIRST + 5)), 'articles_per_month', 7, 'citus check', 'citus-check');
+SELECT quota_limit AS custom FROM quota.check_user_quota($((FIRST + 5)), 'articles_per_month') \\gset
+SELECT quota.clear_custom_quota($((FIRST + 5)), 'articles_per_month', 'citus check', 'citus-check');
+SELECT :custom, quota_limit FROM quota.check_user_quota($((FIRST + 5)), 'articles_per_month')"
+
+echo "==> as an application's role"
+# A login role of quota_app, as docs/scaling.md creates it: Citus connects to the workers as it.
+"${PSQL[@]}" -c "DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'citus_check_app') THEN
+    CREATE ROLE citus_check_app LOGIN IN ROLE quota_app;
+  END IF; END \$\$" >/dev/null
+check "check, consume and usage_overview as a login role of quota_app" "t|t|1" "
+SET ROLE citus_check_app;
+SELECT (SELECT has_quota FROM quota.check_user_quota($((FIRST + 6)), 'articles_per_month')),
+       (SELECT allowed FROM quota.consume($((FIRST + 6)), 'articles_per_month', 1)),
+       (SELECT current_usage FROM quota.usage_overview($((FIRST + 6)))
+         WHERE feature_code = 'articles_per_month')"
 
 echo "==> 16 clients consume one user's last $LIMIT units"
 cat >"$WORK/race.sql" <<SQL
