@@ -177,10 +177,10 @@ echo "==> as an application's role"
   END IF; END \$\$" >/dev/null
 check "check, consume and usage_overview as a login role of quota_app" "t|t|1" "
 SET ROLE citus_check_app;
-SELECT (SELECT has_quota FROM quota.check_user_quota($((FIRST + 6)), 'articles_per_month')),
-       (SELECT allowed FROM quota.consume($((FIRST + 6)), 'articles_per_month', 1)),
-       (SELECT current_usage FROM quota.usage_overview($((FIRST + 6)))
-         WHERE feature_code = 'articles_per_month')"
+SELECT has_quota AS checked FROM quota.check_user_quota($((FIRST + 6)), 'articles_per_month') \\gset
+SELECT allowed AS consumed FROM quota.consume($((FIRST + 6)), 'articles_per_month', 1) \\gset
+SELECT :'checked', :'consumed', current_usage FROM quota.usage_overview($((FIRST + 6)))
+ WHERE feature_code = 'articles_per_month'"
 
 echo "==> 16 clients consume one user's last $LIMIT units"
 cat >"$WORK/race.sql" <<SQL
