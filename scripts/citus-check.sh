@@ -140,6 +140,33 @@ SELECT count(*) FILTER (WHERE quota.record_feature_usage(u, 'publish_per_month')
 check "usage record ids are unique across nodes" "t" "
 SELECT count(DISTINCT id) = count(*) FROM quota.usage_records"
 
+# On a worker a call reads the user's shards through the per-backend copy and their indexes,
+# as on one server; with pg_entitlements.direct_reads off, by statements. Same answers.
+for port in $("${PSQL[@]}" -c "SELECT nodeport FROM pg_dist_node WHERE groupid <> 0 AND noderole = 'primary' AND nodename IN ('localhost', '127.0.0.1') ORDER BY 1"); do
+  differ=$(PGPORT=$port "${PSQL[@]}" <<SQL 2>&1
+CREATE TEMP TABLE answers AS
+SELECT u, f.code, (SELECT q::text FROM quota.check_user_quota(u, f.code) q) AS direct,
+       (SELECT o::text FROM quota.usage_overview(u) o WHERE o.feature_code = f.code) AS overview
+  FROM generate_series($FIRST, $LAST) u, quota.features f
+ WHERE EXISTS (SELECT FROM pg_dist_placement pl, pg_dist_local_group l
+                WHERE pl.shardid = get_shard_id_for_distribution_column('quota.user_subscriptions', u)
+                  AND pl.groupid = l.groupid)
+   AND f.kind IN ('metered', 'gauge');
+SET pg_entitlements.direct_reads = off;
+SELECT count(*) FILTER (WHERE a.direct IS DISTINCT FROM (SELECT q::text FROM quota.check_user_quota(a.u, a.code) q)
+                           OR a.overview IS DISTINCT FROM (SELECT o::text FROM quota.usage_overview(a.u) o
+                                                            WHERE o.feature_code = a.code))
+       || ' of ' || count(*)
+  FROM answers a;
+SQL
+)
+  case $differ in
+    "0 of 0") fail "worker $port: direct reads against statements" "no user of the check on it" ;;
+    "0 of "*) pass "worker $port: direct reads and statements agree ($differ differ)" ;;
+    *) fail "worker $port: direct reads against statements" "$differ" ;;
+  esac
+done
+
 echo "==> the storage trigger"
 check "a limit change reaches user_storage_usage" "2147483648" "
 SELECT quota.adjust_quota($FIRST, 'storage_space', 2048, 'citus check', 'citus-check');

@@ -267,3 +267,47 @@ pub fn identity(table: &str) -> (&'static str, String) {
         ),
     }
 }
+
+/// Lets the queries of the system catalogs see shards until dropped. Citus hides its shards
+/// from a client's queries of pg_class (`citus.override_table_visibility`), and the per-backend
+/// copy ([`crate::read::copy`]) looks up the columns and indexes of the user's shards there.
+/// The setting is changed at a GUC nest level of its own, as a function's SET clause does, and
+/// put back when the guard is dropped (or by the abort of the transaction on an ERROR).
+pub struct ShardsVisible {
+    level: Option<i32>,
+}
+
+impl ShardsVisible {
+    pub fn new() -> ShardsVisible {
+        const NAME: &std::ffi::CStr = c"citus.override_table_visibility";
+        // SAFETY: GetConfigOption with missing_ok reads the setting or returns NULL without
+        // Citus; set_config_option then changes an existing setting at the new nest level.
+        unsafe {
+            if pg_sys::GetConfigOption(NAME.as_ptr(), true, false).is_null() {
+                return ShardsVisible { level: None };
+            }
+            let level = pg_sys::NewGUCNestLevel();
+            pg_sys::set_config_option(
+                NAME.as_ptr(),
+                c"off".as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            );
+            ShardsVisible { level: Some(level) }
+        }
+    }
+}
+
+impl Drop for ShardsVisible {
+    fn drop(&mut self) {
+        if let (Some(level), false) = (self.level, std::thread::panicking()) {
+            // SAFETY: pops the nest level new() pushed; while unwinding from an ERROR the abort
+            // of the (sub)transaction pops it instead.
+            unsafe { pg_sys::AtEOXact_GUC(true, level) };
+        }
+    }
+}

@@ -129,6 +129,9 @@ const TABLE_ROLES: [&str; 7] = [
     "grants",
 ];
 
+/// A copy, or why none can be kept, and the generation it was built under.
+type Built = (u64, Result<Rc<Config>, String>);
+
 pub struct Config {
     pub zone: super::Zone,
     /// `quota.settings.attached_schema` and `attached_time_zone`.
@@ -188,30 +191,36 @@ thread_local! {
     static GENERATION: Cell<u64> = const { Cell::new(0) };
     /// The oids of the tables of the copy. While a copy is being built, every invalidation
     /// counts (the oids are not known yet).
-    static WATCHED: Cell<[Oid; 7]> = const { Cell::new([pg_sys::InvalidOid; 7]) };
+    /// Of every copy built, one per place ([`crate::placement`]): on a Citus worker each
+    /// user's shards are tables of their own.
+    static WATCHED: RefCell<Vec<Oid>> = const { RefCell::new(Vec::new()) };
     static BUILDING: Cell<bool> = const { Cell::new(false) };
     static REGISTERED: Cell<bool> = const { Cell::new(false) };
-    /// The role that passed the SELECT privilege checks on every table of the copy; reset by
-    /// any change of a role or a membership, and by a GRANT or REVOKE (an invalidation).
-    static PRIVILEGED: Cell<Oid> = const { Cell::new(pg_sys::InvalidOid) };
-    /// The copy, or why none can be kept, and the generation it was built under.
-    static CONFIG: RefCell<Option<(u64, Result<Rc<Config>, String>)>> = const { RefCell::new(None) };
-    /// The copy the last direct call used, and the snapshot it used it with: the other calls
-    /// of the same statement use it too.
-    static PINNED: RefCell<Option<(SnapshotKey, Rc<Config>)>> = const { RefCell::new(None) };
+    /// For each place, the role that passed the SELECT privilege checks on every table of its
+    /// copy; reset by any change of a role or a membership, and by a GRANT or REVOKE (an
+    /// invalidation).
+    static PRIVILEGED: RefCell<Vec<(i64, Oid)>> = const { RefCell::new(Vec::new()) };
+    /// The copy of each place, or why none can be kept, and the generation it was built under.
+    static CONFIG: RefCell<Vec<(i64, Built)>> = const { RefCell::new(Vec::new()) };
+    /// The copy the last direct call used, and the snapshot and place it used it with: the
+    /// other calls of the same statement there use it too.
+    static PINNED: RefCell<Option<(SnapshotKey, i64, Rc<Config>)>> = const { RefCell::new(None) };
 }
 
 #[pg_guard]
 unsafe extern "C-unwind" fn relcache_invalidated(_arg: pg_sys::Datum, relid: Oid) {
-    if relid == pg_sys::InvalidOid || BUILDING.get() || WATCHED.get().contains(&relid) {
+    if relid == pg_sys::InvalidOid
+        || BUILDING.get()
+        || WATCHED.with_borrow(|w| w.contains(&relid))
+    {
         GENERATION.set(GENERATION.get() + 1);
-        PRIVILEGED.set(pg_sys::InvalidOid);
+        PRIVILEGED.with_borrow_mut(Vec::clear);
     }
 }
 
 #[pg_guard]
 unsafe extern "C-unwind" fn roles_invalidated(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
-    PRIVILEGED.set(pg_sys::InvalidOid);
+    PRIVILEGED.with_borrow_mut(Vec::clear);
 }
 
 fn register_callbacks() {
@@ -280,18 +289,18 @@ pub fn direct(client: &SpiClient<'_>) -> Result<Rc<Config>, String> {
     // SAFETY: processes pending invalidations, as taking a lock does; only our callback and
     // PostgreSQL's own caches react.
     unsafe { pg_sys::AcceptInvalidationMessages() };
+    let place = crate::placement::key();
     let pinned = PINNED.with_borrow(|p| match p {
-        Some((key, config)) if *key == snapshot => Some(config.clone()),
+        Some((key, at, config)) if *key == snapshot && *at == place => Some(config.clone()),
         _ => None,
     });
     let config = match pinned {
         Some(config) => config,
         None => {
-            let current = CONFIG.with_borrow(|c| match c {
-                Some((generation, config)) if *generation == GENERATION.get() => {
-                    Some(config.clone())
-                }
-                _ => None,
+            let current = CONFIG.with_borrow(|c| {
+                c.iter()
+                    .find(|(at, (generation, _))| *at == place && *generation == GENERATION.get())
+                    .map(|(_, (_, config))| config.clone())
             });
             let config = match current {
                 Some(found) => found?,
@@ -306,23 +315,26 @@ pub fn direct(client: &SpiClient<'_>) -> Result<Rc<Config>, String> {
                 // their snapshot.
                 build_for_statement(client, snapshot.horizon)?
             };
-            PINNED.set(Some((snapshot, config.clone())));
+            PINNED.set(Some((snapshot, place, config.clone())));
             config
         }
     };
-    privileged(&config)?;
+    privileged(place, &config)?;
     Ok(config)
 }
 
 /// A statement checks the caller's privileges on every table it reads; reading without one
 /// must too. Any refusal is left to the statement, which raises the genuine error (or succeeds
 /// through column privileges, which are not checked here).
-fn privileged(config: &Config) -> Result<(), String> {
+fn privileged(place: i64, config: &Config) -> Result<(), String> {
     // SAFETY: GetUserId reads the current role.
     let user = unsafe { pg_sys::GetUserId() };
-    if PRIVILEGED.get() != user {
+    if !PRIVILEGED.with_borrow(|p| p.contains(&(place, user))) {
         privileged_on(&config.tables)?;
-        PRIVILEGED.set(user);
+        PRIVILEGED.with_borrow_mut(|p| {
+            p.retain(|(at, _)| *at != place);
+            p.push((place, user));
+        });
     }
     Ok(())
 }
@@ -390,17 +402,23 @@ fn rebuild(client: &SpiClient<'_>) -> Result<Rc<Config>, String> {
     };
     let built = match built {
         Ok(config) => {
-            let mut watched = [pg_sys::InvalidOid; 7];
-            for (slot, t) in watched.iter_mut().zip(&config.tables) {
-                *slot = t.relid;
-            }
-            WATCHED.set(watched);
+            WATCHED.with_borrow_mut(|w| {
+                for t in &config.tables {
+                    if !w.contains(&t.relid) {
+                        w.push(t.relid);
+                    }
+                }
+            });
             Ok(Rc::new(config))
         }
         Err(Refusal::Unusable(why)) => Err(why),
         Err(Refusal::Privileges(why)) => return Err(why),
     };
-    CONFIG.set(Some((generation, built.clone())));
+    let place = crate::placement::key();
+    CONFIG.with_borrow_mut(|c| {
+        c.retain(|(at, _)| *at != place);
+        c.push((place, (generation, built.clone())));
+    });
     built
 }
 
@@ -576,7 +594,7 @@ fn citus_tables(client: &SpiClient<'_>) -> Result<HashSet<Oid>, Refusal> {
 
 /// The table of `role` in `schema`, as [`TABLE`] finds it.
 fn table(client: &SpiClient<'_>, role: &'static str, schema: &str) -> Result<Table, Refusal> {
-    let name = format!("{schema}.{role}");
+    let name = crate::placement::bind(&format!("{schema}.{role}"));
     let row = select(client, TABLE, &[name.as_str().into()])?.first();
     let relid: Option<Oid> = row.get(1)?;
     let (kind, am, rls): (Option<String>, Option<String>, Option<bool>) =
@@ -601,12 +619,14 @@ fn readable(tables: &[Table]) -> Result<(), Refusal> {
 }
 
 fn build(client: &SpiClient<'_>, built: Horizon) -> Result<Config, Refusal> {
+    let _visible = crate::placement::ShardsVisible::new();
     let mut tables: Vec<Table> = TABLE_ROLES[..2]
         .iter()
         .map(|role| table(client, role, "quota"))
         .collect::<Result<_, _>>()?;
     readable(&tables)?;
-    let settings = select(client, SETTINGS, &[])?.first();
+    let here = crate::placement::bind;
+    let settings = select(client, &here(SETTINGS), &[])?.first();
     let zone = super::Zone::new(
         required(settings.get(1)?, "quota.settings.time_zone")?,
         settings.get(3)?,
@@ -617,7 +637,7 @@ fn build(client: &SpiClient<'_>, built: Horizon) -> Result<Config, Refusal> {
         local_zone: settings.get(5)?,
         lacks: entitlements_core::binding::Lacks::from_json(settings.get::<String>(6)?.as_deref()),
     };
-    let bound = |sql: &str| binding::bind(sql, binding.schema.as_deref());
+    let bound = |sql: &str| here(&binding::bind(sql, binding.schema.as_deref()));
     let schema =
         pgrx::spi::quote_identifier(binding.schema.as_deref().unwrap_or("quota")).to_string();
     for role in &TABLE_ROLES[2..6] {
@@ -641,7 +661,7 @@ fn build(client: &SpiClient<'_>, built: Horizon) -> Result<Config, Refusal> {
     }
 
     let mut features = HashMap::new();
-    for row in select(client, FEATURES, &[])? {
+    for row in select(client, &here(FEATURES), &[])? {
         let code: String = required(col(&row, 1)?, "features.code")?;
         let catalog = Catalog {
             name: required(col(&row, 2)?, "features.name")?,
