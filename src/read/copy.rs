@@ -209,9 +209,7 @@ thread_local! {
 
 #[pg_guard]
 unsafe extern "C-unwind" fn relcache_invalidated(_arg: pg_sys::Datum, relid: Oid) {
-    if relid == pg_sys::InvalidOid
-        || BUILDING.get()
-        || WATCHED.with_borrow(|w| w.contains(&relid))
+    if relid == pg_sys::InvalidOid || BUILDING.get() || WATCHED.with_borrow(|w| w.contains(&relid))
     {
         GENERATION.set(GENERATION.get() + 1);
         PRIVILEGED.with_borrow_mut(Vec::clear);
