@@ -15,35 +15,16 @@
 //! tables through [`bind`].
 
 use crate::spi::{self, failed};
+use entitlements_core::placement::{Layout, Shard, ShardRow};
 use entitlements_core::Error;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::spi::SpiClient;
-use std::cell::{Cell, RefCell};
-use std::rc::Rc;
-
-/// One user's shards on this node: the names every statement uses in place of the tables.
-pub struct Shard {
-    /// The id of the user's shard of `quota.user_subscriptions`: which statements are theirs.
-    key: i64,
-    /// Each table of schema quota that Citus knows, and the qualified name of its shard here
-    /// (the user's shard, or the node's copy of a reference table).
-    names: Vec<(String, String)>,
-    /// Each per-user table with an identity column, and that column's sequence. A shard has no
-    /// identity: Citus fills the column on the distributed table, so a statement on the shard
-    /// draws the id itself ([`identity`]).
-    sequences: Vec<(String, Oid)>,
-}
-
-/// What the catalog of Citus says about this node, as far as the extension's tables go.
-struct Layout {
-    /// Whether the per-user tables are distributed at all.
-    distributed: bool,
-    /// The hash ranges whose shards of every per-user table are on this node and nowhere else.
-    local: Vec<(i32, i32, &'static Shard)>,
-}
+use std::cell::Cell;
 
 thread_local! {
-    static LAYOUT: RefCell<Option<Rc<Layout>>> = const { RefCell::new(None) };
+    /// What this node serves, from Citus' catalog; leaked when the layout changes (rarely,
+    /// and a `&'static` to it may still be in use up the stack).
+    static LAYOUT: Cell<Option<&'static Layout>> = const { Cell::new(None) };
     /// The oid of quota.user_subscriptions: Citus invalidates its relcache entry whenever a
     /// shard of its colocation group is created, moved, split or dropped, and so does
     /// `quota.distribute()`.
@@ -56,7 +37,7 @@ thread_local! {
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn relcache_invalidated(_arg: pg_sys::Datum, relid: Oid) {
     if relid == pg_sys::InvalidOid || relid == WATCHED.get() {
-        LAYOUT.with_borrow_mut(|l| *l = None);
+        LAYOUT.set(None);
     }
 }
 
@@ -91,19 +72,8 @@ SELECT c.relname::pg_catalog.text, p.partmethod OPERATOR(pg_catalog.=) 'h', s.sh
   JOIN pg_catalog.pg_dist_shard s ON s.logicalrelid OPERATOR(pg_catalog.=) p.logicalrelid
  WHERE c.relnamespace OPERATOR(pg_catalog.=) 'quota'::pg_catalog.regnamespace";
 
-struct ShardRow {
-    table: String,
-    hashed: bool,
-    key: i64,
-    range: Option<(i32, i32)>,
-    name: String,
-    placements: i64,
-    here: bool,
-    sequence: Option<Oid>,
-}
-
-fn layout(client: &SpiClient<'_>) -> Result<Rc<Layout>, Error> {
-    if let Some(l) = LAYOUT.with_borrow(|l| l.clone()) {
+fn layout(client: &SpiClient<'_>) -> Result<&'static Layout, Error> {
+    if let Some(l) = LAYOUT.get() {
         return Ok(l);
     }
     if !REGISTERED.replace(true) {
@@ -125,69 +95,27 @@ fn layout(client: &SpiClient<'_>) -> Result<Rc<Layout>, Error> {
         .flatten()
         .unwrap_or(pg_sys::InvalidOid);
     WATCHED.set(watched);
-    let layout = if spi::ask(client, HAS_CITUS, &[])? {
-        let mut rows = Vec::new();
+    let mut rows = Vec::new();
+    if spi::ask(client, HAS_CITUS, &[])? {
+        let on = " on pg_dist_shard";
         for row in client.select(SHARDS, None, &[]).map_err(failed("placement lookup"))? {
-            let text = |n| spi::column::<String>(&row, n, " on pg_dist_shard");
-            let (min, max) = (
-                spi::column::<i32>(&row, 4, " on pg_dist_shard")?,
-                spi::column::<i32>(&row, 5, " on pg_dist_shard")?,
-            );
+            let min = spi::column::<i32>(&row, 4, on)?;
+            let max = spi::column::<i32>(&row, 5, on)?;
             rows.push(ShardRow {
-                table: text(1)?.unwrap_or_default(),
-                hashed: spi::column::<bool>(&row, 2, "")?.unwrap_or(false),
-                key: spi::column::<i64>(&row, 3, "")?.unwrap_or(0),
+                table: spi::column::<String>(&row, 1, on)?.unwrap_or_default(),
+                hashed: spi::column::<bool>(&row, 2, on)?.unwrap_or(false),
+                key: spi::column::<i64>(&row, 3, on)?.unwrap_or(0),
                 range: min.zip(max),
-                name: text(6)?.unwrap_or_default(),
-                placements: spi::column::<i64>(&row, 7, "")?.unwrap_or(0),
-                here: spi::column::<bool>(&row, 8, "")?.unwrap_or(false),
-                sequence: spi::column::<Oid>(&row, 9, "")?,
+                name: spi::column::<String>(&row, 6, on)?.unwrap_or_default(),
+                placements: spi::column::<i64>(&row, 7, on)?.unwrap_or(0),
+                here: spi::column::<bool>(&row, 8, on)?.unwrap_or(false),
+                sequence: spi::column::<Oid>(&row, 9, on)?.map(|o| o.to_u32()),
             });
         }
-        arrange(&rows)
-    } else {
-        Layout { distributed: false, local: Vec::new() }
-    };
-    let layout = Rc::new(layout);
-    LAYOUT.with_borrow_mut(|l| *l = Some(layout.clone()));
-    Ok(layout)
-}
-
-/// The ranges this node can serve on its own: every per-user table has its shard of the range
-/// here and only here (a shard kept on several nodes is written through Citus, which writes
-/// them all), and every reference table has its copy here.
-fn arrange(rows: &[ShardRow]) -> Layout {
-    let hashed: Vec<&ShardRow> = rows.iter().filter(|r| r.hashed).collect();
-    let reference: Vec<&ShardRow> = rows.iter().filter(|r| !r.hashed).collect();
-    let tables: std::collections::BTreeSet<&str> =
-        hashed.iter().map(|r| r.table.as_str()).collect();
-    let distributed = !tables.is_empty();
-    let copies_here = reference.iter().all(|r| r.here);
-    let mut local = Vec::new();
-    let anchors = hashed.iter().filter(|r| r.table == "user_subscriptions");
-    for anchor in anchors {
-        let Some(range) = anchor.range else { continue };
-        let in_range: Vec<&&ShardRow> = hashed.iter().filter(|r| r.range == Some(range)).collect();
-        let whole =
-            in_range.len() == tables.len() && in_range.iter().all(|r| r.here && r.placements == 1);
-        if !(whole && copies_here) {
-            continue;
-        }
-        let shard: &'static Shard = Box::leak(Box::new(Shard {
-            key: anchor.key,
-            names: in_range
-                .iter()
-                .map(|r| (r.table.clone(), r.name.clone()))
-                .chain(reference.iter().map(|r| (r.table.clone(), r.name.clone())))
-                .collect(),
-            sequences: in_range
-                .iter()
-                .filter_map(|r| r.sequence.map(|s| (r.table.clone(), s)))
-                .collect(),
-        }));
-        local.push((range.0, range.1, shard));
     }
-    Layout { distributed, local }
+    let layout: &'static Layout = Box::leak(Box::new(Layout::of(&rows)));
+    LAYOUT.set(Some(layout));
+    Ok(layout)
 }
 
 /// The hash Citus places a `bigint` user id by: PostgreSQL's `hashint8`.
@@ -226,10 +154,8 @@ pub fn enter(
 ) -> Result<Here, Error> {
     let layout = layout(client)?;
     let here = if layout.distributed {
-        let h = hash(user_id)?;
-        let found = layout.local.iter().find(|(min, max, _)| *min <= h && h <= *max);
-        match (found, access) {
-            (Some((_, _, shard)), _) => Some(*shard),
+        match (layout.find(hash(user_id)?), access) {
+            (Some(shard), _) => Some(shard),
             (None, Access::Read) => None,
             (None, Access::Write) => return Err(Error::NotOnShard { function, user_id }),
         }
@@ -248,23 +174,20 @@ pub fn key() -> i64 {
 pub fn bind(sql: &str) -> String {
     match HERE.get() {
         None => sql.to_owned(),
-        Some(shard) => entitlements_core::binding::rename(sql, |table| {
-            shard.names.iter().find(|(t, _)| t == table).map(|(_, name)| name.clone())
-        }),
+        Some(shard) => {
+            entitlements_core::binding::rename(sql, |table| shard.name(table).map(str::to_owned))
+        }
     }
 }
 
 /// For an INSERT into `table`: the column list's start and the values' start that give the
 /// identity column its value where the place's table has no identity (a shard), or nothing.
 pub fn identity(table: &str) -> (&'static str, String) {
-    let sequence =
-        HERE.get().and_then(|s| s.sequences.iter().find(|(t, _)| t == table).map(|(_, seq)| *seq));
-    match sequence {
+    match HERE.get().and_then(|s| s.sequence(table)) {
         None => ("", String::new()),
-        Some(seq) => (
-            "id, ",
-            format!("pg_catalog.nextval({}::pg_catalog.oid::pg_catalog.regclass), ", seq.to_u32()),
-        ),
+        Some(seq) => {
+            ("id, ", format!("pg_catalog.nextval({seq}::pg_catalog.oid::pg_catalog.regclass), "))
+        }
     }
 }
 

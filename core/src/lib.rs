@@ -2,7 +2,7 @@
 //!
 //! Everything here is plain Rust with ordinary unit and property tests: billing periods
 //! ([`period`]), limits and their precedence ([`limit`]), the quota figures a check returns
-//! ([`status`]), feature kinds ([`kind`]), several limits on one feature ([`windows`]), which subscription counts ([`subscription`]), storage units ([`units`]), grants ([`grants`]) and holds ([`holds`]) and the one error type ([`error`]). The extension
+//! ([`status`]), feature kinds ([`kind`]), several limits on one feature ([`windows`]), which subscription counts ([`subscription`]), storage units ([`units`]), grants ([`grants`]) and holds ([`holds`]), which node of a Citus cluster serves a user ([`placement`]) and the one error type ([`error`]). The extension
 //! crate only converts PostgreSQL values into these types, calls them, and converts back.
 
 pub mod alerts;
@@ -15,6 +15,7 @@ pub mod kind;
 pub mod limit;
 pub mod overage;
 pub mod period;
+pub mod placement;
 pub mod rollover;
 pub mod status;
 pub mod subscription;
