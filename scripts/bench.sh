@@ -635,5 +635,7 @@ $FLOORS_MD
 $(cat bench/optimisations.md)
 
 $(cat bench/tick_backlog.md)
+
+$(cat bench/citus.md)
 EOF
 step "done: $PASSES targets PASS, $FAILS FAIL; report in $OUT"
