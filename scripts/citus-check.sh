@@ -196,6 +196,21 @@ SELECT quota_limit AS custom FROM quota.check_user_quota($((FIRST + 5)), 'articl
 SELECT quota.clear_custom_quota($((FIRST + 5)), 'articles_per_month', 'citus check', 'citus-check');
 SELECT :custom, quota_limit FROM quota.check_user_quota($((FIRST + 5)), 'articles_per_month')"
 
+echo "==> the catalog"
+check "a feature a custom limit overrides cannot be deleted, then can" "23503|0" "
+\\set ON_ERROR_STOP 0
+INSERT INTO quota.features (code, name) VALUES ('citus_check_tmp', 'Citus check') ON CONFLICT DO NOTHING;
+SELECT quota.adjust_quota($((FIRST + 7)), 'citus_check_tmp', 3, 'citus check', 'citus-check');
+DELETE FROM quota.features WHERE code = 'citus_check_tmp';
+\\set refused :LAST_ERROR_SQLSTATE
+SELECT quota.clear_custom_quota($((FIRST + 7)), 'citus_check_tmp', 'citus check', 'citus-check');
+DELETE FROM quota.features WHERE code = 'citus_check_tmp';
+SELECT :'refused' || '|' || count(*) FROM quota.features WHERE code = 'citus_check_tmp'"
+check "DROP EXTENSION is refused while the tables hold rows" "2BP01" "
+\\set ON_ERROR_STOP 0
+DROP EXTENSION pg_entitlements;
+\\echo :LAST_ERROR_SQLSTATE"
+
 echo "==> as an application's role"
 # A login role of quota_app, as docs/scaling.md creates it: Citus connects to the workers as it.
 "${PSQL[@]}" -c "DO \$\$ BEGIN

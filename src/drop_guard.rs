@@ -26,10 +26,12 @@ const MAY_DROP: &str = "
 SELECT pg_catalog.pg_has_role(e.extowner, 'USAGE')
   FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_entitlements'";
 
-/// Whether the extension's tables that hold users' data have a row.
+/// Whether the extension's tables that hold users' data have a row. The subqueries select a
+/// column: Citus plans a subquery of a distributed table that selects none into a function
+/// call it cannot type ("a column definition list is required").
 const HOLDS_DATA: &str = "
-SELECT EXISTS (SELECT FROM quota.user_subscriptions) OR EXISTS (SELECT FROM quota.user_usage)
-    OR EXISTS (SELECT FROM quota.usage_records) OR EXISTS (SELECT FROM quota.quota_adjustments)";
+SELECT EXISTS (SELECT 1 FROM quota.user_subscriptions) OR EXISTS (SELECT 1 FROM quota.user_usage)
+    OR EXISTS (SELECT 1 FROM quota.usage_records) OR EXISTS (SELECT 1 FROM quota.quota_adjustments)";
 
 /// The names a DROP statement names, when it drops objects of `kind`.
 ///

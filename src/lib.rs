@@ -119,7 +119,7 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/citus.sql",
     name = "citus",
-    requires = ["schema", "grants", "reservations", "windows", "kinds", "rollover"]
+    requires = ["schema", "catalog", "grants", "reservations", "windows", "kinds", "rollover"]
 );
 extension_sql_file!("../sql/drop_guard.sql", name = "drop_guard", requires = ["schema", "ledger"]);
 extension_sql_file!(
