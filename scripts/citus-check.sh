@@ -200,10 +200,10 @@ echo "==> the catalog"
 check "a feature a custom limit overrides cannot be deleted, then can" "23503|0" "
 \\set ON_ERROR_STOP 0
 INSERT INTO quota.features (code, name) VALUES ('citus_check_tmp', 'Citus check') ON CONFLICT DO NOTHING;
-SELECT quota.adjust_quota($((FIRST + 7)), 'citus_check_tmp', 3, 'citus check', 'citus-check');
+UPDATE quota.user_subscriptions SET custom_quotas = '{\"citus_check_tmp\": 3}' WHERE user_id = $((FIRST + 7));
 DELETE FROM quota.features WHERE code = 'citus_check_tmp';
 \\set refused :LAST_ERROR_SQLSTATE
-SELECT quota.clear_custom_quota($((FIRST + 7)), 'citus_check_tmp', 'citus check', 'citus-check');
+UPDATE quota.user_subscriptions SET custom_quotas = custom_quotas - 'citus_check_tmp' WHERE user_id = $((FIRST + 7));
 DELETE FROM quota.features WHERE code = 'citus_check_tmp';
 SELECT :'refused' || '|' || count(*) FROM quota.features WHERE code = 'citus_check_tmp'"
 check "DROP EXTENSION is refused while the tables hold rows" "2BP01" "
@@ -235,6 +235,31 @@ SELECT q.current_usage FROM quota.check_user_quota($RACER, 'articles_per_month')
 check "one usage record per unit counted" "$LIMIT" "
 SELECT count(*) FROM quota.usage_records WHERE user_id = $RACER AND feature_code = 'articles_per_month'"
 check "verify_ledger() is empty" "0" "SELECT count(*) FROM quota.verify_ledger()"
+
+echo "==> a change of the time zone"
+# A subscription anchored at 00:00 UTC on the 15th, in 2010: a second change of zone within a
+# period moves the period at once (by the zones' offsets), and the usage must move with it. Each
+# node carries the usage of the users whose shards it holds. Removing the settings row means UTC.
+ZONED=$((FIRST + 8))
+"${PSQL[@]}" >/dev/null <<SQL
+DELETE FROM quota.user_subscriptions WHERE user_id = $ZONED;
+SELECT id AS plan FROM quota.subscription_plans WHERE plan_code = 'citus_check' \gset
+INSERT INTO quota.user_subscriptions (user_id, plan_id, start_date, end_date)
+VALUES ($ZONED, :plan, '2010-01-15 00:00+00', now() + interval '1 year');
+SQL
+check "the usage follows the period through two changes of zone and back to UTC" "10|true|10|10|0" "
+SELECT quota.consume($ZONED, 'articles_per_month', 10);
+SELECT period_start AS utc_start FROM quota.get_quota_period($ZONED, 'articles_per_month') \\gset
+INSERT INTO quota.settings (time_zone) VALUES ('America/Caracas')
+ON CONFLICT (singleton) DO UPDATE SET time_zone = EXCLUDED.time_zone;
+UPDATE quota.settings SET time_zone = 'Asia/Shanghai';
+SELECT period_start AS moved_start FROM quota.get_quota_period($ZONED, 'articles_per_month') \\gset
+SELECT current_usage AS moved FROM quota.check_user_quota($ZONED, 'articles_per_month') \\gset
+DELETE FROM quota.settings;
+SELECT current_usage AS back FROM quota.check_user_quota($ZONED, 'articles_per_month') \\gset
+SELECT count(*) AS ledger FROM quota.verify_ledger() \\gset
+SELECT :moved || '|' || (:'moved_start'::timestamptz <> :'utc_start'::timestamptz) || '|' || :back
+       || '|' || (SELECT sum(amount) FROM quota.usage_records WHERE user_id = $ZONED AND feature_code = 'articles_per_month') || '|' || :ledger"
 
 echo "==> throughput: delegated calls against a single node on the same machine"
 "${PSQL[@]}" -c "DROP DATABASE IF EXISTS $SINGLE" -c "CREATE DATABASE $SINGLE" >/dev/null

@@ -11,6 +11,7 @@
 //! empty. A reset is asked for, never implied: `pg_entitlements.carry_usage = off` (SET LOCAL in
 //! the transaction of the change) ends those counters at the change instead.
 
+use crate::placement;
 use crate::quota::period_of;
 use crate::read::{self, Zone};
 use crate::store;
@@ -73,10 +74,14 @@ pub fn hold(client: &SpiClient<'_>, user_id: i64) -> Result<(), Error> {
 /// After a change of the settings' zone: [`follow`] for every user with current usage. The
 /// change applies from each user's next boundary, so this moves nothing unless the settings
 /// forgot a change still in force (a second change within one period, or a removed settings
-/// row, which means UTC at once).
+/// row, which means UTC at once). On a Citus cluster each node follows the users of the shards
+/// it holds ([`placement::served_here`]).
 pub fn follow_time_zone(client: &SpiClient<'_>, zone: &Zone) -> Result<(), Error> {
-    for user_id in store::users_with_current_usage(client)? {
-        follow(client, user_id, Some(zone))?;
+    for place in placement::served_here(client)? {
+        let _here = place.enter();
+        for user_id in store::users_with_current_usage(client)? {
+            follow(client, user_id, Some(zone))?;
+        }
     }
     Ok(())
 }

@@ -165,6 +165,29 @@ pub fn enter(
     Ok(Here { before: HERE.replace(here) })
 }
 
+/// Every place whose users this node serves, for work on every user from a trigger on the
+/// catalog: the tables by their names on one server; on a Citus cluster, where such a trigger
+/// fires on each node's copy of the reference table, the user shards this node holds (none on
+/// the coordinator), so that the nodes together cover every user once.
+pub fn served_here(client: &SpiClient<'_>) -> Result<Vec<Place>, Error> {
+    let layout = layout(client)?;
+    Ok(if layout.distributed {
+        layout.local.iter().map(|(_, shard)| Place(Some(shard))).collect()
+    } else {
+        vec![Place(None)]
+    })
+}
+
+/// A place [`served_here`] names.
+pub struct Place(Option<&'static Shard>);
+
+impl Place {
+    /// Runs the statements of the call at this place until the guard is dropped.
+    pub fn enter(&self) -> Here {
+        Here { before: HERE.replace(self.0) }
+    }
+}
+
 /// The key of the statements of the place the call runs in (0: the tables by their names).
 pub fn key() -> i64 {
     HERE.get().map_or(0, |s| s.key)
