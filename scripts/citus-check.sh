@@ -206,6 +206,24 @@ DELETE FROM quota.features WHERE code = 'citus_check_tmp';
 UPDATE quota.user_subscriptions SET custom_quotas = custom_quotas - 'citus_check_tmp' WHERE user_id = $((FIRST + 7));
 DELETE FROM quota.features WHERE code = 'citus_check_tmp';
 SELECT :'refused' || '|' || count(*) FROM quota.features WHERE code = 'citus_check_tmp'"
+# Two users on different workers (the first and the last worker group): each node renames
+# the key in the subscriptions it holds.
+read -r ONE TWO < <("${PSQL[@]}" -F ' ' -c "
+SELECT min(u) FILTER (WHERE pl.groupid = w.first), min(u) FILTER (WHERE pl.groupid = w.last)
+  FROM generate_series($((FIRST + 9)), $LAST) u
+  JOIN pg_dist_placement pl ON pl.shardid = get_shard_id_for_distribution_column('quota.user_subscriptions', u),
+       (SELECT min(groupid) AS first, max(groupid) AS last FROM pg_dist_node
+         WHERE groupid <> 0 AND noderole = 'primary') w")
+check "a renamed feature keeps the custom limits that name it on every worker, audited" "4|4|2" "
+INSERT INTO quota.features (code, name) VALUES ('citus_check_old', 'Citus check') ON CONFLICT DO NOTHING;
+UPDATE quota.user_subscriptions SET custom_quotas = '{\"citus_check_old\": 4}' WHERE user_id = $ONE;
+UPDATE quota.user_subscriptions SET custom_quotas = '{\"citus_check_old\": 4}' WHERE user_id = $TWO;
+UPDATE quota.features SET code = 'citus_check_new' WHERE code = 'citus_check_old';
+SELECT quota_limit AS limit_one FROM quota.check_user_quota($ONE, 'citus_check_new') \\gset
+SELECT quota_limit AS limit_two FROM quota.check_user_quota($TWO, 'citus_check_new') \\gset
+SELECT :limit_one || '|' || :limit_two || '|' || count(DISTINCT user_id)
+  FROM quota.quota_adjustments
+ WHERE user_id IN ($ONE, $TWO) AND feature_code = 'citus_check_new' AND reason = 'feature renamed'"
 check "DROP EXTENSION is refused while the tables hold rows" "2BP01" "
 \\set ON_ERROR_STOP 0
 DROP EXTENSION pg_entitlements;

@@ -250,6 +250,23 @@ AS $$
 DECLARE
     code text := CASE WHEN TG_OP = 'DELETE' THEN OLD.code ELSE NEW.code END;
     t regclass;
+    adjustments regclass;
+    -- A rename rewrites the key in the custom_quotas of %1$s, audited in %2$s; %3$s and %4$s
+    -- name and give the audit row's id where the table has no identity (a Citus shard).
+    rename_sql text := 'WITH renamed AS (
+                            UPDATE %1$s us
+                               SET custom_quotas = (us.custom_quotas - $1)
+                                                   || jsonb_build_object($2, us.custom_quotas -> $1)
+                             WHERE jsonb_typeof(us.custom_quotas) = ''object'' AND us.custom_quotas ? $1
+                            RETURNING us.user_id, us.id, us.custom_quotas -> $2 AS value
+                        )
+                        INSERT INTO %2$s
+                               (%3$suser_id, subscription_id, feature_code, old_value, new_value,
+                                reason, actor, created_at)
+                        SELECT %4$sr.user_id, r.id, $2, v.value, v.value, ''feature renamed'',
+                               session_user, now()
+                          FROM renamed r,
+                               LATERAL (SELECT (r.value #>> ''{}'')::numeric::integer AS value) v';
     -- Which users the change decides (see `affected` below).
     default_moved boolean := TG_OP <> 'UPDATE' OR OLD.default_limit IS DISTINCT FROM NEW.default_limit
                              OR OLD.default_value IS DISTINCT FROM NEW.default_value;
@@ -263,9 +280,31 @@ DECLARE
                                                    OR OLD.window_limits IS DISTINCT FROM NEW.window_limits));
 BEGIN
     -- On a Citus cluster the trigger also fires on every node's copy (shard) of the reference
-    -- table, where these statements would be distributed queries from a query on a shard:
-    -- there it does nothing (docs/scaling.md).
+    -- table, where a statement on the distributed tables would be a distributed query from a
+    -- query on a shard. There each node renames the key in the subscriptions of the shards it
+    -- holds, audited in the shard of quota_adjustments of the same hash range, so that the
+    -- nodes together rename it everywhere; the announcement and the storage resync are not
+    -- made there (docs/scaling.md).
     IF TG_RELID <> 'quota.features'::regclass THEN
+        IF TG_OP = 'UPDATE' AND OLD.code <> NEW.code THEN
+            FOREACH t IN ARRAY quota.custom_quotas_tables() LOOP
+                FOR t, adjustments IN EXECUTE $q$
+                    SELECT pg_catalog.shard_name(s.logicalrelid, s.shardid)::pg_catalog.regclass,
+                           pg_catalog.shard_name(a.logicalrelid, a.shardid)::pg_catalog.regclass
+                      FROM pg_catalog.pg_dist_shard s
+                      JOIN pg_catalog.pg_dist_placement p ON p.shardid = s.shardid
+                      JOIN pg_catalog.pg_dist_local_group l ON l.groupid = p.groupid
+                      JOIN pg_catalog.pg_dist_shard a
+                        ON a.logicalrelid = 'quota.quota_adjustments'::pg_catalog.regclass
+                       AND a.shardminvalue = s.shardminvalue
+                     WHERE s.logicalrelid = $1$q$ USING t
+                LOOP
+                    EXECUTE format(rename_sql, t, adjustments, 'id, ',
+                                   'pg_catalog.nextval(pg_catalog.pg_get_serial_sequence(''quota.quota_adjustments'', ''id'')), ')
+                        USING OLD.code, NEW.code;
+                END LOOP;
+            END LOOP;
+        END IF;
         RETURN NULL;
     END IF;
     IF TG_OP = 'UPDATE' AND OLD.code <> NEW.code THEN
@@ -273,21 +312,7 @@ BEGIN
         -- change is this rename (quota.is_feature_rename in src/quota.rs): it decides the same
         -- limits, and it announces nothing.
         FOREACH t IN ARRAY quota.custom_quotas_tables() LOOP
-            EXECUTE format(
-                'WITH renamed AS (
-                     UPDATE %s us
-                        SET custom_quotas = (us.custom_quotas - $1)
-                                            || jsonb_build_object($2, us.custom_quotas -> $1)
-                      WHERE jsonb_typeof(us.custom_quotas) = ''object'' AND us.custom_quotas ? $1
-                     RETURNING us.user_id, us.id, us.custom_quotas -> $2 AS value
-                 )
-                 INSERT INTO quota.quota_adjustments
-                        (user_id, subscription_id, feature_code, old_value, new_value, reason,
-                         actor, created_at)
-                 SELECT r.user_id, r.id, $2, v.value, v.value, ''feature renamed'',
-                        session_user, now()
-                   FROM renamed r,
-                        LATERAL (SELECT (r.value #>> ''{}'')::numeric::integer AS value) v', t)
+            EXECUTE format(rename_sql, t, 'quota.quota_adjustments', '', '')
                 USING OLD.code, NEW.code;
         END LOOP;
     END IF;
