@@ -88,8 +88,8 @@ SELECT count(*) >= 10 AND bool_and(colocationid = (SELECT colocationid FROM pg_d
   FROM pg_dist_object WHERE classid = 'pg_proc'::regclass AND distribution_argument_index = 0"
 
 echo "==> seed scenario on 1,000 users"
-# One statement per user, as an application subscribes them: each runs on one worker. (One
-# statement or transaction for several users' subscriptions fails on Citus, docs/scaling.md.)
+# One statement per user, as an application subscribes them: each runs on one worker. (Several
+# users in one statement are checked below.)
 "${PSQL[@]}" >/dev/null <<SQL
 INSERT INTO quota.subscription_plans (plan_code, plan_name, price)
 VALUES ('citus_check', 'Citus check', 0) ON CONFLICT (plan_code) DO NOTHING;
@@ -166,6 +166,30 @@ SQL
     *) fail "worker $port: direct reads against statements" "$differ" ;;
   esac
 done
+
+# Several users in one statement: Citus commits it on both workers in two phases, and the
+# announcements held on each worker go out once it committed (src/notices.rs). A listener on
+# every worker on this machine counts them: two per user (quota_updated,
+# storage_quota_changed).
+workers=$("${PSQL[@]}" -c "SELECT nodeport FROM pg_dist_node WHERE groupid <> 0 AND noderole = 'primary' AND nodename IN ('localhost', '127.0.0.1') ORDER BY 1")
+for port in $workers; do
+  PGPORT=$port psql -X -q -At -c "LISTEN quota_updated" -c "LISTEN storage_quota_changed" \
+    -c "SELECT pg_sleep(8)" >"$WORK/listen-$port.log" 2>&1 &
+done
+sleep 2
+check "subscribing 20 users in one INSERT ... SELECT" "20|20" "
+SELECT id AS plan FROM quota.subscription_plans WHERE plan_code = 'citus_check' \\gset
+INSERT INTO quota.user_subscriptions (user_id, plan_id, start_date, end_date)
+SELECT u, :plan, now() - interval '1 day', now() + interval '1 year'
+  FROM generate_series($((LAST + 1)), $((LAST + 20))) u;
+SELECT (SELECT count(*) FROM quota.user_subscriptions WHERE user_id BETWEEN $((LAST + 1)) AND $((LAST + 20))) || '|' ||
+       (SELECT count(*) FROM quota.user_storage_usage WHERE user_id BETWEEN $((LAST + 1)) AND $((LAST + 20)))"
+wait
+if [ -n "$workers" ]; then
+  heard=$(cat "$WORK"/listen-*.log | grep -c 'Asynchronous notification .*"user_id":70010[0-2][0-9]')
+  if [ "$heard" = 40 ]; then pass "their 40 announcements were heard on the workers after the commit"
+  else fail "their 40 announcements were heard on the workers after the commit" "heard $heard"; fi
+fi
 
 echo "==> the storage trigger"
 check "a limit change reaches user_storage_usage" "2147483648" "

@@ -22,6 +22,7 @@ mod error;
 mod grants;
 mod holds;
 mod jsonb;
+mod notices;
 mod one_row;
 mod overage;
 mod pg_version;

@@ -188,6 +188,11 @@ impl Place {
     }
 }
 
+/// Whether the call runs on a user's shards (a Citus worker).
+pub fn on_shard() -> bool {
+    HERE.get().is_some()
+}
+
 /// The key of the statements of the place the call runs in (0: the tables by their names).
 pub fn key() -> i64 {
     HERE.get().map_or(0, |s| s.key)

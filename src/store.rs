@@ -1580,8 +1580,14 @@ fn optional<'p>(
     })
 }
 
-/// `pg_notify(channel, payload)`: sent at commit, never for a rolled-back change.
+/// `pg_notify(channel, payload)`: sent at commit, never for a rolled-back change. On a Citus
+/// shard it is held by the backend until the commit ([`crate::notices`]), so that a
+/// transaction Citus commits in two phases can be prepared.
 pub fn notify(client: &mut SpiClient<'_>, channel: &str, payload: &str) -> Result<(), Error> {
+    if crate::placement::on_shard() {
+        crate::notices::hold(channel, payload);
+        return Ok(());
+    }
     let args: [DatumWithOid; 2] = [channel.into(), payload.into()];
     let plan = &plans(client)?.notify;
     client.update(plan, None, &args).map_err(failed("pg_notify"))?;
