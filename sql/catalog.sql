@@ -201,6 +201,10 @@ $$;
 -- overrides the feature in custom_quotas. The key would stay behind, and the validation trigger
 -- would then reject every later change of that document (adjust_quota of another feature
 -- fails with "unknown feature"). BEFORE, so that this refusal, with its fix, comes first.
+-- On a Citus cluster the trigger fires on each node's copy of the reference table (TG_RELID
+-- is that copy), where a query of the distributed quota.user_subscriptions would be a
+-- distributed query from a query on a shard, which Citus refuses: each node looks at the shards
+-- of the subscriptions it holds, and together the nodes look at every one.
 CREATE FUNCTION quota.features_delete_guard()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -208,11 +212,29 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     t regclass;
+    shards regclass[];
+    shard regclass;
     overriding bigint;
+    n bigint;
 BEGIN
     FOREACH t IN ARRAY quota.custom_quotas_tables() LOOP
-        EXECUTE format('SELECT count(*) FROM %s us WHERE us.custom_quotas ? $1', t)
-           INTO overriding USING OLD.code;
+        overriding := 0;
+        IF TG_RELID = 'quota.features'::regclass THEN
+            shards := ARRAY[t];
+        ELSE
+            EXECUTE $q$
+                SELECT coalesce(pg_catalog.array_agg(pg_catalog.shard_name(s.logicalrelid, s.shardid)::pg_catalog.regclass), '{}')
+                  FROM pg_catalog.pg_dist_shard s
+                  JOIN pg_catalog.pg_dist_placement p ON p.shardid = s.shardid
+                  JOIN pg_catalog.pg_dist_local_group l ON l.groupid = p.groupid
+                 WHERE s.logicalrelid = $1$q$
+               INTO shards USING t;
+        END IF;
+        FOREACH shard IN ARRAY shards LOOP
+            EXECUTE format('SELECT count(*) FROM %s us WHERE us.custom_quotas ? $1', shard)
+               INTO n USING OLD.code;
+            overriding := overriding + n;
+        END LOOP;
         IF overriding > 0 THEN
             RAISE EXCEPTION 'cannot delete feature %: % subscription(s) of % still override it in custom_quotas',
                             OLD.code, overriding, t

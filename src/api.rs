@@ -255,17 +255,35 @@ fn settle(
     name!(released_amount, i64),
 )> {
     crate::error::guard(|| {
-        let settling = Settling {
-            user: None,
-            id: required(reservation_id, "settle", "reservation_id"),
-            amount: required(actual_amount, "settle", "actual_amount"),
-            resource_type,
-            resource_id,
-            metadata,
-        };
-        let s = Spi::connect_mut(|client| reservations::settle(client, settling)).or_raise();
-        one_row::TableIterator::once((s.settled, s.record_id, s.released))
+        settled(None, reservation_id, actual_amount, resource_type, resource_id, metadata)
     })
+}
+
+/// Both forms of `settle`: by the hold's id alone (`user` None), or with the user it must be of,
+/// at the place of that user's rows.
+fn settled(
+    user: Option<i64>,
+    reservation_id: Option<i64>,
+    actual_amount: Option<i32>,
+    resource_type: Option<&str>,
+    resource_id: Option<i64>,
+    metadata: Option<RawJsonb>,
+) -> one_row::TableIterator<(bool, Option<i64>, i64)> {
+    let settling = Settling {
+        user,
+        id: required(reservation_id, "settle", "reservation_id"),
+        amount: required(actual_amount, "settle", "actual_amount"),
+        resource_type,
+        resource_id,
+        metadata,
+    };
+    let settle = |client: &mut SpiClient<'_>| reservations::settle(client, settling);
+    let s = match user {
+        Some(user_id) => writing(user_id, "settle", settle),
+        None => Spi::connect_mut(settle),
+    }
+    .or_raise();
+    one_row::TableIterator::once((s.settled, s.record_id, s.released))
 }
 
 /// Gives a hold's units back at once: true when it ended an active hold.
@@ -295,18 +313,8 @@ fn settle_of_user(
     name!(released_amount, i64),
 )> {
     crate::error::guard(|| {
-        let user_id = required(user_id, "settle", "user_id");
-        let settling = Settling {
-            user: Some(user_id),
-            id: required(reservation_id, "settle", "reservation_id"),
-            amount: required(actual_amount, "settle", "actual_amount"),
-            resource_type,
-            resource_id,
-            metadata,
-        };
-        let s =
-            writing(user_id, "settle", |client| reservations::settle(client, settling)).or_raise();
-        one_row::TableIterator::once((s.settled, s.record_id, s.released))
+        let user = Some(required(user_id, "settle", "user_id"));
+        settled(user, reservation_id, actual_amount, resource_type, resource_id, metadata)
     })
 }
 
