@@ -195,6 +195,8 @@ SET ROLE quota_app;
 \set VERBOSITY sqlstate
 SELECT allowed FROM reserve(1903, 'keyword_distillation', 1);
 SELECT release((SELECT max(id) FROM quota.reservations WHERE user_id = 1903));
+SELECT allowed FROM reserve(1903, 'keyword_distillation', 1);
+SELECT release(1903, (SELECT max(id) FROM quota.reservations WHERE user_id = 1903));
 UPDATE quota.reservations SET state = 'released', ended_at = now() WHERE user_id = 1902;
 INSERT INTO quota.reservations (user_id, feature_code, period_start, period_end, amount, expires_at)
 VALUES (1903, 'articles_per_month', now(), now(), 1, now() + interval '1 hour');
@@ -205,6 +207,9 @@ SET ROLE quota_reader;
 SELECT reserve(1903, 'keyword_distillation', 1);
 SELECT release(1);
 SELECT settle(1, 1);
+SELECT release(1903, 1);
+SELECT settle(1903, 1, 1);
+SELECT refund_usage(1903, 1::bigint);
 RESET ROLE;
 SET ROLE quota_admin;
 DELETE FROM quota.reservations WHERE user_id = 1903;
