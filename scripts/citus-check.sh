@@ -62,10 +62,6 @@ check() {
   fi
 }
 
-# The users of the seed scenario and the feature of the race, far from an application's ids.
-FIRST=7000001
-LAST=7001000
-RACER=7000500
 LIMIT=200
 
 echo "==> layout"
@@ -86,6 +82,15 @@ check "the per-user functions are delegated" "t" "
 SELECT count(*) >= 10 AND bool_and(colocationid = (SELECT colocationid FROM pg_dist_partition
                                                     WHERE logicalrelid = 'quota.user_subscriptions'::regclass))
   FROM pg_dist_object WHERE classid = 'pg_proc'::regclass AND distribution_argument_index = 0"
+
+# The users of this run, far from an application's ids: each run of the check on the same
+# database takes the next 10,000 ids from 7,000,001 on, and names its features and keys after
+# the run, so that it finds nothing an earlier run left.
+RUN=$("${PSQL[@]}" -c "SELECT coalesce(max((user_id - 7000001) / 10000) + 1, 0)
+                         FROM quota.user_subscriptions WHERE user_id BETWEEN 7000001 AND 7999999")
+FIRST=$((7000001 + RUN * 10000))
+LAST=$((FIRST + 999))
+RACER=$((FIRST + 499))
 
 echo "==> seed scenario on 1,000 users"
 # One statement per user, as an application subscribes them: each runs on one worker. (Several
@@ -186,7 +191,8 @@ SELECT (SELECT count(*) FROM quota.user_subscriptions WHERE user_id BETWEEN $((L
        (SELECT count(*) FROM quota.user_storage_usage WHERE user_id BETWEEN $((LAST + 1)) AND $((LAST + 20)))"
 wait
 if [ -n "$workers" ]; then
-  heard=$(cat "$WORK"/listen-*.log | grep -c 'Asynchronous notification .*"user_id":70010[0-2][0-9]')
+  heard=$(cat "$WORK"/listen-*.log | grep -o '"user_id":[0-9]*' | cut -d: -f2 \
+            | awk -v low=$((LAST + 1)) -v high=$((LAST + 20)) '$1 >= low && $1 <= high' | wc -l)
   if [ "$heard" = 40 ]; then pass "their 40 announcements were heard on the workers after the commit"
   else fail "their 40 announcements were heard on the workers after the commit" "heard $heard"; fi
 fi
@@ -212,8 +218,8 @@ check "refund_usage by user and record id" "1|t" "
 SELECT max(id) AS record FROM quota.usage_records WHERE user_id = $((FIRST + 3)) \\gset
 SELECT refunded_amount, newly_refunded FROM quota.refund_usage($((FIRST + 3)), :record)"
 check "refund_usage by user and idempotency key" "1|t" "
-SELECT quota.record_feature_usage($((FIRST + 4)), 'articles_per_month', idempotency_key => 'citus-check');
-SELECT refunded_amount, newly_refunded FROM quota.refund_usage($((FIRST + 4)), 'citus-check')"
+SELECT quota.record_feature_usage($((FIRST + 4)), 'articles_per_month', idempotency_key => 'citus-check-$RUN');
+SELECT refunded_amount, newly_refunded FROM quota.refund_usage($((FIRST + 4)), 'citus-check-$RUN')"
 check "adjust_quota, then clear_custom_quota" "7|$LIMIT" "
 SELECT quota.adjust_quota($((FIRST + 5)), 'articles_per_month', 7, 'citus check', 'citus-check');
 SELECT quota_limit AS custom FROM quota.check_user_quota($((FIRST + 5)), 'articles_per_month') \\gset
@@ -223,13 +229,13 @@ SELECT :custom, quota_limit FROM quota.check_user_quota($((FIRST + 5)), 'article
 echo "==> the catalog"
 check "a feature a custom limit overrides cannot be deleted, then can" "23503|0" "
 \\set ON_ERROR_STOP 0
-INSERT INTO quota.features (code, name) VALUES ('citus_check_tmp', 'Citus check') ON CONFLICT DO NOTHING;
-UPDATE quota.user_subscriptions SET custom_quotas = '{\"citus_check_tmp\": 3}' WHERE user_id = $((FIRST + 7));
-DELETE FROM quota.features WHERE code = 'citus_check_tmp';
+INSERT INTO quota.features (code, name) VALUES ('citus_check_tmp_$RUN', 'Citus check') ON CONFLICT DO NOTHING;
+UPDATE quota.user_subscriptions SET custom_quotas = '{\"citus_check_tmp_$RUN\": 3}' WHERE user_id = $((FIRST + 7));
+DELETE FROM quota.features WHERE code = 'citus_check_tmp_$RUN';
 \\set refused :LAST_ERROR_SQLSTATE
-UPDATE quota.user_subscriptions SET custom_quotas = custom_quotas - 'citus_check_tmp' WHERE user_id = $((FIRST + 7));
-DELETE FROM quota.features WHERE code = 'citus_check_tmp';
-SELECT :'refused' || '|' || count(*) FROM quota.features WHERE code = 'citus_check_tmp'"
+UPDATE quota.user_subscriptions SET custom_quotas = custom_quotas - 'citus_check_tmp_$RUN' WHERE user_id = $((FIRST + 7));
+DELETE FROM quota.features WHERE code = 'citus_check_tmp_$RUN';
+SELECT :'refused' || '|' || count(*) FROM quota.features WHERE code = 'citus_check_tmp_$RUN'"
 # Two users on different workers (the first and the last worker group): each node renames
 # the key in the subscriptions it holds.
 read -r ONE TWO < <("${PSQL[@]}" -F ' ' -c "
@@ -239,15 +245,15 @@ SELECT min(u) FILTER (WHERE pl.groupid = w.first), min(u) FILTER (WHERE pl.group
        (SELECT min(groupid) AS first, max(groupid) AS last FROM pg_dist_node
          WHERE groupid <> 0 AND noderole = 'primary') w")
 check "a renamed feature keeps the custom limits that name it on every worker, audited" "4|4|2" "
-INSERT INTO quota.features (code, name) VALUES ('citus_check_old', 'Citus check') ON CONFLICT DO NOTHING;
-UPDATE quota.user_subscriptions SET custom_quotas = '{\"citus_check_old\": 4}' WHERE user_id = $ONE;
-UPDATE quota.user_subscriptions SET custom_quotas = '{\"citus_check_old\": 4}' WHERE user_id = $TWO;
-UPDATE quota.features SET code = 'citus_check_new' WHERE code = 'citus_check_old';
-SELECT quota_limit AS limit_one FROM quota.check_user_quota($ONE, 'citus_check_new') \\gset
-SELECT quota_limit AS limit_two FROM quota.check_user_quota($TWO, 'citus_check_new') \\gset
+INSERT INTO quota.features (code, name) VALUES ('citus_check_old_$RUN', 'Citus check') ON CONFLICT DO NOTHING;
+UPDATE quota.user_subscriptions SET custom_quotas = '{\"citus_check_old_$RUN\": 4}' WHERE user_id = $ONE;
+UPDATE quota.user_subscriptions SET custom_quotas = '{\"citus_check_old_$RUN\": 4}' WHERE user_id = $TWO;
+UPDATE quota.features SET code = 'citus_check_new_$RUN' WHERE code = 'citus_check_old_$RUN';
+SELECT quota_limit AS limit_one FROM quota.check_user_quota($ONE, 'citus_check_new_$RUN') \\gset
+SELECT quota_limit AS limit_two FROM quota.check_user_quota($TWO, 'citus_check_new_$RUN') \\gset
 SELECT :limit_one || '|' || :limit_two || '|' || count(DISTINCT user_id)
   FROM quota.quota_adjustments
- WHERE user_id IN ($ONE, $TWO) AND feature_code = 'citus_check_new' AND reason = 'feature renamed'"
+ WHERE user_id IN ($ONE, $TWO) AND feature_code = 'citus_check_new_$RUN' AND reason = 'feature renamed'"
 check "DROP EXTENSION is refused while the tables hold rows" "2BP01" "
 \\set ON_ERROR_STOP 0
 DROP EXTENSION pg_entitlements;
