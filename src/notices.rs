@@ -19,6 +19,9 @@
 use pgrx::pg_sys;
 use std::cell::{Cell, RefCell};
 
+/// A notification's channel and payload.
+type Notice = (String, String);
+
 /// A notification held: the subtransaction that made it, its channel and its payload.
 struct Held {
     subtransaction: pg_sys::SubTransactionId,
@@ -29,7 +32,7 @@ struct Held {
 thread_local! {
     static HELD: RefCell<Vec<Held>> = const { RefCell::new(Vec::new()) };
     /// The notifications of prepared transactions, by transaction id.
-    static PREPARED: RefCell<Vec<(pg_sys::TransactionId, Vec<(String, String)>)>> =
+    static PREPARED: RefCell<Vec<(pg_sys::TransactionId, Vec<Notice>)>> =
         const { RefCell::new(Vec::new()) };
     static REGISTERED: Cell<bool> = const { Cell::new(false) };
 }
@@ -97,7 +100,7 @@ unsafe extern "C-unwind" fn transaction_event(
             }
         }
         pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE => {
-            let held: Vec<(String, String)> =
+            let held: Vec<Notice> =
                 HELD.take().into_iter().map(|h| (h.channel, h.payload)).collect();
             // SAFETY: reads the top transaction's id, assigned when it wrote.
             let xid = unsafe { pg_sys::GetTopTransactionIdIfAny() };
