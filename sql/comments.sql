@@ -399,6 +399,11 @@ COMMENT ON FUNCTION quota.release(bigint, bigint) IS
     'another user is not found. Naming the user lets a Citus cluster send the call to the '
     'user''s worker.';
 
+COMMENT ON FUNCTION quota.announce(text, text) IS
+    'pg_notify(channel, payload) for the events the extension raises: at once on one server; on a '
+    'Citus cluster held by the backend until the transaction commits (after COMMIT PREPARED for '
+    'a transaction Citus commits in two phases), and dropped with a rollback.';
+
 COMMENT ON FUNCTION quota.verify_holds(bigint) IS
     'The counters whose held differs from the sum of their holds of state held in '
     'quota.reservations; none, always.';

@@ -85,18 +85,21 @@ AS $$
            AND (g.expires_at IS NULL OR g.expires_at OPERATOR(pg_catalog.>) pg_catalog.now())
 $$;
 
--- pg_notify on channel quota_grant: version 1 of the payload.
+-- Announced on channel quota_grant (quota.announce: pg_notify, held until the commit on a Citus
+-- cluster): version 1 of the payload.
 CREATE FUNCTION quota.grant_event(event text, g quota.grants)
 RETURNS void
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT pg_notify('quota_grant', json_build_object(
+    SELECT quota.announce('quota_grant', json_build_object(
         'version', 1, 'event', event, 'grant_id', g.id, 'user_id', g.user_id,
         'feature_code', g.feature_code, 'amount', g.amount, 'remaining', g.remaining,
         'expires_at', g.expires_at, 'source', g.source)::text)
 $$;
 REVOKE EXECUTE ON FUNCTION quota.grant_event(text, quota.grants) FROM PUBLIC;
+-- quota.announce (src/api.rs) raises the extension's events: only its own functions call it.
+REVOKE EXECUTE ON FUNCTION quota.announce(text, text) FROM PUBLIC;
 
 -- Adds a grant, or, for an idempotency key already used for this user and feature, returns
 -- that grant and adds nothing (the same key with another amount is refused, 23505).

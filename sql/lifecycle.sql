@@ -123,13 +123,14 @@ SELECT pg_catalog.pg_extension_config_dump('quota.tick_state', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.scheduled_changes_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.subscription_changes_id_seq', '');
 
--- pg_notify on channel quota_subscription: version 1 of the payload, one per audit row.
+-- Announced on channel quota_subscription (quota.announce): version 1 of the payload, one per
+-- audit row.
 CREATE FUNCTION quota.subscription_event(c quota.subscription_changes)
 RETURNS void
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT pg_notify('quota_subscription', (jsonb_build_object(
+    SELECT quota.announce('quota_subscription', (jsonb_build_object(
         'version', 1, 'event', c.change, 'user_id', c.user_id,
         'subscription_id', c.subscription_id, 'plan_id', c.plan_id,
         'effective_at', c.effective_at) || c.details)::text)

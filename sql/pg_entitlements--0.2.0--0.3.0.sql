@@ -1706,18 +1706,26 @@ AS $$
            AND (g.expires_at IS NULL OR g.expires_at OPERATOR(pg_catalog.>) pg_catalog.now())
 $$;
 
--- pg_notify on channel quota_grant: version 1 of the payload.
+CREATE FUNCTION quota.announce("channel" TEXT, "payload" TEXT) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'announce_wrapper';
+
+-- Announced on channel quota_grant (quota.announce: pg_notify, held until the commit on a Citus
+-- cluster): version 1 of the payload.
 CREATE FUNCTION quota.grant_event(event text, g quota.grants)
 RETURNS void
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT pg_notify('quota_grant', json_build_object(
+    SELECT quota.announce('quota_grant', json_build_object(
         'version', 1, 'event', event, 'grant_id', g.id, 'user_id', g.user_id,
         'feature_code', g.feature_code, 'amount', g.amount, 'remaining', g.remaining,
         'expires_at', g.expires_at, 'source', g.source)::text)
 $$;
 REVOKE EXECUTE ON FUNCTION quota.grant_event(text, quota.grants) FROM PUBLIC;
+-- quota.announce (src/api.rs) raises the extension's events: only its own functions call it.
+REVOKE EXECUTE ON FUNCTION quota.announce(text, text) FROM PUBLIC;
 
 -- Adds a grant, or, for an idempotency key already used for this user and feature, returns
 -- that grant and adds nothing (the same key with another amount is refused, 23505).
@@ -2175,6 +2183,11 @@ COMMENT ON FUNCTION quota.release(bigint, bigint) IS
     'another user is not found. Naming the user lets a Citus cluster send the call to the '
     'user''s worker.';
 
+COMMENT ON FUNCTION quota.announce(text, text) IS
+    'pg_notify(channel, payload) for the events the extension raises: at once on one server; on a '
+    'Citus cluster held by the backend until the transaction commits (after COMMIT PREPARED for '
+    'a transaction Citus commits in two phases), and dropped with a rollback.';
+
 COMMENT ON FUNCTION quota.verify_holds(bigint) IS
     'The counters whose held differs from the sum of their holds of state held in '
     'quota.reservations; none, always.';
@@ -2585,13 +2598,14 @@ SELECT pg_catalog.pg_extension_config_dump('quota.tick_state', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.scheduled_changes_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('quota.subscription_changes_id_seq', '');
 
--- pg_notify on channel quota_subscription: version 1 of the payload, one per audit row.
+-- Announced on channel quota_subscription (quota.announce): version 1 of the payload, one per
+-- audit row.
 CREATE FUNCTION quota.subscription_event(c quota.subscription_changes)
 RETURNS void
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT pg_notify('quota_subscription', (jsonb_build_object(
+    SELECT quota.announce('quota_subscription', (jsonb_build_object(
         'version', 1, 'event', c.change, 'user_id', c.user_id,
         'subscription_id', c.subscription_id, 'plan_id', c.plan_id,
         'effective_at', c.effective_at) || c.details)::text)

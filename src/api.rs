@@ -677,6 +677,16 @@ fn usage_overview(
 
 /// Whether `time_zone` is a zone name the period arithmetic knows (the CHECK of
 /// quota.settings.time_zone). IMMUTABLE like PostgreSQL's own time zone functions.
+/// `pg_notify(channel, payload)` for the events the extension's SQL functions raise: on a Citus
+/// cluster held by the backend until the transaction commits ([`crate::notices`]), so that a
+/// transaction Citus commits in two phases can be prepared.
+#[pg_extern(volatile, parallel_unsafe, strict)]
+fn announce(channel: &str, payload: &str) {
+    crate::error::guard(|| {
+        Spi::connect(|client| crate::notices::announce(client, channel, payload)).or_raise()
+    })
+}
+
 #[pg_extern(immutable, parallel_safe, strict)]
 fn is_valid_time_zone(time_zone: &str) -> bool {
     crate::error::guard(|| period::time_zone(time_zone).is_ok())

@@ -93,7 +93,7 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/grants.sql",
     name = "grants",
-    requires = ["schema", "ledger", triggers::sync_granted_storage]
+    requires = ["schema", "ledger", triggers::sync_granted_storage, api::announce]
 );
 extension_sql_file!(
     "../sql/reservations.sql",

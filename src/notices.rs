@@ -3,7 +3,7 @@
 //! PostgreSQL refuses to PREPARE a transaction that has sent a NOTIFY, and Citus commits a
 //! transaction that wrote on several workers in two phases: a NOTIFY on one of them (a
 //! threshold, a storage quota, a subscription's limits) would make the whole transaction fail.
-//! So on a shard ([`crate::placement`]) a notification is held by the backend instead:
+//! So on a Citus cluster ([`crate::placement`]) a notification is held by the backend instead:
 //!
 //! * when the transaction commits in one phase, the held notifications are sent just before
 //!   its commit (`XACT_EVENT_PRE_COMMIT`), and go out with it;
@@ -14,9 +14,12 @@
 //! * a subtransaction that rolls back takes the notifications it held with it, as it would
 //!   take its NOTIFYs; a transaction that rolls back, all of them.
 //!
-//! On one server nothing is held: [`crate::store::notify`] sends at once.
+//! [`announce`] is how the extension sends every announcement of a user's change, from Rust
+//! and (`quota.announce`) from its SQL functions; on one server nothing is held.
 
+use entitlements_core::Error;
 use pgrx::pg_sys;
+use pgrx::spi::SpiClient;
 use std::cell::{Cell, RefCell};
 
 /// A notification's channel and payload.
@@ -37,8 +40,19 @@ thread_local! {
     static REGISTERED: Cell<bool> = const { Cell::new(false) };
 }
 
+/// `pg_notify(channel, payload)`: at once on one server; on a Citus cluster held until the
+/// transaction commits.
+pub fn announce(client: &SpiClient<'_>, channel: &str, payload: &str) -> Result<(), Error> {
+    if crate::placement::distributed(client)? {
+        hold(channel, payload);
+    } else {
+        send(channel, payload);
+    }
+    Ok(())
+}
+
 /// Holds `pg_notify(channel, payload)` until the transaction commits.
-pub fn hold(channel: &str, payload: &str) {
+fn hold(channel: &str, payload: &str) {
     register();
     // SAFETY: reads the current subtransaction's id.
     let subtransaction = unsafe { pg_sys::GetCurrentSubTransactionId() };
@@ -58,11 +72,11 @@ fn register() {
     }
 }
 
-/// `pg_notify(channel, payload)` in the transaction about to commit.
+/// `pg_notify(channel, payload)` in the current transaction.
 fn send(channel: &str, payload: &str) {
     use pgrx::IntoDatum;
     // SAFETY: pg_notify reads two text arguments and queues the notification in the current
-    // transaction, which is still in progress at XACT_EVENT_PRE_COMMIT.
+    // transaction (still in progress at XACT_EVENT_PRE_COMMIT).
     unsafe {
         pgrx::direct_function_call::<()>(
             pg_sys::pg_notify,

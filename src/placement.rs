@@ -188,9 +188,9 @@ impl Place {
     }
 }
 
-/// Whether the call runs on a user's shards (a Citus worker).
-pub fn on_shard() -> bool {
-    HERE.get().is_some()
+/// Whether the extension's tables are laid out over a Citus cluster.
+pub fn distributed(client: &SpiClient<'_>) -> Result<bool, Error> {
+    Ok(layout(client)?.distributed)
 }
 
 /// The key of the statements of the place the call runs in (0: the tables by their names).

@@ -333,7 +333,6 @@ const HAS_ROW_IS_CURRENT: &str =
     "SELECT pg_catalog.to_regprocedure('quota.row_is_current(oid, tid)') IS NOT NULL";
 
 /// Transactional: delivered at commit, dropped on rollback.
-const NOTIFY: &str = "SELECT pg_catalog.pg_notify($1, $2)";
 
 /// The value sources of every feature for a plan and a custom_quotas document; `kind` and
 /// `plan_config` as in [`feature_sql`].
@@ -676,7 +675,6 @@ struct Plans {
     storage_upsert: OwnedPreparedStatement,
     known_features: OwnedPreparedStatement,
     mark_alerted: Option<OwnedPreparedStatement>,
-    notify: OwnedPreparedStatement,
     limits_for: OwnedPreparedStatement,
     feature_codes: OwnedPreparedStatement,
     binding_lookup: OwnedPreparedStatement,
@@ -902,7 +900,6 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
             &[int8, text, tstz, int4, int8],
             true,
         )?,
-        notify: prepare(NOTIFY, &[text, text], true)?,
         limits_for: prepare(&limits_for_sql(kind, plan_config), &[int8, oid(JSONBOID)], false)?,
         feature_codes: prepare(FEATURE_CODES, &[], false)?,
         binding_lookup: prepare(BINDING, &[], false)?,
@@ -1580,18 +1577,10 @@ fn optional<'p>(
     })
 }
 
-/// `pg_notify(channel, payload)`: sent at commit, never for a rolled-back change. On a Citus
-/// shard it is held by the backend until the commit ([`crate::notices`]), so that a
-/// transaction Citus commits in two phases can be prepared.
+/// `pg_notify(channel, payload)`: sent at commit, never for a rolled-back change
+/// ([`crate::notices::announce`]).
 pub fn notify(client: &mut SpiClient<'_>, channel: &str, payload: &str) -> Result<(), Error> {
-    if crate::placement::on_shard() {
-        crate::notices::hold(channel, payload);
-        return Ok(());
-    }
-    let args: [DatumWithOid; 2] = [channel.into(), payload.into()];
-    let plan = &plans(client)?.notify;
-    client.update(plan, None, &args).map_err(failed("pg_notify"))?;
-    Ok(())
+    crate::notices::announce(client, channel, payload)
 }
 
 /// One feature's limit sources for a plan and a custom_quotas document.
