@@ -205,6 +205,20 @@ SELECT s.storage_quota_bytes FROM quota.user_storage_usage s WHERE s.user_id = $
 echo "==> grants and reservations"
 check "a grant adds to the allowance" "t" "
 SELECT (quota.grant_quota($((FIRST + 1)), 'articles_per_month', 5)).id IS NOT NULL"
+# Grants to two users on different workers in one transaction: Citus commits it in two phases,
+# and the quota_grant events (raised by SQL, through quota.announce) wait for the commit.
+read -r G1 G2 < <("${PSQL[@]}" -F ' ' -c "
+SELECT min(u) FILTER (WHERE pl.groupid = w.first), min(u) FILTER (WHERE pl.groupid = w.last)
+  FROM generate_series($((FIRST + 20)), $LAST) u
+  JOIN pg_dist_placement pl ON pl.shardid = get_shard_id_for_distribution_column('quota.user_subscriptions', u),
+       (SELECT min(groupid) AS first, max(groupid) AS last FROM pg_dist_node
+         WHERE groupid <> 0 AND noderole = 'primary') w")
+check "grants to users on two workers in one transaction" "2" "
+BEGIN;
+SELECT id FROM quota.grant_quota($G1, 'articles_per_month', 3);
+SELECT id FROM quota.grant_quota($G2, 'articles_per_month', 3);
+COMMIT;
+SELECT count(*) FROM quota.grants WHERE user_id IN ($G1, $G2) AND amount = 3"
 check "a reservation holds, then settles" "t|1" "
 SELECT reservation_id AS hold FROM quota.reserve($((FIRST + 2)), 'articles_per_month', 3) \\gset
 SELECT settled, released_amount FROM quota.settle($((FIRST + 2)), :hold, 2)"
