@@ -698,7 +698,7 @@ pub(crate) fn announce_thresholds(
             "limit": limit.as_i64(),
             "period_start": period_start.to_string(),
         });
-        store::notify(client, "quota_threshold", &payload.to_string())?;
+        crate::notices::announce(client, "quota_threshold", &payload.to_string())?;
     }
     Ok(())
 }
@@ -1323,7 +1323,7 @@ pub fn sync_storage(client: &mut SpiClient<'_>, user_id: i64) -> Result<(), Erro
     if let Some(old) = store::upsert_storage_quota(client, user_id, bytes)? {
         let payload =
             serde_json::json!({ "user_id": user_id, "old_bytes": old, "new_bytes": bytes });
-        store::notify(client, "storage_quota_changed", &payload.to_string())?;
+        crate::notices::announce(client, "storage_quota_changed", &payload.to_string())?;
     }
     Ok(())
 }
@@ -1461,7 +1461,7 @@ pub fn announce_subscription_change(
         "old": old_limits,
         "new": new_limits,
     });
-    store::notify(client, "quota_updated", &payload.to_string())?;
+    crate::notices::announce(client, "quota_updated", &payload.to_string())?;
     Ok(())
 }
 

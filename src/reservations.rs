@@ -51,7 +51,7 @@ fn announce(
         payload["settled_amount"] = amount.into();
         payload["usage_record_id"] = record.into();
     }
-    store::notify(client, "quota_reservation", &payload.to_string())
+    crate::notices::announce(client, "quota_reservation", &payload.to_string())
 }
 
 /// A time to live must be positive in each of its parts, and not all zero.

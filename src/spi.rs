@@ -43,7 +43,8 @@ pub(crate) fn ask(
         .unwrap_or(false))
 }
 
-/// `sql` prepared and kept for the backend's life (`mutating`: it writes, or must read with a
+/// `sql`, naming the tables of the place the call runs in ([`crate::placement::bind`]),
+/// prepared and kept for the backend's life (`mutating`: it writes, or must read with a
 /// snapshot of its own).
 pub(crate) fn keep(
     client: &SpiClient<'_>,
@@ -51,7 +52,8 @@ pub(crate) fn keep(
     args: &[PgOid],
     mutating: bool,
 ) -> Result<OwnedPreparedStatement, Error> {
-    let stmt = if mutating { client.prepare_mut(sql, args) } else { client.prepare(sql, args) };
+    let sql = crate::placement::bind(sql);
+    let stmt = if mutating { client.prepare_mut(&sql, args) } else { client.prepare(&sql, args) };
     stmt.map(|s| s.keep()).map_err(failed("preparing a statement"))
 }
 
@@ -103,16 +105,6 @@ impl<P> Kept<P> {
     }
 }
 
-/// `sql`, naming the tables of the place the call runs in, prepared with [`keep`].
-pub(crate) fn keep_here(
-    client: &SpiClient<'_>,
-    sql: &str,
-    args: &[PgOid],
-    mutating: bool,
-) -> Result<OwnedPreparedStatement, Error> {
-    keep(client, &crate::placement::bind(sql), args, mutating)
-}
-
 /// A module's statements, prepared by `build` the first time the backend needs them in the
 /// place the call runs in and kept for its life (in `kept`, the module's thread-local).
 /// `exist`: the yes-or-no question whether the table they need exists yet (the library is
@@ -132,8 +124,7 @@ pub(crate) fn kept<P: 'static>(
             return Ok(None);
         }
     }
-    let prepare =
-        |sql: &str, args: &[PgOid], mutating: bool| keep_here(client, sql, args, mutating);
+    let prepare = |sql: &str, args: &[PgOid], mutating: bool| keep(client, sql, args, mutating);
     let plans = build(&prepare)?;
     Ok(Some(kept.with(|k| k.set(plans))))
 }

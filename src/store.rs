@@ -712,7 +712,7 @@ fn prepare_plans(client: &SpiClient<'_>, binding: Binding) -> Result<&'static Pl
     use BuiltinOid::*;
     let schema = binding.schema.as_deref();
     let prepare = |sql: &str, args: &[PgOid], mutating: bool| {
-        crate::spi::keep_here(client, &bind(sql, schema), args, mutating)
+        crate::spi::keep(client, &bind(sql, schema), args, mutating)
     };
     let (int4, int8, text, tstz) = (oid(INT4OID), oid(INT8OID), oid(TEXTOID), oid(TIMESTAMPTZOID));
     let use_args =
@@ -1575,12 +1575,6 @@ fn optional<'p>(
         schema: plans.binding.schema.clone().unwrap_or_else(|| "quota".into()),
         function,
     })
-}
-
-/// `pg_notify(channel, payload)`: sent at commit, never for a rolled-back change
-/// ([`crate::notices::announce`]).
-pub fn notify(client: &mut SpiClient<'_>, channel: &str, payload: &str) -> Result<(), Error> {
-    crate::notices::announce(client, channel, payload)
 }
 
 /// One feature's limit sources for a plan and a custom_quotas document.
