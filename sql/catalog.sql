@@ -44,8 +44,12 @@ $$;
 -- the caller; `storage` is the condition on `affected a` of the users whose storage quota the
 -- change can move. `target` is materialized so that the UPDATE's join computes each user's
 -- quota once. The UPDATE reads each user's old quota through a second reference to the row
--- (RETURNING shows only the new one). STABLE for the regclass, as above.
-CREATE FUNCTION quota.resync_storage_sql(storage_table regclass, storage text)
+-- (RETURNING shows only the new one). only_user, the expression of the one user the statement
+-- resyncs (quota.tick_user()): every table is filtered by it, so that Citus finds the user's
+-- shards, and the events go through quota.announce, which holds them until the commit of a
+-- transaction Citus commits in two phases. STABLE for the regclass, as above.
+CREATE FUNCTION quota.resync_storage_sql(storage_table regclass, storage text,
+                                         only_user text DEFAULT NULL)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -58,13 +62,13 @@ SELECT format(
         UPDATE %1$s s
            SET storage_quota_bytes = t.bytes, updated_at = %3$s
           FROM target t, %1$s o
-         WHERE s.user_id = t.user_id AND o.user_id = t.user_id
+         WHERE s.user_id = t.user_id AND o.user_id = t.user_id%4$s
            AND s.storage_quota_bytes IS DISTINCT FROM t.bytes
         RETURNING t.user_id, o.storage_quota_bytes AS old_bytes, t.bytes AS new_bytes
     )
-    SELECT (SELECT pg_catalog.count(pg_catalog.pg_notify(''quota_updated'', a.payload))
+    SELECT (SELECT pg_catalog.count(%5$s(''quota_updated'', a.payload))
               FROM announce a),
-           (SELECT pg_catalog.count(pg_catalog.pg_notify(''storage_quota_changed'',
+           (SELECT pg_catalog.count(%5$s(''storage_quota_changed'',
                        pg_catalog.format(''{"new_bytes":%%s,"old_bytes":%%s,"user_id":%%s}'',
                                          m.new_bytes, m.old_bytes, m.user_id)))
               FROM (SELECT * FROM moved ORDER BY user_id) m)',
@@ -76,7 +80,10 @@ SELECT format(
          THEN format('(pg_catalog.now() AT TIME ZONE %L)',
                      coalesce((SELECT to_jsonb(st) ->> 'attached_time_zone' FROM quota.settings st),
                               'UTC'))
-         ELSE 'pg_catalog.now()' END)
+         ELSE 'pg_catalog.now()' END,
+    CASE WHEN only_user IS NOT NULL
+         THEN format(' AND s.user_id = %1$s AND o.user_id = %1$s', only_user) ELSE '' END,
+    CASE WHEN only_user IS NOT NULL THEN 'quota.announce' ELSE 'pg_catalog.pg_notify' END)
 $$;
 
 -- The bound tables: the attached application's when quota.attach() ran, else quota's.

@@ -212,7 +212,7 @@ COMMENT ON FUNCTION quota.limit_source(bigint, text) IS
 'Where the user''s limit of a feature comes from now: custom_quotas, plan_features or features.default_limit; NULL without an active subscription or without any limit.';
 COMMENT ON FUNCTION quota.counting_subscriptions_sql(regclass, text) IS
 'Internal to the catalog triggers: the query of the plan that counts for each user with an active subscription (on the given plans).';
-COMMENT ON FUNCTION quota.resync_storage_sql(regclass, text) IS
+COMMENT ON FUNCTION quota.resync_storage_sql(regclass, text, text) IS
 'Internal to the catalog triggers: the statement tail that resyncs storage_quota_bytes and announces the change.';
 COMMENT ON FUNCTION quota.bound_table(text) IS
 'The table of that name the functions use: the attached application''s after quota.attach(), else quota''s.';
@@ -422,6 +422,32 @@ COMMENT ON FUNCTION quota.tick(timestamptz, integer) IS
     'and storage_quota_bytes moved by the clock; at '
     'most batch_size rows of each kind (default quota.settings.tick_batch_size). One runner at '
     'a time (ran false: another was running); idempotent; more true: rows due remain.';
+
+COMMENT ON FUNCTION quota.distributed() IS
+    'Whether the extension''s tables are laid out over a Citus cluster (quota.distribute()).';
+
+COMMENT ON FUNCTION quota.tick_user(bigint, timestamptz, integer, bigint, interval, quota.tick_state, quota.tick_state) IS
+    'Internal to quota.tick(): its steps for one user (NULL: every user), delegated to the '
+    'user''s worker on a Citus cluster; returns the counts {plan_changes, expired, '
+    'trials_ended, fallbacks, reservations_expired, grants_warned, grants_expired, rollovers, '
+    'storage_resynced}.';
+
+COMMENT ON FUNCTION quota.tick_due_users(timestamptz, integer, interval, boolean) IS
+    'Internal to quota.tick(): the users with scheduled changes, expiries, holds or grant '
+    'warnings due, at most lim of each kind.';
+
+COMMENT ON FUNCTION quota.tick_expired_grants(timestamptz, quota.tick_state, quota.tick_state, bigint, integer) IS
+    'Internal to quota.tick(): the grants whose expiry is not announced yet, between two '
+    'positions of quota.tick_state, in order.';
+
+COMMENT ON FUNCTION quota.tick_ended_periods(timestamptz, quota.tick_state, quota.tick_state, bigint, integer) IS
+    'Internal to quota.tick(): the counters whose period ended, of a feature with a rollover '
+    'rule, between two positions of quota.tick_state, in order.';
+
+COMMENT ON FUNCTION quota.tick_storage_instants(timestamptz, quota.tick_state, quota.tick_state, bigint, integer) IS
+    'Internal to quota.tick(): the instants that move a storage quota by the clock alone (a '
+    'subscription or a storage grant that starts, a storage grant that ends), between two '
+    'positions of quota.tick_state, in order.';
 
 COMMENT ON FUNCTION quota.pause_subscription(bigint, text, text) IS
     'quota_admin. Pauses the user''s active subscriptions that have not ended (status paused, '

@@ -873,8 +873,12 @@ $$;
 -- the caller; `storage` is the condition on `affected a` of the users whose storage quota the
 -- change can move. `target` is materialized so that the UPDATE's join computes each user's
 -- quota once. The UPDATE reads each user's old quota through a second reference to the row
--- (RETURNING shows only the new one). STABLE for the regclass, as above.
-CREATE FUNCTION quota.resync_storage_sql(storage_table regclass, storage text)
+-- (RETURNING shows only the new one). only_user, the expression of the one user the statement
+-- resyncs (quota.tick_user()): every table is filtered by it, so that Citus finds the user's
+-- shards, and the events go through quota.announce, which holds them until the commit of a
+-- transaction Citus commits in two phases. STABLE for the regclass, as above.
+CREATE FUNCTION quota.resync_storage_sql(storage_table regclass, storage text,
+                                         only_user text DEFAULT NULL)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -887,13 +891,13 @@ SELECT format(
         UPDATE %1$s s
            SET storage_quota_bytes = t.bytes, updated_at = %3$s
           FROM target t, %1$s o
-         WHERE s.user_id = t.user_id AND o.user_id = t.user_id
+         WHERE s.user_id = t.user_id AND o.user_id = t.user_id%4$s
            AND s.storage_quota_bytes IS DISTINCT FROM t.bytes
         RETURNING t.user_id, o.storage_quota_bytes AS old_bytes, t.bytes AS new_bytes
     )
-    SELECT (SELECT pg_catalog.count(pg_catalog.pg_notify(''quota_updated'', a.payload))
+    SELECT (SELECT pg_catalog.count(%5$s(''quota_updated'', a.payload))
               FROM announce a),
-           (SELECT pg_catalog.count(pg_catalog.pg_notify(''storage_quota_changed'',
+           (SELECT pg_catalog.count(%5$s(''storage_quota_changed'',
                        pg_catalog.format(''{"new_bytes":%%s,"old_bytes":%%s,"user_id":%%s}'',
                                          m.new_bytes, m.old_bytes, m.user_id)))
               FROM (SELECT * FROM moved ORDER BY user_id) m)',
@@ -905,7 +909,10 @@ SELECT format(
          THEN format('(pg_catalog.now() AT TIME ZONE %L)',
                      coalesce((SELECT to_jsonb(st) ->> 'attached_time_zone' FROM quota.settings st),
                               'UTC'))
-         ELSE 'pg_catalog.now()' END)
+         ELSE 'pg_catalog.now()' END,
+    CASE WHEN only_user IS NOT NULL
+         THEN format(' AND s.user_id = %1$s AND o.user_id = %1$s', only_user) ELSE '' END,
+    CASE WHEN only_user IS NOT NULL THEN 'quota.announce' ELSE 'pg_catalog.pg_notify' END)
 $$;
 
 -- The bound tables: the attached application's when quota.attach() ran, else quota's.
@@ -1254,7 +1261,7 @@ COMMENT ON FUNCTION quota.limit_source(bigint, text) IS
 'Where the user''s limit of a feature comes from now: custom_quotas, plan_features or features.default_limit; NULL without an active subscription or without any limit.';
 COMMENT ON FUNCTION quota.counting_subscriptions_sql(regclass, text) IS
 'Internal to the catalog triggers: the query of the plan that counts for each user with an active subscription (on the given plans).';
-COMMENT ON FUNCTION quota.resync_storage_sql(regclass, text) IS
+COMMENT ON FUNCTION quota.resync_storage_sql(regclass, text, text) IS
 'Internal to the catalog triggers: the statement tail that resyncs storage_quota_bytes and announces the change.';
 COMMENT ON FUNCTION quota.bound_table(text) IS
 'The table of that name the functions use: the attached application''s after quota.attach(), else quota''s.';
@@ -2481,6 +2488,11 @@ END
 $$;
 
 -- Time-driven lifecycle (issue 18; sql/lifecycle.sql), with the comments of a fresh install.
+-- Whether the tables are laid out over a Citus cluster: the tick then goes user by user (src/api.rs).
+CREATE FUNCTION quota.distributed() RETURNS bool
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'distributed_wrapper';
 -- The rollover grants the tick creates, as the first write of a period would (src/api.rs).
 CREATE FUNCTION quota.create_due_rollover("user_id" bigint, "feature_code" TEXT) RETURNS void
 VOLATILE PARALLEL UNSAFE
@@ -2876,12 +2888,404 @@ BEGIN
 END
 $$;
 
+-- The rows of the steps of quota.tick() that go by instant, past the tick's progress `since`
+-- and up to `upto` (quota.tick_state positions), in their order, at most lim (NULL: all), of
+-- one user (only_user) or of all (NULL). quota.tick() reads them with upto at `at` to find how
+-- far its batch goes; quota.tick_user() then takes the batch's rows, for every user or on a
+-- Citus cluster one user at a time on its worker.
+-- The grants whose expiry is not announced yet.
+CREATE FUNCTION quota.tick_expired_grants(at timestamptz, since quota.tick_state,
+                                          upto quota.tick_state, only_user bigint, lim integer)
+RETURNS SETOF quota.grants
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT g.* FROM quota.grants g
+ WHERE (only_user IS NULL OR g.user_id = only_user)
+   AND g.expires_at <= tick_expired_grants.at AND g.voided_at IS NULL
+   AND (g.expires_at, g.id) > (since.grants_expired_to, since.grants_expired_id)
+   AND (g.expires_at, g.id) <= (upto.grants_expired_to, upto.grants_expired_id)
+ ORDER BY g.expires_at, g.id
+ LIMIT lim
+$$;
+
+-- The counters whose period ended, of a feature with a rollover rule (the catalog's or a
+-- plan's): a rollover grant may be due from them. Without any rollover rule no counter is
+-- read; with one, the counters are (no index on period_end: it would cost every new counter
+-- of every use an index entry).
+CREATE FUNCTION quota.tick_ended_periods(at timestamptz, since quota.tick_state,
+                                         upto quota.tick_state, only_user bigint, lim integer)
+RETURNS TABLE (period_end timestamptz, user_id bigint, feature_code text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT u.period_end, u.user_id, u.feature_code
+  FROM quota.user_usage u
+ WHERE (EXISTS (SELECT FROM quota.features f WHERE f.rollover_max <> 0)
+        OR EXISTS (SELECT FROM quota.plan_features pf WHERE pf.rollover_max <> 0))
+   AND (only_user IS NULL OR u.user_id = only_user)
+   AND u.period_end <= tick_ended_periods.at AND u.period_end >= since.rollover_checked_to
+   AND (u.period_end, u.user_id, u.feature_code)
+       > (since.rollover_checked_to, since.rollover_checked_user, since.rollover_checked_feature)
+   AND (u.period_end, u.user_id, u.feature_code)
+       <= (upto.rollover_checked_to, upto.rollover_checked_user, upto.rollover_checked_feature)
+   AND (EXISTS (SELECT FROM quota.features f
+                 WHERE f.code = u.feature_code AND f.rollover_max <> 0)
+        OR EXISTS (SELECT FROM quota.plan_features pf
+                    WHERE pf.feature_code = u.feature_code AND pf.rollover_max <> 0))
+ ORDER BY u.period_end, u.user_id, u.feature_code
+ LIMIT lim
+$$;
+
+-- The instants that move a storage quota by the clock alone: a subscription that starts, a
+-- storage grant that starts or ends. An instant that came before its row was written (a
+-- subscription inserted once started, as the tick's own are) was synced by the row's trigger.
+CREATE FUNCTION quota.tick_storage_instants(at timestamptz, since quota.tick_state,
+                                            upto quota.tick_state, only_user bigint, lim integer)
+RETURNS TABLE (t timestamptz, user_id bigint)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT y.t, y.user_id
+  FROM (SELECT s.start_date AS t, s.user_id FROM quota.user_subscriptions s
+         WHERE (only_user IS NULL OR s.user_id = only_user)
+           AND s.status = 'active' AND s.start_date <= tick_storage_instants.at
+           AND s.start_date >= since.storage_synced_to
+           AND s.created_at < s.start_date
+        UNION
+        SELECT b.t, g.user_id
+          FROM quota.grants g, LATERAL (VALUES (g.effective_from), (g.expires_at)) b (t)
+         WHERE (only_user IS NULL OR g.user_id = only_user)
+           AND g.feature_code = 'storage_space' AND b.t <= tick_storage_instants.at
+           AND b.t >= since.storage_synced_to AND g.created_at < b.t) y
+ WHERE (y.t, y.user_id) > (since.storage_synced_to, since.storage_synced_user)
+   AND (y.t, y.user_id) <= (upto.storage_synced_to, upto.storage_synced_user)
+ ORDER BY y.t, y.user_id
+ LIMIT lim
+$$;
+
+-- The users with something due up to `at` that quota.tick_user() finds by its rows (scheduled
+-- changes, expiries, holds, grant warnings), at most lim of each kind, soonest first; the
+-- subscription steps only with the extension's own tables (own). quota.tick() asks it whether
+-- rows remain, and on a Citus cluster which users to tick.
+CREATE FUNCTION quota.tick_due_users(at timestamptz, lim integer, warn interval, own boolean)
+RETURNS SETOF bigint
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+(SELECT c.user_id FROM quota.scheduled_changes c
+  WHERE own AND c.state = 'pending' AND c.due_at <= tick_due_users.at
+    AND NOT EXISTS (SELECT FROM quota.user_subscriptions p
+                     WHERE p.user_id = c.user_id AND p.status = 'paused')
+  ORDER BY c.due_at, c.user_id LIMIT lim)
+UNION
+(SELECT s.user_id FROM quota.user_subscriptions s
+  WHERE own AND s.status = 'active' AND s.end_date <= tick_due_users.at
+  ORDER BY s.end_date, s.user_id LIMIT lim)
+UNION
+(SELECT r.user_id FROM quota.reservations r
+  WHERE own AND r.state = 'held' AND r.expires_at <= tick_due_users.at
+  ORDER BY r.expires_at, r.user_id LIMIT lim)
+UNION
+(SELECT g.user_id FROM quota.grants g
+  WHERE g.expires_at > tick_due_users.at AND g.expires_at <= tick_due_users.at + warn
+    AND g.voided_at IS NULL AND g.remaining > 0
+    AND NOT EXISTS (SELECT FROM quota.grant_notices x
+                     WHERE x.user_id = g.user_id AND x.grant_id = g.id AND x.notice = 'expiring')
+  ORDER BY g.expires_at, g.user_id LIMIT lim)
+$$;
+
+-- The steps of quota.tick() (below) for one user (user_id), or for every user (NULL): what
+-- became due up to at, at most lim rows of each kind, and the rows of the steps that go by
+-- instant past `since` and up to `upto` (the batch quota.tick() chose). Returns the counts
+-- {plan_changes, expired, trials_ended, fallbacks, reservations_expired, grants_warned,
+-- grants_expired, rollovers, storage_resynced}. Internal to quota.tick(): on a Citus cluster
+-- it is delegated to each due user's worker, and every statement names the user, so that
+-- Citus finds the user's shards there.
+CREATE FUNCTION quota.tick_user(user_id bigint, at timestamptz, lim integer, fallback bigint,
+                                warn interval, since quota.tick_state, upto quota.tick_state)
+RETURNS integer[]
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    one bigint := tick_user.user_id;
+    own boolean := (SELECT st.attached_schema FROM quota.settings st) IS NULL;
+    plan_changes integer := 0;
+    expired integer := 0;
+    trials_ended integer := 0;
+    fallbacks integer := 0;
+    reservations_expired integer := 0;
+    grants_warned integer := 0;
+    grants_expired integer := 0;
+    rollovers integer := 0;
+    storage_resynced integer := 0;
+    -- Rows a statement announced (each row of its audit, pulled so that every event is sent).
+    n integer;
+    trials integer;
+    users bigint[];
+    -- The (user, feature) pairs whose period ended, for the rollover step.
+    ended_periods jsonb;
+BEGIN
+    IF own THEN
+        -- 1. Scheduled plan changes. The subscription that counts up to due_at (active, started
+        -- before it, not ended before it; the latest end, then the highest id, as
+        -- entitlements_core::subscription orders them) ends there; the new one runs until its
+        -- end, or for a cycle of the new plan when it ended at due_at (or none counted).
+        -- A paused user's change waits for the resume, which moves it with the end date.
+        WITH due AS (
+            SELECT c.user_id, c.id, c.plan_id, c.due_at
+              FROM quota.scheduled_changes c
+             WHERE (one IS NULL OR c.user_id = one)
+               AND c.state = 'pending' AND c.due_at <= tick_user.at
+               AND NOT EXISTS (SELECT FROM quota.user_subscriptions p
+                                WHERE p.user_id = c.user_id AND p.status = 'paused')
+             ORDER BY c.due_at, c.user_id
+             LIMIT lim
+               FOR UPDATE OF c
+        ), prior AS (
+            SELECT DISTINCT ON (d.user_id) d.user_id, s.id, s.plan_id, s.end_date, s.trial
+              FROM due d
+              JOIN quota.user_subscriptions s
+                ON s.user_id = d.user_id AND s.status = 'active'
+               AND s.start_date < d.due_at AND s.end_date >= d.due_at
+             WHERE (one IS NULL OR s.user_id = one)
+             ORDER BY d.user_id, s.end_date DESC, s.id DESC
+        ), ended AS (
+            UPDATE quota.user_subscriptions s SET status = 'expired', end_date = d.due_at
+              FROM prior p, due d
+             WHERE (one IS NULL OR s.user_id = one)
+               AND s.user_id = p.user_id AND s.id = p.id AND d.user_id = p.user_id
+            RETURNING s.user_id
+        ), started AS (
+            INSERT INTO quota.user_subscriptions AS s (user_id, plan_id, start_date, end_date)
+            SELECT d.user_id, d.plan_id, d.due_at,
+                   CASE WHEN p.end_date > d.due_at THEN p.end_date
+                        ELSE quota.cycle_end(d.plan_id, d.due_at, d.due_at) END
+              FROM due d LEFT JOIN prior p ON p.user_id = d.user_id
+            RETURNING s.user_id, s.id, s.plan_id, s.start_date
+        ), applied AS (
+            UPDATE quota.scheduled_changes c
+               SET state = 'applied', ended_at = now(), subscription_id = st.id
+              FROM due d, started st
+             WHERE (one IS NULL OR c.user_id = one)
+               AND c.user_id = d.user_id AND c.id = d.id AND st.user_id = d.user_id
+            RETURNING c.id
+        ), audit AS (
+            INSERT INTO quota.subscription_changes AS c
+                   (user_id, subscription_id, change, plan_id, effective_at, details, actor)
+            SELECT x.user_id, x.subscription_id, x.change, x.plan_id, x.effective_at, x.details,
+                   'quota.tick'
+              FROM (SELECT p.user_id, p.id AS subscription_id, 'trial_ended' AS change,
+                           p.plan_id, d.due_at AS effective_at,
+                           jsonb_build_object('next_plan_id', d.plan_id) AS details, 0 AS step
+                      FROM prior p JOIN due d ON d.user_id = p.user_id
+                     WHERE p.trial
+                    UNION ALL
+                    SELECT st.user_id, st.id, 'plan_changed', st.plan_id, st.start_date,
+                           jsonb_build_object('previous_plan_id', p.plan_id,
+                                              'previous_subscription_id', p.id,
+                                              'scheduled_change_id', d.id), 1
+                      FROM started st JOIN due d ON d.user_id = st.user_id
+                      LEFT JOIN prior p ON p.user_id = st.user_id
+                     ORDER BY 1, 7) x
+            RETURNING c AS entry
+        ), announced AS (
+            SELECT quota.subscription_event(o.entry)
+              FROM (SELECT a.entry FROM audit a ORDER BY (a.entry).id) o
+        )
+        SELECT (SELECT count(*) FROM applied),
+               (SELECT count(*) FROM prior WHERE prior.trial),
+               (SELECT count(*) FROM announced)
+          INTO plan_changes, trials_ended, n;
+
+        -- 2. Expiries, and the fallback. A user whose change is due by the end waits for step 1.
+        WITH due AS (
+            SELECT s.user_id, s.id
+              FROM quota.user_subscriptions s
+             WHERE (one IS NULL OR s.user_id = one)
+               AND s.status = 'active' AND s.end_date <= tick_user.at
+               AND NOT EXISTS (SELECT FROM quota.scheduled_changes c
+                                WHERE c.user_id = s.user_id AND c.state = 'pending'
+                                  AND c.due_at <= s.end_date)
+             ORDER BY s.end_date, s.user_id, s.id
+             LIMIT lim
+               FOR UPDATE OF s
+        ), ended AS (
+            UPDATE quota.user_subscriptions s SET status = 'expired'
+              FROM due d
+             WHERE (one IS NULL OR s.user_id = one) AND s.user_id = d.user_id AND s.id = d.id
+            RETURNING s.user_id, s.id, s.plan_id, s.end_date, s.trial
+        ), latest AS (
+            -- Per user, the one that ended last; the others ended while it counted.
+            SELECT DISTINCT ON (e.user_id) e.user_id, e.id, e.end_date
+              FROM ended e ORDER BY e.user_id, e.end_date DESC, e.id DESC
+        ), started AS (
+            INSERT INTO quota.user_subscriptions AS s (user_id, plan_id, start_date, end_date)
+            SELECT l.user_id, fallback, l.end_date, quota.cycle_end(fallback, l.end_date, tick_user.at)
+              FROM latest l
+             WHERE fallback IS NOT NULL
+               AND NOT EXISTS (SELECT FROM quota.user_subscriptions o
+                                WHERE (one IS NULL OR o.user_id = one)
+                                  AND o.user_id = l.user_id AND o.status IN ('active', 'paused')
+                                  AND o.start_date <= l.end_date AND o.end_date > l.end_date)
+            RETURNING s.user_id, s.id, s.plan_id, s.start_date
+        ), audit AS (
+            INSERT INTO quota.subscription_changes AS c
+                   (user_id, subscription_id, change, plan_id, effective_at, details, actor)
+            SELECT x.user_id, x.subscription_id, x.change, x.plan_id, x.effective_at, x.details,
+                   'quota.tick'
+              FROM (SELECT e.user_id, e.id AS subscription_id,
+                           CASE WHEN e.trial THEN 'trial_ended' ELSE 'expired' END AS change,
+                           e.plan_id, e.end_date AS effective_at, '{}'::jsonb AS details,
+                           0 AS step
+                      FROM ended e
+                    UNION ALL
+                    SELECT st.user_id, st.id, 'fallback_started', st.plan_id, st.start_date,
+                           jsonb_build_object('previous_subscription_id', l.id), 1
+                      FROM started st JOIN latest l ON l.user_id = st.user_id
+                     ORDER BY 5, 1, 7, 2) x
+            RETURNING c AS entry
+        ), announced AS (
+            SELECT quota.subscription_event(o.entry)
+              FROM (SELECT a.entry FROM audit a ORDER BY (a.entry).id) o
+        )
+        SELECT (SELECT count(*) FILTER (WHERE NOT e.trial) FROM ended e),
+               (SELECT count(*) FILTER (WHERE e.trial) FROM ended e),
+               (SELECT count(*) FROM started),
+               (SELECT count(*) FROM announced)
+          INTO expired, trials, fallbacks, n;
+        trials_ended := trials_ended + trials;
+
+        -- 3. Holds past their expiry. Their counters are locked first, in the order a use
+        -- locks them, so that no use is between reading held and its hold's state; then the
+        -- holds end and their counters give their units back.
+        PERFORM FROM quota.user_usage u
+         WHERE (one IS NULL OR u.user_id = one)
+           AND (u.user_id, u.feature_code, u.period_start) IN (
+                   SELECT r.user_id, r.feature_code, r.period_start
+                     FROM quota.reservations r
+                    WHERE (one IS NULL OR r.user_id = one)
+                      AND r.state = 'held' AND r.expires_at <= tick_user.at
+                    ORDER BY r.expires_at, r.user_id, r.id LIMIT lim)
+         ORDER BY u.user_id, u.feature_code, u.period_start
+           FOR UPDATE OF u;
+        WITH due AS (
+            SELECT r.user_id, r.id
+              FROM quota.reservations r
+             WHERE (one IS NULL OR r.user_id = one)
+               AND r.state = 'held' AND r.expires_at <= tick_user.at
+             ORDER BY r.expires_at, r.user_id, r.id
+             LIMIT lim
+               FOR UPDATE OF r
+        ), ended AS (
+            UPDATE quota.reservations r SET state = 'expired', ended_at = r.expires_at
+              FROM due d
+             WHERE (one IS NULL OR r.user_id = one)
+               AND r.user_id = d.user_id AND r.id = d.id AND r.state = 'held'
+            RETURNING r
+        ), given_back AS (
+            UPDATE quota.user_usage u SET held = u.held - e.amount
+              FROM (SELECT (e.r).user_id, (e.r).feature_code, (e.r).period_start,
+                           sum((e.r).amount) AS amount
+                      FROM ended e GROUP BY 1, 2, 3) e
+             WHERE (one IS NULL OR u.user_id = one)
+               AND u.user_id = e.user_id AND u.feature_code = e.feature_code
+               AND u.period_start = e.period_start
+            RETURNING u.user_id
+        ), sent AS (
+            -- The payload of the hold's other events (src/reservations.rs): keys in
+            -- serde_json's order, expires_at as PostgreSQL prints it.
+            SELECT quota.announce('quota_reservation', format(
+                       '{"amount":%s,"event":"expired","expires_at":%s,"feature_code":%s,"reservation_id":%s,"user_id":%s,"version":1}',
+                       e.amount, to_json(e.expires_at::text), to_json(e.feature_code), e.id,
+                       e.user_id))
+              FROM (SELECT (x.r).* FROM ended x ORDER BY (x.r).expires_at, (x.r).user_id, (x.r).id) e
+        )
+        SELECT count(*) INTO reservations_expired FROM sent;
+    END IF;
+
+    -- 4. Grants: the warning ahead of the expiry, then the expiry. A grant voided, or spent
+    -- to its last unit, loses nothing: no warning.
+    WITH due AS (
+        SELECT g.user_id, g.id FROM quota.grants g
+         WHERE (one IS NULL OR g.user_id = one)
+           AND g.expires_at > tick_user.at AND g.expires_at <= tick_user.at + warn
+           AND g.voided_at IS NULL AND g.remaining > 0
+           AND NOT EXISTS (SELECT FROM quota.grant_notices x
+                            WHERE x.user_id = g.user_id AND x.grant_id = g.id
+                              AND x.notice = 'expiring')
+         ORDER BY g.expires_at, g.user_id, g.id
+         LIMIT lim
+    ), noted AS (
+        INSERT INTO quota.grant_notices AS x (user_id, grant_id, notice, sent_at)
+        SELECT d.user_id, d.id, 'expiring', tick_user.at FROM due d
+        ON CONFLICT DO NOTHING
+        RETURNING x.user_id, x.grant_id
+    ), sent AS (
+        SELECT quota.grant_event('expiring', o.g)
+          FROM (SELECT g FROM quota.grants g
+                  JOIN noted ON noted.user_id = g.user_id AND noted.grant_id = g.id
+                 WHERE (one IS NULL OR g.user_id = one)
+                 ORDER BY g.expires_at, g.user_id, g.id) o
+    )
+    SELECT count(*) INTO grants_warned FROM sent;
+    -- Every grant expires once, at expires_at, which lies after its creation: the grants
+    -- past since's position and up to upto's are the ones of this batch.
+    WITH sent AS (
+        SELECT quota.grant_event('expired', g)
+          FROM quota.tick_expired_grants(tick_user.at, since, upto, one, NULL) g
+    )
+    SELECT count(*) INTO grants_expired FROM sent;
+
+    IF own THEN
+        -- 5. Rollover grants: a counter whose period ended, of a feature with a rollover rule,
+        -- may leave a grant to the period after it. Each is created as the period's first
+        -- write would create it (quota.create_due_rollover); the reads count it from the
+        -- period's first instant before it exists. A period without a counter (nothing used)
+        -- gets its grant at its first write.
+        SELECT jsonb_agg(jsonb_build_object('user_id', x.user_id, 'feature_code', x.feature_code)
+                         ORDER BY x.period_end, x.user_id, x.feature_code)
+          INTO ended_periods
+          FROM quota.tick_ended_periods(tick_user.at, since, upto, one, NULL) x;
+        IF ended_periods IS NOT NULL THEN
+            SELECT count(*) INTO rollovers
+              FROM jsonb_to_recordset(ended_periods) AS c (user_id bigint, feature_code text)
+              JOIN quota.grants g ON g.user_id = c.user_id AND g.feature_code = c.feature_code
+             WHERE (one IS NULL OR g.user_id = one) AND g.source = 'rollover';
+            PERFORM quota.create_due_rollover(c.user_id, c.feature_code)
+               FROM jsonb_to_recordset(ended_periods) AS c (user_id bigint, feature_code text);
+            SELECT count(*) - rollovers INTO rollovers
+              FROM jsonb_to_recordset(ended_periods) AS c (user_id bigint, feature_code text)
+              JOIN quota.grants g ON g.user_id = c.user_id AND g.feature_code = c.feature_code
+             WHERE (one IS NULL OR g.user_id = one) AND g.source = 'rollover';
+        END IF;
+
+        -- 6. The users whose storage quota the clock alone moved get it written; the changes
+        -- of steps 1 and 2 are resynced by the subscription triggers as they are written.
+        SELECT array_agg(x.user_id) INTO users
+          FROM quota.tick_storage_instants(tick_user.at, since, upto, one, NULL) x;
+        IF users IS NOT NULL THEN
+            EXECUTE format(
+                'WITH affected AS (SELECT DISTINCT u AS user_id FROM pg_catalog.unnest($1) u
+                 ), announce AS (SELECT NULL::text AS payload WHERE false)%s',
+                quota.resync_storage_sql('quota.user_storage_usage', 'true',
+                                         CASE WHEN one IS NOT NULL THEN '$2' END))
+              INTO n, storage_resynced USING users, one;
+        END IF;
+    END IF;
+    RETURN ARRAY[plan_changes, expired, trials_ended, fallbacks, reservations_expired,
+                 grants_warned, grants_expired, rollovers, storage_resynced];
+END
+$$;
+
 -- One maintenance step: applies what became due up to `at` (now(), the default; never later,
 -- since the reads would not agree yet), at most batch_size rows of each kind (NULL:
 -- quota.settings.tick_batch_size), and returns what it did. One runner at a time: a call made
 -- while another runs returns at once with ran = false. Idempotent: what it applied is marked
 -- (a status, a state, a notice, how far it got), so a second call finds nothing; more = true
--- says that rows due remain for the next call. In order:
+-- says that rows due remain for the next call. In order (quota.tick_user()):
 --   1. scheduled plan changes due (before the expiries, so that a subscription ending into one
 --      gets no fallback);
 --   2. active subscriptions whose end_date passed: 'expired' (a trial: event trial_ended), and
@@ -2896,6 +3300,9 @@ $$;
 --   6. storage_quota_bytes of the users whose storage quota the clock alone moved (a
 --      pre-created subscription that started, a storage grant that started or expired); the
 --      changes of steps 1 and 2 are resynced by the subscription triggers as they are written.
+-- On a Citus cluster (quota.distribute()) the steps run user by user, each on the user's
+-- worker: the users with rows due, at most batch_size per kind, and those of the batch of
+-- the steps that go by instant.
 CREATE FUNCTION quota.tick(at timestamptz DEFAULT now(), batch_size integer DEFAULT NULL)
 RETURNS TABLE (ran boolean, plan_changes integer, expired integer, trials_ended integer,
                fallbacks integer, reservations_expired integer, grants_warned integer,
@@ -2912,16 +3319,15 @@ DECLARE
     fallback bigint;
     warn interval := make_interval(days => coalesce((SELECT st.grant_warning_days FROM quota.settings st), 3));
     progress quota.tick_state;
-    last_t timestamptz;
-    last_id bigint;
-    -- Rows a statement announced (each row of its audit, pulled so that every event is sent).
-    n integer;
-    trials integer;
+    upto quota.tick_state;
+    -- Each user's counts, and their sum.
+    counts integer[];
+    total integer[] := array_fill(0, ARRAY[9]);
+    u bigint;
     users bigint[];
-    -- The (user, feature) pairs whose period ended, for the rollover step.
-    ended_periods jsonb;
-    candidates integer;
-    last_feature text;
+    grants_batch integer;
+    candidates integer := 0;
+    instants integer := 0;
 BEGIN
     IF tick.at IS NULL THEN
         RAISE EXCEPTION 'tick: at must not be NULL' USING ERRCODE = '22004';
@@ -2957,330 +3363,83 @@ BEGIN
     INSERT INTO quota.tick_state DEFAULT VALUES ON CONFLICT (singleton) DO NOTHING;
     SELECT * INTO progress FROM quota.tick_state FOR UPDATE;
 
-    IF own THEN
-        -- 1. Scheduled plan changes. The subscription that counts up to due_at (active, started
-        -- before it, not ended before it; the latest end, then the highest id, as
-        -- entitlements_core::subscription orders them) ends there; the new one runs until its
-        -- end, or for a cycle of the new plan when it ended at due_at (or none counted).
-        -- A paused user's change waits for the resume, which moves it with the end date.
-        WITH due AS (
-            SELECT c.user_id, c.id, c.plan_id, c.due_at
-              FROM quota.scheduled_changes c
-             WHERE c.state = 'pending' AND c.due_at <= tick.at
-               AND NOT EXISTS (SELECT FROM quota.user_subscriptions p
-                                WHERE p.user_id = c.user_id AND p.status = 'paused')
-             ORDER BY c.due_at, c.user_id
-             LIMIT lim
-               FOR UPDATE OF c
-        ), prior AS (
-            SELECT DISTINCT ON (d.user_id) d.user_id, s.id, s.plan_id, s.end_date, s.trial
-              FROM due d
-              JOIN quota.user_subscriptions s
-                ON s.user_id = d.user_id AND s.status = 'active'
-               AND s.start_date < d.due_at AND s.end_date >= d.due_at
-             ORDER BY d.user_id, s.end_date DESC, s.id DESC
-        ), ended AS (
-            UPDATE quota.user_subscriptions s SET status = 'expired', end_date = d.due_at
-              FROM prior p, due d
-             WHERE s.user_id = p.user_id AND s.id = p.id AND d.user_id = p.user_id
-            RETURNING s.user_id
-        ), started AS (
-            INSERT INTO quota.user_subscriptions AS s (user_id, plan_id, start_date, end_date)
-            SELECT d.user_id, d.plan_id, d.due_at,
-                   CASE WHEN p.end_date > d.due_at THEN p.end_date
-                        ELSE quota.cycle_end(d.plan_id, d.due_at, d.due_at) END
-              FROM due d LEFT JOIN prior p ON p.user_id = d.user_id
-            RETURNING s.user_id, s.id, s.plan_id, s.start_date
-        ), applied AS (
-            UPDATE quota.scheduled_changes c
-               SET state = 'applied', ended_at = now(), subscription_id = st.id
-              FROM due d, started st
-             WHERE c.user_id = d.user_id AND c.id = d.id AND st.user_id = d.user_id
-            RETURNING c.id
-        ), audit AS (
-            INSERT INTO quota.subscription_changes AS c
-                   (user_id, subscription_id, change, plan_id, effective_at, details, actor)
-            SELECT x.user_id, x.subscription_id, x.change, x.plan_id, x.effective_at, x.details,
-                   'quota.tick'
-              FROM (SELECT p.user_id, p.id AS subscription_id, 'trial_ended' AS change,
-                           p.plan_id, d.due_at AS effective_at,
-                           jsonb_build_object('next_plan_id', d.plan_id) AS details, 0 AS step
-                      FROM prior p JOIN due d ON d.user_id = p.user_id
-                     WHERE p.trial
-                    UNION ALL
-                    SELECT st.user_id, st.id, 'plan_changed', st.plan_id, st.start_date,
-                           jsonb_build_object('previous_plan_id', p.plan_id,
-                                              'previous_subscription_id', p.id,
-                                              'scheduled_change_id', d.id), 1
-                      FROM started st JOIN due d ON d.user_id = st.user_id
-                      LEFT JOIN prior p ON p.user_id = st.user_id
-                     ORDER BY 1, 7) x
-            RETURNING c AS entry
-        ), announced AS (
-            SELECT quota.subscription_event(o.entry)
-              FROM (SELECT a.entry FROM audit a ORDER BY (a.entry).id) o
-        )
-        SELECT (SELECT count(*) FROM applied),
-               (SELECT count(*) FROM prior WHERE prior.trial),
-               (SELECT count(*) FROM announced)
-          INTO plan_changes, trials_ended, n;
-
-        -- 2. Expiries, and the fallback. A user whose change is due by the end waits for step 1.
-        WITH due AS (
-            SELECT s.user_id, s.id
-              FROM quota.user_subscriptions s
-             WHERE s.status = 'active' AND s.end_date <= tick.at
-               AND NOT EXISTS (SELECT FROM quota.scheduled_changes c
-                                WHERE c.user_id = s.user_id AND c.state = 'pending'
-                                  AND c.due_at <= s.end_date)
-             ORDER BY s.end_date, s.user_id, s.id
-             LIMIT lim
-               FOR UPDATE OF s
-        ), ended AS (
-            UPDATE quota.user_subscriptions s SET status = 'expired'
-              FROM due d
-             WHERE s.user_id = d.user_id AND s.id = d.id
-            RETURNING s.user_id, s.id, s.plan_id, s.end_date, s.trial
-        ), latest AS (
-            -- Per user, the one that ended last; the others ended while it counted.
-            SELECT DISTINCT ON (e.user_id) e.user_id, e.id, e.end_date
-              FROM ended e ORDER BY e.user_id, e.end_date DESC, e.id DESC
-        ), started AS (
-            INSERT INTO quota.user_subscriptions AS s (user_id, plan_id, start_date, end_date)
-            SELECT l.user_id, fallback, l.end_date, quota.cycle_end(fallback, l.end_date, tick.at)
-              FROM latest l
-             WHERE fallback IS NOT NULL
-               AND NOT EXISTS (SELECT FROM quota.user_subscriptions o
-                                WHERE o.user_id = l.user_id AND o.status IN ('active', 'paused')
-                                  AND o.start_date <= l.end_date AND o.end_date > l.end_date)
-            RETURNING s.user_id, s.id, s.plan_id, s.start_date
-        ), audit AS (
-            INSERT INTO quota.subscription_changes AS c
-                   (user_id, subscription_id, change, plan_id, effective_at, details, actor)
-            SELECT x.user_id, x.subscription_id, x.change, x.plan_id, x.effective_at, x.details,
-                   'quota.tick'
-              FROM (SELECT e.user_id, e.id AS subscription_id,
-                           CASE WHEN e.trial THEN 'trial_ended' ELSE 'expired' END AS change,
-                           e.plan_id, e.end_date AS effective_at, '{}'::jsonb AS details,
-                           0 AS step
-                      FROM ended e
-                    UNION ALL
-                    SELECT st.user_id, st.id, 'fallback_started', st.plan_id, st.start_date,
-                           jsonb_build_object('previous_subscription_id', l.id), 1
-                      FROM started st JOIN latest l ON l.user_id = st.user_id
-                     ORDER BY 5, 1, 7, 2) x
-            RETURNING c AS entry
-        ), announced AS (
-            SELECT quota.subscription_event(o.entry)
-              FROM (SELECT a.entry FROM audit a ORDER BY (a.entry).id) o
-        )
-        SELECT (SELECT count(*) FILTER (WHERE NOT e.trial) FROM ended e),
-               (SELECT count(*) FILTER (WHERE e.trial) FROM ended e),
-               (SELECT count(*) FROM started),
-               (SELECT count(*) FROM announced)
-          INTO expired, trials, fallbacks, n;
-        trials_ended := trials_ended + trials;
-
-        -- 3. Holds past their expiry. Their counters are locked first, in the order a use
-        -- locks them, so that no use is between reading held and its hold's state; then the
-        -- holds end and their counters give their units back.
-        PERFORM FROM quota.user_usage u
-         WHERE (u.user_id, u.feature_code, u.period_start) IN (
-                   SELECT r.user_id, r.feature_code, r.period_start
-                     FROM quota.reservations r
-                    WHERE r.state = 'held' AND r.expires_at <= tick.at
-                    ORDER BY r.expires_at, r.user_id, r.id LIMIT lim)
-         ORDER BY u.user_id, u.feature_code, u.period_start
-           FOR UPDATE OF u;
-        WITH due AS (
-            SELECT r.user_id, r.id
-              FROM quota.reservations r
-             WHERE r.state = 'held' AND r.expires_at <= tick.at
-             ORDER BY r.expires_at, r.user_id, r.id
-             LIMIT lim
-               FOR UPDATE OF r
-        ), ended AS (
-            UPDATE quota.reservations r SET state = 'expired', ended_at = r.expires_at
-              FROM due d
-             WHERE r.user_id = d.user_id AND r.id = d.id AND r.state = 'held'
-            RETURNING r
-        ), given_back AS (
-            UPDATE quota.user_usage u SET held = u.held - e.amount
-              FROM (SELECT (e.r).user_id, (e.r).feature_code, (e.r).period_start,
-                           sum((e.r).amount) AS amount
-                      FROM ended e GROUP BY 1, 2, 3) e
-             WHERE u.user_id = e.user_id AND u.feature_code = e.feature_code
-               AND u.period_start = e.period_start
-            RETURNING u.user_id
-        )
-        -- The payload of the hold's other events (src/reservations.rs): keys in serde_json's
-        -- order, expires_at as PostgreSQL prints it.
-        SELECT count(pg_notify('quota_reservation', format(
-                   '{"amount":%s,"event":"expired","expires_at":%s,"feature_code":%s,"reservation_id":%s,"user_id":%s,"version":1}',
-                   e.amount, to_json(e.expires_at::text), to_json(e.feature_code), e.id,
-                   e.user_id)))
-          INTO reservations_expired
-          FROM (SELECT (x.r).* FROM ended x ORDER BY (x.r).expires_at, (x.r).user_id, (x.r).id) e;
+    -- The batch of the steps that go by instant: up to lim rows of each past the progress. A
+    -- batch that is not full takes every row up to at: the next starts after at.
+    upto := progress;
+    upto.grants_expired_to := tick.at;
+    upto.grants_expired_id := 9223372036854775807;
+    upto.rollover_checked_to := tick.at;
+    upto.rollover_checked_user := 9223372036854775807;
+    upto.rollover_checked_feature := '';
+    upto.storage_synced_to := tick.at;
+    upto.storage_synced_user := 9223372036854775807;
+    SELECT count(*),
+           max(g.expires_at), (array_agg(g.id ORDER BY g.expires_at DESC, g.id DESC))[1],
+           array_agg(DISTINCT g.user_id)
+      INTO grants_batch, upto.grants_expired_to, upto.grants_expired_id, users
+      FROM quota.tick_expired_grants(tick.at, progress, upto, NULL, lim) g;
+    IF grants_batch < lim THEN
+        upto.grants_expired_to := tick.at;
+        upto.grants_expired_id := 9223372036854775807;
     END IF;
-
-    -- 4. Grants: the warning ahead of the expiry, then the expiry. A grant voided, or spent
-    -- to its last unit, loses nothing: no warning.
-    WITH due AS (
-        SELECT g.user_id, g.id FROM quota.grants g
-         WHERE g.expires_at > tick.at AND g.expires_at <= tick.at + warn
-           AND g.voided_at IS NULL AND g.remaining > 0
-           AND NOT EXISTS (SELECT FROM quota.grant_notices x
-                            WHERE x.user_id = g.user_id AND x.grant_id = g.id
-                              AND x.notice = 'expiring')
-         ORDER BY g.expires_at, g.user_id, g.id
-         LIMIT lim
-    ), noted AS (
-        INSERT INTO quota.grant_notices AS x (user_id, grant_id, notice, sent_at)
-        SELECT d.user_id, d.id, 'expiring', tick.at FROM due d
-        ON CONFLICT DO NOTHING
-        RETURNING x.user_id, x.grant_id
-    ), sent AS (
-        SELECT quota.grant_event('expiring', o.g)
-          FROM (SELECT g FROM quota.grants g
-                  JOIN noted ON noted.user_id = g.user_id AND noted.grant_id = g.id
-                 ORDER BY g.expires_at, g.user_id, g.id) o
-    )
-    SELECT count(*) INTO grants_warned FROM sent;
-    -- Every grant expires once, at expires_at, which lies after its creation: the grants
-    -- past (grants_expired_to, grants_expired_id) and up to at are the ones not announced yet.
-    WITH due AS (
-        SELECT g FROM quota.grants g
-         WHERE g.expires_at <= tick.at AND g.voided_at IS NULL
-           AND (g.expires_at, g.id) > (progress.grants_expired_to, progress.grants_expired_id)
-         ORDER BY g.expires_at, g.id
-         LIMIT lim
-    ), sent AS (
-        SELECT d.g, quota.grant_event('expired', d.g) FROM due d
-    )
-    SELECT count(*), max((s.g).expires_at),
-           (array_agg((s.g).id ORDER BY (s.g).expires_at DESC, (s.g).id DESC))[1]
-      INTO grants_expired, last_t, last_id
-      FROM sent s;
-    -- A batch that was not full took every grant expired up to at: the next starts after at.
-    IF grants_expired < lim THEN
-        last_t := tick.at;
-        last_id := 9223372036854775807;
-    END IF;
-    UPDATE quota.tick_state t SET grants_expired_to = last_t, grants_expired_id = last_id
-     WHERE (last_t, last_id) > (t.grants_expired_to, t.grants_expired_id);
-
     IF own THEN
-        -- 5. Rollover grants: a counter whose period ended, of a feature with a rollover rule
-        -- (the catalog's or a plan's), may leave a grant to the period after it. Each is
-        -- created as the period's first write would create it (quota.create_due_rollover);
-        -- the reads count it from the period's first instant before it exists. A period
-        -- without a counter (nothing used) gets its grant at its first write. Without any
-        -- rollover rule the step reads no counter; with one, it reads the counters (no index
-        -- on period_end: it would cost every new counter of every use an index entry).
-        candidates := 0;
-        IF EXISTS (SELECT FROM quota.features f WHERE f.rollover_max <> 0)
-           OR EXISTS (SELECT FROM quota.plan_features pf WHERE pf.rollover_max <> 0) THEN
-            SELECT jsonb_agg(jsonb_build_object('user_id', x.user_id, 'feature_code', x.feature_code)
-                             ORDER BY x.period_end, x.user_id, x.feature_code),
-                   (array_agg(x.period_end ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1],
-                   (array_agg(x.user_id ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1],
-                   (array_agg(x.feature_code ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1],
-                   count(*)
-              INTO ended_periods, last_t, last_id, last_feature, candidates
-              FROM (SELECT u.user_id, u.feature_code, u.period_end
-                      FROM quota.user_usage u
-                     WHERE u.period_end <= tick.at AND u.period_end >= progress.rollover_checked_to
-                       AND (u.period_end, u.user_id, u.feature_code)
-                           > (progress.rollover_checked_to, progress.rollover_checked_user,
-                              progress.rollover_checked_feature)
-                       AND (EXISTS (SELECT FROM quota.features f
-                                     WHERE f.code = u.feature_code AND f.rollover_max <> 0)
-                            OR EXISTS (SELECT FROM quota.plan_features pf
-                                        WHERE pf.feature_code = u.feature_code
-                                          AND pf.rollover_max <> 0))
-                     ORDER BY u.period_end, u.user_id, u.feature_code
-                     LIMIT lim) x;
-        END IF;
-        IF ended_periods IS NOT NULL THEN
-            SELECT count(*) INTO rollovers
-              FROM jsonb_to_recordset(ended_periods) AS c (user_id bigint, feature_code text)
-              JOIN quota.grants g ON g.user_id = c.user_id AND g.feature_code = c.feature_code
-             WHERE g.source = 'rollover';
-            PERFORM quota.create_due_rollover(c.user_id, c.feature_code)
-               FROM jsonb_to_recordset(ended_periods) AS c (user_id bigint, feature_code text);
-            SELECT count(*) - rollovers INTO rollovers
-              FROM jsonb_to_recordset(ended_periods) AS c (user_id bigint, feature_code text)
-              JOIN quota.grants g ON g.user_id = c.user_id AND g.feature_code = c.feature_code
-             WHERE g.source = 'rollover';
-        END IF;
-        -- A batch that was not full took every period ended up to at: the next starts after at.
+        SELECT count(*), users || array_agg(DISTINCT x.user_id),
+               (array_agg(x.period_end ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1],
+               (array_agg(x.user_id ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1],
+               (array_agg(x.feature_code ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1]
+          INTO candidates, users, upto.rollover_checked_to, upto.rollover_checked_user,
+               upto.rollover_checked_feature
+          FROM quota.tick_ended_periods(tick.at, progress, upto, NULL, lim) x;
         IF candidates < lim THEN
-            last_t := tick.at;
-            last_id := 9223372036854775807;
-            last_feature := '';
+            upto.rollover_checked_to := tick.at;
+            upto.rollover_checked_user := 9223372036854775807;
+            upto.rollover_checked_feature := '';
         END IF;
-        UPDATE quota.tick_state t
-           SET rollover_checked_to = last_t, rollover_checked_user = last_id,
-               rollover_checked_feature = last_feature
-         WHERE (last_t, last_id, last_feature)
-               > (t.rollover_checked_to, t.rollover_checked_user, t.rollover_checked_feature);
-
-        -- 6. The instants that move a storage quota by the clock alone, past
-        -- (storage_synced_to, storage_synced_user): a subscription that starts, a storage
-        -- grant that starts or ends. The users whose quota they moved get it written. An
-        -- instant that came before its row was written (a subscription inserted once started,
-        -- as the tick's own are) was synced by the row's trigger.
-        SELECT array_agg(x.user_id), max(x.t), (array_agg(x.user_id ORDER BY x.t DESC, x.user_id DESC))[1]
-          INTO users, last_t, last_id
-          FROM (SELECT y.t, y.user_id
-                  FROM (SELECT s.start_date AS t, s.user_id FROM quota.user_subscriptions s
-                         WHERE s.status = 'active' AND s.start_date <= tick.at
-                           AND s.start_date >= progress.storage_synced_to
-                           AND s.created_at < s.start_date
-                        UNION
-                        SELECT b.t, g.user_id
-                          FROM quota.grants g, LATERAL (VALUES (g.effective_from), (g.expires_at)) b (t)
-                         WHERE g.feature_code = 'storage_space' AND b.t <= tick.at
-                           AND b.t >= progress.storage_synced_to AND g.created_at < b.t) y
-                 WHERE (y.t, y.user_id) > (progress.storage_synced_to, progress.storage_synced_user)
-                 ORDER BY y.t, y.user_id
-                 LIMIT lim) x;
-        IF users IS NOT NULL THEN
-            EXECUTE format(
-                'WITH affected AS (SELECT DISTINCT u AS user_id FROM pg_catalog.unnest($1) u
-                 ), announce AS (SELECT NULL::text AS payload WHERE false)%s',
-                quota.resync_storage_sql('quota.user_storage_usage', 'true'))
-              INTO n, storage_resynced USING users;
+        SELECT count(*), users || array_agg(DISTINCT x.user_id),
+               max(x.t), (array_agg(x.user_id ORDER BY x.t DESC, x.user_id DESC))[1]
+          INTO instants, users, upto.storage_synced_to, upto.storage_synced_user
+          FROM quota.tick_storage_instants(tick.at, progress, upto, NULL, lim) x;
+        IF instants < lim THEN
+            upto.storage_synced_to := tick.at;
+            upto.storage_synced_user := 9223372036854775807;
         END IF;
-        -- A batch that was not full took every instant up to at: the next starts after at.
-        IF coalesce(cardinality(users), 0) < lim THEN
-            last_t := tick.at;
-            last_id := 9223372036854775807;
-        END IF;
-        UPDATE quota.tick_state t SET storage_synced_to = last_t, storage_synced_user = last_id
-         WHERE (last_t, last_id) > (t.storage_synced_to, t.storage_synced_user);
     END IF;
 
+    IF quota.distributed() THEN
+        -- Each user's steps on the user's worker (Citus delegates the call).
+        users := ARRAY(SELECT DISTINCT x FROM unnest(users || ARRAY(
+                           SELECT quota.tick_due_users(tick.at, lim, warn, own))) x
+                        WHERE x IS NOT NULL ORDER BY x);
+        FOREACH u IN ARRAY users LOOP
+            counts := quota.tick_user(u, tick.at, lim, fallback, warn, progress, upto);
+            total := ARRAY(SELECT a + b FROM unnest(total, counts) AS z (a, b));
+        END LOOP;
+    ELSE
+        total := quota.tick_user(NULL, tick.at, lim, fallback, warn, progress, upto);
+    END IF;
+    plan_changes := total[1]; expired := total[2]; trials_ended := total[3];
+    fallbacks := total[4]; reservations_expired := total[5]; grants_warned := total[6];
+    grants_expired := total[7]; rollovers := total[8]; storage_resynced := total[9];
+
+    UPDATE quota.tick_state t
+       SET grants_expired_to = upto.grants_expired_to, grants_expired_id = upto.grants_expired_id
+     WHERE (upto.grants_expired_to, upto.grants_expired_id)
+           > (t.grants_expired_to, t.grants_expired_id);
+    UPDATE quota.tick_state t
+       SET rollover_checked_to = upto.rollover_checked_to,
+           rollover_checked_user = upto.rollover_checked_user,
+           rollover_checked_feature = upto.rollover_checked_feature
+     WHERE own
+       AND (upto.rollover_checked_to, upto.rollover_checked_user, upto.rollover_checked_feature)
+           > (t.rollover_checked_to, t.rollover_checked_user, t.rollover_checked_feature);
+    UPDATE quota.tick_state t
+       SET storage_synced_to = upto.storage_synced_to, storage_synced_user = upto.storage_synced_user
+     WHERE own
+       AND (upto.storage_synced_to, upto.storage_synced_user)
+           > (t.storage_synced_to, t.storage_synced_user);
     UPDATE quota.tick_state t SET ticked_at = tick.at;
-    more := grants_expired >= lim
-         OR EXISTS (SELECT FROM quota.grants g
-                     WHERE g.expires_at > tick.at AND g.expires_at <= tick.at + warn
-                       AND g.voided_at IS NULL AND g.remaining > 0
-                       AND NOT EXISTS (SELECT FROM quota.grant_notices x
-                                        WHERE x.user_id = g.user_id AND x.grant_id = g.id));
-    IF own THEN
-        more := more
-             OR EXISTS (SELECT FROM quota.scheduled_changes c
-                         WHERE c.state = 'pending' AND c.due_at <= tick.at
-                           AND NOT EXISTS (SELECT FROM quota.user_subscriptions p
-                                            WHERE p.user_id = c.user_id AND p.status = 'paused'))
-             OR EXISTS (SELECT FROM quota.user_subscriptions s
-                         WHERE s.status = 'active' AND s.end_date <= tick.at)
-             OR EXISTS (SELECT FROM quota.reservations r
-                         WHERE r.state = 'held' AND r.expires_at <= tick.at)
-             OR coalesce(candidates, 0) >= lim
-             OR coalesce(cardinality(users), 0) >= lim;
-    END IF;
+    more := grants_batch >= lim OR candidates >= lim OR instants >= lim
+         OR EXISTS (SELECT FROM quota.tick_due_users(tick.at, 1, warn, own));
     RETURN NEXT;
 END
 $$;
@@ -3289,6 +3448,12 @@ $$;
 -- work: quota_admin, and the role a scheduler runs the tick as (pg_cron: the job's owner).
 REVOKE EXECUTE ON FUNCTION
     quota.tick(timestamptz, integer),
+    quota.tick_user(bigint, timestamptz, integer, bigint, interval, quota.tick_state, quota.tick_state),
+    quota.tick_due_users(timestamptz, integer, interval, boolean),
+    quota.tick_expired_grants(timestamptz, quota.tick_state, quota.tick_state, bigint, integer),
+    quota.tick_ended_periods(timestamptz, quota.tick_state, quota.tick_state, bigint, integer),
+    quota.tick_storage_instants(timestamptz, quota.tick_state, quota.tick_state, bigint, integer),
+    quota.distributed(),
     quota.create_due_rollover(bigint, text),
     quota.pause_subscription(bigint, text, text),
     quota.resume_subscription(bigint, boolean, text),
@@ -3321,6 +3486,32 @@ COMMENT ON FUNCTION quota.tick(timestamptz, integer) IS
     'and storage_quota_bytes moved by the clock; at '
     'most batch_size rows of each kind (default quota.settings.tick_batch_size). One runner at '
     'a time (ran false: another was running); idempotent; more true: rows due remain.';
+
+COMMENT ON FUNCTION quota.distributed() IS
+    'Whether the extension''s tables are laid out over a Citus cluster (quota.distribute()).';
+
+COMMENT ON FUNCTION quota.tick_user(bigint, timestamptz, integer, bigint, interval, quota.tick_state, quota.tick_state) IS
+    'Internal to quota.tick(): its steps for one user (NULL: every user), delegated to the '
+    'user''s worker on a Citus cluster; returns the counts {plan_changes, expired, '
+    'trials_ended, fallbacks, reservations_expired, grants_warned, grants_expired, rollovers, '
+    'storage_resynced}.';
+
+COMMENT ON FUNCTION quota.tick_due_users(timestamptz, integer, interval, boolean) IS
+    'Internal to quota.tick(): the users with scheduled changes, expiries, holds or grant '
+    'warnings due, at most lim of each kind.';
+
+COMMENT ON FUNCTION quota.tick_expired_grants(timestamptz, quota.tick_state, quota.tick_state, bigint, integer) IS
+    'Internal to quota.tick(): the grants whose expiry is not announced yet, between two '
+    'positions of quota.tick_state, in order.';
+
+COMMENT ON FUNCTION quota.tick_ended_periods(timestamptz, quota.tick_state, quota.tick_state, bigint, integer) IS
+    'Internal to quota.tick(): the counters whose period ended, of a feature with a rollover '
+    'rule, between two positions of quota.tick_state, in order.';
+
+COMMENT ON FUNCTION quota.tick_storage_instants(timestamptz, quota.tick_state, quota.tick_state, bigint, integer) IS
+    'Internal to quota.tick(): the instants that move a storage quota by the clock alone (a '
+    'subscription or a storage grant that starts, a storage grant that ends), between two '
+    'positions of quota.tick_state, in order.';
 
 COMMENT ON FUNCTION quota.pause_subscription(bigint, text, text) IS
     'quota_admin. Pauses the user''s active subscriptions that have not ended (status paused, '

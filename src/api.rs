@@ -675,8 +675,6 @@ fn usage_overview(
     })
 }
 
-/// Whether `time_zone` is a zone name the period arithmetic knows (the CHECK of
-/// quota.settings.time_zone). IMMUTABLE like PostgreSQL's own time zone functions.
 /// `pg_notify(channel, payload)` for the events the extension's SQL functions raise: on a Citus
 /// cluster held by the backend until the transaction commits ([`crate::notices`]), so that a
 /// transaction Citus commits in two phases can be prepared.
@@ -687,6 +685,17 @@ fn announce(channel: &str, payload: &str) {
     })
 }
 
+/// Whether the extension's tables are laid out over a Citus cluster (quota.distribute()): for
+/// quota.tick(), which then runs its steps user by user on the users' workers.
+#[pg_extern(stable, parallel_safe)]
+fn distributed() -> bool {
+    crate::error::guard(|| {
+        Spi::connect(|client| crate::placement::distributed(client)).or_raise()
+    })
+}
+
+/// Whether `time_zone` is a zone name the period arithmetic knows (the CHECK of
+/// quota.settings.time_zone). IMMUTABLE like PostgreSQL's own time zone functions.
 #[pg_extern(immutable, parallel_safe, strict)]
 fn is_valid_time_zone(time_zone: &str) -> bool {
     crate::error::guard(|| period::time_zone(time_zone).is_ok())
