@@ -298,6 +298,75 @@ check "one usage record per unit counted" "$LIMIT" "
 SELECT count(*) FROM quota.usage_records WHERE user_id = $RACER AND feature_code = 'articles_per_month'"
 check "verify_ledger() is empty" "0" "SELECT count(*) FROM quota.verify_ledger()"
 
+echo "==> the tick"
+# quota.tick() on the coordinator runs each due user's steps on the user's worker. Six users
+# after the check's others, each with one thing due a second from now: an ended subscription
+# (the fallback plan follows it), a hold, a scheduled plan change, a grant warned of, a storage
+# grant that expires, and a period that ended with a rollover rule (5 of its unused articles
+# carried). A first tick takes what earlier runs left; the second must do exactly these six
+# users' steps, a third nothing. The settings and the rule are put back afterwards.
+ENDED=$((LAST + 31)); HOLDER=$((LAST + 32)); CHANGER=$((LAST + 33)); WARNED=$((LAST + 34))
+STORER=$((LAST + 35)); ROLLER=$((LAST + 36))
+for port in $workers; do
+  PGPORT=$port psql -X -q -At -c "LISTEN quota_subscription" -c "LISTEN quota_reservation" \
+    -c "LISTEN quota_grant" -c "SELECT pg_sleep(10)" >"$WORK/tick-$port.log" 2>&1 &
+done
+sleep 1
+check "a tick on the cluster applies each user's due steps, once" "t|1|1|0|1|1|1|1|1|1|f t|0|0|0|0|0|0|0|0|0|f" "
+SELECT rollover_max AS rollover_before FROM quota.features WHERE code = 'articles_per_month' \\gset
+SELECT coalesce((SELECT fallback_plan_code FROM quota.settings), '') AS fallback_before \\gset
+INSERT INTO quota.settings (fallback_plan_code) VALUES ('citus_check')
+ON CONFLICT (singleton) DO UPDATE SET fallback_plan_code = EXCLUDED.fallback_plan_code;
+UPDATE quota.features SET rollover_max = 5 WHERE code = 'articles_per_month';
+SELECT count(*) AS drained FROM quota.tick() \\gset
+SELECT id AS plan FROM quota.subscription_plans WHERE plan_code = 'citus_check' \\gset
+INSERT INTO quota.user_subscriptions (user_id, plan_id, start_date, end_date, quota_reset_anchor)
+VALUES ($ENDED, :plan, now() - interval '10 days', now() + interval '1 second', NULL),
+       ($HOLDER, :plan, now() - interval '1 day', now() + interval '1 year', NULL),
+       ($CHANGER, :plan, now() - interval '1 day', now() + interval '1 year', NULL),
+       ($WARNED, :plan, now() - interval '1 day', now() + interval '1 year', NULL),
+       ($STORER, :plan, now() - interval '1 day', now() + interval '1 year', NULL),
+       ($ROLLER, :plan, now() - interval '40 days', now() + interval '1 year', now() + interval '1 second');
+SELECT allowed FROM quota.reserve($HOLDER, 'articles_per_month', 4, interval '1 second');
+SELECT state FROM quota.schedule_plan_change($CHANGER, 'citus_check', now() + interval '1 second');
+SELECT id FROM quota.grant_quota($WARNED, 'articles_per_month', 5, now() + interval '1 day');
+SELECT id FROM quota.grant_quota($STORER, 'storage_space', 500, now() + interval '1 second');
+-- The roller used 3 articles in the period that ends a second from now, as a use writes them.
+INSERT INTO quota.user_usage (user_id, feature_code, period_start, period_end, usage_count,
+                              last_reset_at, updated_at)
+SELECT $ROLLER, 'articles_per_month', p.period_start, p.period_end, 3, now(), now()
+  FROM quota.user_subscriptions s,
+       quota.anniversary_period(s.quota_reset_anchor, 'monthly', s.quota_reset_anchor - interval '1 second') p
+ WHERE s.user_id = $ROLLER;
+INSERT INTO quota.usage_records (user_id, feature_code, period_start, amount, created_at)
+SELECT $ROLLER, 'articles_per_month', u.period_start, 3, now() FROM quota.user_usage u
+ WHERE u.user_id = $ROLLER;
+SELECT pg_sleep(1.5);
+SELECT t::text AS first FROM quota.tick() t \\gset
+SELECT t::text AS second FROM quota.tick() t \\gset
+UPDATE quota.features SET rollover_max = :rollover_before WHERE code = 'articles_per_month';
+UPDATE quota.settings SET fallback_plan_code = NULLIF(:'fallback_before', '');
+SELECT replace(replace(replace(:'first' || ' ' || :'second', '(', ''), ')', ''), ',', '|')"
+check "what the tick wrote: statuses, audit, hold, storage, rollover grant" "expired,active|expired,active|expired|true|0|expired,fallback_started,plan_changed|rollover 5" "
+SELECT (SELECT string_agg(status, ',' ORDER BY id) FROM quota.user_subscriptions WHERE user_id = $ENDED)
+    || '|' || (SELECT string_agg(status, ',' ORDER BY id) FROM quota.user_subscriptions WHERE user_id = $CHANGER)
+    || '|' || (SELECT string_agg(state, ',') FROM quota.reservations WHERE user_id = $HOLDER)
+    || '|' || (SELECT s.storage_quota_bytes = (SELECT get_user_storage_quota FROM quota.get_user_storage_quota($STORER))
+                 FROM quota.user_storage_usage s WHERE s.user_id = $STORER)
+    || '|' || (SELECT count(*) FROM quota.verify_holds())
+    || '|' || (SELECT string_agg(change, ',' ORDER BY change) FROM quota.subscription_changes
+                WHERE user_id IN ($ENDED, $CHANGER) AND actor = 'quota.tick')
+    || '|' || (SELECT string_agg(source || ' ' || amount, ',') FROM quota.grants
+                WHERE user_id = $ROLLER)"
+wait
+if [ -n "$workers" ]; then
+  heard=$(cat "$WORK"/tick-*.log | grep -E '"user_id" ?: ?[0-9]+' -o | grep -oE '[0-9]+$' \
+            | awk -v low=$ENDED -v high=$STORER '$1 >= low && $1 <= high' | wc -l)
+  events=$(cat "$WORK"/tick-*.log | grep -oE '"event" ?: ?"(expired|fallback_started|plan_changed|expiring)"' | wc -l)
+  if [ "$events" = 6 ]; then pass "the tick's 6 events were heard on the workers, after its commit"
+  else fail "the tick's 6 events were heard on the workers, after its commit" "heard $events ($heard for these users)"; fi
+fi
+
 echo "==> a change of the time zone"
 # A subscription anchored at 00:00 UTC on the 15th, in 2010: a second change of zone within a
 # period moves the period at once (by the zones' offsets), and the usage must move with it. Each

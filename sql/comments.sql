@@ -473,10 +473,10 @@ COMMENT ON FUNCTION quota.create_due_rollover(bigint, text) IS
     'feature starts with, when one is due and not created yet, as the period''s first write '
     'would.';
 
-COMMENT ON FUNCTION quota.cycle_end(bigint, timestamptz, timestamptz) IS
-    'The first end after a given instant of a subscription on a plan started at start: start '
-    'plus whole cycles of the plan (duration_days, else a month or a year), in the configured '
-    'time zone.';
+COMMENT ON FUNCTION quota.cycle_end(integer, text, text, timestamptz, timestamptz) IS
+    'The first end after a given instant of a subscription started at start: start plus whole '
+    'cycles of its plan (days: its duration_days, else a month or a year by cycle, its '
+    'billing_cycle), in the time zone zone.';
 
 COMMENT ON FUNCTION quota.require_own_subscriptions(text) IS
     'Refuses (0A000) the lifecycle functions while an application''s tables are attached.';

@@ -137,37 +137,42 @@ AS $$
 $$;
 REVOKE EXECUTE ON FUNCTION quota.subscription_event(quota.subscription_changes) FROM PUBLIC;
 
--- The first end of a subscription on `plan` started at `start` that lies after `after`: start
--- plus one or more of the plan's cycles. A monthly or yearly plan's cycles are its anniversary
--- periods from start in the configured zone (quota.anniversary_period, the rule of every
--- billing period: month ends clamp without drift); a plan of duration_days, whole spans of that
--- many local days. A fallback that starts long ago (a tick after downtime) thus lasts past the
--- tick, instead of a chain of ended subscriptions.
-CREATE FUNCTION quota.cycle_end(plan bigint, start timestamptz, after timestamptz)
+-- The first end of a subscription started at `start` that lies after `after`: start plus one
+-- or more cycles of its plan, whose duration_days is `days` and billing_cycle `cycle`, in the
+-- zone `zone`. A monthly or yearly plan's cycles are its anniversary periods from start
+-- (quota.anniversary_period, the rule of every billing period: month ends clamp without
+-- drift); a plan of duration_days, whole spans of that many local days. A fallback that starts
+-- long ago (a tick after downtime) thus lasts past the tick, instead of a chain of ended
+-- subscriptions. It reads no table: the tick's statements pass the plan's and the settings'
+-- values, since on a Citus cluster they run on a shard, where a read of the catalog would be a
+-- distributed query Citus refuses.
+CREATE FUNCTION quota.cycle_end(days integer, cycle text, zone text, start timestamptz,
+                                after timestamptz)
 RETURNS timestamptz
-LANGUAGE plpgsql STABLE STRICT
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    zone text := coalesce((SELECT st.time_zone FROM quota.settings st), 'UTC');
-    days integer;
-    cycle text;
-    local timestamp := start AT TIME ZONE zone;
+    local timestamp;
     since interval;
 BEGIN
-    SELECT p.duration_days, CASE WHEN p.billing_cycle = 'yearly' THEN 'yearly' ELSE 'monthly' END
-      INTO days, cycle FROM quota.subscription_plans p WHERE p.id = plan;
-    IF cycle IS NULL THEN
-        RAISE EXCEPTION 'no plan with id %', plan USING ERRCODE = 'P0002';
+    IF zone IS NULL OR start IS NULL OR after IS NULL THEN
+        RETURN NULL;
     END IF;
     IF NOT (isfinite(start) AND isfinite(after)) THEN
-        RAISE EXCEPTION 'cycle_end: no cycle of plan % ends after % counting from %', plan, after, start
+        RAISE EXCEPTION 'cycle_end: no cycle ends after % counting from %', after, start
             USING ERRCODE = '22008';
+    END IF;
+    IF days < 1 THEN
+        RAISE EXCEPTION 'cycle_end: a cycle of % days', days USING ERRCODE = '22023';
     END IF;
     IF days IS NULL THEN
         RETURN (SELECT a.period_end
-                  FROM quota.anniversary_period(start, cycle, greatest(start, after), zone) a);
+                  FROM quota.anniversary_period(
+                           start, CASE WHEN cycle = 'yearly' THEN 'yearly' ELSE 'monthly' END,
+                           greatest(start, after), zone) a);
     END IF;
+    local := start AT TIME ZONE zone;
     since := (greatest(start, after) AT TIME ZONE zone) - local;
     RETURN (local + make_interval(days => days * (floor(extract(epoch FROM since) / 86400 / days)::integer + 1)))
            AT TIME ZONE zone;
@@ -246,7 +251,7 @@ BEGIN
         SELECT p.user_id, p.id, 'paused', p.plan_id, now(), pause_subscription.reason,
                pause_subscription.actor
           FROM paused p ORDER BY p.id
-        RETURNING c AS entry
+        RETURNING ROW(c.*)::quota.subscription_changes AS entry
     ), announced AS (
         SELECT count(quota.subscription_event(o.entry)) AS n
           FROM (SELECT a.entry FROM audit a ORDER BY (a.entry).id) o
@@ -308,7 +313,7 @@ BEGIN
                                   'end_date', (r.sub).end_date),
                resume_subscription.actor
           FROM resumed r ORDER BY (r.sub).id
-        RETURNING c AS entry
+        RETURNING ROW(c.*)::quota.subscription_changes AS entry
     ), announced AS (
         SELECT count(quota.subscription_event(o.entry)) AS n
           FROM (SELECT a.entry FROM audit a ORDER BY (a.entry).id) o
@@ -405,21 +410,26 @@ $$;
 -- and up to `upto` (quota.tick_state positions), in their order, at most lim (NULL: all), of
 -- one user (only_user) or of all (NULL). quota.tick() reads them with upto at `at` to find how
 -- far its batch goes; quota.tick_user() then takes the batch's rows, for every user or on a
--- Citus cluster one user at a time on its worker.
+-- Citus cluster one user at a time on its worker. These functions are PL/pgSQL, not SQL: Citus
+-- plans no statement of an SQL function with parameters.
 -- The grants whose expiry is not announced yet.
 CREATE FUNCTION quota.tick_expired_grants(at timestamptz, since quota.tick_state,
                                           upto quota.tick_state, only_user bigint, lim integer)
 RETURNS SETOF quota.grants
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-SELECT g.* FROM quota.grants g
- WHERE (only_user IS NULL OR g.user_id = only_user)
-   AND g.expires_at <= tick_expired_grants.at AND g.voided_at IS NULL
-   AND (g.expires_at, g.id) > (since.grants_expired_to, since.grants_expired_id)
-   AND (g.expires_at, g.id) <= (upto.grants_expired_to, upto.grants_expired_id)
- ORDER BY g.expires_at, g.id
- LIMIT lim
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    SELECT g.* FROM quota.grants g
+     WHERE (only_user IS NULL OR g.user_id = only_user)
+       AND g.expires_at <= tick_expired_grants.at AND g.voided_at IS NULL
+       AND (g.expires_at, g.id) > (since.grants_expired_to, since.grants_expired_id)
+       AND (g.expires_at, g.id) <= (upto.grants_expired_to, upto.grants_expired_id)
+     ORDER BY g.expires_at, g.id
+     LIMIT lim;
+END
 $$;
 
 -- The counters whose period ended, of a feature with a rollover rule (the catalog's or a
@@ -429,25 +439,34 @@ $$;
 CREATE FUNCTION quota.tick_ended_periods(at timestamptz, since quota.tick_state,
                                          upto quota.tick_state, only_user bigint, lim integer)
 RETURNS TABLE (period_end timestamptz, user_id bigint, feature_code text)
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-SELECT u.period_end, u.user_id, u.feature_code
-  FROM quota.user_usage u
- WHERE (EXISTS (SELECT FROM quota.features f WHERE f.rollover_max <> 0)
-        OR EXISTS (SELECT FROM quota.plan_features pf WHERE pf.rollover_max <> 0))
-   AND (only_user IS NULL OR u.user_id = only_user)
-   AND u.period_end <= tick_ended_periods.at AND u.period_end >= since.rollover_checked_to
-   AND (u.period_end, u.user_id, u.feature_code)
-       > (since.rollover_checked_to, since.rollover_checked_user, since.rollover_checked_feature)
-   AND (u.period_end, u.user_id, u.feature_code)
-       <= (upto.rollover_checked_to, upto.rollover_checked_user, upto.rollover_checked_feature)
-   AND (EXISTS (SELECT FROM quota.features f
-                 WHERE f.code = u.feature_code AND f.rollover_max <> 0)
-        OR EXISTS (SELECT FROM quota.plan_features pf
-                    WHERE pf.feature_code = u.feature_code AND pf.rollover_max <> 0))
- ORDER BY u.period_end, u.user_id, u.feature_code
- LIMIT lim
+#variable_conflict use_column
+DECLARE
+    -- The features with a rollover rule, read first: on a Citus worker the statement below
+    -- must name only the user's shard besides its own values.
+    rolling text[] := ARRAY(SELECT f.code FROM quota.features f WHERE f.rollover_max <> 0
+                            UNION
+                            SELECT pf.feature_code FROM quota.plan_features pf
+                             WHERE pf.rollover_max <> 0);
+BEGIN
+    IF cardinality(rolling) = 0 THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    SELECT u.period_end, u.user_id, u.feature_code
+      FROM quota.user_usage u
+     WHERE u.feature_code = ANY (rolling)
+       AND (only_user IS NULL OR u.user_id = only_user)
+       AND u.period_end <= tick_ended_periods.at AND u.period_end >= since.rollover_checked_to
+       AND (u.period_end, u.user_id, u.feature_code)
+           > (since.rollover_checked_to, since.rollover_checked_user, since.rollover_checked_feature)
+       AND (u.period_end, u.user_id, u.feature_code)
+           <= (upto.rollover_checked_to, upto.rollover_checked_user, upto.rollover_checked_feature)
+     ORDER BY u.period_end, u.user_id, u.feature_code
+     LIMIT lim;
+END
 $$;
 
 -- The instants that move a storage quota by the clock alone: a subscription that starts, a
@@ -456,25 +475,29 @@ $$;
 CREATE FUNCTION quota.tick_storage_instants(at timestamptz, since quota.tick_state,
                                             upto quota.tick_state, only_user bigint, lim integer)
 RETURNS TABLE (t timestamptz, user_id bigint)
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-SELECT y.t, y.user_id
-  FROM (SELECT s.start_date AS t, s.user_id FROM quota.user_subscriptions s
-         WHERE (only_user IS NULL OR s.user_id = only_user)
-           AND s.status = 'active' AND s.start_date <= tick_storage_instants.at
-           AND s.start_date >= since.storage_synced_to
-           AND s.created_at < s.start_date
-        UNION
-        SELECT b.t, g.user_id
-          FROM quota.grants g, LATERAL (VALUES (g.effective_from), (g.expires_at)) b (t)
-         WHERE (only_user IS NULL OR g.user_id = only_user)
-           AND g.feature_code = 'storage_space' AND b.t <= tick_storage_instants.at
-           AND b.t >= since.storage_synced_to AND g.created_at < b.t) y
- WHERE (y.t, y.user_id) > (since.storage_synced_to, since.storage_synced_user)
-   AND (y.t, y.user_id) <= (upto.storage_synced_to, upto.storage_synced_user)
- ORDER BY y.t, y.user_id
- LIMIT lim
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    SELECT y.t, y.user_id
+      FROM (SELECT s.start_date AS t, s.user_id FROM quota.user_subscriptions s
+             WHERE (only_user IS NULL OR s.user_id = only_user)
+               AND s.status = 'active' AND s.start_date <= tick_storage_instants.at
+               AND s.start_date >= since.storage_synced_to
+               AND s.created_at < s.start_date
+            UNION
+            SELECT b.t, g.user_id
+              FROM quota.grants g, LATERAL (VALUES (g.effective_from), (g.expires_at)) b (t)
+             WHERE (only_user IS NULL OR g.user_id = only_user)
+               AND g.feature_code = 'storage_space' AND b.t <= tick_storage_instants.at
+               AND b.t >= since.storage_synced_to AND g.created_at < b.t) y
+     WHERE (y.t, y.user_id) > (since.storage_synced_to, since.storage_synced_user)
+       AND (y.t, y.user_id) <= (upto.storage_synced_to, upto.storage_synced_user)
+     ORDER BY y.t, y.user_id
+     LIMIT lim;
+END
 $$;
 
 -- The users with something due up to `at` that quota.tick_user() finds by its rows (scheduled
@@ -483,29 +506,33 @@ $$;
 -- rows remain, and on a Citus cluster which users to tick.
 CREATE FUNCTION quota.tick_due_users(at timestamptz, lim integer, warn interval, own boolean)
 RETURNS SETOF bigint
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-(SELECT c.user_id FROM quota.scheduled_changes c
-  WHERE own AND c.state = 'pending' AND c.due_at <= tick_due_users.at
-    AND NOT EXISTS (SELECT FROM quota.user_subscriptions p
-                     WHERE p.user_id = c.user_id AND p.status = 'paused')
-  ORDER BY c.due_at, c.user_id LIMIT lim)
-UNION
-(SELECT s.user_id FROM quota.user_subscriptions s
-  WHERE own AND s.status = 'active' AND s.end_date <= tick_due_users.at
-  ORDER BY s.end_date, s.user_id LIMIT lim)
-UNION
-(SELECT r.user_id FROM quota.reservations r
-  WHERE own AND r.state = 'held' AND r.expires_at <= tick_due_users.at
-  ORDER BY r.expires_at, r.user_id LIMIT lim)
-UNION
-(SELECT g.user_id FROM quota.grants g
-  WHERE g.expires_at > tick_due_users.at AND g.expires_at <= tick_due_users.at + warn
-    AND g.voided_at IS NULL AND g.remaining > 0
-    AND NOT EXISTS (SELECT FROM quota.grant_notices x
-                     WHERE x.user_id = g.user_id AND x.grant_id = g.id AND x.notice = 'expiring')
-  ORDER BY g.expires_at, g.user_id LIMIT lim)
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    (SELECT c.user_id FROM quota.scheduled_changes c
+      WHERE own AND c.state = 'pending' AND c.due_at <= tick_due_users.at
+        AND NOT EXISTS (SELECT FROM quota.user_subscriptions p
+                         WHERE p.user_id = c.user_id AND p.status = 'paused')
+      ORDER BY c.due_at, c.user_id LIMIT lim)
+    UNION
+    (SELECT s.user_id FROM quota.user_subscriptions s
+      WHERE own AND s.status = 'active' AND s.end_date <= tick_due_users.at
+      ORDER BY s.end_date, s.user_id LIMIT lim)
+    UNION
+    (SELECT r.user_id FROM quota.reservations r
+      WHERE own AND r.state = 'held' AND r.expires_at <= tick_due_users.at
+      ORDER BY r.expires_at, r.user_id LIMIT lim)
+    UNION
+    (SELECT g.user_id FROM quota.grants g
+      WHERE g.expires_at > tick_due_users.at AND g.expires_at <= tick_due_users.at + warn
+        AND g.voided_at IS NULL AND g.remaining > 0
+        AND NOT EXISTS (SELECT FROM quota.grant_notices x
+                         WHERE x.user_id = g.user_id AND x.grant_id = g.id AND x.notice = 'expiring')
+      ORDER BY g.expires_at, g.user_id LIMIT lim);
+END
 $$;
 
 -- The steps of quota.tick() (below) for one user (user_id), or for every user (NULL): what
@@ -525,6 +552,7 @@ AS $$
 DECLARE
     one bigint := tick_user.user_id;
     own boolean := (SELECT st.attached_schema FROM quota.settings st) IS NULL;
+    zone text := coalesce((SELECT st.time_zone FROM quota.settings st), 'UTC');
     plan_changes integer := 0;
     expired integer := 0;
     trials_ended integer := 0;
@@ -535,6 +563,8 @@ DECLARE
     rollovers integer := 0;
     storage_resynced integer := 0;
     -- Rows a statement announced (each row of its audit, pulled so that every event is sent).
+    -- An event is pulled as "event IS NULL": a column of type void could not be kept by Citus,
+    -- which stores the rows of a CTE on a worker.
     n integer;
     trials integer;
     users bigint[];
@@ -571,12 +601,17 @@ BEGIN
              WHERE (one IS NULL OR s.user_id = one)
                AND s.user_id = p.user_id AND s.id = p.id AND d.user_id = p.user_id
             RETURNING s.user_id
-        ), started AS (
-            INSERT INTO quota.user_subscriptions AS s (user_id, plan_id, start_date, end_date)
+        ), next AS (
             SELECT d.user_id, d.plan_id, d.due_at,
                    CASE WHEN p.end_date > d.due_at THEN p.end_date
-                        ELSE quota.cycle_end(d.plan_id, d.due_at, d.due_at) END
-              FROM due d LEFT JOIN prior p ON p.user_id = d.user_id
+                        ELSE quota.cycle_end(np.duration_days, np.billing_cycle, zone,
+                                             d.due_at, d.due_at) END AS end_date
+              FROM due d
+              JOIN quota.subscription_plans np ON np.id = d.plan_id
+              LEFT JOIN prior p ON p.user_id = d.user_id
+        ), started AS (
+            INSERT INTO quota.user_subscriptions AS s (user_id, plan_id, start_date, end_date)
+            SELECT n.user_id, n.plan_id, n.due_at, n.end_date FROM next n
             RETURNING s.user_id, s.id, s.plan_id, s.start_date
         ), applied AS (
             UPDATE quota.scheduled_changes c
@@ -603,9 +638,11 @@ BEGIN
                       FROM started st JOIN due d ON d.user_id = st.user_id
                       LEFT JOIN prior p ON p.user_id = st.user_id
                      ORDER BY 1, 7) x
-            RETURNING c AS entry
+            -- As the table's row type: on a Citus worker the statement writes a shard, whose
+            -- row type is its own.
+            RETURNING ROW(c.*)::quota.subscription_changes AS entry
         ), announced AS (
-            SELECT quota.subscription_event(o.entry)
+            SELECT quota.subscription_event(o.entry) IS NULL AS pulled
               FROM (SELECT a.entry FROM audit a ORDER BY (a.entry).id) o
         )
         SELECT (SELECT count(*) FROM applied),
@@ -634,15 +671,25 @@ BEGIN
             -- Per user, the one that ended last; the others ended while it counted.
             SELECT DISTINCT ON (e.user_id) e.user_id, e.id, e.end_date
               FROM ended e ORDER BY e.user_id, e.end_date DESC, e.id DESC
+        ), covered AS (
+            -- The users another subscription counts for at that end. (A join, not NOT EXISTS:
+            -- Citus refuses a correlated subquery beside a CTE.)
+            SELECT DISTINCT l.user_id
+              FROM latest l
+              JOIN quota.user_subscriptions o
+                ON o.user_id = l.user_id AND o.status IN ('active', 'paused')
+               AND o.start_date <= l.end_date AND o.end_date > l.end_date
+             WHERE (one IS NULL OR o.user_id = one)
+        ), next AS (
+            SELECT l.user_id, l.end_date AS start_date,
+                   quota.cycle_end(fp.duration_days, fp.billing_cycle, zone, l.end_date,
+                                   tick_user.at) AS end_date
+              FROM latest l
+              JOIN quota.subscription_plans fp ON fp.id = fallback
+               AND l.user_id NOT IN (SELECT c.user_id FROM covered c)
         ), started AS (
             INSERT INTO quota.user_subscriptions AS s (user_id, plan_id, start_date, end_date)
-            SELECT l.user_id, fallback, l.end_date, quota.cycle_end(fallback, l.end_date, tick_user.at)
-              FROM latest l
-             WHERE fallback IS NOT NULL
-               AND NOT EXISTS (SELECT FROM quota.user_subscriptions o
-                                WHERE (one IS NULL OR o.user_id = one)
-                                  AND o.user_id = l.user_id AND o.status IN ('active', 'paused')
-                                  AND o.start_date <= l.end_date AND o.end_date > l.end_date)
+            SELECT n.user_id, fallback, n.start_date, n.end_date FROM next n
             RETURNING s.user_id, s.id, s.plan_id, s.start_date
         ), audit AS (
             INSERT INTO quota.subscription_changes AS c
@@ -659,9 +706,9 @@ BEGIN
                            jsonb_build_object('previous_subscription_id', l.id), 1
                       FROM started st JOIN latest l ON l.user_id = st.user_id
                      ORDER BY 5, 1, 7, 2) x
-            RETURNING c AS entry
+            RETURNING ROW(c.*)::quota.subscription_changes AS entry
         ), announced AS (
-            SELECT quota.subscription_event(o.entry)
+            SELECT quota.subscription_event(o.entry) IS NULL AS pulled
               FROM (SELECT a.entry FROM audit a ORDER BY (a.entry).id) o
         )
         SELECT (SELECT count(*) FILTER (WHERE NOT e.trial) FROM ended e),
@@ -713,7 +760,7 @@ BEGIN
             SELECT quota.announce('quota_reservation', format(
                        '{"amount":%s,"event":"expired","expires_at":%s,"feature_code":%s,"reservation_id":%s,"user_id":%s,"version":1}',
                        e.amount, to_json(e.expires_at::text), to_json(e.feature_code), e.id,
-                       e.user_id))
+                       e.user_id)) IS NULL AS pulled
               FROM (SELECT (x.r).* FROM ended x ORDER BY (x.r).expires_at, (x.r).user_id, (x.r).id) e
         )
         SELECT count(*) INTO reservations_expired FROM sent;
@@ -721,7 +768,9 @@ BEGIN
 
     -- 4. Grants: the warning ahead of the expiry, then the expiry. A grant voided, or spent
     -- to its last unit, loses nothing: no warning.
-    WITH due AS (
+    -- due is materialized: on a Citus worker, an INSERT from a statement on the distributed
+    -- table would not be known to stay on the user's shard, and the delegated call is refused.
+    WITH due AS MATERIALIZED (
         SELECT g.user_id, g.id FROM quota.grants g
          WHERE (one IS NULL OR g.user_id = one)
            AND g.expires_at > tick_user.at AND g.expires_at <= tick_user.at + warn
@@ -737,8 +786,8 @@ BEGIN
         ON CONFLICT DO NOTHING
         RETURNING x.user_id, x.grant_id
     ), sent AS (
-        SELECT quota.grant_event('expiring', o.g)
-          FROM (SELECT g FROM quota.grants g
+        SELECT quota.grant_event('expiring', o.g) IS NULL AS pulled
+          FROM (SELECT ROW(g.*)::quota.grants AS g FROM quota.grants g
                   JOIN noted ON noted.user_id = g.user_id AND noted.grant_id = g.id
                  WHERE (one IS NULL OR g.user_id = one)
                  ORDER BY g.expires_at, g.user_id, g.id) o
@@ -747,7 +796,7 @@ BEGIN
     -- Every grant expires once, at expires_at, which lies after its creation: the grants
     -- past since's position and up to upto's are the ones of this batch.
     WITH sent AS (
-        SELECT quota.grant_event('expired', g)
+        SELECT quota.grant_event('expired', g) IS NULL AS pulled
           FROM quota.tick_expired_grants(tick_user.at, since, upto, one, NULL) g
     )
     SELECT count(*) INTO grants_expired FROM sent;
@@ -918,13 +967,18 @@ BEGIN
         END IF;
     END IF;
 
-    IF quota.distributed() THEN
-        -- Each user's steps on the user's worker (Citus delegates the call).
+    IF quota.distributed()
+       OR coalesce(current_setting('pg_entitlements.tick_by_user', true), 'off')::boolean THEN
+        -- Each user's steps in turn; on a Citus cluster on the user's worker.
         users := ARRAY(SELECT DISTINCT x FROM unnest(users || ARRAY(
                            SELECT quota.tick_due_users(tick.at, lim, warn, own))) x
                         WHERE x IS NOT NULL ORDER BY x);
         FOREACH u IN ARRAY users LOOP
-            counts := quota.tick_user(u, tick.at, lim, fallback, warn, progress, upto);
+            -- Delegated (so that the user's events are raised on the worker, as the user's
+            -- other events are) only when called in FROM with constant arguments.
+            EXECUTE format('SELECT c FROM quota.tick_user(%s, %L, %s, %L, %L, %L::quota.tick_state, %L::quota.tick_state) c',
+                           u, tick.at, lim, fallback, warn, progress, upto)
+               INTO counts;
             total := ARRAY(SELECT a + b FROM unnest(total, counts) AS z (a, b));
         END LOOP;
     ELSE
@@ -972,7 +1026,7 @@ REVOKE EXECUTE ON FUNCTION
     quota.resume_subscription(bigint, boolean, text),
     quota.schedule_plan_change(bigint, text, timestamptz, text),
     quota.cancel_scheduled_change(bigint, text),
-    quota.cycle_end(bigint, timestamptz, timestamptz),
+    quota.cycle_end(integer, text, text, timestamptz, timestamptz),
     quota.require_own_subscriptions(text)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION

@@ -11,6 +11,7 @@ use crate::reservations::{self, Reserving, Settling};
 use crate::store::RecordRef;
 use entitlements_core::{period, Error, QuotaStatus, Subject};
 use pgrx::datum::{AnyNumeric, Interval, TimestampWithTimeZone};
+use pgrx::GucSetting;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
@@ -684,6 +685,10 @@ fn announce(channel: &str, payload: &str) {
         Spi::connect(|client| crate::notices::announce(client, channel, payload)).or_raise()
     })
 }
+
+/// `pg_entitlements.tick_by_user`: quota.tick() runs user by user on one server too, as on a
+/// Citus cluster (read by the tick with current_setting()).
+pub static TICK_BY_USER: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 /// Whether the extension's tables are laid out over a Citus cluster (quota.distribute()): for
 /// quota.tick(), which then runs its steps user by user on the users' workers.

@@ -172,6 +172,17 @@ pub extern "C-unwind" fn _PG_init() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    GucRegistry::define_bool_guc(
+        c"pg_entitlements.tick_by_user",
+        c"Runs quota.tick() user by user, as it always runs on a Citus cluster.",
+        c"Off (the default), on one server quota.tick() applies each step to every due user in \
+          one statement. On, it runs the steps of each due user in turn (quota.tick_user()), as it \
+          does on a Citus cluster, where each user's steps run on the user's worker: the same \
+          result, for comparing the two.",
+        &api::TICK_BY_USER,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -226,11 +226,11 @@ SELECT pg_temp.sweep('quota.cancel_scheduled_change', '{bigint,text}', ARRAY['1'
 SELECT pg_temp.sweep('quota.create_due_rollover', '{bigint,text}',
                      ARRAY['1', $$'articles_per_month'$$], '{22004,22004}')
  WHERE to_regprocedure('quota.create_due_rollover(bigint, text)') IS NOT NULL;
-SELECT pg_temp.sweep('quota.cycle_end', '{bigint,timestamptz,timestamptz}',
-                     ARRAY[$$(SELECT min(id) FROM quota.subscription_plans)$$,
+SELECT pg_temp.sweep('quota.cycle_end', '{integer,cycle,zone,timestamptz,timestamptz}',
+                     ARRAY['30', $$'monthly'$$, $$'Europe/Paris'$$,
                            $$'2026-01-31 00:00:00+00'$$, $$'2026-03-01 00:00:00+00'$$],
-                     '{ok,ok,ok}')
- WHERE to_regprocedure('quota.cycle_end(bigint, timestamptz, timestamptz)') IS NOT NULL;
+                     '{ok,ok,ok,ok,ok}')
+ WHERE to_regprocedure('quota.cycle_end(integer, text, text, timestamptz, timestamptz)') IS NOT NULL;
 
 -- anniversary_period over every anchor, moment, cycle and zone together.
 INSERT INTO cases (family, calls)
