@@ -313,7 +313,7 @@ for port in $workers; do
 done
 sleep 1
 check "a tick on the cluster applies each user's due steps, once" "t|1|1|0|1|1|1|1|1|1|f t|0|0|0|0|0|0|0|0|0|f" "
-SELECT rollover_max AS rollover_before FROM quota.features WHERE code = 'articles_per_month' \\gset
+SELECT coalesce(rollover_max::text, 'NULL') AS rollover_before FROM quota.features WHERE code = 'articles_per_month' \\gset
 SELECT coalesce((SELECT fallback_plan_code FROM quota.settings), '') AS fallback_before \\gset
 INSERT INTO quota.settings (fallback_plan_code) VALUES ('citus_check')
 ON CONFLICT (singleton) DO UPDATE SET fallback_plan_code = EXCLUDED.fallback_plan_code;

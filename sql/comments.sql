@@ -426,15 +426,15 @@ COMMENT ON FUNCTION quota.tick(timestamptz, integer) IS
 COMMENT ON FUNCTION quota.distributed() IS
     'Whether the extension''s tables are laid out over a Citus cluster (quota.distribute()).';
 
-COMMENT ON FUNCTION quota.tick_user(bigint, timestamptz, integer, bigint, interval, quota.tick_state, quota.tick_state) IS
-    'Internal to quota.tick(): its steps for one user (NULL: every user), delegated to the '
-    'user''s worker on a Citus cluster; returns the counts {plan_changes, expired, '
+COMMENT ON FUNCTION quota.tick_user(bigint, timestamptz, integer, bigint, interval, quota.tick_state, quota.tick_state, text[]) IS
+    'Internal to quota.tick(): its steps (those named, NULL: all) for one user (NULL: every '
+    'user), delegated to the user''s worker on a Citus cluster; returns the counts {plan_changes, expired, '
     'trials_ended, fallbacks, reservations_expired, grants_warned, grants_expired, rollovers, '
     'storage_resynced}.';
 
 COMMENT ON FUNCTION quota.tick_due_users(timestamptz, integer, interval, boolean) IS
     'Internal to quota.tick(): the users with scheduled changes, expiries, holds or grant '
-    'warnings due, at most lim of each kind.';
+    'warnings due, and which, at most lim of each kind.';
 
 COMMENT ON FUNCTION quota.tick_expired_grants(timestamptz, quota.tick_state, quota.tick_state, bigint, integer) IS
     'Internal to quota.tick(): the grants whose expiry is not announced yet, between two '

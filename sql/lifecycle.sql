@@ -500,33 +500,33 @@ BEGIN
 END
 $$;
 
--- The users with something due up to `at` that quota.tick_user() finds by its rows (scheduled
--- changes, expiries, holds, grant warnings), at most lim of each kind, soonest first; the
--- subscription steps only with the extension's own tables (own). quota.tick() asks it whether
--- rows remain, and on a Citus cluster which users to tick.
+-- The users with something due up to `at` that quota.tick_user() finds by its rows, and the
+-- step that finds it (change, expiry, hold, warning), at most lim users of each step, soonest
+-- first; the subscription steps only with the extension's own tables (own). quota.tick() asks
+-- it whether rows remain, and on a Citus cluster which users to tick, with which steps.
 CREATE FUNCTION quota.tick_due_users(at timestamptz, lim integer, warn interval, own boolean)
-RETURNS SETOF bigint
+RETURNS TABLE (user_id bigint, step text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 BEGIN
     RETURN QUERY
-    (SELECT c.user_id FROM quota.scheduled_changes c
+    (SELECT c.user_id, 'change' FROM quota.scheduled_changes c
       WHERE own AND c.state = 'pending' AND c.due_at <= tick_due_users.at
         AND NOT EXISTS (SELECT FROM quota.user_subscriptions p
                          WHERE p.user_id = c.user_id AND p.status = 'paused')
       ORDER BY c.due_at, c.user_id LIMIT lim)
-    UNION
-    (SELECT s.user_id FROM quota.user_subscriptions s
+    UNION ALL
+    (SELECT s.user_id, 'expiry' FROM quota.user_subscriptions s
       WHERE own AND s.status = 'active' AND s.end_date <= tick_due_users.at
       ORDER BY s.end_date, s.user_id LIMIT lim)
-    UNION
-    (SELECT r.user_id FROM quota.reservations r
+    UNION ALL
+    (SELECT r.user_id, 'hold' FROM quota.reservations r
       WHERE own AND r.state = 'held' AND r.expires_at <= tick_due_users.at
       ORDER BY r.expires_at, r.user_id LIMIT lim)
-    UNION
-    (SELECT g.user_id FROM quota.grants g
+    UNION ALL
+    (SELECT g.user_id, 'warning' FROM quota.grants g
       WHERE g.expires_at > tick_due_users.at AND g.expires_at <= tick_due_users.at + warn
         AND g.voided_at IS NULL AND g.remaining > 0
         AND NOT EXISTS (SELECT FROM quota.grant_notices x
@@ -537,13 +537,16 @@ $$;
 
 -- The steps of quota.tick() (below) for one user (user_id), or for every user (NULL): what
 -- became due up to at, at most lim rows of each kind, and the rows of the steps that go by
--- instant past `since` and up to `upto` (the batch quota.tick() chose). Returns the counts
+-- instant past `since` and up to `upto` (the batch quota.tick() chose); only the steps named
+-- in `steps` (NULL: all): change, expiry, hold, warning, grant_expiry, rollover, storage, so
+-- that a user's call plans no statement of a step with nothing due. Returns the counts
 -- {plan_changes, expired, trials_ended, fallbacks, reservations_expired, grants_warned,
 -- grants_expired, rollovers, storage_resynced}. Internal to quota.tick(): on a Citus cluster
 -- it is delegated to each due user's worker, and every statement names the user, so that
 -- Citus finds the user's shards there.
 CREATE FUNCTION quota.tick_user(user_id bigint, at timestamptz, lim integer, fallback bigint,
-                                warn interval, since quota.tick_state, upto quota.tick_state)
+                                warn interval, since quota.tick_state, upto quota.tick_state,
+                                steps text[])
 RETURNS integer[]
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -551,6 +554,7 @@ AS $$
 #variable_conflict use_column
 DECLARE
     one bigint := tick_user.user_id;
+    every boolean := steps IS NULL;
     own boolean := (SELECT st.attached_schema FROM quota.settings st) IS NULL;
     zone text := coalesce((SELECT st.time_zone FROM quota.settings st), 'UTC');
     plan_changes integer := 0;
@@ -571,7 +575,7 @@ DECLARE
     -- The (user, feature) pairs whose period ended, for the rollover step.
     ended_periods jsonb;
 BEGIN
-    IF own THEN
+    IF own AND (every OR 'change' = ANY (steps)) THEN
         -- 1. Scheduled plan changes. The subscription that counts up to due_at (active, started
         -- before it, not ended before it; the latest end, then the highest id, as
         -- entitlements_core::subscription orders them) ends there; the new one runs until its
@@ -649,7 +653,9 @@ BEGIN
                (SELECT count(*) FROM prior WHERE prior.trial),
                (SELECT count(*) FROM announced)
           INTO plan_changes, trials_ended, n;
+    END IF;
 
+    IF own AND (every OR 'expiry' = ANY (steps)) THEN
         -- 2. Expiries, and the fallback. A user whose change is due by the end waits for step 1.
         WITH due AS (
             SELECT s.user_id, s.id
@@ -717,7 +723,9 @@ BEGIN
                (SELECT count(*) FROM announced)
           INTO expired, trials, fallbacks, n;
         trials_ended := trials_ended + trials;
+    END IF;
 
+    IF own AND (every OR 'hold' = ANY (steps)) THEN
         -- 3. Holds past their expiry. Their counters are locked first, in the order a use
         -- locks them, so that no use is between reading held and its hold's state; then the
         -- holds end and their counters give their units back.
@@ -768,40 +776,44 @@ BEGIN
 
     -- 4. Grants: the warning ahead of the expiry, then the expiry. A grant voided, or spent
     -- to its last unit, loses nothing: no warning.
-    -- due is materialized: on a Citus worker, an INSERT from a statement on the distributed
-    -- table would not be known to stay on the user's shard, and the delegated call is refused.
-    WITH due AS MATERIALIZED (
-        SELECT g.user_id, g.id FROM quota.grants g
-         WHERE (one IS NULL OR g.user_id = one)
-           AND g.expires_at > tick_user.at AND g.expires_at <= tick_user.at + warn
-           AND g.voided_at IS NULL AND g.remaining > 0
-           AND NOT EXISTS (SELECT FROM quota.grant_notices x
-                            WHERE x.user_id = g.user_id AND x.grant_id = g.id
-                              AND x.notice = 'expiring')
-         ORDER BY g.expires_at, g.user_id, g.id
-         LIMIT lim
-    ), noted AS (
-        INSERT INTO quota.grant_notices AS x (user_id, grant_id, notice, sent_at)
-        SELECT d.user_id, d.id, 'expiring', tick_user.at FROM due d
-        ON CONFLICT DO NOTHING
-        RETURNING x.user_id, x.grant_id
-    ), sent AS (
-        SELECT quota.grant_event('expiring', o.g) IS NULL AS pulled
-          FROM (SELECT ROW(g.*)::quota.grants AS g FROM quota.grants g
-                  JOIN noted ON noted.user_id = g.user_id AND noted.grant_id = g.id
-                 WHERE (one IS NULL OR g.user_id = one)
-                 ORDER BY g.expires_at, g.user_id, g.id) o
-    )
-    SELECT count(*) INTO grants_warned FROM sent;
+    IF every OR 'warning' = ANY (steps) THEN
+        -- due is materialized: on a Citus worker, an INSERT from a statement on the distributed
+        -- table would not be known to stay on the user's shard, and the delegated call is refused.
+        WITH due AS MATERIALIZED (
+            SELECT g.user_id, g.id FROM quota.grants g
+             WHERE (one IS NULL OR g.user_id = one)
+               AND g.expires_at > tick_user.at AND g.expires_at <= tick_user.at + warn
+               AND g.voided_at IS NULL AND g.remaining > 0
+               AND NOT EXISTS (SELECT FROM quota.grant_notices x
+                                WHERE x.user_id = g.user_id AND x.grant_id = g.id
+                                  AND x.notice = 'expiring')
+             ORDER BY g.expires_at, g.user_id, g.id
+             LIMIT lim
+        ), noted AS (
+            INSERT INTO quota.grant_notices AS x (user_id, grant_id, notice, sent_at)
+            SELECT d.user_id, d.id, 'expiring', tick_user.at FROM due d
+            ON CONFLICT DO NOTHING
+            RETURNING x.user_id, x.grant_id
+        ), sent AS (
+            SELECT quota.grant_event('expiring', o.g) IS NULL AS pulled
+              FROM (SELECT ROW(g.*)::quota.grants AS g FROM quota.grants g
+                      JOIN noted ON noted.user_id = g.user_id AND noted.grant_id = g.id
+                     WHERE (one IS NULL OR g.user_id = one)
+                     ORDER BY g.expires_at, g.user_id, g.id) o
+        )
+        SELECT count(*) INTO grants_warned FROM sent;
+    END IF;
     -- Every grant expires once, at expires_at, which lies after its creation: the grants
     -- past since's position and up to upto's are the ones of this batch.
-    WITH sent AS (
-        SELECT quota.grant_event('expired', g) IS NULL AS pulled
-          FROM quota.tick_expired_grants(tick_user.at, since, upto, one, NULL) g
-    )
-    SELECT count(*) INTO grants_expired FROM sent;
+    IF every OR 'grant_expiry' = ANY (steps) THEN
+        WITH sent AS (
+            SELECT quota.grant_event('expired', g) IS NULL AS pulled
+              FROM quota.tick_expired_grants(tick_user.at, since, upto, one, NULL) g
+        )
+        SELECT count(*) INTO grants_expired FROM sent;
+    END IF;
 
-    IF own THEN
+    IF own AND (every OR 'rollover' = ANY (steps)) THEN
         -- 5. Rollover grants: a counter whose period ended, of a feature with a rollover rule,
         -- may leave a grant to the period after it. Each is created as the period's first
         -- write would create it (quota.create_due_rollover); the reads count it from the
@@ -823,7 +835,9 @@ BEGIN
               JOIN quota.grants g ON g.user_id = c.user_id AND g.feature_code = c.feature_code
              WHERE (one IS NULL OR g.user_id = one) AND g.source = 'rollover';
         END IF;
+    END IF;
 
+    IF own AND (every OR 'storage' = ANY (steps)) THEN
         -- 6. The users whose storage quota the clock alone moved get it written; the changes
         -- of steps 1 and 2 are resynced by the subscription triggers as they are written.
         SELECT array_agg(x.user_id) INTO users
@@ -885,8 +899,13 @@ DECLARE
     -- Each user's counts, and their sum.
     counts integer[];
     total integer[] := array_fill(0, ARRAY[9]);
-    u bigint;
-    users bigint[];
+    -- The users of the batch of each step that goes by instant, and on a Citus cluster each
+    -- due user with its steps.
+    expiring_users bigint[];
+    rolling_users bigint[];
+    storage_users bigint[];
+    due jsonb;
+    item jsonb;
     grants_batch integer;
     candidates integer := 0;
     instants integer := 0;
@@ -938,18 +957,18 @@ BEGIN
     SELECT count(*),
            max(g.expires_at), (array_agg(g.id ORDER BY g.expires_at DESC, g.id DESC))[1],
            array_agg(DISTINCT g.user_id)
-      INTO grants_batch, upto.grants_expired_to, upto.grants_expired_id, users
+      INTO grants_batch, upto.grants_expired_to, upto.grants_expired_id, expiring_users
       FROM quota.tick_expired_grants(tick.at, progress, upto, NULL, lim) g;
     IF grants_batch < lim THEN
         upto.grants_expired_to := tick.at;
         upto.grants_expired_id := 9223372036854775807;
     END IF;
     IF own THEN
-        SELECT count(*), users || array_agg(DISTINCT x.user_id),
+        SELECT count(*), array_agg(DISTINCT x.user_id),
                (array_agg(x.period_end ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1],
                (array_agg(x.user_id ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1],
                (array_agg(x.feature_code ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1]
-          INTO candidates, users, upto.rollover_checked_to, upto.rollover_checked_user,
+          INTO candidates, rolling_users, upto.rollover_checked_to, upto.rollover_checked_user,
                upto.rollover_checked_feature
           FROM quota.tick_ended_periods(tick.at, progress, upto, NULL, lim) x;
         IF candidates < lim THEN
@@ -957,9 +976,9 @@ BEGIN
             upto.rollover_checked_user := 9223372036854775807;
             upto.rollover_checked_feature := '';
         END IF;
-        SELECT count(*), users || array_agg(DISTINCT x.user_id),
+        SELECT count(*), array_agg(DISTINCT x.user_id),
                max(x.t), (array_agg(x.user_id ORDER BY x.t DESC, x.user_id DESC))[1]
-          INTO instants, users, upto.storage_synced_to, upto.storage_synced_user
+          INTO instants, storage_users, upto.storage_synced_to, upto.storage_synced_user
           FROM quota.tick_storage_instants(tick.at, progress, upto, NULL, lim) x;
         IF instants < lim THEN
             upto.storage_synced_to := tick.at;
@@ -970,19 +989,28 @@ BEGIN
     IF quota.distributed()
        OR coalesce(current_setting('pg_entitlements.tick_by_user', true), 'off')::boolean THEN
         -- Each user's steps in turn; on a Citus cluster on the user's worker.
-        users := ARRAY(SELECT DISTINCT x FROM unnest(users || ARRAY(
-                           SELECT quota.tick_due_users(tick.at, lim, warn, own))) x
-                        WHERE x IS NOT NULL ORDER BY x);
-        FOREACH u IN ARRAY users LOOP
+        SELECT jsonb_agg(jsonb_build_object('user_id', x.user_id, 'steps', x.steps) ORDER BY x.user_id)
+          INTO due
+          FROM (SELECT y.user_id, array_agg(DISTINCT y.step) AS steps
+                  FROM (SELECT d.user_id, d.step FROM quota.tick_due_users(tick.at, lim, warn, own) d
+                        UNION ALL
+                        SELECT g, 'grant_expiry' FROM unnest(expiring_users) g
+                        UNION ALL
+                        SELECT r, 'rollover' FROM unnest(rolling_users) r
+                        UNION ALL
+                        SELECT s, 'storage' FROM unnest(storage_users) s) y
+                 GROUP BY y.user_id) x;
+        FOR item IN SELECT * FROM jsonb_array_elements(coalesce(due, '[]')) LOOP
             -- Delegated (so that the user's events are raised on the worker, as the user's
             -- other events are) only when called in FROM with constant arguments.
-            EXECUTE format('SELECT c FROM quota.tick_user(%s, %L, %s, %L, %L, %L::quota.tick_state, %L::quota.tick_state) c',
-                           u, tick.at, lim, fallback, warn, progress, upto)
+            EXECUTE format('SELECT c FROM quota.tick_user(%s, %L, %s, %L, %L, %L::quota.tick_state, %L::quota.tick_state, %L::text[]) c',
+                           item ->> 'user_id', tick.at, lim, fallback, warn, progress, upto,
+                           ARRAY(SELECT jsonb_array_elements_text(item -> 'steps')))
                INTO counts;
             total := ARRAY(SELECT a + b FROM unnest(total, counts) AS z (a, b));
         END LOOP;
     ELSE
-        total := quota.tick_user(NULL, tick.at, lim, fallback, warn, progress, upto);
+        total := quota.tick_user(NULL, tick.at, lim, fallback, warn, progress, upto, NULL);
     END IF;
     plan_changes := total[1]; expired := total[2]; trials_ended := total[3];
     fallbacks := total[4]; reservations_expired := total[5]; grants_warned := total[6];
@@ -1015,7 +1043,7 @@ $$;
 -- work: quota_admin, and the role a scheduler runs the tick as (pg_cron: the job's owner).
 REVOKE EXECUTE ON FUNCTION
     quota.tick(timestamptz, integer),
-    quota.tick_user(bigint, timestamptz, integer, bigint, interval, quota.tick_state, quota.tick_state),
+    quota.tick_user(bigint, timestamptz, integer, bigint, interval, quota.tick_state, quota.tick_state, text[]),
     quota.tick_due_users(timestamptz, integer, interval, boolean),
     quota.tick_expired_grants(timestamptz, quota.tick_state, quota.tick_state, bigint, integer),
     quota.tick_ended_periods(timestamptz, quota.tick_state, quota.tick_state, bigint, integer),

@@ -125,7 +125,7 @@ SELECT :'by_step' = :'by_user' AS same_rows_in_batches;
 
 -- quota.tick_user() is the tick's own: nobody else may call it.
 SET ROLE quota_admin;
-SELECT quota.tick_user(2801, now(), 10, NULL, interval '1 day', NULL, NULL);
+SELECT quota.tick_user(2801, now(), 10, NULL, interval '1 day', NULL, NULL, NULL);
 RESET ROLE;
 \c pge_regress
 DROP DATABASE tick_by_user;
