@@ -268,6 +268,16 @@ SELECT quota_limit AS limit_two FROM quota.check_user_quota($TWO, 'citus_check_n
 SELECT :limit_one || '|' || :limit_two || '|' || count(DISTINCT user_id)
   FROM quota.quota_adjustments
  WHERE user_id IN ($ONE, $TWO) AND feature_code = 'citus_check_new_$RUN' AND reason = 'feature renamed'"
+# A plan's storage limit changes: each node resyncs the storage rows of the users whose shards
+# it holds (the users of the check but the first, whose custom limit decides).
+check "a plan's storage limit change reaches every user's storage row" "0|999" "
+UPDATE quota.plan_features pf SET feature_value = pf.feature_value + 1
+  FROM quota.subscription_plans p
+ WHERE p.id = pf.plan_id AND p.plan_code = 'citus_check' AND pf.feature_code = 'storage_space';
+SELECT pf.feature_value AS mb FROM quota.plan_features pf JOIN quota.subscription_plans p ON p.id = pf.plan_id
+ WHERE p.plan_code = 'citus_check' AND pf.feature_code = 'storage_space' \\gset
+SELECT count(*) FILTER (WHERE s.storage_quota_bytes <> :mb::bigint * 1048576) || '|' || count(*)
+  FROM quota.user_storage_usage s WHERE s.user_id BETWEEN $((FIRST + 1)) AND $LAST"
 check "DROP EXTENSION is refused while the tables hold rows" "2BP01" "
 \\set ON_ERROR_STOP 0
 DROP EXTENSION pg_entitlements;

@@ -98,7 +98,8 @@ AS $$
         'expires_at', g.expires_at, 'source', g.source)::text)
 $$;
 REVOKE EXECUTE ON FUNCTION quota.grant_event(text, quota.grants) FROM PUBLIC;
--- quota.announce (src/api.rs) raises the extension's events: only its own functions call it.
+-- quota.announce (src/api.rs) raises the extension's events: only its own functions call it,
+-- and on a Citus cluster the catalog triggers, as quota_admin (sql/privileges.sql).
 REVOKE EXECUTE ON FUNCTION quota.announce(text, text) FROM PUBLIC;
 
 -- Adds a grant, or, for an idempotency key already used for this user and feature, returns

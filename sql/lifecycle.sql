@@ -1048,7 +1048,6 @@ REVOKE EXECUTE ON FUNCTION
     quota.tick_expired_grants(timestamptz, quota.tick_state, quota.tick_state, bigint, integer),
     quota.tick_ended_periods(timestamptz, quota.tick_state, quota.tick_state, bigint, integer),
     quota.tick_storage_instants(timestamptz, quota.tick_state, quota.tick_state, bigint, integer),
-    quota.distributed(),
     quota.create_due_rollover(bigint, text),
     quota.pause_subscription(bigint, text, text),
     quota.resume_subscription(bigint, boolean, text),

@@ -875,8 +875,8 @@ $$;
 -- quota once. The UPDATE reads each user's old quota through a second reference to the row
 -- (RETURNING shows only the new one). only_user, the expression of the one user the statement
 -- resyncs (quota.tick_user()): every table is filtered by it, so that Citus finds the user's
--- shards, and the events go through quota.announce, which holds them until the commit of a
--- transaction Citus commits in two phases. STABLE for the regclass, as above.
+-- shards. On a Citus cluster the events go through quota.announce, which holds them until the
+-- commit of a transaction Citus commits in two phases. STABLE for the regclass, as above.
 CREATE FUNCTION quota.resync_storage_sql(storage_table regclass, storage text,
                                          only_user text DEFAULT NULL)
 RETURNS text
@@ -912,7 +912,7 @@ SELECT format(
          ELSE 'pg_catalog.now()' END,
     CASE WHEN only_user IS NOT NULL
          THEN format(' AND s.user_id = %1$s AND o.user_id = %1$s', only_user) ELSE '' END,
-    CASE WHEN only_user IS NOT NULL THEN 'quota.announce' ELSE 'pg_catalog.pg_notify' END)
+    CASE WHEN quota.distributed() THEN 'quota.announce' ELSE 'pg_catalog.pg_notify' END)
 $$;
 
 -- The bound tables: the attached application's when quota.attach() ran, else quota's.
@@ -927,10 +927,41 @@ SELECT coalesce(
     format('quota.%I', name)::regclass)
 $$;
 
+-- On a Citus cluster (quota.distribute()), for each hash range of the per-user tables that
+-- this node holds, the names of the shards of `tables` there, the first of them distributed
+-- (a reference table: this node's copy). The catalog triggers fire on each node's copy of a
+-- reference table, where a statement on the distributed tables would be a distributed query
+-- from a query on a shard, which Citus refuses: each node acts on the shards it holds, and
+-- together the nodes act on every user. Dynamic SQL: Citus' catalog exists only with Citus.
+CREATE FUNCTION quota.local_shards(tables regclass[])
+RETURNS SETOF regclass[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY EXECUTE $q$
+        SELECT ARRAY(SELECT (SELECT pg_catalog.shard_name(x.logicalrelid, x.shardid)::pg_catalog.regclass
+                               FROM pg_catalog.pg_dist_shard x
+                               JOIN pg_catalog.pg_dist_placement xp ON xp.shardid = x.shardid
+                               JOIN pg_catalog.pg_dist_local_group xl ON xl.groupid = xp.groupid
+                              WHERE x.logicalrelid = t.rel
+                                AND (x.shardminvalue = s.shardminvalue OR x.shardminvalue IS NULL))
+                       FROM pg_catalog.unnest($1) WITH ORDINALITY AS t (rel, n) ORDER BY t.n)
+          FROM pg_catalog.pg_dist_shard s
+          JOIN pg_catalog.pg_dist_placement p ON p.shardid = s.shardid
+          JOIN pg_catalog.pg_dist_local_group l ON l.groupid = p.groupid
+         WHERE s.logicalrelid = $1[1]
+         ORDER BY s.shardminvalue::pg_catalog.int4$q$
+    USING tables;
+END
+$$;
+
 -- AFTER INSERT, UPDATE or DELETE on a plan_features table, FOR EACH STATEMENT, with transition
 -- tables: one statement resyncs and announces every plan the change touched. Fires on
 -- quota.plan_features and, through quota.attach(), on the attached application's; a change of
--- the one the functions do not read decides nothing and does nothing.
+-- the one the functions do not read decides nothing and does nothing. On a Citus cluster it
+-- fires on each node's copy of quota.plan_features, and each node resyncs and announces for
+-- the users of the shards it holds (quota.local_shards).
 CREATE FUNCTION quota.plan_features_changed()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -938,8 +969,21 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     changed jsonb;
+    -- Where the users are: user_subscriptions and user_storage_usage, or their shards.
+    places regclass[];
+    here regclass[];
+    -- The catalog's features, read from quota.features or, on a Citus node, its copy there.
+    catalog regclass := 'quota.features';
+    known text[];
 BEGIN
-    IF TG_RELID <> quota.bound_table('plan_features') THEN
+    IF TG_RELID = quota.bound_table('plan_features') THEN
+        places := ARRAY[ARRAY[quota.bound_table('user_subscriptions'),
+                              quota.bound_table('user_storage_usage')]];
+    ELSIF TG_RELID <> 'quota.plan_features'::regclass AND quota.distributed() THEN
+        places := ARRAY(SELECT s FROM quota.local_shards(
+                            ARRAY['quota.user_subscriptions', 'quota.user_storage_usage']::regclass[]) s);
+        catalog := (SELECT s[1] FROM quota.local_shards(ARRAY['quota.features']::regclass[]) s);
+    ELSE
         RETURN NULL;
     END IF;
     -- The (plan, feature) pairs whose value or unit the statement changed.
@@ -956,6 +1000,8 @@ BEGIN
         -- and quota.features_changed announces the rename.
         -- A configuration value and further limits decide too; to_jsonb reads them as NULL on
         -- both sides from an attached plan_features without the columns.
+        EXECUTE format('SELECT pg_catalog.array_agg(f.code::pg_catalog.text) FROM %s f', catalog)
+           INTO known;
         WITH gone AS (
             SELECT o.plan_id::bigint AS plan_id, o.feature_code::text AS feature_code,
                    o.feature_value, o.feature_unit::text AS feature_unit,
@@ -979,7 +1025,7 @@ BEGIN
                AND c.feature_unit IS NOT DISTINCT FROM g.feature_unit
                AND c.config_value IS NOT DISTINCT FROM g.config_value
                AND c.window_limits IS NOT DISTINCT FROM g.window_limits
-             WHERE NOT EXISTS (SELECT FROM quota.features f WHERE f.code = g.feature_code)
+             WHERE g.feature_code <> ALL (coalesce(known, '{}'))
         )
         SELECT jsonb_agg(jsonb_build_object('plan_id', x.plan_id, 'feature_code', x.feature_code))
           INTO changed
@@ -989,32 +1035,34 @@ BEGIN
                 SELECT c.plan_id, c.feature_code FROM came c
                  WHERE (c.plan_id, c.feature_code) NOT IN (SELECT r.plan_id, r.new_code FROM renamed r)) x;
     END IF;
-    IF changed IS NULL THEN
+    IF changed IS NULL OR cardinality(places) = 0 THEN
         RETURN NULL;
     END IF;
-    EXECUTE format(
-        'WITH changed AS (
-             SELECT DISTINCT (c ->> ''plan_id'')::pg_catalog.int8 AS plan_id,
-                    c ->> ''feature_code'' AS feature_code
-               FROM pg_catalog.jsonb_array_elements($1) AS c
-         ), counting AS (%1$s
-         ), affected AS (
-             SELECT c.user_id, c.plan_id FROM counting c
-              WHERE c.plan_id IN (SELECT ch.plan_id FROM changed ch)
-         ), announce AS (
-             SELECT pg_catalog.format(''{"features":%%s,"plan_id":%%s,"users_affected":%%s}'',
-                        pg_catalog.to_json(pg_catalog.array_agg(ch.feature_code ORDER BY ch.feature_code)),
-                        ch.plan_id,
-                        (SELECT pg_catalog.count(*) FROM affected a WHERE a.plan_id = ch.plan_id)) AS payload
-               FROM changed ch GROUP BY ch.plan_id ORDER BY ch.plan_id
-         )%2$s',
-        quota.counting_subscriptions_sql(
-            quota.bound_table('user_subscriptions'),
-            'SELECT (c ->> ''plan_id'')::pg_catalog.int8 FROM pg_catalog.jsonb_array_elements($1) AS c'),
-        quota.resync_storage_sql(
-            quota.bound_table('user_storage_usage'),
-            'a.plan_id IN (SELECT ch.plan_id FROM changed ch WHERE ch.feature_code = ''storage_space'')'))
-    USING changed;
+    FOREACH here SLICE 1 IN ARRAY places LOOP
+        EXECUTE format(
+            'WITH changed AS (
+                 SELECT DISTINCT (c ->> ''plan_id'')::pg_catalog.int8 AS plan_id,
+                        c ->> ''feature_code'' AS feature_code
+                   FROM pg_catalog.jsonb_array_elements($1) AS c
+             ), counting AS (%1$s
+             ), affected AS (
+                 SELECT c.user_id, c.plan_id FROM counting c
+                  WHERE c.plan_id IN (SELECT ch.plan_id FROM changed ch)
+             ), announce AS (
+                 SELECT pg_catalog.format(''{"features":%%s,"plan_id":%%s,"users_affected":%%s}'',
+                            pg_catalog.to_json(pg_catalog.array_agg(ch.feature_code ORDER BY ch.feature_code)),
+                            ch.plan_id,
+                            (SELECT pg_catalog.count(*) FROM affected a WHERE a.plan_id = ch.plan_id)) AS payload
+                   FROM changed ch GROUP BY ch.plan_id ORDER BY ch.plan_id
+             )%2$s',
+            quota.counting_subscriptions_sql(
+                here[1],
+                'SELECT (c ->> ''plan_id'')::pg_catalog.int8 FROM pg_catalog.jsonb_array_elements($1) AS c'),
+            quota.resync_storage_sql(
+                here[2],
+                'a.plan_id IN (SELECT ch.plan_id FROM changed ch WHERE ch.feature_code = ''storage_space'')'))
+        USING changed;
+    END LOOP;
     RETURN NULL;
 END
 $$;
@@ -1108,7 +1156,10 @@ AS $$
 DECLARE
     code text := CASE WHEN TG_OP = 'DELETE' THEN OLD.code ELSE NEW.code END;
     t regclass;
-    adjustments regclass;
+    -- Where the users are: user_subscriptions, plan_features and user_storage_usage, or on a
+    -- Citus node the shards it holds and its copy of plan_features.
+    places regclass[];
+    here regclass[];
     -- A rename rewrites the key in the custom_quotas of %1$s, audited in %2$s; %3$s and %4$s
     -- name and give the audit row's id where the table has no identity (a Citus shard).
     rename_sql text := 'WITH renamed AS (
@@ -1140,41 +1191,35 @@ BEGIN
     -- On a Citus cluster the trigger also fires on every node's copy (shard) of the reference
     -- table, where a statement on the distributed tables would be a distributed query from a
     -- query on a shard. There each node renames the key in the subscriptions of the shards it
-    -- holds, audited in the shard of quota_adjustments of the same hash range, so that the
-    -- nodes together rename it everywhere; the announcement and the storage resync are not
-    -- made there (docs/scaling.md).
+    -- holds, audited in the shard of quota_adjustments of the same hash range, and resyncs and
+    -- announces for the users of those shards, so that the nodes together act on every user.
     IF TG_RELID <> 'quota.features'::regclass THEN
         IF TG_OP = 'UPDATE' AND OLD.code <> NEW.code THEN
-            FOREACH t IN ARRAY quota.custom_quotas_tables() LOOP
-                FOR t, adjustments IN EXECUTE $q$
-                    SELECT pg_catalog.shard_name(s.logicalrelid, s.shardid)::pg_catalog.regclass,
-                           pg_catalog.shard_name(a.logicalrelid, a.shardid)::pg_catalog.regclass
-                      FROM pg_catalog.pg_dist_shard s
-                      JOIN pg_catalog.pg_dist_placement p ON p.shardid = s.shardid
-                      JOIN pg_catalog.pg_dist_local_group l ON l.groupid = p.groupid
-                      JOIN pg_catalog.pg_dist_shard a
-                        ON a.logicalrelid = 'quota.quota_adjustments'::pg_catalog.regclass
-                       AND a.shardminvalue = s.shardminvalue
-                     WHERE s.logicalrelid = $1$q$ USING t
-                LOOP
-                    EXECUTE format(rename_sql, t, adjustments, 'id, ',
-                                   'pg_catalog.nextval(pg_catalog.pg_get_serial_sequence(''quota.quota_adjustments'', ''id'')), ')
-                        USING OLD.code, NEW.code;
-                END LOOP;
+            FOR here IN SELECT s FROM quota.local_shards(
+                            ARRAY['quota.user_subscriptions', 'quota.quota_adjustments']::regclass[]) s
+            LOOP
+                EXECUTE format(rename_sql, here[1], here[2], 'id, ',
+                               'pg_catalog.nextval(pg_catalog.pg_get_serial_sequence(''quota.quota_adjustments'', ''id'')), ')
+                    USING OLD.code, NEW.code;
             END LOOP;
         END IF;
-        RETURN NULL;
+        places := ARRAY(SELECT s FROM quota.local_shards(
+                            ARRAY['quota.user_subscriptions', 'quota.plan_features',
+                                  'quota.user_storage_usage']::regclass[]) s);
+    ELSE
+        IF TG_OP = 'UPDATE' AND OLD.code <> NEW.code THEN
+            -- The row trigger pg_entitlements_sync_storage_quota recognises a document whose
+            -- only change is this rename (quota.is_feature_rename in src/quota.rs): it decides
+            -- the same limits, and it announces nothing.
+            FOREACH t IN ARRAY quota.custom_quotas_tables() LOOP
+                EXECUTE format(rename_sql, t, 'quota.quota_adjustments', '', '')
+                    USING OLD.code, NEW.code;
+            END LOOP;
+        END IF;
+        places := ARRAY[ARRAY[quota.bound_table('user_subscriptions'), quota.bound_table('plan_features'),
+                              quota.bound_table('user_storage_usage')]];
     END IF;
-    IF TG_OP = 'UPDATE' AND OLD.code <> NEW.code THEN
-        -- The row trigger pg_entitlements_sync_storage_quota recognises a document whose only
-        -- change is this rename (quota.is_feature_rename in src/quota.rs): it decides the same
-        -- limits, and it announces nothing.
-        FOREACH t IN ARRAY quota.custom_quotas_tables() LOOP
-            EXECUTE format(rename_sql, t, 'quota.quota_adjustments', '', '')
-                USING OLD.code, NEW.code;
-        END LOOP;
-    END IF;
-    IF NOT (default_moved OR unit_moved OR all_moved) THEN
+    IF NOT (default_moved OR unit_moved OR all_moved) OR cardinality(places) = 0 THEN
         RETURN NULL;
     END IF;
     -- affected: the users with an active subscription whose limit of the feature the change
@@ -1182,29 +1227,30 @@ BEGIN
     -- (quota.limit_source, the precedence of entitlements_core::limit); a unit change those
     -- whose value is in the catalog's unit (custom values, the default, plan rows without
     -- feature_unit); a rename, a new reset rule or a delete all of them.
-    EXECUTE format(
-        'WITH counting AS (%1$s
-         ), affected AS (
-             SELECT c.user_id FROM counting c
-               LEFT JOIN %2$s pf
-                      ON pf.plan_id::pg_catalog.int8 = c.plan_id AND pf.feature_code = $1
-              WHERE $4
-                 OR ($2 AND quota.limit_source(c.user_id, $1) IN (''features.default_limit'',
-                                                                  ''features.default_value''))
-                 OR ($3 AND (quota.limit_source(c.user_id, $1) <> ''plan_features''
-                             OR pf.feature_unit IS NULL))
-         ), announce AS (
-             SELECT pg_catalog.format(''{"feature_code":%%s,"features":%%s%%s,"users_affected":%%s}'',
-                        pg_catalog.to_json($1::text), pg_catalog.to_json(ARRAY[$1::text]),
-                        coalesce('',"renamed_from":'' || pg_catalog.to_json($5::text), ''''),
-                        (SELECT pg_catalog.count(*) FROM affected)) AS payload
-         )%3$s',
-        quota.counting_subscriptions_sql(quota.bound_table('user_subscriptions'), NULL),
-        quota.bound_table('plan_features'),
-        quota.resync_storage_sql(quota.bound_table('user_storage_usage'),
-                                 '$1 = ''storage_space'''))
-    USING code, default_moved, unit_moved, all_moved,
-          CASE WHEN TG_OP = 'UPDATE' AND OLD.code <> NEW.code THEN OLD.code END;
+    FOREACH here SLICE 1 IN ARRAY places LOOP
+        EXECUTE format(
+            'WITH counting AS (%1$s
+             ), affected AS (
+                 SELECT c.user_id FROM counting c
+                   LEFT JOIN %2$s pf
+                          ON pf.plan_id::pg_catalog.int8 = c.plan_id AND pf.feature_code = $1
+                  WHERE $4
+                     OR ($2 AND quota.limit_source(c.user_id, $1) IN (''features.default_limit'',
+                                                                      ''features.default_value''))
+                     OR ($3 AND (quota.limit_source(c.user_id, $1) <> ''plan_features''
+                                 OR pf.feature_unit IS NULL))
+             ), announce AS (
+                 SELECT pg_catalog.format(''{"feature_code":%%s,"features":%%s%%s,"users_affected":%%s}'',
+                            pg_catalog.to_json($1::text), pg_catalog.to_json(ARRAY[$1::text]),
+                            coalesce('',"renamed_from":'' || pg_catalog.to_json($5::text), ''''),
+                            (SELECT pg_catalog.count(*) FROM affected)) AS payload
+             )%3$s',
+            quota.counting_subscriptions_sql(here[1], NULL),
+            here[2],
+            quota.resync_storage_sql(here[3], '$1 = ''storage_space'''))
+        USING code, default_moved, unit_moved, all_moved,
+              CASE WHEN TG_OP = 'UPDATE' AND OLD.code <> NEW.code THEN OLD.code END;
+    END LOOP;
     RETURN NULL;
 END
 $$;
@@ -1263,6 +1309,8 @@ COMMENT ON FUNCTION quota.counting_subscriptions_sql(regclass, text) IS
 'Internal to the catalog triggers: the query of the plan that counts for each user with an active subscription (on the given plans).';
 COMMENT ON FUNCTION quota.resync_storage_sql(regclass, text, text) IS
 'Internal to the catalog triggers: the statement tail that resyncs storage_quota_bytes and announces the change.';
+COMMENT ON FUNCTION quota.local_shards(regclass[]) IS
+'On a Citus cluster, for each hash range this node holds, the names of the shards of the tables given there (a reference table: this node''s copy): where the catalog triggers act on a node.';
 COMMENT ON FUNCTION quota.bound_table(text) IS
 'The table of that name the functions use: the attached application''s after quota.attach(), else quota''s.';
 COMMENT ON FUNCTION quota.plan_features_changed() IS
@@ -1731,8 +1779,12 @@ AS $$
         'expires_at', g.expires_at, 'source', g.source)::text)
 $$;
 REVOKE EXECUTE ON FUNCTION quota.grant_event(text, quota.grants) FROM PUBLIC;
--- quota.announce (src/api.rs) raises the extension's events: only its own functions call it.
+-- quota.announce (src/api.rs) raises the extension's events: only its own functions call it,
+-- and on a Citus cluster the catalog triggers, as quota_admin (sql/privileges.sql).
 REVOKE EXECUTE ON FUNCTION quota.announce(text, text) FROM PUBLIC;
+-- On a Citus cluster the catalog triggers raise their events through quota.announce, as the
+-- role that changes the catalog: no more than pg_notify, which every role may call.
+GRANT EXECUTE ON FUNCTION quota.announce(text, text) TO quota_admin;
 
 -- Adds a grant, or, for an idempotency key already used for this user and feature, returns
 -- that grant and adds nothing (the same key with another amount is refused, 23505).
@@ -3535,7 +3587,6 @@ REVOKE EXECUTE ON FUNCTION
     quota.tick_expired_grants(timestamptz, quota.tick_state, quota.tick_state, bigint, integer),
     quota.tick_ended_periods(timestamptz, quota.tick_state, quota.tick_state, bigint, integer),
     quota.tick_storage_instants(timestamptz, quota.tick_state, quota.tick_state, bigint, integer),
-    quota.distributed(),
     quota.create_due_rollover(bigint, text),
     quota.pause_subscription(bigint, text, text),
     quota.resume_subscription(bigint, boolean, text),

@@ -67,6 +67,9 @@ GRANT EXECUTE ON FUNCTION
     quota.grant_quota(bigint, text, bigint, timestamptz, integer, text, text, text),
     quota.void_grant(bigint, text)
 TO quota_admin;
+-- On a Citus cluster the catalog triggers raise their events through quota.announce, as the
+-- role that changes the catalog: no more than pg_notify, which every role may call.
+GRANT EXECUTE ON FUNCTION quota.announce(text, text) TO quota_admin;
 
 -- Running counts (kind gauge) count down through release_usage only.
 REVOKE EXECUTE ON FUNCTION quota.release_usage(bigint, text, integer, text, text, bigint, jsonb) FROM PUBLIC;
