@@ -277,13 +277,7 @@ BEGIN
         IF TG_RELID = 'quota.features'::regclass THEN
             shards := ARRAY[t];
         ELSE
-            EXECUTE $q$
-                SELECT coalesce(pg_catalog.array_agg(pg_catalog.shard_name(s.logicalrelid, s.shardid)::pg_catalog.regclass), '{}')
-                  FROM pg_catalog.pg_dist_shard s
-                  JOIN pg_catalog.pg_dist_placement p ON p.shardid = s.shardid
-                  JOIN pg_catalog.pg_dist_local_group l ON l.groupid = p.groupid
-                 WHERE s.logicalrelid = $1$q$
-               INTO shards USING t;
+            shards := ARRAY(SELECT s[1] FROM quota.local_shards(ARRAY[t]) s);
         END IF;
         FOREACH shard IN ARRAY shards LOOP
             EXECUTE format('SELECT count(*) FROM %s us WHERE us.custom_quotas ? $1', shard)
