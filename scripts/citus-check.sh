@@ -14,7 +14,9 @@
 # option names one, no server answers) the script says "skipped" and exits 0. Otherwise it
 # prints one line per check and exits 1 when one failed.
 #
-# Environment: CITUS_CHECK_SECONDS=5 (pgbench duration of each throughput run).
+# Environment: CITUS_CHECK_SECONDS=5 (pgbench duration of each throughput run);
+# CITUS_CHECK_DROP=1 ends the check with DROP EXTENSION pg_entitlements and checks that no
+# shard is left on any node (it drops the extension's data in that database).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${CITUS_CHECK_SECONDS:-5}
@@ -438,6 +440,20 @@ for call in check consume; do
   fi
 done
 "${PSQL[@]}" -c "DROP DATABASE IF EXISTS $SINGLE" >/dev/null
+
+echo "==> dropping the extension"
+# Last, and only when asked: it drops the extension, with its data, in this database.
+if [ "${CITUS_CHECK_DROP:-0}" = 1 ]; then
+  check "DROP EXTENSION drops the extension and every shard on every node" "true|0" "
+SET pg_entitlements.allow_drop_with_data = on;
+DROP EXTENSION pg_entitlements;
+SELECT bool_and(r.success AND r.result = '0') || '|' ||
+       (SELECT count(*) FROM pg_dist_partition)
+  FROM run_command_on_all_nodes(\$\$SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                                 WHERE n.nspname = 'quota'\$\$) r"
+else
+  echo "--    not tried: CITUS_CHECK_DROP=1 ends the check with DROP EXTENSION pg_entitlements"
+fi
 
 if [ "$failed" = 0 ]; then echo "citus-check: every check passed"; else echo "citus-check: FAILED"; fi
 exit "$failed"

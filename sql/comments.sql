@@ -202,7 +202,7 @@ COMMENT ON FUNCTION quota.install_cache_trigger(regclass) IS
     'keep a copy of (used by CREATE EXTENSION and quota.attach()).';
 
 COMMENT ON FUNCTION quota.guard_drop() IS
-'Event trigger function of pg_entitlements_guard_drop: refuses DROP EXTENSION pg_entitlements and DROP SCHEMA quota while the extension''s tables hold subscriptions, counters, usage records or adjustments, unless pg_entitlements.allow_drop_with_data is on.';
+'Event trigger function of pg_entitlements_guard_drop: refuses DROP EXTENSION pg_entitlements and DROP SCHEMA quota while the extension''s tables hold subscriptions, counters, usage records or adjustments, unless pg_entitlements.allow_drop_with_data is on; on a Citus coordinator, a drop that goes ahead first drops the shards of the extension''s tables on every node.';
 COMMENT ON EVENT TRIGGER pg_entitlements_guard_drop IS
 'Refuses to drop pg_entitlements with its data in one command; see quota.guard_drop().';
 

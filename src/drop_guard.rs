@@ -3,9 +3,11 @@
 //! `pg_entitlements_guard_drop` (sql/drop_guard.sql) refuses such a drop while those tables
 //! hold rows, unless `pg_entitlements.allow_drop_with_data` is on. It reads the command's parse
 //! tree, which only a C event trigger function can, to act only on a drop of this extension
-//! (or of its schema), not on every DROP EXTENSION of the database.
+//! (or of its schema), not on every DROP EXTENSION of the database. On a Citus coordinator a
+//! drop that goes ahead first drops the shards of the extension's tables on every node
+//! ([`crate::placement::drop_shards`]).
 
-use crate::error::guard;
+use crate::error::{guard, OrRaise};
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
@@ -115,21 +117,26 @@ pub unsafe extern "C-unwind" fn guard_drop(fcinfo: pg_sys::FunctionCallInfo) -> 
                     .iter()
                     .any(|n| n == SCHEMA)
         };
-        if !ours || ALLOW_DROP_WITH_DATA.get() {
+        if !ours {
             return pg_sys::Datum::from(0);
         }
-        let holds_data = Spi::connect(|client| {
-            let may_drop =
-                client.select(MAY_DROP, Some(1), &[]).and_then(|t| t.first().get_one::<bool>());
-            if may_drop != Ok(Some(true)) {
-                return Ok(None);
-            }
-            client.select(HOLDS_DATA, Some(1), &[]).and_then(|t| t.first().get_one::<bool>())
+        let may_drop = Spi::connect(|client| {
+            client.select(MAY_DROP, Some(1), &[]).and_then(|t| t.first().get_one::<bool>())
         });
-        // A table already gone, or unreadable, leaves nothing to protect here.
-        if let Ok(Some(true)) = holds_data {
-            refuse(&command);
+        if may_drop != Ok(Some(true)) {
+            return pg_sys::Datum::from(0);
         }
+        if !ALLOW_DROP_WITH_DATA.get() {
+            let holds_data = Spi::connect(|client| {
+                client.select(HOLDS_DATA, Some(1), &[]).and_then(|t| t.first().get_one::<bool>())
+            });
+            // A table already gone, or unreadable, leaves nothing to protect here.
+            if let Ok(Some(true)) = holds_data {
+                refuse(&command);
+            }
+        }
+        // The drop goes ahead: on a Citus coordinator the shards go first, in its transaction.
+        Spi::connect_mut(crate::placement::drop_shards).or_raise();
         pg_sys::Datum::from(0)
     })
 }

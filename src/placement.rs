@@ -193,6 +193,44 @@ pub fn distributed(client: &SpiClient<'_>) -> Result<bool, Error> {
     Ok(layout(client)?.distributed)
 }
 
+/// Whether this node is the coordinator of the cluster (it holds Citus' catalog for every
+/// node, and the statements of a DROP EXTENSION are sent from it to the workers).
+const COORDINATOR: &str = "SELECT pg_catalog.citus_is_coordinator()";
+
+/// Drops the shards of every table of the extension on every node, through Citus: the per-user
+/// tables first, then the catalog, the tables with more foreign keys first (the ones they
+/// reference go after them, so that no drop has to cascade to another shard's constraint).
+const DROP_SHARDS: &str = "
+SELECT pg_catalog.count(s.dropped)
+  FROM (SELECT pg_catalog.citus_drop_all_shards(p.logicalrelid, n.nspname::pg_catalog.text,
+                                                c.relname::pg_catalog.text) AS dropped
+          FROM pg_catalog.pg_dist_partition p
+          JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) p.logicalrelid
+          JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+          JOIN pg_catalog.pg_depend d
+            ON d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+           AND d.objid OPERATOR(pg_catalog.=) c.oid AND d.deptype OPERATOR(pg_catalog.=) 'e'
+          JOIN pg_catalog.pg_extension e
+            ON e.oid OPERATOR(pg_catalog.=) d.refobjid
+           AND e.extname OPERATOR(pg_catalog.=) 'pg_entitlements'
+         ORDER BY p.partmethod OPERATOR(pg_catalog.=) 'n',
+                  (SELECT pg_catalog.count(*) FROM pg_catalog.pg_constraint f
+                    WHERE f.conrelid OPERATOR(pg_catalog.=) c.oid
+                      AND f.contype OPERATOR(pg_catalog.=) 'f') DESC) s";
+
+/// Before the extension is dropped on a Citus coordinator: drops the shards of its tables on
+/// every node. The shards are not the extension's objects, yet their triggers and checks call
+/// its functions: left in place, they make `DROP EXTENSION` fail, and with CASCADE they stay
+/// behind on every node once their tables are gone. Nothing to do on one server, and on a
+/// worker (the coordinator's drop has dropped them everywhere before it reaches a worker).
+pub fn drop_shards(client: &mut SpiClient<'_>) -> Result<(), Error> {
+    if !distributed(client)? || !spi::ask(client, COORDINATOR, &[])? {
+        return Ok(());
+    }
+    client.update(DROP_SHARDS, None, &[]).map_err(failed("dropping the shards"))?;
+    Ok(())
+}
+
 /// The key of the statements of the place the call runs in (0: the tables by their names).
 pub fn key() -> i64 {
     HERE.get().map_or(0, |s| s.key)
