@@ -66,6 +66,17 @@ check() {
 
 LIMIT=200
 
+# users_on_two_workers FROM: the first user from FROM to the run's last held by the first
+# worker group, and the first held by the last one.
+users_on_two_workers() {
+  "${PSQL[@]}" -F ' ' -c "
+SELECT min(u) FILTER (WHERE pl.groupid = w.first), min(u) FILTER (WHERE pl.groupid = w.last)
+  FROM generate_series($1, $LAST) u
+  JOIN pg_dist_placement pl ON pl.shardid = get_shard_id_for_distribution_column('quota.user_subscriptions', u),
+       (SELECT min(groupid) AS first, max(groupid) AS last FROM pg_dist_node
+         WHERE groupid <> 0 AND noderole = 'primary') w"
+}
+
 echo "==> layout"
 check "the extensions are there" "t" "
 CREATE EXTENSION IF NOT EXISTS citus;
@@ -209,12 +220,7 @@ check "a grant adds to the allowance" "t" "
 SELECT (quota.grant_quota($((FIRST + 1)), 'articles_per_month', 5)).id IS NOT NULL"
 # Grants to two users on different workers in one transaction: Citus commits it in two phases,
 # and the quota_grant events (raised by SQL, through quota.announce) wait for the commit.
-read -r G1 G2 < <("${PSQL[@]}" -F ' ' -c "
-SELECT min(u) FILTER (WHERE pl.groupid = w.first), min(u) FILTER (WHERE pl.groupid = w.last)
-  FROM generate_series($((FIRST + 20)), $LAST) u
-  JOIN pg_dist_placement pl ON pl.shardid = get_shard_id_for_distribution_column('quota.user_subscriptions', u),
-       (SELECT min(groupid) AS first, max(groupid) AS last FROM pg_dist_node
-         WHERE groupid <> 0 AND noderole = 'primary') w")
+read -r G1 G2 < <(users_on_two_workers $((FIRST + 20)))
 check "grants to users on two workers in one transaction" "2" "
 BEGIN;
 SELECT id FROM quota.grant_quota($G1, 'articles_per_month', 3);
@@ -254,12 +260,7 @@ DELETE FROM quota.features WHERE code = 'citus_check_tmp_$RUN';
 SELECT :'refused' || '|' || count(*) FROM quota.features WHERE code = 'citus_check_tmp_$RUN'"
 # Two users on different workers (the first and the last worker group): each node renames
 # the key in the subscriptions it holds.
-read -r ONE TWO < <("${PSQL[@]}" -F ' ' -c "
-SELECT min(u) FILTER (WHERE pl.groupid = w.first), min(u) FILTER (WHERE pl.groupid = w.last)
-  FROM generate_series($((FIRST + 9)), $LAST) u
-  JOIN pg_dist_placement pl ON pl.shardid = get_shard_id_for_distribution_column('quota.user_subscriptions', u),
-       (SELECT min(groupid) AS first, max(groupid) AS last FROM pg_dist_node
-         WHERE groupid <> 0 AND noderole = 'primary') w")
+read -r ONE TWO < <(users_on_two_workers $((FIRST + 9)))
 check "a renamed feature keeps the custom limits that name it on every worker, audited" "4|4|2" "
 INSERT INTO quota.features (code, name) VALUES ('citus_check_old_$RUN', 'Citus check') ON CONFLICT DO NOTHING;
 UPDATE quota.user_subscriptions SET custom_quotas = '{\"citus_check_old_$RUN\": 4}' WHERE user_id = $ONE;

@@ -98,35 +98,6 @@ SELECT coalesce(
     format('quota.%I', name)::regclass)
 $$;
 
--- On a Citus cluster (quota.distribute()), for each hash range of the per-user tables that
--- this node holds, the names of the shards of `tables` there, the first of them distributed
--- (a reference table: this node's copy). The catalog triggers fire on each node's copy of a
--- reference table, where a statement on the distributed tables would be a distributed query
--- from a query on a shard, which Citus refuses: each node acts on the shards it holds, and
--- together the nodes act on every user. Dynamic SQL: Citus' catalog exists only with Citus.
-CREATE FUNCTION quota.local_shards(tables regclass[])
-RETURNS SETOF regclass[]
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN QUERY EXECUTE $q$
-        SELECT ARRAY(SELECT (SELECT pg_catalog.shard_name(x.logicalrelid, x.shardid)::pg_catalog.regclass
-                               FROM pg_catalog.pg_dist_shard x
-                               JOIN pg_catalog.pg_dist_placement xp ON xp.shardid = x.shardid
-                               JOIN pg_catalog.pg_dist_local_group xl ON xl.groupid = xp.groupid
-                              WHERE x.logicalrelid = t.rel
-                                AND (x.shardminvalue = s.shardminvalue OR x.shardminvalue IS NULL))
-                       FROM pg_catalog.unnest($1) WITH ORDINALITY AS t (rel, n) ORDER BY t.n)
-          FROM pg_catalog.pg_dist_shard s
-          JOIN pg_catalog.pg_dist_placement p ON p.shardid = s.shardid
-          JOIN pg_catalog.pg_dist_local_group l ON l.groupid = p.groupid
-         WHERE s.logicalrelid = $1[1]
-         ORDER BY s.shardminvalue::pg_catalog.int4$q$
-    USING tables;
-END
-$$;
-
 -- AFTER INSERT, UPDATE or DELETE on a plan_features table, FOR EACH STATEMENT, with transition
 -- tables: one statement resyncs and announces every plan the change touched. Fires on
 -- quota.plan_features and, through quota.attach(), on the attached application's; a change of
@@ -151,10 +122,14 @@ BEGIN
         places := ARRAY[ARRAY[quota.bound_table('user_subscriptions'),
                               quota.bound_table('user_storage_usage')]];
     ELSIF TG_RELID <> 'quota.plan_features'::regclass AND quota.distributed() THEN
-        places := ARRAY(SELECT s FROM quota.local_shards(
-                            ARRAY['quota.user_subscriptions', 'quota.user_storage_usage']::regclass[]) s);
-        catalog := (SELECT s[1] FROM quota.local_shards(ARRAY['quota.features']::regclass[]) s);
+        places := ARRAY(SELECT s::regclass[] FROM quota.local_shards(
+                            ARRAY['user_subscriptions', 'user_storage_usage']) s);
+        catalog := (SELECT s[1]::regclass FROM quota.local_shards(ARRAY['features']) s LIMIT 1);
     ELSE
+        RETURN NULL;
+    END IF;
+    -- A node that serves no users (the coordinator) has nothing to resync or announce.
+    IF cardinality(places) = 0 THEN
         RETURN NULL;
     END IF;
     -- The (plan, feature) pairs whose value or unit the statement changed.
@@ -206,7 +181,7 @@ BEGIN
                 SELECT c.plan_id, c.feature_code FROM came c
                  WHERE (c.plan_id, c.feature_code) NOT IN (SELECT r.plan_id, r.new_code FROM renamed r)) x;
     END IF;
-    IF changed IS NULL OR cardinality(places) = 0 THEN
+    IF changed IS NULL THEN
         RETURN NULL;
     END IF;
     FOREACH here SLICE 1 IN ARRAY places LOOP
@@ -277,7 +252,8 @@ BEGIN
         IF TG_RELID = 'quota.features'::regclass THEN
             shards := ARRAY[t];
         ELSE
-            shards := ARRAY(SELECT s[1] FROM quota.local_shards(ARRAY[t]) s);
+            -- A node's copy on a Citus cluster, which has quota's own tables only.
+            shards := ARRAY(SELECT s[1]::regclass FROM quota.local_shards(ARRAY['user_subscriptions']) s);
         END IF;
         FOREACH shard IN ARRAY shards LOOP
             EXECUTE format('SELECT count(*) FROM %s us WHERE us.custom_quotas ? $1', shard)
@@ -360,17 +336,16 @@ BEGIN
     -- announces for the users of those shards, so that the nodes together act on every user.
     IF TG_RELID <> 'quota.features'::regclass THEN
         IF TG_OP = 'UPDATE' AND OLD.code <> NEW.code THEN
-            FOR here IN SELECT s FROM quota.local_shards(
-                            ARRAY['quota.user_subscriptions', 'quota.quota_adjustments']::regclass[]) s
+            FOR here IN SELECT s::regclass[] FROM quota.local_shards(
+                            ARRAY['user_subscriptions', 'quota_adjustments']) s
             LOOP
                 EXECUTE format(rename_sql, here[1], here[2], 'id, ',
                                'pg_catalog.nextval(pg_catalog.pg_get_serial_sequence(''quota.quota_adjustments'', ''id'')), ')
                     USING OLD.code, NEW.code;
             END LOOP;
         END IF;
-        places := ARRAY(SELECT s FROM quota.local_shards(
-                            ARRAY['quota.user_subscriptions', 'quota.plan_features',
-                                  'quota.user_storage_usage']::regclass[]) s);
+        places := ARRAY(SELECT s::regclass[] FROM quota.local_shards(
+                            ARRAY['user_subscriptions', 'plan_features', 'user_storage_usage']) s);
     ELSE
         IF TG_OP = 'UPDATE' AND OLD.code <> NEW.code THEN
             -- The row trigger pg_entitlements_sync_storage_quota recognises a document whose

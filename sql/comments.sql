@@ -214,8 +214,8 @@ COMMENT ON FUNCTION quota.counting_subscriptions_sql(regclass, text) IS
 'Internal to the catalog triggers: the query of the plan that counts for each user with an active subscription (on the given plans).';
 COMMENT ON FUNCTION quota.resync_storage_sql(regclass, text, text) IS
 'Internal to the catalog triggers: the statement tail that resyncs storage_quota_bytes and announces the change.';
-COMMENT ON FUNCTION quota.local_shards(regclass[]) IS
-'On a Citus cluster, for each hash range this node holds, the names of the shards of the tables given there (a reference table: this node''s copy): where the catalog triggers act on a node.';
+COMMENT ON FUNCTION quota.local_shards(text[]) IS
+'On a Citus cluster, for each hash range this node serves on its own, the names of the shards there of the tables of schema quota named (a reference table: this node''s copy): where the catalog triggers act on a node. No row on one server.';
 COMMENT ON FUNCTION quota.bound_table(text) IS
 'The table of that name the functions use: the attached application''s after quota.attach(), else quota''s.';
 COMMENT ON FUNCTION quota.plan_features_changed() IS

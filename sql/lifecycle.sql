@@ -149,7 +149,7 @@ REVOKE EXECUTE ON FUNCTION quota.subscription_event(quota.subscription_changes) 
 CREATE FUNCTION quota.cycle_end(days integer, cycle text, zone text, start timestamptz,
                                 after timestamptz)
 RETURNS timestamptz
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -954,36 +954,29 @@ BEGIN
     upto.rollover_checked_feature := '';
     upto.storage_synced_to := tick.at;
     upto.storage_synced_user := 9223372036854775807;
-    SELECT count(*),
-           max(g.expires_at), (array_agg(g.id ORDER BY g.expires_at DESC, g.id DESC))[1],
-           array_agg(DISTINCT g.user_id)
-      INTO grants_batch, upto.grants_expired_to, upto.grants_expired_id, expiring_users
+    SELECT count(*), array_agg(DISTINCT g.user_id),
+           CASE WHEN count(*) < lim THEN upto.grants_expired_to ELSE max(g.expires_at) END,
+           CASE WHEN count(*) < lim THEN upto.grants_expired_id
+                ELSE (array_agg(g.id ORDER BY g.expires_at DESC, g.id DESC))[1] END
+      INTO grants_batch, expiring_users, upto.grants_expired_to, upto.grants_expired_id
       FROM quota.tick_expired_grants(tick.at, progress, upto, NULL, lim) g;
-    IF grants_batch < lim THEN
-        upto.grants_expired_to := tick.at;
-        upto.grants_expired_id := 9223372036854775807;
-    END IF;
     IF own THEN
         SELECT count(*), array_agg(DISTINCT x.user_id),
-               (array_agg(x.period_end ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1],
-               (array_agg(x.user_id ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1],
-               (array_agg(x.feature_code ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1]
+               CASE WHEN count(*) < lim THEN upto.rollover_checked_to
+                    ELSE (array_agg(x.period_end ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1] END,
+               CASE WHEN count(*) < lim THEN upto.rollover_checked_user
+                    ELSE (array_agg(x.user_id ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1] END,
+               CASE WHEN count(*) < lim THEN upto.rollover_checked_feature
+                    ELSE (array_agg(x.feature_code ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1] END
           INTO candidates, rolling_users, upto.rollover_checked_to, upto.rollover_checked_user,
                upto.rollover_checked_feature
           FROM quota.tick_ended_periods(tick.at, progress, upto, NULL, lim) x;
-        IF candidates < lim THEN
-            upto.rollover_checked_to := tick.at;
-            upto.rollover_checked_user := 9223372036854775807;
-            upto.rollover_checked_feature := '';
-        END IF;
         SELECT count(*), array_agg(DISTINCT x.user_id),
-               max(x.t), (array_agg(x.user_id ORDER BY x.t DESC, x.user_id DESC))[1]
+               CASE WHEN count(*) < lim THEN upto.storage_synced_to ELSE max(x.t) END,
+               CASE WHEN count(*) < lim THEN upto.storage_synced_user
+                    ELSE (array_agg(x.user_id ORDER BY x.t DESC, x.user_id DESC))[1] END
           INTO instants, storage_users, upto.storage_synced_to, upto.storage_synced_user
           FROM quota.tick_storage_instants(tick.at, progress, upto, NULL, lim) x;
-        IF instants < lim THEN
-            upto.storage_synced_to := tick.at;
-            upto.storage_synced_user := 9223372036854775807;
-        END IF;
     END IF;
 
     IF quota.distributed()

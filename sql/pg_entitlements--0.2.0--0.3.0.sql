@@ -927,34 +927,12 @@ SELECT coalesce(
     format('quota.%I', name)::regclass)
 $$;
 
--- On a Citus cluster (quota.distribute()), for each hash range of the per-user tables that
--- this node holds, the names of the shards of `tables` there, the first of them distributed
--- (a reference table: this node's copy). The catalog triggers fire on each node's copy of a
--- reference table, where a statement on the distributed tables would be a distributed query
--- from a query on a shard, which Citus refuses: each node acts on the shards it holds, and
--- together the nodes act on every user. Dynamic SQL: Citus' catalog exists only with Citus.
-CREATE FUNCTION quota.local_shards(tables regclass[])
-RETURNS SETOF regclass[]
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN QUERY EXECUTE $q$
-        SELECT ARRAY(SELECT (SELECT pg_catalog.shard_name(x.logicalrelid, x.shardid)::pg_catalog.regclass
-                               FROM pg_catalog.pg_dist_shard x
-                               JOIN pg_catalog.pg_dist_placement xp ON xp.shardid = x.shardid
-                               JOIN pg_catalog.pg_dist_local_group xl ON xl.groupid = xp.groupid
-                              WHERE x.logicalrelid = t.rel
-                                AND (x.shardminvalue = s.shardminvalue OR x.shardminvalue IS NULL))
-                       FROM pg_catalog.unnest($1) WITH ORDINALITY AS t (rel, n) ORDER BY t.n)
-          FROM pg_catalog.pg_dist_shard s
-          JOIN pg_catalog.pg_dist_placement p ON p.shardid = s.shardid
-          JOIN pg_catalog.pg_dist_local_group l ON l.groupid = p.groupid
-         WHERE s.logicalrelid = $1[1]
-         ORDER BY s.shardminvalue::pg_catalog.int4$q$
-    USING tables;
-END
-$$;
+-- The shards of tables per hash range this node serves on a Citus cluster, for the catalog
+-- triggers (src/api.rs).
+CREATE FUNCTION quota.local_shards("tables" TEXT[]) RETURNS SETOF TEXT[]
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'local_shards_wrapper';
 
 -- AFTER INSERT, UPDATE or DELETE on a plan_features table, FOR EACH STATEMENT, with transition
 -- tables: one statement resyncs and announces every plan the change touched. Fires on
@@ -980,10 +958,14 @@ BEGIN
         places := ARRAY[ARRAY[quota.bound_table('user_subscriptions'),
                               quota.bound_table('user_storage_usage')]];
     ELSIF TG_RELID <> 'quota.plan_features'::regclass AND quota.distributed() THEN
-        places := ARRAY(SELECT s FROM quota.local_shards(
-                            ARRAY['quota.user_subscriptions', 'quota.user_storage_usage']::regclass[]) s);
-        catalog := (SELECT s[1] FROM quota.local_shards(ARRAY['quota.features']::regclass[]) s);
+        places := ARRAY(SELECT s::regclass[] FROM quota.local_shards(
+                            ARRAY['user_subscriptions', 'user_storage_usage']) s);
+        catalog := (SELECT s[1]::regclass FROM quota.local_shards(ARRAY['features']) s LIMIT 1);
     ELSE
+        RETURN NULL;
+    END IF;
+    -- A node that serves no users (the coordinator) has nothing to resync or announce.
+    IF cardinality(places) = 0 THEN
         RETURN NULL;
     END IF;
     -- The (plan, feature) pairs whose value or unit the statement changed.
@@ -1035,7 +1017,7 @@ BEGIN
                 SELECT c.plan_id, c.feature_code FROM came c
                  WHERE (c.plan_id, c.feature_code) NOT IN (SELECT r.plan_id, r.new_code FROM renamed r)) x;
     END IF;
-    IF changed IS NULL OR cardinality(places) = 0 THEN
+    IF changed IS NULL THEN
         RETURN NULL;
     END IF;
     FOREACH here SLICE 1 IN ARRAY places LOOP
@@ -1106,7 +1088,8 @@ BEGIN
         IF TG_RELID = 'quota.features'::regclass THEN
             shards := ARRAY[t];
         ELSE
-            shards := ARRAY(SELECT s[1] FROM quota.local_shards(ARRAY[t]) s);
+            -- A node's copy on a Citus cluster, which has quota's own tables only.
+            shards := ARRAY(SELECT s[1]::regclass FROM quota.local_shards(ARRAY['user_subscriptions']) s);
         END IF;
         FOREACH shard IN ARRAY shards LOOP
             EXECUTE format('SELECT count(*) FROM %s us WHERE us.custom_quotas ? $1', shard)
@@ -1189,17 +1172,16 @@ BEGIN
     -- announces for the users of those shards, so that the nodes together act on every user.
     IF TG_RELID <> 'quota.features'::regclass THEN
         IF TG_OP = 'UPDATE' AND OLD.code <> NEW.code THEN
-            FOR here IN SELECT s FROM quota.local_shards(
-                            ARRAY['quota.user_subscriptions', 'quota.quota_adjustments']::regclass[]) s
+            FOR here IN SELECT s::regclass[] FROM quota.local_shards(
+                            ARRAY['user_subscriptions', 'quota_adjustments']) s
             LOOP
                 EXECUTE format(rename_sql, here[1], here[2], 'id, ',
                                'pg_catalog.nextval(pg_catalog.pg_get_serial_sequence(''quota.quota_adjustments'', ''id'')), ')
                     USING OLD.code, NEW.code;
             END LOOP;
         END IF;
-        places := ARRAY(SELECT s FROM quota.local_shards(
-                            ARRAY['quota.user_subscriptions', 'quota.plan_features',
-                                  'quota.user_storage_usage']::regclass[]) s);
+        places := ARRAY(SELECT s::regclass[] FROM quota.local_shards(
+                            ARRAY['user_subscriptions', 'plan_features', 'user_storage_usage']) s);
     ELSE
         IF TG_OP = 'UPDATE' AND OLD.code <> NEW.code THEN
             -- The row trigger pg_entitlements_sync_storage_quota recognises a document whose
@@ -1303,8 +1285,8 @@ COMMENT ON FUNCTION quota.counting_subscriptions_sql(regclass, text) IS
 'Internal to the catalog triggers: the query of the plan that counts for each user with an active subscription (on the given plans).';
 COMMENT ON FUNCTION quota.resync_storage_sql(regclass, text, text) IS
 'Internal to the catalog triggers: the statement tail that resyncs storage_quota_bytes and announces the change.';
-COMMENT ON FUNCTION quota.local_shards(regclass[]) IS
-'On a Citus cluster, for each hash range this node holds, the names of the shards of the tables given there (a reference table: this node''s copy): where the catalog triggers act on a node.';
+COMMENT ON FUNCTION quota.local_shards(text[]) IS
+'On a Citus cluster, for each hash range this node serves on its own, the names of the shards there of the tables of schema quota named (a reference table: this node''s copy): where the catalog triggers act on a node. No row on one server.';
 COMMENT ON FUNCTION quota.bound_table(text) IS
 'The table of that name the functions use: the attached application''s after quota.attach(), else quota''s.';
 COMMENT ON FUNCTION quota.plan_features_changed() IS
@@ -2682,7 +2664,7 @@ REVOKE EXECUTE ON FUNCTION quota.subscription_event(quota.subscription_changes) 
 CREATE FUNCTION quota.cycle_end(days integer, cycle text, zone text, start timestamptz,
                                 after timestamptz)
 RETURNS timestamptz
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -3487,36 +3469,29 @@ BEGIN
     upto.rollover_checked_feature := '';
     upto.storage_synced_to := tick.at;
     upto.storage_synced_user := 9223372036854775807;
-    SELECT count(*),
-           max(g.expires_at), (array_agg(g.id ORDER BY g.expires_at DESC, g.id DESC))[1],
-           array_agg(DISTINCT g.user_id)
-      INTO grants_batch, upto.grants_expired_to, upto.grants_expired_id, expiring_users
+    SELECT count(*), array_agg(DISTINCT g.user_id),
+           CASE WHEN count(*) < lim THEN upto.grants_expired_to ELSE max(g.expires_at) END,
+           CASE WHEN count(*) < lim THEN upto.grants_expired_id
+                ELSE (array_agg(g.id ORDER BY g.expires_at DESC, g.id DESC))[1] END
+      INTO grants_batch, expiring_users, upto.grants_expired_to, upto.grants_expired_id
       FROM quota.tick_expired_grants(tick.at, progress, upto, NULL, lim) g;
-    IF grants_batch < lim THEN
-        upto.grants_expired_to := tick.at;
-        upto.grants_expired_id := 9223372036854775807;
-    END IF;
     IF own THEN
         SELECT count(*), array_agg(DISTINCT x.user_id),
-               (array_agg(x.period_end ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1],
-               (array_agg(x.user_id ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1],
-               (array_agg(x.feature_code ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1]
+               CASE WHEN count(*) < lim THEN upto.rollover_checked_to
+                    ELSE (array_agg(x.period_end ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1] END,
+               CASE WHEN count(*) < lim THEN upto.rollover_checked_user
+                    ELSE (array_agg(x.user_id ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1] END,
+               CASE WHEN count(*) < lim THEN upto.rollover_checked_feature
+                    ELSE (array_agg(x.feature_code ORDER BY x.period_end DESC, x.user_id DESC, x.feature_code DESC))[1] END
           INTO candidates, rolling_users, upto.rollover_checked_to, upto.rollover_checked_user,
                upto.rollover_checked_feature
           FROM quota.tick_ended_periods(tick.at, progress, upto, NULL, lim) x;
-        IF candidates < lim THEN
-            upto.rollover_checked_to := tick.at;
-            upto.rollover_checked_user := 9223372036854775807;
-            upto.rollover_checked_feature := '';
-        END IF;
         SELECT count(*), array_agg(DISTINCT x.user_id),
-               max(x.t), (array_agg(x.user_id ORDER BY x.t DESC, x.user_id DESC))[1]
+               CASE WHEN count(*) < lim THEN upto.storage_synced_to ELSE max(x.t) END,
+               CASE WHEN count(*) < lim THEN upto.storage_synced_user
+                    ELSE (array_agg(x.user_id ORDER BY x.t DESC, x.user_id DESC))[1] END
           INTO instants, storage_users, upto.storage_synced_to, upto.storage_synced_user
           FROM quota.tick_storage_instants(tick.at, progress, upto, NULL, lim) x;
-        IF instants < lim THEN
-            upto.storage_synced_to := tick.at;
-            upto.storage_synced_user := 9223372036854775807;
-        END IF;
     END IF;
 
     IF quota.distributed()

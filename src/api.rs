@@ -11,9 +11,9 @@ use crate::reservations::{self, Reserving, Settling};
 use crate::store::RecordRef;
 use entitlements_core::{period, Error, QuotaStatus, Subject};
 use pgrx::datum::{AnyNumeric, Interval, TimestampWithTimeZone};
-use pgrx::GucSetting;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
+use pgrx::GucSetting;
 
 fn required<T>(value: Option<T>, function: &'static str, argument: &'static str) -> T {
     value.ok_or(Error::NullArgument { function, argument }).or_raise()
@@ -694,8 +694,19 @@ pub static TICK_BY_USER: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// quota.tick(), which then runs its steps user by user on the users' workers.
 #[pg_extern(stable, parallel_safe)]
 fn distributed() -> bool {
+    crate::error::guard(|| Spi::connect(|client| crate::placement::distributed(client)).or_raise())
+}
+
+/// On a Citus cluster, for each hash range this node serves on its own, the qualified names of
+/// the shards there of `tables` (tables of schema quota by name; a reference table: this
+/// node's copy): where the catalog triggers, which fire on each node's copy of a reference
+/// table, act on that node's users ([`placement::local_shards`]). No row on one server.
+#[pg_extern(stable, parallel_safe, strict)]
+fn local_shards(tables: Vec<Option<String>>) -> SetOfIterator<'static, Vec<Option<String>>> {
     crate::error::guard(|| {
-        Spi::connect(|client| crate::placement::distributed(client)).or_raise()
+        SetOfIterator::new(
+            Spi::connect(|client| placement::local_shards(client, &tables)).or_raise(),
+        )
     })
 }
 

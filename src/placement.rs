@@ -178,6 +178,26 @@ pub fn served_here(client: &SpiClient<'_>) -> Result<Vec<Place>, Error> {
     })
 }
 
+/// The qualified names of the shards of `tables` (by their names in schema quota; a reference
+/// table: this node's copy) in each range this node serves on its own, as [`served_here`]
+/// decides: for the catalog triggers, which act there on the shards a node holds. None on one
+/// server; a table Citus does not know is NULL.
+pub fn local_shards(
+    client: &SpiClient<'_>,
+    tables: &[Option<String>],
+) -> Result<Vec<Vec<Option<String>>>, Error> {
+    Ok(layout(client)?
+        .local
+        .iter()
+        .map(|(_, shard)| {
+            tables
+                .iter()
+                .map(|t| t.as_deref().and_then(|t| shard.name(t)).map(str::to_owned))
+                .collect()
+        })
+        .collect())
+}
+
 /// A place [`served_here`] names.
 pub struct Place(Option<&'static Shard>);
 
