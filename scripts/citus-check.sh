@@ -405,6 +405,63 @@ SELECT count(*) AS ledger FROM quota.verify_ledger() \\gset
 SELECT :moved || '|' || (:'moved_start'::timestamptz <> :'utc_start'::timestamptz) || '|' || :back
        || '|' || (SELECT sum(amount) FROM quota.usage_records WHERE user_id = $ZONED AND feature_code = 'articles_per_month') || '|' || :ledger"
 
+echo "==> shard moves while calls write"
+# Citus moves the user's shards to another worker, and back, while 8 clients consume for the
+# user: first as Citus moves by default (logical replication, which the workers' wal_level must
+# allow), then blocking writes for the whole copy. A write holds Citus' placement lock on the
+# user's shard, as Citus' own routed writes do, so the move copies every unit counted before it
+# switches. A call that waited for the move, or that Citus sent on the old placement, fails with
+# 40001, which the clients retry (pgbench --max-tries). Every unit a call reported counted must
+# be there once the move is done, and the ledger must agree.
+MOVER=$((FIRST + 9))
+read -r shard first_place other_place <<<"$("${PSQL[@]}" -F ' ' -c "
+SELECT s.shard, src.nodename || ':' || src.nodeport,
+       (SELECT n.nodename || ':' || n.nodeport FROM pg_dist_node n
+         WHERE n.groupid NOT IN (0, src.groupid) AND n.noderole = 'primary' ORDER BY n.groupid LIMIT 1)
+  FROM (SELECT get_shard_id_for_distribution_column('quota.user_subscriptions', $MOVER) AS shard) s
+  JOIN pg_dist_placement pl ON pl.shardid = s.shard
+  JOIN pg_dist_node src ON src.groupid = pl.groupid")"
+# move_while_consuming FROM TO MODE (host:port each): the move, with the clients running.
+move_while_consuming() {
+  local before counted retried moved
+  before=$("${PSQL[@]}" -c "SELECT current_usage FROM quota.check_user_quota($MOVER, 'platform_accounts')")
+  pgbench -n -c 8 -j 2 -T 8 --max-tries=50 -f "$WORK/mover.sql" >"$WORK/mover.log" 2>&1 &
+  local bench=$!
+  sleep 2
+  moved=$("${PSQL[@]}" -c "SELECT citus_move_shard_placement($shard, '${1%:*}', ${1##*:}, '${2%:*}', ${2##*:},
+                                                              shard_transfer_mode => '$3')" 2>&1) \
+    || fail "the move from $1 to $2 ($3)" "$moved"
+  wait "$bench"
+  counted=$(awk '/actually processed/ { print $NF }' "$WORK/mover.log")
+  retried=$(awk '/number of transactions retried/ { print $5 }' "$WORK/mover.log")
+  if grep -q "aborted" "$WORK/mover.log" || [ -z "$counted" ]; then
+    fail "consuming during the move ($3)" "$(grep -m3 -E 'error|aborted' "$WORK/mover.log")"
+  fi
+  check "$3: each of the $counted units counted while the shards moved is there once (${retried:-0} calls retried)" "true|true|0|$2" "
+SELECT (q.current_usage = ${before:-0} + ${counted:-0})
+       || '|' || (q.current_usage = (SELECT sum(amount) FROM quota.usage_records
+                                      WHERE user_id = $MOVER AND feature_code = 'platform_accounts'))
+       || '|' || (SELECT count(*) FROM quota.verify_ledger())
+       || '|' || (SELECT n.nodename || ':' || n.nodeport
+                    FROM pg_dist_placement pl JOIN pg_dist_node n USING (groupid)
+                   WHERE pl.shardid = $shard)
+  FROM quota.check_user_quota($MOVER, 'platform_accounts') q"
+}
+if [ -z "${other_place:-}" ]; then
+  echo "--    not tried: a shard move needs a second worker"
+else
+  "${PSQL[@]}" -c "SELECT count(*) FROM quota.adjust_quota($MOVER, 'platform_accounts', 1000000,
+                                                           'citus-check: shard moves')" >/dev/null
+  echo "SELECT allowed FROM quota.consume($MOVER, 'platform_accounts', 1);" >"$WORK/mover.sql"
+  if [ "$("${PSQL[@]}" -c "SELECT bool_and(result = 'logical') FROM run_command_on_workers('SHOW wal_level')")" = t ]; then
+    move_while_consuming "$first_place" "$other_place" force_logical
+  else
+    echo "--    not tried: a move by logical replication (the workers' wal_level is not logical)"
+    move_while_consuming "$first_place" "$other_place" block_writes
+  fi
+  move_while_consuming "$other_place" "$first_place" block_writes
+fi
+
 echo "==> throughput: delegated calls against a single node on the same machine"
 "${PSQL[@]}" -c "DROP DATABASE IF EXISTS $SINGLE" -c "CREATE DATABASE $SINGLE" >/dev/null
 PGDATABASE=$SINGLE "${PSQL[@]}" >/dev/null <<SQL

@@ -77,7 +77,7 @@ pub fn hold(client: &SpiClient<'_>, user_id: i64) -> Result<(), Error> {
 /// row, which means UTC at once). On a Citus cluster each node follows the users of the shards
 /// it holds ([`placement::served_here`]).
 pub fn follow_time_zone(client: &SpiClient<'_>, zone: &Zone) -> Result<(), Error> {
-    for place in placement::served_here(client)? {
+    for place in placement::served_here(client, "a change of the time zone")? {
         let _here = place.enter();
         for user_id in store::users_with_current_usage(client)? {
             follow(client, user_id, Some(zone))?;

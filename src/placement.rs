@@ -30,6 +30,10 @@ thread_local! {
     /// `quota.distribute()`.
     static WATCHED: Cell<Oid> = const { Cell::new(pg_sys::InvalidOid) };
     static REGISTERED: Cell<bool> = const { Cell::new(false) };
+    /// Citus' `lock_shard_metadata(integer, bigint[])`, when Citus is installed.
+    static LOCKER: Cell<Oid> = const { Cell::new(pg_sys::InvalidOid) };
+    /// The owner of the extension's tables, who may take that lock on their shards.
+    static OWNER: Cell<Oid> = const { Cell::new(pg_sys::InvalidOid) };
     /// The place of the call running, `None`: the tables by their names.
     static HERE: Cell<Option<&'static Shard>> = const { Cell::new(None) };
 }
@@ -46,8 +50,13 @@ const HAS_CITUS: &str = "
 SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL
    AND pg_catalog.to_regproc('pg_catalog.shard_name') IS NOT NULL";
 
-const WATCHED_TABLE: &str =
-    "SELECT pg_catalog.to_regclass('quota.user_subscriptions')::pg_catalog.oid";
+const WATCHED_TABLE: &str = "
+SELECT c.oid, c.relowner FROM pg_catalog.pg_class c
+ WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('quota.user_subscriptions')";
+
+const LOCKER_FUNCTION: &str = "
+SELECT pg_catalog.to_regprocedure('pg_catalog.lock_shard_metadata(integer, bigint[])')
+       ::pg_catalog.oid";
 
 /// Every shard of the extension's Citus tables: the table, whether it is distributed by hash
 /// (else a reference table), the shard's hash range and qualified name, how many nodes hold it,
@@ -86,17 +95,30 @@ fn layout(client: &SpiClient<'_>) -> Result<&'static Layout, Error> {
             );
         }
     }
-    let watched = client
+    // The newest placement: a writer reloads the layout after it waited for a shard move
+    // (locked), and its statement's snapshot, taken before the wait, still shows the old one.
+    let _latest = spi::LatestSnapshot::push();
+    let (watched, owner) = match client
         .select(WATCHED_TABLE, Some(1), &[])
         .map_err(failed("placement lookup"))?
         .next()
-        .map(|row| spi::column::<Oid>(&row, 1, ""))
-        .transpose()?
-        .flatten()
-        .unwrap_or(pg_sys::InvalidOid);
-    WATCHED.set(watched);
+    {
+        Some(row) => (spi::column::<Oid>(&row, 1, "")?, spi::column::<Oid>(&row, 2, "")?),
+        None => (None, None),
+    };
+    WATCHED.set(watched.unwrap_or(pg_sys::InvalidOid));
+    OWNER.set(owner.unwrap_or(pg_sys::InvalidOid));
     let mut rows = Vec::new();
     if spi::ask(client, HAS_CITUS, &[])? {
+        let locker = client
+            .select(LOCKER_FUNCTION, Some(1), &[])
+            .map_err(failed("placement lookup"))?
+            .next()
+            .map(|row| spi::column::<Oid>(&row, 1, ""))
+            .transpose()?
+            .flatten()
+            .unwrap_or(pg_sys::InvalidOid);
+        LOCKER.set(locker);
         let on = " on pg_dist_shard";
         for row in client.select(SHARDS, None, &[]).map_err(failed("placement lookup"))? {
             let min = spi::column::<i32>(&row, 4, on)?;
@@ -152,11 +174,22 @@ pub fn enter(
     access: Access,
     function: &'static str,
 ) -> Result<Here, Error> {
-    let layout = layout(client)?;
+    let mut layout = layout(client)?;
     let here = if layout.distributed {
-        match (layout.find(hash(user_id)?), access) {
+        let hash = hash(user_id)?;
+        if access == Access::Write {
+            let wanted = |l: &Layout| l.find(hash).map(|s| vec![s.key]).unwrap_or_default();
+            layout = locked(client, wanted)?
+                .ok_or(Error::ShardsMoved { function, user_id: Some(user_id) })?;
+        }
+        match (layout.find(hash), access) {
             (Some(shard), _) => Some(shard),
             (None, Access::Read) => None,
+            // Citus sent the call here on a placement that has changed since (a shard move
+            // committed in between), or the call runs inside a query of this worker.
+            (None, Access::Write) if !layout.local.is_empty() => {
+                return Err(Error::ShardsMoved { function, user_id: Some(user_id) })
+            }
             (None, Access::Write) => return Err(Error::NotOnShard { function, user_id }),
         }
     } else {
@@ -165,12 +198,81 @@ pub fn enter(
     Ok(Here { before: HERE.replace(here) })
 }
 
+/// The layout, once this node holds Citus' lock on the placement of the shards `wanted` picks
+/// from it, in share mode until the transaction ends: the lock Citus' executor takes before a
+/// write it routes. A shard move or split takes it exclusively before its last catch-up and
+/// keeps it until the new placement commits. So a write holding it lands before the move copies
+/// its last changes; one that waited for it reads the placement again (the invalidations of the
+/// move applied) and writes only if it picks the same shards. `None`: it does not, and what it
+/// would have written on the shards it picked first would be lost with them. Nothing to lock
+/// where the call picks no shard.
+fn locked(
+    client: &SpiClient<'_>,
+    wanted: impl Fn(&Layout) -> Vec<i64>,
+) -> Result<Option<&'static Layout>, Error> {
+    let before = layout(client)?;
+    let mut keys = wanted(before);
+    if keys.is_empty() {
+        return Ok(Some(before));
+    }
+    // Ascending, as Citus locks shards, so that two lockers of several wait in one order.
+    keys.sort_unstable();
+    hold(&keys)?;
+    // SAFETY: applies the invalidations other backends committed, as taking a relation's lock
+    // does; the relcache callback above clears the layout when the placement changed.
+    unsafe { pg_sys::AcceptInvalidationMessages() };
+    let after = layout(client)?;
+    if std::ptr::eq(before, after) {
+        return Ok(Some(after));
+    }
+    let mut again = wanted(after);
+    again.sort_unstable();
+    Ok((again == keys).then_some(after))
+}
+
+/// Takes Citus' placement lock on the shards `keys` in share mode, through Citus' own
+/// `lock_shard_metadata`, which knows the lock's tag (per colocation group and shard index) and
+/// lets only the tables' owner take it: the call is made as that owner, as a SECURITY DEFINER
+/// function would be, for a catalog trigger runs as the role that changed the catalog.
+fn hold(keys: &[i64]) -> Result<(), Error> {
+    use pgrx::IntoDatum;
+    let (locker, owner) = (LOCKER.get(), OWNER.get());
+    if locker == pg_sys::InvalidOid || owner == pg_sys::InvalidOid {
+        return Ok(());
+    }
+    let keys = keys.to_vec().into_datum().ok_or(Error::Statement {
+        what: "locking the user's shards",
+        detail: "no shard ids".into(),
+    })?;
+    let (mut user, mut context) = (pg_sys::InvalidOid, 0);
+    // SAFETY: `locker` is lock_shard_metadata(integer, bigint[]), looked up by its signature
+    // with the layout; it takes the lock mode and a non-NULL int8 array and returns void. The
+    // user is switched only around the call, and put back after it; on an ERROR the abort of
+    // the (sub)transaction puts it back, as it does for a SECURITY DEFINER function.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+        pg_sys::OidFunctionCall2Coll(
+            locker,
+            pg_sys::InvalidOid,
+            pg_sys::Datum::from(pg_sys::ShareLock as i32),
+            keys,
+        );
+        pg_sys::SetUserIdAndSecContext(user, context);
+    }
+    Ok(())
+}
+
 /// Every place whose users this node serves, for work on every user from a trigger on the
 /// catalog: the tables by their names on one server; on a Citus cluster, where such a trigger
 /// fires on each node's copy of the reference table, the user shards this node holds (none on
 /// the coordinator), so that the nodes together cover every user once.
-pub fn served_here(client: &SpiClient<'_>) -> Result<Vec<Place>, Error> {
-    let layout = layout(client)?;
+pub fn served_here(client: &SpiClient<'_>, function: &'static str) -> Result<Vec<Place>, Error> {
+    let layout =
+        locked(client, served_keys)?.ok_or(Error::ShardsMoved { function, user_id: None })?;
     Ok(if layout.distributed {
         layout.local.iter().map(|(_, shard)| Place(Some(shard))).collect()
     } else {
@@ -186,7 +288,9 @@ pub fn local_shards(
     client: &SpiClient<'_>,
     tables: &[Option<String>],
 ) -> Result<Vec<Vec<Option<String>>>, Error> {
-    Ok(layout(client)?
+    let layout = locked(client, served_keys)?
+        .ok_or(Error::ShardsMoved { function: "quota.local_shards", user_id: None })?;
+    Ok(layout
         .local
         .iter()
         .map(|(_, shard)| {
@@ -196,6 +300,11 @@ pub fn local_shards(
                 .collect()
         })
         .collect())
+}
+
+/// The user shards this node serves, for the work of a catalog trigger on each of them.
+fn served_keys(layout: &Layout) -> Vec<i64> {
+    layout.local.iter().map(|(_, shard)| shard.key).collect()
 }
 
 /// A place [`served_here`] names.

@@ -1,6 +1,6 @@
 //! What every module of SPI statements shares: turning an SPI failure or an unreadable column
-//! into the error enum, asking the catalog one yes-or-no question, and preparing a statement
-//! once for the backend's life.
+//! into the error enum, asking the catalog one yes-or-no question, preparing a statement
+//! once for the backend's life, and reading the newest committed rows.
 
 use entitlements_core::Error;
 use pgrx::datum::DatumWithOid;
@@ -127,4 +127,36 @@ pub(crate) fn kept<P: 'static>(
     let prepare = |sql: &str, args: &[PgOid], mutating: bool| keep(client, sql, args, mutating);
     let plans = build(&prepare)?;
     Ok(Some(kept.with(|k| k.set(plans))))
+}
+
+/// The newest committed rows as the snapshot of the read-only statements that run until it is
+/// dropped (read-only SPI reads with the active snapshot, in a function the statement's, taken
+/// before anything the function waited for).
+pub struct LatestSnapshot(());
+
+impl LatestSnapshot {
+    /// `None` in parallel mode (in a worker, and in the leader while a parallel plan runs),
+    /// where PostgreSQL refuses a new snapshot: the statements read with the query's.
+    pub fn push() -> Option<LatestSnapshot> {
+        // SAFETY: reads the transaction's state; then pushes a snapshot of the newest committed
+        // rows as the active one, popped by drop, or by the abort of the (sub)transaction when
+        // a statement raises an ERROR.
+        unsafe {
+            if pgrx::pg_sys::IsInParallelMode() {
+                return None;
+            }
+            pgrx::pg_sys::PushActiveSnapshot(pgrx::pg_sys::GetLatestSnapshot());
+        }
+        Some(LatestSnapshot(()))
+    }
+}
+
+impl Drop for LatestSnapshot {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            // SAFETY: pops the snapshot push() pushed; while unwinding from an ERROR the abort
+            // of the (sub)transaction pops it instead.
+            unsafe { pgrx::pg_sys::PopActiveSnapshot() };
+        }
+    }
 }

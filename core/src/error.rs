@@ -161,6 +161,10 @@ pub enum Error {
     /// A call that writes ran on a node of a Citus cluster that does not hold the user's
     /// shards: Citus routes a writer whole only when it delegates the call.
     NotOnShard { function: &'static str, user_id: i64 },
+    /// Citus moved or split shards this node served while a call that writes to them was sent
+    /// here or waited for them (`user_id`: the call's user; none: a catalog trigger's work on
+    /// every user the node serves).
+    ShardsMoved { function: &'static str, user_id: Option<i64> },
     /// A statement of the extension failed at the SPI level.
     Statement { what: &'static str, detail: String },
 }
@@ -182,7 +186,7 @@ impl Error {
             PlanMissing { .. } => ErrorKind::MissingReference,
             NoCycle { .. } => ErrorKind::NullColumn,
             RefundBelowZero { .. } => ErrorKind::CheckViolation,
-            SubscriptionChanged { .. } => ErrorKind::SerializationFailure,
+            SubscriptionChanged { .. } | ShardsMoved { .. } => ErrorKind::SerializationFailure,
             IdempotencyKeyTooLong { .. } => ErrorKind::TooLong,
             ColumnType { .. } => ErrorKind::ColumnType,
             RecordWithoutPeriod { .. }
@@ -305,6 +309,10 @@ impl Error {
                  user id a constant or a parameter, so that Citus sends it to that worker; \
                  docs/scaling.md."
             ),
+            ShardsMoved { .. } => "Retry: Citus sends the call to the node that holds the \
+                 rows now. A writer inside a larger query is not sent there by Citus: call it on \
+                 its own (docs/scaling.md)."
+                .into(),
             RecordWithoutPeriod { .. } => "Records written before quota.attach() are not tied \
                  to a counter; correct the counter in user_usage instead."
                 .into(),
@@ -488,6 +496,14 @@ impl fmt::Display for Error {
             NotOnShard { function, user_id } => write!(
                 f,
                 "{function} for user {user_id} ran on a node that does not hold the user's rows"
+            ),
+            ShardsMoved { function, user_id: Some(user_id) } => write!(
+                f,
+                "{function} for user {user_id} reached a node that no longer holds the user's rows"
+            ),
+            ShardsMoved { function, user_id: None } => write!(
+                f,
+                "{function}: shards this node served moved to another node while it waited for them"
             ),
             RecordWithoutPeriod { record_id } => write!(
                 f,

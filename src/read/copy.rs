@@ -36,6 +36,7 @@ use super::probe::{
 };
 use super::{Catalog, Chosen, PlanRow};
 use crate::binding;
+use crate::spi;
 use crate::time::micros;
 use entitlements_core::grants::{self, Totals};
 use entitlements_core::subscription::{Candidate, ACTIVE};
@@ -355,31 +356,18 @@ fn privileged_on(tables: &[Table]) -> Result<(), String> {
 /// invalidation counted as one of the copy's.
 struct Building {
     _flag: BuildingFlag,
+    _snapshot: Option<spi::LatestSnapshot>,
 }
 
 impl Building {
-    /// Returns the guard and where the snapshot pushed stands.
+    /// Returns the guard and where the snapshot pushed stands. Not in parallel mode: `rebuild`
+    /// builds no copy there.
     fn start() -> (Building, Horizon) {
         let flag = BuildingFlag::set();
-        // SAFETY: a snapshot of the newest committed rows, active for the statements of the
-        // build (read-only SPI uses the active snapshot); popped by drop, or by the abort of
-        // the (sub)transaction when a statement raises an ERROR.
-        let horizon = unsafe {
-            let latest = pg_sys::GetLatestSnapshot();
-            pg_sys::PushActiveSnapshot(latest);
-            Horizon::of(pg_sys::GetActiveSnapshot())
-        };
-        (Building { _flag: flag }, horizon)
-    }
-}
-
-impl Drop for Building {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            // SAFETY: pops the snapshot start() pushed; while unwinding from an ERROR the
-            // abort of the (sub)transaction pops it instead.
-            unsafe { pg_sys::PopActiveSnapshot() };
-        }
+        let snapshot = spi::LatestSnapshot::push();
+        // SAFETY: the snapshot just pushed is the active one.
+        let horizon = unsafe { Horizon::of(pg_sys::GetActiveSnapshot()) };
+        (Building { _flag: flag, _snapshot: snapshot }, horizon)
     }
 }
 
