@@ -15,6 +15,8 @@
 # prints one line per check and exits 1 when one failed.
 #
 # Environment: CITUS_CHECK_SECONDS=5 (pgbench duration of each throughput run);
+# CITUS_CHECK_ADD_NODE=host:port adds that server (the database and Citus created in it, not
+# yet registered) as a worker, and rebalances the shards onto it while clients consume;
 # CITUS_CHECK_DROP=1 ends the check with DROP EXTENSION pg_entitlements and checks that no
 # shard is left on any node (it drops the extension's data in that database).
 set -uo pipefail
@@ -460,6 +462,62 @@ else
     move_while_consuming "$first_place" "$other_place" block_writes
   fi
   move_while_consuming "$other_place" "$first_place" block_writes
+fi
+
+echo "==> adding a worker"
+# Only when asked (CITUS_CHECK_ADD_NODE=host:port names a server with the database and Citus in
+# it, not yet in the cluster): it joins the cluster for good. Citus creates the extension there,
+# which gives the node its own range of row ids at once; then the rebalancer moves shards onto
+# it (by logical replication when wal_level allows) while 8 clients consume for random users
+# of this run, in runs of 3 s until the rebalance is done. Every unit counted must be there, the
+# ledger must agree, and row ids must stay unique across nodes.
+if [ -n "${CITUS_CHECK_ADD_NODE:-}" ]; then
+  new_host=${CITUS_CHECK_ADD_NODE%:*} new_port=${CITUS_CHECK_ADD_NODE##*:}
+  check "the new worker joins, with the extension and a range of row ids of its own" "true|t" "
+SELECT citus_add_node('$new_host', $new_port) AS joined \\gset
+SELECT bool_and(r.result = 't') AS ranged
+  FROM run_command_on_workers(\$\$SELECT s.seqmin = (SELECT groupid::bigint * 281474976710656 + 1
+                                                     FROM pg_dist_local_group)
+                                  FROM pg_sequence s
+                                 WHERE s.seqrelid = pg_get_serial_sequence('quota.usage_records', 'id')::regclass\$\$) r
+ WHERE r.nodename = '$new_host' AND r.nodeport = $new_port \\gset
+SELECT (SELECT count(*) = 1 FROM pg_dist_node WHERE nodename = '$new_host' AND nodeport = $new_port)
+       || '|' || coalesce(:'ranged', 'f')"
+  cat >"$WORK/spread.sql" <<SQL
+\set u random($FIRST, $LAST)
+SELECT allowed FROM quota.consume(:u, 'keyword_distillation', 1);
+SQL
+  before=$("${PSQL[@]}" -c "SELECT coalesce(sum(usage_count), 0) FROM quota.user_usage
+                            WHERE user_id BETWEEN $FIRST AND $LAST AND feature_code = 'keyword_distillation'")
+  : >"$WORK/spread.counts"
+  (
+    while [ ! -e "$WORK/rebalanced" ]; do
+      pgbench -n -c 8 -j 2 -T 3 --max-tries=50 -f "$WORK/spread.sql" >"$WORK/spread.log" 2>&1
+      if grep -q "aborted" "$WORK/spread.log"; then grep -m3 -E "error|aborted" "$WORK/spread.log"; fi
+      awk '/actually processed/ { print $NF }' "$WORK/spread.log" >>"$WORK/spread.counts"
+    done
+  ) >"$WORK/spread.errors" 2>&1 &
+  spreading=$!
+  rebalanced=$("${PSQL[@]}" -c "SELECT rebalance_table_shards(shard_transfer_mode => '$(
+      [ "$("${PSQL[@]}" -c "SELECT bool_and(result = 'logical') FROM run_command_on_workers('SHOW wal_level')")" = t ] \
+        && echo force_logical || echo block_writes)')" 2>&1) || fail "the rebalance" "$rebalanced"
+  touch "$WORK/rebalanced"
+  wait "$spreading"
+  counted=$(awk '{ n += $1 } END { print n + 0 }' "$WORK/spread.counts")
+  [ -s "$WORK/spread.errors" ] && fail "consuming during the rebalance" "$(head -3 "$WORK/spread.errors")"
+  check "the rebalance moved shards onto it; each of the $counted units counted meanwhile is there, once" "true|true|true|0|true" "
+SELECT (SELECT count(*) > 0 FROM pg_dist_placement pl JOIN pg_dist_node n USING (groupid)
+         WHERE n.nodename = '$new_host' AND n.nodeport = $new_port)
+       || '|' || ((SELECT sum(usage_count) FROM quota.user_usage
+                    WHERE user_id BETWEEN $FIRST AND $LAST AND feature_code = 'keyword_distillation')
+                  = $before + $counted)
+       || '|' || ((SELECT sum(amount) FROM quota.usage_records
+                    WHERE user_id BETWEEN $FIRST AND $LAST AND feature_code = 'keyword_distillation')
+                  = $before + $counted)
+       || '|' || (SELECT count(*) FROM quota.verify_ledger())
+       || '|' || (SELECT count(DISTINCT id) = count(*) FROM quota.usage_records)"
+else
+  echo "--    not tried: CITUS_CHECK_ADD_NODE=host:port adds that server to the cluster as a worker"
 fi
 
 echo "==> throughput: delegated calls against a single node on the same machine"

@@ -33,13 +33,57 @@ BEGIN
 END
 $$;
 
+-- Gives this node's identity sequences of the extension a range of row ids of its own on a Citus
+-- cluster: 2^48 values per node group, from its group id on (the coordinator's group 0: from 1).
+-- Nothing without Citus' node catalog. quota.distribute() runs it on every node, and the
+-- extension's script runs it: a worker Citus adds later creates the extension with its group id
+-- already set, and so never gives the ids another node gives, even before quota.distribute()
+-- runs again. DDL propagation is off for its statements: each node sets its own sequences.
+CREATE FUNCTION quota.own_id_range() RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET citus.enable_ddl_propagation = off
+AS $$
+DECLARE
+    low pg_catalog.int8;
+    s pg_catalog.regclass;
+    following pg_catalog.int8;
+BEGIN
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_local_group') IS NULL THEN
+        RETURN;
+    END IF;
+    EXECUTE 'SELECT g.groupid::pg_catalog.int8 * 281474976710656 + 1 FROM pg_catalog.pg_dist_local_group g'
+        INTO low;
+    IF low IS NULL THEN
+        RETURN;
+    END IF;
+    FOR s IN
+        SELECT d.objid::pg_catalog.regclass
+          FROM pg_catalog.pg_depend d
+          JOIN pg_catalog.pg_class c ON c.oid = d.objid AND c.relkind = 'S'
+          JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_entitlements'
+         WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+           AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e'
+    LOOP
+        EXECUTE pg_catalog.format(
+            'SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM %s', s)
+            INTO following;
+        EXECUTE pg_catalog.format('ALTER SEQUENCE %s MINVALUE %s MAXVALUE %s START %s RESTART %s',
+                                  s, low, low + 281474976710654, low,
+                                  GREATEST(following, low));
+    END LOOP;
+END
+$$;
+-- An administrator's call, as part of quota.distribute().
+REVOKE EXECUTE ON FUNCTION quota.own_id_range() FROM PUBLIC;
+
 -- Lays the extension's tables and functions out over a Citus cluster, idempotently: the tables
 -- without user_id become reference tables (a copy on every node), those with user_id are
 -- distributed by it in one colocation group (anchored on quota.user_subscriptions), each in an
 -- order where the tables it references are already laid out; every function whose first
 -- argument is user_id is delegated to the node holding that user, the writers also inside a
 -- transaction block (force_delegation); and each node's identity sequences are given a range
--- of their own, so that row ids stay unique across nodes. Run it again after adding a node.
+-- of their own, so that row ids stay unique across nodes (quota.own_id_range()).
 CREATE FUNCTION quota.distribute() RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -134,35 +178,11 @@ BEGIN
                     colocate_with := 'quota.user_subscriptions', force_delegation := writes);
     END LOOP;
 
-    -- Every node gives ids from a range of its own: 2^48 values per node group.
+    -- Every node gives ids from a range of its own.
     FOR failure IN
-        SELECT r.result FROM pg_catalog.run_command_on_all_nodes($cmd$
-DO $node$
-DECLARE
-    low pg_catalog.int8 := (SELECT g.groupid::pg_catalog.int8 * 281474976710656 + 1
-                              FROM pg_catalog.pg_dist_local_group g);
-    s pg_catalog.regclass;
-    following pg_catalog.int8;
-BEGIN
-    PERFORM pg_catalog.set_config('citus.enable_ddl_propagation', 'off', true);
-    FOR s IN
-        SELECT d.objid::pg_catalog.regclass
-          FROM pg_catalog.pg_depend d
-          JOIN pg_catalog.pg_class c ON c.oid = d.objid AND c.relkind = 'S'
-          JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_entitlements'
-         WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-           AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e'
-    LOOP
-        EXECUTE pg_catalog.format(
-            'SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM %s', s)
-            INTO following;
-        EXECUTE pg_catalog.format('ALTER SEQUENCE %s MINVALUE %s MAXVALUE %s START %s RESTART %s',
-                                  s, low, low + 281474976710654, low,
-                                  GREATEST(following, low));
-    END LOOP;
-END
-$node$
-$cmd$) r WHERE NOT r.success
+        SELECT r.result
+          FROM pg_catalog.run_command_on_all_nodes('SELECT quota.own_id_range()') r
+         WHERE NOT r.success
     LOOP
         RAISE EXCEPTION 'quota.distribute() could not give a node its range of row ids: %', failure
             USING ERRCODE = 'system_error';

@@ -215,7 +215,7 @@ COMMENT ON FUNCTION quota.counting_subscriptions_sql(regclass, text) IS
 COMMENT ON FUNCTION quota.resync_storage_sql(regclass, text, text) IS
 'Internal to the catalog triggers: the statement tail that resyncs storage_quota_bytes and announces the change.';
 COMMENT ON FUNCTION quota.local_shards(text[]) IS
-'On a Citus cluster, for each hash range this node serves on its own, the names of the shards there of the tables of schema quota named (a reference table: this node''s copy): where the catalog triggers act on a node. No row on one server.';
+'On a Citus cluster, for each hash range this node serves on its own, the names of the shards there of the tables of schema quota named (a reference table: this node''s copy): where the catalog triggers act on a node. It holds Citus'' placement lock on those shards until the transaction ends, so that a shard move waits for their work (40001 when one moved away meanwhile). No row on one server.';
 COMMENT ON FUNCTION quota.bound_table(text) IS
 'The table of that name the functions use: the attached application''s after quota.attach(), else quota''s.';
 COMMENT ON FUNCTION quota.plan_features_changed() IS
@@ -523,4 +523,10 @@ COMMENT ON FUNCTION quota.distribute() IS
     'without user_id as reference tables, those with user_id distributed by it in one '
     'colocation group, every function whose first argument is user_id delegated to the node '
     'holding that user (writers with force_delegation), and a range of row ids of its own for '
-    'each node. Run it again after adding a node. Without Citus it raises 55000.';
+    'each node (quota.own_id_range()). Without Citus it raises 55000.';
+
+COMMENT ON FUNCTION quota.own_id_range() IS
+    'Citus: gives this node''s identity sequences of the extension the range of row ids of its '
+    'node group (2^48 ids from group id * 2^48 + 1), so that no two nodes give the same id; '
+    'nothing without Citus. quota.distribute() runs it on every node, and CREATE EXTENSION on '
+    'the node a worker Citus adds later.';

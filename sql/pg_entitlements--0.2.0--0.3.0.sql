@@ -930,7 +930,7 @@ $$;
 -- The shards of tables per hash range this node serves on a Citus cluster, for the catalog
 -- triggers (src/api.rs).
 CREATE FUNCTION quota.local_shards("tables" TEXT[]) RETURNS SETOF TEXT[]
-STRICT STABLE PARALLEL SAFE
+STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'local_shards_wrapper';
 
@@ -1286,7 +1286,7 @@ COMMENT ON FUNCTION quota.counting_subscriptions_sql(regclass, text) IS
 COMMENT ON FUNCTION quota.resync_storage_sql(regclass, text, text) IS
 'Internal to the catalog triggers: the statement tail that resyncs storage_quota_bytes and announces the change.';
 COMMENT ON FUNCTION quota.local_shards(text[]) IS
-'On a Citus cluster, for each hash range this node serves on its own, the names of the shards there of the tables of schema quota named (a reference table: this node''s copy): where the catalog triggers act on a node. No row on one server.';
+'On a Citus cluster, for each hash range this node serves on its own, the names of the shards there of the tables of schema quota named (a reference table: this node''s copy): where the catalog triggers act on a node. It holds Citus'' placement lock on those shards until the transaction ends, so that a shard move waits for their work (40001 when one moved away meanwhile). No row on one server.';
 COMMENT ON FUNCTION quota.bound_table(text) IS
 'The table of that name the functions use: the attached application''s after quota.attach(), else quota''s.';
 COMMENT ON FUNCTION quota.plan_features_changed() IS
@@ -1761,6 +1761,11 @@ REVOKE EXECUTE ON FUNCTION quota.announce(text, text) FROM PUBLIC;
 -- On a Citus cluster the catalog triggers raise their events through quota.announce, as the
 -- role that changes the catalog: no more than pg_notify, which every role may call.
 GRANT EXECUTE ON FUNCTION quota.announce(text, text) TO quota_admin;
+-- quota.local_shards takes Citus' placement lock on a node's shards until the transaction ends,
+-- which holds shard moves back: for the catalog triggers, which run as the role that changes the
+-- catalog, only.
+REVOKE EXECUTE ON FUNCTION quota.local_shards(text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION quota.local_shards(text[]) TO quota_admin;
 
 -- Adds a grant, or, for an idempotency key already used for this user and feature, returns
 -- that grant and adds nothing (the same key with another amount is refused, 23505).
@@ -3716,13 +3721,57 @@ BEGIN
 END
 $$;
 
+-- Gives this node's identity sequences of the extension a range of row ids of its own on a Citus
+-- cluster: 2^48 values per node group, from its group id on (the coordinator's group 0: from 1).
+-- Nothing without Citus' node catalog. quota.distribute() runs it on every node, and the
+-- extension's script runs it: a worker Citus adds later creates the extension with its group id
+-- already set, and so never gives the ids another node gives, even before quota.distribute()
+-- runs again. DDL propagation is off for its statements: each node sets its own sequences.
+CREATE FUNCTION quota.own_id_range() RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET citus.enable_ddl_propagation = off
+AS $$
+DECLARE
+    low pg_catalog.int8;
+    s pg_catalog.regclass;
+    following pg_catalog.int8;
+BEGIN
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_local_group') IS NULL THEN
+        RETURN;
+    END IF;
+    EXECUTE 'SELECT g.groupid::pg_catalog.int8 * 281474976710656 + 1 FROM pg_catalog.pg_dist_local_group g'
+        INTO low;
+    IF low IS NULL THEN
+        RETURN;
+    END IF;
+    FOR s IN
+        SELECT d.objid::pg_catalog.regclass
+          FROM pg_catalog.pg_depend d
+          JOIN pg_catalog.pg_class c ON c.oid = d.objid AND c.relkind = 'S'
+          JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_entitlements'
+         WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+           AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e'
+    LOOP
+        EXECUTE pg_catalog.format(
+            'SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM %s', s)
+            INTO following;
+        EXECUTE pg_catalog.format('ALTER SEQUENCE %s MINVALUE %s MAXVALUE %s START %s RESTART %s',
+                                  s, low, low + 281474976710654, low,
+                                  GREATEST(following, low));
+    END LOOP;
+END
+$$;
+-- An administrator's call, as part of quota.distribute().
+REVOKE EXECUTE ON FUNCTION quota.own_id_range() FROM PUBLIC;
+
 -- Lays the extension's tables and functions out over a Citus cluster, idempotently: the tables
 -- without user_id become reference tables (a copy on every node), those with user_id are
 -- distributed by it in one colocation group (anchored on quota.user_subscriptions), each in an
 -- order where the tables it references are already laid out; every function whose first
 -- argument is user_id is delegated to the node holding that user, the writers also inside a
 -- transaction block (force_delegation); and each node's identity sequences are given a range
--- of their own, so that row ids stay unique across nodes. Run it again after adding a node.
+-- of their own, so that row ids stay unique across nodes (quota.own_id_range()).
 CREATE FUNCTION quota.distribute() RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -3817,35 +3866,11 @@ BEGIN
                     colocate_with := 'quota.user_subscriptions', force_delegation := writes);
     END LOOP;
 
-    -- Every node gives ids from a range of its own: 2^48 values per node group.
+    -- Every node gives ids from a range of its own.
     FOR failure IN
-        SELECT r.result FROM pg_catalog.run_command_on_all_nodes($cmd$
-DO $node$
-DECLARE
-    low pg_catalog.int8 := (SELECT g.groupid::pg_catalog.int8 * 281474976710656 + 1
-                              FROM pg_catalog.pg_dist_local_group g);
-    s pg_catalog.regclass;
-    following pg_catalog.int8;
-BEGIN
-    PERFORM pg_catalog.set_config('citus.enable_ddl_propagation', 'off', true);
-    FOR s IN
-        SELECT d.objid::pg_catalog.regclass
-          FROM pg_catalog.pg_depend d
-          JOIN pg_catalog.pg_class c ON c.oid = d.objid AND c.relkind = 'S'
-          JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_entitlements'
-         WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-           AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e'
-    LOOP
-        EXECUTE pg_catalog.format(
-            'SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM %s', s)
-            INTO following;
-        EXECUTE pg_catalog.format('ALTER SEQUENCE %s MINVALUE %s MAXVALUE %s START %s RESTART %s',
-                                  s, low, low + 281474976710654, low,
-                                  GREATEST(following, low));
-    END LOOP;
-END
-$node$
-$cmd$) r WHERE NOT r.success
+        SELECT r.result
+          FROM pg_catalog.run_command_on_all_nodes('SELECT quota.own_id_range()') r
+         WHERE NOT r.success
     LOOP
         RAISE EXCEPTION 'quota.distribute() could not give a node its range of row ids: %', failure
             USING ERRCODE = 'system_error';
@@ -3860,4 +3885,15 @@ COMMENT ON FUNCTION quota.distribute() IS
     'without user_id as reference tables, those with user_id distributed by it in one '
     'colocation group, every function whose first argument is user_id delegated to the node '
     'holding that user (writers with force_delegation), and a range of row ids of its own for '
-    'each node. Run it again after adding a node. Without Citus it raises 55000.';
+    'each node (quota.own_id_range()). Without Citus it raises 55000.';
+
+COMMENT ON FUNCTION quota.own_id_range() IS
+    'Citus: gives this node''s identity sequences of the extension the range of row ids of its '
+    'node group (2^48 ids from group id * 2^48 + 1), so that no two nodes give the same id; '
+    'nothing without Citus. quota.distribute() runs it on every node, and CREATE EXTENSION on '
+    'the node a worker Citus adds later.';
+
+-- This node's range of row ids on a Citus cluster (quota.own_id_range()), once every sequence
+-- of the extension exists: on a worker Citus adds after quota.distribute(), Citus creates the
+-- extension with the node's group id already set.
+SELECT quota.own_id_range();

@@ -70,6 +70,11 @@ TO quota_admin;
 -- On a Citus cluster the catalog triggers raise their events through quota.announce, as the
 -- role that changes the catalog: no more than pg_notify, which every role may call.
 GRANT EXECUTE ON FUNCTION quota.announce(text, text) TO quota_admin;
+-- quota.local_shards takes Citus' placement lock on a node's shards until the transaction ends,
+-- which holds shard moves back: for the catalog triggers, which run as the role that changes the
+-- catalog, only.
+REVOKE EXECUTE ON FUNCTION quota.local_shards(text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION quota.local_shards(text[]) TO quota_admin;
 
 -- Running counts (kind gauge) count down through release_usage only.
 REVOKE EXECUTE ON FUNCTION quota.release_usage(bigint, text, integer, text, text, bigint, jsonb) FROM PUBLIC;

@@ -701,7 +701,9 @@ fn distributed() -> bool {
 /// the shards there of `tables` (tables of schema quota by name; a reference table: this
 /// node's copy): where the catalog triggers, which fire on each node's copy of a reference
 /// table, act on that node's users ([`placement::local_shards`]). No row on one server.
-#[pg_extern(stable, parallel_safe, strict)]
+/// Volatile: it takes Citus' placement lock on those shards, which blocks shard moves until the
+/// transaction ends; not for PUBLIC (privileges.sql).
+#[pg_extern(volatile, parallel_unsafe, strict)]
 fn local_shards(tables: Vec<Option<String>>) -> SetOfIterator<'static, Vec<Option<String>>> {
     crate::error::guard(|| {
         SetOfIterator::new(

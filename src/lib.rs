@@ -87,7 +87,8 @@ extension_sql_file!(
         api::refund_usage_by_key,
         api::adjust_quota,
         api::clear_custom_quota,
-        api::carry_usage
+        api::carry_usage,
+        api::local_shards
     ]
 );
 extension_sql_file!(
@@ -138,6 +139,7 @@ extension_sql_file!(
         api::create_due_rollover
     ]
 );
+extension_sql_file!("../sql/own_ids.sql", name = "own_ids", requires = ["citus", "lifecycle"]);
 extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
 
 #[pg_guard]

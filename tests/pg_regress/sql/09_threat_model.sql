@@ -255,6 +255,14 @@ CALL expect_error($$UPDATE quota.features SET default_limit = 1$$);
 CALL expect_error($$UPDATE quota.settings SET time_zone = 'UTC'$$);
 RESET ROLE;
 
+-- Only the catalog's administrators take Citus' placement locks (through the catalog triggers).
+SET ROLE tm_app;
+CALL expect_error($$SELECT * FROM quota.local_shards(ARRAY['features'])$$);
+RESET ROLE;
+SET ROLE tm_admin;
+SELECT count(*) AS shards_on_one_server FROM quota.local_shards(ARRAY['features']);
+RESET ROLE;
+
 -- A role without grants reaches nothing of schema quota.
 SET ROLE tm_stranger;
 CALL expect_error($$SELECT * FROM quota.check_user_quota(2, 'articles_per_month')$$);
