@@ -2,8 +2,11 @@
 # pg_entitlements on an existing Citus cluster (docs/scaling.md): quota.distribute(), the seed
 # scenario on 1,000 users spread over the workers, row ids unique across nodes, a 16-client
 # consume race on one user (exactly the limit succeeds, verify_ledger() empty), the storage
-# trigger, grants and reservations, and the throughput of delegated calls against the same
-# calls in a database of the coordinator that is not distributed (a single node, same machine).
+# trigger, grants and reservations, the tick, a change of the time zone, a user's shards moved
+# there and back and split while clients consume for the user (every unit counted is kept), the
+# throughput of delegated calls against the same calls in a database of the coordinator that
+# is not distributed (a single node, same machine); on request, a worker added and the shards
+# rebalanced onto it under load, and DROP EXTENSION.
 #
 #   ./scripts/citus-check.sh -h HOST -p PORT -U USER -d DATABASE
 #
@@ -407,47 +410,108 @@ SELECT count(*) AS ledger FROM quota.verify_ledger() \\gset
 SELECT :moved || '|' || (:'moved_start'::timestamptz <> :'utc_start'::timestamptz) || '|' || :back
        || '|' || (SELECT sum(amount) FROM quota.usage_records WHERE user_id = $ZONED AND feature_code = 'articles_per_month') || '|' || :ledger"
 
-echo "==> shard moves while calls write"
+echo "==> throughput: delegated calls against a single node on the same machine"
+"${PSQL[@]}" -c "DROP DATABASE IF EXISTS $SINGLE" -c "CREATE DATABASE $SINGLE" >/dev/null
+PGDATABASE=$SINGLE "${PSQL[@]}" >/dev/null <<SQL
+CREATE EXTENSION pg_entitlements;
+INSERT INTO quota.subscription_plans (plan_code, plan_name) VALUES ('citus_check', 'Citus check');
+INSERT INTO quota.plan_features (plan_id, feature_code, feature_value)
+SELECT p.id, f.code, 1000000 FROM quota.subscription_plans p CROSS JOIN quota.features f WHERE f.builtin;
+INSERT INTO quota.user_subscriptions (user_id, plan_id, start_date, end_date)
+SELECT u, (SELECT id FROM quota.subscription_plans), now() - interval '1 day', now() + interval '1 year'
+  FROM generate_series($FIRST, $LAST) u;
+SQL
+cat >"$WORK/check.sql" <<SQL
+\set u random($FIRST, $LAST)
+SELECT has_quota FROM quota.check_user_quota(:u, 'keyword_distillation');
+SQL
+cat >"$WORK/consume.sql" <<SQL
+\set u random($FIRST, $LAST)
+SELECT allowed FROM quota.consume(:u, 'platform_accounts', 1);
+SQL
+# tps FILE DATABASE: the transactions per second of 8 clients, or nothing when a call failed.
+tps() {
+  PGDATABASE=$2 pgbench -n -c 8 -j 2 -T "$SECONDS_PER_RUN" -f "$1" 2>/dev/null \
+    | awk '/^tps/ { print int($3) }' | head -1
+}
+for call in check consume; do
+  single=$(tps "$WORK/$call.sql" "$SINGLE")
+  delegated=$(tps "$WORK/$call.sql" "$DB")
+  single=${single:-0} delegated=${delegated:-0}
+  [ "$call" = check ] && single_check=$single
+  if [ "$single" -gt 0 ] && [ "$delegated" -gt 0 ]; then
+    ratio=$(awk -v d="$delegated" -v s="$single" 'BEGIN { printf "%.2f", d / s }')
+    pass "$call: $delegated tps delegated, $single tps on a single node: ratio $ratio"
+  else
+    fail "$call: $delegated tps delegated, $single tps on a single node (a call failed)"
+  fi
+done
+# What a delegated call costs here whatever it does: a PL/pgSQL function that returns true,
+# delegated the same way (its first argument in the colocation group of user_subscriptions).
+# Its rate against the single node's check_user_quota is the most any delegated call reaches.
+if "${PSQL[@]}" >/dev/null 2>&1 <<SQL
+CREATE SCHEMA IF NOT EXISTS citus_check;
+CREATE OR REPLACE FUNCTION citus_check.nothing(user_id bigint) RETURNS boolean
+LANGUAGE plpgsql AS \$\$ BEGIN RETURN true; END \$\$;
+SELECT create_distributed_function('citus_check.nothing(bigint)', '\$1',
+                                   colocate_with := 'quota.user_subscriptions');
+SQL
+then
+  printf '\\set u random(%s, %s)\nSELECT citus_check.nothing(:u);\n' "$FIRST" "$LAST" >"$WORK/nothing.sql"
+  nothing=$(tps "$WORK/nothing.sql" "$DB")
+  echo "--    the ceiling: a delegated call that does nothing, ${nothing:-0} tps:" \
+       "$(awk -v d="${nothing:-0}" -v s="${single_check:-0}" 'BEGIN { printf "%.2f", s ? d / s : 0 }')" \
+       "of the single node's check_user_quota"
+fi
+"${PSQL[@]}" -c "DROP DATABASE IF EXISTS $SINGLE" >/dev/null
+
+echo "==> shard moves and a split while calls write"
 # Citus moves the user's shards to another worker, and back, while 8 clients consume for the
 # user: first as Citus moves by default (logical replication, which the workers' wal_level must
-# allow), then blocking writes for the whole copy. A write holds Citus' placement lock on the
-# user's shard, as Citus' own routed writes do, so the move copies every unit counted before it
-# switches. A call that waited for the move, or that Citus sent on the old placement, fails with
-# 40001, which the clients retry (pgbench --max-tries). Every unit a call reported counted must
-# be there once the move is done, and the ledger must agree.
+# allow), then blocking writes for the whole copy; then it splits them in two, the user's half
+# going to the other worker. A write holds Citus' placement lock on the user's shard, as Citus'
+# own routed writes do, so a move or split copies every unit counted before it switches. A call
+# that waited for it, or that Citus sent on the old placement, fails with 40001, which the
+# clients retry (pgbench --max-tries). Every unit a call reported counted must be there once it
+# is done, and the ledger must agree.
 MOVER=$((FIRST + 9))
-read -r shard first_place other_place <<<"$("${PSQL[@]}" -F ' ' -c "
-SELECT s.shard, src.nodename || ':' || src.nodeport,
-       (SELECT n.nodename || ':' || n.nodeport FROM pg_dist_node n
-         WHERE n.groupid NOT IN (0, src.groupid) AND n.noderole = 'primary' ORDER BY n.groupid LIMIT 1)
-  FROM (SELECT get_shard_id_for_distribution_column('quota.user_subscriptions', $MOVER) AS shard) s
-  JOIN pg_dist_placement pl ON pl.shardid = s.shard
-  JOIN pg_dist_node src ON src.groupid = pl.groupid")"
-# move_while_consuming FROM TO MODE (host:port each): the move, with the clients running.
-move_while_consuming() {
-  local before counted retried moved
+read -r first_place first_id other_place other_id <<<"$("${PSQL[@]}" -F ' ' -c "
+SELECT src.nodename || ':' || src.nodeport, src.nodeid, o.place, o.nodeid
+  FROM pg_dist_placement pl
+  JOIN pg_dist_node src ON src.groupid = pl.groupid
+  LEFT JOIN LATERAL (SELECT n.nodename || ':' || n.nodeport AS place, n.nodeid FROM pg_dist_node n
+                      WHERE n.groupid NOT IN (0, src.groupid) AND n.noderole = 'primary'
+                      ORDER BY n.groupid LIMIT 1) o ON true
+ WHERE pl.shardid = get_shard_id_for_distribution_column('quota.user_subscriptions', $MOVER)")"
+# while_consuming WHAT TO SQL: runs SQL (a Citus operation on the user's shards, which leaves
+# them on TO, host:port) with the clients consuming.
+while_consuming() {
+  local before counted retried done
   before=$("${PSQL[@]}" -c "SELECT current_usage FROM quota.check_user_quota($MOVER, 'platform_accounts')")
   pgbench -n -c 8 -j 2 -T 8 --max-tries=50 -f "$WORK/mover.sql" >"$WORK/mover.log" 2>&1 &
   local bench=$!
   sleep 2
-  moved=$("${PSQL[@]}" -c "SELECT citus_move_shard_placement($shard, '${1%:*}', ${1##*:}, '${2%:*}', ${2##*:},
-                                                              shard_transfer_mode => '$3')" 2>&1) \
-    || fail "the move from $1 to $2 ($3)" "$moved"
+  done=$("${PSQL[@]}" -c "$3" 2>&1) || fail "$1" "$done"
   wait "$bench"
   counted=$(awk '/actually processed/ { print $NF }' "$WORK/mover.log")
   retried=$(awk '/number of transactions retried/ { print $5 }' "$WORK/mover.log")
   if grep -q "aborted" "$WORK/mover.log" || [ -z "$counted" ]; then
-    fail "consuming during the move ($3)" "$(grep -m3 -E 'error|aborted' "$WORK/mover.log")"
+    fail "consuming during $1" "$(grep -m3 -E 'error|aborted' "$WORK/mover.log")"
   fi
-  check "$3: each of the $counted units counted while the shards moved is there once (${retried:-0} calls retried)" "true|true|0|$2" "
+  check "$1: each of the $counted units counted meanwhile is there once (${retried:-0} calls retried)" "true|true|0|$2" "
 SELECT (q.current_usage = ${before:-0} + ${counted:-0})
        || '|' || (q.current_usage = (SELECT sum(amount) FROM quota.usage_records
                                       WHERE user_id = $MOVER AND feature_code = 'platform_accounts'))
        || '|' || (SELECT count(*) FROM quota.verify_ledger())
        || '|' || (SELECT n.nodename || ':' || n.nodeport
                     FROM pg_dist_placement pl JOIN pg_dist_node n USING (groupid)
-                   WHERE pl.shardid = $shard)
+                   WHERE pl.shardid = get_shard_id_for_distribution_column('quota.user_subscriptions', $MOVER))
   FROM quota.check_user_quota($MOVER, 'platform_accounts') q"
+}
+# move FROM TO MODE (host:port each): the statement moving the user's shards.
+move() {
+  echo "SELECT citus_move_shard_placement(get_shard_id_for_distribution_column('quota.user_subscriptions', $MOVER),
+                                          '${1%:*}', ${1##*:}, '${2%:*}', ${2##*:}, shard_transfer_mode => '$3')"
 }
 if [ -z "${other_place:-}" ]; then
   echo "--    not tried: a shard move needs a second worker"
@@ -455,13 +519,25 @@ else
   "${PSQL[@]}" -c "SELECT count(*) FROM quota.adjust_quota($MOVER, 'platform_accounts', 1000000,
                                                            'citus-check: shard moves')" >/dev/null
   echo "SELECT allowed FROM quota.consume($MOVER, 'platform_accounts', 1);" >"$WORK/mover.sql"
+  mode=block_writes
   if [ "$("${PSQL[@]}" -c "SELECT bool_and(result = 'logical') FROM run_command_on_workers('SHOW wal_level')")" = t ]; then
-    move_while_consuming "$first_place" "$other_place" force_logical
+    mode=force_logical
   else
-    echo "--    not tried: a move by logical replication (the workers' wal_level is not logical)"
-    move_while_consuming "$first_place" "$other_place" block_writes
+    echo "--    not tried: moves by logical replication (the workers' wal_level is not logical)"
   fi
-  move_while_consuming "$other_place" "$first_place" block_writes
+  while_consuming "a move ($mode)" "$other_place" "$(move "$first_place" "$other_place" $mode)"
+  while_consuming "a move back (block_writes)" "$first_place" "$(move "$other_place" "$first_place" block_writes)"
+  # A split by logical replication decodes with Citus' own output plugin, which a server may
+  # refuse (PostgreSQL's output_plugin_libraries): the split blocks writes instead.
+  while_consuming "a split, the user's half moved (block_writes)" "$other_place" "
+SELECT citus_split_shard_by_split_points(
+           s.shardid, ARRAY[mid::text],
+           CASE WHEN worker_hash($MOVER::bigint) > mid THEN ARRAY[$first_id, $other_id]
+                ELSE ARRAY[$other_id, $first_id] END,
+           shard_transfer_mode => 'block_writes')
+  FROM pg_dist_shard s,
+       LATERAL (SELECT (s.shardminvalue::bigint + s.shardmaxvalue::bigint) / 2 AS mid) m
+ WHERE s.shardid = get_shard_id_for_distribution_column('quota.user_subscriptions', $MOVER)"
 fi
 
 echo "==> adding a worker"
@@ -519,43 +595,6 @@ SELECT (SELECT count(*) > 0 FROM pg_dist_placement pl JOIN pg_dist_node n USING 
 else
   echo "--    not tried: CITUS_CHECK_ADD_NODE=host:port adds that server to the cluster as a worker"
 fi
-
-echo "==> throughput: delegated calls against a single node on the same machine"
-"${PSQL[@]}" -c "DROP DATABASE IF EXISTS $SINGLE" -c "CREATE DATABASE $SINGLE" >/dev/null
-PGDATABASE=$SINGLE "${PSQL[@]}" >/dev/null <<SQL
-CREATE EXTENSION pg_entitlements;
-INSERT INTO quota.subscription_plans (plan_code, plan_name) VALUES ('citus_check', 'Citus check');
-INSERT INTO quota.plan_features (plan_id, feature_code, feature_value)
-SELECT p.id, f.code, 1000000 FROM quota.subscription_plans p CROSS JOIN quota.features f WHERE f.builtin;
-INSERT INTO quota.user_subscriptions (user_id, plan_id, start_date, end_date)
-SELECT u, (SELECT id FROM quota.subscription_plans), now() - interval '1 day', now() + interval '1 year'
-  FROM generate_series($FIRST, $LAST) u;
-SQL
-cat >"$WORK/check.sql" <<SQL
-\set u random($FIRST, $LAST)
-SELECT has_quota FROM quota.check_user_quota(:u, 'keyword_distillation');
-SQL
-cat >"$WORK/consume.sql" <<SQL
-\set u random($FIRST, $LAST)
-SELECT allowed FROM quota.consume(:u, 'platform_accounts', 1);
-SQL
-# tps FILE DATABASE: the transactions per second of 8 clients, or nothing when a call failed.
-tps() {
-  PGDATABASE=$2 pgbench -n -c 8 -j 2 -T "$SECONDS_PER_RUN" -f "$1" 2>/dev/null \
-    | awk '/^tps/ { print int($3) }' | head -1
-}
-for call in check consume; do
-  single=$(tps "$WORK/$call.sql" "$SINGLE")
-  delegated=$(tps "$WORK/$call.sql" "$DB")
-  single=${single:-0} delegated=${delegated:-0}
-  if [ "$single" -gt 0 ] && [ "$delegated" -gt 0 ]; then
-    ratio=$(awk -v d="$delegated" -v s="$single" 'BEGIN { printf "%.2f", d / s }')
-    pass "$call: $delegated tps delegated, $single tps on a single node: ratio $ratio"
-  else
-    fail "$call: $delegated tps delegated, $single tps on a single node (a call failed)"
-  fi
-done
-"${PSQL[@]}" -c "DROP DATABASE IF EXISTS $SINGLE" >/dev/null
 
 echo "==> dropping the extension"
 # Last, and only when asked: it drops the extension, with its data, in this database.
