@@ -597,10 +597,23 @@ else
 fi
 
 echo "==> dropping the extension"
-# Last, and only when asked: it drops the extension, with its data, in this database.
+# Last, and only when asked: it drops the extension, with its data, in this database. Right
+# after a move (with a second worker), whose old shards Citus drops only later: those go too.
 if [ "${CITUS_CHECK_DROP:-0}" = 1 ]; then
-  check "DROP EXTENSION drops the extension and every shard on every node" "true|0" "
+  moved=""
+  if [ -n "${other_place:-}" ]; then
+    moved="SELECT citus_move_shard_placement(s.shard, src.nodename, src.nodeport, dst.nodename, dst.nodeport,
+                                  shard_transfer_mode => 'block_writes')
+  FROM (SELECT get_shard_id_for_distribution_column('quota.user_subscriptions', $MOVER) AS shard) s
+  JOIN pg_dist_placement pl ON pl.shardid = s.shard
+  JOIN pg_dist_node src ON src.groupid = pl.groupid
+ CROSS JOIN LATERAL (SELECT n.nodename, n.nodeport FROM pg_dist_node n
+                      WHERE n.groupid NOT IN (0, src.groupid) AND n.noderole = 'primary'
+                      ORDER BY n.groupid LIMIT 1) dst;"
+  fi
+  check "DROP EXTENSION drops the extension and every shard on every node${moved:+, right after a move}" "true|0" "
 SET pg_entitlements.allow_drop_with_data = on;
+$moved
 DROP EXTENSION pg_entitlements;
 SELECT bool_and(r.success AND r.result = '0') || '|' ||
        (SELECT count(*) FROM pg_dist_partition)

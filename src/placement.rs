@@ -347,15 +347,55 @@ SELECT pg_catalog.count(s.dropped)
                     WHERE f.conrelid OPERATOR(pg_catalog.=) c.oid
                       AND f.contype OPERATOR(pg_catalog.=) 'f') DESC) s";
 
+/// The shards of the extension's tables that a finished move or split left on their old node
+/// for Citus to drop later (`pg_dist_cleanup`, after `citus.defer_shard_delete_interval`),
+/// dropped now, each on its node: through a connection of its own, with CASCADE (the foreign
+/// keys between them) and a lock timeout of 1 s, as Citus' cleanup drops them, for no table
+/// reads them any more (Citus refuses a change to a shard outside its own connections unless
+/// `citus.enable_manual_changes_to_shards`). The ones that could not be dropped, with the
+/// error.
+const DROP_LEFT_BEHIND: &str = "
+SELECT r.object_name, w.result
+  FROM pg_catalog.pg_dist_cleanup r
+  JOIN pg_catalog.pg_dist_node n ON n.groupid OPERATOR(pg_catalog.=) r.node_group_id
+ CROSS JOIN LATERAL pg_catalog.master_run_on_worker(
+           ARRAY[n.nodename], ARRAY[n.nodeport],
+           ARRAY[pg_catalog.format('SET citus.enable_manual_changes_to_shards TO on;
+                                     SET lock_timeout TO ''1s'';
+                                     DROP TABLE IF EXISTS %s CASCADE', r.object_name)], false) w
+ WHERE r.object_type OPERATOR(pg_catalog.=) 1 AND r.policy_type OPERATOR(pg_catalog.=) 2
+   AND r.object_name LIKE 'quota.%' AND NOT w.success";
+
+/// Their cleanup records, in the drop's transaction.
+const FORGET_LEFT_BEHIND: &str = "
+DELETE FROM pg_catalog.pg_dist_cleanup r
+ WHERE r.object_type OPERATOR(pg_catalog.=) 1 AND r.policy_type OPERATOR(pg_catalog.=) 2
+   AND r.object_name LIKE 'quota.%'";
+
 /// Before the extension is dropped on a Citus coordinator: drops the shards of its tables on
-/// every node. The shards are not the extension's objects, yet their triggers and checks call
-/// its functions: left in place, they make `DROP EXTENSION` fail, and with CASCADE they stay
-/// behind on every node once their tables are gone. Nothing to do on one server, and on a
-/// worker (the coordinator's drop has dropped them everywhere before it reaches a worker).
+/// every node, those a move or split left behind first. The shards are not the extension's
+/// objects, yet their columns, triggers and checks use its types and functions: left in place,
+/// they make `DROP EXTENSION` fail, and with CASCADE they stay behind on every node once their
+/// tables are gone. Nothing to do on one server, and on a worker (the coordinator's drop has
+/// dropped them everywhere before it reaches a worker).
 pub fn drop_shards(client: &mut SpiClient<'_>) -> Result<(), Error> {
     if !distributed(client)? || !spi::ask(client, COORDINATOR, &[])? {
         return Ok(());
     }
+    let what = "dropping the shards a move left behind";
+    let failures = client
+        .select(DROP_LEFT_BEHIND, None, &[])
+        .map_err(failed(what))?
+        .map(|row| {
+            let shard = spi::column::<String>(&row, 1, "")?.unwrap_or_default();
+            let error = spi::column::<String>(&row, 2, "")?.unwrap_or_default();
+            Ok(format!("{shard}: {error}"))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    if !failures.is_empty() {
+        return Err(Error::ShardsLeftBehind { detail: failures.join("; ") });
+    }
+    client.update(FORGET_LEFT_BEHIND, None, &[]).map_err(failed(what))?;
     client.update(DROP_SHARDS, None, &[]).map_err(failed("dropping the shards"))?;
     Ok(())
 }

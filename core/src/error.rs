@@ -165,6 +165,9 @@ pub enum Error {
     /// here or waited for them (`user_id`: the call's user; none: a catalog trigger's work on
     /// every user the node serves).
     ShardsMoved { function: &'static str, user_id: Option<i64> },
+    /// DROP EXTENSION on a Citus coordinator could not drop the shards a move or split left
+    /// for Citus to drop later (each with the node's error).
+    ShardsLeftBehind { detail: String },
     /// A statement of the extension failed at the SPI level.
     Statement { what: &'static str, detail: String },
 }
@@ -194,7 +197,8 @@ impl Error {
             | NothingToRefund { .. }
             | HoldEnded { .. }
             | KeyRefunded { .. }
-            | UpdatePending { .. } => ErrorKind::NotReady,
+            | UpdatePending { .. }
+            | ShardsLeftBehind { .. } => ErrorKind::NotReady,
             Statement { .. } => ErrorKind::Internal,
             NotAttachedFor { .. } | SeveralLimits { .. } | NotOnShard { .. } => {
                 ErrorKind::NotSupported
@@ -312,6 +316,10 @@ impl Error {
             ShardsMoved { .. } => "Retry: Citus sends the call to the node that holds the \
                  rows now. A writer inside a larger query is not sent there by Citus: call it on \
                  its own (docs/scaling.md)."
+                .into(),
+            ShardsLeftBehind { .. } => "Citus drops them itself within \
+                 citus.defer_shard_delete_interval: drop the extension again then, or after \
+                 CALL citus_cleanup_orphaned_resources() on the coordinator."
                 .into(),
             RecordWithoutPeriod { .. } => "Records written before quota.attach() are not tied \
                  to a counter; correct the counter in user_usage instead."
@@ -504,6 +512,11 @@ impl fmt::Display for Error {
             ShardsMoved { function, user_id: None } => write!(
                 f,
                 "{function}: shards this node served moved to another node while it waited for them"
+            ),
+            ShardsLeftBehind { detail } => write!(
+                f,
+                "the shards a shard move left behind could not be dropped: {}",
+                clip(detail)
             ),
             RecordWithoutPeriod { record_id } => write!(
                 f,
