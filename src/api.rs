@@ -594,6 +594,8 @@ fn row_is_current(rel: pg_sys::Oid, version: pg_sys::ItemPointerData) -> bool {
 }
 
 /// Every catalog feature's figures for one user in one call.
+// pgrx reads the result's column names from the signature itself: no type alias.
+#[allow(clippy::type_complexity)]
 #[pg_extern(stable, parallel_safe)]
 fn usage_overview(
     user_id: Option<i64>,
@@ -694,7 +696,7 @@ pub static TICK_BY_USER: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// quota.tick(), which then runs its steps user by user on the users' workers.
 #[pg_extern(stable, parallel_safe)]
 fn distributed() -> bool {
-    crate::error::guard(|| Spi::connect(|client| crate::placement::distributed(client)).or_raise())
+    crate::error::guard(|| Spi::connect(crate::placement::distributed).or_raise())
 }
 
 /// On a Citus cluster, for each hash range this node serves on its own, the qualified names of

@@ -332,8 +332,6 @@ SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute a
 const HAS_ROW_IS_CURRENT: &str =
     "SELECT pg_catalog.to_regprocedure('quota.row_is_current(oid, tid)') IS NOT NULL";
 
-/// Transactional: delivered at commit, dropped on rollback.
-
 /// The value sources of every feature for a plan and a custom_quotas document; `kind` and
 /// `plan_config` as in [`feature_sql`].
 fn limits_for_sql(kind: &str, plan_config: &str) -> String {
@@ -1892,7 +1890,6 @@ pub fn upsert_storage_quota(
         let previous = client
             .select(&plans.storage_lock, None, &lock)
             .map_err(failed("locking the storage quota"))?
-            .into_iter()
             .next()
             .map(|row| col::<i64>(&row, 1))
             .transpose()?

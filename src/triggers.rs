@@ -83,8 +83,7 @@ fn instant(
 ) -> Result<Option<TimestampWithTimeZone>, TryFromDatumError> {
     match tuple.get_by_name::<TimestampWithTimeZone>(name) {
         Err(e @ TryFromDatumError::IncompatibleTypes { .. }) => {
-            let zone = local_zone
-                .get_or_init(|| Spi::connect(|client| store::local_zone(client)).or_raise());
+            let zone = local_zone.get_or_init(|| Spi::connect(store::local_zone).or_raise());
             let Some(zone) = zone else {
                 // Not attached with a zone: a column of another type is the row's error.
                 return Err(e);
