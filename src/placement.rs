@@ -50,13 +50,13 @@ const HAS_CITUS: &str = "
 SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL
    AND pg_catalog.to_regproc('pg_catalog.shard_name') IS NOT NULL";
 
+/// quota.user_subscriptions and its owner, and Citus' lock_shard_metadata (NULL without Citus).
 const WATCHED_TABLE: &str = "
-SELECT c.oid, c.relowner FROM pg_catalog.pg_class c
+SELECT c.oid, c.relowner,
+       pg_catalog.to_regprocedure('pg_catalog.lock_shard_metadata(integer, bigint[])')
+       ::pg_catalog.oid
+  FROM pg_catalog.pg_class c
  WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('quota.user_subscriptions')";
-
-const LOCKER_FUNCTION: &str = "
-SELECT pg_catalog.to_regprocedure('pg_catalog.lock_shard_metadata(integer, bigint[])')
-       ::pg_catalog.oid";
 
 /// Every shard of the extension's Citus tables: the table, whether it is distributed by hash
 /// (else a reference table), the shard's hash range and qualified name, how many nodes hold it,
@@ -98,27 +98,20 @@ fn layout(client: &SpiClient<'_>) -> Result<&'static Layout, Error> {
     // The newest placement: a writer reloads the layout after it waited for a shard move
     // (locked), and its statement's snapshot, taken before the wait, still shows the old one.
     let _latest = spi::LatestSnapshot::push();
-    let (watched, owner) = match client
-        .select(WATCHED_TABLE, Some(1), &[])
-        .map_err(failed("placement lookup"))?
-        .next()
+    let mut found = [None; 3];
+    if let Some(row) =
+        client.select(WATCHED_TABLE, Some(1), &[]).map_err(failed("placement lookup"))?.next()
     {
-        Some(row) => (spi::column::<Oid>(&row, 1, "")?, spi::column::<Oid>(&row, 2, "")?),
-        None => (None, None),
-    };
-    WATCHED.set(watched.unwrap_or(pg_sys::InvalidOid));
-    OWNER.set(owner.unwrap_or(pg_sys::InvalidOid));
+        for (i, oid) in found.iter_mut().enumerate() {
+            *oid = spi::column::<Oid>(&row, i + 1, "")?;
+        }
+    }
+    let [watched, owner, locker] = found.map(|oid| oid.unwrap_or(pg_sys::InvalidOid));
+    WATCHED.set(watched);
+    OWNER.set(owner);
+    LOCKER.set(locker);
     let mut rows = Vec::new();
     if spi::ask(client, HAS_CITUS, &[])? {
-        let locker = client
-            .select(LOCKER_FUNCTION, Some(1), &[])
-            .map_err(failed("placement lookup"))?
-            .next()
-            .map(|row| spi::column::<Oid>(&row, 1, ""))
-            .transpose()?
-            .flatten()
-            .unwrap_or(pg_sys::InvalidOid);
-        LOCKER.set(locker);
         let on = " on pg_dist_shard";
         for row in client.select(SHARDS, None, &[]).map_err(failed("placement lookup"))? {
             let min = spi::column::<i32>(&row, 4, on)?;
@@ -241,7 +234,7 @@ fn hold(keys: &[i64]) -> Result<(), Error> {
         return Ok(());
     }
     let keys = keys.to_vec().into_datum().ok_or(Error::Statement {
-        what: "locking the user's shards",
+        what: "locking the shards' placement",
         detail: "no shard ids".into(),
     })?;
     let (mut user, mut context) = (pg_sys::InvalidOid, 0);
